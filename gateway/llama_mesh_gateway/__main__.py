@@ -1,0 +1,52 @@
+"""`python -m llama_mesh_gateway --upstream HOST:PORT [--host H] [--port P]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from llama_mesh_gateway.app import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_MAX_BODY_BYTES
+from llama_mesh_gateway.server import serve
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the gateway in the foreground until Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="python -m llama_mesh_gateway",
+        description="REST/JSON gateway for the gRPC services of a descriptor set.",
+    )
+    parser.add_argument("--upstream", required=True, help="host:port of the gRPC server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--descriptor-set", default=None, help="FileDescriptorSet (default: llama_mesh.v1)"
+    )
+    parser.add_argument(
+        "--service", action="append", dest="services", help="serve only this service (repeat)"
+    )
+    parser.add_argument(
+        "--cors-origin", action="append", default=[], dest="cors_origins", help="repeatable"
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--heartbeat-seconds", type=float, default=DEFAULT_HEARTBEAT_SECONDS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(
+        serve(
+            args.upstream,
+            args.host,
+            args.port,
+            descriptor_set=args.descriptor_set,
+            services=args.services,
+            cors_origins=args.cors_origins,
+            max_body_bytes=args.max_body_bytes,
+            heartbeat_seconds=args.heartbeat_seconds,
+            handle_signals=True,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

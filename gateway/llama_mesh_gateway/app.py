@@ -1,0 +1,487 @@
+"""The gateway as an ASGI application.
+
+>>> app = create_app("127.0.0.1:50051")  # serve it with any ASGI server
+
+Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
+SERVING, 503 otherwise) and `GET /openapi.json`. Every other path is routed by the
+google.api.http rules of the descriptor set. One gRPC channel to the upstream is opened
+at lifespan startup (or at the first request when the server runs no lifespan) and
+closed at lifespan shutdown or by `Gateway.aclose()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import grpc
+from google.protobuf import message
+from grpc_health.v1 import health_pb2
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llama_mesh_gateway import streaming
+from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
+from llama_mesh_gateway.openapi import build_openapi
+from llama_mesh_gateway.routes import MethodNotAllowed, Route, RouteTable, Schema
+from llama_mesh_gateway.status import GatewayError, from_rpc_error, invalid_argument
+from llama_mesh_gateway.transcode import build_request, response_json
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+HEALTH_TIMEOUT_SECONDS = 5.0
+_JSON = "application/json"
+# curl -d sends application/x-www-form-urlencoded; the body is still read as JSON.
+_BODY_TYPES = frozenset({"", _JSON, "application/x-www-form-urlencoded"})
+
+
+_SHUTTING_DOWN = GatewayError(
+    grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down; resume with Last-Event-ID"
+)
+
+
+class _Disconnected(Exception):
+    """The HTTP client went away."""
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Gateway:
+    """The transcoding ASGI app for one upstream and one descriptor set."""
+
+    def __init__(
+        self,
+        upstream: str,
+        schema: Schema,
+        *,
+        services: Sequence[str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        cors_origins: Sequence[str] = (),
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.upstream = upstream
+        self.schema = schema
+        self.max_body_bytes = max_body_bytes
+        self.heartbeat_seconds = heartbeat_seconds
+        self.table = RouteTable(schema.routes(services))
+        self._services = services
+        self._channel_options = list(channel_options)
+        self._channel: grpc.aio.Channel | None = None
+        self._callables: dict[str, Any] = {}
+        self._openapi: bytes | None = None
+        self._streams: set[Any] = set()
+        self._closing = False
+        self._app: ASGIApp = self._handle
+        if cors_origins:
+            self._app = CORSMiddleware(
+                self._handle,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["*"],
+                expose_headers=["*"],
+            )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The one channel to the upstream, opened on first use."""
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.upstream, options=self._channel_options)
+            self._callables.clear()
+            logger.info("gateway channel to %s opened", self.upstream)
+        return self._channel
+
+    async def aclose(self) -> None:
+        """Close the upstream channel (cancels calls in flight)."""
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            self._callables.clear()
+            await channel.close(None)
+            logger.info("gateway channel to %s closed", self.upstream)
+
+    def begin_shutdown(self) -> None:
+        """End open streams (each gets a final UNAVAILABLE error item)."""
+        self._closing = True
+        for call in list(self._streams):
+            call.cancel()
+
+    def _callable(self, route: Route) -> Any:
+        fn = self._callables.get(route.grpc_path)
+        if fn is None:
+            make = self.channel.unary_stream if route.server_streaming else self.channel.unary_unary
+            fn = make(
+                route.grpc_path,
+                request_serializer=_serialize,
+                response_deserializer=route.response_class.FromString,
+            )
+            self._callables[route.grpc_path] = fn
+        return fn
+
+    def openapi_document(self) -> bytes:
+        """The OpenAPI document, generated once."""
+        if self._openapi is None:
+            doc = build_openapi(self.schema, self.table.routes)
+            self._openapi = json.dumps(doc, indent=2, ensure_ascii=False).encode()
+        return self._openapi
+
+    # -- ASGI ------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self._http(scope, receive, send)
+        except GatewayError as e:
+            await _send_error(send, e)
+        except _Disconnected:
+            logger.debug("client left during %s %s", scope["method"], scope["path"])
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                _ = self.channel
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        raw_path = _raw_path(scope)
+        if raw_path == "/healthz" and method in ("GET", "HEAD"):
+            await self._health(send, head=method == "HEAD")
+            return
+        if raw_path == "/openapi.json" and method == "GET":
+            await _send_body(send, 200, {"content-type": _JSON}, self.openapi_document())
+            return
+        try:
+            match = self.table.find(method, raw_path)
+        except MethodNotAllowed as e:
+            raise GatewayError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"method {method} is not allowed on {raw_path}; allowed: {e}",
+                http=405,
+                headers={"allow": ", ".join(e.allowed)},
+            ) from None
+        except UnicodeDecodeError:
+            raise invalid_argument("path is not UTF-8 once percent-decoded") from None
+        if match is None:
+            raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no route for {method} {raw_path}")
+        route = match.route
+        if route.client_streaming:
+            raise GatewayError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{route.method.full_name} is client streaming, which REST does not carry",
+                http=501,
+            )
+        headers = _headers(scope)
+        body = await self._read_body(receive, headers)
+        if route.body and body.strip():
+            _check_content_type(headers.get("content-type", ""))
+        query = _query(scope)
+        md, timeout = request_metadata(scope.get("headers", []), scope.get("client"))
+        overrides: dict[str, str] = {}
+        last_event_id = headers.get("last-event-id")
+        if route.server_streaming and last_event_id:
+            field = streaming.resume_field(route.method.input_type)
+            if field is not None:
+                if not last_event_id.strip().isdigit():
+                    raise invalid_argument(f"Last-Event-ID {last_event_id!r} is not a sequence")
+                overrides[field] = last_event_id.strip()
+        request = build_request(match, body, query, self.schema.pool, overrides=overrides)
+        logger.debug("%s %s -> %s", method, raw_path, route.grpc_path)
+        if route.server_streaming:
+            await self._stream(route, request, md, timeout, headers, receive, send)
+        else:
+            await self._unary(route, request, md, timeout, receive, send)
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise invalid_argument(f"Content-Length {declared!r} is not a number")
+            if int(declared) > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk: bytes = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _unary(
+        self,
+        route: Route,
+        request: message.Message,
+        md: Metadata,
+        call_timeout: float | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        call = self._callable(route)(request, metadata=md, timeout=call_timeout)
+        try:
+            response = await _until_disconnect(call, receive)
+            initial = await call.initial_metadata()
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, self.schema.pool) from None
+        finally:
+            call.cancel()  # no-op when the call has finished
+        value = response_json(route, response, self.schema.pool)
+        headers = {"content-type": _JSON, **response_headers(initial, trailing)}
+        await _send_body(send, 200, headers, _dumps(value))
+
+    async def _stream(
+        self,
+        route: Route,
+        request: message.Message,
+        md: Metadata,
+        call_timeout: float | None,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        frame = streaming.Frame(streaming.stream_format(headers.get("accept")))
+        seq_path = streaming.sequence_path(route.method.output_type)
+        call = self._callable(route)(request, metadata=md, timeout=call_timeout)
+        self._streams.add(call)
+        it = call.__aiter__()
+        first = asyncio.create_task(streaming.next_item(it))
+        watcher = asyncio.create_task(_wait_disconnect(receive))
+        try:
+            # Wait for the first item for up to one heartbeat: an upstream error that
+            # comes at once (NOT_FOUND, INVALID_ARGUMENT) gets its own HTTP status.
+            done, _ = await asyncio.wait(
+                {first, watcher},
+                timeout=self.heartbeat_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if watcher in done:
+                raise _Disconnected
+            if first in done and isinstance(first.exception(), grpc.aio.AioRpcError):
+                error = first.exception()
+                assert isinstance(error, grpc.aio.AioRpcError)
+                raise from_rpc_error(error, self.schema.pool)
+            initial = await call.initial_metadata() if first in done else None
+            out_headers = {
+                "content-type": frame.media_type
+                + ("; charset=utf-8" if frame.media_type == streaming.SSE else ""),
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **response_headers(initial),
+            }
+            await send({"type": "http.response.start", "status": 200, "headers": _raw(out_headers)})
+
+            async def chunks() -> AsyncGenerator[bytes, None]:
+                items = streaming.with_heartbeats(first, it, self.heartbeat_seconds)
+                try:
+                    async for kind, item in items:
+                        if kind == "heartbeat":
+                            yield frame.heartbeat()
+                        else:
+                            value = response_json(route, item, self.schema.pool)
+                            yield frame.item(value, streaming.sequence_of(item, seq_path))
+                except grpc.aio.AioRpcError as e:
+                    if self._closing and e.code() == grpc.StatusCode.CANCELLED:
+                        yield frame.error(_SHUTTING_DOWN.to_json())
+                    elif e.code() != grpc.StatusCode.CANCELLED or not watcher.done():
+                        yield frame.error(from_rpc_error(e, self.schema.pool).to_json())
+                finally:
+                    await items.aclose()
+
+            pump = asyncio.create_task(_pump(chunks(), send))
+            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done:
+                pump.result()
+            else:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+                logger.debug("client left %s: upstream call cancelled", route.grpc_path)
+        finally:
+            self._streams.discard(call)
+            call.cancel()
+            for task in (first, watcher):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(first, watcher, return_exceptions=True)
+
+    async def _health(self, send: Send, *, head: bool) -> None:
+        stub = self.channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=_serialize,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        body: dict[str, Any] = {"gateway": "SERVING", "upstream": self.upstream}
+        try:
+            resp = await stub(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT_SECONDS)
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        except grpc.aio.AioRpcError as e:
+            status = "UNREACHABLE" if e.code() == grpc.StatusCode.UNAVAILABLE else "UNKNOWN"
+            body["message"] = f"{e.code().name}: {e.details()}"
+        body["upstreamStatus"] = status
+        code = 200 if status == "SERVING" else 503
+        payload = b"" if head else _dumps(body)
+        await _send_body(send, code, {"content-type": _JSON, "cache-control": "no-cache"}, payload)
+
+
+def _serialize(msg: message.Message) -> bytes:
+    return msg.SerializeToString()
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+async def _until_disconnect(call: Any, receive: Receive) -> Any:
+    """Await a unary call; cancel it and raise _Disconnected if the client leaves first."""
+    result = asyncio.ensure_future(call)
+    watcher = asyncio.create_task(_wait_disconnect(receive))
+    try:
+        done, _ = await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if result in done:
+            return result.result()
+        raise _Disconnected
+    finally:
+        for task in (result, watcher):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(result, watcher, return_exceptions=True)
+
+
+async def _pump(chunks: AsyncGenerator[bytes, None], send: Send) -> None:
+    try:
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await chunks.aclose()
+
+
+def _raw_path(scope: Scope) -> str:
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_argument("path is not UTF-8") from None
+    return text.split("?", 1)[0]
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in scope.get("headers", []):
+        key = k.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return []
+    try:
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_argument("query string is not UTF-8 once percent-decoded") from None
+
+
+def _check_content_type(value: str) -> None:
+    media, _, params = value.partition(";")
+    media = media.strip().lower()
+    if media not in _BODY_TYPES and not media.endswith("+json"):
+        raise invalid_argument(
+            f"unsupported Content-Type {value!r}: send the body as application/json", http=415
+        )
+    for param in params.split(";"):
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise invalid_argument(f"unsupported charset in {value!r}: use utf-8", http=415)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"request body is larger than the limit of {limit} bytes",
+        http=413,
+    )
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [
+        (k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()
+    ]
+
+
+async def _send_body(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    headers = {**headers, "content-length": str(len(body))}
+    start: Message = {"type": "http.response.start", "status": status, "headers": _raw(headers)}
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    headers = {"content-type": _JSON, **error.headers}
+    await _send_body(send, error.http, headers, _dumps(error.to_json()))
+
+
+def create_app(
+    upstream: str,
+    *,
+    descriptor_set: bytes | Path | str | None = None,
+    services: Sequence[str] | None = None,
+    cors_origins: Sequence[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+) -> Gateway:
+    """The gateway ASGI app for `upstream` ("host:port").
+
+    `descriptor_set` is a serialized FileDescriptorSet (bytes or a path) with imports;
+    the default is llama_mesh.v1's. `services` limits the routes to those services
+    (full or short names). `cors_origins` enables CORS for those origins ("*" for any).
+    `max_body_bytes` bounds request bodies (413 above it); `heartbeat_seconds` is the
+    idle interval after which a stream gets a keep-alive.
+
+    >>> app = create_app("127.0.0.1:50051", cors_origins=["https://example.com"])
+    """
+    return Gateway(
+        upstream,
+        Schema.load(descriptor_set),
+        services=services,
+        max_body_bytes=max_body_bytes,
+        heartbeat_seconds=heartbeat_seconds,
+        cors_origins=cors_origins,
+    )

@@ -1,0 +1,368 @@
+"""An OpenAPI 3 document generated from the descriptor set and its HttpRules.
+
+Paths come from the route table (one operation per binding); each `*` of a path
+variable becomes its own path parameter named after the literal before it, so
+`/v1/{name=sessions/*/tasks/*}` is documented as `/v1/sessions/{session}/tasks/{task}`.
+Schemas come from the messages (JSON names, proto3 JSON types: int64 as strings, enums
+by name, well-known types in their JSON form); the proto comments become descriptions,
+`google.api.field_behavior` becomes `required` / `readOnly`. Query parameters are the
+request fields outside the path and body, by dotted JSON name. Errors are documented as
+the `default` response, a google.rpc.Status.
+
+>>> from llama_mesh_gateway.routes import Schema
+>>> schema = Schema.load()
+>>> doc = build_openapi(schema, schema.routes())
+>>> "/v1/sessions/{session}/tasks/{task}:cancel" in doc["paths"]
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.api import field_behavior_pb2  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from llama_mesh_gateway.routes import Route, Schema
+from llama_mesh_gateway.streaming import NDJSON, SSE
+from llama_mesh_gateway.transcode import STRING_WKT
+
+_REF = "#/components/schemas/"
+STATUS_SCHEMA = "google.rpc.Status"
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+_MAX_QUERY_DEPTH = 3
+
+_INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
+_UINT32 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1}
+_INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$"}
+_UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]{1,20}$"}
+_T = FieldDescriptor
+_SCALARS: dict[int, dict[str, Any]] = {
+    _T.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    _T.TYPE_FLOAT: {"type": "number", "format": "float"},
+    _T.TYPE_INT32: _INT32,
+    _T.TYPE_SINT32: _INT32,
+    _T.TYPE_SFIXED32: _INT32,
+    _T.TYPE_UINT32: _UINT32,
+    _T.TYPE_FIXED32: _UINT32,
+    _T.TYPE_INT64: _INT64,
+    _T.TYPE_SINT64: _INT64,
+    _T.TYPE_SFIXED64: _INT64,
+    _T.TYPE_UINT64: _UINT64,
+    _T.TYPE_FIXED64: _UINT64,
+    _T.TYPE_BOOL: {"type": "boolean"},
+    _T.TYPE_STRING: {"type": "string"},
+    _T.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+_WKT: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {
+        "type": "string",
+        "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,9})?s$",
+        "example": "1.5s",
+    },
+    "google.protobuf.FieldMask": {"type": "string", "example": "name,labels"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    "google.protobuf.DoubleValue": {"type": "number", "nullable": True},
+    "google.protobuf.FloatValue": {"type": "number", "nullable": True},
+    "google.protobuf.Int64Value": {**_INT64, "nullable": True},
+    "google.protobuf.UInt64Value": {**_UINT64, "nullable": True},
+    "google.protobuf.Int32Value": {**_INT32, "nullable": True},
+    "google.protobuf.UInt32Value": {**_UINT32, "nullable": True},
+    "google.protobuf.BoolValue": {"type": "boolean", "nullable": True},
+    "google.protobuf.StringValue": {"type": "string", "nullable": True},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte", "nullable": True},
+}
+
+
+class _Docs:
+    """Comments and field behaviors by full name, read from the file protos."""
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        self.comments: dict[str, str] = {}
+        self.behaviors: dict[str, set[int]] = {}
+        for f in files:
+            by_path = {
+                tuple(loc.path): loc.leading_comments.strip()
+                for loc in f.source_code_info.location
+                if loc.leading_comments.strip()
+            }
+            prefix = f"{f.package}." if f.package else ""
+            for i, m in enumerate(f.message_type):
+                self._message(m, prefix, (4, i), by_path)
+            for i, e in enumerate(f.enum_type):
+                self._put(prefix + e.name, (5, i), by_path)
+            for i, s in enumerate(f.service):
+                self._put(prefix + s.name, (6, i), by_path)
+                for j, meth in enumerate(s.method):
+                    self._put(f"{prefix}{s.name}.{meth.name}", (6, i, 2, j), by_path)
+
+    def _put(self, name: str, path: tuple[int, ...], by_path: dict[tuple[int, ...], str]) -> None:
+        text = by_path.get(path)
+        if text:
+            self.comments[name] = text
+
+    def _message(
+        self,
+        m: descriptor_pb2.DescriptorProto,
+        prefix: str,
+        path: tuple[int, ...],
+        by_path: dict[tuple[int, ...], str],
+    ) -> None:
+        full = prefix + m.name
+        self._put(full, path, by_path)
+        for k, fld in enumerate(m.field):
+            self._put(f"{full}.{fld.name}", (*path, 2, k), by_path)
+            behaviors = set(fld.options.Extensions[field_behavior_pb2.field_behavior])
+            if behaviors:
+                self.behaviors[f"{full}.{fld.name}"] = behaviors
+        for j, nested in enumerate(m.nested_type):
+            self._message(nested, full + ".", (*path, 3, j), by_path)
+        for j, e in enumerate(m.enum_type):
+            self._put(f"{full}.{e.name}", (*path, 4, j), by_path)
+
+
+class _Builder:
+    def __init__(self, schema: Schema) -> None:
+        self.docs = _Docs(schema.file_set.file)
+        self.components: dict[str, dict[str, Any]] = {}
+
+    def ref(self, name: str) -> dict[str, Any]:
+        return {"$ref": _REF + name}
+
+    def message(self, desc: Descriptor) -> dict[str, Any]:
+        """A reference to the component schema of a message (made on first use)."""
+        if desc.full_name in _WKT:
+            return dict(_WKT[desc.full_name])
+        if desc.full_name not in self.components:
+            self.components[desc.full_name] = {}  # placeholder: recursion stops here
+            self.components[desc.full_name] = self.object(desc)
+        return self.ref(desc.full_name)
+
+    def object(self, desc: Descriptor, skip: Sequence[str] = ()) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "object"}
+        comment = self.docs.comments.get(desc.full_name)
+        if comment:
+            out["description"] = comment
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for fld in desc.fields:
+            if fld.name in skip:
+                continue
+            key = f"{desc.full_name}.{fld.name}"
+            prop = self.field(fld)
+            behaviors = self.docs.behaviors.get(key, set())
+            if "$ref" not in prop:
+                text = self.docs.comments.get(key)
+                if text:
+                    prop["description"] = text
+                if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+                    prop["readOnly"] = True
+            if field_behavior_pb2.REQUIRED in behaviors:
+                required.append(fld.json_name)
+            props[fld.json_name] = prop
+        out["properties"] = props
+        if required:
+            out["required"] = required
+        return out
+
+    def field(self, fld: FieldDescriptor) -> dict[str, Any]:
+        if fld.message_type is not None and fld.message_type.GetOptions().map_entry:
+            value = fld.message_type.fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self.single(value)}
+        if fld.is_repeated:
+            return {"type": "array", "items": self.single(fld)}
+        return self.single(fld)
+
+    def single(self, fld: FieldDescriptor) -> dict[str, Any]:
+        if fld.message_type is not None:
+            return self.message(fld.message_type)
+        if fld.enum_type is not None:
+            return self.enum(fld.enum_type)
+        return dict(_SCALARS[fld.type])
+
+    def enum(self, desc: EnumDescriptor) -> dict[str, Any]:
+        if desc.full_name not in self.components:
+            out: dict[str, Any] = {"type": "string", "enum": [v.name for v in desc.values]}
+            comment = self.docs.comments.get(desc.full_name)
+            if comment:
+                out["description"] = comment
+            self.components[desc.full_name] = out
+        return self.ref(desc.full_name)
+
+    def query_params(
+        self,
+        desc: Descriptor,
+        excluded: set[tuple[str, ...]],
+        path: tuple[str, ...] = (),
+        json_path: tuple[str, ...] = (),
+        stack: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """Query parameters for the fields of desc outside `excluded`, by dotted JSON name."""
+        params: list[dict[str, Any]] = []
+        for fld in desc.fields:
+            fpath = (*path, fld.name)
+            jpath = (*json_path, fld.json_name)
+            if any(fpath[: len(x)] == x for x in excluded):
+                continue
+            msg = fld.message_type
+            repeated = fld.is_repeated
+            if msg is not None and (repeated or msg.full_name not in STRING_WKT):
+                nested = not repeated and msg.full_name not in STRING_WKT
+                if nested and len(fpath) < _MAX_QUERY_DEPTH and msg.full_name not in stack:
+                    inner_stack = (*stack, desc.full_name)
+                    params.extend(self.query_params(msg, excluded, fpath, jpath, inner_stack))
+                continue
+            param: dict[str, Any] = {"name": ".".join(jpath), "in": "query"}
+            param["schema"] = self.field(fld)
+            if repeated:
+                param.update(style="form", explode=True)
+            text = self.docs.comments.get(f"{desc.full_name}.{fld.name}")
+            if text:
+                param["description"] = text
+            params.append(param)
+        return params
+
+
+def build_openapi(
+    schema: Schema,
+    routes: Sequence[Route],
+    *,
+    title: str = "llama-mesh REST gateway",
+    version: str = "v1",
+) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of the routes."""
+    b = _Builder(schema)
+    paths: dict[str, dict[str, Any]] = {}
+    seen_ids: set[str] = set()
+    for route in routes:
+        verb = route.http_method.lower()
+        if verb not in _HTTP_METHODS:
+            continue
+        path, path_params = route.template.openapi_path()
+        method = route.method
+        service = method.containing_service
+        op_id = f"{service.name}_{method.name}"
+        n = 2
+        while op_id in seen_ids:
+            op_id = f"{service.name}_{method.name}_{n}"
+            n += 1
+        seen_ids.add(op_id)
+        op: dict[str, Any] = {
+            "operationId": op_id,
+            "summary": method.name,
+            "tags": [service.name],
+        }
+        comment = b.docs.comments.get(f"{service.full_name}.{method.name}")
+        if comment:
+            op["description"] = comment
+        params: list[dict[str, Any]] = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+                "description": f"A segment of `{field_path}`." if field_path else "A path segment.",
+            }
+            for name, (field_path, _) in path_params.items()
+        ]
+        bound = {tuple(v.field_path.split(".")) for v in route.template.variables}
+        if route.body != "*":
+            excluded = set(bound)
+            if route.body:
+                excluded.add((route.body,))
+            params.extend(b.query_params(method.input_type, excluded))
+        if params:
+            op["parameters"] = params
+        if route.body:
+            if route.body == "*":
+                top = {p[0] for p in bound if len(p) == 1}
+                body_schema = b.object(method.input_type, skip=sorted(top))
+            else:
+                body_schema = b.field(method.input_type.fields_by_name[route.body])
+            op["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        if route.response_body:
+            ok_schema = b.field(method.output_type.fields_by_name[route.response_body])
+        else:
+            ok_schema = b.message(method.output_type)
+        if route.server_streaming:
+            stream_doc = (
+                f"A stream of {method.output_type.full_name}: Server-Sent Events by default, "
+                f"NDJSON with `Accept: {NDJSON}`."
+            )
+            ok: dict[str, Any] = {
+                "description": stream_doc,
+                "content": {
+                    SSE: {"schema": {"type": "string"}},
+                    NDJSON: {"schema": {"type": "string"}},
+                },
+            }
+        else:
+            ok = {"description": "OK", "content": {"application/json": {"schema": ok_schema}}}
+        op["responses"] = {
+            "200": ok,
+            "default": {
+                "description": "An error: a google.rpc.Status.",
+                "content": {"application/json": {"schema": b.ref(STATUS_SCHEMA)}},
+            },
+        }
+        paths.setdefault(path, {})[verb] = op
+    paths["/healthz"] = {
+        "get": {
+            "operationId": "Gateway_Health",
+            "summary": "Health",
+            "description": "The gateway is up; `upstreamStatus` is the upstream's "
+            "grpc.health.v1 status. 200 when it is SERVING, 503 otherwise.",
+            "tags": ["Gateway"],
+            "responses": {
+                "200": {
+                    "description": "Upstream SERVING",
+                    "content": {"application/json": {"schema": _HEALTH}},
+                },
+                "503": {
+                    "description": "Upstream not serving",
+                    "content": {"application/json": {"schema": _HEALTH}},
+                },
+            },
+        }
+    }
+    b.components[STATUS_SCHEMA] = {
+        "type": "object",
+        "description": "The error model: a gRPC status code, a message and typed details.",
+        "properties": {
+            "code": {"type": "integer", "format": "int32", "description": "The gRPC status code."},
+            "message": {"type": "string"},
+            "details": {"type": "array", "items": dict(_WKT["google.protobuf.Any"])},
+        },
+        "required": ["code", "message"],
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(b.components.items()))},
+    }
+
+
+_HEALTH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "gateway": {"type": "string"},
+        "upstream": {"type": "string"},
+        "upstreamStatus": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}

@@ -1,0 +1,212 @@
+"""The route table: every google.api.http binding of every service in a descriptor set.
+
+A `Schema` holds the descriptor pool built from a FileDescriptorSet (with imports) and
+the message classes made from it; `Schema.routes()` turns each HttpRule, and each of
+its additional_bindings, into a `Route`; a `RouteTable` finds the route of a request.
+
+>>> from llama_mesh_gateway.routes import RouteTable, Schema
+>>> schema = Schema.load()  # the llama_mesh.v1 descriptor set
+>>> table = RouteTable(schema.routes())
+>>> table.find("POST", "/v1/sessions/s1/tasks/t1:cancel").route.method.name
+'CancelTask'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped,unused-ignore]
+
+from llama_mesh_gateway.path_template import PathTemplate, TemplateError
+
+_EXTRA_FILES = (error_details_pb2.DESCRIPTOR, status_pb2.DESCRIPTOR)
+
+
+def default_descriptor_set_path() -> Path:
+    """Where the llama_mesh.v1 descriptor set is (committed next to the generated code)."""
+    import llama_mesh.v1
+
+    return Path(llama_mesh.v1.__file__).parent / "llama_mesh.binpb"
+
+
+class Schema:
+    """A descriptor pool built from one FileDescriptorSet, and its message classes."""
+
+    def __init__(self, file_set: descriptor_pb2.FileDescriptorSet) -> None:
+        self.file_set = file_set
+        self.pool = descriptor_pool.DescriptorPool()
+        added: set[str] = set()
+        for f in file_set.file:
+            self.pool.Add(f)
+            added.add(f.name)
+        # google.rpc.Status details are Any; make the common detail types resolvable.
+        for fd in _EXTRA_FILES:
+            self._add_with_deps(fd, added)
+        self._classes: dict[str, type[message.Message]] = {}
+
+    def _add_with_deps(self, fd: Any, added: set[str]) -> None:
+        if fd.name in added:
+            return
+        for dep in fd.dependencies:
+            self._add_with_deps(dep, added)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        self.pool.Add(proto)
+        added.add(fd.name)
+
+    @classmethod
+    def load(cls, source: bytes | Path | str | None = None) -> Schema:
+        """Load a serialized FileDescriptorSet (bytes or a path; default llama_mesh.v1)."""
+        if source is None:
+            source = default_descriptor_set_path()
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        file_set = descriptor_pb2.FileDescriptorSet()
+        file_set.ParseFromString(data)
+        return cls(file_set)
+
+    def message_class(self, desc: Descriptor) -> type[message.Message]:
+        """The (cached) message class of a descriptor of this pool."""
+        cls = self._classes.get(desc.full_name)
+        if cls is None:
+            cls = message_factory.GetMessageClass(desc)
+            self._classes[desc.full_name] = cls
+        return cls
+
+    def routes(self, services: Sequence[str] | None = None) -> list[Route]:
+        """Routes of every annotated method (of the named services only, if given)."""
+        out: list[Route] = []
+        for f in self.file_set.file:
+            for s in f.service:
+                full = f"{f.package}.{s.name}" if f.package else s.name
+                if services is not None and full not in services and s.name not in services:
+                    continue
+                sdesc = self.pool.FindServiceByName(full)
+                for m in s.method:
+                    if not m.options.HasExtension(annotations_pb2.http):
+                        continue
+                    rule = m.options.Extensions[annotations_pb2.http]
+                    mdesc = sdesc.methods_by_name[m.name]
+                    out.append(self._route(mdesc, rule, m))
+                    for extra in rule.additional_bindings:
+                        out.append(self._route(mdesc, extra, m))
+        return out
+
+    def _route(
+        self,
+        method: MethodDescriptor,
+        rule: http_pb2.HttpRule,
+        proto: descriptor_pb2.MethodDescriptorProto,
+    ) -> Route:
+        kind = rule.WhichOneof("pattern")
+        if kind is None:
+            raise TemplateError(f"{method.full_name}: HttpRule without a pattern")
+        if kind == "custom":
+            verb, path = rule.custom.kind.upper(), rule.custom.path
+        else:
+            verb, path = kind.upper(), str(getattr(rule, kind))
+        template = PathTemplate.parse(path)
+        req = method.input_type
+        for var in template.variables:
+            leaf = resolve_field_path(req, var.field_path.split("."))
+            if leaf is None:
+                raise TemplateError(f"{method.full_name}: no field {var.field_path!r}")
+        if rule.body not in ("", "*") and rule.body not in req.fields_by_name:
+            raise TemplateError(f"{method.full_name}: no body field {rule.body!r}")
+        resp = method.output_type
+        if rule.response_body and rule.response_body not in resp.fields_by_name:
+            raise TemplateError(f"{method.full_name}: no response field {rule.response_body!r}")
+        return Route(
+            http_method=verb,
+            template=template,
+            method=method,
+            body=rule.body,
+            response_body=rule.response_body,
+            server_streaming=proto.server_streaming,
+            client_streaming=proto.client_streaming,
+            request_class=self.message_class(req),
+            response_class=self.message_class(resp),
+        )
+
+
+def resolve_field_path(desc: Descriptor, names: Sequence[str]) -> FieldDescriptor | None:
+    """The field at a dotted path of proto names (message fields in between), or None."""
+    leaf: FieldDescriptor | None = None
+    current: Descriptor | None = desc
+    for name in names:
+        if current is None:
+            return None
+        leaf = current.fields_by_name.get(name)
+        if leaf is None:
+            return None
+        current = leaf.message_type if leaf.type == FieldDescriptor.TYPE_MESSAGE else None
+    return leaf
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP binding of one RPC."""
+
+    http_method: str
+    template: PathTemplate
+    method: MethodDescriptor
+    body: str
+    response_body: str
+    server_streaming: bool
+    client_streaming: bool
+    request_class: type[message.Message] = field(repr=False)
+    response_class: type[message.Message] = field(repr=False)
+
+    @property
+    def grpc_path(self) -> str:
+        """The gRPC method path, `/package.Service/Method`."""
+        return f"/{self.method.containing_service.full_name}/{self.method.name}"
+
+
+@dataclass(frozen=True)
+class Match:
+    """A route and the variables its template bound."""
+
+    route: Route
+    bindings: dict[str, str]
+
+
+class MethodNotAllowed(Exception):
+    """The path is known but not with this HTTP method."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        super().__init__(", ".join(allowed))
+        self.allowed = list(allowed)
+
+
+class RouteTable:
+    """Finds the route of a request: verb templates first, then the most literals."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = list(routes)
+
+    def find(self, http_method: str, raw_path: str) -> Match | None:
+        """The best match, None if no template matches (404).
+
+        Raises MethodNotAllowed if templates match but none with this method, and
+        UnicodeDecodeError if a bound variable is not UTF-8 once percent-decoded.
+        """
+        matches: list[Match] = []
+        for route in self.routes:
+            bound = route.template.match(raw_path)
+            if bound is not None:
+                matches.append(Match(route, bound))
+        if any(m.route.template.verb is not None for m in matches):
+            matches = [m for m in matches if m.route.template.verb is not None]
+        if not matches:
+            return None
+        same = [m for m in matches if m.route.http_method == http_method]
+        if not same:
+            raise MethodNotAllowed(sorted({m.route.http_method for m in matches}))
+        same.sort(key=lambda m: (-m.route.template.literal_count, len(m.route.template.segments)))
+        return same[0]

@@ -1,0 +1,121 @@
+"""gRPC status codes as HTTP statuses, and errors as `google.rpc.Status` JSON.
+
+Every error the gateway returns, its own or the upstream's, is one JSON object:
+`{"code": <gRPC code number>, "message": "...", "details": [<Any as JSON>, ...]}`.
+The details come from the upstream's `grpc-status-details-bin` trailer.
+
+>>> http_status(grpc.StatusCode.NOT_FOUND)
+404
+>>> GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "bad").to_json()
+{'code': 3, 'message': 'bad', 'details': []}
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from google.protobuf.descriptor_pool import DescriptorPool
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2  # type: ignore[import-untyped,unused-ignore]
+
+logger = logging.getLogger(__name__)
+
+#: The standard mapping (google/rpc/code.proto, grpc-gateway, Envoy).
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """The HTTP status of a gRPC status code."""
+    return HTTP_STATUS.get(code, 500)
+
+
+def code_number(code: grpc.StatusCode) -> int:
+    """The numeric value of a gRPC status code."""
+    value: tuple[int, str] = code.value
+    return value[0]
+
+
+class GatewayError(Exception):
+    """An error answered as a google.rpc.Status JSON body.
+
+    `http` overrides the table for the gateway's own HTTP-only errors (405, 413, 415).
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        details: Sequence[dict[str, Any]] = (),
+        http: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.http = http if http is not None else http_status(code)
+        self.headers = dict(headers or {})
+
+    def to_json(self) -> dict[str, Any]:
+        """The google.rpc.Status JSON body."""
+        return {"code": code_number(self.code), "message": self.message, "details": self.details}
+
+
+def invalid_argument(message: str, *, http: int | None = None) -> GatewayError:
+    """A 400 (or `http`) INVALID_ARGUMENT error."""
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, http=http)
+
+
+def any_to_json(item: any_pb2.Any, pool: DescriptorPool | None) -> dict[str, Any]:
+    """An Any as proto3 JSON; an unknown type keeps its bytes as base64 `value`."""
+    try:
+        out: dict[str, Any] = json_format.MessageToDict(item, descriptor_pool=pool)
+        return out
+    except (TypeError, KeyError, json_format.Error):
+        return {"@type": item.type_url, "value": base64.b64encode(item.value).decode()}
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError, pool: DescriptorPool | None) -> GatewayError:
+    """The GatewayError of a failed upstream call, with its status details."""
+    code = error.code()
+    message = error.details() or ""
+    details: list[dict[str, Any]] = []
+    trailing: Any = error.trailing_metadata() or ()
+    for key, value in trailing:
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:
+            logger.warning("ignoring a malformed %s trailer", STATUS_DETAILS_KEY)
+            continue
+        details = [any_to_json(d, pool) for d in status.details]
+        message = status.message or message
+    return GatewayError(code, message, details=details)

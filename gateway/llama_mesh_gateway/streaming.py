@@ -1,0 +1,157 @@
+"""Server streaming over HTTP: Server-Sent Events (default) or NDJSON.
+
+SSE (`text/event-stream`), one event per streamed message:
+
+    id: <sequence>
+    data: <the message as JSON>
+
+`id:` is present when the streamed message has an integer field named `sequence`, at
+the top level or inside one of its message fields (StreamTaskEventsResponse.event.
+sequence). A reconnecting EventSource sends it back as `Last-Event-ID`, which the
+gateway maps to the request field `after_sequence` when the request has one, so the
+stream resumes with no gap and no repeat. An upstream error ends the stream with
+`event: error` and a google.rpc.Status JSON `data:`. Idle streams get a `: keep-alive`
+comment every heartbeat interval.
+
+NDJSON (`Accept: application/x-ndjson`), one line per message, as grpc-gateway does:
+`{"result": <message>}`, and a final `{"error": <Status>}` line on an upstream error.
+Heartbeats are empty lines, which NDJSON readers skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import message
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+_INT_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+    }
+)
+RESUME_FIELD = "after_sequence"
+
+
+def stream_format(accept: str | None) -> str:
+    """NDJSON if the client asks for it, else SSE."""
+    if accept and any(
+        part.split(";")[0].strip().lower() in (NDJSON, "application/jsonl")
+        for part in accept.split(",")
+    ):
+        return NDJSON
+    return SSE
+
+
+def _is_int(field: FieldDescriptor) -> bool:
+    return field.type in _INT_TYPES and not field.is_repeated
+
+
+def sequence_path(desc: Descriptor) -> tuple[str, ...] | None:
+    """Where a message's `sequence` is: top level, or one message field deep."""
+    top = desc.fields_by_name.get("sequence")
+    if top is not None and _is_int(top):
+        return ("sequence",)
+    for field in desc.fields:
+        if field.message_type is None or field.is_repeated:
+            continue
+        inner = field.message_type.fields_by_name.get("sequence")
+        if inner is not None and _is_int(inner):
+            return (field.name, "sequence")
+    return None
+
+
+def resume_field(desc: Descriptor) -> str | None:
+    """The request field that `Last-Event-ID` sets, if the request has one."""
+    field = desc.fields_by_name.get(RESUME_FIELD)
+    return RESUME_FIELD if field is not None and _is_int(field) else None
+
+
+def sequence_of(msg: message.Message, path: tuple[str, ...] | None) -> int | None:
+    """The sequence of a streamed message, or None."""
+    if path is None:
+        return None
+    current: Any = msg
+    for name in path[:-1]:
+        if not current.HasField(name):
+            return None
+        current = getattr(current, name)
+    value: int = getattr(current, path[-1])
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How one stream format writes items, errors and heartbeats."""
+
+    media_type: str
+
+    def item(self, value: Any, sequence: int | None) -> bytes:
+        """One streamed message."""
+        if self.media_type == NDJSON:
+            return (_dumps({"result": value}) + "\n").encode()
+        head = f"id: {sequence}\n" if sequence is not None else ""
+        return f"{head}data: {_dumps(value)}\n\n".encode()
+
+    def error(self, status: dict[str, Any]) -> bytes:
+        """The final error item."""
+        if self.media_type == NDJSON:
+            return (_dumps({"error": status}) + "\n").encode()
+        return f"event: error\ndata: {_dumps(status)}\n\n".encode()
+
+    def heartbeat(self) -> bytes:
+        """Keeps an idle connection open through proxies."""
+        return b"\n" if self.media_type == NDJSON else b": keep-alive\n\n"
+
+
+async def next_item(it: AsyncIterator[Any]) -> Any:
+    """The next item of an async iterator (a coroutine, for asyncio.create_task)."""
+    return await anext(it)
+
+
+async def with_heartbeats(
+    first: asyncio.Task[Any], it: AsyncIterator[Any], interval: float
+) -> AsyncGenerator[tuple[str, Any], None]:
+    """("item", x) for each item, ("heartbeat", None) after each idle interval.
+
+    `first` is the already started fetch of the first item. Ends when the iterator
+    ends; an exception of the iterator is raised to the caller. The pending fetch is
+    cancelled if the consumer stops early.
+    """
+    pending: asyncio.Task[Any] | None = first
+    try:
+        while pending is not None:
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield ("heartbeat", None)
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                pending = None
+                return
+            pending = asyncio.create_task(next_item(it))
+            yield ("item", item)
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)

@@ -1,0 +1,258 @@
+"""HTTP request -> gRPC request message, gRPC response message -> JSON.
+
+The request message is built in three steps, later steps winning on conflicts:
+
+1. the body, per the rule's `body`: `"*"` maps the JSON object onto the whole request,
+   `"field"` maps the JSON value onto that top-level field, `""` takes no body;
+2. the path variables, by field path (`task.name`), converted from their string form;
+3. the query parameters, for fields bound by neither path nor body. A parameter names a
+   field by a dotted path whose parts are proto names or JSON names; a repeated
+   primitive takes repeated keys (`states=A&states=B`); Timestamp, Duration, FieldMask
+   and the wrappers take their JSON string form. Unknown parameters are an error that
+   names them.
+
+Everything goes through `google.protobuf.json_format` (proto3 canonical JSON), so
+int64 accepts numbers and strings, enums accept names and numbers, bytes take base64.
+
+>>> from llama_mesh_gateway.routes import RouteTable, Schema
+>>> schema = Schema.load()
+>>> match = RouteTable(schema.routes()).find("GET", "/v1/sessions/s1/tasks")
+>>> req = build_request(match, b"", [("states", "TASK_STATE_RUNNING")], schema.pool)
+>>> req.parent, list(req.states)
+('sessions/s1', [2])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format, message
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor_pool import DescriptorPool
+
+from llama_mesh_gateway.routes import Match, Route
+from llama_mesh_gateway.status import invalid_argument
+
+#: Message types that a single query parameter or path variable can set from a string.
+STRING_WKT = frozenset(
+    {
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+        "google.protobuf.FieldMask",
+        "google.protobuf.DoubleValue",
+        "google.protobuf.FloatValue",
+        "google.protobuf.Int64Value",
+        "google.protobuf.UInt64Value",
+        "google.protobuf.Int32Value",
+        "google.protobuf.UInt32Value",
+        "google.protobuf.BoolValue",
+        "google.protobuf.StringValue",
+        "google.protobuf.BytesValue",
+    }
+)
+
+_PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError)
+
+
+def build_request(
+    match: Match,
+    body: bytes,
+    query: Sequence[tuple[str, str]],
+    pool: DescriptorPool,
+    *,
+    overrides: dict[str, str] | None = None,
+) -> message.Message:
+    """The request message of a matched route; raises GatewayError (400) on bad input.
+
+    `overrides` are set last, by proto field name, from strings (the gateway maps the
+    `Last-Event-ID` header to `after_sequence` this way).
+    """
+    route = match.route
+    req = route.request_class()
+    if route.body:
+        _parse_body(route, body, req, pool)
+    for field_path, value in match.bindings.items():
+        _merge_string(req, field_path.split("."), [value], pool, what=f"path variable {field_path}")
+    _merge_query(route, query, req, pool)
+    for name, value in (overrides or {}).items():
+        _merge_string(req, [name], [value], pool, what=name)
+    return req
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON document from bytes; GatewayError (400) naming what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise invalid_argument(f"request body is not UTF-8: {e}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        raise invalid_argument(f"malformed JSON in request body: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise invalid_argument(f"invalid JSON in request body: {e}") from None
+
+
+def _parse_body(route: Route, body: bytes, req: message.Message, pool: DescriptorPool) -> None:
+    if not body.strip():
+        return  # an empty body is an empty message
+    value = parse_json(body)
+    if route.body == "*":
+        if not isinstance(value, dict):
+            name = req.DESCRIPTOR.full_name
+            raise invalid_argument(f"request body must be a JSON object ({name})")
+        doc: dict[str, Any] = value
+    else:
+        doc = {route.body: value}
+    try:
+        json_format.ParseDict(doc, req, descriptor_pool=pool)
+    except _PARSE_ERRORS as e:
+        raise invalid_argument(f"invalid request body: {e}") from None
+
+
+def _merge_query(
+    route: Route, query: Sequence[tuple[str, str]], req: message.Message, pool: DescriptorPool
+) -> None:
+    grouped: dict[str, list[str]] = {}
+    for key, value in query:
+        grouped.setdefault(key, []).append(value)
+    if not grouped:
+        return
+    bound = {tuple(v.field_path.split(".")) for v in route.template.variables}
+    unknown: list[str] = []
+    resolved: list[tuple[str, list[str], list[str]]] = []
+    for key, values in grouped.items():
+        names = _resolve(req.DESCRIPTOR, key.split("."))
+        if names is None or not _queryable(route, names, bound):
+            unknown.append(key)
+        else:
+            resolved.append((key, names, values))
+    if unknown:
+        raise invalid_argument(
+            "unknown query parameters: "
+            + ", ".join(sorted(unknown))
+            + f" (not fields of {req.DESCRIPTOR.full_name} outside the path and body)"
+        )
+    for key, names, values in resolved:
+        _merge_string(req, names, values, pool, what=f"query parameter {key}")
+
+
+def _resolve(desc: Any, parts: Sequence[str]) -> list[str] | None:
+    """Proto names of a dotted path whose parts are proto or JSON names."""
+    names: list[str] = []
+    current: Descriptor | None = desc
+    for part in parts:
+        if current is None:
+            return None
+        found = current.fields_by_name.get(part)
+        if found is None:
+            found = next((f for f in current.fields if f.json_name == part), None)
+        if found is None:
+            return None
+        names.append(found.name)
+        is_msg = found.type == FieldDescriptor.TYPE_MESSAGE
+        current = found.message_type if is_msg and not _is_repeated(found) else None
+    return names
+
+
+def _queryable(route: Route, names: list[str], bound: set[tuple[str, ...]]) -> bool:
+    if route.body == "*" or (route.body and names[0] == route.body):
+        return False
+    path = tuple(names)
+    return not any(path[: len(b)] == b or b[: len(path)] == path for b in bound)
+
+
+def _is_repeated(field: Any) -> bool:
+    return bool(field.is_repeated)
+
+
+def _leaf(desc: Any, names: Sequence[str]) -> Any:
+    field: Any = None
+    current: Any = desc
+    for name in names:
+        field = current.fields_by_name[name]
+        if field.message_type is not None:
+            current = field.message_type
+    assert field is not None
+    return field
+
+
+def _merge_string(
+    req: message.Message,
+    names: Sequence[str],
+    values: list[str],
+    pool: DescriptorPool,
+    *,
+    what: str,
+) -> None:
+    field = _leaf(req.DESCRIPTOR, names)
+    repeated = _is_repeated(field)
+    if field.message_type is not None:
+        type_name = field.message_type.full_name
+        if repeated or type_name not in STRING_WKT:
+            raise invalid_argument(
+                f"{what}: field {'.'.join(names)} is a {type_name}; "
+                "set its fields with dotted names instead"
+            )
+    if not repeated and len(values) > 1:
+        raise invalid_argument(
+            f"{what}: field {'.'.join(names)} takes one value, got {len(values)}"
+        )
+    converted = [_json_value(field, v, what) for v in values]
+    doc: Any = converted if repeated else converted[0]
+    for name in reversed(names):
+        doc = {name: doc}
+    scratch = req.__class__()
+    try:
+        json_format.ParseDict(doc, scratch, descriptor_pool=pool)
+    except _PARSE_ERRORS as e:
+        raise invalid_argument(f"{what}: {e}") from None
+    req.MergeFrom(scratch)
+
+
+_TRUE = frozenset({"true", "1", "t"})
+_FALSE = frozenset({"false", "0", "f"})
+
+
+def _json_value(field: FieldDescriptor, text: str, what: str) -> Any:
+    """The JSON form of a string value for a field (only booleans need converting)."""
+    is_bool = field.type == FieldDescriptor.TYPE_BOOL or (
+        field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.BoolValue"
+    )
+    if not is_bool:
+        return text
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise invalid_argument(f"{what}: {text!r} is not a boolean (true or false)")
+
+
+def response_json(route: Route, msg: message.Message, pool: DescriptorPool) -> Any:
+    """The JSON value of a response: the whole message, or its `response_body` field."""
+    if route.response_body:
+        field = msg.DESCRIPTOR.fields_by_name[route.response_body]
+        if field.message_type is not None and not _is_repeated(field):
+            return message_json(getattr(msg, route.response_body), pool)
+        return message_json(msg, pool).get(field.json_name)
+    return message_json(msg, pool)
+
+
+def message_json(msg: message.Message, pool: DescriptorPool) -> Any:
+    """Proto3 canonical JSON (JSON names, int64 as strings, enums by name, defaults shown)."""
+    return json_format.MessageToDict(
+        msg, always_print_fields_with_no_presence=True, descriptor_pool=pool
+    )

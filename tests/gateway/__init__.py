@@ -1,0 +1,1 @@
+"""Tests of the REST gateway (llama_mesh_gateway)."""
