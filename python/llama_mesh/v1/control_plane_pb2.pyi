@@ -109,6 +109,7 @@ class RenewServiceLeaseRequest(_message.Message):
     REPLICA_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     RUNNING_TASK_COUNT_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`services/{service}`."""
     replica_id: _builtins.str
@@ -117,6 +118,10 @@ class RenewServiceLeaseRequest(_message.Message):
     """Its state now."""
     running_task_count: _builtins.int
     """Its running tasks now."""
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """How long the renewed lease lasts. Default 10s."""
+
     def __init__(
         self,
         *,
@@ -124,10 +129,11 @@ class RenewServiceLeaseRequest(_message.Message):
         replica_id: _builtins.str = ...,
         state: _resources_pb2.ReplicaState.ValueType = ...,
         running_task_count: _builtins.int = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "replica_id", b"replica_id", "running_task_count", b"running_task_count", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "name", b"name", "replica_id", b"replica_id", "running_task_count", b"running_task_count", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc9\x03\n\x07Service\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.llama_mesh.v1.ServiceKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x1a.llama_mesh.v1.RetryPolicy\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14\x61\x63\x63\x65pted_event_types\x18\x07 \x03(\t\x12.\n\x08replicas\x18\x08 \x03(\x0b\x32\x16.llama_mesh.v1.ReplicaB\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctask_subject\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xe3\x01\n\x07Replica\x12\x18\n\nreplica_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.llama_mesh.v1.ReplicaState\x12\x1a\n\x12running_task_count\x18\x04 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12;\n\x11lease_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0f\n\x07runtime\x18\x07 \x01(\t\"\xc2\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x04 \x01(\x01\x12\x1d\n\x15retryable_error_types\x18\x05 \x03(\t\"\xbe\x02\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x32\n\x06labels\x18\x02 \x03(\x0b\x32\".llama_mesh.v1.Session.LabelsEntry\x12\x34\n\x0eoverlap_policy\x18\x03 \x01(\x0e\x32\x1c.llama_mesh.v1.OverlapPolicy\x12\x18\n\ntask_count\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x0cInputRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1c\n\x14\x61\x63\x63\x65pted_event_types\x18\x04 \x03(\t\"\xfe\x06\n\x04Task\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07service\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x18.llama_mesh.v1.TaskStateB\x04\xe2\x41\x01\x03\x12,\n\x06result\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x30\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x1a.llama_mesh.v1.RetryPolicy\x12\x30\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x04\x12\x32\n\x08\x64\x65\x61\x64line\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0bparent_task\x18\x0b \x01(\tB\x04\xe2\x41\x01\x05\x12\x38\n\rinput_request\x18\x0c \x01(\x0b\x32\x1b.llama_mesh.v1.InputRequestB\x04\xe2\x41\x01\x03\x12\x18\n\nreplica_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12!\n\x13last_event_sequence\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63\x61ncel_requested\x18\x0f \x01(\x08\x42\x04\xe2\x41\x01\x03\x12/\n\x06labels\x18\x10 \x03(\x0b\x32\x1f.llama_mesh.v1.Task.LabelsEntry\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfc\x01\n\tTaskEvent\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\'\n\x07payload\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.llama_mesh.v1.TaskState\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd4\x01\n\x0bQueueConfig\x12\x11\n\tnats_urls\x18\x01 \x03(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x13\n\x0btask_stream\x18\x03 \x01(\t\x12\x14\n\x0c\x65vent_stream\x18\x04 \x01(\t\x12\x1a\n\x12\x64\x65\x61\x64_letter_stream\x18\x05 \x01(\t\x12\x16\n\x0eservice_bucket\x18\x06 \x01(\t\x12\x16\n\x0esession_bucket\x18\x07 \x01(\t\x12\x13\n\x0btask_bucket\x18\x08 \x01(\t\x12\x16\n\x0e\x63ontext_bucket\x18\t \x01(\t\"3\n\x0eTaskAssignment\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.llama_mesh.v1.Task\"Q\n\tTaskInput\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"0\n\x10TaskCancellation\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\nDeadLetter\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.llama_mesh.v1.Task\x12\x16\n\x0e\x64\x65livery_count\x18\x02 \x01(\x05\"\xdd\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x30\n\x0cpublish_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x0ftask_assignment\x18\n \x01(\x0b\x32\x1d.llama_mesh.v1.TaskAssignmentH\x00\x12.\n\ntask_event\x18\x0b \x01(\x0b\x32\x18.llama_mesh.v1.TaskEventH\x00\x12.\n\ntask_input\x18\x0c \x01(\x0b\x32\x18.llama_mesh.v1.TaskInputH\x00\x12<\n\x11task_cancellation\x18\r \x01(\x0b\x32\x1f.llama_mesh.v1.TaskCancellationH\x00\x12\x30\n\x0b\x64\x65\x61\x64_letter\x18\x0e \x01(\x0b\x32\x19.llama_mesh.v1.DeadLetterH\x00\x42\t\n\x07payload*\x8d\x01\n\x0bServiceKind\x12\x1c\n\x18SERVICE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVICE_KIND_WORKFLOW\x10\x01\x12\x16\n\x12SERVICE_KIND_AGENT\x10\x02\x12\x15\n\x11SERVICE_KIND_TOOL\x10\x03\x12\x16\n\x12SERVICE_KIND_HUMAN\x10\x04*~\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_SERVING\x10\x01\x12\x18\n\x14REPLICA_STATE_PAUSED\x10\x02\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x03*d\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14OVERLAP_POLICY_QUEUE\x10\x01\x12\x19\n\x15OVERLAP_POLICY_REJECT\x10\x02*\xc4\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12 \n\x1cTASK_STATE_WAITING_FOR_INPUT\x10\x03\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc9\x03\n\x07Service\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.llama_mesh.v1.ServiceKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x1a.llama_mesh.v1.RetryPolicy\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14\x61\x63\x63\x65pted_event_types\x18\x07 \x03(\t\x12.\n\x08replicas\x18\x08 \x03(\x0b\x32\x16.llama_mesh.v1.ReplicaB\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctask_subject\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xe3\x01\n\x07Replica\x12\x18\n\nreplica_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.llama_mesh.v1.ReplicaState\x12\x1a\n\x12running_task_count\x18\x04 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12;\n\x11lease_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0f\n\x07runtime\x18\x07 \x01(\t\"\xc2\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x04 \x01(\x01\x12\x1d\n\x15retryable_error_types\x18\x05 \x03(\t\"\xaa\x02\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x32\n\x06labels\x18\x02 \x03(\x0b\x32\".llama_mesh.v1.Session.LabelsEntry\x12\x34\n\x0eoverlap_policy\x18\x03 \x01(\x0e\x32\x1c.llama_mesh.v1.OverlapPolicy\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x04\x10\x05\"{\n\x0cInputRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1c\n\x14\x61\x63\x63\x65pted_event_types\x18\x04 \x03(\t\"\xe1\x06\n\x04Task\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07service\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x18.llama_mesh.v1.TaskStateB\x04\xe2\x41\x01\x03\x12,\n\x06result\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x30\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x1a.llama_mesh.v1.RetryPolicy\x12\x30\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x04\x12\x32\n\x08\x64\x65\x61\x64line\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0bparent_task\x18\x0b \x01(\tB\x04\xe2\x41\x01\x05\x12\x38\n\rinput_request\x18\x0c \x01(\x0b\x32\x1b.llama_mesh.v1.InputRequestB\x04\xe2\x41\x01\x03\x12\x18\n\nreplica_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63\x61ncel_requested\x18\x0f \x01(\x08\x42\x04\xe2\x41\x01\x03\x12/\n\x06labels\x18\x10 \x03(\x0b\x32\x1f.llama_mesh.v1.Task.LabelsEntry\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x0e\x10\x0f\"\xfc\x01\n\tTaskEvent\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\'\n\x07payload\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.llama_mesh.v1.TaskState\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd4\x01\n\x0bQueueConfig\x12\x11\n\tnats_urls\x18\x01 \x03(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x13\n\x0btask_stream\x18\x03 \x01(\t\x12\x14\n\x0c\x65vent_stream\x18\x04 \x01(\t\x12\x1a\n\x12\x64\x65\x61\x64_letter_stream\x18\x05 \x01(\t\x12\x16\n\x0eservice_bucket\x18\x06 \x01(\t\x12\x16\n\x0esession_bucket\x18\x07 \x01(\t\x12\x13\n\x0btask_bucket\x18\x08 \x01(\t\x12\x16\n\x0e\x63ontext_bucket\x18\t \x01(\t\"3\n\x0eTaskAssignment\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.llama_mesh.v1.Task\"Q\n\tTaskInput\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"0\n\x10TaskCancellation\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\nDeadLetter\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.llama_mesh.v1.Task\x12\x16\n\x0e\x64\x65livery_count\x18\x02 \x01(\x05\"\xdd\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x30\n\x0cpublish_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x0ftask_assignment\x18\n \x01(\x0b\x32\x1d.llama_mesh.v1.TaskAssignmentH\x00\x12.\n\ntask_event\x18\x0b \x01(\x0b\x32\x18.llama_mesh.v1.TaskEventH\x00\x12.\n\ntask_input\x18\x0c \x01(\x0b\x32\x18.llama_mesh.v1.TaskInputH\x00\x12<\n\x11task_cancellation\x18\r \x01(\x0b\x32\x1f.llama_mesh.v1.TaskCancellationH\x00\x12\x30\n\x0b\x64\x65\x61\x64_letter\x18\x0e \x01(\x0b\x32\x19.llama_mesh.v1.DeadLetterH\x00\x42\t\n\x07payload*\x8d\x01\n\x0bServiceKind\x12\x1c\n\x18SERVICE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVICE_KIND_WORKFLOW\x10\x01\x12\x16\n\x12SERVICE_KIND_AGENT\x10\x02\x12\x15\n\x11SERVICE_KIND_TOOL\x10\x03\x12\x16\n\x12SERVICE_KIND_HUMAN\x10\x04*~\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_SERVING\x10\x01\x12\x18\n\x14REPLICA_STATE_PAUSED\x10\x02\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x03*d\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14OVERLAP_POLICY_QUEUE\x10\x01\x12\x19\n\x15OVERLAP_POLICY_REJECT\x10\x02*\xc4\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12 \n\x1cTASK_STATE_WAITING_FOR_INPUT\x10\x03\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,8 +54,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_SESSION'].fields_by_name['name']._loaded_options = None
   _globals['_SESSION'].fields_by_name['name']._serialized_options = b'\342A\001\010'
-  _globals['_SESSION'].fields_by_name['task_count']._loaded_options = None
-  _globals['_SESSION'].fields_by_name['task_count']._serialized_options = b'\342A\001\003'
   _globals['_SESSION'].fields_by_name['create_time']._loaded_options = None
   _globals['_SESSION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_SESSION'].fields_by_name['update_time']._loaded_options = None
@@ -84,8 +82,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['input_request']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['replica_id']._loaded_options = None
   _globals['_TASK'].fields_by_name['replica_id']._serialized_options = b'\342A\001\003'
-  _globals['_TASK'].fields_by_name['last_event_sequence']._loaded_options = None
-  _globals['_TASK'].fields_by_name['last_event_sequence']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['cancel_requested']._loaded_options = None
   _globals['_TASK'].fields_by_name['cancel_requested']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['create_time']._loaded_options = None
@@ -100,14 +96,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKEVENT'].fields_by_name['sequence']._serialized_options = b'\342A\001\003'
   _globals['_TASKEVENT'].fields_by_name['create_time']._loaded_options = None
   _globals['_TASKEVENT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_SERVICEKIND']._serialized_start=3513
-  _globals['_SERVICEKIND']._serialized_end=3654
-  _globals['_REPLICASTATE']._serialized_start=3656
-  _globals['_REPLICASTATE']._serialized_end=3782
-  _globals['_OVERLAPPOLICY']._serialized_start=3784
-  _globals['_OVERLAPPOLICY']._serialized_end=3884
-  _globals['_TASKSTATE']._serialized_start=3887
-  _globals['_TASKSTATE']._serialized_end=4083
+  _globals['_SERVICEKIND']._serialized_start=3464
+  _globals['_SERVICEKIND']._serialized_end=3605
+  _globals['_REPLICASTATE']._serialized_start=3607
+  _globals['_REPLICASTATE']._serialized_end=3733
+  _globals['_OVERLAPPOLICY']._serialized_start=3735
+  _globals['_OVERLAPPOLICY']._serialized_end=3835
+  _globals['_TASKSTATE']._serialized_start=3838
+  _globals['_TASKSTATE']._serialized_end=4034
   _globals['_SERVICE']._serialized_start=202
   _globals['_SERVICE']._serialized_end=659
   _globals['_REPLICA']._serialized_start=662
@@ -115,27 +111,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYPOLICY']._serialized_start=892
   _globals['_RETRYPOLICY']._serialized_end=1086
   _globals['_SESSION']._serialized_start=1089
-  _globals['_SESSION']._serialized_end=1407
-  _globals['_SESSION_LABELSENTRY']._serialized_start=1362
-  _globals['_SESSION_LABELSENTRY']._serialized_end=1407
-  _globals['_INPUTREQUEST']._serialized_start=1409
-  _globals['_INPUTREQUEST']._serialized_end=1532
-  _globals['_TASK']._serialized_start=1535
-  _globals['_TASK']._serialized_end=2429
-  _globals['_TASK_LABELSENTRY']._serialized_start=1362
-  _globals['_TASK_LABELSENTRY']._serialized_end=1407
-  _globals['_TASKEVENT']._serialized_start=2432
-  _globals['_TASKEVENT']._serialized_end=2684
-  _globals['_QUEUECONFIG']._serialized_start=2687
-  _globals['_QUEUECONFIG']._serialized_end=2899
-  _globals['_TASKASSIGNMENT']._serialized_start=2901
-  _globals['_TASKASSIGNMENT']._serialized_end=2952
-  _globals['_TASKINPUT']._serialized_start=2954
-  _globals['_TASKINPUT']._serialized_end=3035
-  _globals['_TASKCANCELLATION']._serialized_start=3037
-  _globals['_TASKCANCELLATION']._serialized_end=3085
-  _globals['_DEADLETTER']._serialized_start=3087
-  _globals['_DEADLETTER']._serialized_end=3158
-  _globals['_ENVELOPE']._serialized_start=3161
-  _globals['_ENVELOPE']._serialized_end=3510
+  _globals['_SESSION']._serialized_end=1387
+  _globals['_SESSION_LABELSENTRY']._serialized_start=1336
+  _globals['_SESSION_LABELSENTRY']._serialized_end=1381
+  _globals['_INPUTREQUEST']._serialized_start=1389
+  _globals['_INPUTREQUEST']._serialized_end=1512
+  _globals['_TASK']._serialized_start=1515
+  _globals['_TASK']._serialized_end=2380
+  _globals['_TASK_LABELSENTRY']._serialized_start=1336
+  _globals['_TASK_LABELSENTRY']._serialized_end=1381
+  _globals['_TASKEVENT']._serialized_start=2383
+  _globals['_TASKEVENT']._serialized_end=2635
+  _globals['_QUEUECONFIG']._serialized_start=2638
+  _globals['_QUEUECONFIG']._serialized_end=2850
+  _globals['_TASKASSIGNMENT']._serialized_start=2852
+  _globals['_TASKASSIGNMENT']._serialized_end=2903
+  _globals['_TASKINPUT']._serialized_start=2905
+  _globals['_TASKINPUT']._serialized_end=2986
+  _globals['_TASKCANCELLATION']._serialized_start=2988
+  _globals['_TASKCANCELLATION']._serialized_end=3036
+  _globals['_DEADLETTER']._serialized_start=3038
+  _globals['_DEADLETTER']._serialized_end=3109
+  _globals['_ENVELOPE']._serialized_start=3112
+  _globals['_ENVELOPE']._serialized_end=3461
 # @@protoc_insertion_point(module_scope)

@@ -370,15 +370,12 @@ class Session(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
-    TASK_COUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sessions/{session}`."""
     overlap_policy: Global___OverlapPolicy.ValueType
     """What happens to overlapping tasks of one service in this session."""
-    task_count: _builtins.int
-    """Tasks created in the session so far."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels."""
@@ -397,13 +394,12 @@ class Session(_message.Message):
         name: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         overlap_policy: Global___OverlapPolicy.ValueType = ...,
-        task_count: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "task_count", b"task_count", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,7 +482,6 @@ class Task(_message.Message):
     PARENT_TASK_FIELD_NUMBER: _builtins.int
     INPUT_REQUEST_FIELD_NUMBER: _builtins.int
     REPLICA_ID_FIELD_NUMBER: _builtins.int
-    LAST_EVENT_SEQUENCE_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
@@ -505,8 +500,6 @@ class Task(_message.Message):
     """Resource name of the task that started this one (nested workflows)."""
     replica_id: _builtins.str
     """Replica that runs or ran the latest attempt."""
-    last_event_sequence: _builtins.int
-    """Sequence of the latest event of the task."""
     cancel_requested: _builtins.bool
     """Whether a cancel was requested and not yet carried out."""
     @_builtins.property
@@ -577,7 +570,6 @@ class Task(_message.Message):
         parent_task: _builtins.str = ...,
         input_request: Global___InputRequest | None = ...,
         replica_id: _builtins.str = ...,
-        last_event_sequence: _builtins.int = ...,
         cancel_requested: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
@@ -587,7 +579,7 @@ class Task(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "result", b"result", "retry_policy", b"retry_policy", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "labels", b"labels", "last_event_sequence", b"last_event_sequence", "name", b"name", "parent_task", b"parent_task", "replica_id", b"replica_id", "result", b"result", "retry_policy", b"retry_policy", "service", b"service", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "labels", b"labels", "name", b"name", "parent_task", b"parent_task", "replica_id", b"replica_id", "result", b"result", "retry_policy", b"retry_policy", "service", b"service", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,598 @@
+"""The Python client: sessions, tasks and their events over one gRPC channel.
+
+    async with AsyncClient("127.0.0.1:50051") as client:
+        session = await client.create_session()
+        print(await session.run("echo", arg1="hello"))      # 'hello_result'
+
+        task = await session.create_task("counter")
+        async for event in task.events():
+            print(event.sequence, event.type, event.payload)
+
+Failed calls raise the MeshError subclass of their status code (errors.py); a task
+that ends FAILED or CANCELLED raises TaskFailedError / TaskCancelledError from
+``run`` and ``TaskHandle.result``. A call cut off because the control plane went
+away (UNAVAILABLE) is retried once the channel is ready again; task creation carries
+a request_id so that a retry never creates a second task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2
+
+from llama_mesh.errors import (
+    MeshError,
+    TaskCancelledError,
+    TaskDeadlineExceededError,
+    TaskFailedError,
+    UnavailableError,
+    error_for_code,
+)
+from llama_mesh.names import new_id, parse_session_name, service_name, session_name
+from llama_mesh.status import error_type, status_code
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import control_plane_pb2_grpc, resources_pb2
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Task = resources_pb2.Task
+TaskState = resources_pb2.TaskState
+
+FINAL = frozenset(
+    {
+        resources_pb2.TASK_STATE_SUCCEEDED,
+        resources_pb2.TASK_STATE_FAILED,
+        resources_pb2.TASK_STATE_CANCELLED,
+    }
+)
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.max_send_message_length", 16 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def task_result(task: Task) -> Any:
+    """The result of a finished task, or the typed error it ended with."""
+    if task.state == resources_pb2.TASK_STATE_SUCCEEDED:
+        return json_format.MessageToDict(task.result) if task.HasField("result") else None
+    message = task.error.message or TaskState.Name(task.state)
+    if task.state == resources_pb2.TASK_STATE_CANCELLED:
+        raise TaskCancelledError(f"task {task.name} was cancelled: {message}", task)
+    if task.state == resources_pb2.TASK_STATE_FAILED:
+        kind = error_type(task.error)
+        if status_code(task.error) == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise TaskDeadlineExceededError(f"task {task.name}: {message}", task, kind)
+        raise TaskFailedError(f"task {task.name} failed: {message}", task, kind)
+    raise MeshError(f"task {task.name} has not finished ({TaskState.Name(task.state)})")
+
+
+@dataclass(frozen=True)
+class StreamedEvent:
+    """One event of a task, as a client sees it."""
+
+    sequence: int
+    type: str
+    payload: Any
+    state: str
+    attempt: int
+    error_type: str = ""
+    error_message: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
+
+    @classmethod
+    def from_proto(cls, event: resources_pb2.TaskEvent) -> StreamedEvent:
+        return cls(
+            sequence=event.sequence,
+            type=event.type,
+            payload=json_format.MessageToDict(event.payload) if event.HasField("payload") else None,
+            state=TaskState.Name(event.state).removeprefix("TASK_STATE_"),
+            attempt=event.attempt,
+            error_type=error_type(event.error) if event.HasField("error") else "",
+            error_message=event.error.message,
+        )
+
+
+class AsyncClient:
+    """Async client of the ControlPlane API."""
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout: float = 30.0,
+        reconnect_timeout: float = 30.0,
+        metadata: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._metadata = metadata or []
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = control_plane_pb2_grpc.ControlPlaneAPIStub(self._channel)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _reconnected(self, err: grpc.aio.AioRpcError) -> None:
+        try:
+            async with asyncio.timeout(self.reconnect_timeout):
+                await self._channel.channel_ready()
+        except TimeoutError:
+            raise UnavailableError(
+                f"the control plane at {self.address} is unreachable: {err.details()}"
+            ) from err
+
+    async def call(
+        self,
+        method: Callable[..., Awaitable[T]],
+        request: Any,
+        *,
+        timeout: float | None = None,
+        retry_unavailable: bool = True,
+    ) -> T:
+        """Invoke a unary RPC; map its error; retry UNAVAILABLE once reconnected."""
+        while True:
+            try:
+                return await method(
+                    request, timeout=timeout or self.timeout, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.UNAVAILABLE and retry_unavailable:
+                    await self._reconnected(err)
+                    continue
+                raise error_for_code(err.code(), err.details() or str(err.code())) from err
+
+    # ------------------------------------------------------------ sessions
+
+    async def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        reject_overlap: bool = False,
+    ) -> AsyncSession:
+        """Create a session (ALREADY_EXISTS if `session_id` is taken)."""
+        return await self._create_session(session_id, labels, reject_overlap, False)
+
+    async def get_or_create_session(self, session_id: str, **kwargs: Any) -> AsyncSession:
+        return await self._create_session(
+            session_id, kwargs.get("labels"), kwargs.get("reject_overlap", False), True
+        )
+
+    async def _create_session(
+        self,
+        session_id: str | None,
+        labels: dict[str, str] | None,
+        reject_overlap: bool,
+        allow_existing: bool,
+    ) -> AsyncSession:
+        policy = (
+            resources_pb2.OVERLAP_POLICY_REJECT
+            if reject_overlap
+            else resources_pb2.OVERLAP_POLICY_QUEUE
+        )
+        response = await self.call(
+            self.stub.CreateSession,
+            cp.CreateSessionRequest(
+                session=resources_pb2.Session(labels=labels or {}, overlap_policy=policy),
+                session_id=session_id or "",
+                allow_existing=allow_existing,
+            ),
+        )
+        return AsyncSession(self, response.session)
+
+    async def get_session(self, session: str) -> AsyncSession:
+        """A session by id or name (NotFoundError if it does not exist)."""
+        name = session if session.startswith("sessions/") else session_name(session)
+        response = await self.call(self.stub.GetSession, cp.GetSessionRequest(name=name))
+        return AsyncSession(self, response.session)
+
+    async def list_sessions(self) -> list[resources_pb2.Session]:
+        return await self._all(
+            lambda token: self.call(
+                self.stub.ListSessions, cp.ListSessionsRequest(page_size=1000, page_token=token)
+            ),
+            "sessions",
+        )
+
+    async def delete_session(self, session: str, *, force: bool = False) -> None:
+        name = session if session.startswith("sessions/") else session_name(session)
+        await self.call(self.stub.DeleteSession, cp.DeleteSessionRequest(name=name, force=force))
+
+    async def _all(self, page: Callable[[str], Awaitable[Any]], field: str) -> list[Any]:
+        items: list[Any] = []
+        token = ""
+        while True:
+            response = await page(token)
+            items.extend(getattr(response, field))
+            token = response.next_page_token
+            if not token:
+                return items
+
+    # ------------------------------------------------------------ services
+
+    async def list_services(self) -> list[resources_pb2.Service]:
+        return await self._all(
+            lambda token: self.call(
+                self.stub.ListServices, cp.ListServicesRequest(page_size=1000, page_token=token)
+            ),
+            "services",
+        )
+
+    async def get_service(self, service: str) -> resources_pb2.Service:
+        name = service if service.startswith("services/") else service_name(service)
+        response = await self.call(self.stub.GetService, cp.GetServiceRequest(name=name))
+        found: resources_pb2.Service = response.service
+        return found
+
+    # ------------------------------------------------------------ tasks
+
+    def task(self, name: str) -> TaskHandle:
+        """A handle on an existing task, by name."""
+        return TaskHandle(self, name)
+
+    async def get_task(self, name: str) -> Task:
+        response = await self.call(self.stub.GetTask, cp.GetTaskRequest(name=name))
+        task: Task = response.task
+        return task
+
+    async def list_tasks(
+        self,
+        session: str = "-",
+        *,
+        states: list[resources_pb2.TaskState.ValueType] | None = None,
+        service: str = "",
+    ) -> list[Task]:
+        """Tasks of a session (all sessions with "-"), newest first."""
+        parent = session if session.startswith("sessions/") else session_name(session)
+        return await self._all(
+            lambda token: self.call(
+                self.stub.ListTasks,
+                cp.ListTasksRequest(
+                    parent=parent,
+                    states=states or [],
+                    service=service,
+                    page_size=1000,
+                    page_token=token,
+                ),
+            ),
+            "tasks",
+        )
+
+    async def inbox(self) -> list[Task]:
+        """Every task, in every session, that waits for input from a person."""
+        return await self.list_tasks("-", states=[resources_pb2.TASK_STATE_WAITING_FOR_INPUT])
+
+
+class AsyncSession:
+    """A session: workflow state carries from one run to the next within it."""
+
+    def __init__(self, client: AsyncClient, session: resources_pb2.Session) -> None:
+        self.client = client
+        self.session = session
+
+    @property
+    def name(self) -> str:
+        return self.session.name
+
+    @property
+    def id(self) -> str:
+        return parse_session_name(self.session.name)
+
+    def __repr__(self) -> str:
+        return f"<AsyncSession {self.name}>"
+
+    def _task(
+        self,
+        service: str,
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        parent_task: str,
+        max_attempts: int | None,
+    ) -> Task:
+        task = Task(service=service, parent_task=parent_task)
+        try:
+            task.input.CopyFrom(json_format.ParseDict(kwargs, struct_pb2.Struct()))
+        except json_format.ParseError as err:
+            from llama_mesh.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"task input is not JSON: {err}") from err
+        if timeout is not None:
+            task.timeout.CopyFrom(_duration(timeout))
+        if max_attempts is not None:
+            task.retry_policy.max_attempts = max_attempts
+        return task
+
+    async def create_task(
+        self,
+        service: str,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        parent_task: str = "",
+        max_attempts: int | None = None,
+        input: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle:
+        """Queue a run of `service` and return at once with a handle on the task."""
+        task = self._task(service, {**(input or {}), **kwargs}, timeout, parent_task, max_attempts)
+        response = await self.client.call(
+            self.client.stub.CreateTask,
+            cp.CreateTaskRequest(parent=self.name, task=task, request_id=request_id or new_id()),
+        )
+        return TaskHandle(self.client, response.task.name, response.task)
+
+    run_nowait = create_task
+
+    async def run(
+        self,
+        service: str,
+        *,
+        timeout: float | None = None,
+        input: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run `service` with keyword arguments and return the workflow's result."""
+        handle = await self.create_task(service, timeout=timeout, input=input, **kwargs)
+        return await handle.result()
+
+    async def list_tasks(self, **kwargs: Any) -> list[Task]:
+        return await self.client.list_tasks(self.name, **kwargs)
+
+    async def delete(self, *, force: bool = False) -> None:
+        await self.client.delete_session(self.name, force=force)
+
+
+class TaskHandle:
+    """A task: its state, its result and its event stream."""
+
+    def __init__(self, client: AsyncClient, name: str, task: Task | None = None) -> None:
+        self.client = client
+        self.name = name
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.name}>"
+
+    async def get(self) -> Task:
+        self.task = await self.client.get_task(self.name)
+        return self.task
+
+    async def wait(self, timeout: float | None = None) -> Task:
+        """Wait until the task finishes (or `timeout` passes) and return it."""
+        while True:
+            request = cp.WaitTaskRequest(name=self.name)
+            if timeout is not None:
+                request.timeout.CopyFrom(_duration(timeout))
+            # The call's own deadline is a little longer than the wait it asks for.
+            call_timeout = (timeout + 10.0) if timeout is not None else 24 * 3600.0
+            response = await self.client.call(
+                self.client.stub.WaitTask, request, timeout=call_timeout
+            )
+            self.task = response.task
+            if self.task.state in FINAL or timeout is not None:
+                return self.task
+
+    async def result(self) -> Any:
+        """The workflow's result; TaskFailedError / TaskCancelledError otherwise."""
+        return task_result(await self.wait())
+
+    async def cancel(self, reason: str = "") -> bool:
+        """Cancel the task; False if it had finished already."""
+        response = await self.client.call(
+            self.client.stub.CancelTask, cp.CancelTaskRequest(name=self.name, reason=reason)
+        )
+        self.task = response.task
+        return not response.already_finished
+
+    async def send_event(self, type: str, **payload: Any) -> Task:
+        """Send an event into the task while it waits for input."""
+        request = cp.SendTaskEventRequest(name=self.name, type=type)
+        request.payload.CopyFrom(json_format.ParseDict(payload, struct_pb2.Struct()))
+        response = await self.client.call(self.client.stub.SendTaskEvent, request)
+        self.task = response.task
+        return self.task
+
+    async def events(self, after_sequence: int = 0) -> AsyncIterator[StreamedEvent]:
+        """The task's events in order, ending with the final one.
+
+        Resumes after `after_sequence`; if the stream breaks because the control plane
+        went away, it reconnects and continues after the last event it yielded.
+        """
+        last = after_sequence
+        while True:
+            call = self.client.stub.StreamTaskEvents(
+                cp.StreamTaskEventsRequest(name=self.name, after_sequence=last),
+                metadata=self.client._metadata,
+            )
+            try:
+                async for response in call:
+                    event = StreamedEvent.from_proto(response.event)
+                    last = max(last, event.sequence)
+                    yield event
+                    if event.final:
+                        return
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    await self.client._reconnected(err)
+                    continue
+                raise error_for_code(err.code(), err.details() or str(err.code())) from err
+            finally:
+                call.cancel()
+
+
+# ---------------------------------------------------------------- sync facade
+
+
+class _LoopThread:
+    """An event loop on its own thread, so the sync client works anywhere (also
+    inside a notebook whose loop is running)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Awaitable[T]) -> T:
+        async def wrap() -> T:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class Client:
+    """Blocking client with the same methods as AsyncClient.
+
+    client = Client("127.0.0.1:50051")
+    session = client.create_session()
+    print(session.run("echo", arg1="hello"))
+    """
+
+    def __init__(self, address: str = "127.0.0.1:50051", **kwargs: Any) -> None:
+        self._loop = _LoopThread()
+        self._async = self._loop.run(self._make(address, kwargs))
+
+    @staticmethod
+    async def _make(address: str, kwargs: dict[str, Any]) -> AsyncClient:
+        return AsyncClient(address, **kwargs)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.run(self._async.close())
+        self._loop.stop()
+
+    def create_session(self, session_id: str | None = None, **kwargs: Any) -> Session:
+        return Session(self, self._loop.run(self._async.create_session(session_id, **kwargs)))
+
+    def get_or_create_session(self, session_id: str, **kwargs: Any) -> Session:
+        return Session(
+            self, self._loop.run(self._async.get_or_create_session(session_id, **kwargs))
+        )
+
+    def get_session(self, session: str) -> Session:
+        return Session(self, self._loop.run(self._async.get_session(session)))
+
+    def list_sessions(self) -> list[resources_pb2.Session]:
+        return self._loop.run(self._async.list_sessions())
+
+    def delete_session(self, session: str, *, force: bool = False) -> None:
+        self._loop.run(self._async.delete_session(session, force=force))
+
+    def list_services(self) -> list[resources_pb2.Service]:
+        return self._loop.run(self._async.list_services())
+
+    def get_service(self, service: str) -> resources_pb2.Service:
+        return self._loop.run(self._async.get_service(service))
+
+    def get_task(self, name: str) -> Task:
+        return self._loop.run(self._async.get_task(name))
+
+    def list_tasks(self, session: str = "-", **kwargs: Any) -> list[Task]:
+        return self._loop.run(self._async.list_tasks(session, **kwargs))
+
+    def inbox(self) -> list[Task]:
+        return self._loop.run(self._async.inbox())
+
+
+class Session:
+    """Blocking counterpart of AsyncSession."""
+
+    def __init__(self, client: Client, session: AsyncSession) -> None:
+        self._client = client
+        self._async = session
+
+    @property
+    def name(self) -> str:
+        return self._async.name
+
+    @property
+    def id(self) -> str:
+        return self._async.id
+
+    def run(self, service: str, **kwargs: Any) -> Any:
+        return self._client._loop.run(self._async.run(service, **kwargs))
+
+    def create_task(self, service: str, **kwargs: Any) -> SyncTaskHandle:
+        handle = self._client._loop.run(self._async.create_task(service, **kwargs))
+        return SyncTaskHandle(self._client, handle)
+
+    run_nowait = create_task
+
+    def list_tasks(self, **kwargs: Any) -> list[Task]:
+        return self._client._loop.run(self._async.list_tasks(**kwargs))
+
+    def delete(self, *, force: bool = False) -> None:
+        self._client._loop.run(self._async.delete(force=force))
+
+
+class SyncTaskHandle:
+    """Blocking counterpart of TaskHandle."""
+
+    def __init__(self, client: Client, handle: TaskHandle) -> None:
+        self._client = client
+        self._async = handle
+
+    @property
+    def name(self) -> str:
+        return self._async.name
+
+    def get(self) -> Task:
+        return self._client._loop.run(self._async.get())
+
+    def wait(self, timeout: float | None = None) -> Task:
+        return self._client._loop.run(self._async.wait(timeout))
+
+    def result(self) -> Any:
+        return self._client._loop.run(self._async.result())
+
+    def cancel(self, reason: str = "") -> bool:
+        return self._client._loop.run(self._async.cancel(reason))
+
+    def send_event(self, type: str, **payload: Any) -> Task:
+        return self._client._loop.run(self._async.send_event(type, **payload))
+
+    def events(self, after_sequence: int = 0) -> list[StreamedEvent]:
+        """All events until the task finishes (blocks until then)."""
+
+        async def collect() -> list[StreamedEvent]:
+            return [e async for e in self._async.events(after_sequence)]
+
+        return self._client._loop.run(collect())

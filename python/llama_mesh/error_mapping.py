@@ -1,0 +1,83 @@
+"""Server side of the error contract: MeshError -> gRPC status, in one interceptor.
+
+Servicer methods raise MeshError subclasses; this interceptor turns them into the
+status code and message the .proto comments promise. Anything else is a bug: it is
+logged with its traceback and the caller gets INTERNAL with a short message, never
+the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from llama_mesh.errors import MeshError
+
+logger = logging.getLogger(__name__)
+
+_UNAVAILABLE = (NatsTimeoutError, ConnectionClosedError, NoServersError)
+
+
+async def _abort(context: Any, err: BaseException, method: str) -> None:
+    if isinstance(err, MeshError):
+        await context.abort(err.code, err.message)
+    if isinstance(err, _UNAVAILABLE):
+        logger.warning("%s: message queue unavailable: %r", method, err)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "message queue unavailable; retry")
+    logger.exception("%s failed", method, exc_info=err)
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}"
+    )
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps exceptions raised by servicers to gRPC statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                try:
+                    return await inner_uu(request, context)
+                except (grpc.aio.AbortError, grpc.RpcError):
+                    raise
+                except Exception as err:
+                    await _abort(context, err, method)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except (grpc.aio.AbortError, grpc.RpcError):
+                    raise
+                except Exception as err:
+                    await _abort(context, err, method)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,142 @@
+"""Every error llama-mesh raises, and how each maps to a gRPC status code.
+
+    MeshError                       base of everything below
+    ├── InvalidArgumentError        INVALID_ARGUMENT: the request is malformed
+    ├── NotFoundError               NOT_FOUND: no such service, session or task
+    ├── AlreadyExistsError          ALREADY_EXISTS
+    ├── FailedPreconditionError     FAILED_PRECONDITION: not allowed in the current state
+    ├── ResourceExhaustedError      RESOURCE_EXHAUSTED
+    ├── DeadlineExceededError       DEADLINE_EXCEEDED: the call ran out of time
+    ├── UnavailableError            UNAVAILABLE: the control plane or NATS cannot be reached
+    ├── InternalError               INTERNAL / UNKNOWN: a bug; the message says where
+    └── TaskError                   a task ended without a result (carries the Task)
+        ├── TaskFailedError         FAILED: the workflow raised (error_type, message)
+        │   └── TaskDeadlineExceededError   FAILED with DEADLINE_EXCEEDED
+        └── TaskCancelledError      CANCELLED
+
+Workflow code raises ``RetryableError`` (or an error type named in the retry policy)
+to have the attempt retried with backoff.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import grpc
+
+if TYPE_CHECKING:
+    from llama_mesh.v1 import resources_pb2
+
+
+class MeshError(Exception):
+    """Base of every llama-mesh error."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(MeshError):
+    """The request is malformed; the message says which field and why."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFoundError(MeshError):
+    """The named service, session or task does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(MeshError):
+    """A resource with that name exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPreconditionError(MeshError):
+    """The request is not allowed in the resource's current state."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhaustedError(MeshError):
+    """A limit was reached."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceededError(MeshError):
+    """The call ran out of time."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class UnavailableError(MeshError):
+    """The control plane or the message queue cannot be reached; retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class InternalError(MeshError):
+    """Something broke inside llama-mesh."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class TaskError(MeshError):
+    """A task ended without a result."""
+
+    def __init__(self, message: str, task: resources_pb2.Task) -> None:
+        super().__init__(message)
+        self.task = task
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+
+class TaskFailedError(TaskError):
+    """The task failed; ``error_type`` is the remote exception's type name."""
+
+    def __init__(self, message: str, task: resources_pb2.Task, error_type: str) -> None:
+        super().__init__(message, task)
+        self.error_type = error_type
+
+
+class TaskDeadlineExceededError(TaskFailedError, DeadlineExceededError):
+    """The task did not finish before its deadline."""
+
+
+class TaskCancelledError(TaskError):
+    """The task was cancelled."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class RetryableError(Exception):
+    """Raised by workflow code: this attempt failed, but another may succeed."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.INTERNAL: InternalError,
+}
+
+
+def error_for_code(code: grpc.StatusCode, message: str) -> MeshError:
+    """The MeshError a client raises for a failed call with this status code."""
+    cls = _BY_CODE.get(code, MeshError)
+    err = cls(message)
+    if cls is MeshError:
+        err.code = code  # type: ignore[misc]
+    return err

@@ -1,0 +1,160 @@
+"""The task journal: the one place where a task's state changes.
+
+Whoever runs a task (the Python runtime directly, or a service in another language
+through the Queue API) reports what happens as TaskEvents. ``TaskJournal.record``
+applies an event to the task's record in KV (compare-and-set, so concurrent writers
+never lose an update) and then publishes it on the task's event subject, in that
+order: a client that sees the last event and reads the task finds it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from google.protobuf import timestamp_pb2
+from nats.js import JetStreamContext
+
+from llama_mesh.errors import FailedPreconditionError
+from llama_mesh.names import TaskName, new_id
+from llama_mesh.store import ProtoBucket, Unchanged
+from llama_mesh.topology import Topology
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+TaskState = resources_pb2.TaskState
+PENDING = resources_pb2.TASK_STATE_PENDING
+RUNNING = resources_pb2.TASK_STATE_RUNNING
+WAITING = resources_pb2.TASK_STATE_WAITING_FOR_INPUT
+SUCCEEDED = resources_pb2.TASK_STATE_SUCCEEDED
+FAILED = resources_pb2.TASK_STATE_FAILED
+CANCELLED = resources_pb2.TASK_STATE_CANCELLED
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+ACTIVE_STATES = frozenset({PENDING, RUNNING, WAITING})
+
+# Event type names the mesh itself emits.
+STARTED = "llama_mesh.TaskStarted"
+ATTEMPT_FAILED = "llama_mesh.AttemptFailed"
+INPUT_RECEIVED = "llama_mesh.InputReceived"
+STOP = "StopEvent"
+
+
+def is_final(state: int) -> bool:
+    return state in FINAL_STATES
+
+
+def now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def task_key(name: TaskName) -> str:
+    return f"{name.session_id}.{name.task_id}"
+
+
+def apply_event(task: resources_pb2.Task, event: resources_pb2.TaskEvent) -> bool:
+    """Apply `event` to `task` in place; False if the record need not change.
+
+    Raises FailedPreconditionError for an event on a finished task.
+    """
+    if is_final(task.state):
+        raise FailedPreconditionError(
+            f"task {task.name!r} has finished ({TaskState.Name(task.state)}); "
+            "it takes no more events"
+        )
+    state = event.state or task.state
+    changed = state != task.state or event.attempt > task.attempt_count
+    if not changed and state != WAITING:
+        return False
+    stamp = event.create_time if event.HasField("create_time") else now()
+    if event.attempt > task.attempt_count:
+        task.attempt_count = event.attempt
+    if state == RUNNING and not task.HasField("start_time"):
+        task.start_time.CopyFrom(stamp)
+    if state == WAITING:
+        task.input_request.CopyFrom(
+            resources_pb2.InputRequest(
+                sequence=event.sequence, event_type=event.type, payload=event.payload
+            )
+        )
+    elif task.HasField("input_request"):
+        task.ClearField("input_request")
+    if state == SUCCEEDED:
+        task.result.CopyFrom(event.payload)
+    if event.HasField("error"):
+        task.error.CopyFrom(event.error)
+    elif state in (RUNNING, SUCCEEDED):
+        task.ClearField("error")
+    if is_final(state):
+        task.end_time.CopyFrom(stamp)
+        task.cancel_requested = False
+    task.state = state
+    task.update_time.CopyFrom(stamp)
+    return True
+
+
+@dataclass
+class TaskJournal:
+    """Records task events: KV first, then the event subject."""
+
+    js: JetStreamContext
+    topology: Topology
+    tasks: ProtoBucket[resources_pb2.Task]
+
+    async def record(
+        self,
+        name: TaskName,
+        event: resources_pb2.TaskEvent,
+        *,
+        replica_id: str = "",
+        event_id: str = "",
+        publish: bool = True,
+    ) -> resources_pb2.Task:
+        """Apply `event` to the task and publish it; returns the task after it.
+
+        With publish=False (or an event without a type) only the record changes:
+        a bare state change is not an event clients need to see.
+        """
+        event.task = str(name)
+        if not event.HasField("create_time"):
+            event.create_time.CopyFrom(now())
+
+        def change(task: resources_pb2.Task) -> None:
+            if not apply_event(task, event):
+                raise Unchanged
+            if replica_id:
+                task.replica_id = replica_id
+
+        task = await self.tasks.mutate(task_key(name), str(name), change)
+        if publish and event.type:
+            await self.publish(name, event, event_id=event_id)
+        if is_final(event.state):
+            logger.info("task %s %s", name, TaskState.Name(event.state))
+        return task
+
+    async def publish(
+        self, name: TaskName, event: resources_pb2.TaskEvent, *, event_id: str = ""
+    ) -> int:
+        """Publish `event` on the task's subject (no state change); its stream sequence."""
+        envelope = resources_pb2.Envelope(id=event_id or new_id(), task_event=event)
+        envelope.publish_time.CopyFrom(event.create_time)
+        ack = await self.js.publish(
+            self.topology.event_subject(name.task_id),
+            envelope.SerializeToString(),
+            headers={"Nats-Msg-Id": envelope.id},
+        )
+        return int(ack.seq)
+
+    async def finish_event(self, task: resources_pb2.Task) -> resources_pb2.TaskEvent:
+        """The last event of a finished task, rebuilt from its record."""
+        event = resources_pb2.TaskEvent(
+            task=task.name, type=STOP, state=task.state, attempt=task.attempt_count
+        )
+        if task.state == SUCCEEDED:
+            event.payload.CopyFrom(task.result)
+        if task.HasField("error"):
+            event.error.CopyFrom(task.error)
+        event.create_time.CopyFrom(task.end_time if task.HasField("end_time") else now())
+        return event

@@ -1,0 +1,142 @@
+"""Event-driven delivery from a durable JetStream pull consumer.
+
+The consumer asks the server for as many messages as it has free capacity (pull
+requests that linger server-side for ``expires``) and receives them on one inbox as
+they arrive. Capacity freed by a finished message is requested again at once. Nothing
+polls: the only timer is the pull request's expiry, renewed when the server says it
+expired (status 408), once per ``expires`` while idle.
+
+nats-py's ``fetch(batch>1)`` waits for a full batch until its timeout, which would
+add latency; this keeps one outstanding request credit per free slot instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+class PullConsumer:
+    """Delivers messages of a durable consumer to `handler`, at most `capacity` at once.
+
+    Each handler call runs in its own task, owned by this object; ``stop`` stops
+    asking for messages, and ``wait_idle`` waits for running handlers to finish.
+    """
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        stream: str,
+        durable: str,
+        handler: Handler,
+        *,
+        capacity: int,
+        expires: float = 30.0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._nc = nc
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._handler = handler
+        self.capacity = capacity
+        self._expires_ns = int(expires * 1e9)
+        self._credit = 0  # messages requested and not yet received
+        self._running: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._taking = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def start(self) -> None:
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        self._taking = True
+        await self._request_more()
+
+    async def resume(self) -> None:
+        """Take messages again after ``pause``."""
+        self._taking = True
+        self._credit = 0
+        await self._request_more()
+
+    def pause(self) -> None:
+        """Stop asking for messages; any already requested are handed back (nak)."""
+        self._taking = False
+
+    async def reconnected(self) -> None:
+        """Pull requests die with a server: ask again after a reconnect."""
+        self._credit = 0
+        await self._request_more()
+
+    async def stop(self) -> None:
+        self._taking = False
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def cancel_running(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _request_more(self) -> None:
+        if not self._taking or self._sub is None:
+            return
+        want = self.capacity - len(self._running) - self._credit
+        if want <= 0:
+            return
+        self._credit += want
+        request = {"batch": want, "expires": self._expires_ns}
+        await self._nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
+
+    async def _on_message(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None and not msg.data:
+            # 408 request expired / 409 leadership or config change: the rest of that
+            # request's batch will not come. 100 is a heartbeat; 404 no messages.
+            if status in ("408", "409", "404"):
+                pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
+                self._credit = max(self._credit - int(pending), 0) if pending else 0
+                await self._request_more()
+            return
+        self._credit = max(self._credit - 1, 0)
+        if not self._taking:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        task = asyncio.create_task(self._run(msg))
+        self._running.add(task)
+        self._idle.clear()
+
+    async def _run(self, msg: Msg) -> None:
+        try:
+            await self._handler(msg)
+        except Exception:
+            logger.exception("handler failed for %s", msg.subject)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.discard(task)
+            if not self._running:
+                self._idle.set()
+            await self._request_more()

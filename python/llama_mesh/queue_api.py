@@ -1,0 +1,245 @@
+"""The Queue API: the mesh's JetStream subjects over gRPC, for those without NATS.
+
+A topic is a subject without the mesh prefix (`tasks.echo`, `events.{task_id}`).
+Subscribe binds a durable pull consumer named after the consumer group; its members
+share the messages. An ack id is the message's JetStream reply subject, so any
+control-plane replica can ack, nak or extend it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+
+from google.protobuf import timestamp_pb2
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError as JsNotFoundError
+
+from llama_mesh.errors import InvalidArgumentError
+from llama_mesh.grpc_server import ServicerContext
+from llama_mesh.names import TaskName, check_service_id, new_id
+from llama_mesh.state import MeshState
+from llama_mesh.store import page_size, paginate
+from llama_mesh.topology import ensure_service_consumer
+from llama_mesh.v1 import queue_pb2 as q
+from llama_mesh.v1 import queue_pb2_grpc, resources_pb2
+
+logger = logging.getLogger(__name__)
+
+
+_TOPIC = re.compile(r"(tasks|events|input|dead)\.([A-Za-z0-9_-]{1,128})")
+_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ACK_ID = re.compile(r"\$JS\.ACK\.[A-Za-z0-9_.-]+")
+FETCH_WAIT = 30.0
+
+
+def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
+    """`topics/tasks.echo` -> ("tasks", "echo")."""
+    prefix, _, topic = name.partition("/")
+    match = _TOPIC.fullmatch(topic) if prefix == "topics" else None
+    if match is None:
+        raise InvalidArgumentError(
+            f"{field} {name!r} is not a topic: expected 'topics/{{kind}}.{{id}}' with kind "
+            "tasks, events, input or dead (e.g. 'topics/tasks.echo')"
+        )
+    return match.group(1), match.group(2)
+
+
+def _check_ack_ids(ack_ids: list[str]) -> None:
+    if not ack_ids:
+        raise InvalidArgumentError("ack_ids is required")
+    for ack_id in ack_ids:
+        if not _ACK_ID.fullmatch(ack_id):
+            raise InvalidArgumentError(f"{ack_id!r} is not an ack id from Subscribe")
+
+
+class QueueService(queue_pb2_grpc.QueueAPIServicer):
+    """The QueueAPI servicer."""
+
+    def __init__(self, state: MeshState) -> None:
+        self.state = state
+
+    def _stream_for(self, kind: str) -> str:
+        t = self.state.topology
+        return {"tasks": t.task_stream, "dead": t.dead_letter_stream}.get(kind, t.event_stream)
+
+    async def Publish(
+        self, request: q.PublishRequest, context: ServicerContext
+    ) -> q.PublishResponse:
+        kind, ident = parse_topic(request.topic)
+        envelope = request.envelope
+        if envelope.WhichOneof("payload") is None:
+            raise InvalidArgumentError("envelope has no payload: set one of its oneof fields")
+        if not envelope.id:
+            envelope.id = new_id()
+        if not envelope.HasField("publish_time"):
+            envelope.publish_time.GetCurrentTime()
+        if kind == "events" and envelope.HasField("task_event"):
+            # A service reporting on its task: apply it like the Python runtime does.
+            event = envelope.task_event
+            name = TaskName.parse(event.task, "envelope.task_event.task")
+            if name.task_id != ident:
+                raise InvalidArgumentError(
+                    f"envelope.task_event.task {event.task!r} does not match topic {ident!r}"
+                )
+            await self.state.journal.record(name, event, event_id=envelope.id)
+            return q.PublishResponse(duplicate=False)
+        ack = await self.state.js.publish(
+            self.state.topology.topic_subject(f"{kind}.{ident}"),
+            envelope.SerializeToString(),
+            headers={"Nats-Msg-Id": envelope.id},
+        )
+        return q.PublishResponse(sequence=int(ack.seq), duplicate=bool(ack.duplicate))
+
+    async def _consumer(self, kind: str, ident: str, group: str, ack_wait: float) -> str:
+        topology = self.state.topology
+        if kind == "tasks":
+            if group != ident:
+                raise InvalidArgumentError(
+                    f"a service's tasks are shared by one consumer group named after the "
+                    f"service: use consumer_group {ident!r}"
+                )
+            check_service_id(ident, "topic")
+            return await ensure_service_consumer(self.state.js, topology, ident, ack_wait=ack_wait)
+        subject = topology.topic_subject(f"{kind}.{ident}")
+        durable = f"q_{group}_{hashlib.sha1(subject.encode()).hexdigest()[:12]}"
+        with contextlib.suppress(Exception):
+            await self.state.js.add_consumer(
+                self._stream_for(kind),
+                js_api.ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=subject,
+                    ack_policy=js_api.AckPolicy.EXPLICIT,
+                    ack_wait=ack_wait,
+                    inactive_threshold=3600.0,
+                ),
+            )
+        return durable
+
+    async def Subscribe(
+        self, request: q.SubscribeRequest, context: ServicerContext
+    ) -> AsyncIterator[q.SubscribeResponse]:
+        kind, ident = parse_topic(request.topic)
+        if not _GROUP.fullmatch(request.consumer_group):
+            raise InvalidArgumentError(
+                "consumer_group is required: 1-64 characters of A-Z, a-z, 0-9, '_' and '-'"
+            )
+        if request.max_in_flight < 0:
+            raise InvalidArgumentError("max_in_flight must not be negative")
+        ack_wait = (
+            request.ack_wait.seconds + request.ack_wait.nanos / 1e9
+            if request.HasField("ack_wait")
+            else 30.0
+        )
+        durable = await self._consumer(kind, ident, request.consumer_group, ack_wait)
+        psub = await self.state.js.pull_subscribe_bind(durable, self._stream_for(kind))
+        batch = request.max_in_flight or 1
+        logger.info("queue: %s joined group %s", request.topic, request.consumer_group)
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(batch, timeout=FETCH_WAIT)
+                except NatsTimeoutError:
+                    continue
+                for msg in msgs:
+                    meta = msg.metadata
+                    published = timestamp_pb2.Timestamp()
+                    published.FromDatetime(meta.timestamp)
+                    yield q.SubscribeResponse(
+                        message=q.QueueMessage(
+                            ack_id=msg.reply,
+                            envelope=resources_pb2.Envelope.FromString(msg.data),
+                            sequence=meta.sequence.stream,
+                            delivery_count=meta.num_delivered,
+                            publish_time=published,
+                        )
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _reply(self, ack_ids: list[str], payload: bytes, *, confirm: bool) -> None:
+        _check_ack_ids(ack_ids)
+        for ack_id in ack_ids:
+            if confirm:
+                # Acks are confirmed by the server: one lost in a failover would redeliver.
+                with contextlib.suppress(NatsTimeoutError):
+                    await self.state.nc.request(ack_id, payload, timeout=2.0)
+            else:
+                await self.state.nc.publish(ack_id, payload)
+
+    async def AckMessages(
+        self, request: q.AckMessagesRequest, context: ServicerContext
+    ) -> q.AckMessagesResponse:
+        parse_topic(request.topic)
+        await self._reply(list(request.ack_ids), b"+ACK", confirm=True)
+        return q.AckMessagesResponse()
+
+    async def NakMessages(
+        self, request: q.NakMessagesRequest, context: ServicerContext
+    ) -> q.NakMessagesResponse:
+        parse_topic(request.topic)
+        delay_ns = request.delay.seconds * 1_000_000_000 + request.delay.nanos
+        if delay_ns < 0:
+            raise InvalidArgumentError("delay must not be negative")
+        payload = b"-NAK" + (f" {json.dumps({'delay': delay_ns})}".encode() if delay_ns else b"")
+        await self._reply(list(request.ack_ids), payload, confirm=False)
+        return q.NakMessagesResponse()
+
+    async def ExtendMessages(
+        self, request: q.ExtendMessagesRequest, context: ServicerContext
+    ) -> q.ExtendMessagesResponse:
+        parse_topic(request.topic)
+        await self._reply(list(request.ack_ids), b"+WPI", confirm=False)
+        return q.ExtendMessagesResponse()
+
+    async def ListTopics(
+        self, request: q.ListTopicsRequest, context: ServicerContext
+    ) -> q.ListTopicsResponse:
+        size = page_size(request.page_size)
+        topology = self.state.topology
+        prefix = f"{topology.prefix}."
+        topics: list[tuple[str, q.Topic]] = []
+        for stream in (topology.task_stream, topology.event_stream, topology.dead_letter_stream):
+            try:
+                info = await self.state.js.stream_info(stream, subjects_filter=">")
+                consumers = await self.state.js.consumers_info(stream)
+            except JsNotFoundError:
+                continue
+            groups: dict[str, list[str]] = {}
+            for c in consumers:
+                subject = c.config.filter_subject or ""
+                groups.setdefault(subject, []).append(c.name or "")
+            for subject, count in (info.state.subjects or {}).items():
+                topic = subject.removeprefix(prefix)
+                topics.append(
+                    (
+                        topic,
+                        q.Topic(
+                            name=f"topics/{topic}",
+                            subject=subject,
+                            message_count=count,
+                            consumer_groups=sorted(groups.get(subject, [])),
+                        ),
+                    )
+                )
+            for subject, names in groups.items():
+                topic = subject.removeprefix(prefix)
+                if subject not in (info.state.subjects or {}) and subject.startswith(prefix):
+                    topics.append(
+                        (
+                            topic,
+                            q.Topic(
+                                name=f"topics/{topic}",
+                                subject=subject,
+                                consumer_groups=sorted(names),
+                            ),
+                        )
+                    )
+        page = paginate(topics, size, request.page_token)
+        return q.ListTopicsResponse(topics=page.items, next_page_token=page.next_page_token)

@@ -1,0 +1,645 @@
+"""The service runtime: serves any Workflow as a named service of the mesh.
+
+One runtime for every kind of service. Per replica it
+
+- registers with the control plane over gRPC and renews its lease;
+- takes tasks from the durable consumer shared by all replicas of the service, at
+  most ``max_concurrency`` at once (PullConsumer);
+- for each task: marks it RUNNING, restores the session's saved Context, runs the
+  workflow, publishes every streamed event, saves the new Context, records the
+  result, and only then acks the message (``ack_sync``);
+- retries failures its retry policy calls retryable (nak with backoff), and fails
+  the rest with a typed google.rpc.Status and a dead letter;
+- serves the Service API (describe, pause/resume, drain, running tasks).
+
+    async with ServiceRuntime.start(EchoWorkflow(), ServiceConfig("echo"), "127.0.0.1:50051"):
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+from nats.js.errors import KeyNotFoundError
+from workflows import Workflow
+from workflows.events import Event
+from workflows.handler import WorkflowHandler
+
+from llama_mesh.errors import FailedPreconditionError, RetryableError, error_for_code
+from llama_mesh.grpc_server import serve
+from llama_mesh.journal import (
+    ATTEMPT_FAILED,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    STOP,
+    SUCCEEDED,
+    WAITING,
+    is_final,
+    task_key,
+)
+from llama_mesh.names import TaskName, check_service_id, new_id, service_name
+from llama_mesh.pull_consumer import PullConsumer
+from llama_mesh.service_api import ServiceAPI
+from llama_mesh.state import MeshState
+from llama_mesh.status import task_status
+from llama_mesh.topology import Topology, ensure_service_consumer
+from llama_mesh.v1 import (
+    control_plane_pb2,
+    control_plane_pb2_grpc,
+    resources_pb2,
+    service_pb2,
+    service_pb2_grpc,
+)
+from llama_mesh.workflow_runner import WorkflowRunner, event_payload
+
+logger = logging.getLogger(__name__)
+
+SERVICE_API = service_pb2.DESCRIPTOR.services_by_name["ServiceAPI"].full_name
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass
+class ServiceConfig:
+    """How a workflow is served.
+
+    ``name`` is the service id clients run (``session.run("echo", ...)``).
+    """
+
+    name: str
+    description: str | None = None
+    kind: resources_pb2.ServiceKind.ValueType = resources_pb2.SERVICE_KIND_WORKFLOW
+    max_concurrency: int = 16
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    backoff_multiplier: float = 2.0
+    retryable_error_types: list[str] = field(default_factory=list)
+    timeout: float | None = None
+    ack_wait: float = 30.0
+    lease: float = 30.0
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        check_service_id(self.name, "service name")
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+
+    def retry_policy(self) -> resources_pb2.RetryPolicy:
+        return resources_pb2.RetryPolicy(
+            max_attempts=self.max_attempts,
+            initial_backoff=_duration(self.initial_backoff),
+            max_backoff=_duration(self.max_backoff),
+            backoff_multiplier=self.backoff_multiplier,
+            retryable_error_types=self.retryable_error_types,
+        )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def _seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+class _CancelRequested(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Running:
+    task: resources_pb2.Task
+    run: asyncio.Task[Any] | None = None
+    cancel_reason: str = ""
+    handler: WorkflowHandler | None = None
+    # Tasks that pass events sent by clients into the workflow (human in the loop).
+    forwards: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class ServiceRuntime:
+    """One replica of a service."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        config: ServiceConfig,
+        control_plane: str,
+        *,
+        nats_urls: list[str] | None = None,
+    ) -> None:
+        self.runner = WorkflowRunner(workflow)
+        self.config = config
+        self.control_plane = control_plane
+        self.replica_id = new_id()
+        self._nats_urls = nats_urls
+        self.address = ""
+        self.paused = False
+        self.draining = False
+        self.drained = asyncio.Event()
+        self._running: dict[str, _Running] = {}
+        self._state: MeshState | None = None
+        self._consumer: PullConsumer | None = None
+        self._stub: control_plane_pb2_grpc.ControlPlaneAPIStub | None = None
+        self.finished_count = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls,
+        workflow: Workflow,
+        config: ServiceConfig,
+        control_plane: str,
+        *,
+        nats_urls: list[str] | None = None,
+        drain_timeout: float = 30.0,
+    ) -> AsyncIterator[ServiceRuntime]:
+        """Run the replica for the duration of the block; drain it on exit."""
+        runtime = cls(workflow, config, control_plane, nats_urls=nats_urls)
+        async with grpc.aio.insecure_channel(control_plane) as channel:
+            runtime._stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+            servicer = ServiceAPI(runtime)
+            async with serve(
+                [(service_pb2_grpc.add_ServiceAPIServicer_to_server, servicer, SERVICE_API)],
+                host=config.host,
+                port=config.port,
+            ) as (address, _):
+                runtime.address = address
+                queue = await runtime._register()
+                urls = nats_urls or list(queue.nats_urls)
+                async with MeshState.connect(
+                    urls,
+                    Topology(prefix=queue.prefix or "mesh"),
+                    name=f"llama-mesh-service-{config.name}",
+                ) as state:
+                    runtime._state = state
+                    async with runtime._serving():
+                        yield runtime
+                        await runtime._drain(drain_timeout)
+
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
+        state = self._state
+        assert state is not None
+        durable = await ensure_service_consumer(
+            state.js, state.topology, self.config.name, ack_wait=self.config.ack_wait
+        )
+        self._consumer = PullConsumer(
+            state.nc,
+            state.topology.task_stream,
+            durable,
+            self._handle,
+            capacity=self.config.max_concurrency,
+        )
+        await self._consumer.start()
+        lease = asyncio.create_task(self._renew_lease(), name=f"lease-{self.config.name}")
+        logger.info(
+            "service %s: replica %s serving (Service API %s)",
+            self.config.name,
+            self.replica_id,
+            self.address,
+        )
+        try:
+            yield
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+            await self._consumer.stop()
+            await self._consumer.cancel_running()
+            await self._deregister()
+
+    def _service(self) -> resources_pb2.Service:
+        return resources_pb2.Service(
+            name=service_name(self.config.name),
+            kind=self.config.kind,
+            description=self.config.description or self.runner.description,
+            input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
+            retry_policy=self.config.retry_policy(),
+            default_timeout=_duration(self.config.timeout or 0),
+            accepted_event_types=self.runner.accepted_event_types,
+        )
+
+    def replica(self) -> resources_pb2.Replica:
+        state = (
+            resources_pb2.REPLICA_STATE_DRAINING
+            if self.draining
+            else resources_pb2.REPLICA_STATE_PAUSED
+            if self.paused
+            else resources_pb2.REPLICA_STATE_SERVING
+        )
+        return resources_pb2.Replica(
+            replica_id=self.replica_id,
+            address=self.address,
+            state=state,
+            running_task_count=len(self._running),
+            max_concurrency=self.config.max_concurrency,
+            runtime="python",
+        )
+
+    async def _register(self) -> resources_pb2.QueueConfig:
+        assert self._stub is not None
+        try:
+            response = await self._stub.RegisterService(
+                control_plane_pb2.RegisterServiceRequest(
+                    service=self._service(),
+                    replica=self.replica(),
+                    lease_duration=_duration(self.config.lease),
+                ),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise error_for_code(
+                err.code(),
+                f"cannot register with the control plane at {self.control_plane}: {err.details()}",
+            ) from err
+        queue: resources_pb2.QueueConfig = response.queue_config
+        return queue
+
+    async def _renew_lease(self) -> None:
+        assert self._stub is not None
+        while True:
+            # The lease is the heartbeat; a third of it leaves room for two misses.
+            await asyncio.sleep(self.config.lease / 3)
+            try:
+                await self._stub.RenewServiceLease(
+                    control_plane_pb2.RenewServiceLeaseRequest(
+                        name=service_name(self.config.name),
+                        replica_id=self.replica_id,
+                        state=self.replica().state,
+                        running_task_count=len(self._running),
+                        lease_duration=_duration(self.config.lease),
+                    ),
+                    timeout=5,
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    logger.warning("service %s: lease lost; registering again", self.config.name)
+                    with contextlib.suppress(Exception):
+                        await self._register()
+                else:
+                    logger.warning(
+                        "service %s: lease renewal failed: %s", self.config.name, err.details()
+                    )
+
+    async def _deregister(self) -> None:
+        if self._stub is None:
+            return
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self._stub.DeregisterService(
+                control_plane_pb2.DeregisterServiceRequest(
+                    name=service_name(self.config.name), replica_id=self.replica_id
+                ),
+                timeout=5,
+            )
+        logger.info("service %s: replica %s left", self.config.name, self.replica_id)
+
+    # ------------------------------------------------------------ steering
+
+    def running_tasks(self) -> list[resources_pb2.Task]:
+        return [r.task for r in self._running.values()]
+
+    def pause(self) -> None:
+        if self.draining:
+            raise FailedPreconditionError("the replica is draining")
+        self.paused = True
+        if self._consumer is not None:
+            self._consumer.pause()
+        logger.info("service %s: replica %s paused", self.config.name, self.replica_id)
+
+    async def resume(self) -> None:
+        if self.draining:
+            raise FailedPreconditionError("the replica is draining")
+        self.paused = False
+        if self._consumer is not None:
+            await self._consumer.resume()
+        logger.info("service %s: replica %s resumed", self.config.name, self.replica_id)
+
+    async def drain(self, timeout: float | None = None) -> tuple[int, int]:
+        """Stop taking tasks and finish the running ones; (finished, handed back)."""
+        return await self._drain(timeout)
+
+    async def _drain(self, timeout: float | None) -> tuple[int, int]:
+        if self.draining:
+            await self.drained.wait()
+            return 0, 0
+        self.draining = True
+        before = self.finished_count
+        consumer = self._consumer
+        requeued = 0
+        if consumer is not None:
+            consumer.pause()
+            try:
+                async with asyncio.timeout(timeout):
+                    await consumer.wait_idle()
+            except TimeoutError:
+                requeued = consumer.running
+                await consumer.cancel_running()
+        self.drained.set()
+        logger.info("service %s: replica %s drained", self.config.name, self.replica_id)
+        return self.finished_count - before, requeued
+
+    # ------------------------------------------------------------ tasks
+
+    async def _handle(self, msg: Msg) -> None:
+        state = self._state
+        assert state is not None
+        envelope = resources_pb2.Envelope.FromString(msg.data)
+        if not envelope.HasField("task_assignment"):
+            logger.error("service %s: not a task on %s; dropped", self.config.name, msg.subject)
+            await msg.term()
+            return
+        assigned = envelope.task_assignment.task
+        name = TaskName.parse(assigned.name)
+        attempt = msg.metadata.num_delivered
+        found = await state.tasks.find(task_key(name))
+        if found is None:
+            logger.info("task %s: gone (session deleted); dropped", name)
+            await msg.ack_sync()
+            return
+        task = found[0]
+        if is_final(task.state):
+            # Finished before (e.g. cancelled while pending, or crashed after recording
+            # the result): make sure its last event is out, then let the message go.
+            event = await state.journal.finish_event(task)
+            await state.journal.publish(name, event, event_id=f"{name.task_id}.final")
+            await msg.ack_sync()
+            return
+        running = _Running(task=task)
+        self._running[name.task_id] = running
+
+        async def on_cancel(signal: Msg) -> None:
+            await self._on_cancel(running, signal)
+
+        cancel_sub = await state.nc.subscribe(
+            state.topology.cancel_subject(name.task_id), cb=on_cancel
+        )
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self._attempt(msg, name, task, attempt, running)
+        finally:
+            for child in (keepalive, *running.forwards):
+                child.cancel()
+            await asyncio.gather(keepalive, *running.forwards, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await cancel_sub.unsubscribe()
+            self._running.pop(name.task_id, None)
+            self.finished_count += 1
+
+    async def _on_cancel(self, running: _Running, msg: Msg) -> None:
+        signal = resources_pb2.Envelope.FromString(msg.data).task_cancellation
+        running.cancel_reason = signal.reason or "cancelled"
+        if running.run is not None:
+            running.run.cancel()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.config.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _final(
+        self, name: TaskName, event: resources_pb2.TaskEvent
+    ) -> resources_pb2.Task | None:
+        state = self._state
+        assert state is not None
+        try:
+            return await state.journal.record(
+                name, event, replica_id=self.replica_id, event_id=f"{name.task_id}.final"
+            )
+        except FailedPreconditionError:
+            return None  # someone else finished it (e.g. cancelled while pending)
+
+    async def _attempt(
+        self,
+        msg: Msg,
+        name: TaskName,
+        task: resources_pb2.Task,
+        attempt: int,
+        running: _Running,
+    ) -> None:
+        state = self._state
+        assert state is not None
+        policy = task.retry_policy
+        max_attempts = policy.max_attempts or DEFAULT_MAX_ATTEMPTS
+        if task.cancel_requested:
+            await self._final(name, _cancelled_event(attempt, "cancelled before it started"))
+            await msg.ack_sync()
+            return
+        if attempt > max_attempts:
+            event = resources_pb2.TaskEvent(
+                type=STOP,
+                state=FAILED,
+                attempt=attempt,
+                error=task_status(
+                    grpc.StatusCode.ABORTED,
+                    f"the task was delivered {attempt} times (its replicas stopped or "
+                    f"crashed while running it); max_attempts is {max_attempts}",
+                    "MaxAttemptsExceeded",
+                ),
+            )
+            await self._fail(msg, name, event)
+            return
+        deadline = task.deadline.ToNanoseconds() / 1e9 if task.HasField("deadline") else None
+        if deadline is not None and deadline <= time.time():
+            await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
+            return
+        try:
+            await state.journal.record(
+                name,
+                resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
+                replica_id=self.replica_id,
+                publish=False,
+            )
+        except FailedPreconditionError:
+            await msg.ack_sync()
+            return
+        context_key = f"{name.session_id}.{self.config.name}"
+        saved = await _get_json(state, context_key)
+        kwargs = json_format.MessageToDict(task.input)
+
+        async def on_event(event: Event, handler: WorkflowHandler) -> None:
+            running.handler = handler
+            await self._on_workflow_event(name, attempt, event, handler, running)
+
+        run = asyncio.create_task(self.runner.run(kwargs, saved, on_event))
+        running.run = run
+        try:
+            remaining = None if deadline is None else max(deadline - time.time(), 0)
+            async with asyncio.timeout(remaining):
+                outcome = await run
+        except asyncio.CancelledError:
+            if running.cancel_reason:
+                await self._final(name, _cancelled_event(attempt, running.cancel_reason))
+                await msg.ack_sync()
+                return
+            # The replica itself is stopping: hand the task back for another replica.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except TimeoutError:
+            await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
+            return
+        except Exception as err:
+            await self._failed_attempt(msg, name, task, attempt, max_attempts, err)
+            return
+        await state.contexts.put(context_key, json.dumps(outcome.context).encode())
+        result = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
+        result.payload.CopyFrom(json_format.ParseDict(outcome.result, struct_pb2.Value()))
+        await self._final(name, result)
+        await msg.ack_sync()
+
+    async def _on_workflow_event(
+        self,
+        name: TaskName,
+        attempt: int,
+        event: Event,
+        handler: WorkflowHandler,
+        running: _Running,
+    ) -> None:
+        state = self._state
+        assert state is not None
+        out = resources_pb2.TaskEvent(type=type(event).__name__, attempt=attempt)
+        out.payload.CopyFrom(json_format.ParseDict(event_payload(event), struct_pb2.Value()))
+        if not self.runner.is_input_request(event):
+            await state.journal.publish(name, out)
+            return
+        # Human in the loop: listen for the answer before telling anyone we wait.
+        inputs = await state.js.subscribe(
+            state.topology.input_subject(name.task_id),
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+            stream=state.topology.event_stream,
+        )
+        out.state = WAITING
+        await state.journal.record(name, out, replica_id=self.replica_id)
+        running.forwards.add(asyncio.create_task(self._forward_inputs(name, inputs, handler)))
+
+    async def _forward_inputs(self, name: TaskName, inputs: Any, handler: WorkflowHandler) -> None:
+        try:
+            async for msg in inputs.messages:
+                sent = resources_pb2.Envelope.FromString(msg.data).task_input
+                payload = json_format.MessageToDict(sent.payload)
+                try:
+                    event = self.runner.make_event(sent.type, payload)
+                except (KeyError, ValueError, TypeError) as err:
+                    logger.warning("task %s: cannot build %s: %s", name, sent.type, err)
+                    continue
+                handler.ctx.send_event(event)
+                return
+        finally:
+            with contextlib.suppress(Exception):
+                await inputs.unsubscribe()
+
+    async def _failed_attempt(
+        self,
+        msg: Msg,
+        name: TaskName,
+        task: resources_pb2.Task,
+        attempt: int,
+        max_attempts: int,
+        err: Exception,
+    ) -> None:
+        state = self._state
+        assert state is not None
+        policy = task.retry_policy
+        error_type = type(err).__name__
+        retryable = isinstance(err, RetryableError) or error_type in policy.retryable_error_types
+        status = task_status(grpc.StatusCode.UNKNOWN, f"{error_type}: {err}", error_type)
+        if retryable and attempt < max_attempts:
+            initial = (
+                _seconds(policy.initial_backoff) if policy.HasField("initial_backoff") else 1.0
+            )
+            ceiling = _seconds(policy.max_backoff) if policy.HasField("max_backoff") else 30.0
+            factor = policy.backoff_multiplier or 2.0
+            delay = min(initial * factor ** (attempt - 1), ceiling)
+            await state.journal.record(
+                name,
+                resources_pb2.TaskEvent(
+                    type=ATTEMPT_FAILED, state=PENDING, attempt=attempt, error=status
+                ),
+                replica_id=self.replica_id,
+            )
+            logger.info(
+                "task %s: attempt %d failed (%s); retry in %.1fs", name, attempt, error_type, delay
+            )
+            await msg.nak(delay=delay)
+            return
+        logger.info("task %s: failed: %s", name, error_type)
+        await self._fail(
+            msg,
+            name,
+            resources_pb2.TaskEvent(type=STOP, state=FAILED, attempt=attempt, error=status),
+        )
+
+    async def _fail(
+        self, msg: Msg, name: TaskName, event: resources_pb2.TaskEvent, *, dead_letter: bool = True
+    ) -> None:
+        state = self._state
+        assert state is not None
+        task = await self._final(name, event)
+        if task is not None and dead_letter:
+            letter = resources_pb2.Envelope(
+                id=f"{name.task_id}.dead",
+                dead_letter=resources_pb2.DeadLetter(
+                    task=task, delivery_count=msg.metadata.num_delivered
+                ),
+            )
+            await state.js.publish(
+                state.topology.dead_letter_subject(self.config.name),
+                letter.SerializeToString(),
+                headers={"Nats-Msg-Id": letter.id},
+            )
+        await msg.ack_sync()
+
+
+def _cancelled_event(attempt: int, reason: str) -> resources_pb2.TaskEvent:
+    return resources_pb2.TaskEvent(
+        type=STOP,
+        state=CANCELLED,
+        attempt=attempt,
+        error=task_status(grpc.StatusCode.CANCELLED, reason, "Cancelled"),
+    )
+
+
+def _deadline_event(attempt: int) -> resources_pb2.TaskEvent:
+    return resources_pb2.TaskEvent(
+        type=STOP,
+        state=FAILED,
+        attempt=attempt,
+        error=task_status(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "the task did not finish before its deadline; the workflow was stopped",
+            "DeadlineExceeded",
+        ),
+    )
+
+
+async def _get_json(state: MeshState, key: str) -> dict[str, Any] | None:
+    try:
+        entry = await state.contexts.get(key)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    data: dict[str, Any] = json.loads(entry.value)
+    return data

@@ -1,0 +1,108 @@
+"""A process's connection to the mesh's state: NATS, JetStream, the KV buckets.
+
+async with MeshState.connect(["nats://127.0.0.1:4222"]) as state:
+    task = await state.tasks.get(key, name)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from llama_mesh.errors import UnavailableError
+from llama_mesh.journal import TaskJournal
+from llama_mesh.store import ProtoBucket
+from llama_mesh.topology import Topology
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MeshState:
+    nc: NatsClient
+    js: JetStreamContext
+    topology: Topology
+    nats_urls: list[str]
+    services: ProtoBucket[resources_pb2.Service]
+    sessions: ProtoBucket[resources_pb2.Session]
+    tasks: ProtoBucket[resources_pb2.Task]
+    journal: TaskJournal
+    contexts: KeyValue
+    requests: KeyValue
+    locks: KeyValue
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
+        nats_urls: list[str],
+        topology: Topology | None = None,
+        *,
+        name: str = "llama-mesh",
+        user_credentials: str | None = None,
+        ensure: bool = True,
+    ) -> AsyncIterator[MeshState]:
+        topology = topology or Topology()
+
+        async def on_error(err: Exception) -> None:
+            logger.warning("nats: %s", err)
+
+        async def on_disconnect() -> None:
+            logger.warning("nats: disconnected")
+
+        async def on_reconnect() -> None:
+            logger.info("nats: reconnected")
+
+        try:
+            nc = await nats.connect(
+                servers=nats_urls,
+                name=name,
+                user_credentials=user_credentials,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                max_reconnect_attempts=-1,
+                connect_timeout=5,
+                allow_reconnect=True,
+            )
+        except Exception as err:  # nats raises several unrelated types here
+            raise UnavailableError(f"cannot connect to NATS at {nats_urls}: {err}") from err
+        try:
+            js = nc.jetstream(timeout=10)
+            if ensure:
+                await topology.ensure(js)
+            tasks = ProtoBucket(
+                await js.key_value(topology.bucket("tasks")), resources_pb2.Task, "task"
+            )
+            state = cls(
+                nc=nc,
+                js=js,
+                topology=topology,
+                nats_urls=list(nats_urls),
+                services=ProtoBucket(
+                    await js.key_value(topology.bucket("services")),
+                    resources_pb2.Service,
+                    "service",
+                ),
+                sessions=ProtoBucket(
+                    await js.key_value(topology.bucket("sessions")),
+                    resources_pb2.Session,
+                    "session",
+                ),
+                tasks=tasks,
+                journal=TaskJournal(js, topology, tasks),
+                contexts=await js.key_value(topology.bucket("contexts")),
+                requests=await js.key_value(topology.bucket("requests")),
+                locks=await js.key_value(topology.bucket("locks")),
+            )
+            yield state
+        finally:
+            await nc.close()

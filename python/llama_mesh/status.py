@@ -1,0 +1,38 @@
+"""google.rpc.Status values for task errors, built in one place.
+
+A task's error carries the exception's type in a google.rpc.ErrorInfo detail
+(`reason` = type name, `domain` = "llama-mesh"), so every language can read it.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+DOMAIN = "llama-mesh"
+
+
+def task_status(code: grpc.StatusCode, message: str, error_type: str = "") -> status_pb2.Status:
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if error_type:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error_type, domain=DOMAIN))
+    return status
+
+
+def error_type(status: status_pb2.Status) -> str:
+    """The exception type name a task error carries, or ''."""
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN:
+            return str(info.reason)
+    return ""
+
+
+def status_code(status: status_pb2.Status) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == status.code:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+CANCELLED = code_pb2.CANCELLED

@@ -1,0 +1,151 @@
+"""Protobuf records in JetStream KV buckets, with compare-and-set updates.
+
+Every writer of a record goes through ``ProtoBucket.mutate``: read, change, write with
+the revision it read, and start again if another writer got there first. That is
+what lets any number of control-plane and service replicas share one record.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from llama_mesh.errors import InvalidArgumentError, NotFoundError
+
+M = TypeVar("M", bound=Message)
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+
+class Unchanged(Exception):
+    """Raised by a mutate callback to leave the record as it is."""
+
+
+@dataclass
+class Page(Generic[M]):
+    items: list[M]
+    next_page_token: str
+
+
+class ProtoBucket(Generic[M]):
+    """One KV bucket whose values are messages of one protobuf type."""
+
+    def __init__(self, kv: KeyValue, message_type: type[M], what: str) -> None:
+        self.kv = kv
+        self._type = message_type
+        self._what = what
+
+    def _decode(self, data: bytes | None) -> M:
+        message = self._type()
+        message.ParseFromString(data or b"")
+        return message
+
+    async def find(self, key: str) -> tuple[M, int] | None:
+        """The record and its revision, or None."""
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        assert entry.revision is not None
+        return self._decode(entry.value), entry.revision
+
+    async def get(self, key: str, name: str) -> M:
+        """The record; NotFoundError naming `name` if there is none."""
+        found = await self.find(key)
+        if found is None:
+            raise NotFoundError(f"{self._what} {name!r} not found")
+        return found[0]
+
+    async def create(self, key: str, message: M) -> int | None:
+        """Write a new record; None if the key exists already."""
+        try:
+            return await self.kv.create(key, message.SerializeToString())
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def put(self, key: str, message: M) -> int:
+        return await self.kv.put(key, message.SerializeToString())
+
+    async def delete(self, key: str) -> None:
+        await self.kv.delete(key)
+
+    async def mutate(self, key: str, name: str, change: Callable[[M], None]) -> M:
+        """Apply `change` to the record with compare-and-set, retrying on conflict.
+
+        `change` edits the message in place, or raises Unchanged to leave it (the
+        current record is returned), or raises a MeshError to refuse.
+        """
+        while True:
+            found = await self.find(key)
+            if found is None:
+                raise NotFoundError(f"{self._what} {name!r} not found")
+            message, revision = found
+            try:
+                change(message)
+            except Unchanged:
+                return message
+            try:
+                await self.kv.update(key, message.SerializeToString(), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return message
+
+    async def scan(self, pattern: str = ">") -> list[tuple[str, M]]:
+        """All records whose key matches the subject-style `pattern`."""
+        watcher = await self.kv.watch(pattern, ignore_deletes=True)
+        records: list[tuple[str, M]] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                if entry.value:
+                    records.append((entry.key, self._decode(entry.value)))
+        except NoKeysError:
+            pass
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return records
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgumentError(f"page_size must not be negative (got {requested})")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(last_key: str) -> str:
+    return base64.urlsafe_b64encode(last_key.encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgumentError(
+            "page_token is not valid: pass the next_page_token of the previous page"
+        ) from None
+
+
+def paginate(
+    items: list[tuple[str, M]], size: int, token: str, *, descending: bool = False
+) -> Page[M]:
+    """One page of `items` (sorted by key) after the key in `token`."""
+    after = decode_page_token(token)
+    ordered = sorted(items, key=lambda kv: kv[0], reverse=descending)
+    if after:
+        ordered = [kv for kv in ordered if (kv[0] < after if descending else kv[0] > after)]
+    page = ordered[:size]
+    next_token = encode_page_token(page[-1][0]) if len(ordered) > size else ""
+    return Page([m for _, m in page], next_token)
+
+
+Loader = Callable[[], Awaitable[M]]

@@ -1,0 +1,189 @@
+"""The NATS resources of one mesh: subjects, streams, consumers and KV buckets.
+
+Everything is named from one prefix (default ``mesh``), so several meshes can share a
+NATS cluster. ``ensure`` creates what is missing and is safe to call from every
+process at start-up.
+
+    subject                      stream        what
+    {p}.tasks.{service}          {P}_TASKS     task assignments (work queue, one durable
+                                               consumer per service: svc_{service})
+    {p}.events.{task_id}         {P}_EVENTS    task events, kept for replay
+    {p}.input.{task_id}          {P}_EVENTS    events sent into waiting tasks
+    {p}.dead.{service}           {P}_DEAD      tasks that failed for good
+    {p}.cancel.{task_id}         (core NATS)   cancel signal to the replica running it
+
+    bucket                       key
+    {p}_services                 {service}
+    {p}_sessions                 {session}
+    {p}_tasks                    {session}.{task}
+    {p}_contexts                 {session}.{service}   saved workflow Context (JSON)
+    {p}_requests                 {session}.{request_id} -> task id (idempotent creates)
+    {p}_locks                    {session}.{service}   the task that holds the session
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError
+
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of a mesh's NATS resources, derived from its prefix."""
+
+    prefix: str = "mesh"
+    replicas: int = 1
+    event_retention: float = DAY
+    dead_letter_retention: float = 7 * DAY
+    request_id_retention: float = DAY
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"mesh prefix {self.prefix!r} must match {_PREFIX.pattern}")
+
+    @property
+    def task_stream(self) -> str:
+        return f"{self.prefix.upper()}_TASKS"
+
+    @property
+    def event_stream(self) -> str:
+        return f"{self.prefix.upper()}_EVENTS"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.prefix.upper()}_DEAD"
+
+    def task_subject(self, service_id: str) -> str:
+        return f"{self.prefix}.tasks.{service_id}"
+
+    def event_subject(self, task_id: str) -> str:
+        return f"{self.prefix}.events.{task_id}"
+
+    def input_subject(self, task_id: str) -> str:
+        return f"{self.prefix}.input.{task_id}"
+
+    def dead_letter_subject(self, service_id: str) -> str:
+        return f"{self.prefix}.dead.{service_id}"
+
+    def cancel_subject(self, task_id: str) -> str:
+        return f"{self.prefix}.cancel.{task_id}"
+
+    def service_consumer(self, service_id: str) -> str:
+        return f"svc_{service_id}"
+
+    def bucket(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
+
+    def topic_subject(self, topic: str) -> str:
+        """`tasks.echo` -> `mesh.tasks.echo`."""
+        return f"{self.prefix}.{topic}"
+
+    def queue_config(self, nats_urls: list[str]) -> resources_pb2.QueueConfig:
+        return resources_pb2.QueueConfig(
+            nats_urls=nats_urls,
+            prefix=self.prefix,
+            task_stream=self.task_stream,
+            event_stream=self.event_stream,
+            dead_letter_stream=self.dead_letter_stream,
+            service_bucket=self.bucket("services"),
+            session_bucket=self.bucket("sessions"),
+            task_bucket=self.bucket("tasks"),
+            context_bucket=self.bucket("contexts"),
+        )
+
+    async def ensure(self, js: JetStreamContext) -> None:
+        """Create the streams and buckets that do not exist yet."""
+        streams = [
+            api.StreamConfig(
+                name=self.task_stream,
+                subjects=[f"{self.prefix}.tasks.>"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                duplicate_window=120.0,
+            ),
+            api.StreamConfig(
+                name=self.event_stream,
+                subjects=[f"{self.prefix}.events.>", f"{self.prefix}.input.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                max_age=self.event_retention,
+                duplicate_window=120.0,
+            ),
+            api.StreamConfig(
+                name=self.dead_letter_stream,
+                subjects=[f"{self.prefix}.dead.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                max_age=self.dead_letter_retention,
+            ),
+        ]
+        for config in streams:
+            try:
+                await js.add_stream(config)
+            except BadRequestError as err:
+                # 10058: a stream with this name exists with another config; keep it.
+                if err.err_code != 10058:
+                    raise
+                logger.warning("stream %s exists with another config; keeping it", config.name)
+        for name, ttl in (
+            ("services", None),
+            ("sessions", None),
+            ("tasks", None),
+            ("contexts", None),
+            ("requests", self.request_id_retention),
+            ("locks", None),
+        ):
+            await js.create_key_value(
+                bucket=self.bucket(name),
+                history=1,
+                ttl=ttl,
+                storage=api.StorageType.FILE,
+                replicas=self.replicas,
+            )
+
+
+async def ensure_service_consumer(
+    js: JetStreamContext,
+    topology: Topology,
+    service_id: str,
+    *,
+    ack_wait: float = 30.0,
+    max_ack_pending: int = 10_000,
+) -> str:
+    """Create (or keep) the durable consumer that all replicas of a service share.
+
+    ``max_deliver`` is unlimited here: the runtime counts attempts against each task's
+    own retry policy and dead-letters the task itself.
+    """
+    durable = topology.service_consumer(service_id)
+    config = api.ConsumerConfig(
+        durable_name=durable,
+        filter_subject=topology.task_subject(service_id),
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+        max_waiting=4096,
+    )
+    try:
+        await js.add_consumer(topology.task_stream, config)
+    except BadRequestError as err:
+        # 10148: exists with another config (e.g. another ack_wait): the first wins.
+        if err.err_code not in (10148, 10013):
+            raise
+    return durable

@@ -1,0 +1,141 @@
+"""Runs one attempt of a task on a llama-index Workflow.
+
+This is the only module that knows llama-index: it turns task input into a run,
+restores and saves the session's Context with the JSON serializer (never pickle),
+and reports every streamed event. The runtime around it is the same for every kind
+of service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+from workflows import Context, Workflow
+from workflows.context.serializers import JsonSerializer
+from workflows.events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+)
+from workflows.handler import WorkflowHandler
+
+logger = logging.getLogger(__name__)
+
+OnEvent = Callable[[Event, WorkflowHandler], Awaitable[None]]
+
+
+class ResultNotSerializableError(TypeError):
+    """The workflow returned a value that is not JSON."""
+
+
+def event_payload(event: Event) -> Any:
+    """An event's fields as a JSON object (free-form fields merged in)."""
+    data = event.model_dump(mode="json")
+    extra = data.pop("_data", None)
+    if isinstance(extra, dict):
+        data.update(extra)
+    return data
+
+
+def to_json(value: Any) -> Any:
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError as err:
+        raise ResultNotSerializableError(
+            f"the workflow's result of type {type(value).__name__} is not JSON-serializable: "
+            "return JSON values or pydantic models"
+        ) from err
+
+
+def _event_classes(workflow: Workflow) -> dict[str, type[Event]]:
+    """Event types the workflow's steps accept, by class name."""
+    found: dict[str, type[Event]] = {"HumanResponseEvent": HumanResponseEvent}
+    for step in workflow._get_steps().values():
+        config = getattr(step, "_step_config", None)
+        for cls in getattr(config, "accepted_events", []) or []:
+            if (
+                inspect.isclass(cls)
+                and issubclass(cls, Event)
+                and not issubclass(cls, StartEvent | StopEvent)
+            ):
+                found[cls.__name__] = cls
+    return found
+
+
+@dataclass
+class RunOutcome:
+    result: Any
+    context: dict[str, Any]
+
+
+class WorkflowRunner:
+    """Runs a Workflow for the mesh."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self._serializer = JsonSerializer()
+        self._events = _event_classes(workflow)
+
+    @property
+    def description(self) -> str:
+        return inspect.getdoc(type(self.workflow)) or ""
+
+    @property
+    def accepted_event_types(self) -> list[str]:
+        return sorted(self._events)
+
+    def input_schema(self) -> dict[str, Any]:
+        start = self.workflow.start_event_class
+        if start is StartEvent:
+            return {"type": "object"}
+        schema = start.model_json_schema()
+        schema.get("properties", {}).pop("_data", None)
+        return schema
+
+    def make_event(self, type_name: str, payload: dict[str, Any]) -> Event:
+        """Build an event sent into a running task; KeyError if the type is unknown."""
+        cls = self._events.get(type_name) or self._events.get(type_name.rpartition(".")[2])
+        if cls is None:
+            raise KeyError(type_name)
+        return cls(**payload)
+
+    @staticmethod
+    def is_input_request(event: Event) -> bool:
+        return isinstance(event, InputRequiredEvent)
+
+    async def run(
+        self,
+        kwargs: dict[str, Any],
+        saved_context: dict[str, Any] | None,
+        on_event: OnEvent,
+    ) -> RunOutcome:
+        ctx = (
+            Context.from_dict(self.workflow, saved_context, serializer=self._serializer)
+            if saved_context
+            else None
+        )
+        handler = self.workflow.run(ctx=ctx, **kwargs)
+        try:
+            async for event in handler.stream_events():
+                if isinstance(event, StopEvent):
+                    continue
+                await on_event(event, handler)
+            result = await handler
+        except asyncio.CancelledError:
+            if not handler.done():
+                await asyncio.shield(handler.cancel_run())
+            raise
+        except BaseException:
+            if not handler.done():
+                handler.cancel()
+            raise
+        context = handler.ctx.to_dict(serializer=self._serializer)
+        return RunOutcome(result=to_json(result), context=context)
