@@ -46,6 +46,8 @@ _SHUTTING_DOWN = GatewayError(
     grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down; resume with Last-Event-ID"
 )
 
+_CANCELLED = GatewayError(grpc.StatusCode.CANCELLED, "the upstream call was cancelled")
+
 
 class _Disconnected(Exception):
     """The HTTP client went away."""
@@ -284,11 +286,12 @@ class Gateway:
             )
             if watcher in done:
                 raise _Disconnected
-            if first in done and isinstance(first.exception(), grpc.aio.AioRpcError):
-                error = first.exception()
-                assert isinstance(error, grpc.aio.AioRpcError)
-                raise from_rpc_error(error, self.schema.pool)
-            initial = await call.initial_metadata() if first in done else None
+            early = first.exception() if first in done else None
+            if isinstance(early, grpc.aio.AioRpcError):
+                raise from_rpc_error(early, self.schema.pool)
+            if isinstance(early, streaming.CallCancelled):
+                raise _SHUTTING_DOWN if self._closing else _CANCELLED
+            initial = await call.initial_metadata() if first in done and early is None else None
             out_headers = {
                 "content-type": frame.media_type
                 + ("; charset=utf-8" if frame.media_type == streaming.SSE else ""),
@@ -308,10 +311,10 @@ class Gateway:
                             value = response_json(route, item, self.schema.pool)
                             yield frame.item(value, streaming.sequence_of(item, seq_path))
                 except grpc.aio.AioRpcError as e:
-                    if self._closing and e.code() == grpc.StatusCode.CANCELLED:
-                        yield frame.error(_SHUTTING_DOWN.to_json())
-                    elif e.code() != grpc.StatusCode.CANCELLED or not watcher.done():
-                        yield frame.error(from_rpc_error(e, self.schema.pool).to_json())
+                    yield frame.error(from_rpc_error(e, self.schema.pool).to_json())
+                except streaming.CallCancelled:
+                    error = _SHUTTING_DOWN if self._closing else _CANCELLED
+                    yield frame.error(error.to_json())
                 finally:
                     await items.aclose()
 

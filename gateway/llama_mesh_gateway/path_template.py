@@ -218,10 +218,8 @@ def _match_segments(segments: tuple[Segment, ...], parts: list[str]) -> list[int
     for seg in segments:
         if seg.kind == "**":
             rest = parts[pos:]
-            if rest == [""]:
-                rest = []
-            if any(p == "" for p in rest):
-                return None
+            if rest != [""] and any(p == "" for p in rest):
+                return None  # `**` matches zero segments ("/v1/") or non-empty ones
             pos += len(rest)
         else:
             if pos >= len(parts) or parts[pos] == "":

@@ -123,9 +123,23 @@ class Frame:
         return b"\n" if self.media_type == NDJSON else b": keep-alive\n\n"
 
 
+class CallCancelled(Exception):
+    """The upstream call was cancelled by the gateway (grpc.aio raises CancelledError)."""
+
+
 async def next_item(it: AsyncIterator[Any]) -> Any:
-    """The next item of an async iterator (a coroutine, for asyncio.create_task)."""
-    return await anext(it)
+    """The next item of an async iterator (a coroutine, for asyncio.create_task).
+
+    A grpc.aio call cancelled by its owner raises CancelledError from its reads; that
+    becomes CallCancelled so it is not mistaken for the cancellation of this task.
+    """
+    try:
+        return await anext(it)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise CallCancelled from None
 
 
 async def with_heartbeats(

@@ -22,7 +22,6 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from grpc_tools import protoc
-
 from llama_mesh_gateway import GatewayServer
 
 HERE = Path(__file__).resolve().parent
@@ -33,14 +32,14 @@ CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 @dataclass
-class TestApi:
+class CompiledApi:
     """The compiled test proto: its descriptor set and generated messages."""
 
     descriptor_set: bytes
     pb2: ModuleType
 
 
-def compile_protos(out: Path) -> TestApi:
+def compile_protos(out: Path) -> CompiledApi:
     """Compile tests/gateway/protos with imports and source info into `out`."""
     wkt = str(importlib.resources.files("grpc_tools") / "_proto")
     descriptor = out / "gwtest.binpb"
@@ -61,11 +60,11 @@ def compile_protos(out: Path) -> TestApi:
         pb2 = importlib.import_module("gwtest.v1.gwtest_pb2")
     finally:
         sys.path.remove(str(out))
-    return TestApi(descriptor.read_bytes(), pb2)
+    return CompiledApi(descriptor.read_bytes(), pb2)
 
 
 @pytest.fixture(scope="session")
-def api(tmp_path_factory: pytest.TempPathFactory) -> TestApi:
+def api(tmp_path_factory: pytest.TempPathFactory) -> CompiledApi:
     return compile_protos(tmp_path_factory.mktemp("gwtest"))
 
 
@@ -194,7 +193,7 @@ class Upstream:
 
 
 @pytest.fixture
-async def upstream(api: TestApi) -> AsyncIterator[Upstream]:
+async def upstream(api: CompiledApi) -> AsyncIterator[Upstream]:
     server = grpc.aio.server()
     servicer = Servicer(api.pb2)
     server.add_generic_rpc_handlers((servicer.handler(),))
@@ -210,7 +209,7 @@ async def upstream(api: TestApi) -> AsyncIterator[Upstream]:
 
 
 @pytest.fixture
-async def gateway(upstream: Upstream, api: TestApi) -> AsyncIterator[GatewayServer]:
+async def gateway(upstream: Upstream, api: CompiledApi) -> AsyncIterator[GatewayServer]:
     async with GatewayServer(
         upstream.address, port=0, descriptor_set=api.descriptor_set, heartbeat_seconds=0.5
     ) as server:
