@@ -73,7 +73,9 @@ def request_metadata(
                 )
             if name.endswith("-bin"):
                 try:
-                    md.append((name, base64.b64decode(value + "=" * (-len(value) % 4))))
+                    md.append(
+                        (name, base64.b64decode(value + "=" * (-len(value) % 4), validate=True))
+                    )
                 except (binascii.Error, ValueError):
                     raise invalid_argument(f"header {key}: value is not base64") from None
             else:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -88,6 +88,7 @@ class GatewayServer:
             lifespan="on",
             log_level=log_level,
             access_log=False,
+            proxy_headers=False,  # the gateway forwards X-Forwarded-For itself
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
         )
         self._server = _Uvicorn(self._config, handle_signals=handle_signals)
@@ -179,11 +180,12 @@ async def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     handle_signals: bool = False,
-    ready: asyncio.Event | None = None,
+    on_ready: Callable[[GatewayServer], object] | None = None,
 ) -> None:
     """Serve the gateway until cancelled (or, with handle_signals, until Ctrl-C).
 
-    `ready` is set once the port is bound and the server accepts requests.
+    `on_ready(server)` is called once the port is bound and requests are served; with
+    port 0, `server.port` / `server.url` tell where.
 
     >>> asyncio.run(serve("127.0.0.1:50051", port=8080))  # doctest: +SKIP
     """
@@ -201,8 +203,8 @@ async def serve(
     )
     await server.start()
     try:
-        if ready is not None:
-            ready.set()
+        if on_ready is not None:
+            on_ready(server)
         await server.wait_closed()
     finally:
         await server.stop()
