@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2
 
 from llama_mesh.errors import (
     MeshError,
@@ -35,6 +35,7 @@ from llama_mesh.errors import (
     UnavailableError,
     error_for_code,
 )
+from llama_mesh.json_values import to_python, to_struct
 from llama_mesh.names import new_id, parse_session_name, service_name, session_name
 from llama_mesh.status import error_type, status_code
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -69,7 +70,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 def task_result(task: Task) -> Any:
     """The result of a finished task, or the typed error it ended with."""
     if task.state == resources_pb2.TASK_STATE_SUCCEEDED:
-        return json_format.MessageToDict(task.result) if task.HasField("result") else None
+        return to_python(task.result) if task.HasField("result") else None
     message = task.error.message or TaskState.Name(task.state)
     if task.state == resources_pb2.TASK_STATE_CANCELLED:
         raise TaskCancelledError(f"task {task.name} was cancelled: {message}", task)
@@ -102,7 +103,7 @@ class StreamedEvent:
         return cls(
             sequence=event.sequence,
             type=event.type,
-            payload=json_format.MessageToDict(event.payload) if event.HasField("payload") else None,
+            payload=to_python(event.payload) if event.HasField("payload") else None,
             state=TaskState.Name(event.state).removeprefix("TASK_STATE_"),
             attempt=event.attempt,
             error_type=error_type(event.error) if event.HasField("error") else "",
@@ -315,12 +316,7 @@ class AsyncSession:
         max_attempts: int | None,
     ) -> Task:
         task = Task(service=service, parent_task=parent_task)
-        try:
-            task.input.CopyFrom(json_format.ParseDict(kwargs, struct_pb2.Struct()))
-        except json_format.ParseError as err:
-            from llama_mesh.errors import InvalidArgumentError
-
-            raise InvalidArgumentError(f"task input is not JSON: {err}") from err
+        task.input.CopyFrom(to_struct(kwargs, "task input"))
         if timeout is not None:
             task.timeout.CopyFrom(_duration(timeout))
         if max_attempts is not None:
@@ -412,7 +408,7 @@ class TaskHandle:
     async def send_event(self, type: str, **payload: Any) -> Task:
         """Send an event into the task while it waits for input."""
         request = cp.SendTaskEventRequest(name=self.name, type=type)
-        request.payload.CopyFrom(json_format.ParseDict(payload, struct_pb2.Struct()))
+        request.payload.CopyFrom(to_struct(payload, "event payload"))
         response = await self.client.call(self.client.stub.SendTaskEvent, request)
         self.task = response.task
         return self.task

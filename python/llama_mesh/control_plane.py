@@ -28,6 +28,7 @@ from llama_mesh.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
 )
 from llama_mesh.grpc_server import ServicerContext
 from llama_mesh.journal import (
@@ -98,6 +99,37 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
 
     def __init__(self, state: MeshState) -> None:
         self.state = state
+        # Set as the server shuts down: waits and streams end with UNAVAILABLE.
+        self.shutting_down = asyncio.Event()
+
+    async def _until(self, done: asyncio.Event) -> None:
+        """Wait for `done`; UnavailableError if the server shuts down first."""
+        stop = asyncio.ensure_future(self.shutting_down.wait())
+        finished = asyncio.ensure_future(done.wait())
+        try:
+            await asyncio.wait({stop, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            finished.cancel()
+        if not done.is_set():
+            raise UnavailableError("the control plane is shutting down; call again")
+
+    async def _until_shutdown(self, items: AsyncIterator[Msg]) -> AsyncIterator[Msg]:
+        """Items of `items`; UnavailableError if the server shuts down first."""
+        stop = asyncio.ensure_future(self.shutting_down.wait())
+        try:
+            while True:
+                item = asyncio.ensure_future(anext(items))
+                await asyncio.wait({stop, item}, return_when=asyncio.FIRST_COMPLETED)
+                if not item.done():
+                    item.cancel()
+                    raise UnavailableError("the control plane is shutting down; resume the stream")
+                try:
+                    yield item.result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            stop.cancel()
 
     # ----------------------------------------------------------------- services
 
@@ -438,7 +470,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             limits.append(task.deadline.ToNanoseconds() / 1e9 - time.time())
         try:
             async with asyncio.timeout(max(min(limits), 0) if limits else None):
-                await done.wait()
+                await self._until(done)
         except TimeoutError:
             pass
         task = await self.state.tasks.get(task_key(name), str(name))
@@ -612,7 +644,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             stream=self.state.topology.event_stream,
         )
         try:
-            async for msg in sub.messages:
+            async for msg in self._until_shutdown(sub.messages):
                 envelope = resources_pb2.Envelope.FromString(msg.data)
                 event = envelope.task_event
                 event.sequence = msg.metadata.sequence.stream

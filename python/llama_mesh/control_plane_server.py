@@ -52,7 +52,10 @@ class ControlPlaneServer:
                 ),
                 (queue_pb2_grpc.add_QueueAPIServicer_to_server, QueueService(state), QUEUE_SERVICE),
             ]
-            async with serve(servicers, host=host, port=port) as (address, _):
+            control_plane = servicers[0][1]
+            async with serve(
+                servicers, host=host, port=port, on_shutdown=control_plane.shutting_down.set
+            ) as (address, _):
                 logger.info("control plane serving at %s (NATS %s)", address, nats_urls)
                 yield cls(address=address, state=state)
             logger.info("control plane at %s stopped", address)

@@ -31,11 +31,14 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     grace: float = 5.0,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> AsyncIterator[tuple[str, health.HealthServicer]]:
     """Serve `(add_to_server, servicer, full_service_name)` triples; yields (address, health).
 
     Health is SERVING for each service and "" while the block runs, NOT_SERVING as it
-    shuts down, so load balancers stop sending before the server stops.
+    shuts down, so load balancers stop sending before the server stops. `on_shutdown`
+    runs first, so long calls (waits, streams) can end with UNAVAILABLE, which
+    clients retry elsewhere, instead of being cut off.
     """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=OPTIONS)
     health_servicer = health.aio.HealthServicer()
@@ -55,5 +58,7 @@ async def serve(
     try:
         yield f"{host}:{bound}", health_servicer
     finally:
+        if on_shutdown is not None:
+            on_shutdown()
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace)

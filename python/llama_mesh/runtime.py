@@ -50,6 +50,7 @@ from llama_mesh.journal import (
     is_final,
     task_key,
 )
+from llama_mesh.json_values import to_python, to_value
 from llama_mesh.names import TaskName, check_service_id, new_id, service_name
 from llama_mesh.pull_consumer import PullConsumer
 from llama_mesh.service_api import ServiceAPI
@@ -475,7 +476,7 @@ class ServiceRuntime:
             return
         context_key = f"{name.session_id}.{self.config.name}"
         saved = await _get_json(state, context_key)
-        kwargs = json_format.MessageToDict(task.input)
+        kwargs = to_python(task.input)
 
         async def on_event(event: Event, handler: WorkflowHandler) -> None:
             running.handler = handler
@@ -504,7 +505,7 @@ class ServiceRuntime:
             return
         await state.contexts.put(context_key, json.dumps(outcome.context).encode())
         result = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
-        result.payload.CopyFrom(json_format.ParseDict(outcome.result, struct_pb2.Value()))
+        result.payload.CopyFrom(to_value(outcome.result, "the workflow's result"))
         await self._final(name, result)
         await msg.ack_sync()
 
@@ -519,7 +520,7 @@ class ServiceRuntime:
         state = self._state
         assert state is not None
         out = resources_pb2.TaskEvent(type=type(event).__name__, attempt=attempt)
-        out.payload.CopyFrom(json_format.ParseDict(event_payload(event), struct_pb2.Value()))
+        out.payload.CopyFrom(to_value(event_payload(event), f"event {type(event).__name__}"))
         if not self.runner.is_input_request(event):
             await state.journal.publish(name, out)
             return
@@ -538,7 +539,7 @@ class ServiceRuntime:
         try:
             async for msg in inputs.messages:
                 sent = resources_pb2.Envelope.FromString(msg.data).task_input
-                payload = json_format.MessageToDict(sent.payload)
+                payload = to_python(sent.payload)
                 try:
                     event = self.runner.make_event(sent.type, payload)
                 except (KeyError, ValueError, TypeError) as err:

@@ -130,11 +130,11 @@ class WorkflowRunner:
                 await on_event(event, handler)
             result = await handler
         except asyncio.CancelledError:
-            if not handler.done():
+            if not handler.is_done():
                 await asyncio.shield(handler.cancel_run())
             raise
         except BaseException:
-            if not handler.done():
+            if not handler.is_done():
                 handler.cancel()
             raise
         context = handler.ctx.to_dict(serializer=self._serializer)

@@ -1,0 +1,3 @@
+from llama_mesh.cli import main
+
+main()

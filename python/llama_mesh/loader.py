@@ -1,0 +1,50 @@
+"""Loads a Workflow from a `module:attribute` reference, as deployment files name them."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from workflows import Workflow
+
+
+class WorkflowLoadError(ValueError):
+    """A `module:attribute` reference does not name a Workflow."""
+
+
+def load_workflow(reference: str, path: str | Path | None = None) -> Workflow:
+    """Import `module:attribute` (after adding `path` to sys.path) and return the Workflow.
+
+    The attribute may be a Workflow instance, a Workflow subclass (instantiated with no
+    arguments) or a function returning a Workflow.
+
+        >>> load_workflow("examples.quickstart.workflows:echo")  # doctest: +SKIP
+    """
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise WorkflowLoadError(
+            f"{reference!r} is not a workflow reference: expected 'module:attribute', "
+            "e.g. 'my_app.workflows:echo'"
+        )
+    if path is not None:
+        resolved = str(Path(path).resolve())
+        if resolved not in sys.path:
+            sys.path.insert(0, resolved)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise WorkflowLoadError(f"cannot import module {module_name!r}: {err}") from err
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        raise WorkflowLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if (isinstance(target, type) and issubclass(target, Workflow)) or (
+        callable(target) and not isinstance(target, Workflow)
+    ):
+        target = target()
+    if not isinstance(target, Workflow):
+        raise WorkflowLoadError(
+            f"{reference!r} is a {type(target).__name__}, not a llama-index Workflow"
+        )
+    return target

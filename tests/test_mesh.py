@@ -1,0 +1,307 @@
+"""The mesh end to end: real nats-server, real gRPC, real Workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import grpc
+import pytest
+
+from llama_mesh.client import AsyncClient, Client
+from llama_mesh.control_plane_server import ControlPlaneServer
+from llama_mesh.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    TaskFailedError,
+)
+from llama_mesh.local import LocalMesh
+from llama_mesh.nats_server import EmbeddedNats
+from llama_mesh.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.status import error_type
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2, service_pb2, service_pb2_grpc
+
+from mesh_workflows import (
+    CounterWorkflow,
+    EchoWorkflow,
+    FailingWorkflow,
+    FlakyWorkflow,
+    SlowWorkflow,
+    StreamingWorkflow,
+    TypedWorkflow,
+)
+from processes import component
+
+SUCCEEDED = resources_pb2.TASK_STATE_SUCCEEDED
+FAILED = resources_pb2.TASK_STATE_FAILED
+
+
+async def test_echo_returns_the_workflow_result(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        assert await session.run("echo", arg1="hello") == "hello_result"
+        [task] = await session.list_tasks()
+        assert task.state == SUCCEEDED
+        assert task.attempt_count == 1
+        assert task.HasField("end_time")
+
+
+async def test_sync_client_runs_a_task(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
+
+        def use_sync_client() -> object:
+            with Client(mesh.address) as client:
+                session = client.create_session()
+                return session.run("echo", arg1="sync")
+
+        assert await asyncio.to_thread(use_sync_client) == "sync_result"
+
+
+async def test_session_state_carries_across_runs_and_replicas(nats: EmbeddedNats) -> None:
+    workflow = CounterWorkflow()
+    async with LocalMesh(nats_url=nats.url) as mesh:
+        first = await mesh.add_service(workflow, ServiceConfig("counter"))
+        second = await mesh.add_service(workflow, ServiceConfig("counter"))
+        session = await mesh.client.create_session()
+        other = await mesh.client.create_session()
+        counts = []
+        # The Service API steers each run to one replica: pause one, resume the other.
+        for active, idle in ((first, second), (second, first), (first, second)):
+            async with grpc.aio.insecure_channel(idle.address) as channel:
+                paused = await service_pb2_grpc.ServiceAPIStub(channel).PauseService(
+                    service_pb2.PauseServiceRequest()
+                )
+                assert paused.replica.state == resources_pb2.REPLICA_STATE_PAUSED
+            async with grpc.aio.insecure_channel(active.address) as channel:
+                await service_pb2_grpc.ServiceAPIStub(channel).ResumeService(
+                    service_pb2.ResumeServiceRequest()
+                )
+            handle = await session.create_task("counter")
+            counts.append(await handle.result())
+            assert (await handle.get()).replica_id == active.replica_id
+        assert counts == [1, 2, 3]
+        assert await other.run("counter") == 1  # sessions do not share state
+
+
+async def test_events_stream_in_order_then_result_and_resume(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"stream": StreamingWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        handle = await session.create_task("stream", n=6)
+        events = [e async for e in handle.events()]
+        assert [e.type for e in events] == ["Progress"] * 6 + ["StopEvent"]
+        assert [e.payload["n"] for e in events[:-1]] == list(range(6))
+        assert events[-1].state == "SUCCEEDED" and events[-1].payload == 6
+        sequences = [e.sequence for e in events]
+        assert sequences == sorted(set(sequences))
+
+        # A client that stops after k events and resumes from the k-th gets the rest.
+        k = 3
+        first_part = []
+        async for event in handle.events():
+            first_part.append(event)
+            if len(first_part) == k:
+                break
+        rest = [e async for e in handle.events(after_sequence=first_part[-1].sequence)]
+        assert [e.sequence for e in first_part + rest] == sequences
+
+
+async def test_failure_is_typed(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"fail": FailingWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        with pytest.raises(TaskFailedError) as raised:
+            await session.run("fail", message="disk on fire")
+        assert raised.value.error_type == "Boom"
+        assert "disk on fire" in raised.value.message
+        task = await mesh.client.get_task(raised.value.task_name)
+        assert task.state == FAILED
+        assert error_type(task.error) == "Boom"
+        assert "disk on fire" in task.error.message
+        assert not task.HasField("result")
+        # The failed task is dead-lettered.
+        state = mesh.control_plane
+        assert state is not None
+        info = await state.state.js.stream_info(state.state.topology.dead_letter_stream)
+        assert info.state.messages == 1
+
+
+async def test_retryable_failure_succeeds_on_second_attempt(nats: EmbeddedNats) -> None:
+    config = ServiceConfig("flaky", initial_backoff=0.05)
+    async with LocalMesh({"flaky": (FlakyWorkflow(), config)}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        handle = await session.create_task("flaky", key="k1")
+        assert await handle.result() == "ok after 2"
+        task = await handle.get()
+        assert task.state == SUCCEEDED
+        assert task.attempt_count == 2
+        types = [e.type async for e in handle.events()]
+        assert types == ["llama_mesh.AttemptFailed", "StopEvent"]
+
+
+async def test_unknown_service_is_not_found_at_once(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        with pytest.raises(NotFoundError, match="'nope' is not registered"):
+            await session.run("nope", arg1="x")
+        with pytest.raises(NotFoundError):
+            await mesh.client.get_session("no-such-session")
+
+
+async def test_bad_input_is_invalid_argument(nats: EmbeddedNats) -> None:
+    async with LocalMesh(
+        {"echo": EchoWorkflow(), "typed": TypedWorkflow()}, nats_url=nats.url
+    ) as mesh:
+        client = mesh.client
+        session = await client.create_session()
+        with pytest.raises(InvalidArgumentError, match="not a task name"):
+            await client.get_task("tasks/123")
+        with pytest.raises(InvalidArgumentError, match="not a valid session id"):
+            await client.create_session("bad id!")
+        with pytest.raises(InvalidArgumentError, match=r"task\.service is required"):
+            await client.call(
+                client.stub.CreateTask,
+                cp.CreateTaskRequest(parent=session.name, task=resources_pb2.Task()),
+            )
+        with pytest.raises(InvalidArgumentError, match="not a session name"):
+            await client.call(
+                client.stub.CreateTask,
+                cp.CreateTaskRequest(parent="nope", task=resources_pb2.Task(service="echo")),
+            )
+        with pytest.raises(InvalidArgumentError, match="not JSON"):
+            await session.run("echo", arg1=object())
+        with pytest.raises(InvalidArgumentError, match="over the limit"):
+            await session.run("echo", arg1="x" * (2 << 20))
+        with pytest.raises(InvalidArgumentError, match=r"lacks required field\(s\) \['name'\]"):
+            await session.run("typed", times=2)
+        assert await session.run("typed", name="ada", times=2) == "hi ada hi ada"
+        with pytest.raises(AlreadyExistsError):
+            await client.create_session(session.id)
+        same = await client.get_or_create_session(session.id)
+        assert same.name == session.name
+
+
+async def test_request_id_makes_create_idempotent(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        first = await session.create_task("echo", request_id="order-42", arg1="a")
+        again = await session.create_task("echo", request_id="order-42", arg1="a")
+        assert first.name == again.name
+        assert await again.result() == "a_result"
+        assert len(await session.list_tasks()) == 1
+
+
+async def test_many_concurrent_runs_lose_nothing(nats: EmbeddedNats) -> None:
+    config = ServiceConfig("echo", max_concurrency=32)
+    async with LocalMesh({"echo": (EchoWorkflow(), config)}, nats_url=nats.url) as mesh:
+        sessions = [await mesh.client.create_session() for _ in range(20)]
+        gate = asyncio.Semaphore(32)
+
+        async def one(i: int) -> object:
+            async with gate:
+                return await sessions[i % 20].run("echo", arg1=i)
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        assert results == [f"{i}_result" for i in range(200)]
+        tasks = await mesh.client.list_tasks("-")
+        assert len(tasks) == 200
+        assert all(t.state == SUCCEEDED for t in tasks)
+
+
+async def test_two_control_planes_serve_the_same_sessions(nats: EmbeddedNats) -> None:
+    async with (
+        LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh,
+        ControlPlaneServer.start([nats.url]) as second,
+        AsyncClient(second.address) as other,
+    ):
+        session = await mesh.client.create_session("shared")
+        handle = await (await other.get_session("shared")).create_task("echo", arg1="x")
+        assert await mesh.client.task(handle.name).result() == "x_result"
+        assert [s.name for s in await other.list_sessions()] == ["sessions/shared"]
+        assert session.name == "sessions/shared"
+
+
+async def test_replica_killed_mid_task_hands_it_to_another(nats: EmbeddedNats) -> None:
+    async with ControlPlaneServer.start([nats.url]) as cp_server:
+        args = (
+            "serve",
+            "service",
+            "mesh_workflows:SlowWorkflow",
+            "--name",
+            "slow",
+            "--control-plane",
+            cp_server.address,
+            "--ack-wait",
+            "1",
+        )
+        async with (
+            component(*args) as (proc_a, ready_a),
+            component(*args) as (proc_b, ready_b),
+            AsyncClient(cp_server.address) as client,
+        ):
+            procs = {ready_a["replica_id"]: proc_a, ready_b["replica_id"]: proc_b}
+            session = await client.create_session()
+            handle = await session.create_task("slow", arg1="job", seconds=1.0)
+            async for event in handle.events():
+                if event.type == "SlowStarted":
+                    break
+            victim = (await handle.get()).replica_id
+            procs[victim].send_signal(signal.SIGKILL)
+            await procs[victim].wait()
+            assert await handle.result() == "job_slow"
+            task = await handle.get()
+            assert task.replica_id != victim
+            assert task.attempt_count == 2
+            finals = [e async for e in handle.events() if e.final]
+            assert len(finals) == 1  # exactly one result
+
+
+async def test_control_plane_restart_keeps_waits_sessions_and_tasks(
+    nats: EmbeddedNats,
+) -> None:
+    first_cp = contextlib.AsyncExitStack()
+    first = await first_cp.enter_async_context(ControlPlaneServer.start([nats.url]))
+    port = int(first.address.rpartition(":")[2])
+    try:
+        async with (
+            AsyncClient(first.address) as client,
+            ServiceRuntime.start(SlowWorkflow(), ServiceConfig("slow"), first.address),
+        ):
+            session = await client.create_session("keep")
+            handle = await session.create_task("slow", arg1="r", seconds=1.5)
+            async for event in handle.events():
+                if event.type == "SlowStarted":
+                    break
+            waiting = asyncio.create_task(handle.result())
+            await first_cp.aclose()  # the control plane goes away mid-wait
+            async with ControlPlaneServer.start([nats.url], port=port):
+                assert await waiting == "r_slow"
+                assert (await client.get_session("keep")).name == "sessions/keep"
+                assert (await handle.get()).state == SUCCEEDED
+    finally:
+        await first_cp.aclose()
+
+
+async def test_idle_mesh_sends_no_messages(nats: EmbeddedNats) -> None:
+    import nats as nats_py
+
+    config = ServiceConfig("echo", lease=120.0)
+    async with LocalMesh({"echo": (EchoWorkflow(), config)}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        assert await session.run("echo", arg1="warm") == "warm_result"
+        spy = await nats_py.connect(nats.url)
+        seen: list[str] = []
+
+        async def record(msg: object) -> None:
+            seen.append(getattr(msg, "subject", ""))
+
+        await spy.subscribe(">", cb=record)
+        await spy.flush()
+        start = time.monotonic()
+        # An observation window, not a wait for readiness: nothing may happen in it.
+        await asyncio.sleep(2.0)
+        await spy.close()
+        assert time.monotonic() - start >= 2.0
+        assert seen == []
