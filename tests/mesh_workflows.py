@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from workflows import Context, Workflow, step
 from workflows.events import (
@@ -13,8 +13,10 @@ from workflows.events import (
     StartEvent,
     StopEvent,
 )
+from workflows.resource import Resource
 
-from llama_mesh.errors import RetryableError
+from llama_mesh.errors import RetryableError, TaskFailedError
+from llama_mesh.nested import add_workflows
 
 
 class EchoWorkflow(Workflow):
@@ -115,3 +117,91 @@ class ApprovalWorkflow(Workflow):
         )
         answer: Any = response.response
         return StopEvent(result={"answer": answer})
+
+
+# ---------------------------------------------------------------- nested workflows
+
+
+class InnerWorkflow(Workflow):
+    @step
+    async def run_step(self, ev: StartEvent) -> StopEvent:
+        arg1 = ev.get("arg1")
+        return StopEvent(result=str(arg1) + "_result")
+
+
+class OuterWorkflow(Workflow):
+    """The llama_deploy README's outer workflow: a plain `inner` parameter."""
+
+    @step
+    async def run_step(self, ev: StartEvent, inner: InnerWorkflow) -> StopEvent:
+        arg1 = ev.get("arg1")
+        result = await inner.run(arg1=arg1)
+        return StopEvent(result=str(result) + "_result")
+
+
+def make_outer() -> OuterWorkflow:
+    outer = OuterWorkflow()
+    add_workflows(outer, inner=InnerWorkflow())
+    return outer
+
+
+class AnnotatedOuterWorkflow(Workflow):
+    """The workflows-2.x way: the inner workflow as an annotated step resource."""
+
+    @step
+    async def run_step(
+        self, ev: StartEvent, inner: Annotated[InnerWorkflow, Resource(InnerWorkflow)]
+    ) -> StopEvent:
+        result = await inner.run(arg1=ev.get("arg1"))
+        return StopEvent(result=str(result) + "_annotated")
+
+
+# What workflows saw when they were stopped, keyed by the `tag` of their input.
+CANCELLED_TAGS: set[str] = set()
+
+
+class StoppableWorkflow(Workflow):
+    """Works for `seconds`, noting in CANCELLED_TAGS if it is stopped first."""
+
+    @step
+    async def work(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(SlowStarted())
+        try:
+            await asyncio.sleep(float(ev.get("seconds", 30.0)))
+        except asyncio.CancelledError:
+            CANCELLED_TAGS.add(str(ev.get("tag")))
+            raise
+        return StopEvent(result="finished")
+
+
+class ParentOfStoppable(Workflow):
+    """Calls the deployed `stoppable` service and waits for it."""
+
+    @step
+    async def call(
+        self,
+        ctx: Context,
+        ev: StartEvent,
+        stoppable: Annotated[StoppableWorkflow, Resource(StoppableWorkflow)],
+    ) -> StopEvent:
+        ctx.write_event_to_stream(SlowStarted())
+        try:
+            result = await stoppable.run(tag=ev.get("tag"), seconds=30.0)
+        except asyncio.CancelledError:
+            CANCELLED_TAGS.add(f"parent:{ev.get('tag')}")
+            raise
+        return StopEvent(result=result)
+
+
+class ParentOfFailing(Workflow):
+    """Calls the deployed `fail` service and reports the child's error type."""
+
+    @step
+    async def call(
+        self, ev: StartEvent, fail: Annotated[FailingWorkflow, Resource(FailingWorkflow)]
+    ) -> StopEvent:
+        try:
+            await fail.run(message="child broke")
+        except TaskFailedError as err:
+            return StopEvent(result={"child_error": err.error_type, "message": err.message})
+        return StopEvent(result="no error")

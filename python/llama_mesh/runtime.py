@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +36,13 @@ from workflows import Workflow
 from workflows.events import Event
 from workflows.handler import WorkflowHandler
 
+from llama_mesh.client import AsyncClient
 from llama_mesh.errors import FailedPreconditionError, RetryableError, error_for_code
 from llama_mesh.grpc_server import serve
 from llama_mesh.journal import (
     ATTEMPT_FAILED,
     CANCELLED,
+    CHILD_TASK_CREATED,
     FAILED,
     PENDING,
     RUNNING,
@@ -52,8 +54,10 @@ from llama_mesh.journal import (
 )
 from llama_mesh.json_values import to_python, to_value
 from llama_mesh.names import TaskName, check_service_id, new_id, service_name
+from llama_mesh.nested import RunningTask, current_task, use_mesh_for_nested
 from llama_mesh.pull_consumer import PullConsumer
 from llama_mesh.service_api import ServiceAPI
+from llama_mesh.session_lock import SessionLock
 from llama_mesh.state import MeshState
 from llama_mesh.status import task_status
 from llama_mesh.topology import Topology, ensure_service_consumer
@@ -64,7 +68,7 @@ from llama_mesh.v1 import (
     service_pb2,
     service_pb2_grpc,
 )
-from llama_mesh.workflow_runner import WorkflowRunner, event_payload
+from llama_mesh.workflow_runner import RunOutcome, WorkflowRunner, event_payload
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +123,8 @@ def _seconds(d: duration_pb2.Duration) -> float:
     return d.seconds + d.nanos / 1e9
 
 
-class _CancelRequested(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class _AlreadyFinished(Exception):
+    """The task reached a final state elsewhere before this attempt started."""
 
 
 @dataclass
@@ -176,7 +178,14 @@ class ServiceRuntime:
     ) -> AsyncIterator[ServiceRuntime]:
         """Run the replica for the duration of the block; drain it on exit."""
         runtime = cls(workflow, config, control_plane, nats_urls=nats_urls)
-        async with grpc.aio.insecure_channel(control_plane) as channel:
+        async with (
+            grpc.aio.insecure_channel(control_plane) as channel,
+            AsyncClient(control_plane) as nested_client,
+        ):
+            # Nested workflows run as child tasks on their deployed services.
+            nested = use_mesh_for_nested(workflow, nested_client, runtime._child_created)
+            if nested:
+                logger.info("service %s calls nested services %s", config.name, nested)
             runtime._stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
             servicer = ServiceAPI(runtime)
             async with serve(
@@ -371,7 +380,6 @@ class ServiceRuntime:
             return
         assigned = envelope.task_assignment.task
         name = TaskName.parse(assigned.name)
-        attempt = msg.metadata.num_delivered
         found = await state.tasks.find(task_key(name))
         if found is None:
             logger.info("task %s: gone (session deleted); dropped", name)
@@ -385,6 +393,9 @@ class ServiceRuntime:
             await state.journal.publish(name, event, event_id=f"{name.task_id}.final")
             await msg.ack_sync()
             return
+        # Attempts are counted in the record, not by deliveries: a message handed back
+        # by a paused or draining replica did not start an attempt.
+        attempt = task.attempt_count + 1
         running = _Running(task=task)
         self._running[name.task_id] = running
 
@@ -464,25 +475,7 @@ class ServiceRuntime:
         if deadline is not None and deadline <= time.time():
             await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
             return
-        try:
-            await state.journal.record(
-                name,
-                resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
-                replica_id=self.replica_id,
-                publish=False,
-            )
-        except FailedPreconditionError:
-            await msg.ack_sync()
-            return
-        context_key = f"{name.session_id}.{self.config.name}"
-        saved = await _get_json(state, context_key)
-        kwargs = to_python(task.input)
-
-        async def on_event(event: Event, handler: WorkflowHandler) -> None:
-            running.handler = handler
-            await self._on_workflow_event(name, attempt, event, handler, running)
-
-        run = asyncio.create_task(self.runner.run(kwargs, saved, on_event))
+        run = asyncio.create_task(self._run_locked(name, task, attempt, deadline, running))
         running.run = run
         try:
             remaining = None if deadline is None else max(deadline - time.time(), 0)
@@ -500,14 +493,83 @@ class ServiceRuntime:
         except TimeoutError:
             await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
             return
+        except _AlreadyFinished:
+            await msg.ack_sync()
+            return
         except Exception as err:
             await self._failed_attempt(msg, name, task, attempt, max_attempts, err)
             return
-        await state.contexts.put(context_key, json.dumps(outcome.context).encode())
         result = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
         result.payload.CopyFrom(to_value(outcome.result, "the workflow's result"))
         await self._final(name, result)
         await msg.ack_sync()
+
+    async def _run_locked(
+        self,
+        name: TaskName,
+        task: resources_pb2.Task,
+        attempt: int,
+        deadline: float | None,
+        running: _Running,
+    ) -> RunOutcome:
+        """Take the session's lock, run the workflow, save its Context, let go."""
+        state = self._state
+        assert state is not None
+        context_key = f"{name.session_id}.{self.config.name}"
+        # A child runs while its parent holds the lock of the parent's service; it
+        # takes no lock itself, or a workflow that calls its own service would wait
+        # for itself.
+        lock = (
+            None
+            if task.parent_task
+            else SessionLock(state.locks, context_key, name.task_id, self._finished_task(name))
+        )
+        if lock is not None:
+            await lock.acquire()
+        try:
+            try:
+                await state.journal.record(
+                    name,
+                    resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
+                    replica_id=self.replica_id,
+                    publish=False,
+                )
+            except FailedPreconditionError:
+                raise _AlreadyFinished from None
+            saved = await _get_json(state, context_key)
+            kwargs = to_python(task.input)
+
+            async def on_event(event: Event, handler: WorkflowHandler) -> None:
+                running.handler = handler
+                await self._on_workflow_event(name, attempt, event, handler, running)
+
+            token = current_task.set(RunningTask(str(name), deadline))
+            try:
+                outcome = await self.runner.run(kwargs, saved, on_event)
+            finally:
+                current_task.reset(token)
+            await state.contexts.put(context_key, json.dumps(outcome.context).encode())
+            return outcome
+        finally:
+            if lock is not None:
+                await asyncio.shield(lock.release())
+
+    async def _child_created(self, parent: str, child: str, service: str) -> None:
+        """Announce a nested child task on its parent's event stream."""
+        state = self._state
+        assert state is not None
+        event = resources_pb2.TaskEvent(type=CHILD_TASK_CREATED)
+        event.payload.CopyFrom(to_value({"task": child, "service": service}))
+        await state.journal.publish(TaskName.parse(parent), event)
+
+    def _finished_task(self, name: TaskName) -> Callable[[str], Awaitable[bool]]:
+        async def finished(task_id: str) -> bool:
+            state = self._state
+            assert state is not None
+            found = await state.tasks.find(f"{name.session_id}.{task_id}")
+            return found is None or is_final(found[0].state)
+
+        return finished
 
     async def _on_workflow_event(
         self,

@@ -1,0 +1,138 @@
+"""Nested workflows: a step that awaits another workflow runs it through the mesh.
+
+A step declares the inner workflow as a resource, either the workflows-2.x way:
+
+    async def step(self, ev: StartEvent,
+                   inner: Annotated[InnerWorkflow, Resource(InnerWorkflow)]) -> StopEvent:
+        result = await inner.run(arg1=ev.get("arg1"))
+
+or the llama_deploy / llama-index 0.11 way, a plain parameter filled by
+``add_workflows(outer, inner=InnerWorkflow())``. In a notebook the inner workflow runs
+in-process. Served by llama-mesh, the runtime replaces it with a RemoteWorkflow that
+runs the *deployed service named after the parameter* ("inner") as a child task in
+the same session, with the parent's remaining deadline; cancelling the parent
+cancels the child, and the child's failure raises TaskFailedError in the parent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from workflows import Workflow
+from workflows.resource import Resource, ResourceDefinition
+
+from llama_mesh.names import TaskName
+
+if TYPE_CHECKING:
+    from llama_mesh.client import AsyncClient
+
+
+OnChild = Callable[[str, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """The task whose workflow is running in this asyncio context."""
+
+    name: str
+    deadline: float | None  # seconds since the epoch
+
+
+current_task: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar(
+    "llama_mesh_current_task", default=None
+)
+
+
+def _missing(name: str) -> Any:
+    def factory() -> Any:
+        raise LookupError(f"workflow resource {name!r} is not set: call add_workflows first")
+
+    factory.__qualname__ = f"llama_mesh.nested.{name}"
+    return factory
+
+
+def workflow_resources(workflow: Workflow) -> Iterator[ResourceDefinition]:
+    """The step resources of `workflow` that are workflows themselves."""
+    for step in workflow._get_steps().values():
+        config = getattr(step, "_step_config", None)
+        for definition in getattr(config, "resources", []) or []:
+            kind = definition.type_annotation
+            if inspect.isclass(kind) and issubclass(kind, Workflow):
+                yield definition
+
+
+def add_workflows(workflow: Workflow, **workflows: Workflow) -> Workflow:
+    """Give `workflow`'s steps the workflows they take as plain parameters.
+
+    The llama_deploy README's nested example, unchanged but for the call:
+
+        outer = OuterWorkflow()
+        add_workflows(outer, inner=InnerWorkflow())   # was: outer.add_workflows(...)
+    """
+    for step in workflow._get_steps().values():
+        config = step._step_config
+        parameters = inspect.signature(step).parameters
+        declared = {d.name for d in config.resources}
+        for name, value in workflows.items():
+            if name not in parameters or name in declared:
+                continue
+            annotation = parameters[name].annotation
+            kind = annotation if inspect.isclass(annotation) else type(value)
+            config.resources.append(
+                ResourceDefinition(
+                    name=name, resource=Resource(_missing(name)), type_annotation=kind
+                )
+            )
+    for definition in workflow_resources(workflow):
+        if definition.name in workflows:
+            workflow._resource_manager.resources[definition.resource.name] = workflows[
+                definition.name
+            ]
+    return workflow
+
+
+class RemoteWorkflow:
+    """Stands in for a nested workflow: `await inner.run(**kwargs)` runs the
+    deployed service as a child task of the running task."""
+
+    def __init__(self, service: str, client: AsyncClient, on_child: OnChild) -> None:
+        self.service = service
+        self._client = client
+        self._on_child = on_child
+
+    def __repr__(self) -> str:
+        return f"<RemoteWorkflow service={self.service!r}>"
+
+    async def run(self, **kwargs: Any) -> Any:
+        parent = current_task.get()
+        if parent is None:
+            raise RuntimeError(f"{self!r} runs only inside a task served by llama-mesh")
+        name = TaskName.parse(parent.name)
+        timeout = None if parent.deadline is None else max(parent.deadline - time.time(), 0.001)
+        session = await self._client.get_session(name.session)
+        handle = await session.create_task(
+            self.service, timeout=timeout, parent_task=parent.name, input=kwargs
+        )
+        await self._on_child(parent.name, handle.name, self.service)
+        return await handle.result()
+
+
+def use_mesh_for_nested(workflow: Workflow, client: AsyncClient, on_child: OnChild) -> list[str]:
+    """Replace each workflow resource of `workflow` with a RemoteWorkflow; the names.
+
+    `on_child(parent, child, service)` is told of every child task created.
+    """
+    services = []
+    for definition in workflow_resources(workflow):
+        workflow._resource_manager.resources[definition.resource.name] = RemoteWorkflow(
+            definition.name, client, on_child
+        )
+        # A cached resource is looked up by name, so the proxy is what steps get.
+        cast(Any, definition.resource).cache = True
+        services.append(definition.name)
+    return services
