@@ -31,6 +31,7 @@ gen: ## Regenerate Python code and the descriptor set from proto/.
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=python \
 	  $(PROTOS)
 	$(BUF) build --as-file-descriptor-set -o $(DESCRIPTOR_SET)
+	$(PY) -m llama_mesh_gateway --descriptor-set $(DESCRIPTOR_SET) --write-openapi gateway/openapi.json
 
 .PHONY: fresh
 fresh: gen ## Fail if the generated code differs from what is committed.

@@ -1,14 +1,31 @@
-"""`python -m llama_mesh_gateway --upstream HOST:PORT [--host H] [--port P]`."""
+"""`python -m llama_mesh_gateway --upstream HOST:PORT [--host H] [--port P]`.
+
+`python -m llama_mesh_gateway --write-openapi FILE` writes the OpenAPI document of the
+descriptor set and exits (`make gen` writes gateway/openapi.json this way).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 
 from llama_mesh_gateway.app import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_MAX_BODY_BYTES
+from llama_mesh_gateway.openapi import build_openapi
+from llama_mesh_gateway.routes import Schema
 from llama_mesh_gateway.server import serve
+
+
+def write_openapi(
+    path: str, descriptor_set: str | None = None, services: Sequence[str] | None = None
+) -> None:
+    """Write the OpenAPI document of a descriptor set (default llama_mesh.v1) to path."""
+    schema = Schema.load(descriptor_set)
+    doc = build_openapi(schema, schema.routes(services))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -17,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m llama_mesh_gateway",
         description="REST/JSON gateway for the gRPC services of a descriptor set.",
     )
-    parser.add_argument("--upstream", required=True, help="host:port of the gRPC server")
+    parser.add_argument("--upstream", help="host:port of the gRPC server")
+    parser.add_argument("--write-openapi", metavar="FILE", help="write the OpenAPI document, exit")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
@@ -32,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--heartbeat-seconds", type=float, default=DEFAULT_HEARTBEAT_SECONDS)
     args = parser.parse_args(argv)
+    if args.write_openapi:
+        write_openapi(args.write_openapi, args.descriptor_set, args.services)
+        return
+    if not args.upstream:
+        parser.error("--upstream is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(
         serve(

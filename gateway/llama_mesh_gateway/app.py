@@ -134,7 +134,7 @@ class Gateway:
         """The OpenAPI document, generated once."""
         if self._openapi is None:
             doc = build_openapi(self.schema, self.table.routes)
-            self._openapi = json.dumps(doc, indent=2, ensure_ascii=False).encode()
+            self._openapi = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
         return self._openapi
 
     # -- ASGI ------------------------------------------------------------------

@@ -247,8 +247,8 @@ def build_openapi(
     seen_ids: set[str] = set()
     for route in routes:
         verb = route.http_method.lower()
-        if verb not in _HTTP_METHODS:
-            continue
+        if verb not in _HTTP_METHODS or route.client_streaming:
+            continue  # custom HTTP methods and client streaming have no OpenAPI form
         path, path_params = route.template.openapi_path()
         method = route.method
         service = method.containing_service
@@ -306,7 +306,7 @@ def build_openapi(
             ok: dict[str, Any] = {
                 "description": stream_doc,
                 "content": {
-                    SSE: {"schema": {"type": "string"}},
+                    SSE: {"schema": _sse_event(method.output_type.full_name)},
                     NDJSON: {"schema": {"type": "string"}},
                 },
             }
@@ -366,3 +366,19 @@ _HEALTH: dict[str, Any] = {
         "message": {"type": "string"},
     },
 }
+
+
+def _sse_event(message_name: str) -> dict[str, Any]:
+    """One Server-Sent Event (OpenAPI 3.0: the schema of text/event-stream is per event)."""
+    return {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "The item's sequence, when it has one."},
+            "event": {"type": "string", "enum": ["message", "error"]},
+            "data": {
+                "type": "string",
+                "description": f"JSON: a {message_name}, or a google.rpc.Status for `error`.",
+            },
+        },
+        "required": ["data"],
+    }

@@ -234,8 +234,13 @@ def _match_segments(segments: tuple[Segment, ...], parts: list[str]) -> list[int
 
 
 def _singular(word: str) -> str:
+    """An English singular good enough for resource collections."""
     if word.endswith("ies") and len(word) > 3:
         return word[:-3] + "y"
+    if word.endswith("lves"):
+        return word[:-3] + "f"
+    if word.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
     if word.endswith("s") and len(word) > 1:
         return word[:-1]
     return word

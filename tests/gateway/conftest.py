@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from grpc_tools import protoc
+
 from llama_mesh_gateway import GatewayServer
 
 HERE = Path(__file__).resolve().parent

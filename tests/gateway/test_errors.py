@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import httpx
 import pytest
+
 from llama_mesh_gateway import GatewayServer
 from llama_mesh_gateway.status import HTTP_STATUS
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2
+
 from llama_mesh_gateway import GatewayServer, create_app, serve
 from llama_mesh_gateway.metadata import parse_grpc_timeout
 

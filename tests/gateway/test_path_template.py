@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llama_mesh_gateway.path_template import PathTemplate, TemplateError
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+
 from llama_mesh_gateway import GatewayServer
 
 from .conftest import CompiledApi, Upstream, assert_status
