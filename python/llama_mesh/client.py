@@ -111,6 +111,13 @@ class StreamedEvent:
         )
 
 
+def _retryable(err: grpc.aio.AioRpcError, unavailable: bool, cancelled: bool) -> bool:
+    code = err.code()
+    return (code == grpc.StatusCode.UNAVAILABLE and unavailable) or (
+        code == grpc.StatusCode.CANCELLED and cancelled
+    )
+
+
 class AsyncClient:
     """Async client of the ControlPlane API."""
 
@@ -154,15 +161,20 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         retry_unavailable: bool = True,
+        idempotent: bool = False,
     ) -> T:
-        """Invoke a unary RPC; map its error; retry UNAVAILABLE once reconnected."""
+        """Invoke a unary RPC; map its error; retry UNAVAILABLE once reconnected.
+
+        A CANCELLED status this client did not cause comes from a server shutting
+        down; `idempotent` calls are retried then too.
+        """
         while True:
             try:
                 return await method(
                     request, timeout=timeout or self.timeout, metadata=self._metadata
                 )
             except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE and retry_unavailable:
+                if _retryable(err, retry_unavailable, idempotent):
                     await self._reconnected(err)
                     continue
                 raise error_for_code(err.code(), err.details() or str(err.code())) from err
@@ -257,7 +269,7 @@ class AsyncClient:
         return TaskHandle(self, name)
 
     async def get_task(self, name: str) -> Task:
-        response = await self.call(self.stub.GetTask, cp.GetTaskRequest(name=name))
+        response = await self.call(self.stub.GetTask, cp.GetTaskRequest(name=name), idempotent=True)
         task: Task = response.task
         return task
 
@@ -387,7 +399,7 @@ class TaskHandle:
             # The call's own deadline is a little longer than the wait it asks for.
             call_timeout = (timeout + 10.0) if timeout is not None else 24 * 3600.0
             response = await self.client.call(
-                self.client.stub.WaitTask, request, timeout=call_timeout
+                self.client.stub.WaitTask, request, timeout=call_timeout, idempotent=True
             )
             self.task = response.task
             if self.task.state in FINAL or timeout is not None:
@@ -434,7 +446,7 @@ class TaskHandle:
                         return
                 return
             except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                if _retryable(err, True, True):
                     await self.client._reconnected(err)
                     continue
                 raise error_for_code(err.code(), err.details() or str(err.code())) from err
