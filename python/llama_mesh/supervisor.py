@@ -1,0 +1,235 @@
+"""Child processes of `llama-mesh up`: started in stages, ready when they say so,
+restarted (a few times) when they die, stopped in reverse order.
+
+Each child is a `llama-mesh serve ...` command that prints one JSON line
+``{"ready": true, ...}`` on stdout once it serves; nothing waits on a timer. Children
+run in their own session (a Ctrl-C in the terminal reaches only the supervisor, which
+then stops them in order) and get a pipe on stdin that they watch: if the supervisor
+dies without stopping them, the pipe closes and they exit too.
+
+    supervisor = Supervisor(report=print)
+    try:
+        [nats] = await supervisor.start_stage([ChildSpec("nats", [...])])
+        print(nats.ready["url"])
+    finally:
+        await supervisor.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[str, "Child", dict[str, Any]], None]
+
+
+class ChildError(RuntimeError):
+    """A child process exited, or did not say it was ready in time."""
+
+
+@dataclass
+class ChildSpec:
+    """How to run one child.
+
+    ``restart_argv`` gives the command for a restart from the first ready line, e.g. to
+    bind the same port the first run chose. A ``critical`` child that cannot be kept
+    running stops the whole deployment.
+    """
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    critical: bool = False
+    stop_timeout: float = 15.0
+    restart_argv: Callable[[dict[str, Any]], list[str]] | None = None
+
+
+@dataclass
+class Child:
+    """A running child: its process and what its ready line said."""
+
+    spec: ChildSpec
+    process: asyncio.subprocess.Process
+    ready: dict[str, Any]
+    restarts: int = 0
+    _stdout: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Supervisor:
+    """Starts children stage by stage, watches them, and stops them last-stage-first."""
+
+    def __init__(
+        self,
+        *,
+        report: Report | None = None,
+        max_restarts: int = 3,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self._report = report or (lambda kind, child, fields: None)
+        self.max_restarts = max_restarts
+        self.ready_timeout = ready_timeout
+        self.stages: list[list[Child]] = []
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.failed = asyncio.Event()
+        self.failure = ""
+
+    @property
+    def children(self) -> list[Child]:
+        return [child for stage in self.stages for child in stage]
+
+    async def start_stage(self, specs: list[ChildSpec]) -> list[Child]:
+        """Start the children of one stage together; return once all are ready.
+
+        If one fails, the others of the stage are stopped and ChildError is raised (the
+        stages before stay up; the caller's `stop()` ends them).
+        """
+        launches = [asyncio.create_task(self._launch(spec, spec.argv)) for spec in specs]
+        try:
+            results = await asyncio.gather(*launches, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Stopped while starting: the children that came up must not be left behind.
+            results = await asyncio.gather(*launches, return_exceptions=True)
+            started = [r for r in results if isinstance(r, Child)]
+            await asyncio.gather(*(self._terminate(child) for child in started))
+            raise
+        started = [r for r in results if isinstance(r, Child)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await asyncio.gather(*(self._terminate(child) for child in started))
+            for err in errors:
+                if not isinstance(err, ChildError):
+                    raise err
+            raise ChildError("; ".join(str(err) for err in errors))
+        self.stages.append(started)
+        for child in started:
+            watcher = asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
+            self._watchers.add(watcher)
+        return started
+
+    async def _launch(self, spec: ChildSpec, argv: list[str]) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env=spec.env,
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(self.ready_timeout):
+                while True:
+                    line = await process.stdout.readline()
+                    if not line:
+                        code = await process.wait()
+                        raise ChildError(f"{spec.name} exited with code {code} before it was ready")
+                    with contextlib.suppress(ValueError):
+                        ready = json.loads(line)
+                        if isinstance(ready, dict) and ready.get("ready") is True:
+                            break
+        except TimeoutError:
+            await _kill(process)
+            raise ChildError(
+                f"{spec.name} did not say it was ready within {self.ready_timeout:g}s"
+            ) from None
+        except BaseException:
+            await _kill(process)
+            raise
+        child = Child(spec=spec, process=process, ready=ready)
+        child._stdout = asyncio.create_task(_discard(process.stdout, spec.name))
+        logger.info("%s ready (pid %d): %s", spec.name, process.pid, ready)
+        return child
+
+    async def _watch(self, child: Child) -> None:
+        while True:
+            code = await child.process.wait()
+            if child._stdout is not None:
+                await child._stdout
+            if self._stopping:
+                return
+            self._report("exited", child, {"code": code})
+            first_ready = child.ready
+            while True:
+                if child.restarts >= self.max_restarts:
+                    self._report("gave_up", child, {"restarts": child.restarts})
+                    if child.spec.critical and not self.failed.is_set():
+                        self.failure = (
+                            f"{child.name} exited and was restarted {child.restarts} times"
+                        )
+                        self.failed.set()
+                    return
+                child.restarts += 1
+                argv = child.spec.argv
+                if child.spec.restart_argv is not None:
+                    argv = child.spec.restart_argv(first_ready)
+                try:
+                    fresh = await self._launch(child.spec, argv)
+                except ChildError as err:
+                    self._report("restart_failed", child, {"error": str(err)})
+                    continue
+                child.process, child.ready, child._stdout = (
+                    fresh.process,
+                    fresh.ready,
+                    fresh._stdout,
+                )
+                self._report("restarted", child, {"restarts": child.restarts})
+                break
+
+    async def stop(self) -> None:
+        """Stop every child, the last stage first; each stage's children together."""
+        self._stopping = True
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._watchers.clear()
+        for stage in reversed(self.stages):
+            await asyncio.gather(*(self._terminate(child) for child in stage))
+
+    async def _terminate(self, child: Child) -> None:
+        process = child.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                async with asyncio.timeout(child.spec.stop_timeout):
+                    await process.wait()
+            except TimeoutError:
+                logger.warning("%s (pid %d) did not stop; killing it", child.name, process.pid)
+                await _kill(process)
+        if child._stdout is not None:
+            child._stdout.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await child._stdout
+        if process.stdin is not None:
+            process.stdin.close()
+        logger.info("%s (pid %d) stopped with code %s", child.name, process.pid, process.returncode)
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
+
+
+async def _discard(stream: asyncio.StreamReader, name: str) -> None:
+    """Keep reading a child's stdout so it never blocks on a full pipe."""
+    while line := await stream.readline():
+        logger.debug("%s: %s", name, line.decode(errors="replace").rstrip())

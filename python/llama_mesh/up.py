@@ -1,0 +1,336 @@
+"""`llama-mesh up FILE`: one deployment file, every process of it, in order.
+
+Starts, each stage once the previous one is ready:
+
+    1. nats-server with JetStream (unless the file gives NATS URLs)
+    2. the control plane
+    3. every replica of every service
+    4. the gateway
+
+as `python -m llama_mesh serve ...` children (supervisor.py), passing each the addresses
+the previous stage bound. On SIGTERM or Ctrl-C it stops them in the reverse order: the
+gateway, the services (they drain), the control plane, NATS.
+
+    code = asyncio.run(run_deployment(load_deployment(path), path, Console()))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llama_mesh.deployment import Deployment, ServiceSpec, connect_host
+from llama_mesh.supervisor import Child, ChildError, ChildSpec, Supervisor
+
+COMMAND = [sys.executable, "-m", "llama_mesh"]
+
+
+def _with(argv: list[str], option: str, value: str) -> list[str]:
+    """`argv` with `option`'s value replaced (for a restart on the port first bound)."""
+    out = list(argv)
+    out[out.index(option) + 1] = value
+    return out
+
+
+def _port_of(address: str) -> str:
+    return address.rsplit(":", 1)[1]
+
+
+def nats_spec(d: Deployment) -> ChildSpec:
+    argv = [
+        *COMMAND,
+        "serve",
+        "nats",
+        "--data-dir",
+        str(d.nats_data_dir),
+        "--host",
+        d.nats.host,
+        "--port",
+        str(d.nats.port),
+        "--watch-stdin",
+    ]
+    return ChildSpec(
+        "nats",
+        argv,
+        critical=True,
+        stop_timeout=15.0,
+        restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["url"])),
+    )
+
+
+def control_plane_spec(d: Deployment, nats_urls: list[str]) -> ChildSpec:
+    argv = [*COMMAND, "serve", "control-plane"]
+    for url in nats_urls:
+        argv += ["--nats", url]
+    argv += [
+        "--host",
+        d.control_plane.host,
+        "--port",
+        str(d.control_plane.port),
+        "--prefix",
+        d.nats.prefix,
+        "--replicas",
+        str(d.nats.replicas),
+        "--watch-stdin",
+    ]
+    if d.nats.credentials is not None:
+        argv += ["--credentials", str(d.resolve(d.nats.credentials))]
+    return ChildSpec(
+        "control-plane",
+        argv,
+        critical=True,
+        stop_timeout=20.0,
+        restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["address"])),
+    )
+
+
+def service_specs(
+    d: Deployment, name: str, spec: ServiceSpec, control_plane: str
+) -> list[ChildSpec]:
+    argv = [
+        *COMMAND,
+        "serve",
+        "service",
+        spec.source,
+        "--name",
+        name,
+        "--control-plane",
+        control_plane,
+        "--path",
+        str(d.service_path(spec)),
+        "--max-concurrency",
+        str(spec.max_concurrency),
+        "--max-attempts",
+        str(spec.retry.max_attempts),
+        "--initial-backoff",
+        str(spec.retry.initial_backoff),
+        "--max-backoff",
+        str(spec.retry.max_backoff),
+        "--ack-wait",
+        str(spec.ack_wait),
+        "--port",
+        str(spec.port),
+        "--watch-stdin",
+    ]
+    for error_type in spec.retry.retryable_error_types:
+        argv += ["--retryable-error-type", error_type]
+    if spec.timeout is not None:
+        argv += ["--timeout", str(spec.timeout)]
+    if spec.description is not None:
+        argv += ["--description", spec.description]
+    env = {**os.environ, **spec.env}
+    return [
+        # A draining replica may finish its tasks for up to 30 s before it exits.
+        ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0)
+        for i in range(spec.replicas)
+    ]
+
+
+def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
+    argv = [
+        *COMMAND,
+        "serve",
+        "gateway",
+        "--upstream",
+        control_plane,
+        "--host",
+        d.gateway.host,
+        "--port",
+        str(d.gateway.port),
+        "--watch-stdin",
+    ]
+    for origin in d.gateway.cors_origins:
+        argv += ["--cors-origin", origin]
+    return ChildSpec(
+        "gateway",
+        argv,
+        stop_timeout=15.0,
+        restart_argv=lambda ready: _with(argv, "--port", str(ready["url"]).rsplit(":", 1)[1]),
+    )
+
+
+def _connectable(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    return f"{connect_host(host)}:{port}"
+
+
+async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any]:
+    """Start every stage; return what runs where (the `up` ready line)."""
+    pids: dict[str, int] = {}
+    if d.nats.embedded:
+        [nats] = await supervisor.start_stage([nats_spec(d)])
+        nats_urls = [str(nats.ready["url"])]
+        pids[nats.name] = nats.pid
+        pids["nats-server"] = int(nats.ready["pid"])
+    else:
+        nats_urls = d.nats.urls
+    [cp] = await supervisor.start_stage([control_plane_spec(d, nats_urls)])
+    pids[cp.name] = cp.pid
+    control_plane = _connectable(str(cp.ready["address"]))
+    services: dict[str, list[dict[str, Any]]] = {}
+    specs = [s for n, spec in d.services.items() for s in service_specs(d, n, spec, control_plane)]
+    for child in await supervisor.start_stage(specs) if specs else []:
+        pids[child.name] = child.pid
+        services.setdefault(str(child.ready["service"]), []).append(_replica(child))
+    gateway: dict[str, Any] = {}
+    if d.gateway.enabled:
+        [gw] = await supervisor.start_stage([gateway_spec(d, control_plane)])
+        pids[gw.name] = gw.pid
+        gateway = {"url": gw.ready["url"], "openapi": gw.ready["openapi"]}
+    return {
+        "ready": True,
+        "component": "deployment",
+        "name": d.name,
+        "pid": os.getpid(),
+        "nats": nats_urls,
+        "control_plane": control_plane,
+        "gateway": gateway.get("url"),
+        "openapi": gateway.get("openapi"),
+        "services": services,
+        "pids": pids,
+    }
+
+
+def _replica(child: Child) -> dict[str, Any]:
+    return {
+        "replica_id": child.ready.get("replica_id"),
+        "address": child.ready.get("address"),
+        "pid": child.pid,
+    }
+
+
+def table(summary: dict[str, Any], deployment_file: Path) -> Table:
+    """The rich table of what runs where."""
+    out = Table(title=f"llama-mesh deployment {summary['name']!r}", title_justify="left")
+    out.add_column("component")
+    out.add_column("address")
+    out.add_column("pid", justify="right")
+    pids: dict[str, int] = summary["pids"]
+    for url in summary["nats"]:
+        out.add_row("NATS JetStream", url, str(pids.get("nats", "external")))
+    out.add_row("control plane (gRPC)", summary["control_plane"], str(pids["control-plane"]))
+    if summary["gateway"]:
+        out.add_row("gateway (REST)", summary["gateway"], str(pids["gateway"]))
+        out.add_row("OpenAPI", summary["openapi"], "")
+    for service, replicas in summary["services"].items():
+        for i, replica in enumerate(replicas, 1):
+            out.add_row(f"service {service} #{i}", replica["address"], str(replica["pid"]))
+    out.caption = (
+        f"llama-mesh status -f {deployment_file}    "
+        f"grpcurl -plaintext {summary['control_plane']} list    Ctrl-C stops everything"
+    )
+    return out
+
+
+async def _until_stopped(supervisor: Supervisor) -> str:
+    """Wait for SIGINT/SIGTERM (returns "") or a critical child lost (returns why)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(supervisor.failed.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return supervisor.failure if supervisor.failed.is_set() and not stop.is_set() else ""
+
+
+async def run_deployment(
+    d: Deployment,
+    deployment_file: Path,
+    console: Console,
+    *,
+    json_output: bool = False,
+    max_restarts: int = 3,
+) -> int:
+    """Run the deployment until SIGINT/SIGTERM; the exit code of `llama-mesh up`."""
+    errors = Console(stderr=True, soft_wrap=True)
+
+    def report(kind: str, child: Child, fields: dict[str, Any]) -> None:
+        if json_output:
+            line = {"event": kind, "child": child.name, "pid": child.pid, **fields}
+            print(json.dumps(line), flush=True)
+        messages: dict[str, Callable[[], str]] = {
+            "exited": lambda: f"{child.name} (pid {child.pid}) exited with code {fields['code']}",
+            "restarted": lambda: (
+                f"{child.name} restarted (pid {child.pid}, "
+                f"restart {fields['restarts']} of {max_restarts})"
+            ),
+            "restart_failed": lambda: f"{child.name} failed to restart: {fields['error']}",
+            "gave_up": lambda: (
+                f"{child.name} is not restarted again (it was restarted {fields['restarts']} times)"
+            ),
+        }
+        errors.print(f"[bold yellow]llama-mesh up:[/] {escape(messages[kind]())}", highlight=False)
+
+    supervisor = Supervisor(report=report, max_restarts=max_restarts)
+    run_file = d.run_file
+    startup = asyncio.create_task(start_children(d, supervisor))
+    stopper = asyncio.create_task(_until_stopped(supervisor))
+    code = 0
+    try:
+        done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if startup not in done:
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ChildError):
+                await startup
+            return 1 if stopper.result() else 0
+        try:
+            summary = startup.result()
+        except ChildError as err:
+            errors.print(f"[bold red]llama-mesh up: cannot start {d.name!r}:[/] {escape(str(err))}")
+            return 1
+        await asyncio.to_thread(_write_run_file, run_file, summary)
+        if json_output:
+            print(json.dumps(summary), flush=True)
+        else:
+            console.print(table(summary, deployment_file))
+        failure = await stopper
+        if failure:
+            errors.print(f"[bold red]llama-mesh up: stopping:[/] {escape(failure)}")
+            code = 1
+        return code
+    finally:
+        if not stopper.done():
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+        await supervisor.stop()
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(run_file.unlink)
+        if not json_output:
+            errors.print(f"llama-mesh up: {d.name!r} stopped", highlight=False)
+
+
+def _write_run_file(path: Path, summary: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_run_file(d: Deployment) -> dict[str, Any] | None:
+    """What a running `up` of this deployment recorded, if it still runs."""
+    try:
+        summary: dict[str, Any] = json.loads(d.run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(summary["pid"]), 0)
+    except (KeyError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return summary
