@@ -35,8 +35,8 @@ gen: ## Regenerate Python code and the descriptor set from proto/.
 
 .PHONY: fresh
 fresh: gen ## Fail if the generated code differs from what is committed.
-	@git add -N $(GEN_PY) >/dev/null 2>&1 || true
-	@git diff --exit-code --stat -- $(GEN_PY) || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
+	@git add -N $(GEN_PY) gateway/openapi.json >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- $(GEN_PY) gateway/openapi.json || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
 
 .PHONY: lint
 lint: ## buf lint, ruff, mypy.

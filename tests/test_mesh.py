@@ -93,6 +93,7 @@ async def test_events_stream_in_order_then_result_and_resume(nats: EmbeddedNats)
         handle = await session.create_task("stream", n=6)
         events = [e async for e in handle.events()]
         assert [e.type for e in events] == ["Progress"] * 6 + ["StopEvent"]
+        assert all(e.task == handle.name for e in events)
         assert [e.payload["n"] for e in events[:-1]] == list(range(6))
         assert events[-1].state == "SUCCEEDED" and events[-1].payload == 6
         sequences = [e.sequence for e in events]

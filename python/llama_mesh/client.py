@@ -86,6 +86,7 @@ def task_result(task: Task) -> Any:
 class StreamedEvent:
     """One event of a task, as a client sees it."""
 
+    task: str
     sequence: int
     type: str
     payload: Any
@@ -101,6 +102,7 @@ class StreamedEvent:
     @classmethod
     def from_proto(cls, event: resources_pb2.TaskEvent) -> StreamedEvent:
         return cls(
+            task=event.task,
             sequence=event.sequence,
             type=event.type,
             payload=to_python(event.payload) if event.HasField("payload") else None,

@@ -139,6 +139,9 @@ class TaskJournal:
         self, name: TaskName, event: resources_pb2.TaskEvent, *, event_id: str = ""
     ) -> int:
         """Publish `event` on the task's subject (no state change); its stream sequence."""
+        event.task = str(name)
+        if not event.HasField("create_time"):
+            event.create_time.CopyFrom(now())
         envelope = resources_pb2.Envelope(id=event_id or new_id(), task_event=event)
         envelope.publish_time.CopyFrom(event.create_time)
         ack = await self.js.publish(

@@ -221,6 +221,7 @@ class ServiceRuntime:
             capacity=self.config.max_concurrency,
         )
         await self._consumer.start()
+        state.reconnect_hooks.append(self._consumer.reconnected)
         lease = asyncio.create_task(self._renew_lease(), name=f"lease-{self.config.name}")
         logger.info(
             "service %s: replica %s serving (Service API %s)",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -36,8 +36,9 @@ class MeshState:
     tasks: ProtoBucket[resources_pb2.Task]
     journal: TaskJournal
     contexts: KeyValue
-    requests: KeyValue
     locks: KeyValue
+    # Called after NATS reconnects (e.g. to renew pull requests a restarted server lost).
+    reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -55,11 +56,18 @@ class MeshState:
         async def on_error(err: Exception) -> None:
             logger.warning("nats: %s", err)
 
+        closing = False
+
         async def on_disconnect() -> None:
-            logger.warning("nats: disconnected")
+            if not closing:  # closing on purpose is not news
+                logger.warning("nats: disconnected from %s", nats_urls)
+
+        hooks: list[Callable[[], Awaitable[None]]] = []
 
         async def on_reconnect() -> None:
-            logger.info("nats: reconnected")
+            logger.info("nats: reconnected to %s", nc.connected_url)
+            for hook in hooks:
+                await hook()
 
         try:
             nc = await nats.connect(
@@ -100,9 +108,10 @@ class MeshState:
                 tasks=tasks,
                 journal=TaskJournal(js, topology, tasks),
                 contexts=await js.key_value(topology.bucket("contexts")),
-                requests=await js.key_value(topology.bucket("requests")),
                 locks=await js.key_value(topology.bucket("locks")),
+                reconnect_hooks=hooks,
             )
             yield state
         finally:
+            closing = True
             await nc.close()

@@ -17,7 +17,6 @@ process at start-up.
     {p}_sessions                 {session}
     {p}_tasks                    {session}.{task}
     {p}_contexts                 {session}.{service}   saved workflow Context (JSON)
-    {p}_requests                 {session}.{request_id} -> task id (idempotent creates)
     {p}_locks                    {session}.{service}   the task that holds the session
 """
 
@@ -46,7 +45,6 @@ class Topology:
     replicas: int = 1
     event_retention: float = DAY
     dead_letter_retention: float = 7 * DAY
-    request_id_retention: float = DAY
 
     def __post_init__(self) -> None:
         if not _PREFIX.fullmatch(self.prefix):
@@ -144,7 +142,6 @@ class Topology:
             ("sessions", None),
             ("tasks", None),
             ("contexts", None),
-            ("requests", self.request_id_retention),
             ("locks", None),
         ):
             await js.create_key_value(
