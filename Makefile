@@ -62,3 +62,11 @@ test: ## Run the whole test suite.
 
 .PHONY: check
 check: fresh lint breaking test ## What CI runs.
+
+.PHONY: bench
+bench: ## Benchmark llama-mesh and llama_deploy 0.8.1 side by side (bench/README.md).
+	$(PY) bench/run.py
+
+.PHONY: bench-quick
+bench-quick: ## The same, reduced: under 2 minutes, no 100k history leg.
+	$(PY) bench/run.py --quick

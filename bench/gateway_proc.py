@@ -1,0 +1,36 @@
+"""The REST gateway in its own process, with a JSON ready line like `llama-mesh serve`.
+
+    python bench/gateway_proc.py --upstream 127.0.0.1:50051   # prints {"ready": true, "url": ...}
+
+`python -m llama_mesh_gateway` serves on a fixed port and reports readiness only in its
+log; this runs the same `serve()` on a port the OS picks and prints where it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+
+from llama_mesh_gateway.server import GatewayServer, serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    def ready(server: GatewayServer) -> None:
+        print(json.dumps({"ready": True, "component": "gateway", "url": server.url}), flush=True)
+
+    # handle_signals: uvicorn stops cleanly on SIGTERM from the bench.
+    asyncio.run(
+        serve(args.upstream, args.host, 0, handle_signals=True, on_ready=ready),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The llama-mesh legs: every component in its own process, the client in this one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from config import BenchConfig
+from procs import Proc, Procs, idle_cpu, memory_kib
+from stats import summary
+
+from llama_mesh.client import AsyncClient, AsyncSession
+from llama_mesh.names import new_id
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = sys.executable
+CLI = [PY, "-m", "llama_mesh"]
+
+
+@dataclass
+class Mesh:
+    """A running deployment: its processes and where to reach it."""
+
+    procs: Procs
+    nats: Proc
+    control_plane: Proc
+    gateway: Proc
+    services: dict[str, list[Proc]]
+    bring_up_s: float
+
+    @property
+    def address(self) -> str:
+        return str(self.control_plane.ready["address"])
+
+    @property
+    def gateway_url(self) -> str:
+        return str(self.gateway.ready["url"])
+
+    def pids(self) -> dict[str, int]:
+        pids = {"nats-server (launcher)": self.nats.pid}
+        pids.update(_nats_server_pid(self.nats.pid))
+        pids["control-plane"] = self.control_plane.pid
+        pids["gateway"] = self.gateway.pid
+        for name, replicas in self.services.items():
+            for i, proc in enumerate(replicas):
+                pids[f"service {name}#{i}"] = proc.pid
+        return pids
+
+
+def _nats_server_pid(launcher: int) -> dict[str, int]:
+    """The nats-server binary, a child of `llama-mesh serve nats`."""
+    with contextlib.suppress(OSError), open(f"/proc/{launcher}/task/{launcher}/children") as f:
+        for pid in f.read().split():
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == "nats-server":
+                    return {"nats-server": int(pid)}
+    return {}
+
+
+class MeshBench:
+    def __init__(self, config: BenchConfig, procs: Procs, profile_dir: Path | None) -> None:
+        self.config = config
+        self.procs = procs
+        self.profile_dir = profile_dir
+        self.results: dict[str, Any] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="llama-mesh-bench-")
+
+    def _argv(self, name: str, args: list[str]) -> list[str]:
+        """`python -m llama_mesh ARGS`, under pyinstrument when profiling."""
+        if self.profile_dir is None or args[1] == "nats":
+            return [*CLI, *args]
+        out = self.profile_dir / f"mesh-{name}.pyisession"
+        return [
+            PY,
+            "-m",
+            "pyinstrument",
+            "-r",
+            "pyisession",
+            "-o",
+            str(out),
+            "-m",
+            "llama_mesh",
+            *args,
+        ]
+
+    async def start_service(
+        self, mesh_address: str, name: str, workflow: str, index: int = 0
+    ) -> Proc:
+        label = f"service-{name}-{index}"
+        return await self.procs.start(
+            label,
+            self._argv(
+                label,
+                [
+                    "serve",
+                    "service",
+                    f"mesh_workflows:{workflow}",
+                    "--name",
+                    name,
+                    "--control-plane",
+                    mesh_address,
+                    "--path",
+                    str(BENCH),
+                    "--max-concurrency",
+                    str(self.config.mesh_max_concurrency),
+                ],
+            ),
+        )
+
+    async def bring_up(self, nested: bool) -> Mesh:
+        """NATS, then the control plane, then the gateway and services in parallel."""
+        started = time.perf_counter()
+        nats = await self.procs.start(
+            "nats",
+            self._argv(
+                "nats",
+                ["serve", "nats", "--data-dir", str(Path(self._tmp.name) / "nats")],
+            ),
+        )
+        control_plane = await self.procs.start(
+            "control-plane",
+            self._argv(
+                "control-plane",
+                ["serve", "control-plane", "--nats", nats.ready["url"], "--port", "0"],
+            ),
+        )
+        address = str(control_plane.ready["address"])
+        gateway_argv = [PY, str(BENCH / "gateway_proc.py"), "--upstream", address]
+        if self.profile_dir is not None:
+            gateway_argv[1:1] = [
+                "-m",
+                "pyinstrument",
+                "-r",
+                "pyisession",
+                "-o",
+                str(self.profile_dir / "mesh-gateway.pyisession"),
+            ]
+        wanted = [("echo", "EchoWorkflow"), ("stream", "StreamWorkflow")]
+        if nested:
+            wanted += [("inner", "InnerWorkflow"), ("outer", "outer")]
+        gateway, *services = await asyncio.gather(
+            self.procs.start("gateway", gateway_argv),
+            *(self.start_service(address, name, wf) for name, wf in wanted),
+        )
+        bring_up_s = time.perf_counter() - started
+        mesh = Mesh(
+            self.procs,
+            nats,
+            control_plane,
+            gateway,
+            {name: [proc] for (name, _), proc in zip(wanted, services, strict=True)},
+            bring_up_s,
+        )
+        self.results["startup"] = {
+            "bring_up_s": round(bring_up_s, 3),
+            "how": "bench-staged: nats, control plane, then gateway + services in parallel "
+            "(`llama-mesh up` not available)",
+            "ready_s": {
+                p.name: round(p.ready_s or 0.0, 3)
+                for p in [nats, control_plane, gateway, *services]
+            },
+        }
+        return mesh
+
+    # ------------------------------------------------------------------ legs
+
+    async def sequential(self, client: AsyncClient, runs: int) -> dict[str, Any]:
+        session = await client.create_session()
+        for _ in range(self.config.warmup):
+            await session.run("echo", arg1="x")
+        samples: list[int] = []
+        deadline = time.monotonic() + self.config.leg_timeout
+        for i in range(runs):
+            t0 = time.perf_counter_ns()
+            result = await session.run("echo", arg1=f"x{i}")
+            samples.append(time.perf_counter_ns() - t0)
+            assert result == f"x{i}_result", result
+            if time.monotonic() > deadline:
+                break
+        return summary(samples)
+
+    async def sequential_run_task(self, client: AsyncClient, runs: int) -> dict[str, Any]:
+        """The same through one RunTask RPC (what the REST gateway calls)."""
+        session = await client.create_session()
+        samples: list[int] = []
+        deadline = time.monotonic() + self.config.leg_timeout
+        for i in range(self.config.warmup + runs):
+            task = resources_pb2.Task(service="echo")
+            task.input.update({"arg1": f"x{i}"})
+            request = cp.RunTaskRequest(parent=session.name, task=task, request_id=new_id())
+            t0 = time.perf_counter_ns()
+            response = await client.stub.RunTask(request, timeout=30)
+            elapsed = time.perf_counter_ns() - t0
+            assert response.task.result.string_value == f"x{i}_result", response.task
+            if i >= self.config.warmup:
+                samples.append(elapsed)
+            if time.monotonic() > deadline:
+                break
+        return summary(samples)
+
+    async def rest_sequential(self, url: str, runs: int) -> dict[str, Any]:
+        samples: list[int] = []
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            response = await http.post("/v1/sessions", json={})
+            response.raise_for_status()
+            session = response.json()["name"]
+            deadline = time.monotonic() + self.config.leg_timeout
+            for i in range(self.config.warmup + runs):
+                body = {"task": {"service": "echo", "input": {"arg1": f"x{i}"}}}
+                t0 = time.perf_counter_ns()
+                response = await http.post(f"/v1/{session}/tasks:run", json=body)
+                elapsed = time.perf_counter_ns() - t0
+                response.raise_for_status()
+                assert response.json()["result"] == f"x{i}_result", response.text
+                if i >= self.config.warmup:
+                    samples.append(elapsed)
+                if time.monotonic() > deadline:
+                    break
+        return summary(samples)
+
+    async def throughput(
+        self, client: AsyncClient, concurrency: int, tasks: int, service: str = "echo"
+    ) -> dict[str, Any]:
+        """`tasks` runs by `concurrency` workers, each in its own session."""
+        sessions = await asyncio.gather(*(client.create_session() for _ in range(concurrency)))
+        await asyncio.gather(*(s.run(service, arg1="warm") for s in sessions))
+        samples: list[int] = []
+        remaining = tasks
+        deadline = time.monotonic() + self.config.leg_timeout
+
+        async def worker(session: AsyncSession) -> None:
+            nonlocal remaining
+            while remaining > 0 and time.monotonic() < deadline:
+                remaining -= 1
+                t0 = time.perf_counter_ns()
+                await session.run(service, arg1="x")
+                samples.append(time.perf_counter_ns() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(s) for s in sessions))
+        elapsed = time.perf_counter() - t0
+        return {
+            "concurrency": concurrency,
+            "tasks": len(samples),
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(len(samples) / elapsed, 1),
+            "latency": summary(samples),
+        }
+
+    async def nested(self, client: AsyncClient, runs: int) -> dict[str, Any]:
+        session = await client.create_session()
+        for _ in range(self.config.warmup):
+            await session.run("outer", arg1="x")
+        samples: list[int] = []
+        deadline = time.monotonic() + self.config.leg_timeout
+        for i in range(runs):
+            t0 = time.perf_counter_ns()
+            result = await session.run("outer", arg1=f"x{i}")
+            samples.append(time.perf_counter_ns() - t0)
+            assert result == f"x{i}_result_result", result
+            if time.monotonic() > deadline:
+                break
+        return summary(samples)
+
+    async def event_latency(self, client: AsyncClient, tasks: int, events: int) -> dict[str, Any]:
+        """Tick written in the workflow → received by the client (time.time_ns on both)."""
+        session = await client.create_session()
+        samples: list[int] = []
+        deadline = time.monotonic() + self.config.leg_timeout
+        for _ in range(tasks):
+            handle = await session.create_task("stream", n=events, gap_ms=5)
+            async for event in handle.events():
+                now = time.time_ns()
+                payload = event.payload
+                # The first Tick may be written before the stream is open: skip it.
+                if event.type.endswith("Tick") and isinstance(payload, dict) and payload["i"] > 0:
+                    samples.append(now - int(payload["t_ns"]))
+            if time.monotonic() > deadline:
+                break
+        return summary(samples)
+
+    async def scaling(self, mesh: Mesh, client: AsyncClient) -> list[dict[str, Any]]:
+        """Throughput at concurrency 64 with 1, 2 and 4 echo replicas."""
+        rows = []
+        replicas = mesh.services["echo"]
+        for count in self.config.replicas:
+            while len(replicas) < count:
+                replicas.append(
+                    await self.start_service(mesh.address, "echo", "EchoWorkflow", len(replicas))
+                )
+            row = await self.throughput(client, 64, self.config.scaling_tasks)
+            row["replicas"] = count
+            rows.append(row)
+        # Back to one replica for the legs that follow.
+        while len(replicas) > 1:
+            await self.procs.stop(replicas.pop())
+        return rows
+
+    async def history(self, mesh: Mesh, client: AsyncClient) -> list[dict[str, Any]]:
+        """Cost per task once 1k, 10k (and 100k) tasks have gone through."""
+        rows = []
+        done = 0
+        sessions = await asyncio.gather(*(client.create_session() for _ in range(64)))
+        deadline = time.monotonic() + self.config.history_timeout
+        for checkpoint in self.config.history:
+            remaining = checkpoint - done
+
+            async def filler(session: AsyncSession) -> None:
+                nonlocal remaining, done
+                while remaining > 0 and time.monotonic() < deadline:
+                    remaining -= 1
+                    await session.run("echo", arg1="h")
+                    done += 1
+
+            await asyncio.gather(*(filler(s) for s in sessions))
+            if done < checkpoint:
+                rows.append({"after_tasks": checkpoint, "reached": done, "error": "time bound"})
+                break
+            seq = await self.sequential(client, self.config.history_seq_runs)
+            tput = await self.throughput(client, 64, self.config.history_tput_tasks)
+            done += self.config.history_seq_runs + self.config.history_tput_tasks + 64
+            rows.append(
+                {
+                    "after_tasks": checkpoint,
+                    "sequential": seq,
+                    "tasks_per_s_c64": tput["tasks_per_s"],
+                    "ms_per_task_c64": round(1000.0 / tput["tasks_per_s"], 3),
+                    "rss_kib": {k: memory_kib(p)["VmRSS"] for k, p in mesh.pids().items()},
+                }
+            )
+        return rows
+
+    # ------------------------------------------------------------------ all
+
+    async def run(self, nested_available: bool) -> dict[str, Any]:
+        cfg = self.config
+        try:
+            mesh = await self.bring_up(nested_available)
+            async with AsyncClient(mesh.address) as client:
+                r = self.results
+                r["echo_grpc"] = await self.sequential(client, cfg.seq_runs)
+                r["echo_grpc_runtask"] = await self.sequential_run_task(client, cfg.seq_runs)
+                r["echo_rest"] = await self.rest_sequential(mesh.gateway_url, cfg.seq_runs)
+                r["rest_minus_grpc_p50_ms"] = round(
+                    r["echo_rest"]["p50_ms"] - r["echo_grpc"]["p50_ms"], 3
+                )
+                r["throughput"] = [
+                    await self.throughput(client, c, cfg.throughput_tasks(c))
+                    for c in cfg.concurrencies
+                ]
+                if nested_available:
+                    r["nested"] = await self.nested(client, cfg.nested_runs)
+                else:
+                    r["nested"] = {"n/a": "nested workflows through the mesh are pending"}
+                r["events"] = await self.event_latency(client, cfg.event_tasks, cfg.events_per_task)
+                r["idle"] = await self.idle(mesh)
+                r["scaling"] = await self.scaling(mesh, client)
+                if cfg.history:
+                    r["history"] = await self.history(mesh, client)
+        finally:
+            await self.procs.stop_all()
+            self._tmp.cleanup()
+        return self.results
+
+    async def idle(self, mesh: Mesh) -> dict[str, Any]:
+        pids = mesh.pids()
+        cpu = await idle_cpu(pids, self.config.idle_seconds)
+        return {
+            "seconds": self.config.idle_seconds,
+            "cpu_percent": cpu,
+            "rss_mib": {k: round(memory_kib(p)["VmRSS"] / 1024, 1) for k, p in pids.items()},
+        }
