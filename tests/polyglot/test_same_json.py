@@ -48,7 +48,8 @@ def legs(mesh: LocalMesh, grpcurl: str, buf: str, node: str, ts: Path, go: str) 
         response = await mesh.client.stub.RunTask(
             control_plane_pb2.RunTaskRequest(parent=session.name, task=task), timeout=30
         )
-        return json.loads(json_format.MessageToJson(response.task))
+        found: dict[str, Any] = json_format.MessageToDict(response.task)
+        return found
 
     async def grpc_cli(service: str, args: dict[str, Any]) -> dict[str, Any]:
         session = (
