@@ -366,9 +366,18 @@ class AsyncSession:
         input: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Run `service` with keyword arguments and return the workflow's result."""
-        handle = await self.create_task(service, timeout=timeout, input=input, **kwargs)
-        return await handle.result()
+        """Run `service` with keyword arguments and return the workflow's result.
+
+        One RunTask call; its request_id makes a retry after a lost connection
+        continue the same task instead of starting another.
+        """
+        task = self._task(service, {**(input or {}), **kwargs}, timeout, "", None)
+        request = cp.RunTaskRequest(parent=self.name, task=task, request_id=new_id())
+        # The task's own timeout bounds it; the call itself waits as long as it takes.
+        response = await self.client.call(
+            self.client.stub.RunTask, request, timeout=24 * 3600.0, idempotent=True
+        )
+        return task_result(response.task)
 
     async def list_tasks(self, **kwargs: Any) -> list[Task]:
         return await self.client.list_tasks(self.name, **kwargs)

@@ -369,15 +369,15 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         timeout = _seconds(requested.timeout)
         if timeout < 0:
             raise InvalidArgumentError("task.timeout must not be negative")
-        session = await self.state.sessions.get(session_id, parent)
-        service = await self._service(service_id)
+        session, service = await asyncio.gather(
+            self.state.sessions.get(session_id, parent), self._service(service_id)
+        )
         self._check_input(requested, service)
 
         if request_id:
+            # The id follows from the request id: a repeated request finds the task
+            # its first call created when it writes the record below.
             task_id = new_task_id_for(request_id, session_id)
-            existing = await self.state.tasks.find(f"{session_id}.{task_id}")
-            if existing is not None:
-                return existing[0]
         task_id = task_id or new_task_id()
         name = TaskName(session_id, task_id)
 
@@ -422,7 +422,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         task.update_time.CopyFrom(stamp)
 
         if await self.state.tasks.create(task_key(name), task) is None:
-            # A concurrent call with the same request_id won the race.
+            # The same request_id was seen before (or a concurrent call won the race).
             return await self.state.tasks.get(task_key(name), str(name))
         envelope = resources_pb2.Envelope(
             id=task_id, task_assignment=resources_pb2.TaskAssignment(task=task)
@@ -460,9 +460,16 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             await sub.unsubscribe()
 
     async def _wait(
-        self, name: TaskName, done: asyncio.Event, timeout: float | None
+        self,
+        name: TaskName,
+        done: asyncio.Event,
+        timeout: float | None,
+        task: resources_pb2.Task | None = None,
     ) -> resources_pb2.Task:
-        task = await self.state.tasks.get(task_key(name), str(name))
+        """Wait for the final event; `task` is the record if the caller just read it
+        (after subscribing to the task's events)."""
+        if task is None:
+            task = await self.state.tasks.get(task_key(name), str(name))
         if is_final(task.state):
             return task
         limits = [t for t in (timeout,) if t is not None]
@@ -514,7 +521,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             )
             if is_final(task.state):
                 return cp.RunTaskResponse(task=task)
-            task = await self._wait(TaskName.parse(task.name), done, None)
+            task = await self._wait(TaskName.parse(task.name), done, None, task)
         return cp.RunTaskResponse(task=task)
 
     async def WaitTask(

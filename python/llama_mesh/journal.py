@@ -113,10 +113,28 @@ class TaskJournal:
         event_id: str = "",
         publish: bool = True,
     ) -> resources_pb2.Task:
-        """Apply `event` to the task and publish it; returns the task after it.
+        """Apply `event` to the task and publish it; returns the task after it (see
+        `record_from`)."""
+        task, _ = await self.record_from(
+            name, event, replica_id=replica_id, event_id=event_id, publish=publish
+        )
+        return task
+
+    async def record_from(
+        self,
+        name: TaskName,
+        event: resources_pb2.TaskEvent,
+        *,
+        replica_id: str = "",
+        event_id: str = "",
+        publish: bool = True,
+        known: tuple[resources_pb2.Task, int] | None = None,
+    ) -> tuple[resources_pb2.Task, int]:
+        """Apply `event` to the task and publish it; the task after it and its revision.
 
         With publish=False (or an event without a type) only the record changes:
-        a bare state change is not an event clients need to see.
+        a bare state change is not an event clients need to see. `known` is the
+        record and revision the caller read last, to save a read.
         """
         event.task = str(name)
         if not event.HasField("create_time"):
@@ -128,12 +146,12 @@ class TaskJournal:
             if replica_id:
                 task.replica_id = replica_id
 
-        task = await self.tasks.mutate(task_key(name), str(name), change)
+        task, revision = await self.tasks.mutate_from(task_key(name), str(name), change, known)
         if publish and event.type:
             await self.publish(name, event, event_id=event_id)
         if is_final(event.state):
             logger.info("task %s %s", name, TaskState.Name(event.state))
-        return task
+        return task, revision
 
     async def publish(
         self, name: TaskName, event: resources_pb2.TaskEvent, *, event_id: str = ""

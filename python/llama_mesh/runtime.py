@@ -57,7 +57,7 @@ from llama_mesh.names import TaskName, check_service_id, new_id, service_name
 from llama_mesh.nested import RunningTask, current_task, use_mesh_for_nested
 from llama_mesh.pull_consumer import PullConsumer
 from llama_mesh.service_api import ServiceAPI
-from llama_mesh.session_lock import SessionLock
+from llama_mesh.session_lock import Revisions, SessionLock
 from llama_mesh.state import MeshState
 from llama_mesh.status import task_status
 from llama_mesh.topology import Topology, ensure_service_consumer
@@ -162,6 +162,7 @@ class ServiceRuntime:
         self._consumer: PullConsumer | None = None
         self._stub: control_plane_pb2_grpc.ControlPlaneAPIStub | None = None
         self.finished_count = 0
+        self._lock_revisions = Revisions()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -386,7 +387,7 @@ class ServiceRuntime:
             logger.info("task %s: gone (session deleted); dropped", name)
             await msg.ack_sync()
             return
-        task = found[0]
+        task, revision = found
         if is_final(task.state):
             # Finished before (e.g. cancelled while pending, or crashed after recording
             # the result): make sure its last event is out, then let the message go.
@@ -408,7 +409,7 @@ class ServiceRuntime:
         )
         keepalive = asyncio.create_task(self._keep_alive(msg))
         try:
-            await self._attempt(msg, name, task, attempt, running)
+            await self._attempt(msg, name, (task, revision), attempt, running)
         finally:
             for child in (keepalive, *running.forwards):
                 child.cancel()
@@ -431,14 +432,22 @@ class ServiceRuntime:
                 await msg.in_progress()
 
     async def _final(
-        self, name: TaskName, event: resources_pb2.TaskEvent
+        self,
+        name: TaskName,
+        event: resources_pb2.TaskEvent,
+        known: tuple[resources_pb2.Task, int] | None = None,
     ) -> resources_pb2.Task | None:
         state = self._state
         assert state is not None
         try:
-            return await state.journal.record(
-                name, event, replica_id=self.replica_id, event_id=f"{name.task_id}.final"
+            task, _ = await state.journal.record_from(
+                name,
+                event,
+                replica_id=self.replica_id,
+                event_id=f"{name.task_id}.final",
+                known=known,
             )
+            return task
         except FailedPreconditionError:
             return None  # someone else finished it (e.g. cancelled while pending)
 
@@ -446,12 +455,13 @@ class ServiceRuntime:
         self,
         msg: Msg,
         name: TaskName,
-        task: resources_pb2.Task,
+        known: tuple[resources_pb2.Task, int],
         attempt: int,
         running: _Running,
     ) -> None:
         state = self._state
         assert state is not None
+        task = known[0]
         policy = task.retry_policy
         max_attempts = policy.max_attempts or DEFAULT_MAX_ATTEMPTS
         if task.cancel_requested:
@@ -476,12 +486,26 @@ class ServiceRuntime:
         if deadline is not None and deadline <= time.time():
             await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
             return
-        run = asyncio.create_task(self._run_locked(name, task, attempt, deadline, running))
+        lock = (
+            # A child runs while its parent holds the lock of the parent's service; it
+            # takes no lock itself, or a workflow that calls its own service would wait
+            # for itself.
+            None
+            if task.parent_task
+            else SessionLock(
+                state.locks,
+                f"{name.session_id}.{self.config.name}",
+                name.task_id,
+                self._finished_task(name),
+                self._lock_revisions,
+            )
+        )
+        run = asyncio.create_task(self._run_locked(name, known, attempt, deadline, running, lock))
         running.run = run
         try:
             remaining = None if deadline is None else max(deadline - time.time(), 0)
             async with asyncio.timeout(remaining):
-                outcome = await run
+                outcome, recorded = await run
         except asyncio.CancelledError:
             if running.cancel_reason:
                 await self._final(name, _cancelled_event(attempt, running.cancel_reason))
@@ -502,42 +526,45 @@ class ServiceRuntime:
             return
         result = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
         result.payload.CopyFrom(to_value(outcome.result, "the workflow's result"))
-        await self._final(name, result)
+        # The Context is saved: the next run in the session may start while the
+        # result is recorded.
+        releasing = lock.release() if lock is not None else asyncio.sleep(0)
+        await asyncio.gather(releasing, self._final(name, result, recorded))
         await msg.ack_sync()
 
     async def _run_locked(
         self,
         name: TaskName,
-        task: resources_pb2.Task,
+        known: tuple[resources_pb2.Task, int],
         attempt: int,
         deadline: float | None,
         running: _Running,
-    ) -> RunOutcome:
-        """Take the session's lock, run the workflow, save its Context, let go."""
+        lock: SessionLock | None,
+    ) -> tuple[RunOutcome, tuple[resources_pb2.Task, int]]:
+        """Take the session's lock, run the workflow and save its Context.
+
+        On success the caller releases the lock; on failure it is released here.
+        """
         state = self._state
         assert state is not None
+        task = known[0]
         context_key = f"{name.session_id}.{self.config.name}"
-        # A child runs while its parent holds the lock of the parent's service; it
-        # takes no lock itself, or a workflow that calls its own service would wait
-        # for itself.
-        lock = (
-            None
-            if task.parent_task
-            else SessionLock(state.locks, context_key, name.task_id, self._finished_task(name))
-        )
         if lock is not None:
             await lock.acquire()
         try:
             try:
-                await state.journal.record(
-                    name,
-                    resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
-                    replica_id=self.replica_id,
-                    publish=False,
+                recorded, saved = await asyncio.gather(
+                    state.journal.record_from(
+                        name,
+                        resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
+                        replica_id=self.replica_id,
+                        publish=False,
+                        known=known,
+                    ),
+                    _get_json(state, context_key),
                 )
             except FailedPreconditionError:
                 raise _AlreadyFinished from None
-            saved = await _get_json(state, context_key)
             kwargs = to_python(task.input)
 
             async def on_event(event: Event, handler: WorkflowHandler) -> None:
@@ -550,10 +577,11 @@ class ServiceRuntime:
             finally:
                 current_task.reset(token)
             await state.contexts.put(context_key, json.dumps(outcome.context).encode())
-            return outcome
-        finally:
+            return outcome, recorded
+        except BaseException:
             if lock is not None:
                 await asyncio.shield(lock.release())
+            raise
 
     async def _child_created(self, parent: str, child: str, service: str) -> None:
         """Announce a nested child task on its parent's event stream."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -23,12 +24,39 @@ logger = logging.getLogger(__name__)
 IsStale = Callable[[str], Awaitable[bool]]
 
 
+class Revisions:
+    """The revision at which this process last freed each lock, so that taking it
+    again is one compare-and-set instead of a read and a write. Bounded: a miss only
+    costs the read."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._seen: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, key: str) -> int | None:
+        return self._seen.get(key)
+
+    def set(self, key: str, revision: int) -> None:
+        self._seen[key] = revision
+        self._seen.move_to_end(key)
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+
+
 class SessionLock:
-    def __init__(self, kv: KeyValue, key: str, task_id: str, is_stale: IsStale) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        key: str,
+        task_id: str,
+        is_stale: IsStale,
+        revisions: Revisions | None = None,
+    ) -> None:
         self._kv = kv
         self._key = key
         self._task_id = task_id
         self._is_stale = is_stale
+        self._revisions = revisions or Revisions()
         self._revision = 0
 
     async def _read(self) -> tuple[list[str], int]:
@@ -40,16 +68,19 @@ class SessionLock:
         return (json.loads(entry.value) if entry.value else []), entry.revision
 
     async def _write(self, queue: list[str], revision: int) -> bool:
+        # A free lock is an empty queue, never a deleted key: re-creating a deleted
+        # key costs nats-py three round trips.
         try:
             if revision == 0:
                 self._revision = await self._kv.create(self._key, json.dumps(queue).encode())
-            elif queue:
+            else:
                 self._revision = await self._kv.update(
                     self._key, json.dumps(queue).encode(), last=revision
                 )
-            else:
-                await self._kv.delete(self._key, last=revision)
-                self._revision = 0
+            if not queue:
+                # Only a free lock's revision is worth remembering: writing [me] at
+                # it is safe, because any change since makes the write fail.
+                self._revisions.set(self._key, self._revision)
         except KeyWrongLastSequenceError:
             return False
         except BadRequestError as err:
@@ -62,10 +93,15 @@ class SessionLock:
 
     async def acquire(self) -> None:
         """Join the queue and return once this task is at its head."""
-        if await self._write([self._task_id], 0):
-            return  # nobody else: the common case costs one round trip
+        seen = self._revisions.get(self._key)
+        if seen is not None and await self._write([self._task_id], seen):
+            return  # free since this process let go of it: one round trip
         while True:
             queue, revision = await self._read()
+            if not queue:
+                if await self._write([self._task_id], revision):
+                    return
+                continue
             if self._task_id not in queue:
                 # The head holds the lock; the waiters behind it are kept in order.
                 joined = [*queue[:1], *sorted([*queue[1:], self._task_id])]
@@ -95,7 +131,7 @@ class SessionLock:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def release(self) -> None:
-        # Usually this task is alone: delete at the revision it wrote.
+        # Usually this task is alone: empty the queue at the revision it wrote.
         if self._revision and await self._write([], self._revision):
             return
         while True:

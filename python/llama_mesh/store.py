@@ -82,20 +82,36 @@ class ProtoBucket(Generic[M]):
         `change` edits the message in place, or raises Unchanged to leave it (the
         current record is returned), or raises a MeshError to refuse.
         """
+        return (await self.mutate_from(key, name, change, None))[0]
+
+    async def mutate_from(
+        self, key: str, name: str, change: Callable[[M], None], known: tuple[M, int] | None
+    ) -> tuple[M, int]:
+        """`mutate`, starting from a record and revision read before (saves a read
+        when nobody wrote in between); returns the record and its new revision."""
         while True:
-            found = await self.find(key)
+            if known is not None:
+                found: tuple[M, int] | None = (self._copy(known[0]), known[1])
+                known = None
+            else:
+                found = await self.find(key)
             if found is None:
                 raise NotFoundError(f"{self._what} {name!r} not found")
             message, revision = found
             try:
                 change(message)
             except Unchanged:
-                return message
+                return message, revision
             try:
-                await self.kv.update(key, message.SerializeToString(), last=revision)
+                revision = await self.kv.update(key, message.SerializeToString(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
-            return message
+            return message, revision
+
+    def _copy(self, message: M) -> M:
+        copy = self._type()
+        copy.CopyFrom(message)
+        return copy
 
     async def scan(self, pattern: str = ">") -> list[tuple[str, M]]:
         """All records whose key matches the subject-style `pattern`."""
