@@ -337,11 +337,9 @@ def _event_line(event: StreamedEvent) -> str:
     payload = "" if event.payload in (None, {}) else " " + json.dumps(event.payload)
     payload = escape(payload if len(payload) < 200 else payload[:197] + "...")
     error = escape(f" {event.error_type}: {event.error_message}") if event.error_message else ""
-    return (
-        f"[dim]#{event.sequence}[/] {event.type or event.state} [dim]{event.state}[/]"
-        + (payload if len(payload) < 200 else payload[:197] + "...")
-        + error
-    )
+    kind = escape(event.type or event.state)
+    state = "" if event.state == "UNSPECIFIED" else f" [dim]{event.state}[/]"
+    return f"[dim]#{event.sequence}[/] {kind}{state}{payload}{error}"
 
 
 # ---------------------------------------------------------------- serve
@@ -755,7 +753,8 @@ def _print_status(data: dict[str, Any]) -> None:
 
 def _tasks_table(tasks: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("task", "service", "state", "attempts", "created"):
+    table.add_column("task", overflow="fold")
+    for column in ("service", "state", "attempts", "created"):
         table.add_column(column)
     for t in tasks:
         state = t["state"] + (f" ({t['error']['type']})" if t["error"] else "")
