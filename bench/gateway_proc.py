@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 
 from llama_mesh_gateway.server import GatewayServer, serve
 
@@ -26,10 +28,18 @@ def main() -> None:
     def ready(server: GatewayServer) -> None:
         print(json.dumps({"ready": True, "component": "gateway", "url": server.url}), flush=True)
 
-    # handle_signals: uvicorn stops cleanly on SIGTERM from the bench.
-    asyncio.run(
-        serve(args.upstream, args.host, 0, handle_signals=True, on_ready=ready),
-    )
+    async def run() -> None:
+        # SIGTERM cancels serve(), which stops the server and returns normally (uvicorn's
+        # own handlers would re-raise the signal and kill a profiler before it writes).
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, main_task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(args.upstream, args.host, 0, on_ready=ready)
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

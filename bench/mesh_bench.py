@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 from config import BenchConfig
-from procs import Proc, Procs, idle_cpu, memory_kib
+from procs import Proc, Procs, cpu_seconds, idle_cpu, memory_kib
 from stats import summary
 
 from llama_mesh.client import AsyncClient, AsyncSession
@@ -73,25 +74,20 @@ class MeshBench:
         self.procs = procs
         self.profile_dir = profile_dir
         self.results: dict[str, Any] = {}
+        self.mesh: Mesh | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="llama-mesh-bench-")
 
     def _argv(self, name: str, args: list[str]) -> list[str]:
         """`python -m llama_mesh ARGS`, under pyinstrument when profiling."""
         if self.profile_dir is None or args[1] == "nats":
             return [*CLI, *args]
-        out = self.profile_dir / f"mesh-{name}.pyisession"
-        return [
-            PY,
-            "-m",
-            "pyinstrument",
-            "-r",
-            "pyisession",
-            "-o",
-            str(out),
-            "-m",
-            "llama_mesh",
-            *args,
-        ]
+        return [*self._profiler(name), "-m", "llama_mesh", *args]
+
+    def _profiler(self, name: str) -> list[str]:
+        """pyinstrument around a component; its pstats file is summarized by report.py."""
+        assert self.profile_dir is not None
+        out = self.profile_dir / f"mesh-{name}.pstats"
+        return [PY, "-m", "pyinstrument", "-r", "pstats", "-o", str(out)]
 
     async def start_service(
         self, mesh_address: str, name: str, workflow: str, index: int = 0
@@ -117,7 +113,7 @@ class MeshBench:
             ),
         )
 
-    async def bring_up(self, nested: bool) -> Mesh:
+    async def bring_up(self) -> Mesh:
         """NATS, then the control plane, then the gateway and services in parallel."""
         started = time.perf_counter()
         nats = await self.procs.start(
@@ -137,17 +133,13 @@ class MeshBench:
         address = str(control_plane.ready["address"])
         gateway_argv = [PY, str(BENCH / "gateway_proc.py"), "--upstream", address]
         if self.profile_dir is not None:
-            gateway_argv[1:1] = [
-                "-m",
-                "pyinstrument",
-                "-r",
-                "pyisession",
-                "-o",
-                str(self.profile_dir / "mesh-gateway.pyisession"),
-            ]
-        wanted = [("echo", "EchoWorkflow"), ("stream", "StreamWorkflow")]
-        if nested:
-            wanted += [("inner", "InnerWorkflow"), ("outer", "outer")]
+            gateway_argv[:1] = self._profiler("gateway")
+        wanted = [
+            ("echo", "EchoWorkflow"),
+            ("stream", "StreamWorkflow"),
+            ("inner", "InnerWorkflow"),
+            ("outer", "outer"),
+        ]
         gateway, *services = await asyncio.gather(
             self.procs.start("gateway", gateway_argv),
             *(self.start_service(address, name, wf) for name, wf in wanted),
@@ -161,6 +153,7 @@ class MeshBench:
             {name: [proc] for (name, _), proc in zip(wanted, services, strict=True)},
             bring_up_s,
         )
+        self.mesh = mesh
         self.results["startup"] = {
             "bring_up_s": round(bring_up_s, 3),
             "how": "bench-staged: nats, control plane, then gateway + services in parallel "
@@ -175,19 +168,36 @@ class MeshBench:
     # ------------------------------------------------------------------ legs
 
     async def sequential(self, client: AsyncClient, runs: int) -> dict[str, Any]:
+        """`session.run` (CreateTask + WaitTask), with where the time went.
+
+        The finished task's own timestamps split each call: create_time→start_time is
+        queueing (control plane → JetStream → a replica picks it up), start_time→end_time
+        is the replica's attempt, and the rest is the client's two RPCs around them.
+        """
         session = await client.create_session()
         for _ in range(self.config.warmup):
             await session.run("echo", arg1="x")
         samples: list[int] = []
+        queued: list[int] = []
+        attempt: list[int] = []
         deadline = time.monotonic() + self.config.leg_timeout
         for i in range(runs):
             t0 = time.perf_counter_ns()
-            result = await session.run("echo", arg1=f"x{i}")
+            handle = await session.create_task("echo", arg1=f"x{i}")
+            task = await handle.wait()
             samples.append(time.perf_counter_ns() - t0)
-            assert result == f"x{i}_result", result
+            assert task.result.string_value == f"x{i}_result", task
+            start, end = task.start_time.ToNanoseconds(), task.end_time.ToNanoseconds()
+            queued.append(start - task.create_time.ToNanoseconds())
+            attempt.append(end - start)
             if time.monotonic() > deadline:
                 break
-        return summary(samples)
+        out = summary(samples)
+        out["breakdown_p50_ms"] = {
+            "create_to_start (queueing)": summary(queued).get("p50_ms"),
+            "start_to_end (attempt on the replica)": summary(attempt).get("p50_ms"),
+        }
+        return out
 
     async def sequential_run_task(self, client: AsyncClient, runs: int) -> dict[str, Any]:
         """The same through one RunTask RPC (what the REST gateway calls)."""
@@ -246,15 +256,26 @@ class MeshBench:
                 await session.run(service, arg1="x")
                 samples.append(time.perf_counter_ns() - t0)
 
+        pids = self.mesh.pids() if self.mesh else {}
+        pids["bench client"] = os.getpid()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(s) for s in sessions))
         elapsed = time.perf_counter() - t0
+        n = max(1, len(samples))
+        cpu_ms = {
+            name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / n, 3)
+            for name, pid in pids.items()
+        }
         return {
             "concurrency": concurrency,
             "tasks": len(samples),
             "seconds": round(elapsed, 3),
             "tasks_per_s": round(len(samples) / elapsed, 1),
             "latency": summary(samples),
+            # CPU each process spent per task: where throughput goes on 2 cores.
+            "cpu_ms_per_task": {k: v for k, v in cpu_ms.items() if v > 0},
+            "cpu_ms_per_task_total": round(sum(cpu_ms.values()), 3),
         }
 
     async def nested(self, client: AsyncClient, runs: int) -> dict[str, Any]:
@@ -342,10 +363,10 @@ class MeshBench:
 
     # ------------------------------------------------------------------ all
 
-    async def run(self, nested_available: bool) -> dict[str, Any]:
+    async def run(self) -> dict[str, Any]:
         cfg = self.config
         try:
-            mesh = await self.bring_up(nested_available)
+            mesh = await self.bring_up()
             async with AsyncClient(mesh.address) as client:
                 r = self.results
                 r["echo_grpc"] = await self.sequential(client, cfg.seq_runs)
@@ -358,10 +379,10 @@ class MeshBench:
                     await self.throughput(client, c, cfg.throughput_tasks(c))
                     for c in cfg.concurrencies
                 ]
-                if nested_available:
+                try:
                     r["nested"] = await self.nested(client, cfg.nested_runs)
-                else:
-                    r["nested"] = {"n/a": "nested workflows through the mesh are pending"}
+                except Exception as err:  # reported as n/a with the reason
+                    r["nested"] = {"n/a": f"{type(err).__name__}: {err}"}
                 r["events"] = await self.event_latency(client, cfg.event_tasks, cfg.events_per_task)
                 r["idle"] = await self.idle(mesh)
                 r["scaling"] = await self.scaling(mesh, client)

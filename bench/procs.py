@@ -73,8 +73,9 @@ class Proc:
 class Procs:
     """The bench's children, stopped together (in reverse start order)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, grace: float = 10.0) -> None:
         self.log_dir = log_dir
+        self.grace = grace  # longer when children write a profile on exit
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: list[Proc] = []
 
@@ -125,8 +126,9 @@ class Procs:
         proc._pump = asyncio.create_task(_pump(process.stdout, log), name=f"pump-{name}")
         return proc
 
-    async def stop(self, proc: Proc, grace: float = 10.0) -> None:
+    async def stop(self, proc: Proc, grace: float | None = None) -> None:
         """SIGTERM this one process, SIGKILL it after `grace` seconds."""
+        grace = self.grace if grace is None else grace
         if proc.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.process.send_signal(signal.SIGTERM)

@@ -84,6 +84,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]:
             higher=True,
             target=">= 1000 at c=64" if c == 64 else "",
         )
+        if c == 64:
+            add(
+                "  CPU per task at c=64, all processes, ms",
+                _get(row, "cpu_ms_per_task_total"),
+                None,
+            )
         add(
             f"  latency p50 / p99 at c={c}, ms",
             _pair(_get(row, "latency")),
@@ -250,46 +256,50 @@ def print_table(results: dict[str, Any]) -> None:
 # --------------------------------------------------------------------- profiles
 
 
-def _is_idle(frame: Any) -> bool:
-    path = frame.file_path or ""
-    return (frame.function in ("select", "poll") and path.endswith("selectors.py")) or (
-        frame.function == "_run_once" and "asyncio" in path and not frame.children
-    )
+IDLE_FUNCTIONS = {"poll", "select", "epoll_wait"}
+# Where the mesh's own code lives: its cumulative times say which call paths cost.
+PRODUCT = ("/llama_mesh/", "/llama_mesh_gateway/")
+# Frames that hold the whole process (idle included): not hotspots.
+ENTRY_POINTS = {"<module>", "main", "serve_control_plane", "serve_service", "serve_nats"}
 
 
 def summarize_profiles(profile_dir: Path, top: int = 12) -> dict[str, Any]:
-    """Per process: busy share of wall time and the top frames by self time."""
-    try:
-        from pyinstrument.session import Session
-    except ImportError:
-        return {"n/a": "pyinstrument is not installed (.venv/bin/pip install pyinstrument)"}
+    """Per process: busy (non-idle) seconds and the top functions by self time.
+
+    Idle is the time the event loop waits in selectors (epoll); what is left is the
+    process's CPU-side work, and each function's share of it is what to fix first.
+    """
+    import pstats
+
     out: dict[str, Any] = {}
-    for path in sorted(profile_dir.glob("*.pyisession")):
-        session = Session.load(str(path))
-        root = session.root_frame()
-        if root is None:
+    for path in sorted(profile_dir.glob("*.pstats")):
+        try:
+            stats = pstats.Stats(str(path))
+        except Exception as err:  # an empty file: the process was killed before writing
+            out[path.stem] = {"n/a": f"{type(err).__name__}: {err}"}
             continue
         self_time: dict[str, float] = defaultdict(float)
+        cumulative: dict[str, float] = {}
         idle = 0.0
-        stack = [(root, False)]
-        while stack:
-            frame, idle_branch = stack.pop()
-            idle_here = idle_branch or _is_idle(frame)
-            own = frame.total_self_time
-            if idle_here:
-                idle += own
+        for (file, line, func), row in stats.stats.items():  # type: ignore[attr-defined]
+            tottime = row[2]
+            if any(part in file for part in PRODUCT) and func not in ENTRY_POINTS:
+                cumulative[f"{_short(file)}:{line}:{func}"] = row[3]
+            if func.split(".")[-1] in IDLE_FUNCTIONS or "selectors.py" in file:
+                idle += tottime
             else:
-                self_time[f"{_short(frame.file_path)}:{frame.function}"] += own
-            stack.extend((child, idle_here) for child in frame.children)
-        wall = session.duration or root.time
+                self_time[f"{_short(file)}:{line}:{func}"] += tottime
         busy = sum(self_time.values())
         out[path.stem] = {
-            "wall_s": round(wall, 2),
             "busy_s": round(busy, 2),
             "idle_s": round(idle, 2),
             "top_self": [
                 {"frame": k, "s": round(v, 3), "pct_of_busy": round(100 * v / busy, 1)}
                 for k, v in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]
+            ],
+            "top_cumulative_product": [
+                {"frame": k, "s": round(v, 3), "pct_of_busy": round(100 * v / busy, 1)}
+                for k, v in sorted(cumulative.items(), key=lambda kv: -kv[1])[:top]
             ],
         }
     return out

@@ -29,8 +29,6 @@ import report  # noqa: E402
 from mesh_bench import MeshBench  # noqa: E402
 from procs import Procs  # noqa: E402
 
-MESH_NESTED_TEST = ROOT / "tests" / "test_workflows_across_mesh.py"
-
 
 def floor(python: str, workflow: str, runs: int, env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run(
@@ -43,24 +41,6 @@ def floor(python: str, workflow: str, runs: int, env: dict[str, str]) -> dict[st
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
-
-
-def mesh_nested_available() -> tuple[bool, str]:
-    """Nested calls through the mesh are measured once the lead's test for them passes."""
-    if not MESH_NESTED_TEST.exists():
-        return False, f"pending: {MESH_NESTED_TEST.relative_to(ROOT)} does not exist yet"
-    if not (BENCH / "mesh_workflows.py").read_text().count("class OuterWorkflow"):
-        return False, "pending: the bench has no OuterWorkflow for the mesh yet"
-    probe = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", str(MESH_NESTED_TEST)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    if probe.returncode != 0:
-        return False, f"pending: {MESH_NESTED_TEST.name} fails"
-    return True, "measured"
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,11 +63,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     if args.only in (None, "mesh"):
         print("== llama-mesh", flush=True)
-        nested, why = mesh_nested_available()
-        procs = Procs(results_dir / "logs" / "mesh")
-        mesh = await MeshBench(cfg, procs, profile_dir).run(nested)
-        if not nested:
-            mesh["nested"] = {"n/a": why}
+        procs = Procs(results_dir / "logs" / "mesh", grace=60.0 if args.profile else 10.0)
+        mesh = await MeshBench(cfg, procs, profile_dir).run()
         mesh["floor"] = floor(sys.executable, "mesh_workflows:EchoWorkflow", cfg.floor_runs, {})
         out["llama_mesh"] = mesh
     if args.only in (None, "llama_deploy"):
