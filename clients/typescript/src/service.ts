@@ -83,6 +83,10 @@ export interface ServiceOptions {
 }
 
 const STOP = "StopEvent";
+/** Node timers take at most 2^31 - 1 ms (24.8 days); a later deadline needs no timer. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Redelivery delay after an unexpected error of this runtime (not of the handler). */
+const INTERNAL_RETRY_MS = 1000;
 const ATTEMPT_FAILED = "llama_mesh.AttemptFailed";
 const ERROR_INFO = "google.rpc.ErrorInfo";
 
@@ -305,6 +309,13 @@ export class QueueService {
     try {
       if (this.cancelRunning.signal.aborted) await this.handBack(message);
       else await this.attempt(message);
+    } catch (err) {
+      // A bug here or the control plane unreachable: let the task be delivered again
+      // soon (its attempts are counted) instead of after ack_wait.
+      await this.mesh.queue
+        .nakMessages({ topic: this.topic, ackIds: [message.ackId], delay: durationFromMs(INTERNAL_RETRY_MS) })
+        .catch(() => undefined);
+      throw err;
     } finally {
       clearInterval(extend);
       this.release();
@@ -372,7 +383,9 @@ export class QueueService {
       return;
     }
     const signals = [this.cancelRunning.signal];
-    if (deadlineMs !== undefined) signals.push(AbortSignal.timeout(Math.max(deadlineMs - Date.now(), 0)));
+    if (deadlineMs !== undefined && deadlineMs - Date.now() < MAX_TIMER_MS) {
+      signals.push(AbortSignal.timeout(Math.max(Math.ceil(deadlineMs - Date.now()), 0)));
+    }
     const signal = AbortSignal.any(signals);
     const context: TaskContext = {
       task,
