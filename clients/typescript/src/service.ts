@@ -36,7 +36,7 @@ import {
 } from "./gen/llama_mesh/v1/resources_pb.js";
 import type { QueueMessage } from "./gen/llama_mesh/v1/queue_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Status } from "./gen/google/rpc/status_pb.js";
+import type { Status, StatusSchema } from "./gen/google/rpc/status_pb.js";
 import { DOMAIN, FailedPreconditionError, mapped, meshError, NotFoundError } from "./errors.js";
 import { isFinal, type MeshClient } from "./mesh.js";
 
@@ -91,7 +91,7 @@ const ATTEMPT_FAILED = "llama_mesh.AttemptFailed";
 const ERROR_INFO = "google.rpc.ErrorInfo";
 
 /** A google.rpc.Status whose ErrorInfo detail names the error type, as in status.py. */
-export function taskStatus(code: Code, message: string, errorType = ""): MessageInitShape<typeof import("./gen/google/rpc/status_pb.js").StatusSchema> {
+export function taskStatus(code: Code, message: string, errorType = ""): MessageInitShape<typeof StatusSchema> {
   const details: Any[] = [];
   if (errorType) {
     // google.rpc.ErrorInfo {reason = 1, domain = 2}, written by hand (see errors.ts).
