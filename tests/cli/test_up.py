@@ -74,6 +74,12 @@ async def test_quickstart_up_serves_cli_rest_and_grpcurl_then_sigterm_stops_all(
         assert by_cli["result"] == by_rest["result"] == by_grpcurl["task"]["result"]  # type: ignore[index]
         assert by_cli["result"] == "hello_result"
 
+        # The README's nested pair: outer awaits inner, a child task on its own service.
+        nested = await cli("run", "outer", "--arg", "arg1=hello", "-c", up.control_plane)
+        assert nested.code == 0, nested.stderr
+        assert json.loads(nested.stdout) == "hello_result_result"
+        assert "ChildTaskCreated" in nested.stderr
+
         pids = up.pids
         assert all(alive(pid) for pid in pids)
         assert await up.stop() == 0
