@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +30,19 @@ CLI = [PY, "-m", "llama_mesh"]
 
 @dataclass
 class Mesh:
-    """A running deployment: its processes and where to reach it."""
+    """A running deployment: where to reach it and which processes it is."""
 
-    procs: Procs
-    nats: Proc
-    control_plane: Proc
-    gateway: Proc
-    services: dict[str, list[Proc]]
-    bring_up_s: float
-
-    @property
-    def address(self) -> str:
-        return str(self.control_plane.ready["address"])
-
-    @property
-    def gateway_url(self) -> str:
-        return str(self.gateway.ready["url"])
+    address: str
+    gateway_url: str
+    base_pids: dict[str, int]
+    # Replicas the bench starts itself (`llama-mesh serve service`), for the scaling leg.
+    extra: dict[str, list[Proc]] = field(default_factory=dict)
 
     def pids(self) -> dict[str, int]:
-        pids = {"nats-server (launcher)": self.nats.pid}
-        pids.update(_nats_server_pid(self.nats.pid))
-        pids["control-plane"] = self.control_plane.pid
-        pids["gateway"] = self.gateway.pid
-        for name, replicas in self.services.items():
-            for i, proc in enumerate(replicas):
-                pids[f"service {name}#{i}"] = proc.pid
+        pids = dict(self.base_pids)
+        for name, replicas in self.extra.items():
+            for i, proc in enumerate(replicas, start=1):
+                pids[f"{name} (extra replica {i})"] = proc.pid
         return pids
 
 
@@ -66,6 +54,14 @@ def _nats_server_pid(launcher: int) -> dict[str, int]:
                 if comm.read().strip() == "nats-server":
                     return {"nats-server": int(pid)}
     return {}
+
+
+SERVICES = [
+    ("echo", "EchoWorkflow"),
+    ("stream", "StreamWorkflow"),
+    ("inner", "InnerWorkflow"),
+    ("outer", "outer"),
+]
 
 
 class MeshBench:
@@ -114,7 +110,56 @@ class MeshBench:
         )
 
     async def bring_up(self) -> Mesh:
-        """NATS, then the control plane, then the gateway and services in parallel."""
+        """`llama-mesh up` of a deployment file; staged by hand when profiling."""
+        if self.profile_dir is not None:
+            mesh = await self.bring_up_staged()
+        else:
+            mesh = await self.bring_up_with_up()
+        self.mesh = mesh
+        return mesh
+
+    def deployment_file(self) -> Path:
+        """The bench's deployment: every port picked by the OS, state in a temp dir."""
+        tmp = Path(self._tmp.name)
+        lines = [
+            "name: bench",
+            f"state_dir: {tmp / 'state'}",
+            "nats:",
+            "  port: -1",
+            "control_plane:",
+            "  port: 0",
+            "gateway:",
+            "  port: 0",
+            "services:",
+        ]
+        for name, workflow in SERVICES:
+            lines += [
+                f"  {name}:",
+                f"    source: mesh_workflows:{workflow}",
+                f"    path: {BENCH}",
+                f"    max_concurrency: {self.config.mesh_max_concurrency}",
+            ]
+        path = tmp / "deployment.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    async def bring_up_with_up(self) -> Mesh:
+        up = await self.procs.start(
+            "up", [*CLI, "up", "--output", "json", str(self.deployment_file())]
+        )
+        ready = up.ready
+        pids = {"up (supervisor)": up.pid}
+        for name, pid in ready["pids"].items():
+            pids[name] = int(pid)
+        self.results["startup"] = {
+            "bring_up_s": round(up.ready_s or 0.0, 3),
+            "how": "`llama-mesh up --output json` of a deployment file (nats, control "
+            "plane, 4 services, gateway) until its ready line",
+        }
+        return Mesh(str(ready["control_plane"]), str(ready["gateway"]), pids)
+
+    async def bring_up_staged(self) -> Mesh:
+        """Each component on its own, so that each can run under pyinstrument."""
         started = time.perf_counter()
         nats = await self.procs.start(
             "nats",
@@ -134,36 +179,25 @@ class MeshBench:
         gateway_argv = [PY, str(BENCH / "gateway_proc.py"), "--upstream", address]
         if self.profile_dir is not None:
             gateway_argv[:1] = self._profiler("gateway")
-        wanted = [
-            ("echo", "EchoWorkflow"),
-            ("stream", "StreamWorkflow"),
-            ("inner", "InnerWorkflow"),
-            ("outer", "outer"),
-        ]
         gateway, *services = await asyncio.gather(
             self.procs.start("gateway", gateway_argv),
-            *(self.start_service(address, name, wf) for name, wf in wanted),
+            *(self.start_service(address, name, wf) for name, wf in SERVICES),
         )
         bring_up_s = time.perf_counter() - started
-        mesh = Mesh(
-            self.procs,
-            nats,
-            control_plane,
-            gateway,
-            {name: [proc] for (name, _), proc in zip(wanted, services, strict=True)},
-            bring_up_s,
-        )
-        self.mesh = mesh
+        pids = {"nats (launcher)": nats.pid, **_nats_server_pid(nats.pid)}
+        pids["control-plane"] = control_plane.pid
+        pids["gateway"] = gateway.pid
+        pids.update({f"service {p.name}": p.pid for p in services})
         self.results["startup"] = {
             "bring_up_s": round(bring_up_s, 3),
-            "how": "bench-staged: nats, control plane, then gateway + services in parallel "
-            "(`llama-mesh up` not available)",
+            "how": "staged by the bench for profiling: nats, control plane, then gateway "
+            "+ services in parallel",
             "ready_s": {
                 p.name: round(p.ready_s or 0.0, 3)
                 for p in [nats, control_plane, gateway, *services]
             },
         }
-        return mesh
+        return Mesh(address, str(gateway.ready["url"]), pids)
 
     # ------------------------------------------------------------------ legs
 
@@ -313,17 +347,19 @@ class MeshBench:
     async def scaling(self, mesh: Mesh, client: AsyncClient) -> list[dict[str, Any]]:
         """Throughput at concurrency 64 with 1, 2 and 4 echo replicas."""
         rows = []
-        replicas = mesh.services["echo"]
+        replicas = mesh.extra.setdefault("echo", [])
         for count in self.config.replicas:
-            while len(replicas) < count:
+            while 1 + len(replicas) < count:
                 replicas.append(
-                    await self.start_service(mesh.address, "echo", "EchoWorkflow", len(replicas))
+                    await self.start_service(
+                        mesh.address, "echo", "EchoWorkflow", 1 + len(replicas)
+                    )
                 )
             row = await self.throughput(client, 64, self.config.scaling_tasks)
             row["replicas"] = count
             rows.append(row)
         # Back to one replica for the legs that follow.
-        while len(replicas) > 1:
+        while replicas:
             await self.procs.stop(replicas.pop())
         return rows
 
