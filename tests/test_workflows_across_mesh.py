@@ -80,6 +80,7 @@ async def test_human_in_the_loop(nats: EmbeddedNats) -> None:
         task = await handle.get()
         assert task.state == WAITING
         assert task.input_request.event_type == "InputRequiredEvent"
+        assert task.input_request.sequence == event.sequence
         assert [t.name for t in await mesh.client.inbox()] == [handle.name]
 
         with pytest.raises(InvalidArgumentError, match="does not accept events of type"):

@@ -164,16 +164,20 @@ class AsyncClient:
         timeout: float | None = None,
         retry_unavailable: bool = True,
         idempotent: bool = False,
+        deadline: bool = True,
     ) -> T:
         """Invoke a unary RPC; map its error; retry UNAVAILABLE once reconnected.
 
         A CANCELLED status this client did not cause comes from a server shutting
-        down; `idempotent` calls are retried then too.
+        down; `idempotent` calls are retried then too. `deadline=False` sends no
+        deadline (RunTask's deadline would bound its task).
         """
         while True:
             try:
                 return await method(
-                    request, timeout=timeout or self.timeout, metadata=self._metadata
+                    request,
+                    timeout=(timeout or self.timeout) if deadline else None,
+                    metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as err:
                 if _retryable(err, retry_unavailable, idempotent):
@@ -375,7 +379,7 @@ class AsyncSession:
         request = cp.RunTaskRequest(parent=self.name, task=task, request_id=new_id())
         # The task's own timeout bounds it; the call itself waits as long as it takes.
         response = await self.client.call(
-            self.client.stub.RunTask, request, timeout=24 * 3600.0, idempotent=True
+            self.client.stub.RunTask, request, idempotent=True, deadline=False
         )
         return task_result(response.task)
 

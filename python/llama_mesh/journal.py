@@ -148,10 +148,25 @@ class TaskJournal:
 
         task, revision = await self.tasks.mutate_from(task_key(name), str(name), change, known)
         if publish and event.type:
-            await self.publish(name, event, event_id=event_id)
+            sequence = await self.publish(name, event, event_id=event_id)
+            if event.state == WAITING:
+                task, revision = await self._number_request(name, sequence)
         if is_final(event.state):
             logger.info("task %s %s", name, TaskState.Name(event.state))
         return task, revision
+
+    async def _number_request(
+        self, name: TaskName, sequence: int
+    ) -> tuple[resources_pb2.Task, int]:
+        """Record the stream sequence of the event that asked for input: it is known
+        only once published, and the record must say WAITING before anyone sees it."""
+
+        def change(task: resources_pb2.Task) -> None:
+            if task.state != WAITING or task.input_request.sequence:
+                raise Unchanged
+            task.input_request.sequence = sequence
+
+        return await self.tasks.mutate_from(task_key(name), str(name), change, None)
 
     async def publish(
         self, name: TaskName, event: resources_pb2.TaskEvent, *, event_id: str = ""

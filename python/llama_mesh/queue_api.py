@@ -8,6 +8,7 @@ control-plane replica can ack, nak or extend it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -16,6 +17,7 @@ import re
 from collections.abc import AsyncIterator
 
 from google.protobuf import timestamp_pb2
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
@@ -23,6 +25,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 from llama_mesh.errors import InvalidArgumentError
 from llama_mesh.grpc_server import ServicerContext
 from llama_mesh.names import TaskName, check_service_id, new_id
+from llama_mesh.pull_consumer import PullConsumer
 from llama_mesh.state import MeshState
 from llama_mesh.store import page_size, paginate
 from llama_mesh.topology import ensure_service_consumer
@@ -35,7 +38,6 @@ logger = logging.getLogger(__name__)
 _TOPIC = re.compile(r"(tasks|events|input|dead)\.([A-Za-z0-9_-]{1,128})")
 _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ACK_ID = re.compile(r"\$JS\.ACK\.[A-Za-z0-9_.-]+")
-FETCH_WAIT = 30.0
 
 
 def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
@@ -63,6 +65,8 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
 
     def __init__(self, state: MeshState) -> None:
         self.state = state
+        # Messages delivered by this replica and not yet answered, by ack id.
+        self._in_flight: dict[str, asyncio.Event] = {}
 
     def _stream_for(self, kind: str) -> str:
         t = self.state.topology
@@ -137,35 +141,62 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
             else 30.0
         )
         durable = await self._consumer(kind, ident, request.consumer_group, ack_wait)
-        psub = await self.state.js.pull_subscribe_bind(durable, self._stream_for(kind))
-        batch = request.max_in_flight or 1
+        delivered: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def hold(msg: Msg) -> None:
+            # The member's slot is taken until it acks or naks the message through
+            # this replica, or until ack_wait passes (then JetStream redelivers it).
+            answered = asyncio.Event()
+            self._in_flight[msg.reply] = answered
+            await delivered.put(msg)
+            try:
+                async with asyncio.timeout(ack_wait):
+                    await answered.wait()
+            except TimeoutError:
+                pass
+            finally:
+                self._in_flight.pop(msg.reply, None)
+
+        consumer = PullConsumer(
+            self.state.nc,
+            self._stream_for(kind),
+            durable,
+            hold,
+            capacity=request.max_in_flight or 1,
+        )
+        await consumer.start()
         logger.info("queue: %s joined group %s", request.topic, request.consumer_group)
         try:
             while True:
-                try:
-                    msgs = await psub.fetch(batch, timeout=FETCH_WAIT)
-                except NatsTimeoutError:
-                    continue
-                for msg in msgs:
-                    meta = msg.metadata
-                    published = timestamp_pb2.Timestamp()
-                    published.FromDatetime(meta.timestamp)
-                    yield q.SubscribeResponse(
-                        message=q.QueueMessage(
-                            ack_id=msg.reply,
-                            envelope=resources_pb2.Envelope.FromString(msg.data),
-                            sequence=meta.sequence.stream,
-                            delivery_count=meta.num_delivered,
-                            publish_time=published,
-                        )
+                msg = await delivered.get()
+                meta = msg.metadata
+                published = timestamp_pb2.Timestamp()
+                published.FromDatetime(meta.timestamp)
+                yield q.SubscribeResponse(
+                    message=q.QueueMessage(
+                        ack_id=msg.reply,
+                        envelope=resources_pb2.Envelope.FromString(msg.data),
+                        sequence=meta.sequence.stream,
+                        delivery_count=meta.num_delivered,
+                        publish_time=published,
                     )
+                )
         finally:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+            await consumer.stop()
+            # Messages pulled for this member but never sent go back at once.
+            while not delivered.empty():
+                with contextlib.suppress(Exception):
+                    await delivered.get_nowait().nak()
+            await consumer.cancel_running()
 
-    async def _reply(self, ack_ids: list[str], payload: bytes, *, confirm: bool) -> None:
+    async def _reply(
+        self, ack_ids: list[str], payload: bytes, *, confirm: bool, release: bool = True
+    ) -> None:
         _check_ack_ids(ack_ids)
         for ack_id in ack_ids:
+            answered = self._in_flight.get(ack_id)
+            if answered is not None and release:
+                answered.set()
             if confirm:
                 # Acks are confirmed by the server: one lost in a failover would redeliver.
                 with contextlib.suppress(NatsTimeoutError):
@@ -195,7 +226,7 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
         self, request: q.ExtendMessagesRequest, context: ServicerContext
     ) -> q.ExtendMessagesResponse:
         parse_topic(request.topic)
-        await self._reply(list(request.ack_ids), b"+WPI", confirm=False)
+        await self._reply(list(request.ack_ids), b"+WPI", confirm=False, release=False)
         return q.ExtendMessagesResponse()
 
     async def ListTopics(
