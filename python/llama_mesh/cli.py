@@ -468,6 +468,9 @@ def serve_service(
     timeout: Annotated[float | None, typer.Option(help="Default task timeout (s).")] = None,
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Service API port; 0 picks a free one.")] = 0,
+    credentials: Annotated[
+        Path | None, typer.Option(help="NATS user credentials (.creds) file.")
+    ] = None,
     log_level: str = "warning",
     watch_stdin: WatchStdin = False,
 ) -> None:
@@ -497,7 +500,12 @@ def serve_service(
         raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
-        async with ServiceRuntime.start(loaded, config, control_plane) as runtime:
+        async with ServiceRuntime.start(
+            loaded,
+            config,
+            control_plane,
+            user_credentials=str(credentials) if credentials else None,
+        ) as runtime:
             _ready(
                 component="service",
                 service=name,

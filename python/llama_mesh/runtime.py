@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import nats.errors
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from nats.aio.msg import Msg
 from nats.js import api as js_api
@@ -127,6 +128,23 @@ class _AlreadyFinished(Exception):
     """The task reached a final state elsewhere before this attempt started."""
 
 
+class _WorkflowFailed(Exception):
+    """The workflow itself raised (as opposed to the mesh's own calls failing)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _is_mesh_error(err: Exception) -> bool:
+    """Errors of the mesh's own NATS calls made while the workflow ran (e.g. event
+    publishing during a failover)."""
+    return isinstance(err, nats.errors.Error)
+
+
+HAND_BACK_DELAY = 1.0
+
+
 @dataclass
 class _Running:
     task: resources_pb2.Task
@@ -176,6 +194,7 @@ class ServiceRuntime:
         *,
         nats_urls: list[str] | None = None,
         drain_timeout: float = 30.0,
+        user_credentials: str | None = None,
     ) -> AsyncIterator[ServiceRuntime]:
         """Run the replica for the duration of the block; drain it on exit."""
         runtime = cls(workflow, config, control_plane, nats_urls=nats_urls)
@@ -201,6 +220,7 @@ class ServiceRuntime:
                     urls,
                     Topology(prefix=queue.prefix or "mesh"),
                     name=f"llama-mesh-service-{config.name}",
+                    user_credentials=user_credentials,
                 ) as state:
                     runtime._state = state
                     async with runtime._serving():
@@ -502,9 +522,9 @@ class ServiceRuntime:
         )
         run = asyncio.create_task(self._run_locked(name, known, attempt, deadline, running, lock))
         running.run = run
+        scope = asyncio.timeout(None if deadline is None else max(deadline - time.time(), 0))
         try:
-            remaining = None if deadline is None else max(deadline - time.time(), 0)
-            async with asyncio.timeout(remaining):
+            async with scope:
                 outcome, recorded = await run
         except asyncio.CancelledError:
             if running.cancel_reason:
@@ -515,14 +535,21 @@ class ServiceRuntime:
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise
-        except TimeoutError:
-            await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
+        except _WorkflowFailed as failed:
+            await self._failed_attempt(msg, name, task, attempt, max_attempts, failed.error)
             return
         except _AlreadyFinished:
             await msg.ack_sync()
             return
         except Exception as err:
-            await self._failed_attempt(msg, name, task, attempt, max_attempts, err)
+            if isinstance(err, TimeoutError) and scope.expired():
+                await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
+                return
+            # The mesh's own calls failed (e.g. NATS fails over): not the workflow's
+            # fault, so hand the task back instead of failing it.
+            logger.warning("task %s: handed back after %r", name, err)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=HAND_BACK_DELAY)
             return
         result = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
         result.payload.CopyFrom(to_value(outcome.result, "the workflow's result"))
@@ -574,6 +601,10 @@ class ServiceRuntime:
             token = current_task.set(RunningTask(str(name), deadline))
             try:
                 outcome = await self.runner.run(kwargs, saved, on_event)
+            except Exception as err:
+                if _is_mesh_error(err):
+                    raise
+                raise _WorkflowFailed(err) from err
             finally:
                 current_task.reset(token)
             await state.contexts.put(context_key, json.dumps(outcome.context).encode())

@@ -144,13 +144,19 @@ class Topology:
             ("contexts", None),
             ("locks", None),
         ):
-            await js.create_key_value(
-                bucket=self.bucket(name),
-                history=1,
-                ttl=ttl,
-                storage=api.StorageType.FILE,
-                replicas=self.replicas,
-            )
+            try:
+                await js.create_key_value(
+                    bucket=self.bucket(name),
+                    history=1,
+                    ttl=ttl,
+                    storage=api.StorageType.FILE,
+                    replicas=self.replicas,
+                )
+            except BadRequestError as err:
+                # As for streams: whoever created the bucket chose its config (e.g. a
+                # service replica does not know the cluster's replica count).
+                if err.err_code != 10058:
+                    raise
 
 
 async def ensure_service_consumer(

@@ -125,6 +125,8 @@ def service_specs(
     ]
     for error_type in spec.retry.retryable_error_types:
         argv += ["--retryable-error-type", error_type]
+    if d.nats.credentials is not None:
+        argv += ["--credentials", str(d.resolve(d.nats.credentials))]
     if spec.timeout is not None:
         argv += ["--timeout", str(spec.timeout)]
     if spec.description is not None:

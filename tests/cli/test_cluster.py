@@ -111,15 +111,6 @@ async def _stream_leader(urls: list[str], stream: str) -> str:
         await nc.close()
 
 
-@pytest.mark.xfail(
-    reason="needs two fixes outside the CLI (see the CLI report): Topology.ensure must keep "
-    "KV buckets that exist with 3 replicas (err 10058) instead of failing every service "
-    "replica; the runtime must hand a task back (nak) on NATS errors/timeouts raised by its "
-    "own publishes during a failover instead of failing it (NoStreamResponseError) or "
-    "reporting DEADLINE_EXCEEDED (nats.errors.TimeoutError is a TimeoutError). Both pass "
-    "with those fixes; remove this marker then.",
-    strict=False,
-)
 @pytest.mark.parametrize("victim", ["follower", "leader"])
 async def test_two_replicas_on_a_three_node_cluster_survive_a_node_kill(
     tmp_path: Path, victim: str
