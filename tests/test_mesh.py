@@ -86,6 +86,12 @@ async def test_session_state_carries_across_runs_and_replicas(nats: EmbeddedNats
         assert counts == [1, 2, 3]
         assert await other.run("counter") == 1  # sessions do not share state
 
+        # Deleting a session deletes its tasks and its saved state.
+        await session.delete()
+        again = await mesh.client.create_session(session.id)
+        assert await again.run("counter") == 1
+        assert len(await again.list_tasks()) == 1
+
 
 async def test_events_stream_in_order_then_result_and_resume(nats: EmbeddedNats) -> None:
     async with LocalMesh({"stream": StreamingWorkflow()}, nats_url=nats.url) as mesh:

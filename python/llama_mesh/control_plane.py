@@ -54,7 +54,7 @@ from llama_mesh.names import (
 )
 from llama_mesh.state import MeshState
 from llama_mesh.status import task_status
-from llama_mesh.store import Unchanged, page_size, paginate
+from llama_mesh.store import Unchanged, keys_matching, page_size, paginate
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc, resources_pb2
 
@@ -305,10 +305,9 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             await self._cancel(TaskName.parse(task.name), "session deleted")
         for key, _ in tasks:
             await self.state.tasks.delete(key)
-        with contextlib.suppress(Exception):
-            for key in await self.state.contexts.keys(filters=[f"{session_id}."]):
-                if key.startswith(f"{session_id}."):
-                    await self.state.contexts.delete(key)
+        for kv in (self.state.contexts, self.state.locks):
+            for key in await keys_matching(kv, f"{session_id}.*"):
+                await kv.delete(key)
         await self.state.sessions.delete(session_id)
         logger.info("session %s deleted", request.name)
         return cp.DeleteSessionResponse()

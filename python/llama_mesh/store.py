@@ -130,6 +130,22 @@ class ProtoBucket(Generic[M]):
         return records
 
 
+async def keys_matching(kv: KeyValue, pattern: str) -> list[str]:
+    """Keys of `kv` matching the subject-style `pattern` (filtered by the server)."""
+    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
+    keys: list[str] = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # end of the initial values
+                break
+            keys.append(entry.key)
+    except NoKeysError:
+        pass
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return keys
+
+
 def page_size(requested: int) -> int:
     if requested < 0:
         raise InvalidArgumentError(f"page_size must not be negative (got {requested})")
