@@ -123,6 +123,8 @@ def _retryable(err: grpc.aio.AioRpcError, unavailable: bool, cancelled: bool) ->
 class AsyncClient:
     """Async client of the ControlPlane API."""
 
+    _MAX_BACKOFF = 2.0
+
     def __init__(
         self,
         address: str = "127.0.0.1:50051",
@@ -147,10 +149,14 @@ class AsyncClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _reconnected(self, err: grpc.aio.AioRpcError) -> None:
+    async def _reconnected(self, err: grpc.aio.AioRpcError, attempt: int = 1) -> None:
+        """Wait until the call is worth repeating: the channel is ready, and (when the
+        control plane answered UNAVAILABLE itself, e.g. while NATS elects a leader) a
+        backoff has passed."""
         try:
             async with asyncio.timeout(self.reconnect_timeout):
                 await self._channel.channel_ready()
+                await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 2.0))
         except TimeoutError:
             raise UnavailableError(
                 f"the control plane at {self.address} is unreachable: {err.details()}"
@@ -172,6 +178,7 @@ class AsyncClient:
         down; `idempotent` calls are retried then too. `deadline=False` sends no
         deadline (RunTask's deadline would bound its task).
         """
+        attempt = 0
         while True:
             try:
                 return await method(
@@ -180,8 +187,11 @@ class AsyncClient:
                     metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as err:
-                if _retryable(err, retry_unavailable, idempotent):
-                    await self._reconnected(err)
+                if _retryable(err, retry_unavailable, idempotent) and (
+                    attempt * self._MAX_BACKOFF < self.reconnect_timeout
+                ):
+                    attempt += 1
+                    await self._reconnected(err, attempt)
                     continue
                 raise error_for_code(err.code(), err.details() or str(err.code())) from err
 
@@ -447,6 +457,7 @@ class TaskHandle:
         went away, it reconnects and continues after the last event it yielded.
         """
         last = after_sequence
+        failures = 0
         while True:
             call = self.client.stub.StreamTaskEvents(
                 cp.StreamTaskEventsRequest(name=self.name, after_sequence=last),
@@ -456,13 +467,17 @@ class TaskHandle:
                 async for response in call:
                     event = StreamedEvent.from_proto(response.event)
                     last = max(last, event.sequence)
+                    failures = 0
                     yield event
                     if event.final:
                         return
                 return
             except grpc.aio.AioRpcError as err:
-                if _retryable(err, True, True):
-                    await self.client._reconnected(err)
+                if _retryable(err, True, True) and (
+                    failures * self.client._MAX_BACKOFF < self.client.reconnect_timeout
+                ):
+                    failures += 1
+                    await self.client._reconnected(err, failures)
                     continue
                 raise error_for_code(err.code(), err.details() or str(err.code())) from err
             finally:

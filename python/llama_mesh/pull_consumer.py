@@ -6,6 +6,11 @@ they arrive. Capacity freed by a finished message is requested again at once. No
 polls: the only timer is the pull request's expiry, renewed when the server says it
 expired (status 408), once per ``expires`` while idle.
 
+Pull requests live on the consumer's leader. If that server dies, its requests die
+with it and no 408 ever comes: the consumer asks again when JetStream announces a new
+leader (an advisory), and, as a safety net, when nothing at all was heard for longer
+than a request can live.
+
 nats-py's ``fetch(batch>1)`` waits for a full batch until its timeout, which would
 add latency; this keeps one outstanding request credit per free slot instead.
 """
@@ -54,10 +59,15 @@ class PullConsumer:
         self._credit = 0  # messages requested and not yet received
         self._running: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
+        self._advisories: Subscription | None = None
+        self._leader_subject = f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{durable}"
+        self._expires = expires
+        self._watchdog: asyncio.TimerHandle | None = None
         self._inbox = ""
         self._taking = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._lost: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> int:
@@ -66,6 +76,7 @@ class PullConsumer:
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        self._advisories = await self._nc.subscribe(self._leader_subject, cb=self._on_new_leader)
         self._taking = True
         await self._request_more()
 
@@ -86,10 +97,32 @@ class PullConsumer:
 
     async def stop(self) -> None:
         self._taking = False
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._lost is not None:
+            self._lost.cancel()
+        for sub in (self._sub, self._advisories):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._sub = self._advisories = None
+
+    async def _on_new_leader(self, msg: Msg) -> None:
+        logger.info("consumer %s has a new leader: asking again", self._leader_subject)
+        await self.reconnected()
+
+    def _arm_watchdog(self) -> None:
+        """Re-arm the timer that fires if the server stays silent past a request's life."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(self._expires + 5.0, self._silent)
+
+    def _silent(self) -> None:
+        self._watchdog = None
+        if self._credit and self._taking:
+            logger.warning("pull requests on %s were lost: asking again", self._api)
+            self._lost = asyncio.ensure_future(self.reconnected())
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -108,8 +141,10 @@ class PullConsumer:
         self._credit += want
         request = {"batch": want, "expires": self._expires_ns}
         await self._nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
+        self._arm_watchdog()
 
     async def _on_message(self, msg: Msg) -> None:
+        self._arm_watchdog()
         status = msg.headers.get("Status") if msg.headers else None
         if status is not None and not msg.data:
             # 408 request expired / 409 leadership or config change: the rest of that
@@ -120,7 +155,9 @@ class PullConsumer:
                 await self._request_more()
             return
         self._credit = max(self._credit - 1, 0)
-        if not self._taking:
+        if not self._taking or len(self._running) >= self.capacity:
+            # Paused, or more arrived than asked for (requests thought lost were not):
+            # hand it back rather than exceed the cap.
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
