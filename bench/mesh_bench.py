@@ -56,6 +56,14 @@ def _nats_server_pid(launcher: int) -> dict[str, int]:
     return {}
 
 
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _progress(leg: str) -> None:
+    print(f"   {time.strftime('%H:%M:%S')} {leg}", flush=True)
+
+
 SERVICES = [
     ("echo", "EchoWorkflow"),
     ("stream", "StreamWorkflow"),
@@ -380,6 +388,7 @@ class MeshBench:
                     done += 1
 
             await asyncio.gather(*(filler(s) for s in sessions))
+            _progress(f"  {done:,} tasks done")
             if done < checkpoint:
                 rows.append({"after_tasks": checkpoint, "reached": done, "error": "time bound"})
                 break
@@ -393,6 +402,8 @@ class MeshBench:
                     "tasks_per_s_c64": tput["tasks_per_s"],
                     "ms_per_task_c64": round(1000.0 / tput["tasks_per_s"], 3),
                     "rss_kib": {k: memory_kib(p)["VmRSS"] for k, p in mesh.pids().items()},
+                    # JetStream's files (streams and KV buckets) in the state directory.
+                    "store_mib": round(_tree_bytes(Path(self._tmp.name)) / 2**20, 1),
                 }
             )
         return rows
@@ -405,24 +416,33 @@ class MeshBench:
             mesh = await self.bring_up()
             async with AsyncClient(mesh.address) as client:
                 r = self.results
+                _progress("echo, Python client")
                 r["echo_grpc"] = await self.sequential(client, cfg.seq_runs)
+                _progress("echo, one RunTask RPC")
                 r["echo_grpc_runtask"] = await self.sequential_run_task(client, cfg.seq_runs)
+                _progress("echo, REST gateway")
                 r["echo_rest"] = await self.rest_sequential(mesh.gateway_url, cfg.seq_runs)
                 r["rest_minus_grpc_p50_ms"] = round(
                     r["echo_rest"]["p50_ms"] - r["echo_grpc"]["p50_ms"], 3
                 )
+                _progress(f"throughput at concurrency {cfg.concurrencies}")
                 r["throughput"] = [
                     await self.throughput(client, c, cfg.throughput_tasks(c))
                     for c in cfg.concurrencies
                 ]
+                _progress("nested outer->inner")
                 try:
                     r["nested"] = await self.nested(client, cfg.nested_runs)
                 except Exception as err:  # reported as n/a with the reason
                     r["nested"] = {"n/a": f"{type(err).__name__}: {err}"}
+                _progress("event latency")
                 r["events"] = await self.event_latency(client, cfg.event_tasks, cfg.events_per_task)
+                _progress("idle CPU and RSS")
                 r["idle"] = await self.idle(mesh)
+                _progress("scaling: 1, 2, 4 echo replicas")
                 r["scaling"] = await self.scaling(mesh, client)
                 if cfg.history:
+                    _progress(f"history: {cfg.history} tasks")
                     r["history"] = await self.history(mesh, client)
         finally:
             await self.procs.stop_all()

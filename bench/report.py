@@ -142,8 +142,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]:
             add(f"after {row['after_tasks']:,} tasks", row["error"], None)
             continue
         add(
-            f"after {row['after_tasks']:,} tasks: ms/task c=64 | seq p50 ms",
-            f"{row['ms_per_task_c64']} | {row['sequential']['p50_ms']}",
+            f"after {row['after_tasks']:,} tasks: ms/task c=64 | seq p50 ms | nats RSS MiB"
+            " | store MiB",
+            f"{row['ms_per_task_c64']} | {row['sequential']['p50_ms']}"
+            f" | {row['rss_kib'].get('nats-server', 0) // 1024} | {row.get('store_mib', NA)}",
             None,
             target="flat" if row is (_get(m, "history") or [None])[0] else "",
         )
@@ -189,11 +191,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     m = results.get("llama_mesh", {}) or {}
     history = [r for r in (_get(m, "history") or []) if "ms_per_task_c64" in r]
     flat = None
+    grown: dict[str, tuple[int, int]] = {}
     if len(history) >= 2:
         first, last = history[0], history[-1]
         # "Flat": the last checkpoint costs at most 25 % more per task (at c=64) than
         # the first. The sequential p50 is in the table too, but it is the noisier one.
-        flat = last["ms_per_task_c64"] <= first["ms_per_task_c64"] * 1.25
+        # Nothing may grow with history either: no process's RSS by more than 25 %.
+        grown = {
+            k: (first["rss_kib"][k], v)
+            for k, v in last["rss_kib"].items()
+            if k in first["rss_kib"] and v > first["rss_kib"][k] * 1.25
+        }
+        flat = last["ms_per_task_c64"] <= first["ms_per_task_c64"] * 1.25 and not grown
     checks = [
         ("echo p50 <= 3 ms", _get(m, "echo_grpc", "p50_ms"), lambda v: v <= 3),
         (
@@ -211,8 +220,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             lambda v: v < 0.5,
         ),
         (
-            "flat cost per task 1k -> last checkpoint",
+            "flat cost per task (and RSS) 1k -> last checkpoint",
             f"{history[0]['ms_per_task_c64']} -> {history[-1]['ms_per_task_c64']} ms/task"
+            + "".join(f"; {k} RSS {a // 1024} -> {b // 1024} MiB" for k, (a, b) in grown.items())
             if len(history) >= 2
             else None,
             lambda v: bool(flat),
