@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import grpc
 import typer
@@ -38,13 +38,6 @@ from rich.table import Table
 
 from llama_mesh.client import AsyncClient, StreamedEvent, TaskHandle, task_result
 from llama_mesh.control_plane_server import ControlPlaneServer
-from llama_mesh.deployment import (
-    Deployment,
-    DeploymentError,
-    check_ports_free,
-    check_workflows,
-    load_deployment,
-)
 from llama_mesh.errors import (
     InvalidArgumentError,
     MeshError,
@@ -55,12 +48,15 @@ from llama_mesh.errors import (
     UnavailableError,
 )
 from llama_mesh.json_values import to_python
-from llama_mesh.loader import WorkflowLoadError, load_workflow
 from llama_mesh.nats_server import EmbeddedNats
-from llama_mesh.runtime import ServiceConfig, ServiceRuntime
 from llama_mesh.status import error_type, status_code
 from llama_mesh.topology import Topology
 from llama_mesh.v1 import resources_pb2
+
+if TYPE_CHECKING:
+    # Imported where used: every component child runs this module, and only `up`,
+    # `check` and `-f` need the deployment models.
+    from llama_mesh.deployment import Deployment
 
 T = TypeVar("T")
 
@@ -222,6 +218,8 @@ def _task_error_type(e: TaskError) -> str:
 
 
 def _load_or_exit(file: Path) -> Deployment:
+    from llama_mesh.deployment import DeploymentError, load_deployment
+
     try:
         return load_deployment(file)
     except DeploymentError as e:
@@ -476,6 +474,11 @@ def serve_service(
 ) -> None:
     """Run one replica of a workflow service."""
     _logging(log_level)
+    # Imported here: they pull in llama-index workflows, which the other commands
+    # (and the control plane's process) do not need.
+    from llama_mesh.loader import WorkflowLoadError, load_workflow
+    from llama_mesh.runtime import ServiceConfig, ServiceRuntime
+
     try:
         loaded = load_workflow(workflow, path)
     except WorkflowLoadError as e:
@@ -574,6 +577,7 @@ def up(
     max_restarts: Annotated[int, typer.Option(help="Restarts of a child that dies.")] = 3,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
+    from llama_mesh.deployment import DeploymentError, check_ports_free, check_workflows
     from llama_mesh.up import run_deployment
 
     deployment = _load_or_exit(file)
@@ -607,6 +611,8 @@ def check(
     output: OutputOption = Output.text,
 ) -> None:
     """Validate a deployment file and import its workflows; start nothing."""
+    from llama_mesh.deployment import DeploymentError, check_workflows
+
     deployment = _load_or_exit(file)
     try:
         check_workflows(deployment, file)

@@ -40,7 +40,8 @@ class ChildSpec:
 
     ``restart_argv`` gives the command for a restart from the first ready line, e.g. to
     bind the same port the first run chose. A ``critical`` child that cannot be kept
-    running stops the whole deployment.
+    running stops the whole deployment. A ``stop_first`` child stops before the others
+    of its stage (the gateway before the services it fronts).
     """
 
     name: str
@@ -49,6 +50,7 @@ class ChildSpec:
     critical: bool = False
     stop_timeout: float = 15.0
     restart_argv: Callable[[dict[str, Any]], list[str]] | None = None
+    stop_first: bool = False
 
 
 @dataclass
@@ -199,7 +201,10 @@ class Supervisor:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         self._watchers.clear()
         for stage in reversed(self.stages):
-            await asyncio.gather(*(self._terminate(child) for child in stage))
+            for first in (True, False):
+                await asyncio.gather(
+                    *(self._terminate(c) for c in stage if c.spec.stop_first is first)
+                )
 
     async def _terminate(self, child: Child) -> None:
         process = child.process

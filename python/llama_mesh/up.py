@@ -4,8 +4,7 @@ Starts, each stage once the previous one is ready:
 
     1. nats-server with JetStream (unless the file gives NATS URLs)
     2. the control plane
-    3. every replica of every service
-    4. the gateway
+    3. every replica of every service, and the gateway (it needs only the control plane)
 
 as `python -m llama_mesh serve ...` children (supervisor.py), passing each the addresses
 the previous stage bound. On SIGTERM or Ctrl-C it stops them in the reverse order: the
@@ -158,6 +157,7 @@ def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
         "gateway",
         argv,
         stop_timeout=15.0,
+        stop_first=True,
         restart_argv=lambda ready: _with(argv, "--port", str(ready["url"]).rsplit(":", 1)[1]),
     )
 
@@ -182,14 +182,16 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     control_plane = _connectable(str(cp.ready["address"]))
     services: dict[str, list[dict[str, Any]]] = {}
     specs = [s for n, spec in d.services.items() for s in service_specs(d, n, spec, control_plane)]
-    for child in await supervisor.start_stage(specs) if specs else []:
-        pids[child.name] = child.pid
-        services.setdefault(str(child.ready["service"]), []).append(_replica(child))
+    # The gateway needs only the control plane: it starts beside the services.
+    gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}
-    if d.gateway.enabled:
-        [gw] = await supervisor.start_stage([gateway_spec(d, control_plane)])
-        pids[gw.name] = gw.pid
-        gateway = {"url": gw.ready["url"], "openapi": gw.ready["openapi"]}
+    started = await supervisor.start_stage(specs + gateway_specs) if specs or gateway_specs else []
+    for child in started:
+        pids[child.name] = child.pid
+        if gateway_specs and child.name == gateway_specs[0].name:
+            gateway = {"url": child.ready["url"], "openapi": child.ready["openapi"]}
+        else:
+            services.setdefault(str(child.ready["service"]), []).append(_replica(child))
     return {
         "ready": True,
         "component": "deployment",
