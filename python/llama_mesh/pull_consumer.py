@@ -47,7 +47,7 @@ class PullConsumer:
         handler: Handler,
         *,
         capacity: int,
-        expires: float = 30.0,
+        expires: float = 60.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")

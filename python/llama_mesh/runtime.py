@@ -95,7 +95,7 @@ class ServiceConfig:
     retryable_error_types: list[str] = field(default_factory=list)
     timeout: float | None = None
     ack_wait: float = 30.0
-    lease: float = 30.0
+    lease: float = 60.0
     host: str = "127.0.0.1"
     port: int = 0
 
