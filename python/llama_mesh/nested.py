@@ -21,16 +21,14 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from workflows import Workflow
 from workflows.resource import Resource, ResourceDefinition
 
+from llama_mesh.client import AsyncClient, AsyncSession
 from llama_mesh.names import TaskName
-
-if TYPE_CHECKING:
-    from llama_mesh.client import AsyncClient
-
+from llama_mesh.v1 import resources_pb2
 
 OnChild = Callable[[str, str, str], Awaitable[None]]
 
@@ -114,7 +112,8 @@ class RemoteWorkflow:
             raise RuntimeError(f"{self!r} runs only inside a task served by llama-mesh")
         name = TaskName.parse(parent.name)
         timeout = None if parent.deadline is None else max(parent.deadline - time.time(), 0.001)
-        session = await self._client.get_session(name.session)
+        # The parent's session exists (it runs in it): no need to fetch it.
+        session = AsyncSession(self._client, resources_pb2.Session(name=name.session))
         handle = await session.create_task(
             self.service, timeout=timeout, parent_task=parent.name, input=kwargs
         )

@@ -145,6 +145,16 @@ def _is_mesh_error(err: Exception) -> bool:
 HAND_BACK_DELAY = 1.0
 
 
+async def _started(
+    started: asyncio.Task[tuple[resources_pb2.Task, int]],
+) -> tuple[resources_pb2.Task, int]:
+    """The RUNNING record; _AlreadyFinished if the task had finished meanwhile."""
+    try:
+        return await asyncio.shield(started)
+    except FailedPreconditionError:
+        raise _AlreadyFinished from None
+
+
 @dataclass
 class _Running:
     task: resources_pb2.Task
@@ -153,6 +163,8 @@ class _Running:
     handler: WorkflowHandler | None = None
     # Tasks that pass events sent by clients into the workflow (human in the loop).
     forwards: set[asyncio.Task[None]] = field(default_factory=set)
+    # The write that records the attempt as RUNNING (owned by _run_locked).
+    started: asyncio.Task[tuple[resources_pb2.Task, int]] | None = None
 
 
 class ServiceRuntime:
@@ -578,20 +590,21 @@ class ServiceRuntime:
         context_key = f"{name.session_id}.{self.config.name}"
         if lock is not None:
             await lock.acquire()
+        # RUNNING is recorded while the workflow starts; it must land before any other
+        # state change of this attempt (WAITING, the result) and before the Context is
+        # saved, and those wait for it.
+        started = asyncio.create_task(
+            state.journal.record_from(
+                name,
+                resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
+                replica_id=self.replica_id,
+                publish=False,
+                known=known,
+            )
+        )
+        running.started = started
         try:
-            try:
-                recorded, saved = await asyncio.gather(
-                    state.journal.record_from(
-                        name,
-                        resources_pb2.TaskEvent(state=RUNNING, attempt=attempt),
-                        replica_id=self.replica_id,
-                        publish=False,
-                        known=known,
-                    ),
-                    _get_json(state, context_key),
-                )
-            except FailedPreconditionError:
-                raise _AlreadyFinished from None
+            saved = await _get_json(state, context_key)
             kwargs = to_python(task.input)
 
             async def on_event(event: Event, handler: WorkflowHandler) -> None:
@@ -602,14 +615,18 @@ class ServiceRuntime:
             try:
                 outcome = await self.runner.run(kwargs, saved, on_event)
             except Exception as err:
-                if _is_mesh_error(err):
+                if isinstance(err, _AlreadyFinished) or _is_mesh_error(err):
                     raise
                 raise _WorkflowFailed(err) from err
             finally:
                 current_task.reset(token)
+            recorded = await _started(started)
             await state.contexts.put(context_key, json.dumps(outcome.context).encode())
             return outcome, recorded
         except BaseException:
+            if not started.done():
+                started.cancel()
+            await asyncio.gather(started, return_exceptions=True)
             if lock is not None:
                 await asyncio.shield(lock.release())
             raise
@@ -654,6 +671,8 @@ class ServiceRuntime:
             stream=state.topology.event_stream,
         )
         out.state = WAITING
+        if running.started is not None:
+            await _started(running.started)
         await state.journal.record(name, out, replica_id=self.replica_id)
         running.forwards.add(asyncio.create_task(self._forward_inputs(name, inputs, handler)))
 
