@@ -253,6 +253,8 @@ class ServiceRuntime:
             self._handle,
             capacity=self.config.max_concurrency,
         )
+        # One subscription for every task's cancel signal (cheaper than one per task).
+        cancels = await state.nc.subscribe(state.topology.cancel_subject("*"), cb=self._on_cancel)
         await self._consumer.start()
         state.reconnect_hooks.append(self._consumer.reconnected)
         lease = asyncio.create_task(self._renew_lease(), name=f"lease-{self.config.name}")
@@ -270,6 +272,8 @@ class ServiceRuntime:
                 await lease
             await self._consumer.stop()
             await self._consumer.cancel_running()
+            with contextlib.suppress(Exception):
+                await cancels.unsubscribe()
             await self._deregister()
 
     def _service(self) -> resources_pb2.Service:
@@ -431,14 +435,9 @@ class ServiceRuntime:
         # by a paused or draining replica did not start an attempt.
         attempt = task.attempt_count + 1
         running = _Running(task=task)
+        # Registered before the attempt records RUNNING: a control plane that sees the
+        # task running and signals a cancel finds it here.
         self._running[name.task_id] = running
-
-        async def on_cancel(signal: Msg) -> None:
-            await self._on_cancel(running, signal)
-
-        cancel_sub = await state.nc.subscribe(
-            state.topology.cancel_subject(name.task_id), cb=on_cancel
-        )
         keepalive = asyncio.create_task(self._keep_alive(msg))
         try:
             await self._attempt(msg, name, (task, revision), attempt, running)
@@ -446,12 +445,14 @@ class ServiceRuntime:
             for child in (keepalive, *running.forwards):
                 child.cancel()
             await asyncio.gather(keepalive, *running.forwards, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await cancel_sub.unsubscribe()
             self._running.pop(name.task_id, None)
             self.finished_count += 1
 
-    async def _on_cancel(self, running: _Running, msg: Msg) -> None:
+    async def _on_cancel(self, msg: Msg) -> None:
+        """A cancel signal for some task: stop it if this replica runs it."""
+        running = self._running.get(msg.subject.rpartition(".")[2])
+        if running is None:
+            return
         signal = resources_pb2.Envelope.FromString(msg.data).task_cancellation
         running.cancel_reason = signal.reason or "cancelled"
         if running.run is not None:
