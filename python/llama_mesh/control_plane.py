@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
@@ -101,6 +102,26 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         self.state = state
         # Set as the server shuts down: waits and streams end with UNAVAILABLE.
         self.shutting_down = asyncio.Event()
+        # Calls waiting for a task to finish, by task id; woken by _on_final.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._finals: Subscription | None = None
+
+    async def start(self) -> None:
+        """Listen for the last event of every task (one subscription for all waits)."""
+        self._finals = await self.state.nc.subscribe(
+            self.state.topology.final_events, cb=self._on_final
+        )
+
+    async def stop(self) -> None:
+        if self._finals is not None:
+            with contextlib.suppress(Exception):
+                await self._finals.unsubscribe()
+            self._finals = None
+
+    async def _on_final(self, msg: Msg) -> None:
+        task_id = msg.subject.split(".")[-2]
+        for done in self._waiters.get(task_id, ()):
+            done.set()
 
     async def _until(self, done: asyncio.Event) -> None:
         """Wait for `done`; UnavailableError if the server shuts down first."""
@@ -445,18 +466,18 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
 
     @contextlib.asynccontextmanager
     async def _final_waiter(self, task_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set when the task's last event is published. Enter it before
+        reading the task's record: either the record is final, or the event comes."""
         done = asyncio.Event()
-
-        async def on_event(msg: Msg) -> None:
-            envelope = resources_pb2.Envelope.FromString(msg.data)
-            if is_final(envelope.task_event.state):
-                done.set()
-
-        sub = await self.state.nc.subscribe(self.state.topology.event_subject(task_id), cb=on_event)
+        self._waiters.setdefault(task_id, set()).add(done)
         try:
             yield done
         finally:
-            await sub.unsubscribe()
+            waiting = self._waiters.get(task_id)
+            if waiting is not None:
+                waiting.discard(done)
+                if not waiting:
+                    del self._waiters[task_id]
 
     async def _wait(
         self,
@@ -624,10 +645,12 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         if request.after_sequence < 0:
             raise InvalidArgumentError("after_sequence must not be negative")
         task = await self.state.tasks.get(task_key(name), request.name)
-        subject = self.state.topology.event_subject(name.task_id)
+        topology = self.state.topology
         if is_final(task.state):
             try:
-                last = await self.state.js.get_last_msg(self.state.topology.event_stream, subject)
+                last = await self.state.js.get_last_msg(
+                    topology.event_stream, topology.final_event_subject(name.task_id)
+                )
                 last_seq = int(last.seq or 0)
             except JsNotFoundError:
                 last_seq = 0
@@ -643,7 +666,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         else:
             policy, start = js_api.DeliverPolicy.ALL, None
         sub = await self.state.js.subscribe(
-            subject,
+            topology.task_events(name.task_id),
             ordered_consumer=True,
             deliver_policy=policy,
             config=js_api.ConsumerConfig(opt_start_seq=start) if start else None,

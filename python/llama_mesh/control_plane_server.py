@@ -44,18 +44,22 @@ class ControlPlaneServer:
         async with MeshState.connect(
             nats_urls, topology, name="llama-mesh-control-plane", user_credentials=user_credentials
         ) as state:
+            control_plane = ControlPlane(state)
             servicers: list[tuple[Any, Any, str]] = [
                 (
                     control_plane_pb2_grpc.add_ControlPlaneAPIServicer_to_server,
-                    ControlPlane(state),
+                    control_plane,
                     CONTROL_PLANE_SERVICE,
                 ),
                 (queue_pb2_grpc.add_QueueAPIServicer_to_server, QueueService(state), QUEUE_SERVICE),
             ]
-            control_plane = servicers[0][1]
-            async with serve(
-                servicers, host=host, port=port, on_shutdown=control_plane.shutting_down.set
-            ) as (address, _):
-                logger.info("control plane serving at %s (NATS %s)", address, nats_urls)
-                yield cls(address=address, state=state)
+            await control_plane.start()
+            try:
+                async with serve(
+                    servicers, host=host, port=port, on_shutdown=control_plane.shutting_down.set
+                ) as (address, _):
+                    logger.info("control plane serving at %s (NATS %s)", address, nats_urls)
+                    yield cls(address=address, state=state)
+            finally:
+                await control_plane.stop()
             logger.info("control plane at %s stopped", address)

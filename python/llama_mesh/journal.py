@@ -177,8 +177,13 @@ class TaskJournal:
             event.create_time.CopyFrom(now())
         envelope = resources_pb2.Envelope(id=event_id or new_id(), task_event=event)
         envelope.publish_time.CopyFrom(event.create_time)
+        subject = (
+            self.topology.final_event_subject(name.task_id)
+            if is_final(event.state)
+            else self.topology.event_subject(name.task_id)
+        )
         ack = await self.js.publish(
-            self.topology.event_subject(name.task_id),
+            subject,
             envelope.SerializeToString(),
             headers={"Nats-Msg-Id": envelope.id},
         )

@@ -93,6 +93,10 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
                 )
             await self.state.journal.record(name, event, event_id=envelope.id)
             return q.PublishResponse(duplicate=False)
+        if kind == "events":
+            raise InvalidArgumentError(
+                "an events topic takes TaskEvent envelopes (set envelope.task_event)"
+            )
         ack = await self.state.js.publish(
             self.state.topology.topic_subject(f"{kind}.{ident}"),
             envelope.SerializeToString(),
@@ -110,7 +114,11 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
                 )
             check_service_id(ident, "topic")
             return await ensure_service_consumer(self.state.js, topology, ident, ack_wait=ack_wait)
-        subject = topology.topic_subject(f"{kind}.{ident}")
+        subject = (
+            topology.task_events(ident)
+            if kind == "events"
+            else topology.topic_subject(f"{kind}.{ident}")
+        )
         durable = f"q_{group}_{hashlib.sha1(subject.encode()).hexdigest()[:12]}"
         with contextlib.suppress(Exception):
             await self.state.js.add_consumer(
@@ -235,42 +243,37 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
         size = page_size(request.page_size)
         topology = self.state.topology
         prefix = f"{topology.prefix}."
-        topics: list[tuple[str, q.Topic]] = []
+        found: dict[str, q.Topic] = {}
+
+        def topic_of(subject: str) -> q.Topic | None:
+            parts = subject.removeprefix(prefix).split(".")
+            if not subject.startswith(prefix) or len(parts) < 2:
+                return None
+            name = f"{parts[0]}.{parts[1]}"  # events.{id}.e / .end are one topic
+            topic = found.get(name)
+            if topic is None:
+                kind, ident = parts[0], parts[1]
+                filter_subject = (
+                    topology.task_events(ident)
+                    if kind == "events"
+                    else topology.topic_subject(name)
+                )
+                topic = found[name] = q.Topic(name=f"topics/{name}", subject=filter_subject)
+            return topic
+
         for stream in (topology.task_stream, topology.event_stream, topology.dead_letter_stream):
             try:
                 info = await self.state.js.stream_info(stream, subjects_filter=">")
                 consumers = await self.state.js.consumers_info(stream)
             except JsNotFoundError:
                 continue
-            groups: dict[str, list[str]] = {}
-            for c in consumers:
-                subject = c.config.filter_subject or ""
-                groups.setdefault(subject, []).append(c.name or "")
             for subject, count in (info.state.subjects or {}).items():
-                topic = subject.removeprefix(prefix)
-                topics.append(
-                    (
-                        topic,
-                        q.Topic(
-                            name=f"topics/{topic}",
-                            subject=subject,
-                            message_count=count,
-                            consumer_groups=sorted(groups.get(subject, [])),
-                        ),
-                    )
-                )
-            for subject, names in groups.items():
-                topic = subject.removeprefix(prefix)
-                if subject not in (info.state.subjects or {}) and subject.startswith(prefix):
-                    topics.append(
-                        (
-                            topic,
-                            q.Topic(
-                                name=f"topics/{topic}",
-                                subject=subject,
-                                consumer_groups=sorted(names),
-                            ),
-                        )
-                    )
+                if (topic := topic_of(subject)) is not None:
+                    topic.message_count += count
+            for consumer in consumers:
+                topic = topic_of(consumer.config.filter_subject or "")
+                if topic is not None and consumer.name:
+                    topic.consumer_groups.append(consumer.name)
+        topics = [(name, topic) for name, topic in found.items()]
         page = paginate(topics, size, request.page_token)
         return q.ListTopicsResponse(topics=page.items, next_page_token=page.next_page_token)

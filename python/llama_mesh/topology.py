@@ -7,7 +7,9 @@ process at start-up.
     subject                      stream        what
     {p}.tasks.{service}          {P}_TASKS     task assignments (work queue, one durable
                                                consumer per service: svc_{service})
-    {p}.events.{task_id}         {P}_EVENTS    task events, kept for replay
+    {p}.events.{task_id}.e       {P}_EVENTS    task events, kept for replay
+    {p}.events.{task_id}.end     {P}_EVENTS    a task's last event (its final state), apart
+                                               so control planes can wait on `events.*.end`
     {p}.input.{task_id}          {P}_EVENTS    events sent into waiting tasks
     {p}.dead.{service}           {P}_DEAD      tasks that failed for good
     {p}.cancel.{task_id}         (core NATS)   cancel signal to the replica running it
@@ -66,7 +68,19 @@ class Topology:
         return f"{self.prefix}.tasks.{service_id}"
 
     def event_subject(self, task_id: str) -> str:
-        return f"{self.prefix}.events.{task_id}"
+        return f"{self.prefix}.events.{task_id}.e"
+
+    def final_event_subject(self, task_id: str) -> str:
+        return f"{self.prefix}.events.{task_id}.end"
+
+    def task_events(self, task_id: str) -> str:
+        """Every event of one task, in order (a filter)."""
+        return f"{self.prefix}.events.{task_id}.*"
+
+    @property
+    def final_events(self) -> str:
+        """The last event of every task (a filter)."""
+        return f"{self.prefix}.events.*.end"
 
     def input_subject(self, task_id: str) -> str:
         return f"{self.prefix}.input.{task_id}"
