@@ -105,18 +105,43 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         # Calls waiting for a task to finish, by task id; woken by _on_final.
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._finals: Subscription | None = None
+        # Registered services, kept current by a KV watch: CreateTask reads them for
+        # every task, and they change only when replicas come, go or renew.
+        self._services: dict[str, resources_pb2.Service] = {}
+        self._services_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listen for the last event of every task (one subscription for all waits)."""
+        """Listen for the last event of every task (one subscription for all waits)
+        and watch the service registry."""
         self._finals = await self.state.nc.subscribe(
             self.state.topology.final_events, cb=self._on_final
         )
+        watcher = await self.state.services.kv.watch(">")
+        self._services_watch = asyncio.create_task(self._watch_services(watcher))
 
     async def stop(self) -> None:
+        if self._services_watch is not None:
+            self._services_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._services_watch
+            self._services_watch = None
         if self._finals is not None:
             with contextlib.suppress(Exception):
                 await self._finals.unsubscribe()
             self._finals = None
+
+    async def _watch_services(self, watcher: Any) -> None:
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    continue
+                if entry.operation is not None or not entry.value:  # deleted or purged
+                    self._services.pop(entry.key, None)
+                else:
+                    self._services[entry.key] = resources_pb2.Service.FromString(entry.value)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
     async def _on_final(self, msg: Msg) -> None:
         task_id = msg.subject.split(".")[-2]
@@ -336,6 +361,10 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     # ----------------------------------------------------------------- tasks
 
     async def _service(self, service_id: str) -> resources_pb2.Service:
+        cached = self._services.get(service_id)
+        if cached is not None:
+            return cached
+        # Not seen by the watch (yet): a replica may have registered a moment ago.
         found = await self.state.services.find(service_id)
         if found is None:
             raise NotFoundError(
