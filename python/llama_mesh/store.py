@@ -7,13 +7,15 @@ what lets any number of control-plane and service replicas share one record.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js import api as js_api
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from llama_mesh.errors import InvalidArgumentError, NotFoundError
@@ -115,35 +117,56 @@ class ProtoBucket(Generic[M]):
 
     async def scan(self, pattern: str = ">") -> list[tuple[str, M]]:
         """All records whose key matches the subject-style `pattern`."""
-        watcher = await self.kv.watch(pattern, ignore_deletes=True)
-        records: list[tuple[str, M]] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    break
-                if entry.value:
-                    records.append((entry.key, self._decode(entry.value)))
-        except NoKeysError:
-            pass
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return records
+        return [
+            (key, self._decode(value))
+            for key, value in await latest_values(self.kv, pattern)
+            if value
+        ]
 
 
 async def keys_matching(kv: KeyValue, pattern: str) -> list[str]:
     """Keys of `kv` matching the subject-style `pattern` (filtered by the server)."""
-    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
-    keys: list[str] = []
+    return [key for key, _ in await latest_values(kv, pattern, headers_only=True)]
+
+
+_DELETED = ("DEL", "PURGE")
+
+
+async def latest_values(
+    kv: KeyValue, pattern: str, *, headers_only: bool = False, timeout: float = 30.0
+) -> list[tuple[str, bytes]]:
+    """The live keys matching `pattern` and their values, read once.
+
+    Not `KeyValue.watch`: nats-py decides that there are no initial values from
+    consumer info and a client-side delivered count, which is still 0 while values
+    the server already pushed wait behind the watch callback, so a listing could come
+    back empty. Here the end is the server's own count: nothing delivered and nothing
+    pending means empty; otherwise read until a message says nothing is pending.
+    """
+    js = kv._js  # nats-py keeps the bucket's stream and subject prefix private
+    prefix: str = kv._pre
+    sub = await js.subscribe(
+        f"{prefix}{pattern}",
+        stream=kv._stream,
+        ordered_consumer=True,
+        deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+        headers_only=headers_only,
+    )
+    found: list[tuple[str, bytes]] = []
     try:
-        async for entry in watcher:
-            if entry is None:  # end of the initial values
-                break
-            keys.append(entry.key)
-    except NoKeysError:
-        pass
+        info = await sub.consumer_info()
+        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+            return found
+        async with asyncio.timeout(timeout):
+            async for msg in sub.messages:
+                operation = msg.headers.get("KV-Operation") if msg.headers else None
+                if operation not in _DELETED:
+                    found.append((msg.subject[len(prefix) :], msg.data))
+                if msg.metadata.num_pending == 0:
+                    break
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return keys
+        await sub.unsubscribe()
+    return found
 
 
 def page_size(requested: int) -> int:
