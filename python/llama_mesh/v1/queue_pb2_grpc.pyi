@@ -42,9 +42,10 @@ class QueueAPIStub:
     before (within the de-duplication window) is not stored again and
     reports duplicate. A TaskEvent envelope on `events.{task_id}` also
     updates the task, so a service reports its progress and result this way.
-    Returns INVALID_ARGUMENT for an unknown topic or an envelope without a
-    payload or id; NOT_FOUND if the envelope names a task that does not
-    exist; FAILED_PRECONDITION if it reports on a finished task.
+    Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
+    payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
+    envelope names a task that does not exist; FAILED_PRECONDITION if it
+    reports on a finished task.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_queue_pb2.SubscribeRequest, _queue_pb2.SubscribeResponse]
     """Streams a topic's messages to one member of a consumer group: the
@@ -80,9 +81,10 @@ class QueueAPIAsyncStub(QueueAPIStub):
     before (within the de-duplication window) is not stored again and
     reports duplicate. A TaskEvent envelope on `events.{task_id}` also
     updates the task, so a service reports its progress and result this way.
-    Returns INVALID_ARGUMENT for an unknown topic or an envelope without a
-    payload or id; NOT_FOUND if the envelope names a task that does not
-    exist; FAILED_PRECONDITION if it reports on a finished task.
+    Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
+    payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
+    envelope names a task that does not exist; FAILED_PRECONDITION if it
+    reports on a finished task.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_queue_pb2.SubscribeRequest, _queue_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Streams a topic's messages to one member of a consumer group: the
@@ -121,9 +123,10 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
         before (within the de-duplication window) is not stored again and
         reports duplicate. A TaskEvent envelope on `events.{task_id}` also
         updates the task, so a service reports its progress and result this way.
-        Returns INVALID_ARGUMENT for an unknown topic or an envelope without a
-        payload or id; NOT_FOUND if the envelope names a task that does not
-        exist; FAILED_PRECONDITION if it reports on a finished task.
+        Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
+        payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
+        envelope names a task that does not exist; FAILED_PRECONDITION if it
+        reports on a finished task.
         """
 
     @_abc_1.abstractmethod
