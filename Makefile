@@ -8,6 +8,7 @@ BUF     := $(VENV)/bin/buf
 PROTOS  := $(wildcard proto/llama_mesh/v1/*.proto)
 GEN_PY  := python/llama_mesh/v1
 DESCRIPTOR_SET := $(GEN_PY)/llama_mesh.binpb
+GENERATED := $(GEN_PY) gateway/openapi.json clients/typescript/src/gen clients/go/gen
 
 .PHONY: help
 help: ## List the targets.
@@ -27,7 +28,7 @@ install: ## Create .venv with everything: Python packages, nats-server, buf, grp
 	@$(VENV)/bin/nats-server --version
 
 .PHONY: gen
-gen: ## Regenerate Python code and the descriptor set from proto/.
+gen: ## Regenerate Python code, the descriptor set, openapi.json and the TS/Go clients from proto/.
 	$(PY) -m grpc_tools.protoc -Iproto \
 	  --python_out=python --grpc_python_out=python \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python \
@@ -35,6 +36,7 @@ gen: ## Regenerate Python code and the descriptor set from proto/.
 	  $(PROTOS)
 	$(BUF) build --as-file-descriptor-set -o $(DESCRIPTOR_SET)
 	$(PY) -m llama_mesh_gateway --descriptor-set $(DESCRIPTOR_SET) --write-openapi gateway/openapi.json
+	@$(MAKE) --no-print-directory gen-clients
 
 .PHONY: gen-clients
 gen-clients: ## Regenerate the TypeScript and Go clients with local buf plugins (from make install).
@@ -47,8 +49,8 @@ gen-clients: ## Regenerate the TypeScript and Go clients with local buf plugins 
 
 .PHONY: fresh
 fresh: gen ## Fail if the generated code differs from what is committed.
-	@git add -N $(GEN_PY) gateway/openapi.json >/dev/null 2>&1 || true
-	@git diff --exit-code --stat -- $(GEN_PY) gateway/openapi.json || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
+	@git add -N $(GENERATED) >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
 
 .PHONY: lint
 lint: ## buf lint, ruff, mypy.

@@ -42,9 +42,10 @@ type QueueAPIClient interface {
 	// before (within the de-duplication window) is not stored again and
 	// reports duplicate. A TaskEvent envelope on `events.{task_id}` also
 	// updates the task, so a service reports its progress and result this way.
-	// Returns INVALID_ARGUMENT for an unknown topic or an envelope without a
-	// payload or id; NOT_FOUND if the envelope names a task that does not
-	// exist; FAILED_PRECONDITION if it reports on a finished task.
+	// Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
+	// payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
+	// envelope names a task that does not exist; FAILED_PRECONDITION if it
+	// reports on a finished task.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// Streams a topic's messages to one member of a consumer group: the
 	// members of a group share the messages, each going to one member. Each
@@ -154,9 +155,10 @@ type QueueAPIServer interface {
 	// before (within the de-duplication window) is not stored again and
 	// reports duplicate. A TaskEvent envelope on `events.{task_id}` also
 	// updates the task, so a service reports its progress and result this way.
-	// Returns INVALID_ARGUMENT for an unknown topic or an envelope without a
-	// payload or id; NOT_FOUND if the envelope names a task that does not
-	// exist; FAILED_PRECONDITION if it reports on a finished task.
+	// Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
+	// payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
+	// envelope names a task that does not exist; FAILED_PRECONDITION if it
+	// reports on a finished task.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// Streams a topic's messages to one member of a consumer group: the
 	// members of a group share the messages, each going to one member. Each

@@ -438,9 +438,10 @@ export const QueueAPI: GenService<{
    * before (within the de-duplication window) is not stored again and
    * reports duplicate. A TaskEvent envelope on `events.{task_id}` also
    * updates the task, so a service reports its progress and result this way.
-   * Returns INVALID_ARGUMENT for an unknown topic or an envelope without a
-   * payload or id; NOT_FOUND if the envelope names a task that does not
-   * exist; FAILED_PRECONDITION if it reports on a finished task.
+   * Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
+   * payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
+   * envelope names a task that does not exist; FAILED_PRECONDITION if it
+   * reports on a finished task.
    *
    * @generated from rpc llama_mesh.v1.QueueAPI.Publish
    */
