@@ -24,12 +24,18 @@ process at start-up.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError
 
 from llama_mesh.v1 import resources_pb2
 
@@ -37,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DAY = 24 * 3600.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ class Topology:
         ]
         for config in streams:
             try:
-                await js.add_stream(config)
+                await _while_forming(functools.partial(js.add_stream, config))
             except BadRequestError as err:
                 # 10058: a stream with this name exists with another config; keep it.
                 if err.err_code != 10058:
@@ -159,18 +166,43 @@ class Topology:
             ("locks", None),
         ):
             try:
-                await js.create_key_value(
-                    bucket=self.bucket(name),
-                    history=1,
-                    ttl=ttl,
-                    storage=api.StorageType.FILE,
-                    replicas=self.replicas,
+                await _while_forming(
+                    functools.partial(
+                        js.create_key_value,
+                        bucket=self.bucket(name),
+                        history=1,
+                        ttl=ttl,
+                        storage=api.StorageType.FILE,
+                        replicas=self.replicas,
+                    )
                 )
             except BadRequestError as err:
                 # As for streams: whoever created the bucket chose its config (e.g. a
                 # service replica does not know the cluster's replica count).
                 if err.err_code != 10058:
                     raise
+
+
+# JetStream answers these while a cluster is still forming (a peer not yet seen
+# online, no meta leader yet); they pass by themselves.
+_FORMING = frozenset({10005, 10008})
+
+
+async def _while_forming(create: Callable[[], Awaitable[T]], *, budget: float = 30.0) -> T:
+    """Run `create`, retrying with backoff while the cluster is still forming."""
+    delay = 0.05
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + budget
+    while True:
+        try:
+            return await create()
+        except (APIError, NatsTimeoutError, NoRespondersError) as err:
+            forming = not isinstance(err, APIError) or err.err_code in _FORMING
+            if not forming or loop.time() + delay > give_up:
+                raise
+            logger.info("JetStream not ready (%s); retrying in %.2fs", err, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 async def ensure_service_consumer(
@@ -198,7 +230,7 @@ async def ensure_service_consumer(
         max_waiting=4096,
     )
     try:
-        await js.add_consumer(topology.task_stream, config)
+        await _while_forming(functools.partial(js.add_consumer, topology.task_stream, config))
     except BadRequestError as err:
         # 10148: exists with another config (e.g. another ack_wait): the first wins.
         if err.err_code not in (10148, 10013):
