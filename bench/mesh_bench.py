@@ -184,11 +184,9 @@ class MeshBench:
             ),
         )
         address = str(control_plane.ready["address"])
-        gateway_argv = [PY, str(BENCH / "gateway_proc.py"), "--upstream", address]
-        if self.profile_dir is not None:
-            gateway_argv[:1] = self._profiler("gateway")
+        gateway_argv = ["serve", "gateway", "--upstream", address, "--port", "0"]
         gateway, *services = await asyncio.gather(
-            self.procs.start("gateway", gateway_argv),
+            self.procs.start("gateway", self._argv("gateway", gateway_argv)),
             *(self.start_service(address, name, wf) for name, wf in SERVICES),
         )
         bring_up_s = time.perf_counter() - started

@@ -276,7 +276,14 @@ IDLE_FUNCTIONS = {"poll", "select", "epoll_wait"}
 # Where the mesh's own code lives: its cumulative times say which call paths cost.
 PRODUCT = ("/llama_mesh/", "/llama_mesh_gateway/")
 # Frames that hold the whole process (idle included): not hotspots.
-ENTRY_POINTS = {"<module>", "main", "serve_control_plane", "serve_service", "serve_nats"}
+ENTRY_POINTS = {
+    "<module>",
+    "main",
+    "serve_control_plane",
+    "serve_service",
+    "serve_nats",
+    "serve_gateway",
+}
 
 
 def summarize_profiles(profile_dir: Path, top: int = 12) -> dict[str, Any]:
