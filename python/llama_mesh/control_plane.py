@@ -1,10 +1,11 @@
 """The ControlPlane API: services, sessions and tasks, with all state in JetStream.
 
-Nothing here is kept between calls, so any number of control-plane replicas serve
-the same mesh. A task's journey through this module: CreateTask validates and
-writes the record (PENDING), then publishes the assignment on the service's task
-subject with Nats-Msg-Id = task id; WaitTask subscribes to the task's event subject
-and returns when the event with a final state arrives.
+No state of record is kept here, so any number of control-plane replicas serve the
+same mesh (each keeps only caches it can rebuild: the service registry from a KV
+watch, and the calls waiting on it). A task's journey through this module:
+CreateTask validates and writes the record (PENDING), then publishes the assignment
+on the service's task subject with Nats-Msg-Id = task id; WaitTask registers a
+waiter that the task's last event (on `events.{task}.end`) wakes.
 """
 
 from __future__ import annotations
@@ -516,7 +517,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         task: resources_pb2.Task | None = None,
     ) -> resources_pb2.Task:
         """Wait for the final event; `task` is the record if the caller just read it
-        (after subscribing to the task's events)."""
+        (inside `_final_waiter`)."""
         if task is None:
             task = await self.state.tasks.get(task_key(name), str(name))
         if is_final(task.state):
@@ -644,8 +645,6 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
                 )
             except FailedPreconditionError:
                 return await self.state.tasks.get(task_key(name), str(name)), True
-            except NotFoundError:
-                raise
             # It was PENDING; a replica may have taken it meanwhile: tell it too.
         signal = resources_pb2.Envelope(
             id=new_id(),

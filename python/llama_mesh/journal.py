@@ -34,10 +34,8 @@ FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE_STATES = frozenset({PENDING, RUNNING, WAITING})
 
 # Event type names the mesh itself emits.
-STARTED = "llama_mesh.TaskStarted"
 ATTEMPT_FAILED = "llama_mesh.AttemptFailed"
 CHILD_TASK_CREATED = "llama_mesh.ChildTaskCreated"
-INPUT_RECEIVED = "llama_mesh.InputReceived"
 STOP = "StopEvent"
 
 

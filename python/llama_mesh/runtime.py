@@ -160,7 +160,6 @@ class _Running:
     task: resources_pb2.Task
     run: asyncio.Task[Any] | None = None
     cancel_reason: str = ""
-    handler: WorkflowHandler | None = None
     # Tasks that pass events sent by clients into the workflow (human in the loop).
     forwards: set[asyncio.Task[None]] = field(default_factory=set)
     # The write that records the attempt as RUNNING (owned by _run_locked).
@@ -175,14 +174,11 @@ class ServiceRuntime:
         workflow: Workflow,
         config: ServiceConfig,
         control_plane: str,
-        *,
-        nats_urls: list[str] | None = None,
     ) -> None:
         self.runner = WorkflowRunner(workflow)
         self.config = config
         self.control_plane = control_plane
         self.replica_id = new_id()
-        self._nats_urls = nats_urls
         self.address = ""
         self.paused = False
         self.draining = False
@@ -209,7 +205,7 @@ class ServiceRuntime:
         user_credentials: str | None = None,
     ) -> AsyncIterator[ServiceRuntime]:
         """Run the replica for the duration of the block; drain it on exit."""
-        runtime = cls(workflow, config, control_plane, nats_urls=nats_urls)
+        runtime = cls(workflow, config, control_plane)
         async with (
             grpc.aio.insecure_channel(control_plane) as channel,
             AsyncClient(control_plane) as nested_client,
@@ -609,7 +605,6 @@ class ServiceRuntime:
             kwargs = to_python(task.input)
 
             async def on_event(event: Event, handler: WorkflowHandler) -> None:
-                running.handler = handler
                 await self._on_workflow_event(name, attempt, event, handler, running)
 
             token = current_task.set(RunningTask(str(name), deadline))

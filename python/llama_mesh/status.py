@@ -7,7 +7,7 @@ A task's error carries the exception's type in a google.rpc.ErrorInfo detail
 from __future__ import annotations
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "llama-mesh"
 
@@ -34,5 +34,3 @@ def status_code(status: status_pb2.Status) -> grpc.StatusCode:
             return code
     return grpc.StatusCode.UNKNOWN
 
-
-CANCELLED = code_pb2.CANCELLED

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -202,5 +202,3 @@ def paginate(
     next_token = encode_page_token(page[-1][0]) if len(ordered) > size else ""
     return Page([m for _, m in page], next_token)
 
-
-Loader = Callable[[], Awaitable[M]]
