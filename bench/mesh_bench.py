@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import tempfile
@@ -44,16 +43,6 @@ class Mesh:
             for i, proc in enumerate(replicas, start=1):
                 pids[f"{name} (extra replica {i})"] = proc.pid
         return pids
-
-
-def _nats_server_pid(launcher: int) -> dict[str, int]:
-    """The nats-server binary, a child of `llama-mesh serve nats`."""
-    with contextlib.suppress(OSError), open(f"/proc/{launcher}/task/{launcher}/children") as f:
-        for pid in f.read().split():
-            with open(f"/proc/{pid}/comm") as comm:
-                if comm.read().strip() == "nats-server":
-                    return {"nats-server": int(pid)}
-    return {}
 
 
 def _tree_bytes(root: Path) -> int:
@@ -190,7 +179,8 @@ class MeshBench:
             *(self.start_service(address, name, wf) for name, wf in SERVICES),
         )
         bring_up_s = time.perf_counter() - started
-        pids = {"nats (launcher)": nats.pid, **_nats_server_pid(nats.pid)}
+        # `serve nats` says in its ready line which pid the nats-server binary has.
+        pids = {"nats (launcher)": nats.pid, "nats-server": int(nats.ready["pid"])}
         pids["control-plane"] = control_plane.pid
         pids["gateway"] = gateway.pid
         pids.update({f"service {p.name}": p.pid for p in services})
