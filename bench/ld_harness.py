@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 from config import BenchConfig
-from procs import Proc, Procs, free_port, idle_cpu, memory_kib, wait_until
+from procs import Proc, Procs, free_port, idle, wait_until
 
 BENCH = Path(__file__).resolve().parent
 LD = BENCH / "ld"
@@ -175,13 +175,7 @@ class LlamaDeployBench:
                 out.update(await self.client_legs())
                 pids = {"core (queue + control plane)": core.pid}
                 pids.update({f"service {p.name}": p.pid for p in services})
-                out["idle"] = {
-                    "seconds": self.config.idle_seconds,
-                    "cpu_percent": await idle_cpu(pids, self.config.idle_seconds),
-                    "rss_mib": {
-                        k: round(memory_kib(p)["VmRSS"] / 1024, 1) for k, p in pids.items()
-                    },
-                }
+                out["idle"] = await idle(pids, self.config.idle_seconds)
         finally:
             await self.procs.stop_all()
         return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 from config import BenchConfig
-from procs import Proc, Procs, cpu_seconds, idle_cpu, memory_kib
+from procs import Proc, Procs, cpu_seconds, idle, memory_kib
 from stats import summary
 
 from llama_mesh.client import AsyncClient, AsyncSession
@@ -426,7 +426,7 @@ class MeshBench:
                 _progress("event latency")
                 r["events"] = await self.event_latency(client, cfg.event_tasks, cfg.events_per_task)
                 _progress("idle CPU and RSS")
-                r["idle"] = await self.idle(mesh)
+                r["idle"] = await idle(mesh.pids(), cfg.idle_seconds)
                 _progress("scaling: 1, 2, 4 echo replicas")
                 r["scaling"] = await self.scaling(mesh, client)
                 if cfg.history:
@@ -436,12 +436,3 @@ class MeshBench:
             await self.procs.stop_all()
             self._tmp.cleanup()
         return self.results
-
-    async def idle(self, mesh: Mesh) -> dict[str, Any]:
-        pids = mesh.pids()
-        cpu = await idle_cpu(pids, self.config.idle_seconds)
-        return {
-            "seconds": self.config.idle_seconds,
-            "cpu_percent": cpu,
-            "rss_mib": {k: round(memory_kib(p)["VmRSS"] / 1024, 1) for k, p in pids.items()},
-        }

@@ -181,13 +181,17 @@ async def wait_until(
     raise AssertionError(f"unreachable: {what}")
 
 
-async def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
-    """CPU use of each process over `seconds` of idleness, in % of one core."""
+async def idle(pids: dict[str, int], seconds: float) -> dict[str, Any]:
+    """CPU use of each process over `seconds` of idleness, in % of one core, and RSS."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     await asyncio.sleep(seconds)  # the measurement window itself
     elapsed = time.perf_counter() - started
     return {
-        name: round(100.0 * (cpu_seconds(pid) - before[name]) / elapsed, 3)
-        for name, pid in pids.items()
+        "seconds": seconds,
+        "cpu_percent": {
+            name: round(100.0 * (cpu_seconds(pid) - before[name]) / elapsed, 3)
+            for name, pid in pids.items()
+        },
+        "rss_mib": {k: round(memory_kib(p)["VmRSS"] / 1024, 1) for k, p in pids.items()},
     }
