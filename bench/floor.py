@@ -12,9 +12,11 @@ import argparse
 import asyncio
 import importlib
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -35,6 +37,20 @@ async def measure(reference: str, runs: int) -> dict[str, object]:
         assert str(result) == f"x{i}_result", result
     elapsed = time.perf_counter() - started
     return {"latency": summary(samples), "runs_per_s": round(runs / elapsed, 1)}
+
+
+def in_subprocess(python: str, workflow: str, runs: int, env: dict[str, str]) -> dict[str, Any]:
+    """This script under `python` (either venv) with environment `env`; its JSON line."""
+    out = subprocess.run(
+        [python, __file__, "--runs", str(runs), "--workflow", workflow],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import floor
 import httpx
 from config import BenchConfig
 from procs import Proc, Procs, free_port, idle, wait_until
@@ -188,23 +189,13 @@ async def run(config: BenchConfig, log_dir: Path) -> dict[str, Any]:
     except Exception as err:  # one broken leg must not lose the mesh's figures
         out = {"version": VERSION, "error": f"{type(err).__name__}: {err}"}
     try:
-        floor = await asyncio.to_thread(
-            subprocess.run,
-            [
-                str(PY),
-                str(BENCH / "floor.py"),
-                "--runs",
-                str(config.ld_floor_runs),
-                "--workflow",
-                "ld_workflows:EchoWorkflow",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={"PYTHONPATH": str(LD), "PATH": "/usr/bin:/bin"},
-            check=True,
+        out["floor"] = await asyncio.to_thread(
+            floor.in_subprocess,
+            str(PY),
+            "ld_workflows:EchoWorkflow",
+            config.ld_floor_runs,
+            {"PYTHONPATH": str(LD), "PATH": "/usr/bin:/bin"},
         )
-        out["floor"] = json.loads(floor.stdout.strip().splitlines()[-1])
     except Exception as err:
         out["floor"] = {"n/a": f"{type(err).__name__}: {err}"}
     return out

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,23 +23,11 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 import config  # noqa: E402
+import floor  # noqa: E402
 import ld_harness  # noqa: E402
 import report  # noqa: E402
 from mesh_bench import MeshBench  # noqa: E402
 from procs import Procs  # noqa: E402
-
-
-def floor(python: str, workflow: str, runs: int, env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        [python, str(BENCH / "floor.py"), "--runs", str(runs), "--workflow", workflow],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +52,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print("== llama-mesh", flush=True)
         procs = Procs(results_dir / "logs" / "mesh", grace=60.0 if args.profile else 10.0)
         mesh = await MeshBench(cfg, procs, profile_dir).run()
-        mesh["floor"] = floor(sys.executable, "mesh_workflows:EchoWorkflow", cfg.floor_runs, {})
+        mesh["floor"] = floor.in_subprocess(
+            sys.executable, "mesh_workflows:EchoWorkflow", cfg.floor_runs, dict(os.environ)
+        )
         out["llama_mesh"] = mesh
     if args.only in (None, "llama_deploy"):
         print("== llama_deploy 0.8.1", flush=True)
