@@ -22,7 +22,6 @@ from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 PY = sys.executable
 CLI = [PY, "-m", "llama_mesh"]
 

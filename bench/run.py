@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 
 import config  # noqa: E402
 import floor  # noqa: E402
