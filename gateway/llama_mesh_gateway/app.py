@@ -42,13 +42,6 @@ _JSON = "application/json"
 _BODY_TYPES = frozenset({"", _JSON, "application/x-www-form-urlencoded"})
 
 
-_SHUTTING_DOWN = GatewayError(
-    grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down; resume with Last-Event-ID"
-)
-
-_CANCELLED = GatewayError(grpc.StatusCode.CANCELLED, "the upstream call was cancelled")
-
-
 class _Disconnected(Exception):
     """The HTTP client went away."""
 
@@ -290,7 +283,7 @@ class Gateway:
             if isinstance(early, grpc.aio.AioRpcError):
                 raise from_rpc_error(early, self.schema.pool)
             if isinstance(early, streaming.CallCancelled):
-                raise _SHUTTING_DOWN if self._closing else _CANCELLED
+                raise self._cancelled()
             initial = await call.initial_metadata() if first in done and early is None else None
             out_headers = {
                 "content-type": frame.media_type
@@ -313,8 +306,7 @@ class Gateway:
                 except grpc.aio.AioRpcError as e:
                     yield frame.error(from_rpc_error(e, self.schema.pool).to_json())
                 except streaming.CallCancelled:
-                    error = _SHUTTING_DOWN if self._closing else _CANCELLED
-                    yield frame.error(error.to_json())
+                    yield frame.error(self._cancelled().to_json())
                 finally:
                     await items.aclose()
 
@@ -333,6 +325,15 @@ class Gateway:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(first, watcher, return_exceptions=True)
+
+    def _cancelled(self) -> GatewayError:
+        """The error of a stream whose upstream call the gateway cancelled."""
+        if self._closing:
+            return GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                "the gateway is shutting down; resume with Last-Event-ID",
+            )
+        return GatewayError(grpc.StatusCode.CANCELLED, "the upstream call was cancelled")
 
     async def _health(self, send: Send, *, head: bool) -> None:
         stub = self.channel.unary_unary(
