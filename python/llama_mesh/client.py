@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
 
+from llama_mesh import proto_time
 from llama_mesh.errors import (
     MeshError,
     TaskCancelledError,
@@ -59,12 +59,6 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 16 << 20),
     ("grpc.keepalive_time_ms", 30_000),
 ]
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
 
 
 def task_result(task: Task) -> Any:
@@ -346,7 +340,7 @@ class AsyncSession:
         task = Task(service=service, parent_task=parent_task)
         task.input.CopyFrom(to_struct(kwargs, "task input"))
         if timeout is not None:
-            task.timeout.CopyFrom(_duration(timeout))
+            task.timeout.CopyFrom(proto_time.duration(timeout))
         if max_attempts is not None:
             task.retry_policy.max_attempts = max_attempts
         return task
@@ -420,7 +414,7 @@ class TaskHandle:
         while True:
             request = cp.WaitTaskRequest(name=self.name)
             if timeout is not None:
-                request.timeout.CopyFrom(_duration(timeout))
+                request.timeout.CopyFrom(proto_time.duration(timeout))
             # The call's own deadline is a little longer than the wait it asks for.
             call_timeout = (timeout + 10.0) if timeout is not None else 24 * 3600.0
             response = await self.client.call(

@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
+from llama_mesh import proto_time
 from llama_mesh.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -41,7 +42,6 @@ from llama_mesh.journal import (
     RUNNING,
     WAITING,
     is_final,
-    now,
     task_key,
 )
 from llama_mesh.names import (
@@ -73,21 +73,10 @@ def new_task_id() -> str:
     return f"{time.time_ns():016x}{new_id()[:8]}"
 
 
-def _seconds(duration: Any) -> float:
-    seconds: float = duration.seconds + duration.nanos / 1e9
-    return seconds
-
-
-def _timestamp(at: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(at * 1e9))
-    return ts
-
-
 def live_replicas(service: resources_pb2.Service, at: float | None = None) -> None:
     """Drop replicas whose lease has expired (in place)."""
     cutoff = at if at is not None else time.time()
-    live = [r for r in service.replicas if r.lease_expire_time.ToNanoseconds() / 1e9 > cutoff]
+    live = [r for r in service.replicas if proto_time.epoch_seconds(r.lease_expire_time) > cutoff]
     del service.replicas[:]
     service.replicas.extend(live)
 
@@ -188,16 +177,16 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         if not request.HasField("replica") or not request.replica.replica_id:
             raise InvalidArgumentError("replica.replica_id is required")
         service_id = parse_service_name(request.service.name, "service.name")
-        lease = _seconds(request.lease_duration) or DEFAULT_LEASE
+        lease = proto_time.seconds(request.lease_duration) or DEFAULT_LEASE
         if lease < 0:
             raise InvalidArgumentError("lease_duration must not be negative")
-        expire = _timestamp(time.time() + lease)
+        expire = proto_time.timestamp(time.time() + lease)
         replica = resources_pb2.Replica()
         replica.CopyFrom(request.replica)
         replica.lease_expire_time.CopyFrom(expire)
         if replica.state == resources_pb2.REPLICA_STATE_UNSPECIFIED:
             replica.state = resources_pb2.REPLICA_STATE_SERVING
-        stamp = now()
+        stamp = proto_time.now()
 
         def change(service: resources_pb2.Service) -> None:
             replicas = [r for r in service.replicas if r.replica_id != replica.replica_id]
@@ -231,7 +220,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         service_id = parse_service_name(request.name)
         if not request.replica_id:
             raise InvalidArgumentError("replica_id is required")
-        lease = _seconds(request.lease_duration) or DEFAULT_LEASE
+        lease = proto_time.seconds(request.lease_duration) or DEFAULT_LEASE
         if lease < 0:
             raise InvalidArgumentError("lease_duration must not be negative")
         renewed: list[timestamp_pb2.Timestamp] = []
@@ -241,7 +230,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             live_replicas(service, at)
             for replica in service.replicas:
                 if replica.replica_id == request.replica_id:
-                    replica.lease_expire_time.CopyFrom(_timestamp(at + lease))
+                    replica.lease_expire_time.CopyFrom(proto_time.timestamp(at + lease))
                     replica.running_task_count = request.running_task_count
                     if request.state:
                         replica.state = request.state
@@ -273,7 +262,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
                 )
             del service.replicas[:]
             service.replicas.extend(kept)
-            service.update_time.CopyFrom(now())
+            service.update_time.CopyFrom(proto_time.now())
 
         await self.state.services.mutate(service_id, request.name, change)
         logger.info("service %s: replica %s left", request.name, request.replica_id)
@@ -308,7 +297,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         session.name = session_name(session_id)
         if session.overlap_policy == resources_pb2.OVERLAP_POLICY_UNSPECIFIED:
             session.overlap_policy = resources_pb2.OVERLAP_POLICY_QUEUE
-        stamp = now()
+        stamp = proto_time.now()
         session.create_time.CopyFrom(stamp)
         session.update_time.CopyFrom(stamp)
         if await self.state.sessions.create(session_id, session) is not None:
@@ -416,7 +405,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             )
         if requested.parent_task:
             TaskName.parse(requested.parent_task, "task.parent_task")
-        timeout = _seconds(requested.timeout)
+        timeout = proto_time.seconds(requested.timeout)
         if timeout < 0:
             raise InvalidArgumentError("task.timeout must not be negative")
         session, service = await asyncio.gather(
@@ -458,7 +447,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         policy.MergeFrom(requested.retry_policy)
         task.retry_policy.CopyFrom(policy)
         if not timeout and service.HasField("default_timeout"):
-            timeout = _seconds(service.default_timeout)
+            timeout = proto_time.seconds(service.default_timeout)
         deadlines = []
         if timeout:
             deadlines.append(time.time() + timeout)
@@ -466,8 +455,8 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         if remaining is not None:
             deadlines.append(time.time() + remaining)
         if deadlines:
-            task.deadline.CopyFrom(_timestamp(min(deadlines)))
-        stamp = now()
+            task.deadline.CopyFrom(proto_time.timestamp(min(deadlines)))
+        stamp = proto_time.now()
         task.create_time.CopyFrom(stamp)
         task.update_time.CopyFrom(stamp)
 
@@ -524,7 +513,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             return task
         limits = [t for t in (timeout,) if t is not None]
         if task.HasField("deadline"):
-            limits.append(task.deadline.ToNanoseconds() / 1e9 - time.time())
+            limits.append(proto_time.epoch_seconds(task.deadline) - time.time())
         try:
             async with asyncio.timeout(max(min(limits), 0) if limits else None):
                 await self._until(done)
@@ -578,7 +567,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         self, request: cp.WaitTaskRequest, context: ServicerContext
     ) -> cp.WaitTaskResponse:
         name = TaskName.parse(request.name)
-        timeout = _seconds(request.timeout) if request.HasField("timeout") else None
+        timeout = proto_time.seconds(request.timeout) if request.HasField("timeout") else None
         if timeout is not None and timeout < 0:
             raise InvalidArgumentError("timeout must not be negative")
         async with self._final_waiter(name.task_id) as done:
@@ -627,7 +616,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             if task.cancel_requested:
                 raise Unchanged
             task.cancel_requested = True
-            task.update_time.CopyFrom(now())
+            task.update_time.CopyFrom(proto_time.now())
 
         task = await self.state.tasks.mutate(task_key(name), str(name), change)
         if finished:
@@ -742,7 +731,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
                 )
             current.state = RUNNING
             current.ClearField("input_request")
-            current.update_time.CopyFrom(now())
+            current.update_time.CopyFrom(proto_time.now())
 
         # Flip to RUNNING first so that two answers to one request cannot both pass.
         task = await self.state.tasks.mutate(task_key(name), request.name, change)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from google.protobuf import timestamp_pb2
 from nats.js import JetStreamContext
 
 from llama_mesh.errors import FailedPreconditionError
 from llama_mesh.names import TaskName, new_id
+from llama_mesh.proto_time import now
 from llama_mesh.store import ProtoBucket, Unchanged
 from llama_mesh.topology import Topology
 from llama_mesh.v1 import resources_pb2
@@ -41,12 +41,6 @@ STOP = "StopEvent"
 
 def is_final(state: int) -> bool:
     return state in FINAL_STATES
-
-
-def now() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def task_key(name: TaskName) -> str:

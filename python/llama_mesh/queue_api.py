@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
+from llama_mesh import proto_time
 from llama_mesh.errors import InvalidArgumentError
 from llama_mesh.grpc_server import ServicerContext
 from llama_mesh.names import TaskName, check_service_id, new_id
@@ -143,11 +144,7 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
             )
         if request.max_in_flight < 0:
             raise InvalidArgumentError("max_in_flight must not be negative")
-        ack_wait = (
-            request.ack_wait.seconds + request.ack_wait.nanos / 1e9
-            if request.HasField("ack_wait")
-            else 30.0
-        )
+        ack_wait = proto_time.seconds(request.ack_wait) if request.HasField("ack_wait") else 30.0
         durable = await self._consumer(kind, ident, request.consumer_group, ack_wait)
         delivered: asyncio.Queue[Msg] = asyncio.Queue()
 

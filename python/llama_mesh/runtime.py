@@ -29,7 +29,7 @@ from typing import Any
 
 import grpc
 import nats.errors
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 from nats.js.errors import KeyNotFoundError
@@ -37,6 +37,7 @@ from workflows import Workflow
 from workflows.events import Event
 from workflows.handler import WorkflowHandler
 
+from llama_mesh import proto_time
 from llama_mesh.client import AsyncClient
 from llama_mesh.errors import FailedPreconditionError, RetryableError, error_for_code
 from llama_mesh.grpc_server import serve
@@ -107,21 +108,11 @@ class ServiceConfig:
     def retry_policy(self) -> resources_pb2.RetryPolicy:
         return resources_pb2.RetryPolicy(
             max_attempts=self.max_attempts,
-            initial_backoff=_duration(self.initial_backoff),
-            max_backoff=_duration(self.max_backoff),
+            initial_backoff=proto_time.duration(self.initial_backoff),
+            max_backoff=proto_time.duration(self.max_backoff),
             backoff_multiplier=self.backoff_multiplier,
             retryable_error_types=self.retryable_error_types,
         )
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
-def _seconds(d: duration_pb2.Duration) -> float:
-    return d.seconds + d.nanos / 1e9
 
 
 class _AlreadyFinished(Exception):
@@ -279,7 +270,7 @@ class ServiceRuntime:
             description=self.config.description or self.runner.description,
             input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
             retry_policy=self.config.retry_policy(),
-            default_timeout=_duration(self.config.timeout or 0),
+            default_timeout=proto_time.duration(self.config.timeout or 0),
             accepted_event_types=self.runner.accepted_event_types,
         )
 
@@ -307,7 +298,7 @@ class ServiceRuntime:
                 control_plane_pb2.RegisterServiceRequest(
                     service=self._service(),
                     replica=self.replica(),
-                    lease_duration=_duration(self.config.lease),
+                    lease_duration=proto_time.duration(self.config.lease),
                 ),
                 timeout=10,
             )
@@ -331,7 +322,7 @@ class ServiceRuntime:
                         replica_id=self.replica_id,
                         state=self.replica().state,
                         running_task_count=len(self._running),
-                        lease_duration=_duration(self.config.lease),
+                        lease_duration=proto_time.duration(self.config.lease),
                     ),
                     timeout=5,
                 )
@@ -511,7 +502,7 @@ class ServiceRuntime:
             )
             await self._fail(msg, name, event)
             return
-        deadline = task.deadline.ToNanoseconds() / 1e9 if task.HasField("deadline") else None
+        deadline = proto_time.epoch_seconds(task.deadline) if task.HasField("deadline") else None
         if deadline is not None and deadline <= time.time():
             await self._fail(msg, name, _deadline_event(attempt), dead_letter=False)
             return
@@ -705,9 +696,13 @@ class ServiceRuntime:
         status = task_status(grpc.StatusCode.UNKNOWN, f"{error_type}: {err}", error_type)
         if retryable and attempt < max_attempts:
             initial = (
-                _seconds(policy.initial_backoff) if policy.HasField("initial_backoff") else 1.0
+                proto_time.seconds(policy.initial_backoff)
+                if policy.HasField("initial_backoff")
+                else 1.0
             )
-            ceiling = _seconds(policy.max_backoff) if policy.HasField("max_backoff") else 30.0
+            ceiling = (
+                proto_time.seconds(policy.max_backoff) if policy.HasField("max_backoff") else 30.0
+            )
             factor = policy.backoff_multiplier or 2.0
             delay = min(initial * factor ** (attempt - 1), ceiling)
             await state.journal.record(
