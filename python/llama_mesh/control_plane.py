@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from google.protobuf import json_format, timestamp_pb2
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -36,11 +35,11 @@ from llama_mesh.errors import (
 from llama_mesh.grpc_server import ServicerContext
 from llama_mesh.journal import (
     ACTIVE_STATES,
-    CANCELLED,
-    FAILED,
     PENDING,
     RUNNING,
     WAITING,
+    cancelled_event,
+    deadline_event,
     is_final,
     task_key,
 )
@@ -55,7 +54,6 @@ from llama_mesh.names import (
     session_name,
 )
 from llama_mesh.state import MeshState
-from llama_mesh.status import task_status
 from llama_mesh.store import Unchanged, keys_matching, page_size, paginate
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc, resources_pb2
@@ -527,15 +525,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
 
     async def _expire_pending(self, name: TaskName) -> resources_pb2.Task:
         """A task whose deadline passed before any replica took it fails here."""
-        event = resources_pb2.TaskEvent(
-            type="StopEvent",
-            state=FAILED,
-            error=task_status(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "the task's deadline passed before a replica took it",
-                "DeadlineExceeded",
-            ),
-        )
+        event = deadline_event(0, "the task's deadline passed before a replica took it")
         try:
             return await self.state.journal.record(name, event, event_id=f"{name.task_id}.final")
         except FailedPreconditionError:
@@ -622,12 +612,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         if finished:
             return task, True
         if cancel_now:
-            event = resources_pb2.TaskEvent(
-                type="StopEvent",
-                state=CANCELLED,
-                attempt=task.attempt_count,
-                error=task_status(grpc.StatusCode.CANCELLED, reason, "Cancelled"),
-            )
+            event = cancelled_event(task.attempt_count, reason)
             try:
                 task = await self.state.journal.record(
                     name, event, event_id=f"{name.task_id}.final"

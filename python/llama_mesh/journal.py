@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import grpc
 from nats.js import JetStreamContext
 
 from llama_mesh.errors import FailedPreconditionError
 from llama_mesh.names import TaskName, new_id
 from llama_mesh.proto_time import now
+from llama_mesh.status import task_status
 from llama_mesh.store import ProtoBucket, Unchanged
 from llama_mesh.topology import Topology
 from llama_mesh.v1 import resources_pb2
@@ -41,6 +43,26 @@ STOP = "StopEvent"
 
 def is_final(state: int) -> bool:
     return state in FINAL_STATES
+
+
+def cancelled_event(attempt: int, reason: str) -> resources_pb2.TaskEvent:
+    """The last event of a task that was cancelled."""
+    return resources_pb2.TaskEvent(
+        type=STOP,
+        state=CANCELLED,
+        attempt=attempt,
+        error=task_status(grpc.StatusCode.CANCELLED, reason, "Cancelled"),
+    )
+
+
+def deadline_event(attempt: int, message: str) -> resources_pb2.TaskEvent:
+    """The last event of a task whose deadline passed."""
+    return resources_pb2.TaskEvent(
+        type=STOP,
+        state=FAILED,
+        attempt=attempt,
+        error=task_status(grpc.StatusCode.DEADLINE_EXCEEDED, message, "DeadlineExceeded"),
+    )
 
 
 def task_key(name: TaskName) -> str:

@@ -43,7 +43,6 @@ from llama_mesh.errors import FailedPreconditionError, RetryableError, error_for
 from llama_mesh.grpc_server import serve
 from llama_mesh.journal import (
     ATTEMPT_FAILED,
-    CANCELLED,
     CHILD_TASK_CREATED,
     FAILED,
     PENDING,
@@ -51,6 +50,8 @@ from llama_mesh.journal import (
     STOP,
     SUCCEEDED,
     WAITING,
+    cancelled_event,
+    deadline_event,
     is_final,
     task_key,
 )
@@ -485,7 +486,7 @@ class ServiceRuntime:
         policy = task.retry_policy
         max_attempts = policy.max_attempts or DEFAULT_MAX_ATTEMPTS
         if task.cancel_requested:
-            await self._final(name, _cancelled_event(attempt, "cancelled before it started"))
+            await self._final(name, cancelled_event(attempt, "cancelled before it started"))
             await msg.ack_sync()
             return
         if attempt > max_attempts:
@@ -528,7 +529,7 @@ class ServiceRuntime:
                 outcome, recorded = await run
         except asyncio.CancelledError:
             if running.cancel_reason:
-                await self._final(name, _cancelled_event(attempt, running.cancel_reason))
+                await self._final(name, cancelled_event(attempt, running.cancel_reason))
                 await msg.ack_sync()
                 return
             # The replica itself is stopping: hand the task back for another replica.
@@ -745,25 +746,9 @@ class ServiceRuntime:
         await msg.ack_sync()
 
 
-def _cancelled_event(attempt: int, reason: str) -> resources_pb2.TaskEvent:
-    return resources_pb2.TaskEvent(
-        type=STOP,
-        state=CANCELLED,
-        attempt=attempt,
-        error=task_status(grpc.StatusCode.CANCELLED, reason, "Cancelled"),
-    )
-
-
 def _deadline_event(attempt: int) -> resources_pb2.TaskEvent:
-    return resources_pb2.TaskEvent(
-        type=STOP,
-        state=FAILED,
-        attempt=attempt,
-        error=task_status(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            "the task did not finish before its deadline; the workflow was stopped",
-            "DeadlineExceeded",
-        ),
+    return deadline_event(
+        attempt, "the task did not finish before its deadline; the workflow was stopped"
     )
 
 
