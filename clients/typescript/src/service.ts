@@ -21,8 +21,7 @@
  * signals that on a NATS subject the Queue API does not expose (see docs/clients.md).
  */
 import { create, fromJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { anyPack, durationFromMs, ValueSchema, type Any } from "@bufbuild/protobuf/wkt";
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { durationFromMs, durationMs, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 
@@ -37,7 +36,7 @@ import {
 import type { QueueMessage } from "./gen/llama_mesh/v1/queue_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Status, StatusSchema } from "./gen/google/rpc/status_pb.js";
-import { DOMAIN, FailedPreconditionError, mapped, meshError, NotFoundError } from "./errors.js";
+import { errorInfo, FailedPreconditionError, mapped, meshError, NotFoundError } from "./errors.js";
 import { isFinal, type MeshClient } from "./mesh.js";
 
 /** Throw this from a handler to have the attempt retried with backoff. */
@@ -88,17 +87,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Redelivery delay after an unexpected error of this runtime (not of the handler). */
 const INTERNAL_RETRY_MS = 1000;
 const ATTEMPT_FAILED = "llama_mesh.AttemptFailed";
-const ERROR_INFO = "google.rpc.ErrorInfo";
 
 /** A google.rpc.Status whose ErrorInfo detail names the error type, as in status.py. */
 export function taskStatus(code: Code, message: string, errorType = ""): MessageInitShape<typeof StatusSchema> {
-  const details: Any[] = [];
-  if (errorType) {
-    // google.rpc.ErrorInfo {reason = 1, domain = 2}, written by hand (see errors.ts).
-    const value = new BinaryWriter().uint32(10).string(errorType).uint32(18).string(DOMAIN).finish();
-    details.push({ $typeName: "google.protobuf.Any", typeUrl: `type.googleapis.com/${ERROR_INFO}`, value });
-  }
-  return { code, message, details };
+  return { code, message, details: errorType ? [errorInfo(errorType)] : [] };
 }
 
 /** One replica of a service served from Node through the Queue API. */
