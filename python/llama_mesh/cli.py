@@ -24,9 +24,9 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import grpc
 import typer
@@ -58,9 +58,6 @@ if TYPE_CHECKING:
     # `check` and `-f` need the deployment models.
     from llama_mesh.deployment import Deployment
 
-T = TypeVar("T")
-
-EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
@@ -178,19 +175,17 @@ class Target:
         else:
             text()
 
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[AsyncClient]:
-        async with AsyncClient(self.address, reconnect_timeout=self.connect_timeout) as client:
-            yield client
+    def run(self, main: Callable[[AsyncClient], Awaitable[None]]) -> None:
+        """Run `main` with a client of the control plane; map mesh errors to messages
+        and exit codes (`main` reports its own failures with `fail`)."""
 
-    def run(self, main: Callable[[], Awaitable[T]]) -> T:
-        """Run `main`; map mesh errors to messages and exit codes."""
-
-        async def wrapped() -> T:
-            return await main()
+        async def connected() -> None:
+            address, timeout = self.address, self.connect_timeout
+            async with AsyncClient(address, reconnect_timeout=timeout) as client:
+                await main(client)
 
         try:
-            return asyncio.run(wrapped())
+            asyncio.run(connected())
         except UnavailableError as e:
             self.fail(
                 EXIT_UNAVAILABLE,
@@ -654,39 +649,37 @@ def run(
     target = Target(control_plane, file, output, connect_timeout)
     data = _parse_input(target, input, arg or [], "--input")
 
-    async def main() -> int:
-        async with target.client() as client:
-            if session:
-                s = await client.get_or_create_session(session)
-            else:
-                s = await client.create_session()
-            handle = await s.create_task(service, timeout=timeout, input=data)
-            if no_wait:
-                target.emit(
-                    {"task": handle.name, "session": s.name},
-                    lambda: out.print(handle.name),
-                )
-                return EXIT_OK
-            if not quiet:
-                await _show_events(handle, service)
-            task = await handle.wait()
-            view = task_view(task)
-            try:
-                result = task_result(task)
-            except TaskCancelledError as e:
-                target.fail(EXIT_TASK_FAILED, "Cancelled", e.message, task=task.name, **_no(view))
-            except TaskFailedError as e:
-                target.fail(
-                    EXIT_TASK_FAILED,
-                    e.error_type or "TaskFailed",
-                    e.message,
-                    task=task.name,
-                    **_no(view),
-                )
-            target.emit(view, lambda: print(json.dumps(result, ensure_ascii=False), flush=True))
-            return EXIT_OK
+    async def main(client: AsyncClient) -> None:
+        if session:
+            s = await client.get_or_create_session(session)
+        else:
+            s = await client.create_session()
+        handle = await s.create_task(service, timeout=timeout, input=data)
+        if no_wait:
+            target.emit(
+                {"task": handle.name, "session": s.name},
+                lambda: out.print(handle.name),
+            )
+            return
+        if not quiet:
+            await _show_events(handle, service)
+        task = await handle.wait()
+        view = task_view(task)
+        try:
+            result = task_result(task)
+        except TaskCancelledError as e:
+            target.fail(EXIT_TASK_FAILED, "Cancelled", e.message, task=task.name, **_no(view))
+        except TaskFailedError as e:
+            target.fail(
+                EXIT_TASK_FAILED,
+                e.error_type or "TaskFailed",
+                e.message,
+                task=task.name,
+                **_no(view),
+            )
+        target.emit(view, lambda: print(json.dumps(result, ensure_ascii=False), flush=True))
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 def _no(view: dict[str, Any]) -> dict[str, Any]:
@@ -722,10 +715,9 @@ def status(
     """Services with their replicas, health and load; the most recent tasks."""
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            services = [service_view(s) for s in await client.list_services()]
-            tasks = [task_view(t) for t in (await client.list_tasks("-"))[:limit]]
+    async def main(client: AsyncClient) -> None:
+        services = [service_view(s) for s in await client.list_services()]
+        tasks = [task_view(t) for t in (await client.list_tasks("-"))[:limit]]
         health = await _health(target.address)
         data = {
             "control_plane": {"address": target.address, "health": health},
@@ -733,9 +725,8 @@ def status(
             "recent_tasks": tasks,
         }
         target.emit(data, lambda: _print_status(data))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 async def _health(address: str) -> str:
@@ -789,18 +780,16 @@ def sessions_list(
     """List sessions."""
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            sessions = [session_view(s) for s in await client.list_sessions()]
+    async def main(client: AsyncClient) -> None:
+        sessions = [session_view(s) for s in await client.list_sessions()]
 
         def text() -> None:
             for s in sessions:
                 out.print(f"{s['name']}  {s['create_time'] or ''}")
 
         target.emit(sessions, text)
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @sessions_app.command("create")
@@ -816,13 +805,11 @@ def sessions_create(
     target = Target(control_plane, file, output, connect_timeout)
     labels = {k: str(v) for k, v in _parse_input(target, None, label or [], "--label").items()}
 
-    async def main() -> int:
-        async with target.client() as client:
-            session = await client.create_session(session_id, labels=labels)
+    async def main(client: AsyncClient) -> None:
+        session = await client.create_session(session_id, labels=labels)
         target.emit(session_view(session.session), lambda: out.print(session.name))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @sessions_app.command("get")
@@ -836,10 +823,9 @@ def sessions_get(
     """Show a session and its tasks."""
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            found = await client.get_session(session)
-            tasks = [task_view(t) for t in await found.list_tasks()]
+    async def main(client: AsyncClient) -> None:
+        found = await client.get_session(session)
+        tasks = [task_view(t) for t in await found.list_tasks()]
         data = {**session_view(found.session), "tasks": tasks}
 
         def text() -> None:
@@ -847,9 +833,8 @@ def sessions_get(
             out.print(_tasks_table(tasks, "tasks"))
 
         target.emit(data, text)
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @sessions_app.command("delete")
@@ -864,13 +849,11 @@ def sessions_delete(
     """Delete a session."""
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            await client.delete_session(session, force=force)
+    async def main(client: AsyncClient) -> None:
+        await client.delete_session(session, force=force)
         target.emit({"deleted": session}, lambda: out.print(f"deleted {session}"))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 # ---------------------------------------------------------------- tasks
@@ -915,14 +898,12 @@ def tasks_list(
     target = Target(control_plane, file, output, connect_timeout)
     states = _states(target, state or [])
 
-    async def main() -> int:
-        async with target.client() as client:
-            found = await client.list_tasks(session, states=states, service=service)
+    async def main(client: AsyncClient) -> None:
+        found = await client.list_tasks(session, states=states, service=service)
         tasks = [task_view(t) for t in found[:limit]]
         target.emit(tasks, lambda: out.print(_tasks_table(tasks, "tasks")))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @tasks_app.command("get")
@@ -936,13 +917,11 @@ def tasks_get(
     """Show a task: state, input, result or error."""
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            view = task_view(await client.get_task(task))
+    async def main(client: AsyncClient) -> None:
+        view = task_view(await client.get_task(task))
         target.emit(view, lambda: out.print_json(json.dumps(view)))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @tasks_app.command("cancel")
@@ -957,17 +936,15 @@ def tasks_cancel(
     """Cancel a task (a no-op for a finished one)."""
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            handle = client.task(task)
-            cancelled = await handle.cancel(reason)
-            assert handle.task is not None
-            view = {**task_view(handle.task), "already_finished": not cancelled}
+    async def main(client: AsyncClient) -> None:
+        handle = client.task(task)
+        cancelled = await handle.cancel(reason)
+        assert handle.task is not None
+        view = {**task_view(handle.task), "already_finished": not cancelled}
         message = "cancel requested" if cancelled else "it had finished already"
         target.emit(view, lambda: out.print(f"{task}: {message}"))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @tasks_app.command("events")
@@ -989,29 +966,26 @@ def tasks_events(
     """
     target = Target(control_plane, file, output, connect_timeout)
 
-    async def main() -> int:
-        async with target.client() as client:
-            handle = client.task(task)
-            current = await handle.get()
-            if not follow and current.state not in (
-                resources_pb2.TASK_STATE_SUCCEEDED,
-                resources_pb2.TASK_STATE_FAILED,
-                resources_pb2.TASK_STATE_CANCELLED,
-            ):
-                target.fail(
-                    EXIT_USAGE,
-                    "FailedPrecondition",
-                    f"{task} is {_state(current)}; use --follow to stream its events "
-                    "until it finishes",
-                )
-            async for event in handle.events(after_sequence=after):
-                if target.json:
-                    print(json.dumps(event_view(event), ensure_ascii=False), flush=True)
-                else:
-                    out.print(_event_line(event))
-        return EXIT_OK
+    async def main(client: AsyncClient) -> None:
+        handle = client.task(task)
+        current = await handle.get()
+        if not follow and current.state not in (
+            resources_pb2.TASK_STATE_SUCCEEDED,
+            resources_pb2.TASK_STATE_FAILED,
+            resources_pb2.TASK_STATE_CANCELLED,
+        ):
+            target.fail(
+                EXIT_USAGE,
+                "FailedPrecondition",
+                f"{task} is {_state(current)}; use --follow to stream its events until it finishes",
+            )
+        async for event in handle.events(after_sequence=after):
+            if target.json:
+                print(json.dumps(event_view(event), ensure_ascii=False), flush=True)
+            else:
+                out.print(_event_line(event))
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 @app.command("send-event")
@@ -1034,14 +1008,12 @@ def send_event(
     target = Target(control_plane, file, output, connect_timeout)
     fields = _parse_input(target, payload, arg or [], "--payload")
 
-    async def main() -> int:
-        async with target.client() as client:
-            updated = await client.task(task).send_event(event_type, **fields)
+    async def main(client: AsyncClient) -> None:
+        updated = await client.task(task).send_event(event_type, **fields)
         view = task_view(updated)
         target.emit(view, lambda: out.print(f"{task}: sent {event_type}; now {view['state']}"))
-        return EXIT_OK
 
-    raise typer.Exit(target.run(main))
+    target.run(main)
 
 
 def main() -> None:
