@@ -69,7 +69,6 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.heartbeat_seconds = heartbeat_seconds
         self.table = RouteTable(schema.routes(services))
-        self._services = services
         self._channel_options = list(channel_options)
         self._channel: grpc.aio.Channel | None = None
         self._callables: dict[str, Any] = {}
@@ -93,7 +92,6 @@ class Gateway:
         """The one channel to the upstream, opened on first use."""
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.upstream, options=self._channel_options)
-            self._callables.clear()
             logger.info("gateway channel to %s opened", self.upstream)
         return self._channel
 
