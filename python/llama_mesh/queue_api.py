@@ -29,7 +29,7 @@ from llama_mesh.names import TaskName, check_service_id, new_id
 from llama_mesh.pull_consumer import PullConsumer
 from llama_mesh.state import MeshState
 from llama_mesh.store import page_size, paginate
-from llama_mesh.topology import ensure_service_consumer
+from llama_mesh.topology import ensure_consumer, ensure_service_consumer
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import queue_pb2_grpc, resources_pb2
 
@@ -120,19 +120,17 @@ class QueueService(queue_pb2_grpc.QueueAPIServicer):
             if kind == "events"
             else topology.topic_subject(f"{kind}.{ident}")
         )
-        durable = f"q_{group}_{hashlib.sha1(subject.encode()).hexdigest()[:12]}"
-        with contextlib.suppress(Exception):
-            await self.state.js.add_consumer(
-                self._stream_for(kind),
-                js_api.ConsumerConfig(
-                    durable_name=durable,
-                    filter_subject=subject,
-                    ack_policy=js_api.AckPolicy.EXPLICIT,
-                    ack_wait=ack_wait,
-                    inactive_threshold=3600.0,
-                ),
-            )
-        return durable
+        return await ensure_consumer(
+            self.state.js,
+            self._stream_for(kind),
+            js_api.ConsumerConfig(
+                durable_name=f"q_{group}_{hashlib.sha1(subject.encode()).hexdigest()[:12]}",
+                filter_subject=subject,
+                ack_policy=js_api.AckPolicy.EXPLICIT,
+                ack_wait=ack_wait,
+                inactive_threshold=3600.0,
+            ),
+        )
 
     async def Subscribe(
         self, request: q.SubscribeRequest, context: ServicerContext

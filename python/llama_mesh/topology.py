@@ -229,10 +229,20 @@ async def ensure_service_consumer(
         max_ack_pending=max_ack_pending,
         max_waiting=4096,
     )
+    return await ensure_consumer(js, topology.task_stream, config)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> str:
+    """Create (or keep) a durable consumer; its name.
+
+    The first creator's config wins: a member that asks for another (e.g. another
+    ack_wait) joins the consumer as it is.
+    """
+    assert config.durable_name is not None
     try:
-        await _while_forming(functools.partial(js.add_consumer, topology.task_stream, config))
+        await _while_forming(functools.partial(js.add_consumer, stream, config))
     except BadRequestError as err:
-        # 10148: exists with another config (e.g. another ack_wait): the first wins.
+        # 10148: exists with another config; 10013: the name is taken.
         if err.err_code not in (10148, 10013):
             raise
-    return durable
+    return config.durable_name
