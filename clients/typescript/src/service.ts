@@ -359,9 +359,7 @@ export class QueueService {
       await this.ack(message);
       return;
     }
-    const deadlineMs = task.deadline
-      ? Number(task.deadline.seconds) * 1000 + task.deadline.nanos / 1e6
-      : undefined;
+    const deadlineMs = task.deadline ? timestampMs(task.deadline) : undefined;
     if (deadlineMs !== undefined && deadlineMs <= Date.now()) {
       await this.finish(name, { state: TaskState.FAILED, attempt, error: deadlineStatus() });
       await this.ack(message);
@@ -412,8 +410,8 @@ export class QueueService {
     const policy = task.retryPolicy;
     const retryable = error instanceof RetryableError || (policy?.retryableErrorTypes ?? []).includes(error.name);
     if (retryable && attempt < maxAttempts) {
-      const initial = policy?.initialBackoff ? msOf(policy.initialBackoff) : 1000;
-      const ceiling = policy?.maxBackoff ? msOf(policy.maxBackoff) : 30_000;
+      const initial = policy?.initialBackoff ? durationMs(policy.initialBackoff) : 1000;
+      const ceiling = policy?.maxBackoff ? durationMs(policy.maxBackoff) : 30_000;
       const delayMs = Math.min(initial * (policy?.backoffMultiplier || 2) ** (attempt - 1), ceiling);
       await this.publish(task.name, { type: ATTEMPT_FAILED, state: TaskState.PENDING, attempt, error: status });
       await mapped(() =>
@@ -435,10 +433,6 @@ function deadlineStatus() {
     "the task did not finish before its deadline; the handler was stopped",
     "DeadlineExceeded",
   );
-}
-
-function msOf(d: { seconds: bigint; nanos: number }): number {
-  return Number(d.seconds) * 1000 + d.nanos / 1e6;
 }
 
 /** `work`, or a rejection as soon as `signal` aborts (DeadlineError for a timeout). */
