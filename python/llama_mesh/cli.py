@@ -42,7 +42,6 @@ from llama_mesh.errors import (
     InvalidArgumentError,
     MeshError,
     NotFoundError,
-    TaskCancelledError,
     TaskError,
     TaskFailedError,
     UnavailableError,
@@ -199,7 +198,14 @@ class Target:
         except InvalidArgumentError as e:
             self.fail(EXIT_USAGE, "InvalidArgument", e.message)
         except TaskError as e:
-            self.fail(EXIT_TASK_FAILED, _task_error_type(e), e.message, task=e.task_name)
+            self.fail(
+                EXIT_TASK_FAILED,
+                _task_error_type(e),
+                e.message,
+                task=e.task_name,
+                state=_state(e.task),
+                attempts=e.task.attempt_count,
+            )
         except MeshError as e:
             self.fail(EXIT_ERROR, type(e).__name__, e.message, grpc_code=e.code.name)
         except KeyboardInterrupt:
@@ -664,27 +670,12 @@ def run(
         if not quiet:
             await _show_events(handle, service)
         task = await handle.wait()
-        view = task_view(task)
-        try:
-            result = task_result(task)
-        except TaskCancelledError as e:
-            target.fail(EXIT_TASK_FAILED, "Cancelled", e.message, task=task.name, **_no(view))
-        except TaskFailedError as e:
-            target.fail(
-                EXIT_TASK_FAILED,
-                e.error_type or "TaskFailed",
-                e.message,
-                task=task.name,
-                **_no(view),
-            )
-        target.emit(view, lambda: print(json.dumps(result, ensure_ascii=False), flush=True))
+        result = task_result(task)  # a failed or cancelled task exits 1 in Target.run
+        target.emit(
+            task_view(task), lambda: print(json.dumps(result, ensure_ascii=False), flush=True)
+        )
 
     target.run(main)
-
-
-def _no(view: dict[str, Any]) -> dict[str, Any]:
-    """A task view to add to an error object (without keys the error object has)."""
-    return {"state": view["state"], "attempts": view["attempts"]}
 
 
 async def _show_events(handle: TaskHandle, service: str) -> None:
