@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 
 from llama_mesh_gateway.app import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_MAX_BODY_BYTES
-from llama_mesh_gateway.openapi import build_openapi
+from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Schema
 from llama_mesh_gateway.server import serve
 
@@ -23,9 +22,8 @@ def write_openapi(
 ) -> None:
     """Write the OpenAPI document of a descriptor set (default llama_mesh.v1) to path."""
     schema = Schema.load(descriptor_set)
-    doc = build_openapi(schema, schema.routes(services))
     with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        f.write(openapi_json(schema, schema.routes(services)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

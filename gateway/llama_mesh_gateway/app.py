@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llama_mesh_gateway import streaming
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
-from llama_mesh_gateway.openapi import build_openapi
+from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import MethodNotAllowed, Route, RouteTable, Schema
 from llama_mesh_gateway.status import GatewayError, from_rpc_error, invalid_argument
 from llama_mesh_gateway.transcode import build_request, response_json
@@ -124,8 +124,7 @@ class Gateway:
     def openapi_document(self) -> bytes:
         """The OpenAPI document, generated once."""
         if self._openapi is None:
-            doc = build_openapi(self.schema, self.table.routes)
-            self._openapi = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+            self._openapi = openapi_json(self.schema, self.table.routes).encode()
         return self._openapi
 
     # -- ASGI ------------------------------------------------------------------

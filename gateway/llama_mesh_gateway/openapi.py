@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -355,6 +356,11 @@ def build_openapi(
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": dict(sorted(b.components.items()))},
     }
+
+
+def openapi_json(schema: Schema, routes: Sequence[Route]) -> str:
+    """The OpenAPI document as JSON text: what /openapi.json serves and `make gen` writes."""
+    return json.dumps(build_openapi(schema, routes), indent=2, ensure_ascii=False) + "\n"
 
 
 _HEALTH: dict[str, Any] = {
