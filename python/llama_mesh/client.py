@@ -35,6 +35,7 @@ from llama_mesh.errors import (
     UnavailableError,
     error_for_code,
 )
+from llama_mesh.journal import FINAL_STATES
 from llama_mesh.json_values import to_python, to_struct
 from llama_mesh.names import new_id, parse_session_name, service_name, session_name
 from llama_mesh.status import error_type, status_code
@@ -47,13 +48,6 @@ T = TypeVar("T")
 Task = resources_pb2.Task
 TaskState = resources_pb2.TaskState
 
-FINAL = frozenset(
-    {
-        resources_pb2.TASK_STATE_SUCCEEDED,
-        resources_pb2.TASK_STATE_FAILED,
-        resources_pb2.TASK_STATE_CANCELLED,
-    }
-)
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 << 20),
     ("grpc.max_send_message_length", 16 << 20),
@@ -107,6 +101,11 @@ class StreamedEvent:
         )
 
 
+def _session_name(session: str) -> str:
+    """A session given by id or by name, as its name."""
+    return session if session.startswith("sessions/") else session_name(session)
+
+
 def _retryable(err: grpc.aio.AioRpcError, unavailable: bool, cancelled: bool) -> bool:
     code = err.code()
     return (code == grpc.StatusCode.UNAVAILABLE and unavailable) or (
@@ -150,7 +149,7 @@ class AsyncClient:
         try:
             async with asyncio.timeout(self.reconnect_timeout):
                 await self._channel.channel_ready()
-                await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 2.0))
+                await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), self._MAX_BACKOFF))
         except TimeoutError:
             raise UnavailableError(
                 f"the control plane at {self.address} is unreachable: {err.details()}"
@@ -230,7 +229,7 @@ class AsyncClient:
 
     async def get_session(self, session: str) -> AsyncSession:
         """A session by id or name (NotFoundError if it does not exist)."""
-        name = session if session.startswith("sessions/") else session_name(session)
+        name = _session_name(session)
         response = await self.call(self.stub.GetSession, cp.GetSessionRequest(name=name))
         return AsyncSession(self, response.session)
 
@@ -243,7 +242,7 @@ class AsyncClient:
         )
 
     async def delete_session(self, session: str, *, force: bool = False) -> None:
-        name = session if session.startswith("sessions/") else session_name(session)
+        name = _session_name(session)
         await self.call(self.stub.DeleteSession, cp.DeleteSessionRequest(name=name, force=force))
 
     async def _all(self, page: Callable[[str], Awaitable[Any]], field: str) -> list[Any]:
@@ -291,7 +290,7 @@ class AsyncClient:
         service: str = "",
     ) -> list[Task]:
         """Tasks of a session (all sessions with "-"), newest first."""
-        parent = session if session.startswith("sessions/") else session_name(session)
+        parent = _session_name(session)
         return await self._all(
             lambda token: self.call(
                 self.stub.ListTasks,
@@ -421,7 +420,7 @@ class TaskHandle:
                 self.client.stub.WaitTask, request, timeout=call_timeout, idempotent=True
             )
             self.task = response.task
-            if self.task.state in FINAL or timeout is not None:
+            if self.task.state in FINAL_STATES or timeout is not None:
                 return self.task
 
     async def result(self) -> Any:

@@ -393,6 +393,8 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         bound_by_call: bool,
         task_id: str = "",
     ) -> resources_pb2.Task:
+        """Create a task; `task_id` if the caller chose it already (as RunTask does, to
+        wait on it before it exists), else derived from `request_id` or new."""
         session_id = parse_session_name(parent, "parent")
         if not requested.service:
             raise InvalidArgumentError('task.service is required (e.g. "echo")')
@@ -411,11 +413,10 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         )
         self._check_input(requested, service)
 
-        if request_id:
-            # The id follows from the request id: a repeated request finds the task
-            # its first call created when it writes the record below.
-            task_id = new_task_id_for(request_id, session_id)
-        task_id = task_id or new_task_id()
+        if not task_id:
+            # With a request id, the id follows from it: a repeated request finds the
+            # task its first call created when it writes the record below.
+            task_id = new_task_id_for(request_id, session_id) if request_id else new_task_id()
         name = TaskName(session_id, task_id)
 
         if session.overlap_policy == resources_pb2.OVERLAP_POLICY_REJECT:
@@ -691,7 +692,10 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         name = TaskName.parse(request.name)
         if not request.type:
             raise InvalidArgumentError("type is required: the event type the task waits for")
-        task = await self.state.tasks.get(task_key(name), request.name)
+        found = await self.state.tasks.find(task_key(name))
+        if found is None:
+            raise NotFoundError(f"task {request.name!r} not found")
+        task = found[0]
         if task.state != WAITING:
             raise FailedPreconditionError(
                 f"task {request.name!r} is not waiting for input "
@@ -719,7 +723,7 @@ class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
             current.update_time.CopyFrom(proto_time.now())
 
         # Flip to RUNNING first so that two answers to one request cannot both pass.
-        task = await self.state.tasks.mutate(task_key(name), request.name, change)
+        task, _ = await self.state.tasks.mutate_from(task_key(name), request.name, change, found)
         envelope = resources_pb2.Envelope(
             id=new_id(),
             task_input=resources_pb2.TaskInput(

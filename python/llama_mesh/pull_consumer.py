@@ -55,7 +55,6 @@ class PullConsumer:
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._handler = handler
         self.capacity = capacity
-        self._expires_ns = int(expires * 1e9)
         self._credit = 0  # messages requested and not yet received
         self._running: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
@@ -83,8 +82,7 @@ class PullConsumer:
     async def resume(self) -> None:
         """Take messages again after ``pause``."""
         self._taking = True
-        self._credit = 0
-        await self._request_more()
+        await self.reconnected()
 
     def pause(self) -> None:
         """Stop asking for messages; any already requested are handed back (nak)."""
@@ -139,7 +137,7 @@ class PullConsumer:
         if want <= 0:
             return
         self._credit += want
-        request = {"batch": want, "expires": self._expires_ns}
+        request = {"batch": want, "expires": int(self._expires * 1e9)}
         await self._nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
         self._arm_watchdog()
 
