@@ -292,12 +292,7 @@ export class QueueService {
           .catch(() => undefined),
       this.options.ackWaitMs / 3,
     );
-    try {
-      await this.slot();
-    } catch (err) {
-      clearInterval(extend);
-      throw err;
-    }
+    await this.slot(); // never rejects: it only waits for release()
     try {
       if (this.cancelRunning.signal.aborted) await this.handBack(message);
       else await this.attempt(message);
