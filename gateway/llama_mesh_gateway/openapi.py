@@ -277,7 +277,7 @@ def build_openapi(
             }
             for name, (field_path, _) in path_params.items()
         ]
-        bound = {tuple(v.field_path.split(".")) for v in route.template.variables}
+        bound = route.bound_paths
         if route.body != "*":
             excluded = set(bound)
             if route.body:

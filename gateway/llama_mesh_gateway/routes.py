@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,15 @@ class Route:
     request_class: type[message.Message] = field(repr=False)
     response_class: type[message.Message] = field(repr=False)
 
-    @property
+    @cached_property
     def grpc_path(self) -> str:
         """The gRPC method path, `/package.Service/Method`."""
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
+
+    @cached_property
+    def bound_paths(self) -> frozenset[tuple[str, ...]]:
+        """The field paths the path template binds, as tuples of proto names."""
+        return frozenset(tuple(v.field_path.split(".")) for v in self.template.variables)
 
 
 @dataclass(frozen=True)

@@ -129,12 +129,11 @@ def _merge_query(
         grouped.setdefault(key, []).append(value)
     if not grouped:
         return
-    bound = {tuple(v.field_path.split(".")) for v in route.template.variables}
     unknown: list[str] = []
     resolved: list[tuple[str, list[str], list[str]]] = []
     for key, values in grouped.items():
         names = _resolve(req.DESCRIPTOR, key.split("."))
-        if names is None or not _queryable(route, names, bound):
+        if names is None or not _queryable(route, names):
             unknown.append(key)
         else:
             resolved.append((key, names, values))
@@ -166,11 +165,11 @@ def _resolve(desc: Any, parts: Sequence[str]) -> list[str] | None:
     return names
 
 
-def _queryable(route: Route, names: list[str], bound: set[tuple[str, ...]]) -> bool:
+def _queryable(route: Route, names: list[str]) -> bool:
     if route.body == "*" or (route.body and names[0] == route.body):
         return False
     path = tuple(names)
-    return not any(path[: len(b)] == b or b[: len(path)] == path for b in bound)
+    return not any(path[: len(b)] == b or b[: len(path)] == path for b in route.bound_paths)
 
 
 def _is_repeated(field: Any) -> bool:
