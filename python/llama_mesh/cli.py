@@ -22,7 +22,6 @@ import contextlib
 import enum
 import json
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,6 +48,7 @@ from llama_mesh.errors import (
 from llama_mesh.json_values import to_python
 from llama_mesh.nats_server import EmbeddedNats
 from llama_mesh.status import error_type, status_code
+from llama_mesh.supervisor import until_signalled
 from llama_mesh.topology import Topology
 from llama_mesh.v1 import resources_pb2
 
@@ -349,36 +349,6 @@ def _ready(**fields: object) -> None:
     print(json.dumps({"ready": True, **fields}), flush=True)
 
 
-async def _stdin_closed() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
-    try:
-        while await reader.read(4096):
-            pass
-    finally:
-        transport.close()
-
-
-async def _until_signalled(watch_stdin: bool = False) -> None:
-    """Return on SIGINT/SIGTERM (or, with watch_stdin, once stdin closes)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waiters: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
-    if watch_stdin:
-        waiters.add(asyncio.create_task(_stdin_closed()))
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-
-
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -401,7 +371,7 @@ def serve_nats(
     async def main() -> None:
         async with EmbeddedNats.start(data_dir, host=host, port=port) as nats:
             _ready(component="nats", url=nats.url, pid=nats.process.pid)
-            await _until_signalled(watch_stdin)
+            await until_signalled(watch_stdin=watch_stdin)
 
     asyncio.run(main())
 
@@ -438,7 +408,7 @@ def serve_control_plane(
             user_credentials=str(credentials) if credentials else None,
         ) as cp:
             _ready(component="control-plane", address=cp.address)
-            await _until_signalled(watch_stdin)
+            await until_signalled(watch_stdin=watch_stdin)
 
     try:
         asyncio.run(main())
@@ -516,13 +486,7 @@ def serve_service(
                 replica_id=runtime.replica_id,
                 address=runtime.address,
             )
-            signalled = asyncio.create_task(_until_signalled(watch_stdin))
-            drained = asyncio.create_task(runtime.drained.wait())
-            await asyncio.wait({signalled, drained}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (signalled, drained):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await until_signalled(watch_stdin=watch_stdin, also=runtime.drained.wait())
 
     try:
         asyncio.run(main())
@@ -550,16 +514,8 @@ def serve_gateway(
         def ready(server: Any) -> None:
             _ready(component="gateway", url=server.url, openapi=f"{server.url}/openapi.json")
 
-        gateway = asyncio.create_task(
-            serve_http(upstream, host, port, cors_origins=cors_origin or [], on_ready=ready)
-        )
-        signalled = asyncio.create_task(_until_signalled(watch_stdin))
-        await asyncio.wait({gateway, signalled}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (signalled, gateway):
-            task.cancel()
-        await asyncio.gather(signalled, return_exceptions=True)
-        with contextlib.suppress(asyncio.CancelledError):
-            await gateway
+        gateway = serve_http(upstream, host, port, cors_origins=cors_origin or [], on_ready=ready)
+        await until_signalled(watch_stdin=watch_stdin, also=gateway)
 
     try:
         asyncio.run(main())

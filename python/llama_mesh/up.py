@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llama_mesh.deployment import Deployment, ServiceSpec, connect_host
-from llama_mesh.supervisor import Child, ChildError, ChildSpec, Supervisor
+from llama_mesh.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
 
@@ -239,18 +238,8 @@ def table(summary: dict[str, Any], deployment_file: Path) -> Table:
 
 async def _until_stopped(supervisor: Supervisor) -> str:
     """Wait for SIGINT/SIGTERM (returns "") or a critical child lost (returns why)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(supervisor.failed.wait())}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-    return supervisor.failure if supervisor.failed.is_set() and not stop.is_set() else ""
+    await until_signalled(also=supervisor.failed.wait())
+    return supervisor.failure
 
 
 async def run_deployment(
