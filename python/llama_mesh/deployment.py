@@ -27,7 +27,6 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from llama_mesh.loader import WorkflowLoadError, load_workflow
 from llama_mesh.names import SERVICE_ID
 
 SOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
@@ -407,6 +406,10 @@ def check_workflows(d: Deployment, path: Path) -> None:
     located = _Located(None)
     with contextlib.suppress(OSError, yaml.YAMLError):
         located = _Located(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    # Imported here: it pulls in llama-index workflows, which `-f` on a client command
+    # (reading the file for the control plane's address) does not need.
+    from llama_mesh.loader import WorkflowLoadError, load_workflow
+
     problems = []
     for name, service in d.services.items():
         saved = {k: os.environ.get(k) for k in service.env}
