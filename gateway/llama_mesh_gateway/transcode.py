@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format, message
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 
-from llama_mesh_gateway.routes import Match, Route
+from llama_mesh_gateway.routes import Match, Route, resolve_field_path
 from llama_mesh_gateway.status import invalid_argument
 
 #: Message types that a single query parameter or path variable can set from a string.
@@ -176,17 +176,6 @@ def _is_repeated(field: Any) -> bool:
     return bool(field.is_repeated)
 
 
-def _leaf(desc: Any, names: Sequence[str]) -> Any:
-    field: Any = None
-    current: Any = desc
-    for name in names:
-        field = current.fields_by_name[name]
-        if field.message_type is not None:
-            current = field.message_type
-    assert field is not None
-    return field
-
-
 def _merge_string(
     req: message.Message,
     names: Sequence[str],
@@ -195,7 +184,8 @@ def _merge_string(
     *,
     what: str,
 ) -> None:
-    field = _leaf(req.DESCRIPTOR, names)
+    field = resolve_field_path(cast(Descriptor, req.DESCRIPTOR), names)
+    assert field is not None, names  # paths, query keys and overrides are resolved before
     repeated = _is_repeated(field)
     if field.message_type is not None:
         type_name = field.message_type.full_name
