@@ -12,7 +12,6 @@ documents every field.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
@@ -172,8 +171,10 @@ class Deployment(_Spec):
     control_plane: ControlPlaneSpec = Field(default_factory=ControlPlaneSpec)
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
-    # Where the file is; relative paths resolve against it. Set by parse_deployment.
+    # Where the file is; relative paths resolve against it. Set by parse_deployment,
+    # with the file's YAML tree (to name lines in later errors).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _yaml: yaml.Node | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -344,6 +345,7 @@ def parse_deployment(text: str, path: Path) -> Deployment:
         problems = [_describe(located, e) for e in err.errors(include_url=False)]
         raise DeploymentError(path, problems) from None
     deployment._base_dir = path.resolve().parent
+    deployment._yaml = root
     problems = [f"{_at(located, loc)}: {message}" for loc, message in _cross_checks(deployment)]
     if problems:
         raise DeploymentError(path, problems)
@@ -403,9 +405,7 @@ def check_ports_free(d: Deployment) -> list[str]:
 
 def check_workflows(d: Deployment, path: Path) -> None:
     """Import every service's workflow (with its env) so a bad source fails before start."""
-    located = _Located(None)
-    with contextlib.suppress(OSError, yaml.YAMLError):
-        located = _Located(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    located = _Located(d._yaml)
     # Imported here: it pulls in llama-index workflows, which `-f` on a client command
     # (reading the file for the control plane's address) does not need.
     from llama_mesh.loader import WorkflowLoadError, load_workflow
