@@ -218,11 +218,15 @@ def _task_error_type(e: TaskError) -> str:
     return "Cancelled"
 
 
-def _load_or_exit(file: Path) -> Deployment:
-    from llama_mesh.deployment import DeploymentError, load_deployment
+def _load_or_exit(file: Path, *, import_workflows: bool = False) -> Deployment:
+    """The deployment file, validated (and its workflows imported); exit 2 if it is not."""
+    from llama_mesh.deployment import DeploymentError, check_workflows, load_deployment
 
     try:
-        return load_deployment(file)
+        deployment = load_deployment(file)
+        if import_workflows:
+            check_workflows(deployment, file)
+        return deployment
     except DeploymentError as e:
         _error(str(e))
         raise typer.Exit(EXIT_USAGE) from None
@@ -534,15 +538,10 @@ def up(
     max_restarts: Annotated[int, typer.Option(help="Restarts of a child that dies.")] = 3,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
-    from llama_mesh.deployment import DeploymentError, check_ports_free, check_workflows
+    from llama_mesh.deployment import DeploymentError, check_ports_free
     from llama_mesh.up import run_deployment
 
-    deployment = _load_or_exit(file)
-    try:
-        check_workflows(deployment, file)
-    except DeploymentError as e:
-        _error(str(e))
-        raise typer.Exit(EXIT_USAGE) from None
+    deployment = _load_or_exit(file, import_workflows=True)
     busy = check_ports_free(deployment)
     if busy:
         _error(
@@ -568,14 +567,7 @@ def check(
     output: OutputOption = Output.text,
 ) -> None:
     """Validate a deployment file and import its workflows; start nothing."""
-    from llama_mesh.deployment import DeploymentError, check_workflows
-
-    deployment = _load_or_exit(file)
-    try:
-        check_workflows(deployment, file)
-    except DeploymentError as e:
-        _error(str(e))
-        raise typer.Exit(EXIT_USAGE) from None
+    deployment = _load_or_exit(file, import_workflows=True)
     if output is Output.json:
         print(json.dumps({"valid": True, "deployment": deployment.model_dump(mode="json")}))
     else:
