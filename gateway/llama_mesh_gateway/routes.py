@@ -49,7 +49,6 @@ class Schema:
         # google.rpc.Status details are Any; make the common detail types resolvable.
         for fd in _EXTRA_FILES:
             self._add_with_deps(fd, added)
-        self._classes: dict[str, type[message.Message]] = {}
 
     def _add_with_deps(self, fd: Any, added: set[str]) -> None:
         if fd.name in added:
@@ -72,12 +71,8 @@ class Schema:
         return cls(file_set)
 
     def message_class(self, desc: Descriptor) -> type[message.Message]:
-        """The (cached) message class of a descriptor of this pool."""
-        cls = self._classes.get(desc.full_name)
-        if cls is None:
-            cls = message_factory.GetMessageClass(desc)
-            self._classes[desc.full_name] = cls
-        return cls
+        """The message class of a descriptor of this pool (protobuf caches it)."""
+        return message_factory.GetMessageClass(desc)
 
     def routes(self, services: Sequence[str] | None = None) -> list[Route]:
         """Routes of every annotated method (of the named services only, if given)."""
@@ -93,17 +88,12 @@ class Schema:
                         continue
                     rule = m.options.Extensions[annotations_pb2.http]
                     mdesc = sdesc.methods_by_name[m.name]
-                    out.append(self._route(mdesc, rule, m))
+                    out.append(self._route(mdesc, rule))
                     for extra in rule.additional_bindings:
-                        out.append(self._route(mdesc, extra, m))
+                        out.append(self._route(mdesc, extra))
         return out
 
-    def _route(
-        self,
-        method: MethodDescriptor,
-        rule: http_pb2.HttpRule,
-        proto: descriptor_pb2.MethodDescriptorProto,
-    ) -> Route:
+    def _route(self, method: MethodDescriptor, rule: http_pb2.HttpRule) -> Route:
         kind = rule.WhichOneof("pattern")
         if kind is None:
             raise TemplateError(f"{method.full_name}: HttpRule without a pattern")
@@ -128,8 +118,8 @@ class Schema:
             method=method,
             body=rule.body,
             response_body=rule.response_body,
-            server_streaming=proto.server_streaming,
-            client_streaming=proto.client_streaming,
+            server_streaming=method.server_streaming,
+            client_streaming=method.client_streaming,
             request_class=self.message_class(req),
             response_class=self.message_class(resp),
         )
