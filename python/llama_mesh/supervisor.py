@@ -95,10 +95,6 @@ class Supervisor:
         self.failed = asyncio.Event()
         self.failure = ""
 
-    @property
-    def children(self) -> list[Child]:
-        return [child for stage in self.stages for child in stage]
-
     async def start_stage(self, specs: list[ChildSpec]) -> list[Child]:
         """Start the children of one stage together; return once all are ready.
 
