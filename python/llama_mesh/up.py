@@ -157,7 +157,7 @@ def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
         argv,
         stop_timeout=15.0,
         stop_first=True,
-        restart_argv=lambda ready: _with(argv, "--port", str(ready["url"]).rsplit(":", 1)[1]),
+        restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["url"])),
     )
 
 
