@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib
 import importlib.resources
 import sys
@@ -221,6 +222,18 @@ async def gateway(upstream: Upstream, api: CompiledApi) -> AsyncIterator[Gateway
 async def client(gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as c:
         yield c
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(
+    address: str, api: CompiledApi, **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a gateway (port 0, the test API) for `address`, with GatewayServer options."""
+    async with (
+        GatewayServer(address, port=0, descriptor_set=api.descriptor_set, **options) as gw,
+        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
+    ):
+        yield client
 
 
 def assert_status(resp: httpx.Response, http: int, code: int) -> dict[str, Any]:

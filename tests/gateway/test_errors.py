@@ -6,10 +6,9 @@ import grpc
 import httpx
 import pytest
 
-from llama_mesh_gateway import GatewayServer
 from llama_mesh_gateway.status import HTTP_STATUS
 
-from .conftest import CompiledApi, Upstream, assert_status
+from .conftest import CompiledApi, Upstream, assert_status, gateway_client
 
 TABLE = {
     "CANCELLED": 499,
@@ -149,12 +148,7 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient, content_type
 
 
 async def test_huge_body_is_413(upstream: Upstream, api: CompiledApi) -> None:
-    async with (
-        GatewayServer(
-            upstream.address, port=0, descriptor_set=api.descriptor_set, max_body_bytes=1024
-        ) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client(upstream.address, api, max_body_bytes=1024) as client:
         big = b'{"name": "' + b"x" * 2048 + b'"}'
         body = assert_status(await client.post("/v1/items", content=big), 413, 8)
         assert "1024" in body["message"]
@@ -179,8 +173,5 @@ async def test_invalid_percent_encoding_in_path(client: httpx.AsyncClient) -> No
 
 
 async def test_upstream_down_is_503(api: CompiledApi) -> None:
-    async with (
-        GatewayServer("127.0.0.1:1", port=0, descriptor_set=api.descriptor_set) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client("127.0.0.1:1", api) as client:
         assert_status(await client.get("/v1/items/x"), 503, 14)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from llama_mesh_gateway import GatewayServer, create_app, serve
 from llama_mesh_gateway.metadata import parse_grpc_timeout
 
-from .conftest import CompiledApi, Upstream, assert_status
+from .conftest import CompiledApi, Upstream, assert_status, gateway_client
 
 
 async def test_headers_to_metadata_and_back(client: httpx.AsyncClient) -> None:
@@ -77,15 +77,9 @@ async def test_unary_call_is_cancelled_when_the_client_leaves(
 
 
 async def test_cors(upstream: Upstream, api: CompiledApi) -> None:
-    async with (
-        GatewayServer(
-            upstream.address,
-            port=0,
-            descriptor_set=api.descriptor_set,
-            cors_origins=["https://app.example"],
-        ) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client(
+        upstream.address, api, cors_origins=["https://app.example"]
+    ) as client:
         pre = await client.options(
             "/v1/items",
             headers={
@@ -123,10 +117,7 @@ async def test_health_reports_the_upstream(client: httpx.AsyncClient, upstream: 
 
 
 async def test_health_when_the_upstream_is_gone(api: CompiledApi) -> None:
-    async with (
-        GatewayServer("127.0.0.1:1", port=0, descriptor_set=api.descriptor_set) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client("127.0.0.1:1", api) as client:
         resp = await client.get("/healthz")
         assert resp.status_code == 503
         assert resp.json()["upstreamStatus"] == "UNREACHABLE"

@@ -22,7 +22,7 @@ from llama_mesh_gateway import GatewayServer
 from llama_mesh_gateway.openapi import build_openapi
 from llama_mesh_gateway.routes import Schema
 
-from .conftest import ROOT, CompiledApi, Upstream
+from .conftest import ROOT, CompiledApi, Upstream, gateway_client
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CHECKS = ",".join(
@@ -191,10 +191,7 @@ async def test_schemathesis_on_the_product_api() -> None:
 
 async def test_openapi_paths_reach_their_routes(upstream: Upstream, api: CompiledApi) -> None:
     """Filling each documented path parameter gives a URL the gateway routes."""
-    async with (
-        GatewayServer(upstream.address, port=0, descriptor_set=api.descriptor_set) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client(upstream.address, api) as client:
         doc = (await client.get("/openapi.json")).json()
         for path, ops in doc["paths"].items():
             if path == "/healthz":

@@ -10,7 +10,7 @@ import httpx
 
 from llama_mesh_gateway import GatewayServer
 
-from .conftest import CompiledApi, Upstream, assert_status
+from .conftest import CompiledApi, Upstream, assert_status, gateway_client
 
 NDJSON = {"accept": "application/x-ndjson"}
 
@@ -98,12 +98,7 @@ async def test_error_before_any_item_gets_its_http_status(client: httpx.AsyncCli
 
 
 async def test_heartbeats_and_cancel_on_disconnect(upstream: Upstream, api: CompiledApi) -> None:
-    async with (
-        GatewayServer(
-            upstream.address, port=0, descriptor_set=api.descriptor_set, heartbeat_seconds=0.05
-        ) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client(upstream.address, api, heartbeat_seconds=0.05) as client:
         params = {"count": "1", "hang": "true"}
         async with client.stream("GET", "/v1/streams/s1:watch", params=params) as resp:
             assert resp.status_code == 200
@@ -118,12 +113,7 @@ async def test_heartbeats_and_cancel_on_disconnect(upstream: Upstream, api: Comp
 
 
 async def test_ndjson_heartbeats_are_empty_lines(upstream: Upstream, api: CompiledApi) -> None:
-    async with (
-        GatewayServer(
-            upstream.address, port=0, descriptor_set=api.descriptor_set, heartbeat_seconds=0.05
-        ) as gw,
-        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
-    ):
+    async with gateway_client(upstream.address, api, heartbeat_seconds=0.05) as client:
         params = {"count": "0", "hang": "true"}
         async with client.stream(
             "GET", "/v1/streams/s1:watch", params=params, headers=NDJSON
