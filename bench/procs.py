@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from llama_mesh.supervisor import read_ready_line
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -108,16 +109,10 @@ class Procs:
         if ready_line:
             try:
                 async with asyncio.timeout(ready_timeout):
-                    while True:
-                        line = await process.stdout.readline()
-                        if not line:
-                            raise RuntimeError(f"{name} exited before it was ready; see {log_path}")
-                        with contextlib.suppress(ValueError):
-                            msg = json.loads(line)
-                            if isinstance(msg, dict) and msg.get("ready"):
-                                proc.ready = msg
-                                break
-                        log.write(line)
+                    ready = await read_ready_line(process.stdout, log.write)
+                if ready is None:
+                    raise RuntimeError(f"{name} exited before it was ready; see {log_path}")
+                proc.ready = ready
             except TimeoutError:
                 raise RuntimeError(
                     f"{name} not ready after {ready_timeout}s; see {log_path}"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from llama_mesh.supervisor import read_ready_line
 
 TESTS = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "llama-mesh"
@@ -27,14 +28,9 @@ async def component(
     assert process.stdout is not None
     try:
         async with asyncio.timeout(ready_timeout):
-            while True:
-                line = await process.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"llama-mesh {' '.join(args)} exited before ready")
-                with contextlib.suppress(ValueError):
-                    ready = json.loads(line)
-                    if isinstance(ready, dict) and ready.get("ready"):
-                        break
+            ready = await read_ready_line(process.stdout)
+        if ready is None:
+            raise RuntimeError(f"llama-mesh {' '.join(args)} exited before ready")
         yield process, ready
     finally:
         if process.returncode is None:

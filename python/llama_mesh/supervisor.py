@@ -34,6 +34,21 @@ logger = logging.getLogger(__name__)
 Report = Callable[[str, "Child", dict[str, Any]], None]
 
 
+async def read_ready_line(
+    stdout: asyncio.StreamReader, on_other_line: Callable[[bytes], None] | None = None
+) -> dict[str, Any] | None:
+    """The component's ready line (`{"ready": true, ...}` on stdout), or None if its
+    output ends first. Other lines go to `on_other_line`."""
+    while line := await stdout.readline():
+        with contextlib.suppress(ValueError):
+            message = json.loads(line)
+            if isinstance(message, dict) and message.get("ready") is True:
+                return message
+        if on_other_line is not None:
+            on_other_line(line)
+    return None
+
+
 class ChildError(RuntimeError):
     """A child process exited, or did not say it was ready in time."""
 
@@ -125,6 +140,7 @@ class Supervisor:
         return started
 
     async def _launch(self, spec: ChildSpec, argv: list[str]) -> Child:
+        ready: dict[str, Any] | None
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -136,15 +152,10 @@ class Supervisor:
         assert process.stdout is not None
         try:
             async with asyncio.timeout(self.ready_timeout):
-                while True:
-                    line = await process.stdout.readline()
-                    if not line:
-                        code = await process.wait()
-                        raise ChildError(f"{spec.name} exited with code {code} before it was ready")
-                    with contextlib.suppress(ValueError):
-                        ready = json.loads(line)
-                        if isinstance(ready, dict) and ready.get("ready") is True:
-                            break
+                ready = await read_ready_line(process.stdout)
+                if ready is None:
+                    code = await process.wait()
+                    raise ChildError(f"{spec.name} exited with code {code} before it was ready")
         except TimeoutError:
             await _kill(process)
             raise ChildError(
