@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,52 +46,6 @@ def tool(name: str, hint: str) -> str:
     if found is None:
         pytest.skip(f"{name} is not installed: {hint}")
     return found
-
-
-@dataclass
-class Result:
-    """How a finished command went."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-    def check(self) -> Result:
-        assert self.returncode == 0, (
-            f"{' '.join(self.argv)} exited {self.returncode}\n"
-            f"stdout: {self.stdout}\nstderr: {self.stderr}"
-        )
-        return self
-
-
-async def run(
-    *argv: str, timeout: float = 30.0, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> Result:
-    """Run a command to its end (killed, by pid, if it outlives `timeout`)."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Result(tuple(argv), process.returncode, out.decode(), err.decode())
 
 
 class JsonStream:

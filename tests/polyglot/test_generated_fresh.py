@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run
+from .conftest import ROOT
+from processes import run
 
 TEMPLATES = {
     "typescript": (

@@ -7,7 +7,7 @@ import pytest
 
 from llama_mesh.local import LocalMesh
 
-from .conftest import run
+from processes import run
 
 
 @pytest.mark.timeout(110)
@@ -32,5 +32,5 @@ async def test_go_runs_a_task(go_runtask: str, mesh: LocalMesh) -> None:
     assert error["details"][0]["reason"] == "Boom"
 
     missing = await run(*runtask, "-service", "nope")
-    assert missing.returncode == 1, missing
+    assert missing.code == 1, missing
     assert missing.json()["code"] == "NOT_FOUND"

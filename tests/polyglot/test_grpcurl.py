@@ -10,7 +10,8 @@ import pytest
 
 from llama_mesh.local import LocalMesh
 
-from .conftest import Result, run, spawn
+from .conftest import spawn
+from processes import Result, run
 
 CP = "llama_mesh.v1.ControlPlaneAPI"
 QUEUE = "llama_mesh.v1.QueueAPI"
@@ -153,7 +154,7 @@ async def test_task_lifecycle(grpc: Grpcurl) -> None:
         f"{CP}/SendTaskEvent",
         data={"name": echo_task, "type": "HumanResponseEvent", "payload": {"response": "no"}},
     )
-    assert refused.returncode == GRPCURL_EXIT["FAILED_PRECONDITION"], refused
+    assert refused.code == GRPCURL_EXIT["FAILED_PRECONDITION"], refused
     assert "Code: FailedPrecondition" in refused.stderr
 
 
@@ -179,7 +180,7 @@ async def test_bad_input_gets_its_status_code(
 ) -> None:
     await grpc.ok(f"{CP}/CreateSession", {"session_id": "taken"})
     result = await grpc(f"{CP}/{method}", data=data)
-    assert result.returncode == GRPCURL_EXIT[code], result
+    assert result.code == GRPCURL_EXIT[code], result
     camel = "".join(part.capitalize() for part in code.split("_"))
     assert f"Code: {camel}" in result.stderr
 
@@ -188,7 +189,7 @@ async def test_bad_input_gets_its_status_code(
 async def test_a_field_the_schema_lacks_is_refused_by_grpcurl_itself(grpc: Grpcurl) -> None:
     # Reflection gives grpcurl the schema, so a typo never reaches the server.
     result = await grpc(f"{CP}/GetTask", data={"nmae": "sessions/a/tasks/b"})
-    assert result.returncode == 1
+    assert result.code == 1
     assert "nmae" in result.stderr
 
 
@@ -200,7 +201,7 @@ async def test_queue_api_topics(grpc: Grpcurl) -> None:
     by_name = {t["name"]: t for t in topics["topics"]}
     assert "echo" in " ".join(by_name["topics/tasks.echo"]["consumer_groups"])
     bad = await grpc(f"{QUEUE}/Subscribe", data={"topic": "nope", "consumer_group": "g"})
-    assert bad.returncode == GRPCURL_EXIT["INVALID_ARGUMENT"], bad
+    assert bad.code == GRPCURL_EXIT["INVALID_ARGUMENT"], bad
 
 
 @pytest.mark.timeout(60)
@@ -231,7 +232,7 @@ async def test_buf_curl_runs_a_task_through_reflection(buf: str, mesh: LocalMesh
     missing = await run(
         *curl, "-d", json.dumps({"name": "sessions/buf/tasks/nope"}), f"{base}/{CP}/GetTask"
     )
-    assert missing.returncode == 40, missing
+    assert missing.code == 40, missing
     assert json.loads(missing.stderr)["code"] == "not_found"
 
 

@@ -13,7 +13,8 @@ import pytest
 from llama_mesh.errors import InvalidArgumentError
 from llama_mesh.local import LocalMesh
 
-from .conftest import JsonStream, run, spawn, stop
+from .conftest import JsonStream, spawn, stop
+from processes import run
 
 
 def upper(node: str, ts_client: Path, mesh: LocalMesh) -> list[str]:

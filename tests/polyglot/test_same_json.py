@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from llama_mesh.local import LocalMesh
 from llama_mesh.v1 import control_plane_pb2, resources_pb2
 
-from .conftest import run
+from processes import run
 
 Leg = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 CP = "llama_mesh.v1.ControlPlaneAPI"

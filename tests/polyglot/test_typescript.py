@@ -9,7 +9,7 @@ import pytest
 
 from llama_mesh.local import LocalMesh
 
-from .conftest import run
+from processes import run
 
 
 @pytest.mark.timeout(90)
@@ -36,7 +36,7 @@ async def test_node_runs_a_task_streams_events_and_catches_typed_errors(
 
     # A call the control plane refuses: the wrapper throws NotFoundError.
     missing = await run(*cli, "result", "nope", "{}")
-    assert missing.returncode == 1, missing
+    assert missing.code == 1, missing
     error = missing.json()
     assert error["error"] == "NotFoundError"
     assert error["code"] == "NOT_FOUND"
@@ -44,7 +44,7 @@ async def test_node_runs_a_task_streams_events_and_catches_typed_errors(
 
     # A task that fails: TaskFailedError with the Python exception's type.
     failed = await run(*cli, "result", "fail", '{"message": "bad input"}')
-    assert failed.returncode == 1, failed
+    assert failed.code == 1, failed
     error = failed.json()
     assert error["error"] == "TaskFailedError"
     assert error["errorType"] == "Boom"
