@@ -33,4 +33,3 @@ def status_code(status: status_pb2.Status) -> grpc.StatusCode:
         if code.value[0] == status.code:
             return code
     return grpc.StatusCode.UNKNOWN
-

@@ -201,4 +201,3 @@ def paginate(
     page = ordered[:size]
     next_token = encode_page_token(page[-1][0]) if len(ordered) > size else ""
     return Page([m for _, m in page], next_token)
-
