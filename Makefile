@@ -53,8 +53,9 @@ fresh: gen ## Fail if the generated code differs from what is committed.
 	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
 
 .PHONY: lint
-lint: ## buf lint, ruff, mypy.
+lint: ## buf lint, ruff, mypy, the import contracts between layers.
 	$(BUF) lint
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check python gateway tests
 	$(VENV)/bin/ruff format --check python gateway tests
 	$(VENV)/bin/mypy
@@ -65,10 +66,11 @@ format: ## Apply ruff's fixes and formatting.
 	$(VENV)/bin/ruff format python gateway tests
 
 .PHONY: breaking
-breaking: ## buf breaking against the latest release tag (skipped before the first release).
+breaking: ## buf breaking against the latest release tag, or main before the first release.
 	@tag=$$(git tag --list 'v*' --sort=-v:refname | head -1); \
-	if [ -z "$$tag" ]; then echo "no release tag yet: llama_mesh.v1 may still change"; \
-	else $(BUF) breaking --against ".git#tag=$$tag"; fi
+	if [ -n "$$tag" ]; then $(BUF) breaking --against ".git#tag=$$tag"; \
+	elif git rev-parse --verify -q main >/dev/null; then $(BUF) breaking --against ".git#branch=main"; \
+	else echo "no release tag and no main branch to compare llama_mesh.v1 against"; exit 1; fi
 
 .PHONY: test
 test: ## Run the whole test suite.

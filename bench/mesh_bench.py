@@ -17,7 +17,7 @@ from procs import Proc, Procs, cpu_seconds, idle, memory_kib
 from stats import summary
 
 from llama_mesh.client import AsyncClient, AsyncSession
-from llama_mesh.names import new_id
+from llama_mesh.core.names import new_id
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 

@@ -8,7 +8,7 @@ import time
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
-from llama_mesh.nested import add_workflows
+from llama_mesh.worker.nested import add_workflows
 
 
 class EchoWorkflow(Workflow):

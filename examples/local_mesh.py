@@ -10,7 +10,7 @@ import asyncio
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
-from llama_mesh.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh
 
 
 class EchoWorkflow(Workflow):

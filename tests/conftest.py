@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_mesh.nats_server import EmbeddedNats
+from llama_mesh.launch.nats_server import EmbeddedNats
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:

@@ -15,8 +15,8 @@ from workflows.events import (
 )
 from workflows.resource import Resource
 
-from llama_mesh.errors import RetryableError, TaskFailedError
-from llama_mesh.nested import add_workflows
+from llama_mesh.core.errors import RetryableError, TaskFailedError
+from llama_mesh.worker.nested import add_workflows
 
 
 class EchoWorkflow(Workflow):

@@ -8,14 +8,14 @@ import socket
 from pathlib import Path
 
 from llama_mesh.client import AsyncClient
-from llama_mesh.deploy import (
+from llama_mesh.launch.deploy import (
     ControlPlaneConfig,
     NatsQueueConfig,
     WorkflowServiceConfig,
     deploy_core,
     deploy_workflow,
 )
-from llama_mesh.nested import add_workflows
+from llama_mesh.worker.nested import add_workflows
 
 from mesh_workflows import EchoWorkflow, InnerWorkflow, OuterWorkflow
 

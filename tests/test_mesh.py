@@ -11,19 +11,19 @@ import grpc
 import pytest
 
 from llama_mesh.client import AsyncClient, Client
-from llama_mesh.control_plane_server import ControlPlaneServer
-from llama_mesh.errors import (
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
     NotFoundError,
     TaskFailedError,
 )
-from llama_mesh.local import LocalMesh
-from llama_mesh.nats_server import EmbeddedNats
-from llama_mesh.runtime import ServiceConfig, ServiceRuntime
-from llama_mesh.status import error_type
+from llama_mesh.core.status import error_type
+from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
 
 from mesh_workflows import (
     CounterWorkflow,

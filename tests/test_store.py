@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import nats
 
-from llama_mesh.nats_server import EmbeddedNats
-from llama_mesh.store import ProtoBucket, keys_matching
+from llama_mesh.jetstream.buckets import ProtoBucket, keys_matching
+from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
 
 

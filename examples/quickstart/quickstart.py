@@ -20,7 +20,7 @@ from workflows.events import (
     StopEvent,
 )
 
-from llama_mesh.nested import add_workflows
+from llama_mesh.worker.nested import add_workflows
 
 
 class EchoWorkflow(Workflow):

@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from llama_mesh.client import AsyncClient
-from llama_mesh.nats_server import nats_server_binary
+from llama_mesh.launch.nats_server import nats_server_binary
 
 from .conftest import QUICKSTART, alive, cli, free_port, llama_mesh_up, write_deployment
 

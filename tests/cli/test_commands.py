@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from llama_mesh.client import AsyncClient
-from llama_mesh.local import LocalMesh
-from llama_mesh.nats_server import EmbeddedNats
+from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.nats_server import EmbeddedNats
 
 from .conftest import cli, free_port
 from mesh_workflows import ApprovalWorkflow, EchoWorkflow, FailingWorkflow, StreamingWorkflow

@@ -17,8 +17,8 @@ import yaml
 from typer.core import TyperGroup
 from typer.main import get_command
 
-from llama_mesh.cli import app
-from llama_mesh.loader import load_workflow
+from llama_mesh.cli.app import app
+from llama_mesh.worker.loader import load_workflow
 
 from .conftest import ROOT
 

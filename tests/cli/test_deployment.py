@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_mesh.deployment import (
+from llama_mesh.launch.deployment import (
     DeploymentError,
     check_ports_free,
     check_workflows,

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-pytest.importorskip("llama_mesh.local")
+pytest.importorskip("llama_mesh.launch.local")
 
-from llama_mesh.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh
 from llama_mesh_gateway import GatewayServer
 
 from mesh_workflows import (

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from llama_mesh.local import LocalMesh
-from llama_mesh.nats_server import EmbeddedNats
+from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.nats_server import EmbeddedNats
 
 from mesh_workflows import (
     ApprovalWorkflow,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llama_mesh.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh
 
 from processes import run
 

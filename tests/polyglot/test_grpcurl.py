@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from llama_mesh.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh
 
 from .conftest import spawn
 from processes import Result, run

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_mesh.errors import InvalidArgumentError
-from llama_mesh.local import LocalMesh
+from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.launch.local import LocalMesh
 
 from .conftest import JsonStream, spawn, stop
 from processes import run

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from google.protobuf import json_format
 
-from llama_mesh.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh
 from llama_mesh.v1 import control_plane_pb2, resources_pb2
 
 from processes import run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_mesh.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh
 
 from processes import run
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from llama_mesh.errors import InvalidArgumentError
+from llama_mesh.core.errors import InvalidArgumentError
 
 _EXACT = 2**53
 

@@ -19,10 +19,10 @@ from types import TracebackType
 from workflows import Workflow
 
 from llama_mesh.client import AsyncClient
-from llama_mesh.control_plane_server import ControlPlaneServer
-from llama_mesh.nats_server import EmbeddedNats
-from llama_mesh.runtime import ServiceConfig, ServiceRuntime
-from llama_mesh.topology import Topology
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.jetstream.topology import Topology
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
 
 ServiceSpec = Workflow | tuple[Workflow, ServiceConfig]
 

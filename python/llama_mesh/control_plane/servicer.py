@@ -24,16 +24,15 @@ from nats.aio.subscription import Subscription
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
-from llama_mesh import proto_time
-from llama_mesh.errors import (
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
-from llama_mesh.grpc_server import ServicerContext
-from llama_mesh.journal import (
+from llama_mesh.core.lifecycle import (
     ACTIVE_STATES,
     PENDING,
     RUNNING,
@@ -41,9 +40,8 @@ from llama_mesh.journal import (
     cancelled_event,
     deadline_event,
     is_final,
-    task_key,
 )
-from llama_mesh.names import (
+from llama_mesh.core.names import (
     ALL_SESSIONS,
     TaskName,
     check_service_id,
@@ -53,8 +51,11 @@ from llama_mesh.names import (
     parse_session_name,
     session_name,
 )
-from llama_mesh.state import MeshState
-from llama_mesh.store import Unchanged, keys_matching, page_size, paginate
+from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.jetstream.buckets import Unchanged, keys_matching
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key
+from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc, resources_pb2
 
@@ -83,7 +84,7 @@ def new_task_id_for(request_id: str, session_id: str) -> str:
     return hashlib.sha256(f"{session_id}\0{request_id}".encode()).hexdigest()[:40]
 
 
-class ControlPlane(control_plane_pb2_grpc.ControlPlaneAPIServicer):
+class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     """The ControlPlaneAPI servicer."""
 
     def __init__(self, state: MeshState) -> None:

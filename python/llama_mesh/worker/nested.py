@@ -27,7 +27,7 @@ from workflows import Workflow
 from workflows.resource import Resource, ResourceDefinition
 
 from llama_mesh.client import AsyncClient, AsyncSession
-from llama_mesh.names import TaskName
+from llama_mesh.core.names import TaskName
 from llama_mesh.v1 import resources_pb2
 
 OnChild = Callable[[str, str, str], Awaitable[None]]

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from llama_mesh.error_mapping import ErrorInterceptor
+from llama_mesh.rpc.error_interceptor import ErrorInterceptor
 
 # grpc ships no type information: a servicer's context is typed as Any.
 ServicerContext: TypeAlias = Any

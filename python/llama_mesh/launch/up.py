@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llama_mesh.deployment import Deployment, ServiceSpec, connect_host
-from llama_mesh.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
+from llama_mesh.launch.deployment import Deployment, ServiceSpec, connect_host
+from llama_mesh.launch.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
 

@@ -16,10 +16,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from llama_mesh.errors import UnavailableError
-from llama_mesh.journal import TaskJournal
-from llama_mesh.store import ProtoBucket
-from llama_mesh.topology import Topology
+from llama_mesh.core.errors import UnavailableError
+from llama_mesh.jetstream.buckets import ProtoBucket
+from llama_mesh.jetstream.journal import TaskJournal
+from llama_mesh.jetstream.topology import Topology
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)

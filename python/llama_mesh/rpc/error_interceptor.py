@@ -16,7 +16,7 @@ import grpc
 from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from llama_mesh.errors import MeshError
+from llama_mesh.core.errors import MeshError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from llama_mesh.errors import InvalidArgumentError
+from llama_mesh.core.errors import InvalidArgumentError
 
 SERVICE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")

@@ -8,9 +8,7 @@ what lets any number of control-plane and service replicas share one record.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
@@ -18,22 +16,13 @@ from nats.js import api as js_api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from llama_mesh.errors import InvalidArgumentError, NotFoundError
+from llama_mesh.core.errors import NotFoundError
 
 M = TypeVar("M", bound=Message)
-
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 50
 
 
 class Unchanged(Exception):
     """Raised by a mutate callback to leave the record as it is."""
-
-
-@dataclass
-class Page(Generic[M]):
-    items: list[M]
-    next_page_token: str
 
 
 class ProtoBucket(Generic[M]):
@@ -167,37 +156,3 @@ async def latest_values(
     finally:
         await sub.unsubscribe()
     return found
-
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgumentError(f"page_size must not be negative (got {requested})")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def encode_page_token(last_key: str) -> str:
-    return base64.urlsafe_b64encode(last_key.encode()).decode()
-
-
-def decode_page_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgumentError(
-            "page_token is not valid: pass the next_page_token of the previous page"
-        ) from None
-
-
-def paginate(
-    items: list[tuple[str, M]], size: int, token: str, *, descending: bool = False
-) -> Page[M]:
-    """One page of `items` (sorted by key) after the key in `token`."""
-    after = decode_page_token(token)
-    ordered = sorted(items, key=lambda kv: kv[0], reverse=descending)
-    if after:
-        ordered = [kv for kv in ordered if (kv[0] < after if descending else kv[0] > after)]
-    page = ordered[:size]
-    next_token = encode_page_token(page[-1][0]) if len(ordered) > size else ""
-    return Page([m for _, m in page], next_token)

@@ -22,14 +22,14 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
-from llama_mesh import proto_time
-from llama_mesh.errors import InvalidArgumentError
-from llama_mesh.grpc_server import ServicerContext
-from llama_mesh.names import TaskName, check_service_id, new_id
-from llama_mesh.pull_consumer import PullConsumer
-from llama_mesh.state import MeshState
-from llama_mesh.store import page_size, paginate
-from llama_mesh.topology import ensure_consumer, ensure_service_consumer
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.names import TaskName, check_service_id, new_id
+from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.pull_consumer import PullConsumer
+from llama_mesh.jetstream.topology import ensure_consumer, ensure_service_consumer
+from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import queue_pb2_grpc, resources_pb2
 
@@ -61,7 +61,7 @@ def _check_ack_ids(ack_ids: list[str]) -> None:
             raise InvalidArgumentError(f"{ack_id!r} is not an ack id from Subscribe")
 
 
-class QueueService(queue_pb2_grpc.QueueAPIServicer):
+class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
     """The QueueAPI servicer."""
 
     def __init__(self, state: MeshState) -> None:

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from llama_mesh.control_plane import ControlPlane
-from llama_mesh.grpc_server import serve
-from llama_mesh.queue_api import QueueService
-from llama_mesh.state import MeshState
-from llama_mesh.topology import Topology
+from llama_mesh.control_plane.queue import QueueAPIServicer
+from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.topology import Topology
+from llama_mesh.rpc.server import serve
 from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, queue_pb2, queue_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,18 @@ class ControlPlaneServer:
         async with MeshState.connect(
             nats_urls, topology, name="llama-mesh-control-plane", user_credentials=user_credentials
         ) as state:
-            control_plane = ControlPlane(state)
+            control_plane = ControlPlaneAPIServicer(state)
             servicers: list[tuple[Any, Any, str]] = [
                 (
                     control_plane_pb2_grpc.add_ControlPlaneAPIServicer_to_server,
                     control_plane,
                     CONTROL_PLANE_SERVICE,
                 ),
-                (queue_pb2_grpc.add_QueueAPIServicer_to_server, QueueService(state), QUEUE_SERVICE),
+                (
+                    queue_pb2_grpc.add_QueueAPIServicer_to_server,
+                    QueueAPIServicer(state),
+                    QUEUE_SERVICE,
+                ),
             ]
             await control_plane.start()
             try:

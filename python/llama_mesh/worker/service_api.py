@@ -2,38 +2,43 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from google.protobuf import json_format, struct_pb2
-
-from llama_mesh.grpc_server import ServicerContext
-from llama_mesh.names import service_name
-from llama_mesh.store import page_size, paginate
+from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.rpc.server import ServicerContext
+from llama_mesh.v1 import resources_pb2, service_pb2_grpc
 from llama_mesh.v1 import service_pb2 as s
-from llama_mesh.v1 import service_pb2_grpc
-
-if TYPE_CHECKING:
-    from llama_mesh.runtime import ServiceRuntime
 
 
-class ServiceAPI(service_pb2_grpc.ServiceAPIServicer):
-    def __init__(self, runtime: ServiceRuntime) -> None:
+class Steerable(Protocol):
+    """What the Service API needs of a replica (the runtime implements it)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    def describe(self) -> s.DescribeServiceResponse: ...
+
+    def replica(self) -> resources_pb2.Replica: ...
+
+    def running_tasks(self) -> list[resources_pb2.Task]: ...
+
+    def pause(self) -> None: ...
+
+    async def resume(self) -> None: ...
+
+    async def drain(self, timeout: float | None = None) -> tuple[int, int]: ...
+
+
+class ServiceAPIServicer(service_pb2_grpc.ServiceAPIServicer):
+    """The ServiceAPI servicer of one replica."""
+
+    def __init__(self, runtime: Steerable) -> None:
         self.runtime = runtime
 
     async def DescribeService(
         self, request: s.DescribeServiceRequest, context: ServicerContext
     ) -> s.DescribeServiceResponse:
-        rt = self.runtime
-        return s.DescribeServiceResponse(
-            name=service_name(rt.config.name),
-            kind=rt.config.kind,
-            description=rt.config.description or rt.runner.description,
-            input_schema=json_format.ParseDict(rt.runner.input_schema(), struct_pb2.Struct()),
-            replica=rt.replica(),
-            running_task_count=len(rt.running_tasks()),
-            paused=rt.paused,
-            accepted_event_types=rt.runner.accepted_event_types,
-        )
+        return self.runtime.describe()
 
     async def PauseService(
         self, request: s.PauseServiceRequest, context: ServicerContext

@@ -36,8 +36,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from llama_mesh.client import AsyncClient, StreamedEvent, TaskHandle, task_result
-from llama_mesh.control_plane_server import ControlPlaneServer
-from llama_mesh.errors import (
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.errors import (
     InvalidArgumentError,
     MeshError,
     NotFoundError,
@@ -45,17 +45,17 @@ from llama_mesh.errors import (
     TaskFailedError,
     UnavailableError,
 )
-from llama_mesh.json_values import to_python
-from llama_mesh.nats_server import EmbeddedNats
-from llama_mesh.status import error_type, status_code
-from llama_mesh.supervisor import until_signalled
-from llama_mesh.topology import Topology
+from llama_mesh.core.json_values import to_python
+from llama_mesh.core.status import error_type, status_code
+from llama_mesh.jetstream.topology import Topology
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.launch.supervisor import until_signalled
 from llama_mesh.v1 import resources_pb2
 
 if TYPE_CHECKING:
     # Imported where used: every component child runs this module, and only `up`,
     # `check` and `-f` need the deployment models.
-    from llama_mesh.deployment import Deployment
+    from llama_mesh.launch.deployment import Deployment
 
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2
@@ -146,7 +146,7 @@ class Target:
             return control_plane
         if file is None:
             return DEFAULT_CONTROL_PLANE
-        from llama_mesh.up import read_run_file
+        from llama_mesh.launch.up import read_run_file
 
         deployment = _load_or_exit(file)
         running = read_run_file(deployment)
@@ -220,7 +220,7 @@ def _task_error_type(e: TaskError) -> str:
 
 def _load_or_exit(file: Path, *, import_workflows: bool = False) -> Deployment:
     """The deployment file, validated (and its workflows imported); exit 2 if it is not."""
-    from llama_mesh.deployment import DeploymentError, check_workflows, load_deployment
+    from llama_mesh.launch.deployment import DeploymentError, check_workflows, load_deployment
 
     try:
         deployment = load_deployment(file)
@@ -451,8 +451,8 @@ def serve_service(
     _logging(log_level)
     # Imported here: they pull in llama-index workflows, which the other commands
     # (and the control plane's process) do not need.
-    from llama_mesh.loader import WorkflowLoadError, load_workflow
-    from llama_mesh.runtime import ServiceConfig, ServiceRuntime
+    from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
+    from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
 
     try:
         loaded = load_workflow(workflow, path)
@@ -538,8 +538,8 @@ def up(
     max_restarts: Annotated[int, typer.Option(help="Restarts of a child that dies.")] = 3,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
-    from llama_mesh.deployment import DeploymentError, check_ports_free
-    from llama_mesh.up import run_deployment
+    from llama_mesh.launch.deployment import DeploymentError, check_ports_free
+    from llama_mesh.launch.up import run_deployment
 
     deployment = _load_or_exit(file, import_workflows=True)
     busy = check_ports_free(deployment)

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from llama_mesh.names import SERVICE_ID
+from llama_mesh.core.names import SERVICE_ID
 
 SOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -408,7 +408,7 @@ def check_workflows(d: Deployment, path: Path) -> None:
     located = _Located(d._yaml)
     # Imported here: it pulls in llama-index workflows, which `-f` on a client command
     # (reading the file for the control plane's address) does not need.
-    from llama_mesh.loader import WorkflowLoadError, load_workflow
+    from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
 
     problems = []
     for name, service in d.services.items():

@@ -37,11 +37,11 @@ from workflows import Workflow
 from workflows.events import Event
 from workflows.handler import WorkflowHandler
 
-from llama_mesh import proto_time
 from llama_mesh.client import AsyncClient
-from llama_mesh.errors import FailedPreconditionError, RetryableError, error_for_code
-from llama_mesh.grpc_server import serve
-from llama_mesh.journal import (
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import FailedPreconditionError, RetryableError, error_for_code
+from llama_mesh.core.json_values import to_python, to_value
+from llama_mesh.core.lifecycle import (
     ATTEMPT_FAILED,
     CHILD_TASK_CREATED,
     FAILED,
@@ -53,17 +53,15 @@ from llama_mesh.journal import (
     cancelled_event,
     deadline_event,
     is_final,
-    task_key,
 )
-from llama_mesh.json_values import to_python, to_value
-from llama_mesh.names import TaskName, check_service_id, new_id, service_name
-from llama_mesh.nested import RunningTask, current_task, use_mesh_for_nested
-from llama_mesh.pull_consumer import PullConsumer
-from llama_mesh.service_api import ServiceAPI
-from llama_mesh.session_lock import Revisions, SessionLock
-from llama_mesh.state import MeshState
-from llama_mesh.status import task_status
-from llama_mesh.topology import Topology, ensure_service_consumer
+from llama_mesh.core.names import TaskName, check_service_id, new_id, service_name
+from llama_mesh.core.status import task_status
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.pull_consumer import PullConsumer
+from llama_mesh.jetstream.session_lock import Revisions, SessionLock
+from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
+from llama_mesh.rpc.server import serve
 from llama_mesh.v1 import (
     control_plane_pb2,
     control_plane_pb2_grpc,
@@ -71,7 +69,9 @@ from llama_mesh.v1 import (
     service_pb2,
     service_pb2_grpc,
 )
-from llama_mesh.workflow_runner import RunOutcome, WorkflowRunner, event_payload
+from llama_mesh.worker.nested import RunningTask, current_task, use_mesh_for_nested
+from llama_mesh.worker.service_api import ServiceAPIServicer
+from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner, event_payload
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class ServiceRuntime:
             if nested:
                 logger.info("service %s calls nested services %s", config.name, nested)
             runtime._stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
-            servicer = ServiceAPI(runtime)
+            servicer = ServiceAPIServicer(runtime)
             async with serve(
                 [(service_pb2_grpc.add_ServiceAPIServicer_to_server, servicer, SERVICE_API)],
                 host=config.host,
@@ -272,6 +272,18 @@ class ServiceRuntime:
             input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
             retry_policy=self.config.retry_policy(),
             default_timeout=proto_time.duration(self.config.timeout or 0),
+            accepted_event_types=self.runner.accepted_event_types,
+        )
+
+    def describe(self) -> service_pb2.DescribeServiceResponse:
+        return service_pb2.DescribeServiceResponse(
+            name=service_name(self.config.name),
+            kind=self.config.kind,
+            description=self.config.description or self.runner.description,
+            input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
+            replica=self.replica(),
+            running_task_count=len(self._running),
+            paused=self.paused,
             accepted_event_types=self.runner.accepted_event_types,
         )
 

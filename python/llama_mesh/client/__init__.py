@@ -1,0 +1,29 @@
+"""The Python client of the mesh: sessions, tasks and their events over gRPC.
+
+Imports nothing from the servers (an import-linter contract says so): a program that
+only calls the mesh installs and loads the client alone.
+
+    async with AsyncClient("127.0.0.1:50051") as client:
+        session = await client.create_session()
+        print(await session.run("echo", arg1="hello"))
+"""
+
+from llama_mesh.client._async import (
+    AsyncClient,
+    AsyncSession,
+    StreamedEvent,
+    TaskHandle,
+    task_result,
+)
+from llama_mesh.client._sync import Client, Session, SyncTaskHandle
+
+__all__ = [
+    "AsyncClient",
+    "AsyncSession",
+    "Client",
+    "Session",
+    "StreamedEvent",
+    "SyncTaskHandle",
+    "TaskHandle",
+    "task_result",
+]
