@@ -1,0 +1,154 @@
+"""Creating a task: check the request, write the record (PENDING), publish the
+assignment on the service's task subject with Nats-Msg-Id = task id.
+
+A repeated request (same `request_id` in the same session) derives the same task id,
+so it finds the record its first call wrote and JetStream drops the second publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+
+from google.protobuf import json_format
+
+from llama_mesh.control_plane.registry import ServiceRegistry
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError
+from llama_mesh.core.lifecycle import ACTIVE_STATES, PENDING
+from llama_mesh.core.names import TaskName, check_service_id, new_id, parse_session_name
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+MAX_INPUT_BYTES = 1 << 20
+MAX_REQUEST_ID = 128
+
+
+def new_task_id() -> str:
+    """Ids sort by creation time, so listing newest-first needs no extra index."""
+    return f"{time.time_ns():016x}{new_id()[:8]}"
+
+
+def new_task_id_for(request_id: str, session_id: str) -> str:
+    return hashlib.sha256(f"{session_id}\0{request_id}".encode()).hexdigest()[:40]
+
+
+def check_input(task: resources_pb2.Task, service: resources_pb2.Service) -> None:
+    """The task's input fits the size limit and the service's input schema."""
+    size = task.input.ByteSize()
+    if size > MAX_INPUT_BYTES:
+        raise InvalidArgumentError(
+            f"task.input is {size} bytes, over the limit of {MAX_INPUT_BYTES} bytes: "
+            "pass large data by reference"
+        )
+    schema = json_format.MessageToDict(service.input_schema)
+    missing = [k for k in schema.get("required", []) if k not in task.input.fields]
+    if missing:
+        raise InvalidArgumentError(
+            f"task.input lacks required field(s) {missing} of service {task.service!r}"
+        )
+    if schema.get("additionalProperties") is False:
+        known = set(schema.get("properties", {}))
+        unknown = sorted(k for k in task.input.fields if k not in known)
+        if unknown:
+            raise InvalidArgumentError(
+                f"task.input has unknown field(s) {unknown}; service {task.service!r} "
+                f"accepts {sorted(known)}"
+            )
+
+
+async def create_task(
+    state: MeshState,
+    registry: ServiceRegistry,
+    parent: str,
+    requested: resources_pb2.Task,
+    request_id: str,
+    *,
+    call_deadline: float | None = None,
+    task_id: str = "",
+) -> resources_pb2.Task:
+    """Create a task; `task_id` if the caller chose it already (as RunTask does, to
+    wait on it before it exists), else derived from `request_id` or new.
+    `call_deadline` (epoch seconds) also bounds the task."""
+    session_id = parse_session_name(parent, "parent")
+    if not requested.service:
+        raise InvalidArgumentError('task.service is required (e.g. "echo")')
+    service_id = check_service_id(requested.service, "task.service")
+    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+        raise InvalidArgumentError(
+            f"request_id must be at most {MAX_REQUEST_ID} printable characters"
+        )
+    if requested.parent_task:
+        TaskName.parse(requested.parent_task, "task.parent_task")
+    timeout = proto_time.seconds(requested.timeout)
+    if timeout < 0:
+        raise InvalidArgumentError("task.timeout must not be negative")
+    session, service = await asyncio.gather(
+        state.sessions.get(session_id, parent), registry.lookup(service_id)
+    )
+    check_input(requested, service)
+
+    if not task_id:
+        # With a request id, the id follows from it: a repeated request finds the
+        # task its first call created when it writes the record below.
+        task_id = new_task_id_for(request_id, session_id) if request_id else new_task_id()
+    name = TaskName(session_id, task_id)
+
+    if session.overlap_policy == resources_pb2.OVERLAP_POLICY_REJECT:
+        busy = [
+            t
+            for _, t in await state.tasks.scan(f"{session_id}.*")
+            if t.service == service_id and t.state in ACTIVE_STATES
+        ]
+        if busy:
+            raise FailedPreconditionError(
+                f"session {parent!r} rejects overlapping tasks and {busy[0].name!r} "
+                f"of service {service_id!r} is still active"
+            )
+
+    task = resources_pb2.Task()
+    task.CopyFrom(requested)
+    task.name = str(name)
+    task.state = PENDING
+    task.ClearField("timeout")
+    for field in ("result", "error", "input_request", "start_time", "end_time"):
+        task.ClearField(field)
+    task.attempt_count = 0
+    task.cancel_requested = False
+    task.replica_id = ""
+    policy = resources_pb2.RetryPolicy()
+    policy.CopyFrom(service.retry_policy)
+    policy.MergeFrom(requested.retry_policy)
+    task.retry_policy.CopyFrom(policy)
+    if not timeout and service.HasField("default_timeout"):
+        timeout = proto_time.seconds(service.default_timeout)
+    deadlines = []
+    if timeout:
+        deadlines.append(time.time() + timeout)
+    if call_deadline is not None:
+        deadlines.append(call_deadline)
+    if deadlines:
+        task.deadline.CopyFrom(proto_time.timestamp(min(deadlines)))
+    stamp = proto_time.now()
+    task.create_time.CopyFrom(stamp)
+    task.update_time.CopyFrom(stamp)
+
+    if await state.tasks.create(task_key(name), task) is None:
+        # The same request_id was seen before (or a concurrent call won the race).
+        return await state.tasks.get(task_key(name), str(name))
+    envelope = resources_pb2.Envelope(
+        id=task_id, task_assignment=resources_pb2.TaskAssignment(task=task)
+    )
+    envelope.publish_time.CopyFrom(stamp)
+    await state.js.publish(
+        state.topology.task_subject(service_id),
+        envelope.SerializeToString(),
+        headers={"Nats-Msg-Id": task_id},
+    )
+    logger.info("task %s created for service %s", name, service_id)
+    return task

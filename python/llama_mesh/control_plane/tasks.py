@@ -1,0 +1,252 @@
+"""The task RPCs: create, run, wait, get, list, cancel, stream events, send an event.
+
+A task's record lives in the `tasks` bucket and its events in the event stream;
+the record is changed by the journal as events are recorded. Creating is in
+task_creation, cancelling in task_cancellation; waits end on the task's last event
+(waiters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError as JsNotFoundError
+
+from llama_mesh.control_plane.registry import ServiceRegistry
+from llama_mesh.control_plane.task_cancellation import cancel_task
+from llama_mesh.control_plane.task_creation import create_task, new_task_id, new_task_id_for
+from llama_mesh.control_plane.waiters import FinalEventWaiters, until_set, until_shutdown
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from llama_mesh.core.lifecycle import PENDING, RUNNING, WAITING, deadline_event, is_final
+from llama_mesh.core.names import (
+    ALL_SESSIONS,
+    TaskName,
+    check_service_id,
+    new_id,
+    parse_session_name,
+)
+from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class Tasks:
+    """Tasks of every session; `shutting_down` ends waits and streams with UNAVAILABLE."""
+
+    def __init__(
+        self,
+        state: MeshState,
+        registry: ServiceRegistry,
+        waiters: FinalEventWaiters,
+        shutting_down: asyncio.Event,
+    ) -> None:
+        self.state = state
+        self.registry = registry
+        self.waiters = waiters
+        self.shutting_down = shutting_down
+
+    async def create_task(self, request: cp.CreateTaskRequest) -> cp.CreateTaskResponse:
+        task = await create_task(
+            self.state, self.registry, request.parent, request.task, request.request_id
+        )
+        return cp.CreateTaskResponse(task=task)
+
+    async def run_task(
+        self, request: cp.RunTaskRequest, time_remaining: float | None
+    ) -> cp.RunTaskResponse:
+        """`time_remaining` is the call's: its deadline also bounds the task."""
+        call_deadline = None if time_remaining is None else time.time() + time_remaining
+        task_id = (
+            new_task_id_for(request.request_id, request.parent.partition("/")[2])
+            if request.request_id
+            else new_task_id()
+        )
+        async with self.waiters.waiter(task_id) as done:
+            task = await create_task(
+                self.state,
+                self.registry,
+                request.parent,
+                request.task,
+                request.request_id,
+                call_deadline=call_deadline,
+                task_id=task_id,
+            )
+            if is_final(task.state):
+                return cp.RunTaskResponse(task=task)
+            task = await self._wait(TaskName.parse(task.name), done, None, task)
+        return cp.RunTaskResponse(task=task)
+
+    async def wait_task(self, request: cp.WaitTaskRequest) -> cp.WaitTaskResponse:
+        name = TaskName.parse(request.name)
+        timeout = proto_time.seconds(request.timeout) if request.HasField("timeout") else None
+        if timeout is not None and timeout < 0:
+            raise InvalidArgumentError("timeout must not be negative")
+        async with self.waiters.waiter(name.task_id) as done:
+            task = await self._wait(name, done, timeout)
+        return cp.WaitTaskResponse(task=task)
+
+    async def _wait(
+        self,
+        name: TaskName,
+        done: asyncio.Event,
+        timeout: float | None,
+        task: resources_pb2.Task | None = None,
+    ) -> resources_pb2.Task:
+        """Wait for the final event; `task` is the record if the caller just read it
+        (inside `waiters.waiter`)."""
+        if task is None:
+            task = await self.state.tasks.get(task_key(name), str(name))
+        if is_final(task.state):
+            return task
+        limits = [t for t in (timeout,) if t is not None]
+        if task.HasField("deadline"):
+            limits.append(proto_time.epoch_seconds(task.deadline) - time.time())
+        try:
+            async with asyncio.timeout(max(min(limits), 0) if limits else None):
+                await until_set(done, self.shutting_down)
+        except TimeoutError:
+            pass
+        task = await self.state.tasks.get(task_key(name), str(name))
+        expired = task.HasField("deadline") and task.deadline.ToNanoseconds() <= time.time_ns()
+        if task.state == PENDING and expired:
+            task = await self._expire_pending(name)
+        return task
+
+    async def _expire_pending(self, name: TaskName) -> resources_pb2.Task:
+        """A task whose deadline passed before any replica took it fails here."""
+        event = deadline_event(0, "the task's deadline passed before a replica took it")
+        try:
+            return await self.state.journal.record(name, event, event_id=f"{name.task_id}.final")
+        except FailedPreconditionError:
+            return await self.state.tasks.get(task_key(name), str(name))
+
+    async def get_task(self, request: cp.GetTaskRequest) -> cp.GetTaskResponse:
+        name = TaskName.parse(request.name)
+        return cp.GetTaskResponse(task=await self.state.tasks.get(task_key(name), request.name))
+
+    async def list_tasks(self, request: cp.ListTasksRequest) -> cp.ListTasksResponse:
+        session_id = parse_session_name(request.parent, "parent", allow_all=True)
+        if request.service:
+            check_service_id(request.service, "service")
+        size = page_size(request.page_size)
+        if session_id != ALL_SESSIONS:
+            await self.state.sessions.get(session_id, request.parent)
+        pattern = "*.*" if session_id == ALL_SESSIONS else f"{session_id}.*"
+        states = set(request.states)
+        records = [
+            (key.partition(".")[2], task)
+            for key, task in await self.state.tasks.scan(pattern)
+            if (not states or task.state in states)
+            and (not request.service or task.service == request.service)
+        ]
+        page = paginate(records, size, request.page_token, descending=True)
+        return cp.ListTasksResponse(tasks=page.items, next_page_token=page.next_page_token)
+
+    async def cancel_task(self, request: cp.CancelTaskRequest) -> cp.CancelTaskResponse:
+        name = TaskName.parse(request.name)
+        task, finished = await cancel_task(self.state, name, request.reason)
+        return cp.CancelTaskResponse(task=task, already_finished=finished)
+
+    async def stream_task_events(
+        self, request: cp.StreamTaskEventsRequest
+    ) -> AsyncIterator[cp.StreamTaskEventsResponse]:
+        name = TaskName.parse(request.name)
+        if request.after_sequence < 0:
+            raise InvalidArgumentError("after_sequence must not be negative")
+        task = await self.state.tasks.get(task_key(name), request.name)
+        topology = self.state.topology
+        if is_final(task.state):
+            try:
+                last = await self.state.js.get_last_msg(
+                    topology.event_stream, topology.final_event_subject(name.task_id)
+                )
+                last_seq = int(last.seq or 0)
+            except JsNotFoundError:
+                last_seq = 0
+            if last_seq <= request.after_sequence:
+                # Nothing newer is kept: end with the final event rebuilt from the record.
+                if last_seq == 0:
+                    event = await self.state.journal.finish_event(task)
+                    yield cp.StreamTaskEventsResponse(event=event)
+                return
+        if request.after_sequence:
+            policy = js_api.DeliverPolicy.BY_START_SEQUENCE
+            start: int | None = request.after_sequence + 1
+        else:
+            policy, start = js_api.DeliverPolicy.ALL, None
+        sub = await self.state.js.subscribe(
+            topology.task_events(name.task_id),
+            ordered_consumer=True,
+            deliver_policy=policy,
+            config=js_api.ConsumerConfig(opt_start_seq=start) if start else None,
+            stream=self.state.topology.event_stream,
+        )
+        try:
+            async for msg in until_shutdown(sub.messages, self.shutting_down):
+                envelope = resources_pb2.Envelope.FromString(msg.data)
+                event = envelope.task_event
+                event.sequence = msg.metadata.sequence.stream
+                yield cp.StreamTaskEventsResponse(event=event)
+                if is_final(event.state):
+                    return
+        finally:
+            await sub.unsubscribe()
+
+    async def send_task_event(self, request: cp.SendTaskEventRequest) -> cp.SendTaskEventResponse:
+        name = TaskName.parse(request.name)
+        if not request.type:
+            raise InvalidArgumentError("type is required: the event type the task waits for")
+        found = await self.state.tasks.find(task_key(name))
+        if found is None:
+            raise NotFoundError(f"task {request.name!r} not found")
+        task = found[0]
+        if task.state != WAITING:
+            raise FailedPreconditionError(
+                f"task {request.name!r} is not waiting for input "
+                f"(state {resources_pb2.TaskState.Name(task.state)})"
+            )
+        service = await self.registry.lookup(task.service)
+        accepted = list(task.input_request.accepted_event_types) or list(
+            service.accepted_event_types
+        )
+        short = request.type.rpartition(".")[2]
+        if accepted and request.type not in accepted and short not in accepted:
+            raise InvalidArgumentError(
+                f"task {request.name!r} does not accept events of type {request.type!r}; "
+                f"it accepts {accepted}"
+            )
+
+        def change(current: resources_pb2.Task) -> None:
+            if current.state != WAITING:
+                raise FailedPreconditionError(
+                    f"task {request.name!r} is not waiting for input "
+                    f"(state {resources_pb2.TaskState.Name(current.state)})"
+                )
+            current.state = RUNNING
+            current.ClearField("input_request")
+            current.update_time.CopyFrom(proto_time.now())
+
+        # Flip to RUNNING first so that two answers to one request cannot both pass.
+        task, _ = await self.state.tasks.mutate_from(task_key(name), request.name, change, found)
+        envelope = resources_pb2.Envelope(
+            id=new_id(),
+            task_input=resources_pb2.TaskInput(
+                task=request.name, type=request.type, payload=request.payload
+            ),
+        )
+        await self.state.js.publish(
+            self.state.topology.input_subject(name.task_id),
+            envelope.SerializeToString(),
+            headers={"Nats-Msg-Id": envelope.id},
+        )
+        logger.info("task %s: event %s sent", name, request.type)
+        return cp.SendTaskEventResponse(task=task)
