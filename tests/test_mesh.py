@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from llama_mesh.client import AsyncClient, Client
+from llama_mesh.config import RetryConfig, ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import (
     AlreadyExistsError,
@@ -23,7 +24,7 @@ from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2, service_pb2, service_pb2_grpc
-from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.worker.runtime import ServiceRuntime
 
 from mesh_workflows import (
     CounterWorkflow,
@@ -136,7 +137,7 @@ async def test_failure_is_typed(nats: EmbeddedNats) -> None:
 
 
 async def test_retryable_failure_succeeds_on_second_attempt(nats: EmbeddedNats) -> None:
-    config = ServiceConfig("flaky", initial_backoff=0.05)
+    config = ServiceConfig("flaky", retry=RetryConfig(initial_backoff=0.05))
     async with LocalMesh({"flaky": (FlakyWorkflow(), config)}, nats_url=nats.url) as mesh:
         session = await mesh.client.create_session()
         handle = await session.create_task("flaky", key="k1")

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from llama_mesh.client import AsyncClient, TaskHandle
+from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import (
     FailedPreconditionError,
@@ -17,7 +18,6 @@ from llama_mesh.core.errors import (
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
-from llama_mesh.worker.runtime import ServiceConfig
 
 from mesh_workflows import (
     CANCELLED_TAGS,

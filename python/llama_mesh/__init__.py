@@ -48,6 +48,7 @@ from llama_mesh.core.errors import (
 )
 
 if TYPE_CHECKING:
+    from llama_mesh.config import RetryConfig, ServiceConfig
     from llama_mesh.launch.deploy import (
         ControlPlaneConfig,
         NatsQueueConfig,
@@ -57,14 +58,15 @@ if TYPE_CHECKING:
     )
     from llama_mesh.launch.local import LocalMesh
     from llama_mesh.worker.nested import add_workflows
-    from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+    from llama_mesh.worker.runtime import ServiceRuntime
 
 __version__ = "0.1.0"
 
 # Server side, imported on first use: name -> module.
 _LAZY = {
     "LocalMesh": "llama_mesh.launch.local",
-    "ServiceConfig": "llama_mesh.worker.runtime",
+    "ServiceConfig": "llama_mesh.config",
+    "RetryConfig": "llama_mesh.config",
     "ServiceRuntime": "llama_mesh.worker.runtime",
     "add_workflows": "llama_mesh.worker.nested",
     "ControlPlaneConfig": "llama_mesh.launch.deploy",
@@ -96,6 +98,7 @@ __all__ = [  # noqa: RUF022 (grouped by kind, like the imports above)
     # Serving
     "LocalMesh",
     "ServiceConfig",
+    "RetryConfig",
     "ServiceRuntime",
     "add_workflows",
     # llama_deploy-style entry points

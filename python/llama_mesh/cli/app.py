@@ -451,8 +451,9 @@ def serve_service(
     _logging(log_level)
     # Imported here: they pull in llama-index workflows, which the other commands
     # (and the control plane's process) do not need.
+    from llama_mesh.config import RetryConfig, ServiceConfig
     from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
-    from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+    from llama_mesh.worker.runtime import ServiceRuntime
 
     try:
         loaded = load_workflow(workflow, path)
@@ -464,10 +465,12 @@ def serve_service(
             name,
             description=description,
             max_concurrency=max_concurrency,
-            max_attempts=max_attempts,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            retryable_error_types=list(retryable_error_type or []),
+            retry=RetryConfig(
+                max_attempts=max_attempts,
+                initial_backoff=initial_backoff,
+                max_backoff=max_backoff,
+                retryable_error_types=list(retryable_error_type or []),
+            ),
             ack_wait=ack_wait,
             timeout=timeout,
             host=host,

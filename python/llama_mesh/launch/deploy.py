@@ -20,10 +20,11 @@ from pathlib import Path
 
 from workflows import Workflow
 
+from llama_mesh.config import RetryConfig, ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.worker.runtime import ServiceRuntime
 
 
 @dataclass
@@ -105,7 +106,7 @@ async def deploy_workflow(
         workflow_config.service_name,
         description=workflow_config.description,
         max_concurrency=workflow_config.max_concurrency,
-        max_attempts=workflow_config.max_attempts,
+        retry=RetryConfig(max_attempts=workflow_config.max_attempts),
         timeout=workflow_config.timeout,
         host=workflow_config.host,
         port=workflow_config.port,

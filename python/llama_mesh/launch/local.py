@@ -19,10 +19,11 @@ from types import TracebackType
 from workflows import Workflow
 
 from llama_mesh.client import AsyncClient
+from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.worker.runtime import ServiceRuntime
 
 ServiceSpec = Workflow | tuple[Workflow, ServiceConfig]
 

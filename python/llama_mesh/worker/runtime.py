@@ -38,6 +38,7 @@ from workflows.events import Event
 from workflows.handler import WorkflowHandler
 
 from llama_mesh.client import AsyncClient
+from llama_mesh.config import ServiceConfig
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, RetryableError, error_for_code
 from llama_mesh.core.json_values import to_python, to_value
@@ -54,7 +55,7 @@ from llama_mesh.core.lifecycle import (
     deadline_event,
     is_final,
 )
-from llama_mesh.core.names import TaskName, check_service_id, new_id, service_name
+from llama_mesh.core.names import TaskName, new_id, service_name
 from llama_mesh.core.status import task_status
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import task_key
@@ -77,43 +78,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE_API = service_pb2.DESCRIPTOR.services_by_name["ServiceAPI"].full_name
 DEFAULT_MAX_ATTEMPTS = 3
-
-
-@dataclass
-class ServiceConfig:
-    """How a workflow is served.
-
-    ``name`` is the service id clients run (``session.run("echo", ...)``).
-    """
-
-    name: str
-    description: str | None = None
-    kind: resources_pb2.ServiceKind.ValueType = resources_pb2.SERVICE_KIND_WORKFLOW
-    max_concurrency: int = 16
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    initial_backoff: float = 1.0
-    max_backoff: float = 30.0
-    backoff_multiplier: float = 2.0
-    retryable_error_types: list[str] = field(default_factory=list)
-    timeout: float | None = None
-    ack_wait: float = 30.0
-    lease: float = 60.0
-    host: str = "127.0.0.1"
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        check_service_id(self.name, "service name")
-        if self.max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
-
-    def retry_policy(self) -> resources_pb2.RetryPolicy:
-        return resources_pb2.RetryPolicy(
-            max_attempts=self.max_attempts,
-            initial_backoff=proto_time.duration(self.initial_backoff),
-            max_backoff=proto_time.duration(self.max_backoff),
-            backoff_multiplier=self.backoff_multiplier,
-            retryable_error_types=self.retryable_error_types,
-        )
 
 
 class _AlreadyFinished(Exception):

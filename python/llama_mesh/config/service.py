@@ -1,0 +1,152 @@
+"""How a service is served: its id, concurrency, retry policy, timeouts and addresses.
+
+    ServiceConfig("echo", max_concurrency=32, retry=RetryConfig(max_attempts=5))
+
+The deployment file's ``services.<id>`` section, the ``serve service`` flags,
+``deploy_workflow``'s WorkflowServiceConfig and the arguments `up` gives each replica
+are derived from these models; every default is written here once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, field_validator
+
+from llama_mesh.config.fields import DefaultText, Flag, Port, Settings
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.names import check_service_id
+from llama_mesh.v1 import resources_pb2
+
+_KIND_PREFIX = "SERVICE_KIND_"
+
+
+def _kind(value: Any) -> Any:
+    """A kind given by name ("agent") or as the proto enum's value."""
+    if isinstance(value, str):
+        try:
+            return resources_pb2.ServiceKind.Value(_KIND_PREFIX + value.upper())
+        except ValueError:
+            valid = ", ".join(_kind_name(v) for v in resources_pb2.ServiceKind.values() if v)
+            raise ValueError(f"{value!r} is not a service kind: use one of {valid}") from None
+    return value
+
+
+def _kind_name(value: int) -> str:
+    return resources_pb2.ServiceKind.Name(value).removeprefix(_KIND_PREFIX).lower()  # type: ignore[arg-type]
+
+
+Kind = Annotated[
+    resources_pb2.ServiceKind.ValueType,
+    BeforeValidator(_kind),
+    PlainSerializer(_kind_name, return_type=str),
+]
+
+
+class RetryConfig(Settings):
+    """How failed attempts of the service's tasks are retried."""
+
+    max_attempts: Annotated[
+        int, Field(ge=1, le=100, description="Attempts in all, including the first.")
+    ] = 3
+    initial_backoff: Annotated[
+        float, Field(gt=0, description="Seconds before the second attempt.")
+    ] = 1.0
+    max_backoff: Annotated[
+        float,
+        Field(gt=0, description="Longest delay between attempts (at least `initial_backoff`)."),
+    ] = 30.0
+    backoff_multiplier: Annotated[
+        float, Field(ge=1, description="Each delay is the one before times this.")
+    ] = 2.0
+    retryable_error_types: Annotated[
+        list[str],
+        Flag("--retryable-error-type"),
+        Field(
+            description="Exception type names retried besides `llama_mesh.errors.RetryableError`."
+        ),
+    ] = Field(default_factory=list)
+
+    @field_validator("max_backoff")
+    @classmethod
+    def _max_backoff(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial_backoff")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be at least initial_backoff ({initial})")
+        return value
+
+    def to_proto(self) -> resources_pb2.RetryPolicy:
+        return resources_pb2.RetryPolicy(
+            max_attempts=self.max_attempts,
+            initial_backoff=proto_time.duration(self.initial_backoff),
+            max_backoff=proto_time.duration(self.max_backoff),
+            backoff_multiplier=self.backoff_multiplier,
+            retryable_error_types=self.retryable_error_types,
+        )
+
+
+class ServiceSettings(Settings):
+    """Everything about serving a service but its id (the deployment file's key)."""
+
+    description: Annotated[
+        str | None,
+        DefaultText("the workflow's docstring"),
+        Field(description="Shown by `status` and `ListServices`."),
+    ] = None
+    kind: Annotated[
+        Kind,
+        Field(description="What the service is: workflow, agent, tool or human."),
+    ] = resources_pb2.SERVICE_KIND_WORKFLOW
+    max_concurrency: Annotated[
+        int, Field(ge=1, le=10_000, description="Tasks one replica runs at once.")
+    ] = 16
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    timeout: Annotated[
+        float | None, Field(gt=0, description="Default task timeout in seconds.")
+    ] = None
+    ack_wait: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Seconds after which a task whose replica went silent is delivered "
+            "to another.",
+        ),
+    ] = 30.0
+    lease: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Seconds the control plane keeps a replica registered without a heartbeat.",
+        ),
+    ] = 60.0
+    host: Annotated[str, Field(description="Listen address of the replica's Service API.")] = (
+        "127.0.0.1"
+    )
+    port: Annotated[Port, Field(description="Service API port; `0` picks a free one.")] = 0
+
+    def retry_policy(self) -> resources_pb2.RetryPolicy:
+        return self.retry.to_proto()
+
+
+class ServiceConfig(ServiceSettings):
+    """How a workflow is served.
+
+    ``name`` is the service id clients run (``session.run("echo", ...)``); it may be
+    given as the first positional argument: ``ServiceConfig("echo", max_concurrency=4)``.
+    """
+
+    name: Annotated[str, Field(description="Service id clients run.")]
+
+    def __init__(self, name: str | None = None, /, **data: Any) -> None:
+        if name is not None:
+            data["name"] = name
+        super().__init__(**data)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_service_id(value, "service name")
+        except InvalidArgumentError as err:
+            raise ValueError(err.message) from None
