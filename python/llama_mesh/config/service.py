@@ -14,8 +14,14 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, field_validator
 
 from llama_mesh.config.fields import DefaultText, Flag, Port, Settings
-from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.lifecycle import (
+    DEFAULT_BACKOFF_MULTIPLIER,
+    DEFAULT_INITIAL_BACKOFF,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF,
+    Retries,
+)
 from llama_mesh.core.names import check_service_id
 from llama_mesh.v1 import resources_pb2
 
@@ -49,17 +55,17 @@ class RetryConfig(Settings):
 
     max_attempts: Annotated[
         int, Field(ge=1, le=100, description="Attempts in all, including the first.")
-    ] = 3
+    ] = DEFAULT_MAX_ATTEMPTS
     initial_backoff: Annotated[
         float, Field(gt=0, description="Seconds before the second attempt.")
-    ] = 1.0
+    ] = DEFAULT_INITIAL_BACKOFF
     max_backoff: Annotated[
         float,
         Field(gt=0, description="Longest delay between attempts (at least `initial_backoff`)."),
-    ] = 30.0
+    ] = DEFAULT_MAX_BACKOFF
     backoff_multiplier: Annotated[
         float, Field(ge=1, description="Each delay is the one before times this.")
-    ] = 2.0
+    ] = DEFAULT_BACKOFF_MULTIPLIER
     retryable_error_types: Annotated[
         list[str],
         Flag("--retryable-error-type"),
@@ -77,13 +83,13 @@ class RetryConfig(Settings):
         return value
 
     def to_proto(self) -> resources_pb2.RetryPolicy:
-        return resources_pb2.RetryPolicy(
-            max_attempts=self.max_attempts,
-            initial_backoff=proto_time.duration(self.initial_backoff),
-            max_backoff=proto_time.duration(self.max_backoff),
-            backoff_multiplier=self.backoff_multiplier,
-            retryable_error_types=self.retryable_error_types,
-        )
+        return Retries(
+            self.max_attempts,
+            self.initial_backoff,
+            self.max_backoff,
+            self.backoff_multiplier,
+            tuple(self.retryable_error_types),
+        ).to_proto()
 
 
 class ServiceSettings(Settings):

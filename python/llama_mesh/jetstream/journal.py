@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from llama_mesh.core.lifecycle import STOP, SUCCEEDED, WAITING, TaskState, apply_event, is_final
+from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, final_event, is_final
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
@@ -123,12 +123,4 @@ class TaskJournal:
 
     async def finish_event(self, task: resources_pb2.Task) -> resources_pb2.TaskEvent:
         """The last event of a finished task, rebuilt from its record."""
-        event = resources_pb2.TaskEvent(
-            task=task.name, type=STOP, state=task.state, attempt=task.attempt_count
-        )
-        if task.state == SUCCEEDED:
-            event.payload.CopyFrom(task.result)
-        if task.HasField("error"):
-            event.error.CopyFrom(task.error)
-        event.create_time.CopyFrom(task.end_time if task.HasField("end_time") else now())
-        return event
+        return final_event(task)

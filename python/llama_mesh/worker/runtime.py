@@ -45,6 +45,7 @@ from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import (
     ATTEMPT_FAILED,
     CHILD_TASK_CREATED,
+    DEFAULT_MAX_ATTEMPTS,
     FAILED,
     PENDING,
     RUNNING,
@@ -77,7 +78,6 @@ from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner, event_
 logger = logging.getLogger(__name__)
 
 SERVICE_API = service_pb2.DESCRIPTOR.services_by_name["ServiceAPI"].full_name
-DEFAULT_MAX_ATTEMPTS = 3
 
 
 class _AlreadyFinished(Exception):
