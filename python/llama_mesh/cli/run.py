@@ -1,0 +1,87 @@
+"""`llama-mesh run SERVICE`: run a task, show its events live, print its result.
+
+llama-mesh run echo --arg arg1=hello     # "hello_result"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Annotated
+
+import typer
+
+from llama_mesh.cli.target import (
+    ConnectTimeout,
+    ControlPlaneOption,
+    FileOption,
+    Output,
+    OutputOption,
+    Target,
+    err,
+    out,
+    parse_input,
+)
+from llama_mesh.cli.views import event_line, task_view
+from llama_mesh.client import AsyncClient, TaskHandle, task_result
+
+
+def run(
+    service: Annotated[str, typer.Argument(help="The service to run, e.g. echo.")],
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Task input as a JSON object.")
+    ] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option("--arg", "-a", help="KEY=VALUE input field (VALUE is JSON or a string)."),
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Run in this session (created if new).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Task timeout in seconds.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the task name, exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show events.")] = False,
+    control_plane: ControlPlaneOption = None,
+    file: FileOption = None,
+    output: OutputOption = Output.text,
+    connect_timeout: ConnectTimeout = 5.0,
+) -> None:
+    """Run a task of SERVICE; show its events live, then print its result as JSON."""
+    target = Target(control_plane, file, output, connect_timeout)
+    data = parse_input(target, input, arg or [], "--input")
+
+    async def main(client: AsyncClient) -> None:
+        if session:
+            s = await client.get_or_create_session(session)
+        else:
+            s = await client.create_session()
+        handle = await s.create_task(service, timeout=timeout, input=data)
+        if no_wait:
+            target.emit(
+                {"task": handle.name, "session": s.name},
+                lambda: out.print(handle.name),
+            )
+            return
+        if not quiet:
+            await _show_events(handle, service)
+        task = await handle.wait()
+        result = task_result(task)  # a failed or cancelled task exits 1 in Target.run
+        target.emit(
+            task_view(task), lambda: print(json.dumps(result, ensure_ascii=False), flush=True)
+        )
+
+    target.run(main)
+
+
+async def _show_events(handle: TaskHandle, service: str) -> None:
+    """Events on stderr as they come (with a spinner on a terminal)."""
+    status = err.status(f"{service}: waiting for a replica", spinner="dots")
+    with status if err.is_terminal else contextlib.nullcontext():
+        async for event in handle.events():
+            err.print(event_line(event))
+            status.update(f"{service}: {event.state.lower().replace('_', ' ')}")
+            if event.state == "WAITING_FOR_INPUT":
+                err.print(
+                    f"[yellow]{handle.name} waits for input:[/] llama-mesh send-event "
+                    f"{handle.name} HumanResponseEvent --arg response=..."
+                )

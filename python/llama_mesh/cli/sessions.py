@@ -1,0 +1,105 @@
+"""`llama-mesh sessions list | create | get | delete`.
+
+llama-mesh sessions create demo --label team=docs
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llama_mesh.cli.target import (
+    ConnectTimeout,
+    ControlPlaneOption,
+    FileOption,
+    Output,
+    OutputOption,
+    Target,
+    out,
+    parse_input,
+)
+from llama_mesh.cli.views import session_view, task_view, tasks_table
+from llama_mesh.client import AsyncClient
+
+
+def sessions_list(
+    control_plane: ControlPlaneOption = None,
+    file: FileOption = None,
+    output: OutputOption = Output.text,
+    connect_timeout: ConnectTimeout = 5.0,
+) -> None:
+    """List sessions."""
+    target = Target(control_plane, file, output, connect_timeout)
+
+    async def main(client: AsyncClient) -> None:
+        sessions = [session_view(s) for s in await client.list_sessions()]
+
+        def text() -> None:
+            for s in sessions:
+                out.print(f"{s['name']}  {s['create_time'] or ''}")
+
+        target.emit(sessions, text)
+
+    target.run(main)
+
+
+def sessions_create(
+    session_id: Annotated[str | None, typer.Argument(help="Id (default: a new one).")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE label (repeat).")] = None,
+    control_plane: ControlPlaneOption = None,
+    file: FileOption = None,
+    output: OutputOption = Output.text,
+    connect_timeout: ConnectTimeout = 5.0,
+) -> None:
+    """Create a session."""
+    target = Target(control_plane, file, output, connect_timeout)
+    labels = {k: str(v) for k, v in parse_input(target, None, label or [], "--label").items()}
+
+    async def main(client: AsyncClient) -> None:
+        session = await client.create_session(session_id, labels=labels)
+        target.emit(session_view(session.session), lambda: out.print(session.name))
+
+    target.run(main)
+
+
+def sessions_get(
+    session: Annotated[str, typer.Argument(help="Session id or name.")],
+    control_plane: ControlPlaneOption = None,
+    file: FileOption = None,
+    output: OutputOption = Output.text,
+    connect_timeout: ConnectTimeout = 5.0,
+) -> None:
+    """Show a session and its tasks."""
+    target = Target(control_plane, file, output, connect_timeout)
+
+    async def main(client: AsyncClient) -> None:
+        found = await client.get_session(session)
+        tasks = [task_view(t) for t in await found.list_tasks()]
+        data = {**session_view(found.session), "tasks": tasks}
+
+        def text() -> None:
+            out.print(f"{data['name']}  created {data['create_time']}  labels {data['labels']}")
+            out.print(tasks_table(tasks, "tasks"))
+
+        target.emit(data, text)
+
+    target.run(main)
+
+
+def sessions_delete(
+    session: Annotated[str, typer.Argument(help="Session id or name.")],
+    force: Annotated[bool, typer.Option(help="Also cancel its running tasks.")] = False,
+    control_plane: ControlPlaneOption = None,
+    file: FileOption = None,
+    output: OutputOption = Output.text,
+    connect_timeout: ConnectTimeout = 5.0,
+) -> None:
+    """Delete a session."""
+    target = Target(control_plane, file, output, connect_timeout)
+
+    async def main(client: AsyncClient) -> None:
+        await client.delete_session(session, force=force)
+        target.emit({"deleted": session}, lambda: out.print(f"deleted {session}"))
+
+    target.run(main)

@@ -1,0 +1,223 @@
+"""What every client command shares: where the control plane is, how results and
+errors are printed, and the exit codes.
+
+Client commands find the control plane from `--control-plane` (or
+LLAMA_MESH_CONTROL_PLANE), else from `--file` (or LLAMA_MESH_DEPLOYMENT): the address
+a running `up` of that file recorded, or the file's control_plane host and port; else
+127.0.0.1:50051.
+
+Exit codes (docs/cli.md): 0 success; 1 the task failed or was cancelled; 2 bad usage,
+bad input or an invalid deployment file; 3 not found; 4 the control plane cannot be
+reached; 5 any other error.
+
+    target = Target(control_plane, file, output, connect_timeout)
+    target.run(main)        # main(client) -> None; mesh errors become messages + exit codes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from llama_mesh.cli.views import task_state
+from llama_mesh.client import AsyncClient
+from llama_mesh.core.errors import (
+    InvalidArgumentError,
+    MeshError,
+    NotFoundError,
+    TaskError,
+    TaskFailedError,
+    UnavailableError,
+)
+
+if TYPE_CHECKING:
+    # Imported where used: every component child runs the CLI, and only `up`,
+    # `check` and `-f` need the deployment models.
+    from llama_mesh.launch.deployment import Deployment
+
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNAVAILABLE = 4
+EXIT_ERROR = 5
+DEFAULT_CONTROL_PLANE = "127.0.0.1:50051"
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """`error: message` on stderr (the message is plain text, never markup)."""
+    err.print("[bold red]error:[/] " + escape(message))
+
+
+class Output(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+ControlPlaneOption = Annotated[
+    str | None,
+    typer.Option(
+        "--control-plane",
+        "-c",
+        envvar="LLAMA_MESH_CONTROL_PLANE",
+        help="Control plane HOST:PORT.",
+        show_default=False,
+    ),
+]
+FileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        "-f",
+        envvar="LLAMA_MESH_DEPLOYMENT",
+        help="Deployment file: use the control plane it runs (see `up`).",
+        show_default=False,
+    ),
+]
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="text for people, json for scripts.")
+]
+ConnectTimeout = Annotated[
+    float,
+    typer.Option(
+        envvar="LLAMA_MESH_CONNECT_TIMEOUT",
+        help="Seconds to wait for an unreachable control plane.",
+    ),
+]
+
+
+class Target:
+    """Where the control plane is, and how the command prints."""
+
+    def __init__(
+        self,
+        control_plane: str | None,
+        file: Path | None,
+        output: Output,
+        connect_timeout: float,
+    ) -> None:
+        self.json = output is Output.json
+        self.connect_timeout = connect_timeout
+        self.address = self._resolve(control_plane, file)
+
+    def _resolve(self, control_plane: str | None, file: Path | None) -> str:
+        if control_plane:
+            return control_plane
+        if file is None:
+            return DEFAULT_CONTROL_PLANE
+        from llama_mesh.launch.up import read_run_file
+
+        deployment = load_or_exit(file)
+        running = read_run_file(deployment)
+        if running is not None:
+            return str(running["control_plane"])
+        if deployment.control_plane.port == 0:
+            self.fail(
+                EXIT_UNAVAILABLE,
+                "Unavailable",
+                f"deployment {deployment.name!r} ({file}) binds its control plane to a free "
+                f"port and is not running: start it with `llama-mesh up {file}`",
+            )
+        return deployment.control_plane.address
+
+    def fail(self, code: int, kind: str, message: str, **extra: Any) -> NoReturn:
+        """Say what went wrong (stderr, and stdout as JSON with -o json); exit."""
+        if self.json:
+            print(json.dumps({"error": {"type": kind, "message": message, **extra}}), flush=True)
+        error(f"{kind}: {message}")
+        raise typer.Exit(code)
+
+    def emit(self, data: Any, text: Callable[[], None]) -> None:
+        if self.json:
+            print(json.dumps(data, ensure_ascii=False), flush=True)
+        else:
+            text()
+
+    def run(self, main: Callable[[AsyncClient], Awaitable[None]]) -> None:
+        """Run `main` with a client of the control plane; map mesh errors to messages
+        and exit codes (`main` reports its own failures with `fail`)."""
+
+        async def connected() -> None:
+            address, timeout = self.address, self.connect_timeout
+            async with AsyncClient(address, reconnect_timeout=timeout) as client:
+                await main(client)
+
+        try:
+            asyncio.run(connected())
+        except UnavailableError as e:
+            self.fail(
+                EXIT_UNAVAILABLE,
+                "Unavailable",
+                f"cannot reach the control plane at {self.address}: {e.message}. Is it "
+                "running? Give its address with --control-plane or LLAMA_MESH_CONTROL_PLANE, "
+                "or a deployment file with --file",
+            )
+        except NotFoundError as e:
+            self.fail(EXIT_NOT_FOUND, "NotFound", e.message)
+        except InvalidArgumentError as e:
+            self.fail(EXIT_USAGE, "InvalidArgument", e.message)
+        except TaskError as e:
+            self.fail(
+                EXIT_TASK_FAILED,
+                task_error_type(e),
+                e.message,
+                task=e.task_name,
+                state=task_state(e.task),
+                attempts=e.task.attempt_count,
+            )
+        except MeshError as e:
+            self.fail(EXIT_ERROR, type(e).__name__, e.message, grpc_code=e.code.name)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+
+def task_error_type(e: TaskError) -> str:
+    if isinstance(e, TaskFailedError):
+        return e.error_type or "TaskFailed"
+    return "Cancelled"
+
+
+def load_or_exit(file: Path, *, import_workflows: bool = False) -> Deployment:
+    """The deployment file, validated (and its workflows imported); exit 2 if it is not."""
+    from llama_mesh.launch.deployment import DeploymentError, check_workflows, load_deployment
+
+    try:
+        deployment = load_deployment(file)
+        if import_workflows:
+            check_workflows(deployment, file)
+        return deployment
+    except DeploymentError as e:
+        error(str(e))
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def parse_input(target: Target, raw: str | None, args: list[str], what: str) -> dict[str, Any]:
+    """--input JSON merged with --arg k=v (v is JSON if it parses, else a string)."""
+    data: dict[str, Any] = {}
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except ValueError as e:
+            target.fail(EXIT_USAGE, "InvalidArgument", f"{what} is not JSON: {e}")
+        if not isinstance(parsed, dict):
+            target.fail(EXIT_USAGE, "InvalidArgument", f"{what} must be a JSON object")
+        data.update(parsed)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            target.fail(EXIT_USAGE, "InvalidArgument", f"--arg {arg!r} is not KEY=VALUE")
+        try:
+            data[key] = json.loads(value)
+        except ValueError:
+            data[key] = value
+    return data

@@ -1,0 +1,117 @@
+"""How the CLI shows mesh resources: JSON views (`-o json`) and text lines and tables.
+
+print(json.dumps(task_view(task)))
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from rich.markup import escape
+from rich.table import Table
+
+from llama_mesh.client import StreamedEvent
+from llama_mesh.core.json_values import to_python
+from llama_mesh.core.status import error_type, status_code
+from llama_mesh.v1 import resources_pb2
+
+
+def timestamp(ts: timestamp_pb2.Timestamp) -> str | None:
+    return ts.ToJsonString() if ts.seconds or ts.nanos else None
+
+
+def task_state(task: resources_pb2.Task) -> str:
+    return resources_pb2.TaskState.Name(task.state).removeprefix("TASK_STATE_")
+
+
+def task_view(task: resources_pb2.Task) -> dict[str, Any]:
+    """A task as the CLI prints it with -o json."""
+    view: dict[str, Any] = {
+        "name": task.name,
+        "service": task.service,
+        "state": task_state(task),
+        "input": to_python(task.input) if task.HasField("input") else {},
+        "result": to_python(task.result) if task.HasField("result") else None,
+        "error": None,
+        "attempts": task.attempt_count,
+        "parent_task": task.parent_task or None,
+        "create_time": timestamp(task.create_time),
+        "end_time": timestamp(task.end_time),
+    }
+    if task.HasField("error") and task.error.code:
+        view["error"] = {
+            "type": error_type(task.error),
+            "code": status_code(task.error).name,
+            "message": task.error.message,
+        }
+    if task.state == resources_pb2.TASK_STATE_WAITING_FOR_INPUT:
+        request = task.input_request
+        view["input_request"] = {
+            "event_type": request.event_type,
+            "payload": to_python(request.payload) if request.HasField("payload") else None,
+            "accepted_event_types": list(request.accepted_event_types),
+        }
+    return view
+
+
+def event_view(event: StreamedEvent) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "sequence": event.sequence,
+        "type": event.type,
+        "state": event.state,
+        "attempt": event.attempt,
+        "payload": event.payload,
+    }
+    if event.error_type or event.error_message:
+        view["error"] = {"type": event.error_type, "message": event.error_message}
+    return view
+
+
+def session_view(session: resources_pb2.Session) -> dict[str, Any]:
+    return {
+        "name": session.name,
+        "labels": dict(session.labels),
+        "create_time": timestamp(session.create_time),
+    }
+
+
+def service_view(service: resources_pb2.Service) -> dict[str, Any]:
+    replicas = [
+        {
+            "replica_id": r.replica_id,
+            "address": r.address,
+            "state": resources_pb2.ReplicaState.Name(r.state).removeprefix("REPLICA_STATE_"),
+            "running_tasks": r.running_task_count,
+            "max_concurrency": r.max_concurrency,
+        }
+        for r in service.replicas
+    ]
+    return {
+        "name": service.name.removeprefix("services/"),
+        "description": service.description,
+        "replicas": replicas,
+        "running_tasks": sum(r.running_task_count for r in service.replicas),
+        "capacity": sum(r.max_concurrency for r in service.replicas),
+    }
+
+
+def event_line(event: StreamedEvent) -> str:
+    payload = "" if event.payload in (None, {}) else " " + json.dumps(event.payload)
+    payload = escape(payload if len(payload) < 200 else payload[:197] + "...")
+    error = escape(f" {event.error_type}: {event.error_message}") if event.error_message else ""
+    kind = escape(event.type or event.state)
+    state = "" if event.state == "UNSPECIFIED" else f" [dim]{event.state}[/]"
+    return f"[dim]#{event.sequence}[/] {kind}{state}{payload}{error}"
+
+
+def tasks_table(tasks: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("task", overflow="fold")
+    for column in ("service", "state", "attempts", "created"):
+        table.add_column(column)
+    for t in tasks:
+        state = t["state"] + (f" ({t['error']['type']})" if t["error"] else "")
+        table.add_row(t["name"], t["service"], state, str(t["attempts"]), t["create_time"] or "")
+    return table
