@@ -66,6 +66,16 @@ def test_the_package_keeps_every_contract(tmp_path: Path) -> None:
             "Only the worker (and what launches it) imports llama-index",
         ),
         (
+            "testing/scripted_model.py",
+            "import llama_mesh.core.names",
+            "Process roles in layers",
+        ),
+        (
+            "testing/scripted_model.py",
+            "import llama_index.core",
+            "Only the worker (and what launches it) imports llama-index",
+        ),
+        (
             "../llama_mesh_gateway/status.py",
             "import llama_mesh.core.errors",
             "The gateway depends on the protos' descriptors",
