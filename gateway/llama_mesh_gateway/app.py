@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,15 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 _JSON = "application/json"
 # curl -d sends application/x-www-form-urlencoded; the body is still read as JSON.
 _BODY_TYPES = frozenset({"", _JSON, "application/x-www-form-urlencoded"})
+# Receive upstream trailers up to 64 KiB (gRPC's default is 8 KiB): an upstream whose
+# error message echoes a long value then still gets its own status, truncated here,
+# instead of RESOURCE_EXHAUSTED from this channel.
+_RESPONSE_METADATA_BYTES = 64 * 1024
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_metadata_size", _RESPONSE_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", _RESPONSE_METADATA_BYTES),
+]
+_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also takes "²"
 
 
 class _Disconnected(Exception):
@@ -69,7 +79,7 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.heartbeat_seconds = heartbeat_seconds
         self.table = RouteTable(schema.routes(services))
-        self._channel_options = list(channel_options)
+        self._channel_options = [*_CHANNEL_OPTIONS, *channel_options]
         self._channel: grpc.aio.Channel | None = None
         self._callables: dict[str, Any] = {}
         self._openapi: bytes | None = None
@@ -138,12 +148,27 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self._http(scope, receive, send)
+            await self._http(scope, receive, send_tracked)
         except GatewayError as e:
             await _send_error(send, e)
         except _Disconnected:
             logger.debug("client left during %s %s", scope["method"], scope["path"])
+        except Exception:
+            # A bug: logged with its traceback, answered as a Status like every error.
+            logger.exception("gateway error in %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await _send_error(
+                send, GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway")
+            )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -196,8 +221,8 @@ class Gateway:
         if route.server_streaming and last_event_id:
             field = streaming.resume_field(route.method.input_type)
             if field is not None:
-                if not last_event_id.strip().isdigit():
-                    raise invalid_argument(f"Last-Event-ID {last_event_id!r} is not a sequence")
+                if not _DIGITS.fullmatch(last_event_id.strip()):
+                    raise invalid_argument("header Last-Event-ID is not a sequence number")
                 overrides[field] = last_event_id.strip()
         request = build_request(match, body, query, self.schema.pool, overrides=overrides)
         logger.debug("%s %s -> %s", method, raw_path, route.grpc_path)
@@ -209,8 +234,8 @@ class Gateway:
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
         if declared is not None:
-            if not declared.strip().isdigit():
-                raise invalid_argument(f"Content-Length {declared!r} is not a number")
+            if not _DIGITS.fullmatch(declared.strip()):
+                raise invalid_argument("header Content-Length is not a number")
             if int(declared) > self.max_body_bytes:
                 raise _too_large(self.max_body_bytes)
         chunks: list[bytes] = []

@@ -2,7 +2,9 @@
 
 Every error the gateway returns, its own or the upstream's, is one JSON object:
 `{"code": <gRPC code number>, "message": "...", "details": [<Any as JSON>, ...]}`.
-The details come from the upstream's `grpc-status-details-bin` trailer.
+The details come from the upstream's `grpc-status-details-bin` trailer. Messages
+longer than `MAX_MESSAGE_BYTES` (UTF-8) are cut there and say so, so an error that
+echoes a huge value back stays small.
 
 >>> http_status(grpc.StatusCode.NOT_FOUND)
 404
@@ -47,6 +49,23 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: Longer error messages are truncated (gRPC servers should do the same: the message
+#: travels in a trailer, and receivers refuse headers over 8 KiB).
+MAX_MESSAGE_BYTES = 1024
+_ELLIPSIS = "… (truncated)"
+
+
+def truncate_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`message`, cut to at most `limit` UTF-8 bytes with a note saying it was cut.
+
+    >>> truncate_message("x" * 2000, 20)
+    'xxxx… (truncated)'
+    """
+    data = message.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return message
+    keep = limit - len(_ELLIPSIS.encode())
+    return data[: max(keep, 0)].decode("utf-8", "ignore") + _ELLIPSIS
 
 
 def http_status(code: grpc.StatusCode) -> int:
@@ -75,6 +94,7 @@ class GatewayError(Exception):
         http: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = truncate_message(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -226,3 +226,28 @@ async def test_cancel_a_running_task(rest: Rest) -> None:
     assert got["error"]["code"] == 1
     again = await http.post(f"/v1/{task['name']}:cancel", json={})
     assert again.json()["alreadyFinished"] is True
+
+
+async def test_a_long_id_is_invalid_argument_not_resource_exhausted(rest: Rest) -> None:
+    """The control plane echoes a bad id in its message; the message is cut to 1 KiB so
+    the grpc-message trailer never passes the 8 KiB a gRPC client accepts (which used to
+    turn this 400 into a 429 through the gateway, RESOURCE_EXHAUSTED over gRPC)."""
+    import grpc
+
+    from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc
+
+    long_id = "a" * 14_000
+    resp = await rest.http.get(f"/v1/sessions/{long_id}")
+    assert resp.status_code == 400, resp.text[:300]
+    body = resp.json()
+    assert body["code"] == 3
+    assert body["message"].startswith("name 'aaa")
+    assert body["message"].endswith("(truncated)")
+    assert len(body["message"].encode()) <= 1024
+
+    async with grpc.aio.insecure_channel(rest.mesh.address) as channel:
+        stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetSession(control_plane_pb2.GetSessionRequest(name=f"sessions/{long_id}"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").endswith("(truncated)")

@@ -4,6 +4,11 @@ Servicer methods raise MeshError subclasses; this interceptor turns them into th
 status code and message the .proto comments promise. Anything else is a bug: it is
 logged with its traceback and the caller gets INTERNAL with a short message, never
 the traceback.
+
+Messages are cut to `MAX_MESSAGE_BYTES`: the status message travels in the
+`grpc-message` trailer, and a client refuses trailers over 8 KiB with
+RESOURCE_EXHAUSTED, so an INVALID_ARGUMENT that echoes a huge id would otherwise
+reach the caller as a different error.
 """
 
 from __future__ import annotations
@@ -21,11 +26,23 @@ from llama_mesh.core.errors import MeshError
 logger = logging.getLogger(__name__)
 
 _UNAVAILABLE = (NatsTimeoutError, ConnectionClosedError, NoServersError)
+#: UTF-8 bytes of a status message; percent-encoded in the trailer, at most 3x that.
+MAX_MESSAGE_BYTES = 1024
+_TRUNCATED = "… (truncated)"
+
+
+def bounded_message(message: str) -> str:
+    """The message, cut to MAX_MESSAGE_BYTES with a note when it is longer."""
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    keep = MAX_MESSAGE_BYTES - len(_TRUNCATED.encode())
+    return data[:keep].decode("utf-8", "ignore") + _TRUNCATED
 
 
 async def _abort(context: Any, err: BaseException, method: str) -> None:
     if isinstance(err, MeshError):
-        await context.abort(err.code, err.message)
+        await context.abort(err.code, bounded_message(err.message))
     if isinstance(err, _UNAVAILABLE):
         logger.warning("%s: message queue unavailable: %r", method, err)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "message queue unavailable; retry")
