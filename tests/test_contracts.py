@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DESCRIPTOR_SET = ROOT / "python" / "llama_mesh" / "v1" / "llama_mesh.binpb"
-APIS = ("ControlPlaneAPI", "ServiceAPI", "QueueAPI")
+APIS = ("ControlPlaneAPI", "ServiceAPI", "QueueAPI", "AuthAPI")
 PACKAGE = "llama_mesh.v1"
 
 
@@ -36,12 +36,13 @@ def _messages() -> dict[str, descriptor_pb2.DescriptorProto]:
     return {f".{PACKAGE}.{m.name}": m for f in _our_files() for m in f.message_type}
 
 
-def test_descriptor_set_has_the_three_apis_and_imports() -> None:
+def test_descriptor_set_has_the_apis_and_imports() -> None:
     names = {f.name for f in _file_set().file}
     assert {
         "llama_mesh/v1/control_plane.proto",
         "llama_mesh/v1/service.proto",
         "llama_mesh/v1/queue.proto",
+        "llama_mesh/v1/auth.proto",
         "llama_mesh/v1/resources.proto",
         "google/api/http.proto",
         "google/rpc/status.proto",

@@ -8,6 +8,8 @@
     ├── ResourceExhaustedError      RESOURCE_EXHAUSTED
     ├── DeadlineExceededError       DEADLINE_EXCEEDED: the call ran out of time
     ├── UnavailableError            UNAVAILABLE: the control plane or NATS cannot be reached
+    ├── UnauthenticatedError        UNAUTHENTICATED: no credentials, or not valid ones
+    ├── PermissionDeniedError       PERMISSION_DENIED: the caller's roles do not allow it
     ├── InternalError               INTERNAL / UNKNOWN: a bug; the message says where
     └── TaskError                   a task ended without a result (carries the Task)
         ├── TaskFailedError         FAILED: the workflow raised (error_type, message)
@@ -80,6 +82,18 @@ class UnavailableError(MeshError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class UnauthenticatedError(MeshError):
+    """The call carries no credentials, or credentials that are not valid."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(MeshError):
+    """The caller is known, but its roles do not allow the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class InternalError(MeshError):
     """Something broke inside llama-mesh."""
 
@@ -129,6 +143,8 @@ _BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.INTERNAL: InternalError,
 }
 
