@@ -1,17 +1,22 @@
-"""A grpc.aio server with what every llama-mesh server has: the error interceptor,
-standard health checking and server reflection."""
+"""A grpc.aio server with what every llama-mesh server has: authentication and the
+policy table (when asked), the error interceptor, standard health checking, server
+reflection, and TLS (when asked)."""
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from llama_mesh.rpc.auth_interceptor import Authenticator, AuthInterceptor
 from llama_mesh.rpc.error_interceptor import ErrorInterceptor
+from llama_mesh.rpc.tls import ServerTls
 
 # grpc ships no type information: a servicer's context is typed as Any.
 ServicerContext: TypeAlias = Any
@@ -24,6 +29,59 @@ OPTIONS = [
 ]
 
 
+class InsecureBindError(OSError):
+    """A server was asked to listen beyond loopback without TLS and authentication."""
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    """How a server checks its callers.
+
+    `authenticator` None: no authentication (every caller is admin), allowed on
+    loopback only. `tls` None: plaintext. Health and reflection answer without
+    credentials unless `open_health` / `open_reflection` is False.
+    """
+
+    authenticator: Authenticator | None = None
+    tls: ServerTls | None = None
+    open_health: bool = True
+    open_reflection: bool = True
+    allow_insecure_bind: bool = False
+
+
+NO_SECURITY = ServerSecurity()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, security: ServerSecurity) -> None:
+    """Refuse to serve beyond loopback without TLS and authentication."""
+    if is_loopback(host) or security.allow_insecure_bind:
+        return
+    missing = [
+        what
+        for what, absent in (
+            ("TLS", security.tls is None),
+            ("authentication", security.authenticator is None),
+        )
+        if absent
+    ]
+    if missing:
+        raise InsecureBindError(
+            f"refusing to listen on {host} without {' and '.join(missing)}: anyone who can "
+            "reach it could call every RPC. Give a certificate and key (--tls-cert/--tls-key, "
+            "or `tls:` in the deployment file) and keep authentication on, or listen on "
+            "127.0.0.1 (docs/security.md)"
+        )
+
+
 @contextlib.asynccontextmanager
 async def serve(
     servicers: Sequence[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
@@ -32,6 +90,7 @@ async def serve(
     port: int = 0,
     grace: float = 5.0,
     on_shutdown: Callable[[], None] | None = None,
+    security: ServerSecurity = NO_SECURITY,
 ) -> AsyncIterator[tuple[str, health.HealthServicer]]:
     """Serve `(add_to_server, servicer, full_service_name)` triples; yields (address, health).
 
@@ -40,7 +99,18 @@ async def serve(
     runs first, so long calls (waits, streams) can end with UNAVAILABLE, which
     clients retry elsewhere, instead of being cut off.
     """
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=OPTIONS)
+    check_bind(host, security)
+    interceptors: list[Any] = []
+    if security.authenticator is not None:
+        interceptors.append(
+            AuthInterceptor(
+                security.authenticator,
+                open_health=security.open_health,
+                open_reflection=security.open_reflection,
+            )
+        )
+    interceptors.append(ErrorInterceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -48,7 +118,11 @@ async def serve(
         add(servicer, server)
         names.append(name)
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    listen = f"{host}:{port}"
+    if security.tls is not None:
+        bound = server.add_secure_port(listen, security.tls.credentials())
+    else:
+        bound = server.add_insecure_port(listen)
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()
