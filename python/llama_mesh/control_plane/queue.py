@@ -23,12 +23,14 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
 from llama_mesh.core.names import TaskName, check_service_id, new_id
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.topology import ensure_consumer, ensure_service_consumer
+from llama_mesh.rpc.identity import caller
 from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import queue_pb2_grpc, resources_pb2
@@ -53,12 +55,17 @@ def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def _check_ack_ids(ack_ids: list[str]) -> None:
-    if not ack_ids:
-        raise InvalidArgumentError("ack_ids is required")
-    for ack_id in ack_ids:
-        if not _ACK_ID.fullmatch(ack_id):
-            raise InvalidArgumentError(f"{ack_id!r} is not an ack id from Subscribe")
+def _ack_consumer(ack_id: str) -> tuple[str, str] | None:
+    """(stream, consumer) an ack id answers to; None if it is not an ack id."""
+    if not _ACK_ID.fullmatch(ack_id):
+        return None
+    tokens = ack_id.split(".")
+    # $JS.ACK.<stream>.<consumer>.<7 numbers>, or with <domain>.<account hash> first.
+    if len(tokens) == 9:
+        return tokens[2], tokens[3]
+    if len(tokens) >= 11:
+        return tokens[4], tokens[5]
+    return None
 
 
 class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
@@ -92,12 +99,17 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                 raise InvalidArgumentError(
                     f"envelope.task_event.task {event.task!r} does not match topic {ident!r}"
                 )
+            task = await self.state.tasks.get(task_key(name), event.task)
+            caller().require_service(task.service, f"report on task {event.task!r}")
             await self.state.journal.record(name, event, event_id=envelope.id)
             return q.PublishResponse(duplicate=False)
         if kind == "events":
             raise InvalidArgumentError(
                 "an events topic takes TaskEvent envelopes (set envelope.task_event)"
             )
+        # Tasks are created by CreateTask, answers sent by SendTaskEvent: both check
+        # what they carry. Publishing them raw is for operators only.
+        caller().require_admin(f"publish on {request.topic}")
         ack = await self.state.js.publish(
             self.state.topology.topic_subject(f"{kind}.{ident}"),
             envelope.SerializeToString(),
@@ -143,6 +155,8 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         if request.max_in_flight < 0:
             raise InvalidArgumentError("max_in_flight must not be negative")
         ack_wait = proto_time.seconds(request.ack_wait) if request.HasField("ack_wait") else 30.0
+        if kind != "tasks":
+            caller().require_admin(f"subscribe to {request.topic}")
         durable = await self._consumer(kind, ident, request.consumer_group, ack_wait)
         delivered: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -192,10 +206,37 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                     await delivered.get_nowait().nak()
             await consumer.cancel_running()
 
+    def _check_ack_ids(self, topic: str, ack_ids: list[str]) -> None:
+        """Each ack id must answer a message of `topic`'s own consumer: an id taken
+        from another topic (another service's tasks) is refused."""
+        kind, ident = parse_topic(topic)
+        if not ack_ids:
+            raise InvalidArgumentError("ack_ids is required")
+        stream = self._stream_for(kind)
+        for ack_id in ack_ids:
+            target = _ack_consumer(ack_id)
+            if target is None:
+                raise InvalidArgumentError(f"{ack_id!r} is not an ack id from Subscribe")
+            consumer_ok = (
+                target[1] == self.state.topology.service_consumer(ident)
+                if kind == "tasks"
+                else target[1].startswith("q_")
+            )
+            if target[0] != stream or not consumer_ok:
+                raise PermissionDeniedError(
+                    f"ack id {ack_id!r} is not of a message delivered on {topic!r}"
+                )
+
     async def _reply(
-        self, ack_ids: list[str], payload: bytes, *, confirm: bool, release: bool = True
+        self,
+        topic: str,
+        ack_ids: list[str],
+        payload: bytes,
+        *,
+        confirm: bool,
+        release: bool = True,
     ) -> None:
-        _check_ack_ids(ack_ids)
+        self._check_ack_ids(topic, ack_ids)
         for ack_id in ack_ids:
             answered = self._in_flight.get(ack_id)
             if answered is not None and release:
@@ -210,8 +251,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
     async def AckMessages(
         self, request: q.AckMessagesRequest, context: ServicerContext
     ) -> q.AckMessagesResponse:
-        parse_topic(request.topic)
-        await self._reply(list(request.ack_ids), b"+ACK", confirm=True)
+        await self._reply(request.topic, list(request.ack_ids), b"+ACK", confirm=True)
         return q.AckMessagesResponse()
 
     async def NakMessages(
@@ -222,14 +262,15 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         if delay_ns < 0:
             raise InvalidArgumentError("delay must not be negative")
         payload = b"-NAK" + (f" {json.dumps({'delay': delay_ns})}".encode() if delay_ns else b"")
-        await self._reply(list(request.ack_ids), payload, confirm=False)
+        await self._reply(request.topic, list(request.ack_ids), payload, confirm=False)
         return q.NakMessagesResponse()
 
     async def ExtendMessages(
         self, request: q.ExtendMessagesRequest, context: ServicerContext
     ) -> q.ExtendMessagesResponse:
-        parse_topic(request.topic)
-        await self._reply(list(request.ack_ids), b"+WPI", confirm=False, release=False)
+        await self._reply(
+            request.topic, list(request.ack_ids), b"+WPI", confirm=False, release=False
+        )
         return q.ExtendMessagesResponse()
 
     async def ListTopics(

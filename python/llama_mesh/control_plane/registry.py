@@ -18,10 +18,11 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import InvalidArgumentError, NotFoundError
+from llama_mesh.core.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from llama_mesh.core.names import parse_service_name
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 
@@ -36,6 +37,29 @@ def live_replicas(service: resources_pb2.Service, at: float | None = None) -> No
     live = [r for r in service.replicas if proto_time.epoch_seconds(r.lease_expire_time) > cutoff]
     del service.replicas[:]
     service.replicas.extend(live)
+
+
+_DEFINITION = (
+    "kind",
+    "description",
+    "input_schema",
+    "retry_policy",
+    "default_timeout",
+    "accepted_event_types",
+)
+
+
+def _redefines(
+    current: resources_pb2.Service,
+    offered: resources_pb2.Service,
+    others: list[resources_pb2.Replica],
+) -> bool:
+    """Whether registering `offered` would change a service that other replicas run."""
+    now = time.time()
+    running = any(proto_time.epoch_seconds(r.lease_expire_time) > now for r in others)
+    return running and any(
+        getattr(current, field) != getattr(offered, field) for field in _DEFINITION
+    )
 
 
 class ServiceRegistry:
@@ -104,8 +128,16 @@ class ServiceRegistry:
             replica.state = resources_pb2.REPLICA_STATE_SERVING
         stamp = proto_time.now()
 
+        who = caller()
+
         def change(service: resources_pb2.Service) -> None:
             replicas = [r for r in service.replicas if r.replica_id != replica.replica_id]
+            if not who.is_admin and _redefines(service, request.service, replicas):
+                raise PermissionDeniedError(
+                    f"service {request.service.name!r} is running with another definition "
+                    "(description, schema, kind or settings): only an admin may change a "
+                    "running service; stop its replicas first, or register as admin"
+                )
             create_time = resources_pb2.Service().create_time
             create_time.CopyFrom(service.create_time)
             service.CopyFrom(request.service)
@@ -165,6 +197,7 @@ class ServiceRegistry:
     ) -> cp.DeregisterServiceResponse:
         service_id = parse_service_name(request.name)
         if not request.replica_id:
+            caller().require_admin(f"deregister the whole service {request.name!r}")
             await self.state.services.get(service_id, request.name)
             await self.state.services.delete(service_id)
             logger.info("service %s deregistered", request.name)

@@ -1,4 +1,4 @@
-"""The control-plane process: ControlPlane and Queue APIs over one MeshState.
+"""The control-plane process: ControlPlane, Queue and Auth APIs over one MeshState.
 
 async with ControlPlaneServer.start(["nats://127.0.0.1:4222"]) as cp:
     print(cp.address)   # "127.0.0.1:PORT"
@@ -8,27 +8,42 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llama_mesh.control_plane.auth import AuthAPIServicer
 from llama_mesh.control_plane.queue import QueueAPIServicer
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
+from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.topology import Topology
+from llama_mesh.rpc.security import NO_AUTH, SecuritySettings, server_security
 from llama_mesh.rpc.server import serve
-from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, queue_pb2, queue_pb2_grpc
+from llama_mesh.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    control_plane_pb2,
+    control_plane_pb2_grpc,
+    queue_pb2,
+    queue_pb2_grpc,
+)
 
 logger = logging.getLogger(__name__)
 
 CONTROL_PLANE_SERVICE = control_plane_pb2.DESCRIPTOR.services_by_name["ControlPlaneAPI"].full_name
 QUEUE_SERVICE = queue_pb2.DESCRIPTOR.services_by_name["QueueAPI"].full_name
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthAPI"].full_name
+
+# (key id, roles, SHA-256 of its secret): a key a launcher generated, installed at start.
+InstalledKey = tuple[str, list[str], str]
 
 
 @dataclass
 class ControlPlaneServer:
     address: str
     state: MeshState
+    keys: ApiKeyStore
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -40,10 +55,21 @@ class ControlPlaneServer:
         port: int = 0,
         topology: Topology | None = None,
         user_credentials: str | None = None,
+        security: SecuritySettings = NO_AUTH,
+        install_keys: Sequence[InstalledKey] = (),
     ) -> AsyncIterator[ControlPlaneServer]:
-        async with MeshState.connect(
-            nats_urls, topology, name="llama-mesh-control-plane", user_credentials=user_credentials
-        ) as state:
+        async with (
+            MeshState.connect(
+                nats_urls,
+                topology,
+                name="llama-mesh-control-plane",
+                user_credentials=user_credentials,
+            ) as state,
+            ApiKeyStore.open(state.js, state.topology) as keys,
+            server_security(security, keys.lookup) as server_security_,
+        ):
+            for key_id, roles, digest in install_keys:
+                await keys.install(key_id, roles, digest)
             control_plane = ControlPlaneAPIServicer(state)
             servicers: list[tuple[Any, Any, str]] = [
                 (
@@ -56,14 +82,25 @@ class ControlPlaneServer:
                     QueueAPIServicer(state),
                     QUEUE_SERVICE,
                 ),
+                (auth_pb2_grpc.add_AuthAPIServicer_to_server, AuthAPIServicer(keys), AUTH_SERVICE),
             ]
             await control_plane.start()
             try:
                 async with serve(
-                    servicers, host=host, port=port, on_shutdown=control_plane.shutting_down.set
+                    servicers,
+                    host=host,
+                    port=port,
+                    on_shutdown=control_plane.shutting_down.set,
+                    security=server_security_,
                 ) as (address, _):
-                    logger.info("control plane serving at %s (NATS %s)", address, nats_urls)
-                    yield cls(address=address, state=state)
+                    logger.info(
+                        "control plane serving at %s (NATS %s, auth %s, TLS %s)",
+                        address,
+                        nats_urls,
+                        "on" if security.auth else "off",
+                        "off" if security.tls is None else "mTLS" if security.tls.mutual else "on",
+                    )
+                    yield cls(address=address, state=state, keys=keys)
             finally:
                 await control_plane.stop()
             logger.info("control plane at %s stopped", address)

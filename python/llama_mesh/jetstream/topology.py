@@ -20,6 +20,7 @@ process at start-up.
     {p}_tasks                    {session}.{task}
     {p}_contexts                 {session}.{service}   saved workflow Context (JSON)
     {p}_locks                    {session}.{service}   the task that holds the session
+    {p}_api_keys                 {key id}              issued API keys (secrets hashed)
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ class Topology:
             ("tasks", None),
             ("contexts", None),
             ("locks", None),
+            ("api_keys", None),
         ):
             try:
                 await _while_forming(
