@@ -15,12 +15,14 @@ from llama_mesh.client._async import (
     TaskHandle,
     task_result,
 )
+from llama_mesh.client._credentials import Credentials
 from llama_mesh.client._sync import Client, Session, SyncTaskHandle
 
 __all__ = [
     "AsyncClient",
     "AsyncSession",
     "Client",
+    "Credentials",
     "Session",
     "StreamedEvent",
     "SyncTaskHandle",

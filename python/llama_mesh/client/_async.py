@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from llama_mesh.client._api_keys import ApiKeys
+from llama_mesh.client._credentials import Credentials
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import (
     MeshError,
@@ -38,8 +40,8 @@ from llama_mesh.core.json_values import to_python, to_struct
 from llama_mesh.core.lifecycle import FINAL_STATES
 from llama_mesh.core.names import new_id, parse_session_name, service_name, session_name
 from llama_mesh.core.status import error_type, status_code
+from llama_mesh.v1 import auth_pb2_grpc, control_plane_pb2_grpc, resources_pb2
 from llama_mesh.v1 import control_plane_pb2 as cp
-from llama_mesh.v1 import control_plane_pb2_grpc, resources_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +126,21 @@ class AsyncClient:
         timeout: float = 30.0,
         reconnect_timeout: float = 30.0,
         metadata: list[tuple[str, str]] | None = None,
+        token: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """`credentials` (a token, TLS files) default to the environment's
+        (LLAMA_MESH_TOKEN, LLAMA_MESH_CA_FILE, …: see Credentials); `token` overrides
+        the token alone."""
         self.address = address
         self.timeout = timeout
         self.reconnect_timeout = reconnect_timeout
-        self._metadata = metadata or []
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.credentials = (credentials or Credentials.from_env()).with_token(token)
+        self._metadata = [*self.credentials.metadata(), *(metadata or [])]
+        self._channel = self.credentials.channel(address, CHANNEL_OPTIONS)
         self.stub = control_plane_pb2_grpc.ControlPlaneAPIStub(self._channel)
+        # API keys (admins) and `whoami` (anyone).
+        self.api_keys = ApiKeys(auth_pb2_grpc.AuthAPIStub(self._channel), self.call)
 
     async def __aenter__(self) -> AsyncClient:
         return self

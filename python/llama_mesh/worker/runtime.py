@@ -37,10 +37,16 @@ from workflows import Workflow
 from workflows.events import Event
 from workflows.handler import WorkflowHandler
 
-from llama_mesh.client import AsyncClient
+from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.client._async import CHANNEL_OPTIONS
 from llama_mesh.config import ServiceConfig
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import FailedPreconditionError, RetryableError, error_for_code
+from llama_mesh.core.errors import (
+    FailedPreconditionError,
+    RetryableError,
+    UnavailableError,
+    error_for_code,
+)
 from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import (
     ATTEMPT_FAILED,
@@ -58,13 +64,16 @@ from llama_mesh.core.lifecycle import (
 )
 from llama_mesh.core.names import TaskName, new_id, service_name
 from llama_mesh.core.status import task_status
+from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.session_lock import Revisions, SessionLock
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
+from llama_mesh.rpc.security import NO_AUTH, SecuritySettings, server_security
 from llama_mesh.rpc.server import serve
 from llama_mesh.v1 import (
+    auth_pb2,
     control_plane_pb2,
     control_plane_pb2_grpc,
     resources_pb2,
@@ -143,6 +152,8 @@ class ServiceRuntime:
         self._state: MeshState | None = None
         self._consumer: PullConsumer | None = None
         self._stub: control_plane_pb2_grpc.ControlPlaneAPIStub | None = None
+        self._metadata: list[tuple[str, str]] = []
+        self._keys: ApiKeyStore | None = None
         self.finished_count = 0
         self._lock_revisions = Revisions()
 
@@ -159,12 +170,22 @@ class ServiceRuntime:
         nats_urls: list[str] | None = None,
         drain_timeout: float = 30.0,
         user_credentials: str | None = None,
+        credentials: Credentials | None = None,
+        security: SecuritySettings = NO_AUTH,
     ) -> AsyncIterator[ServiceRuntime]:
-        """Run the replica for the duration of the block; drain it on exit."""
+        """Run the replica for the duration of the block; drain it on exit.
+
+        `credentials` (the service's token, TLS to the control plane) default to the
+        environment's (see llama_mesh.client.Credentials); `security` says how its
+        own Service API checks callers (against the mesh's API keys).
+        """
         runtime = cls(workflow, config, control_plane)
+        creds = credentials or Credentials.from_env()
+        runtime._metadata = creds.metadata()
         async with (
-            grpc.aio.insecure_channel(control_plane) as channel,
-            AsyncClient(control_plane) as nested_client,
+            creds.channel(control_plane, CHANNEL_OPTIONS) as channel,
+            AsyncClient(control_plane, credentials=creds) as nested_client,
+            server_security(security, runtime._lookup_key) as service_security,
         ):
             # Nested workflows run as child tasks on their deployed services.
             nested = use_mesh_for_nested(workflow, nested_client, runtime._child_created)
@@ -176,20 +197,31 @@ class ServiceRuntime:
                 [(service_pb2_grpc.add_ServiceAPIServicer_to_server, servicer, SERVICE_API)],
                 host=config.host,
                 port=config.port,
+                security=service_security,
             ) as (address, _):
                 runtime.address = address
                 queue = await runtime._register()
                 urls = nats_urls or list(queue.nats_urls)
-                async with MeshState.connect(
-                    urls,
-                    Topology(prefix=queue.prefix or "mesh"),
-                    name=f"llama-mesh-service-{config.name}",
-                    user_credentials=user_credentials,
-                ) as state:
+                async with (
+                    MeshState.connect(
+                        urls,
+                        Topology(prefix=queue.prefix or "mesh"),
+                        name=f"llama-mesh-service-{config.name}",
+                        user_credentials=user_credentials,
+                    ) as state,
+                    ApiKeyStore.open(state.js, state.topology) as keys,
+                ):
                     runtime._state = state
+                    runtime._keys = keys
                     async with runtime._serving():
                         yield runtime
                         await runtime._drain(drain_timeout)
+
+    async def _lookup_key(self, key_id: str) -> auth_pb2.StoredApiKey | None:
+        """The mesh's API keys, for the Service API (readable once connected to NATS)."""
+        if self._keys is None:
+            raise UnavailableError("the replica is still starting; call again")
+        return await self._keys.lookup(key_id)
 
     @contextlib.asynccontextmanager
     async def _serving(self) -> AsyncIterator[None]:
@@ -278,6 +310,7 @@ class ServiceRuntime:
                     lease_duration=proto_time.duration(self.config.lease),
                 ),
                 timeout=10,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as err:
             raise error_for_code(
@@ -302,6 +335,7 @@ class ServiceRuntime:
                         lease_duration=proto_time.duration(self.config.lease),
                     ),
                     timeout=5,
+                    metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as err:
                 if err.code() == grpc.StatusCode.NOT_FOUND:
@@ -322,6 +356,7 @@ class ServiceRuntime:
                     name=service_name(self.config.name), replica_id=self.replica_id
                 ),
                 timeout=5,
+                metadata=self._metadata,
             )
         logger.info("service %s: replica %s left", self.config.name, self.replica_id)
 
