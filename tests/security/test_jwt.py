@@ -1,0 +1,152 @@
+"""JWTs of an external issuer: a test issuer serves its JWKS over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.errors import PermissionDeniedError, UnauthenticatedError
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.rpc.jwt_auth import JwtSettings
+from llama_mesh.rpc.security import SecuritySettings
+
+AUDIENCE = "llama-mesh"
+
+
+@dataclass
+class Issuer:
+    """A JWT issuer: signing keys by key id, and its JWKS endpoint's hits."""
+
+    url: str = ""
+    keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)
+    fetches: int = 0
+
+    def add_key(self, kid: str, *, publish: bool = True) -> None:
+        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if publish:
+            self.published.append(kid)
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid in self.published:
+            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.keys[kid].public_key()))
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        return {"keys": keys}
+
+    def token(self, kid: str, **claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": self.url, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300}
+        return jwt.encode(
+            {**body, **claims}, self.keys[kid], algorithm="RS256", headers={"kid": kid}
+        )
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[Issuer]:
+    found = Issuer()
+
+    async def jwks(request: Request) -> JSONResponse:
+        found.fetches += 1
+        return JSONResponse(found.jwks())
+
+    app = Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
+    # The socket listens before uvicorn starts: a request made at once waits in the
+    # backlog instead of failing, so nothing needs to wait for readiness.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    found.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield found
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _mesh(nats: EmbeddedNats, issuer: Issuer) -> AsyncIterator[str]:
+    settings = JwtSettings(
+        issuer=issuer.url,
+        audience=AUDIENCE,
+        jwks_url=f"{issuer.url}/.well-known/jwks.json",
+        refetch_interval=0.0,
+    )
+    async with ControlPlaneServer.start(
+        [nats.url], security=SecuritySettings(auth=True, jwt=settings)
+    ) as cp:
+        yield cp.address
+
+
+def _client(address: str, token: str) -> AsyncClient:
+    return AsyncClient(address, credentials=Credentials(token=token), reconnect_timeout=0.5)
+
+
+async def test_a_jwt_of_the_trusted_issuer_is_a_caller(nats: EmbeddedNats, issuer: Issuer) -> None:
+    issuer.add_key("k1")
+    async with _mesh(nats, issuer) as address:
+        token = issuer.token("k1", roles=["client"])
+        async with _client(address, token) as client:
+            me = await client.api_keys.whoami()
+            assert (me.subject, list(me.roles)) == (f"alice@{issuer.url}", ["client"])
+            for _ in range(5):
+                await client.list_sessions()
+            # Verified once and kept: the key set was fetched once for six calls.
+            assert issuer.fetches == 1
+            with pytest.raises(PermissionDeniedError):
+                await client.api_keys.list()
+        # Roles the mesh does not know are ignored; a space-separated claim works too.
+        async with _client(address, issuer.token("k1", roles="admin billing")) as admin:
+            assert [k.name for k in await admin.api_keys.list()] == []
+
+
+async def test_bad_jwts_are_unauthenticated(nats: EmbeddedNats, issuer: Issuer) -> None:
+    issuer.add_key("k1")
+    issuer.add_key("unpublished", publish=False)
+    async with _mesh(nats, issuer) as address:
+        now = int(time.time())
+        bad = {
+            "expired": issuer.token("k1", roles=["admin"], exp=now - 600),
+            "wrong audience": issuer.token("k1", roles=["admin"], aud="someone-else"),
+            "wrong issuer": issuer.token("k1", roles=["admin"], iss="https://evil.example"),
+            "unknown key": issuer.token("unpublished", roles=["admin"]),
+            "not signed": jwt.encode({"sub": "x", "roles": ["admin"]}, key="", algorithm="none"),
+        }
+        for what, token in bad.items():
+            async with _client(address, token) as client:
+                with pytest.raises(UnauthenticatedError):
+                    await client.list_sessions()
+                    pytest.fail(what)
+
+
+async def test_a_rotated_issuer_key_is_fetched_when_first_seen(
+    nats: EmbeddedNats, issuer: Issuer
+) -> None:
+    issuer.add_key("k1")
+    async with _mesh(nats, issuer) as address:
+        async with _client(address, issuer.token("k1", roles=["client"])) as client:
+            await client.list_sessions()
+        issuer.add_key("k2")  # the issuer rotates: a new key id appears in its JWKS
+        async with _client(address, issuer.token("k2", roles=["client"])) as client:
+            await client.list_sessions()
+        assert issuer.fetches == 2

@@ -1,0 +1,135 @@
+"""TLS and mTLS end to end: the control plane, a replica's Service API and the
+replica's own channel, with certificates made by the test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.access import new_secret
+from llama_mesh.core.errors import UnavailableError
+from llama_mesh.launch.certificates import LocalPki, issue, make_ca
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.rpc.security import SecuritySettings
+from llama_mesh.rpc.server import InsecureBindError, serve
+from llama_mesh.rpc.tls import ServerTls
+from llama_mesh.v1 import service_pb2, service_pb2_grpc
+from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+
+from mesh_workflows import EchoWorkflow
+
+
+@dataclass
+class TlsMesh:
+    address: str
+    pki: LocalPki
+    admin: str
+    echo: str
+    replica: ServiceRuntime
+
+
+@contextlib.asynccontextmanager
+async def _tls_mesh(nats: EmbeddedNats, pki: LocalPki, *, mutual: bool) -> AsyncIterator[TlsMesh]:
+    admin, admin_digest = new_secret("admin")
+    echo, echo_digest = new_secret("echo")
+    tls = ServerTls(pki.server_cert, pki.server_key, pki.ca_cert if mutual else None)
+    security = SecuritySettings(auth=True, tls=tls)
+    component = Credentials(
+        token=echo,
+        ca_file=pki.ca_cert,
+        cert_file=pki.client_cert if mutual else None,
+        key_file=pki.client_key if mutual else None,
+    )
+    keys = [
+        ("admin", ["admin"], admin_digest),
+        ("echo", ["service:echo", "client"], echo_digest),
+    ]
+    # The replica reaches the control plane over (m)TLS and serves its own API so.
+    async with (
+        ControlPlaneServer.start([nats.url], security=security, install_keys=keys) as cp,
+        ServiceRuntime.start(
+            EchoWorkflow(),
+            ServiceConfig("echo"),
+            cp.address,
+            drain_timeout=2.0,
+            credentials=component,
+            security=security,
+        ) as replica,
+    ):
+        yield TlsMesh(cp.address, pki, admin, echo, replica)
+
+
+async def test_tls_end_to_end(nats: EmbeddedNats, tmp_path: Path) -> None:
+    pki = LocalPki.create(tmp_path / "pki")
+    async with _tls_mesh(nats, pki, mutual=False) as mesh:
+        creds = Credentials(token=mesh.admin, ca_file=pki.ca_cert)
+        async with AsyncClient(mesh.address, credentials=creds) as client:
+            session = await client.create_session()
+            assert await session.run("echo", arg1="tls") == "tls_result"
+        # Plaintext to a TLS port does not get through.
+        async with AsyncClient(
+            mesh.address, credentials=Credentials(token=mesh.admin), reconnect_timeout=0.5
+        ) as plain:
+            with pytest.raises(UnavailableError):
+                await plain.list_sessions()
+        # Nor does a client that trusts another CA.
+        other_ca, _ = make_ca("someone else")
+        (tmp_path / "other.pem").write_bytes(other_ca)
+        async with AsyncClient(
+            mesh.address,
+            credentials=Credentials(token=mesh.admin, ca_file=tmp_path / "other.pem"),
+            reconnect_timeout=0.5,
+        ) as wrong:
+            with pytest.raises(UnavailableError):
+                await wrong.list_sessions()
+
+
+async def test_mtls_end_to_end(nats: EmbeddedNats, tmp_path: Path) -> None:
+    pki = LocalPki.create(tmp_path / "pki")
+    async with _tls_mesh(nats, pki, mutual=True) as mesh:
+        with_cert = Credentials(
+            token=mesh.admin,
+            ca_file=pki.ca_cert,
+            cert_file=pki.client_cert,
+            key_file=pki.client_key,
+        )
+        async with AsyncClient(mesh.address, credentials=with_cert) as client:
+            session = await client.create_session()
+            assert await session.run("echo", arg1="mtls") == "mtls_result"
+        # The replica's Service API asks for a client certificate too.
+        channel_creds = with_cert.channel_credentials()
+        async with grpc.aio.secure_channel(mesh.replica.address, channel_creds) as channel:
+            described = await service_pb2_grpc.ServiceAPIStub(channel).DescribeService(
+                service_pb2.DescribeServiceRequest(), metadata=with_cert.metadata()
+            )
+            assert described.name == "services/echo"
+        # Without a certificate, or with one from another CA, the handshake fails.
+        other_ca, other_key = make_ca("someone else")
+        cert, key = issue(other_ca, other_key, "intruder", hosts=(), server=False)
+        (tmp_path / "intruder.pem").write_bytes(cert)
+        (tmp_path / "intruder.key").write_bytes(key)
+        for creds in (
+            Credentials(token=mesh.admin, ca_file=pki.ca_cert),
+            Credentials(
+                token=mesh.admin,
+                ca_file=pki.ca_cert,
+                cert_file=tmp_path / "intruder.pem",
+                key_file=tmp_path / "intruder.key",
+            ),
+        ):
+            async with AsyncClient(mesh.address, credentials=creds, reconnect_timeout=0.5) as c:
+                with pytest.raises(UnavailableError):
+                    await c.list_sessions()
+
+
+async def test_listening_beyond_loopback_needs_tls_and_auth() -> None:
+    with pytest.raises(InsecureBindError, match="without TLS and authentication"):
+        async with serve([], host="0.0.0.0", port=0):
+            pass
