@@ -93,7 +93,7 @@ def test_mutating_rpc_comments_name_their_error_codes() -> None:
         for si, s in enumerate(f.service):
             for mi, m in enumerate(s.method):
                 if m.name.startswith(("Get", "Create", "Delete", "Cancel", "Send", "Publish")):
-                    if m.name == "GetQueueConfig":
+                    if m.name in ("GetQueueConfig", "GetCallerIdentity"):  # no input
                         continue
                     text = comments[(si, mi)]
                     assert any(c in text for c in codes), f"{s.name}.{m.name}: no error codes"
