@@ -47,6 +47,10 @@ gen-clients: ## Regenerate the TypeScript and Go clients with local buf plugins 
 	  rm -rf clients/go/gen && $(BUF) generate --template clients/go/buf.gen.yaml; \
 	else echo "clients/go/bin/protoc-gen-go missing (make install with go): Go client not regenerated"; fi
 
+.PHONY: docs
+docs: ## Regenerate the settings tables of docs/deployment.md and docs/cli.md from the models.
+	$(PY) -m llama_mesh.cli.reference
+
 .PHONY: fresh
 fresh: gen ## Fail if the generated code differs from what is committed.
 	@git add -N $(GENERATED) >/dev/null 2>&1 || true

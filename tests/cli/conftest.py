@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
+from typer.core import TyperGroup
+from typer.main import get_command
+
+from llama_mesh.cli.app import app
 
 from processes import Result, run
 
@@ -56,6 +61,20 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def parse_command(args: list[str]) -> tuple[str, dict[str, Any]]:
+    """Resolve `llama-mesh ARGS` to its command and parse its options (without running it)."""
+    command: Any = get_command(app)
+    path = []
+    rest = list(args)
+    while isinstance(command, TyperGroup):
+        name = rest.pop(0)
+        found = command.get_command(typer.Context(command), name)
+        assert found is not None, f"llama-mesh has no command {' '.join([*path, name])!r}"
+        command, path = found, [*path, name]
+    context = command.make_context(" ".join(path), rest)
+    return " ".join(path), context.params
 
 
 def free_port() -> int:

@@ -12,32 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
-from typer.core import TyperGroup
-from typer.main import get_command
 
-from llama_mesh.cli.app import app
 from llama_mesh.worker.loader import load_workflow
 
-from .conftest import ROOT
+from .conftest import ROOT, parse_command
 
 DEPLOY = ROOT / "deploy"
 MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
-
-
-def parse_command(args: list[str]) -> tuple[str, dict[str, Any]]:
-    """Resolve `llama-mesh ARGS` to its command and parse its options (without running it)."""
-    command: Any = get_command(app)
-    path = []
-    rest = list(args)
-    while isinstance(command, TyperGroup):
-        name = rest.pop(0)
-        found = command.get_command(typer.Context(command), name)
-        assert found is not None, f"llama-mesh has no command {' '.join([*path, name])!r}"
-        command, path = found, [*path, name]
-    context = command.make_context(" ".join(path), rest)
-    return " ".join(path), context.params
 
 
 def documents() -> list[dict[str, Any]]:

@@ -12,17 +12,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from llama_mesh.cli.flags import parse, settings_flags
 from llama_mesh.cli.target import (
     DEFAULT_CONTROL_PLANE,
     EXIT_ERROR,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     error,
+)
+from llama_mesh.config import (
+    ControlPlaneConfig,
+    GatewayConfig,
+    NatsConfig,
+    ServiceConfig,
+    default_data_dir,
+)
+from llama_mesh.config.command_line import (
+    CONTROL_PLANE_OPTIONS,
+    GATEWAY_OPTIONS,
+    NATS_OPTIONS,
+    SERVICE_OPTIONS,
 )
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import MeshError, UnavailableError
@@ -46,55 +61,47 @@ def _logging(level: str) -> None:
     )
 
 
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+
+
+@settings_flags(NATS_OPTIONS)
 def serve_nats(
-    data_dir: Annotated[Path, typer.Option(help="JetStream storage directory.")] = Path(
-        ".llama-mesh/nats"
-    ),
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Client port; -1 picks a free one.")] = -1,
-    log_level: str = "warning",
+    values: Mapping[str, Any],
+    log_level: LogLevel = "warning",
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run an embedded nats-server with JetStream."""
     _logging(log_level)
+    settings = parse(NatsConfig, NATS_OPTIONS, values)
+    data_dir = settings.data_dir or default_data_dir()
 
     async def main() -> None:
-        async with EmbeddedNats.start(data_dir, host=host, port=port) as nats:
+        async with EmbeddedNats.start(data_dir, host=settings.host, port=settings.port) as nats:
             _ready(component="nats", url=nats.url, pid=nats.process.pid)
             await until_signalled(watch_stdin=watch_stdin)
 
     asyncio.run(main())
 
 
+@settings_flags(CONTROL_PLANE_OPTIONS)
 def serve_control_plane(
     nats: Annotated[list[str], typer.Option(help="NATS URL (repeat for a cluster).")],
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="gRPC port; 0 picks a free one.")] = 50051,
-    prefix: Annotated[str, typer.Option(help="Prefix of the mesh's NATS resources.")] = "mesh",
-    replicas: Annotated[
-        int, typer.Option(help="JetStream replicas of streams and buckets (3 on a cluster).")
-    ] = 1,
-    credentials: Annotated[
-        Path | None, typer.Option(help="NATS user credentials (.creds) file.")
-    ] = None,
-    log_level: str = "warning",
+    values: Mapping[str, Any],
+    log_level: LogLevel = "warning",
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run a control plane (ControlPlane and Queue APIs)."""
     _logging(log_level)
-    try:
-        topology = Topology(prefix=prefix, replicas=replicas)
-    except ValueError as e:
-        error(f"--prefix: {e}")
-        raise typer.Exit(EXIT_USAGE) from None
+    settings = parse(ControlPlaneConfig, CONTROL_PLANE_OPTIONS, values)
+    nats_settings = parse(NatsConfig, CONTROL_PLANE_OPTIONS, values)
 
     async def main() -> None:
         async with ControlPlaneServer.start(
             nats,
-            host=host,
-            port=port,
-            topology=topology,
-            user_credentials=str(credentials) if credentials else None,
+            host=settings.host,
+            port=settings.port,
+            topology=Topology.of(nats_settings),
+            user_credentials=_credentials(nats_settings),
         ) as cp:
             _ready(component="control-plane", address=cp.address)
             await until_signalled(watch_stdin=watch_stdin)
@@ -106,36 +113,23 @@ def serve_control_plane(
         raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
+@settings_flags(SERVICE_OPTIONS)
 def serve_service(
     workflow: Annotated[str, typer.Argument(help="The Workflow, as module:attribute.")],
-    name: Annotated[str, typer.Option(help="Service id clients run.")],
+    values: Mapping[str, Any],
     control_plane: Annotated[str, typer.Option(help="Control plane HOST:PORT.")] = (
         DEFAULT_CONTROL_PLANE
     ),
     path: Annotated[Path | None, typer.Option(help="Directory to add to sys.path.")] = None,
-    description: Annotated[str | None, typer.Option(help="Shown by `status`.")] = None,
-    max_concurrency: int = 16,
-    max_attempts: int = 3,
-    initial_backoff: Annotated[float, typer.Option(help="Seconds before a retry.")] = 1.0,
-    max_backoff: Annotated[float, typer.Option(help="Longest delay between retries.")] = 30.0,
-    retryable_error_type: Annotated[
-        list[str] | None, typer.Option(help="Exception type name to retry (repeat).")
-    ] = None,
-    ack_wait: Annotated[float, typer.Option(help="Seconds before an unacked task moves.")] = 30.0,
-    timeout: Annotated[float | None, typer.Option(help="Default task timeout (s).")] = None,
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Service API port; 0 picks a free one.")] = 0,
-    credentials: Annotated[
-        Path | None, typer.Option(help="NATS user credentials (.creds) file.")
-    ] = None,
-    log_level: str = "warning",
+    log_level: LogLevel = "warning",
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run one replica of a workflow service."""
     _logging(log_level)
+    config = parse(ServiceConfig, SERVICE_OPTIONS, values)
+    nats_settings = parse(NatsConfig, SERVICE_OPTIONS, values)
     # Imported here: they pull in llama-index workflows, which the other commands
     # (and the control plane's process) do not need.
-    from llama_mesh.config import RetryConfig, ServiceConfig
     from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
     from llama_mesh.worker.runtime import ServiceRuntime
 
@@ -144,36 +138,17 @@ def serve_service(
     except WorkflowLoadError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    try:
-        config = ServiceConfig(
-            name,
-            description=description,
-            max_concurrency=max_concurrency,
-            retry=RetryConfig(
-                max_attempts=max_attempts,
-                initial_backoff=initial_backoff,
-                max_backoff=max_backoff,
-                retryable_error_types=list(retryable_error_type or []),
-            ),
-            ack_wait=ack_wait,
-            timeout=timeout,
-            host=host,
-            port=port,
-        )
-    except (MeshError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
         async with ServiceRuntime.start(
             loaded,
             config,
             control_plane,
-            user_credentials=str(credentials) if credentials else None,
+            user_credentials=_credentials(nats_settings),
         ) as runtime:
             _ready(
                 component="service",
-                service=name,
+                service=config.name,
                 replica_id=runtime.replica_id,
                 address=runtime.address,
             )
@@ -182,33 +157,41 @@ def serve_service(
     try:
         asyncio.run(main())
     except UnavailableError as e:
-        typer.echo(f"error: service {name}: {e}", err=True)
+        typer.echo(f"error: service {config.name}: {e}", err=True)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
+@settings_flags(GATEWAY_OPTIONS)
 def serve_gateway(
     upstream: Annotated[str, typer.Option(help="Control plane HOST:PORT (gRPC).")],
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port; 0 picks a free one.")] = 8080,
-    cors_origin: Annotated[
-        list[str] | None, typer.Option(help="Allowed CORS origin, '*' for any (repeat).")
-    ] = None,
-    log_level: str = "warning",
+    values: Mapping[str, Any],
+    log_level: LogLevel = "warning",
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run the REST/JSON gateway (with /openapi.json and /healthz) for a control plane."""
     _logging(log_level)
+    settings = parse(GatewayConfig, GATEWAY_OPTIONS, values)
     from llama_mesh_gateway import serve as serve_http
 
     async def main() -> None:
         def ready(server: Any) -> None:
             _ready(component="gateway", url=server.url, openapi=f"{server.url}/openapi.json")
 
-        gateway = serve_http(upstream, host, port, cors_origins=cors_origin or [], on_ready=ready)
+        gateway = serve_http(
+            upstream,
+            settings.host,
+            settings.port,
+            cors_origins=settings.cors_origins,
+            on_ready=ready,
+        )
         await until_signalled(watch_stdin=watch_stdin, also=gateway)
 
     try:
         asyncio.run(main())
     except OSError as e:
-        error(f"gateway cannot listen on {host}:{port}: {e.strerror}")
+        error(f"gateway cannot listen on {settings.host}:{settings.port}: {e.strerror}")
         raise typer.Exit(EXIT_ERROR) from None
+
+
+def _credentials(nats: NatsConfig) -> str | None:
+    return str(nats.credentials) if nats.credentials else None

@@ -29,6 +29,7 @@ from rich.markup import escape
 
 from llama_mesh.cli.views import task_state
 from llama_mesh.client import AsyncClient
+from llama_mesh.config import ControlPlaneConfig
 from llama_mesh.core.errors import (
     InvalidArgumentError,
     MeshError,
@@ -48,7 +49,7 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
 EXIT_ERROR = 5
-DEFAULT_CONTROL_PLANE = "127.0.0.1:50051"
+DEFAULT_CONTROL_PLANE = ControlPlaneConfig().address
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

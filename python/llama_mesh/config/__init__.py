@@ -5,15 +5,33 @@ The deployment file, the ``serve`` flags, ``deploy_*``, LocalMesh and the argume
 ``llama_mesh.core`` (and the generated protos).
 """
 
-from llama_mesh.config.fields import DefaultText, Flag, Port, Settings
-from llama_mesh.config.service import RetryConfig, ServiceConfig, ServiceSettings
+from llama_mesh.config.control_plane import ControlPlaneConfig, connect_host
+from llama_mesh.config.fields import DefaultText, Flag, Port, Settings, default
+from llama_mesh.config.gateway import GatewayConfig
+from llama_mesh.config.nats import STATE_DIR, NatsConfig, default_data_dir
+from llama_mesh.config.service import (
+    RetryConfig,
+    ServiceConfig,
+    ServiceSettings,
+    valid_service_id,
+)
 
-__all__ = [
-    "DefaultText",
-    "Flag",
-    "Port",
+__all__ = [  # noqa: RUF022 (grouped by kind)
+    # The models
+    "ControlPlaneConfig",
+    "GatewayConfig",
+    "NatsConfig",
     "RetryConfig",
     "ServiceConfig",
     "ServiceSettings",
+    "STATE_DIR",
+    "connect_host",
+    "default_data_dir",
+    "valid_service_id",
+    # What models are made of
+    "DefaultText",
+    "Flag",
+    "Port",
     "Settings",
+    "default",
 ]

@@ -7,10 +7,12 @@ that tells the command line and the docs what a field's name or default alone ca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import ErrorDetails
 
 
 class Settings(BaseModel):
@@ -32,6 +34,36 @@ class Flag:
 
 @dataclass(frozen=True)
 class DefaultText:
-    """How the docs state a default that is not a literal value."""
+    """How the docs state a default that is not a literal value (Markdown)."""
 
     text: str
+
+
+def matching(pattern: re.Pattern[str], what: str, expected: str) -> AfterValidator:
+    """A check that a string field matches `pattern`; the error names `what` the
+    field is and what is `expected`.
+
+        prefix: Annotated[str, matching(PREFIX, "a valid prefix", "1-32 of a-z")]
+    """
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}: {expected}")
+        return value
+
+    return AfterValidator(check)
+
+
+def problem(error: ErrorDetails) -> str:
+    """What is wrong with a value, from one of pydantic's errors: the validator's own
+    message, or pydantic's with the value it got."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
+        message = f"{message} (got {error['input']!r})"
+    return message
+
+
+def default(model: type[BaseModel], field: str) -> Any:
+    """The default of `model`'s `field`, for code that offers the same setting under
+    another name (the llama_deploy-style configs)."""
+    return model.model_fields[field].get_default(call_default_factory=True)

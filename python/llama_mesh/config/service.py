@@ -54,7 +54,7 @@ class RetryConfig(Settings):
     """How failed attempts of the service's tasks are retried."""
 
     max_attempts: Annotated[
-        int, Field(ge=1, le=100, description="Attempts in all, including the first.")
+        int, Field(ge=1, le=100, description="Attempts in all, including the first (1-100).")
     ] = DEFAULT_MAX_ATTEMPTS
     initial_backoff: Annotated[
         float, Field(gt=0, description="Seconds before the second attempt.")
@@ -105,7 +105,7 @@ class ServiceSettings(Settings):
         Field(description="What the service is: workflow, agent, tool or human."),
     ] = resources_pb2.SERVICE_KIND_WORKFLOW
     max_concurrency: Annotated[
-        int, Field(ge=1, le=10_000, description="Tasks one replica runs at once.")
+        int, Field(ge=1, le=10_000, description="Tasks one replica runs at once (1-10000).")
     ] = 16
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout: Annotated[
@@ -129,10 +129,19 @@ class ServiceSettings(Settings):
     host: Annotated[str, Field(description="Listen address of the replica's Service API.")] = (
         "127.0.0.1"
     )
-    port: Annotated[Port, Field(description="Service API port; `0` picks a free one.")] = 0
+    port: Annotated[
+        Port,
+        Field(
+            description="Service API port; `0` picks a free one (a fixed port serves one replica)."
+        ),
+    ] = 0
 
     def retry_policy(self) -> resources_pb2.RetryPolicy:
         return self.retry.to_proto()
+
+    def named(self, name: str) -> ServiceConfig:
+        """These settings as the ServiceConfig of service `name`."""
+        return ServiceConfig(name, **{f: getattr(self, f) for f in ServiceSettings.model_fields})
 
 
 class ServiceConfig(ServiceSettings):
@@ -152,7 +161,12 @@ class ServiceConfig(ServiceSettings):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        try:
-            return check_service_id(value, "service name")
-        except InvalidArgumentError as err:
-            raise ValueError(err.message) from None
+        return valid_service_id(value, "service name")
+
+
+def valid_service_id(value: str, field: str = "service id") -> str:
+    """`value` if it is a service id; else ValueError (a validation error in a model)."""
+    try:
+        return check_service_id(value, field)
+    except InvalidArgumentError as err:
+        raise ValueError(err.message) from None

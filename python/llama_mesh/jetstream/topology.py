@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,11 +37,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, BadRequestError
 
+from llama_mesh.config import NatsConfig, default
+from llama_mesh.config.nats import PREFIX
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
 
-_PREFIX = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DAY = 24 * 3600.0
 T = TypeVar("T")
 
@@ -51,14 +51,19 @@ T = TypeVar("T")
 class Topology:
     """Names of a mesh's NATS resources, derived from its prefix."""
 
-    prefix: str = "mesh"
-    replicas: int = 1
+    prefix: str = default(NatsConfig, "prefix")
+    replicas: int = default(NatsConfig, "replicas")
     event_retention: float = DAY
     dead_letter_retention: float = 7 * DAY
 
     def __post_init__(self) -> None:
-        if not _PREFIX.fullmatch(self.prefix):
-            raise ValueError(f"mesh prefix {self.prefix!r} must match {_PREFIX.pattern}")
+        if not PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"mesh prefix {self.prefix!r} must match {PREFIX.pattern}")
+
+    @classmethod
+    def of(cls, nats: NatsConfig) -> Topology:
+        """The topology of a mesh with these NATS settings (its prefix and replicas)."""
+        return cls(prefix=nats.prefix, replicas=nats.replicas)
 
     @property
     def task_stream(self) -> str:

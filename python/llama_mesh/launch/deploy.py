@@ -20,47 +20,77 @@ from pathlib import Path
 
 from workflows import Workflow
 
-from llama_mesh.config import RetryConfig, ServiceConfig
+from llama_mesh import config
+from llama_mesh.config import (
+    NatsConfig,
+    RetryConfig,
+    ServiceConfig,
+    default,
+    default_data_dir,
+)
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.worker.runtime import ServiceRuntime
 
 
-@dataclass
-class ControlPlaneConfig:
-    """Where the control plane listens (and where services and clients find it)."""
-
-    host: str = "127.0.0.1"
-    port: int = 50051
+class ControlPlaneConfig(config.ControlPlaneConfig):
+    """Where the control plane listens (and where services and clients find it): the
+    control plane's settings, with llama_deploy's ``url``."""
 
     @property
     def url(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.address
+
+
+# llama_deploy's NATS queue listened on NATS's well-known port; so does deploy_core's.
+NATS_PORT = 4222
 
 
 @dataclass
 class NatsQueueConfig:
-    """The message queue: NATS JetStream, embedded unless `urls` are given."""
+    """The message queue: NATS JetStream, embedded unless `urls` are given (NatsConfig
+    under llama_deploy-style names)."""
 
     urls: list[str] = field(default_factory=list)
-    data_dir: Path = Path(".llama-mesh/nats")
-    port: int = 4222
-    prefix: str = "mesh"
+    data_dir: Path = field(default_factory=default_data_dir)
+    port: int = NATS_PORT
+    prefix: str = default(NatsConfig, "prefix")
     user_credentials: str | None = None
+
+    def nats_config(self) -> NatsConfig:
+        return NatsConfig(
+            url=self.urls or None,
+            data_dir=self.data_dir,
+            port=self.port,
+            prefix=self.prefix,
+            credentials=Path(self.user_credentials) if self.user_credentials else None,
+        )
 
 
 @dataclass
 class WorkflowServiceConfig:
-    """How one workflow is served; `service_name` is what clients run."""
+    """How one workflow is served; `service_name` is what clients run (ServiceConfig
+    under llama_deploy's names)."""
 
     service_name: str
-    host: str = "127.0.0.1"
-    port: int = 0
-    description: str | None = None
-    max_concurrency: int = 16
-    max_attempts: int = 3
-    timeout: float | None = None
+    host: str = default(ServiceConfig, "host")
+    port: int = default(ServiceConfig, "port")
+    description: str | None = default(ServiceConfig, "description")
+    max_concurrency: int = default(ServiceConfig, "max_concurrency")
+    max_attempts: int = default(RetryConfig, "max_attempts")
+    timeout: float | None = default(ServiceConfig, "timeout")
+
+    def service_config(self) -> ServiceConfig:
+        return ServiceConfig(
+            self.service_name,
+            description=self.description,
+            max_concurrency=self.max_concurrency,
+            retry=RetryConfig(max_attempts=self.max_attempts),
+            timeout=self.timeout,
+            host=self.host,
+            port=self.port,
+        )
 
 
 async def deploy_core(
@@ -71,21 +101,22 @@ async def deploy_core(
 ) -> None:
     """Run the message queue (if embedded) and a control plane until cancelled."""
     cp_config = control_plane_config or ControlPlaneConfig()
-    queue = message_queue_config or NatsQueueConfig()
+    nats = (message_queue_config or NatsQueueConfig()).nats_config()
     async with contextlib.AsyncExitStack() as stack:
-        urls = list(queue.urls)
-        if not urls:
-            nats = await stack.enter_async_context(
-                EmbeddedNats.start(queue.data_dir, port=queue.port)
+        urls = nats.urls
+        if nats.embedded:
+            assert nats.data_dir is not None
+            server = await stack.enter_async_context(
+                EmbeddedNats.start(nats.data_dir, host=nats.host, port=nats.port)
             )
-            urls = [nats.url]
+            urls = [server.url]
         await stack.enter_async_context(
             ControlPlaneServer.start(
                 urls,
                 host=cp_config.host,
                 port=cp_config.port,
-                topology=Topology(prefix=queue.prefix),
-                user_credentials=queue.user_credentials,
+                topology=Topology.of(nats),
+                user_credentials=str(nats.credentials) if nats.credentials else None,
             )
         )
         if ready is not None:
@@ -102,15 +133,7 @@ async def deploy_workflow(
 ) -> None:
     """Serve `workflow` as a service until cancelled or drained."""
     cp_config = control_plane_config or ControlPlaneConfig()
-    config = ServiceConfig(
-        workflow_config.service_name,
-        description=workflow_config.description,
-        max_concurrency=workflow_config.max_concurrency,
-        retry=RetryConfig(max_attempts=workflow_config.max_attempts),
-        timeout=workflow_config.timeout,
-        host=workflow_config.host,
-        port=workflow_config.port,
-    )
+    config = workflow_config.service_config()
     async with ServiceRuntime.start(workflow, config, cp_config.url) as runtime:
         if ready is not None:
             ready.set()

@@ -24,17 +24,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
-from llama_mesh.core.names import SERVICE_ID
+from llama_mesh.config import (
+    STATE_DIR,
+    ControlPlaneConfig,
+    DefaultText,
+    GatewayConfig,
+    NatsConfig,
+    ServiceSettings,
+    Settings,
+    default_data_dir,
+    valid_service_id,
+)
+from llama_mesh.config.fields import matching, problem
 
 SOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-NATS_URL = re.compile(r"(nats|tls|ws|wss)://[^\s/]+")
-PREFIX = re.compile(r"[a-z][a-z0-9_]{0,31}")
-ANY_HOST = ("0.0.0.0", "::", "")
-
-Port = Annotated[int, Field(ge=0, le=65535)]
 
 
 class DeploymentError(ValueError):
@@ -47,108 +54,49 @@ class DeploymentError(ValueError):
         super().__init__(f"invalid deployment file {path}:\n{lines}")
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Source(Settings):
+    """Where a service's workflow comes from (first in the file's service section)."""
+
+    source: Annotated[
+        str,
+        matching(
+            SOURCE,
+            "a workflow reference",
+            "expected 'module:attribute' (e.g. 'workflows:echo'), where module is "
+            "importable from `path`",
+        ),
+        Field(
+            description="`module:attribute`: a Workflow instance, a Workflow subclass (made "
+            "with no arguments) or a function returning a Workflow."
+        ),
+    ]
+    path: Annotated[
+        Path | None,
+        DefaultText("the file's directory"),
+        Field(description="Directory added to the import path before importing `module`."),
+    ] = None
 
 
-class NatsSpec(_Spec):
-    """Where the mesh's NATS JetStream is: embedded (default) or an existing cluster."""
+class ServiceSpec(ServiceSettings, _Source):
+    """One service of the file: its workflow, how it is served (ServiceSettings: the
+    same settings as ServiceConfig, the id being the key in ``services``), and how
+    many replicas of it run with which environment."""
 
-    url: str | list[str] | None = None
-    data_dir: Path | None = None
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=-1, le=65535)] = -1
-    credentials: Path | None = None
-    prefix: str = "mesh"
-    replicas: Annotated[int, Field(ge=1, le=5)] = 1
-
-    @field_validator("url")
-    @classmethod
-    def _urls(cls, value: str | list[str] | None) -> str | list[str] | None:
-        urls = [value] if isinstance(value, str) else value or []
-        if isinstance(value, list) and not value:
-            raise ValueError("give at least one URL, or leave url out for embedded NATS")
-        for url in urls:
-            if not NATS_URL.fullmatch(url):
-                raise ValueError(
-                    f"{url!r} is not a NATS URL: expected nats://HOST:PORT (or tls://, ws://)"
-                )
-        return value
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        if not PREFIX.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid prefix: 1-32 characters of a-z, 0-9 and '_', "
-                "starting with a letter"
-            )
-        return value
-
-    @property
-    def embedded(self) -> bool:
-        """True when `up` starts its own nats-server."""
-        return self.url is None
-
-    @property
-    def urls(self) -> list[str]:
-        if self.url is None:
-            return []
-        return [self.url] if isinstance(self.url, str) else list(self.url)
-
-
-class ControlPlaneSpec(_Spec):
-    """Where the control plane listens (gRPC)."""
-
-    host: str = "127.0.0.1"
-    port: Port = 50051
-
-    @property
-    def address(self) -> str:
-        return f"{connect_host(self.host)}:{self.port}"
-
-
-class GatewaySpec(_Spec):
-    """The REST/JSON gateway in front of the control plane."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Port = 8080
-    cors_origins: list[str] = Field(default_factory=list)
-
-
-class RetrySpec(_Spec):
-    """How failed attempts of the service's tasks are retried."""
-
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    initial_backoff: Annotated[float, Field(gt=0)] = 1.0
-    max_backoff: Annotated[float, Field(gt=0)] = 30.0
-    retryable_error_types: list[str] = Field(default_factory=list)
-
-
-class ServiceSpec(_Spec):
-    """One workflow service and how many replicas of it run."""
-
-    source: str
-    path: Path | None = None
-    description: str | None = None
-    replicas: Annotated[int, Field(ge=1, le=64)] = 1
-    max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 16
-    retry: RetrySpec = Field(default_factory=RetrySpec)
-    timeout: Annotated[float, Field(gt=0)] | None = None
-    ack_wait: Annotated[float, Field(gt=0)] = 30.0
-    port: Port = 0
-    env: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        if not SOURCE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a workflow reference: expected 'module:attribute' "
-                "(e.g. 'workflows:echo'), where module is importable from `path`"
-            )
-        return value
+    replicas: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description="Processes serving it (1-64). They share one durable JetStream consumer.",
+        ),
+    ] = 1
+    env: Annotated[
+        dict[str, str],
+        Field(
+            description="Environment variables of its replicas (values become strings). "
+            "Also set while `up`/`check` import the workflow."
+        ),
+    ] = Field(default_factory=dict)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -162,39 +110,56 @@ class ServiceSpec(_Spec):
         return value
 
 
-class Deployment(_Spec):
+class Deployment(Settings):
     """A deployment: NATS, a control plane, a gateway and services."""
 
-    name: str
-    state_dir: Path = Path(".llama-mesh")
-    nats: NatsSpec = Field(default_factory=NatsSpec)
-    control_plane: ControlPlaneSpec = Field(default_factory=ControlPlaneSpec)
-    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
-    services: dict[str, ServiceSpec] = Field(default_factory=dict)
+    name: Annotated[
+        str,
+        matching(
+            NAME,
+            "a valid deployment name",
+            "1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
+        ),
+        Field(
+            description="The deployment's name: 1-63 of `a-z 0-9 _ -`, starting with a "
+            "letter or digit."
+        ),
+    ]
+    state_dir: Annotated[
+        Path,
+        Field(
+            description="Where `up` keeps its run file (`run.json`: the addresses it bound, "
+            "removed on exit) and, by default, the embedded NATS data."
+        ),
+    ] = STATE_DIR
+    nats: Annotated[NatsConfig, DefaultText("embedded"), Field(description="See below.")] = Field(
+        default_factory=NatsConfig
+    )
+    control_plane: Annotated[
+        ControlPlaneConfig, DefaultText("`127.0.0.1:50051`"), Field(description="See below.")
+    ] = Field(default_factory=ControlPlaneConfig)
+    gateway: Annotated[
+        GatewayConfig,
+        DefaultText("enabled on `127.0.0.1:8080`"),
+        Field(description="See below."),
+    ] = Field(default_factory=GatewayConfig)
+    services: Annotated[
+        dict[str, ServiceSpec],
+        Field(
+            description="Service id → service. Ids are what clients run "
+            "(`llama-mesh run echo`): 1-63 of `a-z 0-9 _ -`."
+        ),
+    ] = Field(default_factory=dict)
     # Where the file is; relative paths resolve against it. Set by parse_deployment,
     # with the file's YAML tree (to name lines in later errors).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _yaml: yaml.Node | None = PrivateAttr(default=None)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid deployment name: 1-63 characters of a-z, 0-9, "
-                "'_' and '-', starting with a letter or digit"
-            )
-        return value
-
     @field_validator("services")
     @classmethod
     def _service_ids(cls, value: dict[str, ServiceSpec]) -> dict[str, ServiceSpec]:
         for service_id in value:
-            if not SERVICE_ID.fullmatch(service_id):
-                raise ValueError(
-                    f"{service_id!r} is not a valid service id: 1-63 characters of a-z, "
-                    "0-9, '_' and '-', starting with a letter or digit"
-                )
+            valid_service_id(service_id, "service id")
         return value
 
     @property
@@ -213,7 +178,7 @@ class Deployment(_Spec):
     def nats_data_dir(self) -> Path:
         if self.nats.data_dir is not None:
             return self.resolve(self.nats.data_dir)
-        return self.state_path / "nats"
+        return default_data_dir(self.state_path)
 
     @property
     def run_file(self) -> Path:
@@ -222,11 +187,6 @@ class Deployment(_Spec):
 
     def service_path(self, service: ServiceSpec) -> Path:
         return self.resolve(service.path) if service.path is not None else self.base_dir
-
-
-def connect_host(host: str) -> str:
-    """The address to connect to for a server that listens on `host`."""
-    return "127.0.0.1" if host in ANY_HOST else host
 
 
 # ---------------------------------------------------------------- loading
@@ -290,7 +250,7 @@ def _at(located: _Located, loc: Sequence[int | str]) -> str:
     return f"{_dotted(loc)} (line {line})" if line is not None else _dotted(loc)
 
 
-def _describe(located: _Located, error: Any) -> str:
+def _describe(located: _Located, error: ErrorDetails) -> str:
     loc: tuple[int | str, ...] = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -303,11 +263,7 @@ def _describe(located: _Located, error: Any) -> str:
         )
     if kind == "missing":
         return f"{_at(located, loc[:-1]) if loc[:-1] else 'the file'}: {loc[-1]!r} is required"
-    message: str = error["msg"]
-    message = message.removeprefix("Value error, ")
-    if "input" in error and kind not in ("value_error",) and not isinstance(error["input"], dict):
-        message = f"{message} (got {error['input']!r})"
-    return f"{_at(located, loc)}: {message}"
+    return f"{_at(located, loc)}: {problem(error)}"
 
 
 def load_deployment(path: Path | str) -> Deployment:
@@ -361,7 +317,7 @@ def _fixed_ports(d: Deployment) -> Iterator[tuple[tuple[str, ...], str, int]]:
         yield ("gateway", "port"), d.gateway.host, d.gateway.port
     for name, service in d.services.items():
         if service.port:
-            yield ("services", name, "port"), "127.0.0.1", service.port
+            yield ("services", name, "port"), service.host, service.port
 
 
 def _cross_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -376,11 +332,6 @@ def _cross_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
             yield (
                 ("services", name, "port"),
                 f"a fixed port serves one replica, not {service.replicas}: use port 0",
-            )
-        if service.retry.max_backoff < service.retry.initial_backoff:
-            yield (
-                ("services", name, "retry", "max_backoff"),
-                "must be at least retry.initial_backoff",
             )
         if service.path is not None and not d.service_path(service).is_dir():
             yield (("services", name, "path"), f"{d.service_path(service)} is not a directory")

@@ -28,7 +28,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llama_mesh.launch.deployment import Deployment, ServiceSpec, connect_host
+from llama_mesh.config import NatsConfig, connect_host
+from llama_mesh.config.command_line import (
+    CONTROL_PLANE_OPTIONS,
+    GATEWAY_OPTIONS,
+    NATS_OPTIONS,
+    SERVICE_OPTIONS,
+    to_argv,
+)
+from llama_mesh.launch.deployment import Deployment, ServiceSpec
 from llama_mesh.launch.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
@@ -45,19 +53,19 @@ def _port_of(address: str) -> str:
     return address.rsplit(":", 1)[1]
 
 
+def _serve(component: str, *args: str) -> list[str]:
+    """The command line of a `serve` child; `up` stops it by closing its stdin."""
+    return [*COMMAND, "serve", component, *args, "--watch-stdin"]
+
+
+def _nats_settings(d: Deployment) -> NatsConfig:
+    """The file's NATS settings with its paths made absolute (children run elsewhere)."""
+    credentials = d.resolve(d.nats.credentials) if d.nats.credentials is not None else None
+    return d.nats.model_copy(update={"data_dir": d.nats_data_dir, "credentials": credentials})
+
+
 def nats_spec(d: Deployment) -> ChildSpec:
-    argv = [
-        *COMMAND,
-        "serve",
-        "nats",
-        "--data-dir",
-        str(d.nats_data_dir),
-        "--host",
-        d.nats.host,
-        "--port",
-        str(d.nats.port),
-        "--watch-stdin",
-    ]
+    argv = _serve("nats", *to_argv(NATS_OPTIONS, _nats_settings(d)))
     return ChildSpec(
         "nats",
         argv,
@@ -68,22 +76,12 @@ def nats_spec(d: Deployment) -> ChildSpec:
 
 
 def control_plane_spec(d: Deployment, nats_urls: list[str]) -> ChildSpec:
-    argv = [*COMMAND, "serve", "control-plane"]
-    for url in nats_urls:
-        argv += ["--nats", url]
-    argv += [
-        "--host",
-        d.control_plane.host,
-        "--port",
-        str(d.control_plane.port),
-        "--prefix",
-        d.nats.prefix,
-        "--replicas",
-        str(d.nats.replicas),
-        "--watch-stdin",
-    ]
-    if d.nats.credentials is not None:
-        argv += ["--credentials", str(d.resolve(d.nats.credentials))]
+    nats = [arg for url in nats_urls for arg in ("--nats", url)]
+    argv = _serve(
+        "control-plane",
+        *nats,
+        *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, _nats_settings(d)),
+    )
     return ChildSpec(
         "control-plane",
         argv,
@@ -96,39 +94,15 @@ def control_plane_spec(d: Deployment, nats_urls: list[str]) -> ChildSpec:
 def service_specs(
     d: Deployment, name: str, spec: ServiceSpec, control_plane: str
 ) -> list[ChildSpec]:
-    argv = [
-        *COMMAND,
-        "serve",
+    argv = _serve(
         "service",
         spec.source,
-        "--name",
-        name,
         "--control-plane",
         control_plane,
         "--path",
         str(d.service_path(spec)),
-        "--max-concurrency",
-        str(spec.max_concurrency),
-        "--max-attempts",
-        str(spec.retry.max_attempts),
-        "--initial-backoff",
-        str(spec.retry.initial_backoff),
-        "--max-backoff",
-        str(spec.retry.max_backoff),
-        "--ack-wait",
-        str(spec.ack_wait),
-        "--port",
-        str(spec.port),
-        "--watch-stdin",
-    ]
-    for error_type in spec.retry.retryable_error_types:
-        argv += ["--retryable-error-type", error_type]
-    if d.nats.credentials is not None:
-        argv += ["--credentials", str(d.resolve(d.nats.credentials))]
-    if spec.timeout is not None:
-        argv += ["--timeout", str(spec.timeout)]
-    if spec.description is not None:
-        argv += ["--description", spec.description]
+        *to_argv(SERVICE_OPTIONS, spec.named(name), _nats_settings(d)),
+    )
     env = {**os.environ, **spec.env}
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
@@ -138,20 +112,7 @@ def service_specs(
 
 
 def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
-    argv = [
-        *COMMAND,
-        "serve",
-        "gateway",
-        "--upstream",
-        control_plane,
-        "--host",
-        d.gateway.host,
-        "--port",
-        str(d.gateway.port),
-        "--watch-stdin",
-    ]
-    for origin in d.gateway.cors_origins:
-        argv += ["--cors-origin", origin]
+    argv = _serve("gateway", "--upstream", control_plane, *to_argv(GATEWAY_OPTIONS, d.gateway))
     return ChildSpec(
         "gateway",
         argv,
