@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,47 @@ def _event_classes(workflow: Workflow) -> dict[str, type[Event]]:
     return found
 
 
+class ContextTypeNotAllowedError(TypeError):
+    """A saved Context names a type the workflow does not declare: it is not restored
+    (a type named by stored data is never imported)."""
+
+
+def _declared_types(workflow: Workflow) -> list[type[Any]]:
+    """What a saved Context of this workflow may hold: its events, the types its steps
+    declare (accepted, returned, their state), and the workflow's `context_types`."""
+    found: list[Any] = [
+        workflow.start_event_class,
+        workflow.stop_event_class,
+        InputRequiredEvent,
+        HumanResponseEvent,
+        *getattr(workflow, "context_types", ()),
+    ]
+    for step in workflow._get_steps().values():
+        config = getattr(step, "_step_config", None)
+        found.extend(getattr(config, "accepted_events", None) or [])
+        found.extend(getattr(config, "return_types", None) or [])
+        found.append(getattr(config, "context_state_type", None))
+    return [cls for cls in dict.fromkeys(found) if inspect.isclass(cls) and cls is not type(None)]
+
+
+def _named_types(value: Any) -> Iterator[str]:
+    """Class names a serialized Context asks to restore (store values are JSON text)."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return
+    if isinstance(value, dict):
+        name = value.get("qualified_name")
+        if (value.get("__is_pydantic") or value.get("__is_component")) and isinstance(name, str):
+            yield name
+        for item in value.values():
+            yield from _named_types(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _named_types(item)
+
+
 @dataclass
 class RunOutcome:
     result: Any
@@ -81,7 +123,9 @@ class WorkflowRunner:
 
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
-        self._serializer = JsonSerializer()
+        # An allow-list: a Context restores only the workflow's own types, whatever
+        # class names the stored JSON (which task input can reach) asks for.
+        self._serializer = JsonSerializer(allowed_types=_declared_types(workflow))
         self._events = _event_classes(workflow)
 
     @property
@@ -111,17 +155,27 @@ class WorkflowRunner:
     def is_input_request(event: Event) -> bool:
         return isinstance(event, InputRequiredEvent)
 
+    def _restore(self, saved: dict[str, Any]) -> Context:
+        # The serializer would refuse an undeclared type only when a step reads the
+        # value; checking every named type first makes it one typed error up front.
+        for qualified_name in _named_types(saved):
+            try:
+                self._serializer.resolve_class(qualified_name)
+            except ValueError as err:
+                raise ContextTypeNotAllowedError(
+                    f"the session's saved Context holds a {qualified_name}, which "
+                    f"{type(self.workflow).__name__} does not declare: it is not restored "
+                    "(declare it in the workflow's `context_types`)"
+                ) from err
+        return Context.from_dict(self.workflow, saved, serializer=self._serializer)
+
     async def run(
         self,
         kwargs: dict[str, Any],
         saved_context: dict[str, Any] | None,
         on_event: OnEvent,
     ) -> RunOutcome:
-        ctx = (
-            Context.from_dict(self.workflow, saved_context, serializer=self._serializer)
-            if saved_context
-            else None
-        )
+        ctx = self._restore(saved_context) if saved_context else None
         handler = self.workflow.run(ctx=ctx, **kwargs)
         try:
             async for event in handler.stream_events():
