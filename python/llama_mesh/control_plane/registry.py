@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from llama_mesh.control_plane.routing import orchestrator_for_unnamed, orchestrators
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from llama_mesh.core.names import parse_service_name
@@ -108,6 +109,13 @@ class ServiceRegistry:
                 "(ListServices shows what is registered)"
             )
         return found[0]
+
+    async def orchestrator(self) -> str:
+        """The orchestrator service that takes a task naming no service (routing.py)."""
+        if orchestrators(self._services.values()):
+            return orchestrator_for_unnamed(self._services.values())
+        # Not seen by the watch (yet): it may have registered a moment ago.
+        return orchestrator_for_unnamed(s for _, s in await self.state.services.scan())
 
     async def register_service(
         self, request: cp.RegisterServiceRequest

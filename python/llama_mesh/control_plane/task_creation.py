@@ -77,7 +77,7 @@ async def create_task(
     `call_deadline` (epoch seconds) also bounds the task."""
     session_id = parse_session_name(parent, "parent")
     if not requested.service:
-        raise InvalidArgumentError('task.service is required (e.g. "echo")')
+        requested.service = await registry.orchestrator()
     service_id = check_service_id(requested.service, "task.service")
     if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
         raise InvalidArgumentError(
@@ -125,8 +125,11 @@ async def create_task(
     policy.CopyFrom(service.retry_policy)
     policy.MergeFrom(requested.retry_policy)
     task.retry_policy.CopyFrom(policy)
-    if not timeout and service.HasField("default_timeout"):
-        timeout = proto_time.seconds(service.default_timeout)
+    default = proto_time.seconds(service.default_timeout)
+    if default and (not timeout or requested.parent_task):
+        # A child's timeout is what remains of its parent's, not a choice: the
+        # service's own timeout (e.g. how long a person may take) still bounds it.
+        timeout = min(timeout, default) if timeout else default
     deadlines = []
     if timeout:
         deadlines.append(time.time() + timeout)

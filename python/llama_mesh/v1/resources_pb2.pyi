@@ -45,6 +45,11 @@ class _ServiceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ServiceKi
     """A tool service: one function per task."""
     SERVICE_KIND_HUMAN: _ServiceKind.ValueType  # 4
     """A service whose tasks are answered by a person."""
+    SERVICE_KIND_ORCHESTRATOR: _ServiceKind.ValueType  # 5
+    """An orchestrator: the service the control plane routes a task to when the
+    task names no service. It decides the next hops and runs each as a child
+    task.
+    """
 
 class ServiceKind(_ServiceKind, metaclass=_ServiceKindEnumTypeWrapper):
     """What a deployed service runs."""
@@ -59,6 +64,11 @@ SERVICE_KIND_TOOL: ServiceKind.ValueType  # 3
 """A tool service: one function per task."""
 SERVICE_KIND_HUMAN: ServiceKind.ValueType  # 4
 """A service whose tasks are answered by a person."""
+SERVICE_KIND_ORCHESTRATOR: ServiceKind.ValueType  # 5
+"""An orchestrator: the service the control plane routes a task to when the
+task names no service. It decides the next hops and runs each as a child
+task.
+"""
 Global___ServiceKind: _TypeAlias = ServiceKind  # noqa: Y015
 
 class _ReplicaState:
@@ -180,6 +190,7 @@ class Service(_message.Message):
     TASK_SUBJECT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `services/{service}`."""
     kind: Global___ServiceKind.ValueType
@@ -220,6 +231,13 @@ class Service(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When a replica last registered, renewed or left."""
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceTool]:
+        """The tools a tool service (SERVICE_KIND_TOOL) serves. A task of the service
+        calls one: its input is `{"tool": NAME, "arguments": {...}}` and its result
+        is what the tool returned.
+        """
+
     def __init__(
         self,
         *,
@@ -234,14 +252,47 @@ class Service(_message.Message):
         task_subject: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        tools: _abc.Iterable[Global___ServiceTool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_timeout", b"default_timeout", "input_schema", b"input_schema", "retry_policy", b"retry_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_event_types", b"accepted_event_types", "create_time", b"create_time", "default_timeout", b"default_timeout", "description", b"description", "input_schema", b"input_schema", "kind", b"kind", "name", b"name", "replicas", b"replicas", "retry_policy", b"retry_policy", "task_subject", b"task_subject", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_event_types", b"accepted_event_types", "create_time", b"create_time", "default_timeout", b"default_timeout", "description", b"description", "input_schema", b"input_schema", "kind", b"kind", "name", b"name", "replicas", b"replicas", "retry_policy", b"retry_policy", "task_subject", b"task_subject", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class ServiceTool(_message.Message):
+    """One tool of a tool service, described as function-calling models expect it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The tool's name, unique within its service, e.g. "get_the_secret_fact"."""
+    description: _builtins.str
+    """What the tool does, for the model that decides to call it."""
+    @_builtins.property
+    def parameters(self) -> _struct_pb2.Struct:
+        """JSON Schema of the tool's arguments (an object schema)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceTool: _TypeAlias = ServiceTool  # noqa: Y015
 
 @_typing.final
 class Replica(_message.Message):

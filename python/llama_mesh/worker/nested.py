@@ -16,34 +16,14 @@ cancels the child, and the child's failure raises TaskFailedError in the parent.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, cast
 
 from workflows import Workflow
 from workflows.resource import Resource, ResourceDefinition
 
-from llama_mesh.client import AsyncClient, AsyncSession
-from llama_mesh.core.names import TaskName
-from llama_mesh.v1 import resources_pb2
-
-OnChild = Callable[[str, str, str], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class RunningTask:
-    """The task whose workflow is running in this asyncio context."""
-
-    name: str
-    deadline: float | None  # seconds since the epoch
-
-
-current_task: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar(
-    "llama_mesh_current_task", default=None
-)
+from llama_mesh.worker.child_tasks import call_service
 
 
 def _missing(name: str) -> Any:
@@ -98,38 +78,22 @@ class RemoteWorkflow:
     """Stands in for a nested workflow: `await inner.run(**kwargs)` runs the
     deployed service as a child task of the running task."""
 
-    def __init__(self, service: str, client: AsyncClient, on_child: OnChild) -> None:
+    def __init__(self, service: str) -> None:
         self.service = service
-        self._client = client
-        self._on_child = on_child
 
     def __repr__(self) -> str:
         return f"<RemoteWorkflow service={self.service!r}>"
 
     async def run(self, **kwargs: Any) -> Any:
-        parent = current_task.get()
-        if parent is None:
-            raise RuntimeError(f"{self!r} runs only inside a task served by llama-mesh")
-        name = TaskName.parse(parent.name)
-        timeout = None if parent.deadline is None else max(parent.deadline - time.time(), 0.001)
-        # The parent's session exists (it runs in it): no need to fetch it.
-        session = AsyncSession(self._client, resources_pb2.Session(name=name.session))
-        handle = await session.create_task(
-            self.service, timeout=timeout, parent_task=parent.name, input=kwargs
-        )
-        await self._on_child(parent.name, handle.name, self.service)
-        return await handle.result()
+        return await call_service(self.service, kwargs)
 
 
-def use_mesh_for_nested(workflow: Workflow, client: AsyncClient, on_child: OnChild) -> list[str]:
-    """Replace each workflow resource of `workflow` with a RemoteWorkflow; the names.
-
-    `on_child(parent, child, service)` is told of every child task created.
-    """
+def use_mesh_for_nested(workflow: Workflow) -> list[str]:
+    """Replace each workflow resource of `workflow` with a RemoteWorkflow; the names."""
     services = []
     for definition in workflow_resources(workflow):
         workflow._resource_manager.resources[definition.resource.name] = RemoteWorkflow(
-            definition.name, client, on_child
+            definition.name
         )
         # A cached resource is looked up by name, so the proxy is what steps get.
         cast(Any, definition.resource).cache = True

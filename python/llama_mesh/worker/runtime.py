@@ -31,7 +31,6 @@ import grpc
 import nats.errors
 from google.protobuf import json_format, struct_pb2
 from nats.aio.msg import Msg
-from nats.js import api as js_api
 from nats.js.errors import KeyNotFoundError
 from workflows import Workflow
 from workflows.events import Event
@@ -80,8 +79,10 @@ from llama_mesh.v1 import (
     service_pb2,
     service_pb2_grpc,
 )
-from llama_mesh.worker.nested import RunningTask, current_task, use_mesh_for_nested
+from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
+from llama_mesh.worker.nested import use_mesh_for_nested
 from llama_mesh.worker.service_api import ServiceAPIServicer
+from llama_mesh.worker.task_inputs import TaskInputs
 from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner, event_payload
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class _Running:
     forwards: set[asyncio.Task[None]] = field(default_factory=set)
     # The write that records the attempt as RUNNING (owned by _run_locked).
     started: asyncio.Task[tuple[resources_pb2.Task, int]] | None = None
+    # The answers the task got while it waited for input (human in the loop).
+    inputs: TaskInputs | None = None
 
 
 class ServiceRuntime:
@@ -156,6 +159,7 @@ class ServiceRuntime:
         self._keys: ApiKeyStore | None = None
         self.finished_count = 0
         self._lock_revisions = Revisions()
+        self._caller: ChildCaller | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -188,7 +192,8 @@ class ServiceRuntime:
             server_security(security, runtime._lookup_key) as service_security,
         ):
             # Nested workflows run as child tasks on their deployed services.
-            nested = use_mesh_for_nested(workflow, nested_client, runtime._child_created)
+            runtime._caller = ChildCaller(nested_client, runtime._child_created)
+            nested = use_mesh_for_nested(workflow)
             if nested:
                 logger.info("service %s calls nested services %s", config.name, nested)
             runtime._stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
@@ -260,21 +265,34 @@ class ServiceRuntime:
                 await cancels.unsubscribe()
             await self._deregister()
 
+    @property
+    def kind(self) -> resources_pb2.ServiceKind.ValueType:
+        """The configured kind, or the one the workflow declares (a ToolService...)."""
+        if self.config.kind in (
+            resources_pb2.SERVICE_KIND_UNSPECIFIED,
+            resources_pb2.SERVICE_KIND_WORKFLOW,
+        ):
+            return resources_pb2.ServiceKind.ValueType(self.runner.kind or self.config.kind)
+        return self.config.kind
+
     def _service(self) -> resources_pb2.Service:
         return resources_pb2.Service(
             name=service_name(self.config.name),
-            kind=self.config.kind,
+            kind=self.kind,
             description=self.config.description or self.runner.description,
             input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
             retry_policy=self.config.retry_policy(),
             default_timeout=proto_time.duration(self.config.timeout or 0),
             accepted_event_types=self.runner.accepted_event_types,
+            tools=[
+                json_format.ParseDict(t, resources_pb2.ServiceTool()) for t in self.runner.tools()
+            ],
         )
 
     def describe(self) -> service_pb2.DescribeServiceResponse:
         return service_pb2.DescribeServiceResponse(
             name=service_name(self.config.name),
-            kind=self.config.kind,
+            kind=self.kind,
             description=self.config.description or self.runner.description,
             input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
             replica=self.replica(),
@@ -610,7 +628,7 @@ class ServiceRuntime:
             async def on_event(event: Event, handler: WorkflowHandler) -> None:
                 await self._on_workflow_event(name, attempt, event, handler, running)
 
-            token = current_task.set(RunningTask(str(name), deadline))
+            token = current_task.set(RunningTask(str(name), deadline, self._caller))
             try:
                 outcome = await self.runner.run(kwargs, saved, on_event)
             except Exception as err:
@@ -630,13 +648,17 @@ class ServiceRuntime:
                 await asyncio.shield(lock.release())
             raise
 
-    async def _child_created(self, parent: str, child: str, service: str) -> None:
-        """Announce a nested child task on its parent's event stream."""
+    async def _child_created(
+        self, parent: str, child: str, service: str, details: dict[str, Any]
+    ) -> None:
+        """Announce a child task on its parent's event stream (once: a replayed
+        attempt that finds the child again announces it under the same id)."""
         state = self._state
         assert state is not None
         event = resources_pb2.TaskEvent(type=CHILD_TASK_CREATED)
-        event.payload.CopyFrom(to_value({"task": child, "service": service}))
-        await state.journal.publish(TaskName.parse(parent), event)
+        event.payload.CopyFrom(to_value({**details, "task": child, "service": service}))
+        child_id = TaskName.parse(child).task_id
+        await state.journal.publish(TaskName.parse(parent), event, event_id=f"{child_id}.child")
 
     def _finished_task(self, name: TaskName) -> Callable[[str], Awaitable[bool]]:
         async def finished(task_id: str) -> bool:
@@ -662,34 +684,46 @@ class ServiceRuntime:
         if not self.runner.is_input_request(event):
             await state.journal.publish(name, out)
             return
-        # Human in the loop: listen for the answer before telling anyone we wait.
-        inputs = await state.js.subscribe(
-            state.topology.input_subject(name.task_id),
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.NEW,
-            stream=state.topology.event_stream,
-        )
-        out.state = WAITING
-        if running.started is not None:
-            await _started(running.started)
-        await state.journal.record(name, out, replica_id=self.replica_id)
-        running.forwards.add(asyncio.create_task(self._forward_inputs(name, inputs, handler)))
-
-    async def _forward_inputs(self, name: TaskName, inputs: Any, handler: WorkflowHandler) -> None:
+        # Human in the loop. A question an earlier attempt of this task asked and got
+        # answered is answered again from the stored answers (task_inputs.py).
+        if running.inputs is None:
+            running.inputs = TaskInputs(state, name, self.runner.make_event)
+        inputs = running.inputs
+        await inputs.turn.acquire()  # released below, or by _forward_input once answered
+        subscription: Any = None
         try:
-            async for msg in inputs.messages:
-                sent = resources_pb2.Envelope.FromString(msg.data).task_input
-                payload = to_python(sent.payload)
-                try:
-                    event = self.runner.make_event(sent.type, payload)
-                except (KeyError, ValueError, TypeError) as err:
-                    logger.warning("task %s: cannot build %s: %s", name, sent.type, err)
-                    continue
-                handler.ctx.send_event(event)
-                return
+            answer = await inputs.stored()
+            if answer is None:
+                # Listen for the answer before telling anyone we wait.
+                subscription = await inputs.subscribe()
+                out.state = WAITING
+                if running.started is not None:
+                    await _started(running.started)
+                await state.journal.record(name, out, replica_id=self.replica_id)
+        except BaseException:
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+            inputs.turn.release()
+            raise
+        if answer is not None:
+            inputs.turn.release()
+            await state.journal.publish(name, out)
+            handler.ctx.send_event(answer)
+            return
+        running.forwards.add(
+            asyncio.create_task(self._forward_input(inputs, subscription, handler))
+        )
+
+    async def _forward_input(
+        self, inputs: TaskInputs, subscription: Any, handler: WorkflowHandler
+    ) -> None:
+        try:
+            handler.ctx.send_event(await inputs.next(subscription))
         finally:
+            inputs.turn.release()
             with contextlib.suppress(Exception):
-                await inputs.unsubscribe()
+                await subscription.unsubscribe()
 
     async def _failed_attempt(
         self,

@@ -130,13 +130,34 @@ class WorkflowRunner:
 
     @property
     def description(self) -> str:
+        """The workflow's own `description` (agents and tool services have one), else the
+        class docstring."""
+        declared = getattr(self.workflow, "description", None)
+        if isinstance(declared, str) and declared:
+            return declared
         return inspect.getdoc(type(self.workflow)) or ""
 
     @property
     def accepted_event_types(self) -> list[str]:
         return sorted(self._events)
 
+    @property
+    def kind(self) -> int | None:
+        """The kind of service the workflow says it is (tool, human, orchestrator), if any."""
+        kind: int | None = getattr(self.workflow, "mesh_service_kind", None)
+        return kind
+
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools a tool service serves (name, description, parameters)."""
+        describe = getattr(self.workflow, "mesh_tools", None)
+        tools: list[dict[str, Any]] = describe() if describe is not None else []
+        return tools
+
     def input_schema(self) -> dict[str, Any]:
+        declared = getattr(self.workflow, "mesh_input_schema", None)
+        if declared is not None:
+            schema: dict[str, Any] = declared()
+            return schema
         start = self.workflow.start_event_class
         if start is StartEvent:
             return {"type": "object"}

@@ -47,6 +47,10 @@ const (
 	ServiceKind_SERVICE_KIND_TOOL ServiceKind = 3
 	// A service whose tasks are answered by a person.
 	ServiceKind_SERVICE_KIND_HUMAN ServiceKind = 4
+	// An orchestrator: the service the control plane routes a task to when the
+	// task names no service. It decides the next hops and runs each as a child
+	// task.
+	ServiceKind_SERVICE_KIND_ORCHESTRATOR ServiceKind = 5
 )
 
 // Enum value maps for ServiceKind.
@@ -57,13 +61,15 @@ var (
 		2: "SERVICE_KIND_AGENT",
 		3: "SERVICE_KIND_TOOL",
 		4: "SERVICE_KIND_HUMAN",
+		5: "SERVICE_KIND_ORCHESTRATOR",
 	}
 	ServiceKind_value = map[string]int32{
-		"SERVICE_KIND_UNSPECIFIED": 0,
-		"SERVICE_KIND_WORKFLOW":    1,
-		"SERVICE_KIND_AGENT":       2,
-		"SERVICE_KIND_TOOL":        3,
-		"SERVICE_KIND_HUMAN":       4,
+		"SERVICE_KIND_UNSPECIFIED":  0,
+		"SERVICE_KIND_WORKFLOW":     1,
+		"SERVICE_KIND_AGENT":        2,
+		"SERVICE_KIND_TOOL":         3,
+		"SERVICE_KIND_HUMAN":        4,
+		"SERVICE_KIND_ORCHESTRATOR": 5,
 	}
 )
 
@@ -306,7 +312,11 @@ type Service struct {
 	// When the service first registered.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When a replica last registered, renewed or left.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The tools a tool service (SERVICE_KIND_TOOL) serves. A task of the service
+	// calls one: its input is `{"tool": NAME, "arguments": {...}}` and its result
+	// is what the tool returned.
+	Tools         []*ServiceTool `protobuf:"bytes,20,rep,name=tools,proto3" json:"tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +428,77 @@ func (x *Service) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Service) GetTools() []*ServiceTool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+// One tool of a tool service, described as function-calling models expect it.
+type ServiceTool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tool's name, unique within its service, e.g. "get_the_secret_fact".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What the tool does, for the model that decides to call it.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// JSON Schema of the tool's arguments (an object schema).
+	Parameters    *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceTool) Reset() {
+	*x = ServiceTool{}
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceTool) ProtoMessage() {}
+
+func (x *ServiceTool) ProtoReflect() protoreflect.Message {
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceTool.ProtoReflect.Descriptor instead.
+func (*ServiceTool) Descriptor() ([]byte, []int) {
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServiceTool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceTool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ServiceTool) GetParameters() *structpb.Struct {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
 // One process serving a service.
 type Replica struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -441,7 +522,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[1]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +534,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[1]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +547,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{1}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Replica) GetReplicaId() string {
@@ -539,7 +620,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[2]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +632,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[2]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +645,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{2}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RetryPolicy) GetMaxAttempts() int32 {
@@ -622,7 +703,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[3]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +715,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[3]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +728,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{3}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Session) GetName() string {
@@ -702,7 +783,7 @@ type InputRequest struct {
 
 func (x *InputRequest) Reset() {
 	*x = InputRequest{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[4]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +795,7 @@ func (x *InputRequest) String() string {
 func (*InputRequest) ProtoMessage() {}
 
 func (x *InputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[4]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +808,7 @@ func (x *InputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputRequest.ProtoReflect.Descriptor instead.
 func (*InputRequest) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{4}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InputRequest) GetSequence() int64 {
@@ -807,7 +888,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +900,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +913,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{5}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Task) GetName() string {
@@ -997,7 +1078,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1090,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1103,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskEvent) GetTask() string {
@@ -1108,7 +1189,7 @@ type QueueConfig struct {
 
 func (x *QueueConfig) Reset() {
 	*x = QueueConfig{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1201,7 @@ func (x *QueueConfig) String() string {
 func (*QueueConfig) ProtoMessage() {}
 
 func (x *QueueConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1214,7 @@ func (x *QueueConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueConfig.ProtoReflect.Descriptor instead.
 func (*QueueConfig) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *QueueConfig) GetNatsUrls() []string {
@@ -1210,7 +1291,7 @@ type TaskAssignment struct {
 
 func (x *TaskAssignment) Reset() {
 	*x = TaskAssignment{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1303,7 @@ func (x *TaskAssignment) String() string {
 func (*TaskAssignment) ProtoMessage() {}
 
 func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1316,7 @@ func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskAssignment.ProtoReflect.Descriptor instead.
 func (*TaskAssignment) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskAssignment) GetTask() *Task {
@@ -1260,7 +1341,7 @@ type TaskInput struct {
 
 func (x *TaskInput) Reset() {
 	*x = TaskInput{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1353,7 @@ func (x *TaskInput) String() string {
 func (*TaskInput) ProtoMessage() {}
 
 func (x *TaskInput) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1366,7 @@ func (x *TaskInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInput.ProtoReflect.Descriptor instead.
 func (*TaskInput) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskInput) GetTask() string {
@@ -1322,7 +1403,7 @@ type TaskCancellation struct {
 
 func (x *TaskCancellation) Reset() {
 	*x = TaskCancellation{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1415,7 @@ func (x *TaskCancellation) String() string {
 func (*TaskCancellation) ProtoMessage() {}
 
 func (x *TaskCancellation) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1428,7 @@ func (x *TaskCancellation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskCancellation.ProtoReflect.Descriptor instead.
 func (*TaskCancellation) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskCancellation) GetTask() string {
@@ -1377,7 +1458,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1470,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1483,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeadLetter) GetTask() *Task {
@@ -1443,7 +1524,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1536,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1549,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Envelope) GetId() string {
@@ -1580,7 +1661,7 @@ var File_llama_mesh_v1_resources_proto protoreflect.FileDescriptor
 
 const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\n" +
-	"\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xcf\x04\n" +
+	"\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x81\x05\n" +
 	"\aService\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12.\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1a.llama_mesh.v1.ServiceKindR\x04kind\x12 \n" +
@@ -1595,7 +1676,14 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime\"\xba\x02\n" +
+	"updateTime\x120\n" +
+	"\x05tools\x18\x14 \x03(\v2\x1a.llama_mesh.v1.ServiceToolR\x05tools\"\x82\x01\n" +
+	"\vServiceTool\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
+	"parameters\"\xba\x02\n" +
 	"\aReplica\x12#\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\treplicaId\x12\x18\n" +
@@ -1705,13 +1793,14 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\x11task_cancellation\x18\r \x01(\v2\x1f.llama_mesh.v1.TaskCancellationH\x00R\x10taskCancellation\x12<\n" +
 	"\vdead_letter\x18\x0e \x01(\v2\x19.llama_mesh.v1.DeadLetterH\x00R\n" +
 	"deadLetterB\t\n" +
-	"\apayload*\x8d\x01\n" +
+	"\apayload*\xac\x01\n" +
 	"\vServiceKind\x12\x1c\n" +
 	"\x18SERVICE_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15SERVICE_KIND_WORKFLOW\x10\x01\x12\x16\n" +
 	"\x12SERVICE_KIND_AGENT\x10\x02\x12\x15\n" +
 	"\x11SERVICE_KIND_TOOL\x10\x03\x12\x16\n" +
-	"\x12SERVICE_KIND_HUMAN\x10\x04*~\n" +
+	"\x12SERVICE_KIND_HUMAN\x10\x04\x12\x1d\n" +
+	"\x19SERVICE_KIND_ORCHESTRATOR\x10\x05*~\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REPLICA_STATE_SERVING\x10\x01\x12\x18\n" +
@@ -1744,81 +1833,84 @@ func file_llama_mesh_v1_resources_proto_rawDescGZIP() []byte {
 }
 
 var file_llama_mesh_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llama_mesh_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_llama_mesh_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_llama_mesh_v1_resources_proto_goTypes = []any{
 	(ServiceKind)(0),              // 0: llama_mesh.v1.ServiceKind
 	(ReplicaState)(0),             // 1: llama_mesh.v1.ReplicaState
 	(OverlapPolicy)(0),            // 2: llama_mesh.v1.OverlapPolicy
 	(TaskState)(0),                // 3: llama_mesh.v1.TaskState
 	(*Service)(nil),               // 4: llama_mesh.v1.Service
-	(*Replica)(nil),               // 5: llama_mesh.v1.Replica
-	(*RetryPolicy)(nil),           // 6: llama_mesh.v1.RetryPolicy
-	(*Session)(nil),               // 7: llama_mesh.v1.Session
-	(*InputRequest)(nil),          // 8: llama_mesh.v1.InputRequest
-	(*Task)(nil),                  // 9: llama_mesh.v1.Task
-	(*TaskEvent)(nil),             // 10: llama_mesh.v1.TaskEvent
-	(*QueueConfig)(nil),           // 11: llama_mesh.v1.QueueConfig
-	(*TaskAssignment)(nil),        // 12: llama_mesh.v1.TaskAssignment
-	(*TaskInput)(nil),             // 13: llama_mesh.v1.TaskInput
-	(*TaskCancellation)(nil),      // 14: llama_mesh.v1.TaskCancellation
-	(*DeadLetter)(nil),            // 15: llama_mesh.v1.DeadLetter
-	(*Envelope)(nil),              // 16: llama_mesh.v1.Envelope
-	nil,                           // 17: llama_mesh.v1.Session.LabelsEntry
-	nil,                           // 18: llama_mesh.v1.Task.LabelsEntry
-	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 22: google.protobuf.Value
-	(*status.Status)(nil),         // 23: google.rpc.Status
+	(*ServiceTool)(nil),           // 5: llama_mesh.v1.ServiceTool
+	(*Replica)(nil),               // 6: llama_mesh.v1.Replica
+	(*RetryPolicy)(nil),           // 7: llama_mesh.v1.RetryPolicy
+	(*Session)(nil),               // 8: llama_mesh.v1.Session
+	(*InputRequest)(nil),          // 9: llama_mesh.v1.InputRequest
+	(*Task)(nil),                  // 10: llama_mesh.v1.Task
+	(*TaskEvent)(nil),             // 11: llama_mesh.v1.TaskEvent
+	(*QueueConfig)(nil),           // 12: llama_mesh.v1.QueueConfig
+	(*TaskAssignment)(nil),        // 13: llama_mesh.v1.TaskAssignment
+	(*TaskInput)(nil),             // 14: llama_mesh.v1.TaskInput
+	(*TaskCancellation)(nil),      // 15: llama_mesh.v1.TaskCancellation
+	(*DeadLetter)(nil),            // 16: llama_mesh.v1.DeadLetter
+	(*Envelope)(nil),              // 17: llama_mesh.v1.Envelope
+	nil,                           // 18: llama_mesh.v1.Session.LabelsEntry
+	nil,                           // 19: llama_mesh.v1.Task.LabelsEntry
+	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 23: google.protobuf.Value
+	(*status.Status)(nil),         // 24: google.rpc.Status
 }
 var file_llama_mesh_v1_resources_proto_depIdxs = []int32{
 	0,  // 0: llama_mesh.v1.Service.kind:type_name -> llama_mesh.v1.ServiceKind
-	19, // 1: llama_mesh.v1.Service.input_schema:type_name -> google.protobuf.Struct
-	6,  // 2: llama_mesh.v1.Service.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	20, // 3: llama_mesh.v1.Service.default_timeout:type_name -> google.protobuf.Duration
-	5,  // 4: llama_mesh.v1.Service.replicas:type_name -> llama_mesh.v1.Replica
-	21, // 5: llama_mesh.v1.Service.create_time:type_name -> google.protobuf.Timestamp
-	21, // 6: llama_mesh.v1.Service.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 7: llama_mesh.v1.Replica.state:type_name -> llama_mesh.v1.ReplicaState
-	21, // 8: llama_mesh.v1.Replica.lease_expire_time:type_name -> google.protobuf.Timestamp
-	20, // 9: llama_mesh.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	20, // 10: llama_mesh.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	17, // 11: llama_mesh.v1.Session.labels:type_name -> llama_mesh.v1.Session.LabelsEntry
-	2,  // 12: llama_mesh.v1.Session.overlap_policy:type_name -> llama_mesh.v1.OverlapPolicy
-	21, // 13: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	21, // 14: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	22, // 15: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
-	19, // 16: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
-	3,  // 17: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
-	22, // 18: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
-	23, // 19: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
-	6,  // 20: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	20, // 21: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
-	21, // 22: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	8,  // 23: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
-	18, // 24: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
-	21, // 25: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	21, // 26: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	21, // 27: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	21, // 28: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
-	22, // 29: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
-	3,  // 30: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
-	23, // 31: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
-	21, // 32: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 33: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
-	19, // 34: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
-	9,  // 35: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
-	21, // 36: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
-	12, // 37: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
-	10, // 38: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
-	13, // 39: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
-	14, // 40: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
-	15, // 41: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	20, // 1: llama_mesh.v1.Service.input_schema:type_name -> google.protobuf.Struct
+	7,  // 2: llama_mesh.v1.Service.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
+	21, // 3: llama_mesh.v1.Service.default_timeout:type_name -> google.protobuf.Duration
+	6,  // 4: llama_mesh.v1.Service.replicas:type_name -> llama_mesh.v1.Replica
+	22, // 5: llama_mesh.v1.Service.create_time:type_name -> google.protobuf.Timestamp
+	22, // 6: llama_mesh.v1.Service.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 7: llama_mesh.v1.Service.tools:type_name -> llama_mesh.v1.ServiceTool
+	20, // 8: llama_mesh.v1.ServiceTool.parameters:type_name -> google.protobuf.Struct
+	1,  // 9: llama_mesh.v1.Replica.state:type_name -> llama_mesh.v1.ReplicaState
+	22, // 10: llama_mesh.v1.Replica.lease_expire_time:type_name -> google.protobuf.Timestamp
+	21, // 11: llama_mesh.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	21, // 12: llama_mesh.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	18, // 13: llama_mesh.v1.Session.labels:type_name -> llama_mesh.v1.Session.LabelsEntry
+	2,  // 14: llama_mesh.v1.Session.overlap_policy:type_name -> llama_mesh.v1.OverlapPolicy
+	22, // 15: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	22, // 16: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	23, // 17: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
+	20, // 18: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
+	3,  // 19: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
+	23, // 20: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
+	24, // 21: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
+	7,  // 22: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
+	21, // 23: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
+	22, // 24: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	9,  // 25: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
+	19, // 26: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
+	22, // 27: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	22, // 28: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	22, // 29: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	22, // 30: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
+	23, // 31: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
+	3,  // 32: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
+	24, // 33: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
+	22, // 34: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
+	10, // 35: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
+	20, // 36: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
+	10, // 37: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
+	22, // 38: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
+	13, // 39: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
+	11, // 40: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
+	14, // 41: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
+	15, // 42: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
+	16, // 43: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_resources_proto_init() }
@@ -1826,7 +1918,7 @@ func file_llama_mesh_v1_resources_proto_init() {
 	if File_llama_mesh_v1_resources_proto != nil {
 		return
 	}
-	file_llama_mesh_v1_resources_proto_msgTypes[12].OneofWrappers = []any{
+	file_llama_mesh_v1_resources_proto_msgTypes[13].OneofWrappers = []any{
 		(*Envelope_TaskAssignment)(nil),
 		(*Envelope_TaskEvent)(nil),
 		(*Envelope_TaskInput)(nil),
@@ -1839,7 +1931,7 @@ func file_llama_mesh_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llama_mesh_v1_resources_proto_rawDesc), len(file_llama_mesh_v1_resources_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file llama_mesh/v1/resources.proto.
  */
 export const file_llama_mesh_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("Ch1sbGFtYV9tZXNoL3YxL3Jlc291cmNlcy5wcm90bxINbGxhbWFfbWVzaC52MSLJAwoHU2VydmljZRISCgRuYW1lGAEgASgJQgTiQQEIEigKBGtpbmQYAiABKA4yGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VLaW5kEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi0KDGlucHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoMcmV0cnlfcG9saWN5GAUgASgLMhoubGxhbWFfbWVzaC52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHAoUYWNjZXB0ZWRfZXZlbnRfdHlwZXMYByADKAkSLgoIcmVwbGljYXMYCCADKAsyFi5sbGFtYV9tZXNoLnYxLlJlcGxpY2FCBOJBAQMSGgoMdGFza19zdWJqZWN0GAkgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMi4wEKB1JlcGxpY2ESGAoKcmVwbGljYV9pZBgBIAEoCUIE4kEBAhIPCgdhZGRyZXNzGAIgASgJEioKBXN0YXRlGAMgASgOMhsubGxhbWFfbWVzaC52MS5SZXBsaWNhU3RhdGUSGgoScnVubmluZ190YXNrX2NvdW50GAQgASgFEhcKD21heF9jb25jdXJyZW5jeRgFIAEoBRI7ChFsZWFzZV9leHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSDwoHcnVudGltZRgHIAEoCSLCAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgttYXhfYmFja29mZhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYBCABKAESHQoVcmV0cnlhYmxlX2Vycm9yX3R5cGVzGAUgAygJIqoCCgdTZXNzaW9uEhIKBG5hbWUYASABKAlCBOJBAQgSMgoGbGFiZWxzGAIgAygLMiIubGxhbWFfbWVzaC52MS5TZXNzaW9uLkxhYmVsc0VudHJ5EjQKDm92ZXJsYXBfcG9saWN5GAMgASgOMhwubGxhbWFfbWVzaC52MS5PdmVybGFwUG9saWN5EjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUoECAQQBSJ7CgxJbnB1dFJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAMSEgoKZXZlbnRfdHlwZRgCIAEoCRInCgdwYXlsb2FkGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhwKFGFjY2VwdGVkX2V2ZW50X3R5cGVzGAQgAygJIuEGCgRUYXNrEhIKBG5hbWUYASABKAlCBOJBAQgSFQoHc2VydmljZRgCIAEoCUIE4kEBAhImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLQoFc3RhdGUYBCABKA4yGC5sbGFtYV9tZXNoLnYxLlRhc2tTdGF0ZUIE4kEBAxIsCgZyZXN1bHQYBSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVCBOJBAQMSJwoFZXJyb3IYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1c0IE4kEBAxIbCg1hdHRlbXB0X2NvdW50GAcgASgFQgTiQQEDEjAKDHJldHJ5X3BvbGljeRgIIAEoCzIaLmxsYW1hX21lc2gudjEuUmV0cnlQb2xpY3kSMAoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBBBIyCghkZWFkbGluZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGQoLcGFyZW50X3Rhc2sYCyABKAlCBOJBAQUSOAoNaW5wdXRfcmVxdWVzdBgMIAEoCzIbLmxsYW1hX21lc2gudjEuSW5wdXRSZXF1ZXN0QgTiQQEDEhgKCnJlcGxpY2FfaWQYDSABKAlCBOJBAQMSHgoQY2FuY2VsX3JlcXVlc3RlZBgPIAEoCEIE4kEBAxIvCgZsYWJlbHMYECADKAsyHy5sbGFtYV9tZXNoLnYxLlRhc2suTGFiZWxzRW50cnkSNQoLY3JlYXRlX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnN0YXJ0X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjIKCGVuZF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUoECA4QDyL8AQoJVGFza0V2ZW50EgwKBHRhc2sYASABKAkSFgoIc2VxdWVuY2UYAiABKANCBOJBAQMSDAoEdHlwZRgDIAEoCRInCgdwYXlsb2FkGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBXN0YXRlGAUgASgOMhgubGxhbWFfbWVzaC52MS5UYXNrU3RhdGUSIQoFZXJyb3IYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIPCgdhdHRlbXB0GAcgASgFEjUKC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyLUAQoLUXVldWVDb25maWcSEQoJbmF0c191cmxzGAEgAygJEg4KBnByZWZpeBgCIAEoCRITCgt0YXNrX3N0cmVhbRgDIAEoCRIUCgxldmVudF9zdHJlYW0YBCABKAkSGgoSZGVhZF9sZXR0ZXJfc3RyZWFtGAUgASgJEhYKDnNlcnZpY2VfYnVja2V0GAYgASgJEhYKDnNlc3Npb25fYnVja2V0GAcgASgJEhMKC3Rhc2tfYnVja2V0GAggASgJEhYKDmNvbnRleHRfYnVja2V0GAkgASgJIjMKDlRhc2tBc3NpZ25tZW50EiEKBHRhc2sYASABKAsyEy5sbGFtYV9tZXNoLnYxLlRhc2siUQoJVGFza0lucHV0EgwKBHRhc2sYASABKAkSDAoEdHlwZRgCIAEoCRIoCgdwYXlsb2FkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIwChBUYXNrQ2FuY2VsbGF0aW9uEgwKBHRhc2sYASABKAkSDgoGcmVhc29uGAIgASgJIkcKCkRlYWRMZXR0ZXISIQoEdGFzaxgBIAEoCzITLmxsYW1hX21lc2gudjEuVGFzaxIWCg5kZWxpdmVyeV9jb3VudBgCIAEoBSLdAgoIRW52ZWxvcGUSCgoCaWQYASABKAkSMAoMcHVibGlzaF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4Cg90YXNrX2Fzc2lnbm1lbnQYCiABKAsyHS5sbGFtYV9tZXNoLnYxLlRhc2tBc3NpZ25tZW50SAASLgoKdGFza19ldmVudBgLIAEoCzIYLmxsYW1hX21lc2gudjEuVGFza0V2ZW50SAASLgoKdGFza19pbnB1dBgMIAEoCzIYLmxsYW1hX21lc2gudjEuVGFza0lucHV0SAASPAoRdGFza19jYW5jZWxsYXRpb24YDSABKAsyHy5sbGFtYV9tZXNoLnYxLlRhc2tDYW5jZWxsYXRpb25IABIwCgtkZWFkX2xldHRlchgOIAEoCzIZLmxsYW1hX21lc2gudjEuRGVhZExldHRlckgAQgkKB3BheWxvYWQqjQEKC1NlcnZpY2VLaW5kEhwKGFNFUlZJQ0VfS0lORF9VTlNQRUNJRklFRBAAEhkKFVNFUlZJQ0VfS0lORF9XT1JLRkxPVxABEhYKElNFUlZJQ0VfS0lORF9BR0VOVBACEhUKEVNFUlZJQ0VfS0lORF9UT09MEAMSFgoSU0VSVklDRV9LSU5EX0hVTUFOEAQqfgoMUmVwbGljYVN0YXRlEh0KGVJFUExJQ0FfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVSRVBMSUNBX1NUQVRFX1NFUlZJTkcQARIYChRSRVBMSUNBX1NUQVRFX1BBVVNFRBACEhoKFlJFUExJQ0FfU1RBVEVfRFJBSU5JTkcQAypkCg1PdmVybGFwUG9saWN5Eh4KGk9WRVJMQVBfUE9MSUNZX1VOU1BFQ0lGSUVEEAASGAoUT1ZFUkxBUF9QT0xJQ1lfUVVFVUUQARIZChVPVkVSTEFQX1BPTElDWV9SRUpFQ1QQAirEAQoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1BFTkRJTkcQARIWChJUQVNLX1NUQVRFX1JVTk5JTkcQAhIgChxUQVNLX1NUQVRFX1dBSVRJTkdfRk9SX0lOUFVUEAMSGAoUVEFTS19TVEFURV9TVUNDRUVERUQQBBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAFEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAZiBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("Ch1sbGFtYV9tZXNoL3YxL3Jlc291cmNlcy5wcm90bxINbGxhbWFfbWVzaC52MSL0AwoHU2VydmljZRISCgRuYW1lGAEgASgJQgTiQQEIEigKBGtpbmQYAiABKA4yGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VLaW5kEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi0KDGlucHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoMcmV0cnlfcG9saWN5GAUgASgLMhoubGxhbWFfbWVzaC52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHAoUYWNjZXB0ZWRfZXZlbnRfdHlwZXMYByADKAkSLgoIcmVwbGljYXMYCCADKAsyFi5sbGFtYV9tZXNoLnYxLlJlcGxpY2FCBOJBAQMSGgoMdGFza19zdWJqZWN0GAkgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSKQoFdG9vbHMYFCADKAsyGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VUb29sImMKC1NlcnZpY2VUb29sEhIKBG5hbWUYASABKAlCBOJBAQISEwoLZGVzY3JpcHRpb24YAiABKAkSKwoKcGFyYW1ldGVycxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi4wEKB1JlcGxpY2ESGAoKcmVwbGljYV9pZBgBIAEoCUIE4kEBAhIPCgdhZGRyZXNzGAIgASgJEioKBXN0YXRlGAMgASgOMhsubGxhbWFfbWVzaC52MS5SZXBsaWNhU3RhdGUSGgoScnVubmluZ190YXNrX2NvdW50GAQgASgFEhcKD21heF9jb25jdXJyZW5jeRgFIAEoBRI7ChFsZWFzZV9leHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSDwoHcnVudGltZRgHIAEoCSLCAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgttYXhfYmFja29mZhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYBCABKAESHQoVcmV0cnlhYmxlX2Vycm9yX3R5cGVzGAUgAygJIqoCCgdTZXNzaW9uEhIKBG5hbWUYASABKAlCBOJBAQgSMgoGbGFiZWxzGAIgAygLMiIubGxhbWFfbWVzaC52MS5TZXNzaW9uLkxhYmVsc0VudHJ5EjQKDm92ZXJsYXBfcG9saWN5GAMgASgOMhwubGxhbWFfbWVzaC52MS5PdmVybGFwUG9saWN5EjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUoECAQQBSJ7CgxJbnB1dFJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAMSEgoKZXZlbnRfdHlwZRgCIAEoCRInCgdwYXlsb2FkGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhwKFGFjY2VwdGVkX2V2ZW50X3R5cGVzGAQgAygJIuEGCgRUYXNrEhIKBG5hbWUYASABKAlCBOJBAQgSFQoHc2VydmljZRgCIAEoCUIE4kEBAhImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLQoFc3RhdGUYBCABKA4yGC5sbGFtYV9tZXNoLnYxLlRhc2tTdGF0ZUIE4kEBAxIsCgZyZXN1bHQYBSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVCBOJBAQMSJwoFZXJyb3IYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1c0IE4kEBAxIbCg1hdHRlbXB0X2NvdW50GAcgASgFQgTiQQEDEjAKDHJldHJ5X3BvbGljeRgIIAEoCzIaLmxsYW1hX21lc2gudjEuUmV0cnlQb2xpY3kSMAoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBBBIyCghkZWFkbGluZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGQoLcGFyZW50X3Rhc2sYCyABKAlCBOJBAQUSOAoNaW5wdXRfcmVxdWVzdBgMIAEoCzIbLmxsYW1hX21lc2gudjEuSW5wdXRSZXF1ZXN0QgTiQQEDEhgKCnJlcGxpY2FfaWQYDSABKAlCBOJBAQMSHgoQY2FuY2VsX3JlcXVlc3RlZBgPIAEoCEIE4kEBAxIvCgZsYWJlbHMYECADKAsyHy5sbGFtYV9tZXNoLnYxLlRhc2suTGFiZWxzRW50cnkSNQoLY3JlYXRlX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnN0YXJ0X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjIKCGVuZF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUoECA4QDyL8AQoJVGFza0V2ZW50EgwKBHRhc2sYASABKAkSFgoIc2VxdWVuY2UYAiABKANCBOJBAQMSDAoEdHlwZRgDIAEoCRInCgdwYXlsb2FkGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBXN0YXRlGAUgASgOMhgubGxhbWFfbWVzaC52MS5UYXNrU3RhdGUSIQoFZXJyb3IYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIPCgdhdHRlbXB0GAcgASgFEjUKC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyLUAQoLUXVldWVDb25maWcSEQoJbmF0c191cmxzGAEgAygJEg4KBnByZWZpeBgCIAEoCRITCgt0YXNrX3N0cmVhbRgDIAEoCRIUCgxldmVudF9zdHJlYW0YBCABKAkSGgoSZGVhZF9sZXR0ZXJfc3RyZWFtGAUgASgJEhYKDnNlcnZpY2VfYnVja2V0GAYgASgJEhYKDnNlc3Npb25fYnVja2V0GAcgASgJEhMKC3Rhc2tfYnVja2V0GAggASgJEhYKDmNvbnRleHRfYnVja2V0GAkgASgJIjMKDlRhc2tBc3NpZ25tZW50EiEKBHRhc2sYASABKAsyEy5sbGFtYV9tZXNoLnYxLlRhc2siUQoJVGFza0lucHV0EgwKBHRhc2sYASABKAkSDAoEdHlwZRgCIAEoCRIoCgdwYXlsb2FkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIwChBUYXNrQ2FuY2VsbGF0aW9uEgwKBHRhc2sYASABKAkSDgoGcmVhc29uGAIgASgJIkcKCkRlYWRMZXR0ZXISIQoEdGFzaxgBIAEoCzITLmxsYW1hX21lc2gudjEuVGFzaxIWCg5kZWxpdmVyeV9jb3VudBgCIAEoBSLdAgoIRW52ZWxvcGUSCgoCaWQYASABKAkSMAoMcHVibGlzaF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4Cg90YXNrX2Fzc2lnbm1lbnQYCiABKAsyHS5sbGFtYV9tZXNoLnYxLlRhc2tBc3NpZ25tZW50SAASLgoKdGFza19ldmVudBgLIAEoCzIYLmxsYW1hX21lc2gudjEuVGFza0V2ZW50SAASLgoKdGFza19pbnB1dBgMIAEoCzIYLmxsYW1hX21lc2gudjEuVGFza0lucHV0SAASPAoRdGFza19jYW5jZWxsYXRpb24YDSABKAsyHy5sbGFtYV9tZXNoLnYxLlRhc2tDYW5jZWxsYXRpb25IABIwCgtkZWFkX2xldHRlchgOIAEoCzIZLmxsYW1hX21lc2gudjEuRGVhZExldHRlckgAQgkKB3BheWxvYWQqrAEKC1NlcnZpY2VLaW5kEhwKGFNFUlZJQ0VfS0lORF9VTlNQRUNJRklFRBAAEhkKFVNFUlZJQ0VfS0lORF9XT1JLRkxPVxABEhYKElNFUlZJQ0VfS0lORF9BR0VOVBACEhUKEVNFUlZJQ0VfS0lORF9UT09MEAMSFgoSU0VSVklDRV9LSU5EX0hVTUFOEAQSHQoZU0VSVklDRV9LSU5EX09SQ0hFU1RSQVRPUhAFKn4KDFJlcGxpY2FTdGF0ZRIdChlSRVBMSUNBX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUkVQTElDQV9TVEFURV9TRVJWSU5HEAESGAoUUkVQTElDQV9TVEFURV9QQVVTRUQQAhIaChZSRVBMSUNBX1NUQVRFX0RSQUlOSU5HEAMqZAoNT3ZlcmxhcFBvbGljeRIeChpPVkVSTEFQX1BPTElDWV9VTlNQRUNJRklFRBAAEhgKFE9WRVJMQVBfUE9MSUNZX1FVRVVFEAESGQoVT1ZFUkxBUF9QT0xJQ1lfUkVKRUNUEAIqxAEKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9QRU5ESU5HEAESFgoSVEFTS19TVEFURV9SVU5OSU5HEAISIAocVEFTS19TVEFURV9XQUlUSU5HX0ZPUl9JTlBVVBADEhgKFFRBU0tfU1RBVEVfU1VDQ0VFREVEEAQSFQoRVEFTS19TVEFURV9GQUlMRUQQBRIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBAGYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A named service in the mesh. Any number of replicas serve one service; they
@@ -109,6 +109,15 @@ export type Service = Message<"llama_mesh.v1.Service"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 11;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The tools a tool service (SERVICE_KIND_TOOL) serves. A task of the service
+   * calls one: its input is `{"tool": NAME, "arguments": {...}}` and its result
+   * is what the tool returned.
+   *
+   * @generated from field: repeated llama_mesh.v1.ServiceTool tools = 20;
+   */
+  tools: ServiceTool[];
 };
 
 /**
@@ -117,6 +126,41 @@ export type Service = Message<"llama_mesh.v1.Service"> & {
  */
 export const ServiceSchema: GenMessage<Service> = /*@__PURE__*/
   messageDesc(file_llama_mesh_v1_resources, 0);
+
+/**
+ * One tool of a tool service, described as function-calling models expect it.
+ *
+ * @generated from message llama_mesh.v1.ServiceTool
+ */
+export type ServiceTool = Message<"llama_mesh.v1.ServiceTool"> & {
+  /**
+   * The tool's name, unique within its service, e.g. "get_the_secret_fact".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What the tool does, for the model that decides to call it.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * JSON Schema of the tool's arguments (an object schema).
+   *
+   * @generated from field: google.protobuf.Struct parameters = 3;
+   */
+  parameters?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message llama_mesh.v1.ServiceTool.
+ * Use `create(ServiceToolSchema)` to create a new message.
+ */
+export const ServiceToolSchema: GenMessage<ServiceTool> = /*@__PURE__*/
+  messageDesc(file_llama_mesh_v1_resources, 1);
 
 /**
  * One process serving a service.
@@ -179,7 +223,7 @@ export type Replica = Message<"llama_mesh.v1.Replica"> & {
  * Use `create(ReplicaSchema)` to create a new message.
  */
 export const ReplicaSchema: GenMessage<Replica> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 1);
+  messageDesc(file_llama_mesh_v1_resources, 2);
 
 /**
  * How failed attempts of a task are retried.
@@ -230,7 +274,7 @@ export type RetryPolicy = Message<"llama_mesh.v1.RetryPolicy"> & {
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 2);
+  messageDesc(file_llama_mesh_v1_resources, 3);
 
 /**
  * A session: the scope in which workflow state (the llama-index Context) is
@@ -280,7 +324,7 @@ export type Session = Message<"llama_mesh.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 3);
+  messageDesc(file_llama_mesh_v1_resources, 4);
 
 /**
  * What a waiting task asked for.
@@ -322,7 +366,7 @@ export type InputRequest = Message<"llama_mesh.v1.InputRequest"> & {
  * Use `create(InputRequestSchema)` to create a new message.
  */
 export const InputRequestSchema: GenMessage<InputRequest> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 4);
+  messageDesc(file_llama_mesh_v1_resources, 5);
 
 /**
  * One run of a service in a session.
@@ -471,7 +515,7 @@ export type Task = Message<"llama_mesh.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 5);
+  messageDesc(file_llama_mesh_v1_resources, 6);
 
 /**
  * One event of a task, as streamed to clients and kept for replay.
@@ -545,7 +589,7 @@ export type TaskEvent = Message<"llama_mesh.v1.TaskEvent"> & {
  * Use `create(TaskEventSchema)` to create a new message.
  */
 export const TaskEventSchema: GenMessage<TaskEvent> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 6);
+  messageDesc(file_llama_mesh_v1_resources, 7);
 
 /**
  * Where services find the message queue, and how the mesh uses it.
@@ -622,7 +666,7 @@ export type QueueConfig = Message<"llama_mesh.v1.QueueConfig"> & {
  * Use `create(QueueConfigSchema)` to create a new message.
  */
 export const QueueConfigSchema: GenMessage<QueueConfig> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 7);
+  messageDesc(file_llama_mesh_v1_resources, 8);
 
 /**
  * A task handed to a service (on `{prefix}.tasks.{service}`).
@@ -643,7 +687,7 @@ export type TaskAssignment = Message<"llama_mesh.v1.TaskAssignment"> & {
  * Use `create(TaskAssignmentSchema)` to create a new message.
  */
 export const TaskAssignmentSchema: GenMessage<TaskAssignment> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 8);
+  messageDesc(file_llama_mesh_v1_resources, 9);
 
 /**
  * An event sent into a waiting task (on `{prefix}.input.{task_id}`).
@@ -678,7 +722,7 @@ export type TaskInput = Message<"llama_mesh.v1.TaskInput"> & {
  * Use `create(TaskInputSchema)` to create a new message.
  */
 export const TaskInputSchema: GenMessage<TaskInput> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 9);
+  messageDesc(file_llama_mesh_v1_resources, 10);
 
 /**
  * A request to stop a running task (on `{prefix}.cancel.{task_id}`).
@@ -706,7 +750,7 @@ export type TaskCancellation = Message<"llama_mesh.v1.TaskCancellation"> & {
  * Use `create(TaskCancellationSchema)` to create a new message.
  */
 export const TaskCancellationSchema: GenMessage<TaskCancellation> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 10);
+  messageDesc(file_llama_mesh_v1_resources, 11);
 
 /**
  * A task that failed for good (on `{prefix}.dead.{service}`).
@@ -734,7 +778,7 @@ export type DeadLetter = Message<"llama_mesh.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 11);
+  messageDesc(file_llama_mesh_v1_resources, 12);
 
 /**
  * What travels on the mesh's NATS subjects: one typed payload, never an
@@ -810,7 +854,7 @@ export type Envelope = Message<"llama_mesh.v1.Envelope"> & {
  * Use `create(EnvelopeSchema)` to create a new message.
  */
 export const EnvelopeSchema: GenMessage<Envelope> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 12);
+  messageDesc(file_llama_mesh_v1_resources, 13);
 
 /**
  * What a deployed service runs.
@@ -852,6 +896,15 @@ export enum ServiceKind {
    * @generated from enum value: SERVICE_KIND_HUMAN = 4;
    */
   HUMAN = 4,
+
+  /**
+   * An orchestrator: the service the control plane routes a task to when the
+   * task names no service. It decides the next hops and runs each as a child
+   * task.
+   *
+   * @generated from enum value: SERVICE_KIND_ORCHESTRATOR = 5;
+   */
+  ORCHESTRATOR = 5,
 }
 
 /**

@@ -1,0 +1,139 @@
+"""Child tasks: a running task calls another service of the mesh and awaits its result.
+
+Every call that a task makes to another service goes through ``call_service``: a nested
+workflow, a tool of a tool service, a service offered to an agent as a tool, an
+orchestrator's hop. The child runs in the parent's session with ``parent_task`` set and
+the parent's remaining deadline; cancelling the parent cancels it (the control plane
+does that); the parent's event stream announces it (``llama_mesh.ChildTaskCreated``).
+
+A child's request id derives from the parent task, what was called and how many
+identical calls came before it in this attempt. A parent that runs again (its replica
+crashed or restarted, or it is retried) therefore finds the children its earlier attempt
+created instead of creating them again: a question put to a person is asked once, a
+tool call that finished is not repeated. A child that failed or was cancelled is not
+reused: the new attempt calls again.
+
+    result = await call_service("calc", {"tool": "add", "arguments": {"a": 1, "b": 2}})
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.core.lifecycle import SUCCEEDED, is_final
+from llama_mesh.core.names import TaskName
+from llama_mesh.v1 import resources_pb2
+
+# (parent task, child task, child service, details) -> announce it on the parent's stream
+OnChild = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ChildCaller:
+    """How a replica creates child tasks: its client of the control plane, and how it
+    announces a child on the parent's stream."""
+
+    client: AsyncClient
+    on_child: OnChild
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """The task whose workflow is running in this asyncio context (one attempt)."""
+
+    name: str
+    deadline: float | None  # seconds since the epoch
+    caller: ChildCaller | None = None
+    # Calls made so far in this attempt, by call key: the n-th identical call of a
+    # replayed attempt maps to the n-th child of the earlier one.
+    calls: Counter[str] = field(default_factory=Counter)
+    # Service records looked up in this attempt (the tools an agent is offered).
+    services: dict[str, resources_pb2.Service] = field(default_factory=dict)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (at least a millisecond), or None."""
+        return None if self.deadline is None else max(self.deadline - time.time(), 0.001)
+
+
+current_task: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar(
+    "llama_mesh_current_task", default=None
+)
+
+
+class NotInTaskError(RuntimeError):
+    """A call to another service was made outside a task served by llama-mesh."""
+
+
+def running_task(what: str) -> RunningTask:
+    """The running task; NotInTaskError naming `what` when there is none."""
+    parent = current_task.get()
+    if parent is None or parent.caller is None:
+        raise NotInTaskError(f"{what} runs only inside a task served by llama-mesh")
+    return parent
+
+
+def call_key(service: str, input: dict[str, Any]) -> str:
+    """What identifies a call: the service and its input, canonically."""
+    return json.dumps([service, input], sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _request_id(parent: str, key: str, occurrence: int, generation: int) -> str:
+    digest = hashlib.sha256(f"{parent}\0{key}\0{occurrence}\0{generation}".encode())
+    return f"child-{digest.hexdigest()[:40]}"
+
+
+async def start_child(
+    service: str,
+    input: dict[str, Any],
+    *,
+    details: dict[str, Any] | None = None,
+    parent: RunningTask | None = None,
+) -> TaskHandle:
+    """Create `service`'s child task of the running task (or find the one an earlier
+    attempt created) and announce it; its handle."""
+    parent = parent or running_task(f"a call to service {service!r}")
+    caller = parent.caller
+    assert caller is not None
+    key = call_key(service, input)
+    occurrence = parent.calls[key]
+    parent.calls[key] += 1
+    name = TaskName.parse(parent.name)
+    # The parent's session exists (it runs in it): no need to fetch it.
+    session = AsyncSession(caller.client, resources_pb2.Session(name=name.session))
+    generation = 0
+    while True:
+        handle = await session.create_task(
+            service,
+            timeout=parent.remaining(),
+            parent_task=parent.name,
+            input=input,
+            request_id=_request_id(parent.name, key, occurrence, generation),
+        )
+        task = handle.task
+        assert task is not None
+        # An earlier attempt's child that did not succeed is not reused.
+        if not is_final(task.state) or task.state == SUCCEEDED:
+            break
+        generation += 1
+    await caller.on_child(parent.name, handle.name, service, details or {})
+    return handle
+
+
+async def call_service(
+    service: str, input: dict[str, Any], *, details: dict[str, Any] | None = None
+) -> Any:
+    """Run `service` with `input` as a child task of the running task; its result.
+
+    Raises TaskFailedError / TaskCancelledError / TaskDeadlineExceededError as the
+    child ends, and NotInTaskError outside a task served by llama-mesh.
+    """
+    handle = await start_child(service, input, details=details)
+    return await handle.result()

@@ -1,0 +1,92 @@
+"""Human services: a service whose tasks a person answers. No workflow code to write.
+
+    reviewer = HumanService(prompt="Please review this draft:\\n\\n{input_str}")
+    async with LocalMesh({"reviewer": reviewer}) as mesh: ...
+
+A task's input is ``{"input": ...}``: what to ask (text, or any JSON, shown as JSON).
+The task waits (WAITING_FOR_INPUT) with the prompt, the template filled with
+``{input_str}``, in its ``input_request`` (``{"prefix": PROMPT, "input": ...}``), so it
+shows in every inbox (``llama-mesh inbox``, ``client.inbox()``, ListTasks across
+sessions). Whoever answers sends a ``HumanResponseEvent`` with ``response`` through any
+surface (``llama-mesh answer TASK TEXT``, REST, gRPC, Python); the response is the
+task's result.
+
+It is the human-in-the-loop path every workflow has, so it is as durable: the question
+is in the task record, the answer in the event stream, and a restarted replica (or a
+restarted mesh) neither asks again nor loses an answer (task_inputs.py). A timeout
+(``ServiceConfig.timeout``, or ``timeout:`` in the deployment file) fails an unanswered
+task with DEADLINE_EXCEEDED, also when the task is another task's child.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from typing import Any
+
+from workflows import Context, Workflow, step
+from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+
+from llama_mesh.v1 import resources_pb2
+
+DEFAULT_PROMPT = "A task needs your answer:\n\n{input_str}\n"
+DEFAULT_DESCRIPTION = (
+    "Asks a person and returns their answer. Use it when a decision or a fact needs a human."
+)
+
+
+def check_prompt(prompt: str) -> str:
+    """`prompt` if its only field is ``{input_str}``; ValueError otherwise."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None}
+    except ValueError as err:
+        raise ValueError(f"the prompt is not a valid template: {err}") from None
+    if fields != {"input_str"}:
+        raise ValueError(
+            "the prompt must contain {input_str} (where the question goes) and no other "
+            f"field; it has {sorted(fields) or 'none'} (write {{{{ and }}}} for braces)"
+        )
+    return prompt
+
+
+class HumanRequest(StartEvent):
+    """The input of a human service's task."""
+
+    input: Any
+
+
+class HumanService(Workflow):
+    """A service whose tasks a person answers."""
+
+    mesh_service_kind = resources_pb2.SERVICE_KIND_HUMAN
+
+    def __init__(self, prompt: str = DEFAULT_PROMPT, *, description: str = "") -> None:
+        # A person may take days: no workflow timeout (the task's deadline applies).
+        super().__init__(timeout=None)
+        self.prompt = check_prompt(prompt)
+        self.description = description or DEFAULT_DESCRIPTION
+
+    def mesh_input_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "input": {
+                    "type": "string",
+                    "description": "What to ask the person.",
+                }
+            },
+            "required": ["input"],
+        }
+
+    def render(self, value: Any) -> str:
+        """The prompt a person sees for the input `value`."""
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return self.prompt.format(input_str=text)
+
+    @step
+    async def ask(self, ctx: Context, ev: HumanRequest) -> StopEvent:
+        # InputRequiredEvent's fields are free-form (its stream payload is this dict).
+        fields: dict[str, Any] = {"prefix": self.render(ev.input), "input": ev.input}
+        question = InputRequiredEvent(**fields)
+        answer = await ctx.wait_for_event(HumanResponseEvent, waiter_event=question, timeout=None)
+        return StopEvent(result=answer.response)
