@@ -3,9 +3,9 @@
     reviewer = HumanService(prompt="Please review this draft:\\n\\n{input_str}")
     async with LocalMesh({"reviewer": reviewer}) as mesh: ...
 
-A task's input is ``{"input": ...}``: what to ask (text, or any JSON, shown as JSON).
-The task waits (WAITING_FOR_INPUT) with the prompt, the template filled with
-``{input_str}``, in its ``input_request`` (``{"prefix": PROMPT, "input": ...}``), so it
+A task's input is ``{"question": ...}``: what to ask (text, or any JSON, shown as
+JSON). The task waits (WAITING_FOR_INPUT) with the prompt, the template filled with
+``{input_str}``, in its ``input_request`` (``{"prefix": PROMPT, "question": ...}``), so it
 shows in every inbox (``llama-mesh inbox``, ``client.inbox()``, ListTasks across
 sessions). Whoever answers sends a ``HumanResponseEvent`` with ``response`` through any
 surface (``llama-mesh answer TASK TEXT``, REST, gRPC, Python); the response is the
@@ -52,7 +52,7 @@ def check_prompt(prompt: str) -> str:
 class HumanRequest(StartEvent):
     """The input of a human service's task."""
 
-    input: Any
+    question: Any
 
 
 class HumanService(Workflow):
@@ -70,12 +70,12 @@ class HumanService(Workflow):
         return {
             "type": "object",
             "properties": {
-                "input": {
+                "question": {
                     "type": "string",
                     "description": "What to ask the person.",
                 }
             },
-            "required": ["input"],
+            "required": ["question"],
         }
 
     def render(self, value: Any) -> str:
@@ -86,7 +86,7 @@ class HumanService(Workflow):
     @step
     async def ask(self, ctx: Context, ev: HumanRequest) -> StopEvent:
         # InputRequiredEvent's fields are free-form (its stream payload is this dict).
-        fields: dict[str, Any] = {"prefix": self.render(ev.input), "input": ev.input}
+        fields: dict[str, Any] = {"prefix": self.render(ev.question), "question": ev.question}
         question = InputRequiredEvent(**fields)
         answer = await ctx.wait_for_event(HumanResponseEvent, waiter_event=question, timeout=None)
         return StopEvent(result=answer.response)
