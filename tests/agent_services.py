@@ -106,3 +106,39 @@ class ToolCallerWorkflow(Workflow):
             *(tools[name].acall(**arguments) for name, arguments in calls)
         )
         return StopEvent(result=[{"content": o.content, "is_error": o.is_error} for o in outputs])
+
+
+class TopicStart(StartEvent):
+    topic: str
+
+
+class DraftWorkflow(Workflow):
+    """Drafts a text about a topic."""
+
+    @step
+    async def draft(self, ev: TopicStart) -> StopEvent:
+        return StopEvent(result=f"Draft about {ev.topic}.")
+
+
+class TextStart(StartEvent):
+    text: str
+
+
+class PublishWorkflow(Workflow):
+    """Publishes a text."""
+
+    @step
+    async def publish(self, ev: TextStart) -> StopEvent:
+        return StopEvent(result={"published": ev.text})
+
+
+class BrokenStart(StartEvent):
+    text: str
+
+
+class BrokenWorkflow(Workflow):
+    """Fails on every text."""
+
+    @step
+    async def publish(self, ev: BrokenStart) -> StopEvent:
+        raise ValueError(f"cannot handle {ev.text!r}")

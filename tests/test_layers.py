@@ -57,6 +57,12 @@ def test_the_package_keeps_every_contract(tmp_path: Path) -> None:
             "Process roles in layers",
         ),
         ("core/names.py", "import llama_mesh.client", "Process roles in layers"),
+        (
+            "control_plane/routing.py",
+            "import llama_mesh.orchestrators",
+            "Process roles in layers",
+        ),
+        ("worker/mesh_tools.py", "import llama_mesh.orchestrators", "Process roles in layers"),
         ("config/service.py", "import llama_mesh.jetstream.topology", "Process roles in layers"),
         ("core/names.py", "import llama_mesh.config", "Process roles in layers"),
         ("client/_sync.py", "import nats", "The client needs neither NATS nor llama-index"),

@@ -318,6 +318,30 @@ class AsyncClient:
         """Every task, in every session, that waits for input from a person."""
         return await self.list_tasks("-", states=[resources_pb2.TASK_STATE_WAITING_FOR_INPUT])
 
+    async def answer(self, task: str, response: str) -> Task:
+        """Answer a task that waits for a person (a HumanResponseEvent with `response`)."""
+        return await self.task(task).send_event("HumanResponseEvent", response=response)
+
+    async def run(
+        self,
+        user_msg: str | None = None,
+        *,
+        session: str | None = None,
+        timeout: float | None = None,
+        input: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run a task that names no service: the deployed orchestrator routes it.
+
+            print(await client.run("What is the secret fact?"))
+
+        The task's input is ``{"user_msg": user_msg}`` (plus `input`); it runs in a new
+        session unless `session` names one (created if new). INVALID_ARGUMENT if no
+        orchestrator is deployed.
+        """
+        target = await (self.get_or_create_session(session) if session else self.create_session())
+        task_input = {**({} if user_msg is None else {"user_msg": user_msg}), **(input or {})}
+        return await target.run("", timeout=timeout, input=task_input)
+
 
 class AsyncSession:
     """A session: workflow state carries from one run to the next within it."""
@@ -383,6 +407,8 @@ class AsyncSession:
         **kwargs: Any,
     ) -> Any:
         """Run `service` with keyword arguments and return the workflow's result.
+
+        An empty `service` lets the deployed orchestrator route the task.
 
         One RunTask call; its request_id makes a retry after a lost connection
         continue the same task instead of starting another.

@@ -100,6 +100,13 @@ class Client:
     def inbox(self) -> list[Task]:
         return self._loop.run(self._async.inbox())
 
+    def answer(self, task: str, response: str) -> Task:
+        return self._loop.run(self._async.answer(task, response))
+
+    def run(self, user_msg: str | None = None, **kwargs: Any) -> Any:
+        """Run a task that names no service: the deployed orchestrator routes it."""
+        return self._loop.run(self._async.run(user_msg, **kwargs))
+
 
 class Session:
     """Blocking counterpart of AsyncSession."""

@@ -5,7 +5,10 @@
         await session.run("echo", arg1="hi")
 
 Starts an embedded nats-server (unless `nats_url` is given), a control plane and one
-replica per service; leaving the block stops all of it in reverse order.
+replica per service; leaving the block stops all of it in reverse order. With
+``orchestrator=`` (a Pipeline, an AgenticOrchestrator...) a task that names no service,
+``await mesh.client.run("What is the secret fact?")``, goes to it (service
+"orchestrator").
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.orchestrators import Orchestrator, OrchestratorWorkflow
 from llama_mesh.worker.runtime import ServiceRuntime
 
 ServiceSpec = Workflow | tuple[Workflow, ServiceConfig]
+ORCHESTRATOR = "orchestrator"  # the service id of `orchestrator=`
 
 
 class LocalMesh:
@@ -38,8 +43,17 @@ class LocalMesh:
         nats_url: str | None = None,
         data_dir: Path | None = None,
         topology: Topology | None = None,
+        orchestrator: Orchestrator | None = None,
     ) -> None:
         self._specs = dict(services or {})
+        if orchestrator is not None:
+            # The service a task that names none goes to (`mesh.client.run("...")`).
+            if ORCHESTRATOR in self._specs:
+                raise ValueError(
+                    f"a service is named {ORCHESTRATOR!r} and an orchestrator is given: "
+                    "rename the service"
+                )
+            self._specs[ORCHESTRATOR] = OrchestratorWorkflow(orchestrator)
         self._nats_url = nats_url
         self._data_dir = data_dir
         self.topology = topology or Topology()

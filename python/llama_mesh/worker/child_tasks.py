@@ -28,21 +28,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle
-from llama_mesh.core.lifecycle import SUCCEEDED, is_final
+from llama_mesh.core.lifecycle import CHILD_TASK_CREATED, SUCCEEDED, is_final
 from llama_mesh.core.names import TaskName
 from llama_mesh.v1 import resources_pb2
 
-# (parent task, child task, child service, details) -> announce it on the parent's stream
-OnChild = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
+# (task, event type, payload, event id) -> publish the event on the task's stream, once
+# per event id
+Publish = Callable[[str, str, dict[str, Any], str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class ChildCaller:
     """How a replica creates child tasks: its client of the control plane, and how it
-    announces a child on the parent's stream."""
+    publishes an event (e.g. announces a child) on a task's stream."""
 
     client: AsyncClient
-    on_child: OnChild
+    publish: Publish
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,22 @@ async def start_child(
         if not is_final(task.state) or task.state == SUCCEEDED:
             break
         generation += 1
-    await caller.on_child(parent.name, handle.name, service, details or {})
+    # Announced once: a replayed attempt that finds the child again uses the same id.
+    await caller.publish(
+        parent.name,
+        CHILD_TASK_CREATED,
+        {**(details or {}), "task": handle.name, "service": service},
+        f"{TaskName.parse(handle.name).task_id}.child",
+    )
     return handle
+
+
+async def publish_event(type: str, payload: dict[str, Any]) -> None:
+    """Publish an event on the running task's stream now (not through the workflow's
+    event stream, so it is out before whatever the caller does next)."""
+    task = running_task(f"publishing a {type} event")
+    assert task.caller is not None
+    await task.caller.publish(task.name, type, payload, "")
 
 
 async def call_service(

@@ -49,7 +49,6 @@ from llama_mesh.core.errors import (
 from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import (
     ATTEMPT_FAILED,
-    CHILD_TASK_CREATED,
     DEFAULT_MAX_ATTEMPTS,
     FAILED,
     PENDING,
@@ -192,7 +191,7 @@ class ServiceRuntime:
             server_security(security, runtime._lookup_key) as service_security,
         ):
             # Nested workflows run as child tasks on their deployed services.
-            runtime._caller = ChildCaller(nested_client, runtime._child_created)
+            runtime._caller = ChildCaller(nested_client, runtime._publish_event)
             nested = use_mesh_for_nested(workflow)
             if nested:
                 logger.info("service %s calls nested services %s", config.name, nested)
@@ -648,17 +647,16 @@ class ServiceRuntime:
                 await asyncio.shield(lock.release())
             raise
 
-    async def _child_created(
-        self, parent: str, child: str, service: str, details: dict[str, Any]
+    async def _publish_event(
+        self, task: str, type: str, payload: dict[str, Any], event_id: str
     ) -> None:
-        """Announce a child task on its parent's event stream (once: a replayed
-        attempt that finds the child again announces it under the same id)."""
+        """Publish an event on a task's stream for a running task (a child announced,
+        an orchestrator's decision); `event_id` de-duplicates a replayed one."""
         state = self._state
         assert state is not None
-        event = resources_pb2.TaskEvent(type=CHILD_TASK_CREATED)
-        event.payload.CopyFrom(to_value({**details, "task": child, "service": service}))
-        child_id = TaskName.parse(child).task_id
-        await state.journal.publish(TaskName.parse(parent), event, event_id=f"{child_id}.child")
+        event = resources_pb2.TaskEvent(type=type)
+        event.payload.CopyFrom(to_value(payload, f"event {type}"))
+        await state.journal.publish(TaskName.parse(task), event, event_id=event_id)
 
     def _finished_task(self, name: TaskName) -> Callable[[str], Awaitable[bool]]:
         async def finished(task_id: str) -> bool:
