@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from llama_mesh.cli import events, run, serve, sessions, status, tasks, up
+from llama_mesh.cli import events, inbox, run, serve, sessions, status, tasks, up
 
 app = typer.Typer(
     help="llama-mesh: llama-index Workflows as services in a gRPC mesh.",
@@ -30,8 +30,11 @@ tasks_app = typer.Typer(help="List, show and cancel tasks; stream their events."
 app.command()(up.up)
 app.command()(up.check)
 app.command()(run.run)
+app.command()(run.ask)
 app.command()(status.status)
 app.command("send-event")(events.send_event)
+app.command()(inbox.inbox)
+app.command()(inbox.answer)
 
 app.add_typer(serve_app, name="serve")
 serve_app.command("nats")(serve.serve_nats)

@@ -1,13 +1,16 @@
-"""`llama-mesh run SERVICE`: run a task, show its events live, print its result.
+"""`llama-mesh run SERVICE` and `llama-mesh ask TEXT`: run a task, show its events live,
+print its result.
 
-llama-mesh run echo --arg arg1=hello     # "hello_result"
+llama-mesh run echo --arg arg1=hello           # "hello_result"
+llama-mesh ask "What is the secret fact?"      # routed by the deployed orchestrator
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -49,7 +52,37 @@ def run(
     """Run a task of SERVICE; show its events live, then print its result as JSON."""
     target = Target(control_plane, file, output, connect_timeout)
     data = parse_input(target, input, arg or [], "--input")
+    target.run(_runner(target, service, data, session, timeout, no_wait, quiet))
 
+
+def ask(
+    user_msg: Annotated[str, typer.Argument(help="The request, e.g. 'What is the secret fact?'")],
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Run in this session (created if new).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Task timeout in seconds.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the task name, exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show events.")] = False,
+    control_plane: ControlPlaneOption = None,
+    file: FileOption = None,
+    output: OutputOption = Output.text,
+    connect_timeout: ConnectTimeout = 5.0,
+) -> None:
+    """Run a task that names no service: the deployed orchestrator routes it."""
+    target = Target(control_plane, file, output, connect_timeout)
+    data = {"user_msg": user_msg}
+    target.run(_runner(target, "", data, session, timeout, no_wait, quiet))
+
+
+def _runner(
+    target: Target,
+    service: str,
+    data: dict[str, Any],
+    session: str | None,
+    timeout: float | None,
+    no_wait: bool,
+    quiet: bool,
+) -> Callable[[AsyncClient], Awaitable[None]]:
     async def main(client: AsyncClient) -> None:
         if session:
             s = await client.get_or_create_session(session)
@@ -63,14 +96,14 @@ def run(
             )
             return
         if not quiet:
-            await _show_events(handle, service)
+            await _show_events(handle, service or "orchestrator")
         task = await handle.wait()
         result = task_result(task)  # a failed or cancelled task exits 1 in Target.run
         target.emit(
             task_view(task), lambda: print(json.dumps(result, ensure_ascii=False), flush=True)
         )
 
-    target.run(main)
+    return main
 
 
 async def _show_events(handle: TaskHandle, service: str) -> None:
@@ -82,6 +115,6 @@ async def _show_events(handle: TaskHandle, service: str) -> None:
             status.update(f"{service}: {event.state.lower().replace('_', ' ')}")
             if event.state == "WAITING_FOR_INPUT":
                 err.print(
-                    f"[yellow]{handle.name} waits for input:[/] llama-mesh send-event "
-                    f"{handle.name} HumanResponseEvent --arg response=..."
+                    f"[yellow]{handle.name} waits for input:[/] llama-mesh answer "
+                    f"{handle.name} TEXT"
                 )
