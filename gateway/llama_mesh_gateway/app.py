@@ -29,8 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llama_mesh_gateway import streaming
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
 from llama_mesh_gateway.openapi import openapi_json
-from llama_mesh_gateway.routes import MethodNotAllowed, Route, RouteTable, Schema
-from llama_mesh_gateway.status import GatewayError, from_rpc_error, invalid_argument
+from llama_mesh_gateway.routes import Match, MethodNotAllowed, Route, RouteTable, Schema
+from llama_mesh_gateway.status import (
+    GatewayError,
+    error_body,
+    from_rpc_error,
+    invalid_argument,
+    should_retry,
+)
 from llama_mesh_gateway.transcode import build_request, response_json
 
 logger = logging.getLogger(__name__)
@@ -203,6 +209,14 @@ class Gateway:
             raise invalid_argument("path is not UTF-8 once percent-decoded") from None
         if match is None:
             raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no route for {method} {raw_path}")
+        try:
+            await self._call(match, scope, receive, send)
+        except GatewayError as e:
+            e.format = match.route.style.error_format
+            raise
+
+    async def _call(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
+        """Transcode the request of a matched route, call the upstream, answer."""
         route = match.route
         if route.client_streaming:
             raise GatewayError(
@@ -218,14 +232,17 @@ class Gateway:
         md, timeout = request_metadata(scope.get("headers", []), scope.get("client"))
         overrides: dict[str, str] = {}
         last_event_id = headers.get("last-event-id")
-        if route.server_streaming and last_event_id:
-            field = streaming.resume_field(route.method.input_type)
+        if (route.server_streaming or route.stream_twin) and last_event_id:
+            field = streaming.resume_field(route.method.input_type)  # twins share it
             if field is not None:
                 if not _DIGITS.fullmatch(last_event_id.strip()):
                     raise invalid_argument("header Last-Event-ID is not a sequence number")
                 overrides[field] = last_event_id.strip()
         request = build_request(match, body, query, self.schema.pool, overrides=overrides)
-        logger.debug("%s %s -> %s", method, raw_path, route.grpc_path)
+        twin = route.stream_twin
+        if twin is not None and getattr(request, twin.method_style.stream_field):
+            route = twin  # the same request message, so the same request
+        logger.debug("%s %s -> %s", scope["method"], scope["path"], route.grpc_path)
         if route.server_streaming:
             await self._stream(route, request, md, timeout, headers, receive, send)
         else:
@@ -284,7 +301,11 @@ class Gateway:
         receive: Receive,
         send: Send,
     ) -> None:
-        frame = streaming.Frame(streaming.stream_format(headers.get("accept")))
+        frame = streaming.Frame(
+            streaming.stream_format(headers.get("accept")),
+            route.method_style.sse,
+            route.style.error_format,
+        )
         seq_path = streaming.sequence_path(route.method.output_type)
         call = self._callable(route)(request, metadata=md, timeout=call_timeout)
         self._streams.add(call)
@@ -325,10 +346,13 @@ class Gateway:
                         else:
                             value = response_json(route, item, self.schema.pool)
                             yield frame.item(value, streaming.sequence_of(item, seq_path))
+                    end = frame.end()
+                    if end:
+                        yield end
                 except grpc.aio.AioRpcError as e:
-                    yield frame.error(from_rpc_error(e, self.schema.pool).to_json())
+                    yield frame.error(from_rpc_error(e, self.schema.pool))
                 except streaming.CallCancelled:
-                    yield frame.error(self._cancelled().to_json())
+                    yield frame.error(self._cancelled())
                 finally:
                     await items.aclose()
 
@@ -480,8 +504,12 @@ async def _send_body(send: Send, status: int, headers: dict[str, str], body: byt
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:
-    headers = {"content-type": _JSON, **error.headers}
-    await _send_body(send, error.http, headers, _dumps(error.to_json()))
+    headers = {
+        "content-type": _JSON,
+        "x-should-retry": "true" if should_retry(error) else "false",
+        **error.headers,
+    }
+    await _send_body(send, error.http, headers, _dumps(error_body(error, error.format)))
 
 
 def create_app(

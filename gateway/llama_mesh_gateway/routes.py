@@ -14,7 +14,7 @@ its additional_bindings, into a `Route`; a `RouteTable` finds the route of a req
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message, message_fa
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped,unused-ignore]
 
+from llama_mesh_gateway.json_shape import ShapeError, Shaper
+from llama_mesh_gateway.options import MethodStyle, Options, Style
 from llama_mesh_gateway.path_template import PathTemplate, TemplateError
 
 _EXTRA_FILES = (error_details_pb2.DESCRIPTOR, status_pb2.DESCRIPTOR)
@@ -49,6 +51,9 @@ class Schema:
         # google.rpc.Status details are Any; make the common detail types resolvable.
         for fd in _EXTRA_FILES:
             self._add_with_deps(fd, added)
+        self.options = Options(self.pool)
+        self._synthetic = frozenset(_synthetic_oneofs(file_set))
+        self._shapers: dict[Style, Shaper] = {}
 
     def _add_with_deps(self, fd: Any, added: set[str]) -> None:
         if fd.name in added:
@@ -70,12 +75,25 @@ class Schema:
         file_set.ParseFromString(data)
         return cls(file_set)
 
+    def shaper(self, style: Style) -> Shaper:
+        """The JSON shaper of a style (one per style)."""
+        shaper = self._shapers.get(style)
+        if shaper is None:
+            shaper = Shaper(self.pool, self.options, style, self._synthetic)
+            self._shapers[style] = shaper
+        return shaper
+
     def message_class(self, desc: Descriptor) -> type[message.Message]:
         """The message class of a descriptor of this pool (protobuf caches it)."""
         return message_factory.GetMessageClass(desc)
 
     def routes(self, services: Sequence[str] | None = None) -> list[Route]:
-        """Routes of every annotated method (of the named services only, if given)."""
+        """Routes of every annotated method (of the named services only, if given).
+
+        A server-streaming method with a `stream_field` is folded into the unary route
+        with the same binding (`Route.stream_twin`). Raises TemplateError for rules or
+        options that cannot be served.
+        """
         out: list[Route] = []
         for f in self.file_set.file:
             for s in f.service:
@@ -83,17 +101,24 @@ class Schema:
                 if services is not None and full not in services and s.name not in services:
                     continue
                 sdesc = self.pool.FindServiceByName(full)
+                style = self.options.service_style(sdesc)
                 for m in s.method:
                     if not m.options.HasExtension(annotations_pb2.http):
                         continue
                     rule = m.options.Extensions[annotations_pb2.http]
                     mdesc = sdesc.methods_by_name[m.name]
-                    out.append(self._route(mdesc, rule))
-                    for extra in rule.additional_bindings:
-                        out.append(self._route(mdesc, extra))
-        return out
+                    method_style = self.options.method_style(mdesc)
+                    for binding in (rule, *rule.additional_bindings):
+                        out.append(self._route(mdesc, binding, style, method_style))
+        return _pair_stream_twins(out)
 
-    def _route(self, method: MethodDescriptor, rule: http_pb2.HttpRule) -> Route:
+    def _route(
+        self,
+        method: MethodDescriptor,
+        rule: http_pb2.HttpRule,
+        style: Style,
+        method_style: MethodStyle,
+    ) -> Route:
         kind = rule.WhichOneof("pattern")
         if kind is None:
             raise TemplateError(f"{method.full_name}: HttpRule without a pattern")
@@ -112,6 +137,12 @@ class Schema:
         resp = method.output_type
         if rule.response_body and rule.response_body not in resp.fields_by_name:
             raise TemplateError(f"{method.full_name}: no response field {rule.response_body!r}")
+        shaper = self.shaper(style)
+        try:
+            shaper.needs(req)
+            shaper.needs(resp)
+        except ShapeError as e:
+            raise TemplateError(f"{method.full_name}: {e}") from None
         return Route(
             http_method=verb,
             template=template,
@@ -122,6 +153,9 @@ class Schema:
             client_streaming=method.client_streaming,
             request_class=self.message_class(req),
             response_class=self.message_class(resp),
+            style=style,
+            method_style=method_style,
+            shaper=shaper,
         )
 
 
@@ -152,6 +186,11 @@ class Route:
     client_streaming: bool
     request_class: type[message.Message] = field(repr=False)
     response_class: type[message.Message] = field(repr=False)
+    style: Style = field(default=Style(), repr=False)
+    method_style: MethodStyle = field(default=MethodStyle(), repr=False)
+    shaper: Shaper | None = field(default=None, repr=False, compare=False)
+    #: The server-streaming method chosen when the request's `stream_field` is true.
+    stream_twin: Route | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def grpc_path(self) -> str:
@@ -162,6 +201,64 @@ class Route:
     def bound_paths(self) -> frozenset[tuple[str, ...]]:
         """The field paths the path template binds, as tuples of proto names."""
         return frozenset(tuple(v.field_path.split(".")) for v in self.template.variables)
+
+
+def _synthetic_oneofs(file_set: descriptor_pb2.FileDescriptorSet) -> Iterable[str]:
+    """Full names of the oneofs protoc made for proto3 `optional` fields."""
+
+    def walk(prefix: str, m: descriptor_pb2.DescriptorProto) -> Iterable[str]:
+        full = f"{prefix}.{m.name}" if prefix else m.name
+        for f in m.field:
+            if f.proto3_optional:
+                yield f"{full}.{m.oneof_decl[f.oneof_index].name}"
+        for nested in m.nested_type:
+            yield from walk(full, nested)
+
+    for f in file_set.file:
+        for m in f.message_type:
+            yield from walk(f.package, m)
+
+
+def _pair_stream_twins(routes: list[Route]) -> list[Route]:
+    """Fold each `stream_field` streaming route into its unary twin; refuse other clashes."""
+    by_binding: dict[tuple[str, str], list[Route]] = {}
+    for route in routes:
+        by_binding.setdefault((route.http_method, route.template.source), []).append(route)
+    out: list[Route] = []
+    for (verb, path), group in by_binding.items():
+        if len(group) == 1:
+            route = group[0]
+            if route.method_style.stream_field:
+                raise TemplateError(
+                    f"{route.method.full_name}: stream_field is set but no unary method of "
+                    f"{route.method.containing_service.full_name} is bound to {verb} {path}"
+                )
+            out.append(route)
+            continue
+        names = ", ".join(r.method.full_name for r in group)
+        streams = [r for r in group if r.server_streaming]
+        unary = [r for r in group if not r.server_streaming and not r.client_streaming]
+        if len(group) != 2 or len(streams) != 1 or len(unary) != 1:
+            raise TemplateError(f"{names} are all bound to {verb} {path}")
+        stream, single = streams[0], unary[0]
+        field_name = stream.method_style.stream_field
+        if not field_name:
+            raise TemplateError(
+                f"{names} are both bound to {verb} {path}: set stream_field on "
+                f"{stream.method.full_name} to choose between them"
+            )
+        if stream.method.input_type is not single.method.input_type:
+            raise TemplateError(f"{names} share {verb} {path} but not their request message")
+        flag = stream.method.input_type.fields_by_name.get(field_name)
+        if flag is None or flag.type != FieldDescriptor.TYPE_BOOL or flag.is_repeated:
+            raise TemplateError(
+                f"{stream.method.full_name}: stream_field {field_name!r} is not a bool field "
+                f"of {stream.method.input_type.full_name}"
+            )
+        if stream.method.containing_service is not single.method.containing_service:
+            raise TemplateError(f"{names} share {verb} {path} across services")
+        out.append(replace(single, stream_twin=stream))
+    return out
 
 
 @dataclass(frozen=True)

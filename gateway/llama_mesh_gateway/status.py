@@ -1,8 +1,10 @@
 """gRPC status codes as HTTP statuses, and errors as `google.rpc.Status` JSON.
 
-Every error the gateway returns, its own or the upstream's, is one JSON object:
-`{"code": <gRPC code number>, "message": "...", "details": [<Any as JSON>, ...]}`.
-The details come from the upstream's `grpc-status-details-bin` trailer. Messages
+Every error the gateway returns, its own or the upstream's, is by default one JSON
+object: `{"code": <gRPC code number>, "message": "...", "details": [<Any as JSON>, ...]}`.
+The details come from the upstream's `grpc-status-details-bin` trailer. A service can
+ask for another shape (`error_body`: FastAPI's `{"detail": ...}`, OpenAI's
+`{"error": {...}}`); the HTTP status is the same in every shape. Messages
 longer than `MAX_MESSAGE_BYTES` (UTF-8) are cut there and say so, so an error that
 echoes a huge value back stays small.
 
@@ -24,6 +26,8 @@ from google.protobuf import any_pb2, json_format
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2  # type: ignore[import-untyped,unused-ignore]
+
+from llama_mesh_gateway.options import ErrorFormat
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +105,79 @@ class GatewayError(Exception):
         self.details = list(details)
         self.http = http if http is not None else http_status(code)
         self.headers = dict(headers or {})
+        #: The shape of the body, set once the route (and so its service) is known.
+        self.format = ErrorFormat.GOOGLE_RPC_STATUS
 
     def to_json(self) -> dict[str, Any]:
         """The google.rpc.Status JSON body."""
         return {"code": code_number(self.code), "message": self.message, "details": self.details}
+
+
+#: Codes whose calls may be retried as they are (sent as `x-should-retry`, which
+#: Stainless-generated clients such as openai and llama-stack-client obey; without it
+#: they retry every 409 and 5xx, a non-idempotent create included).
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
+)
+
+#: OpenAI's error `type` of each code (the rest are "server_error").
+_OPENAI_TYPES = {
+    grpc.StatusCode.CANCELLED: "invalid_request_error",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_request_error",
+    grpc.StatusCode.NOT_FOUND: "invalid_request_error",
+    grpc.StatusCode.ALREADY_EXISTS: "invalid_request_error",
+    grpc.StatusCode.FAILED_PRECONDITION: "invalid_request_error",
+    grpc.StatusCode.OUT_OF_RANGE: "invalid_request_error",
+    grpc.StatusCode.ABORTED: "invalid_request_error",
+    grpc.StatusCode.PERMISSION_DENIED: "permission_error",
+    grpc.StatusCode.UNAUTHENTICATED: "authentication_error",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "rate_limit_error",
+}
+_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def should_retry(error: GatewayError) -> bool:
+    """Whether the same request may succeed later (413 and 431 will not)."""
+    return error.code in RETRYABLE and error.http not in (413, 431)
+
+
+def openai_error(error: GatewayError) -> dict[str, Any]:
+    """OpenAI's error object: `param` is the first BadRequest field violation's field,
+    `code` the ErrorInfo reason (lower case) or else the gRPC code's name."""
+    code = error.code.name.lower()
+    param: str | None = None
+    for detail in error.details:
+        kind = detail.get("@type")
+        if kind == _ERROR_INFO and detail.get("reason"):
+            code = str(detail["reason"]).lower()
+        elif kind == _BAD_REQUEST and param is None:
+            violations = detail.get("fieldViolations") or [{}]
+            param = violations[0].get("field") or None
+    return {
+        "message": error.message,
+        "type": _OPENAI_TYPES.get(error.code, "server_error"),
+        "param": param,
+        "code": code,
+    }
+
+
+def error_body(error: GatewayError, fmt: ErrorFormat) -> dict[str, Any]:
+    """The JSON body of an error response in a format."""
+    if fmt is ErrorFormat.DETAIL:
+        return {"detail": error.message}
+    if fmt is ErrorFormat.OPENAI:
+        return {"error": openai_error(error)}
+    return error.to_json()
+
+
+def stream_error(error: GatewayError, fmt: ErrorFormat) -> dict[str, Any]:
+    """The data of the SSE event that ends a stream with an error, in a format."""
+    if fmt is ErrorFormat.DETAIL:
+        return {"error": {"message": error.message}}
+    if fmt is ErrorFormat.OPENAI:
+        return {"error": openai_error(error)}
+    return error.to_json()
 
 
 def invalid_argument(message: str, *, http: int | None = None) -> GatewayError:

@@ -13,6 +13,13 @@ stream resumes with no gap and no repeat. An upstream error ends the stream with
 `event: error` and a google.rpc.Status JSON `data:`. Idle streams get a `: keep-alive`
 comment every heartbeat interval.
 
+A method's `SseFraming` option changes the SSE framing: no `id:` lines
+(`omit_ids`), an `event:` line named after a key of each message's JSON
+(`event_key`), a final `data: [DONE]` after a stream that ended well
+(`done_sentinel`). The service's error format shapes the error event: with the
+DETAIL and OPENAI formats it is a plain `data:` event holding `{"error": {...}}`,
+which llama-stack-client and the openai SDK both read.
+
 NDJSON (`Accept: application/x-ndjson`), one line per message, as grpc-gateway does:
 `{"result": <message>}`, and a final `{"error": <Status>}` line on an upstream error.
 Heartbeats are empty lines, which NDJSON readers skip.
@@ -21,6 +28,7 @@ Heartbeats are empty lines, which NDJSON readers skip.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +36,9 @@ from typing import Any
 
 from google.protobuf import message
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from llama_mesh_gateway.options import ErrorFormat, SseFraming
+from llama_mesh_gateway.status import GatewayError, stream_error
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -104,19 +115,35 @@ class Frame:
     """How one stream format writes items, errors and heartbeats."""
 
     media_type: str
+    framing: SseFraming = dataclasses.field(default_factory=SseFraming)
+    error_format: ErrorFormat = ErrorFormat.GOOGLE_RPC_STATUS
 
     def item(self, value: Any, sequence: int | None) -> bytes:
         """One streamed message."""
         if self.media_type == NDJSON:
             return (_dumps({"result": value}) + "\n").encode()
-        head = f"id: {sequence}\n" if sequence is not None else ""
+        head = ""
+        if sequence is not None and not self.framing.omit_ids:
+            head = f"id: {sequence}\n"
+        if self.framing.event_key and isinstance(value, dict):
+            name = value.get(self.framing.event_key)
+            if isinstance(name, str) and name and "\n" not in name and "\r" not in name:
+                head += f"event: {name}\n"
         return f"{head}data: {_dumps(value)}\n\n".encode()
 
-    def error(self, status: dict[str, Any]) -> bytes:
+    def error(self, error: GatewayError) -> bytes:
         """The final error item."""
         if self.media_type == NDJSON:
-            return (_dumps({"error": status}) + "\n").encode()
-        return f"event: error\ndata: {_dumps(status)}\n\n".encode()
+            return (_dumps({"error": error.to_json()}) + "\n").encode()
+        if self.error_format is ErrorFormat.GOOGLE_RPC_STATUS:
+            return f"event: error\ndata: {_dumps(error.to_json())}\n\n".encode()
+        return f"data: {_dumps(stream_error(error, self.error_format))}\n\n".encode()
+
+    def end(self) -> bytes:
+        """What follows the last item of a stream that ended without error."""
+        if self.media_type == SSE and self.framing.done_sentinel:
+            return b"data: [DONE]\n\n"
+        return b""
 
     def heartbeat(self) -> bytes:
         """Keeps an idle connection open through proxies."""

@@ -74,7 +74,8 @@ def build_request(
     if route.body:
         _parse_body(route, body, req, pool)
     for field_path, value in match.bindings.items():
-        _merge_string(req, field_path.split("."), [value], pool, what=f"path variable {field_path}")
+        what = f"path variable {field_path}"
+        _merge_string(req, field_path.split("."), [value], pool, what=what, route=route)
     _merge_query(route, query, req, pool)
     for name, value in (overrides or {}).items():
         _merge_string(req, [name], [value], pool, what=name)
@@ -108,12 +109,17 @@ def _parse_body(route: Route, body: bytes, req: message.Message, pool: Descripto
     if not body.strip():
         return  # an empty body is an empty message
     value = parse_json(body)
+    shaper = route.shaper
     if route.body == "*":
         if not isinstance(value, dict):
             name = req.DESCRIPTOR.full_name
             raise invalid_argument(f"request body must be a JSON object ({name})")
-        doc: dict[str, Any] = value
+        desc = cast(Descriptor, req.DESCRIPTOR)
+        doc: dict[str, Any] = value if shaper is None else shaper.request_doc(desc, value)
     else:
+        field = req.DESCRIPTOR.fields_by_name[route.body]
+        if shaper is not None and field.message_type is not None and not _is_repeated(field):
+            value = shaper.request_doc(cast(Descriptor, field.message_type), value)
         doc = {route.body: value}
     try:
         json_format.ParseDict(doc, req, descriptor_pool=pool)
@@ -126,7 +132,8 @@ def _merge_query(
 ) -> None:
     grouped: dict[str, list[str]] = {}
     for key, value in query:
-        grouped.setdefault(key, []).append(value)
+        # `tags[]=a&tags[]=b` is how clients with a "brackets" array format repeat a key.
+        grouped.setdefault(key.removesuffix("[]"), []).append(value)
     if not grouped:
         return
     unknown: list[str] = []
@@ -143,8 +150,12 @@ def _merge_query(
             + ", ".join(sorted(unknown))
             + f" (not fields of {req.DESCRIPTOR.full_name} outside the path and body)"
         )
+    commas = route.style.comma_separated_query_arrays
     for key, names, values in resolved:
-        _merge_string(req, names, values, pool, what=f"query parameter {key}")
+        field = resolve_field_path(cast(Descriptor, req.DESCRIPTOR), names)
+        if commas and field is not None and _is_repeated(field):
+            values = [part for v in values for part in v.split(",")]
+        _merge_string(req, names, values, pool, what=f"query parameter {key}", route=route)
 
 
 def _resolve(desc: Any, parts: Sequence[str]) -> list[str] | None:
@@ -183,6 +194,7 @@ def _merge_string(
     pool: DescriptorPool,
     *,
     what: str,
+    route: Route | None = None,
 ) -> None:
     field = resolve_field_path(cast(Descriptor, req.DESCRIPTOR), names)
     assert field is not None, names  # paths, query keys and overrides are resolved before
@@ -198,6 +210,8 @@ def _merge_string(
         raise invalid_argument(
             f"{what}: field {'.'.join(names)} takes one value, got {len(values)}"
         )
+    if route is not None and route.shaper is not None and field.enum_type is not None:
+        values = [route.shaper.enum_text(field, v) for v in values]
     converted = [_json_value(field, v, what) for v in values]
     doc: Any = converted if repeated else converted[0]
     for name in reversed(names):
@@ -235,9 +249,16 @@ def response_json(route: Route, msg: message.Message, pool: DescriptorPool) -> A
     if route.response_body:
         field = msg.DESCRIPTOR.fields_by_name[route.response_body]
         if field.message_type is not None and not _is_repeated(field):
-            return message_json(getattr(msg, route.response_body), pool)
-        return message_json(msg, pool).get(field.json_name)
-    return message_json(msg, pool)
+            return _json(route, getattr(msg, route.response_body), pool)
+        key = field.name if route.style.proto_field_names else field.json_name
+        return _json(route, msg, pool).get(key)
+    return _json(route, msg, pool)
+
+
+def _json(route: Route, msg: message.Message, pool: DescriptorPool) -> Any:
+    if route.shaper is None:
+        return message_json(msg, pool)
+    return route.shaper.to_json(msg)
 
 
 def message_json(msg: message.Message, pool: DescriptorPool) -> Any:

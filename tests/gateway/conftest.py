@@ -26,6 +26,8 @@ from grpc_tools import protoc
 
 from llama_mesh_gateway import GatewayServer
 
+from .compat_upstream import CompatServicer
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PROTOS = HERE / "protos"
@@ -39,6 +41,7 @@ class CompiledApi:
 
     descriptor_set: bytes
     pb2: ModuleType
+    compat: ModuleType
 
 
 def compile_protos(out: Path) -> CompiledApi:
@@ -55,14 +58,16 @@ def compile_protos(out: Path) -> CompiledApi:
         "--include_imports",
         "--include_source_info",
         "gwtest/v1/gwtest.proto",
+        "gwtest/v1/compat.proto",
     ]
     assert protoc.main(args) == 0, "protoc failed on the test proto"
     sys.path.insert(0, str(out))
     try:
         pb2 = importlib.import_module("gwtest.v1.gwtest_pb2")
+        compat = importlib.import_module("gwtest.v1.compat_pb2")
     finally:
         sys.path.remove(str(out))
-    return CompiledApi(descriptor.read_bytes(), pb2)
+    return CompiledApi(descriptor.read_bytes(), pb2, compat)
 
 
 @pytest.fixture(scope="session")
@@ -176,11 +181,12 @@ class Servicer:
         methods["Fail"] = unary(self.fail)
         methods["Meta"] = unary(self.meta)
         methods["Sleep"] = unary(self.sleep)
-        methods["Watch"] = grpc.unary_stream_rpc_method_handler(
-            self.watch,
-            request_deserializer=pb2.WatchRequest.FromString,
-            response_serializer=pb2.WatchResponse.SerializeToString,
-        )
+        for name in ("Watch", "WatchDone"):
+            methods[name] = grpc.unary_stream_rpc_method_handler(
+                self.watch,
+                request_deserializer=pb2.WatchRequest.FromString,
+                response_serializer=pb2.WatchResponse.SerializeToString,
+            )
         methods["Upload"] = grpc.stream_unary_rpc_method_handler(
             self.upload, request_deserializer=echo_in, response_serializer=echo_out
         )
@@ -198,7 +204,7 @@ class Upstream:
 async def upstream(api: CompiledApi) -> AsyncIterator[Upstream]:
     server = grpc.aio.server()
     servicer = Servicer(api.pb2)
-    server.add_generic_rpc_handlers((servicer.handler(),))
+    server.add_generic_rpc_handlers((servicer.handler(), *CompatServicer(api.compat).handlers()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
