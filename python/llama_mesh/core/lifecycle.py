@@ -273,6 +273,12 @@ class Run:
 
     attempt: int
 
+    @property
+    def event(self) -> resources_pb2.TaskEvent:
+        """What to record first: the task is RUNNING its attempt `attempt` (a bare
+        state change, published to nobody)."""
+        return resources_pb2.TaskEvent(state=RUNNING, attempt=self.attempt)
+
 
 @dataclass(frozen=True)
 class Succeeded:

@@ -1,0 +1,351 @@
+"""One attempt of a task on this replica: the I/O around core/lifecycle's decisions.
+
+``take`` turns a delivered TaskAssignment into an attempt when
+``lifecycle.begin_attempt`` says to run one (and settles the message at once when it
+does not). An ``Attempt`` waits for the session's turn (SessionLock), records RUNNING,
+restores the session's Context, runs the workflow (publishing its events; a request
+for input makes the task WAITING, see human_input.py), saves the new Context, and
+hands how it ended, an ``Outcome``, to ``lifecycle.end_attempt``;
+``jetstream.delivery.settle`` records that decision and only then acks or naks the
+message.
+
+A question the workflow asks (human in the loop) makes the task WAITING; its answer,
+or one an earlier attempt of the task got, comes through task_inputs.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
+from workflows.events import Event
+from workflows.handler import WorkflowHandler
+
+from llama_mesh.core import proto_time
+from llama_mesh.core.errors import FailedPreconditionError, RetryableError
+from llama_mesh.core.json_values import to_python, to_value
+from llama_mesh.core.lifecycle import (
+    WAITING,
+    Cancelled,
+    DeadlinePassed,
+    Decision,
+    Failed,
+    HandedBack,
+    Outcome,
+    Run,
+    Succeeded,
+    begin_attempt,
+    end_attempt,
+    is_final,
+)
+from llama_mesh.core.names import TaskName
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.delivery import MessageDelivery, settle
+from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.session_lock import Revisions, SessionLock
+from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
+from llama_mesh.worker.task_inputs import TaskInputs
+from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner, event_payload
+
+logger = logging.getLogger(__name__)
+
+Recorded = tuple[resources_pb2.Task, int]  # a task record and its revision
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What every attempt on one replica uses: the mesh, the workflow, who runs it."""
+
+    state: MeshState
+    runner: WorkflowRunner
+    service: str
+    replica_id: str
+    ack_wait: float
+    lock_revisions: Revisions
+    # How the workflow calls other services (nested workflows, tools) as child tasks.
+    caller: ChildCaller | None = None
+
+    def context_key(self, name: TaskName) -> str:
+        """The key of the session's saved Context (and of its lock) for this service."""
+        return f"{name.session_id}.{self.service}"
+
+
+class _AlreadyFinished(Exception):
+    """The task reached a final state elsewhere before this attempt started."""
+
+
+class _WorkflowFailed(Exception):
+    """The workflow itself raised (as opposed to the mesh's own calls failing)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _is_mesh_error(err: Exception) -> bool:
+    """Errors of the mesh's own NATS calls made while the workflow ran (e.g. event
+    publishing during a failover)."""
+    return isinstance(err, nats.errors.Error)
+
+
+async def take(worker: Worker, msg: Msg, name: TaskName) -> Attempt | None:
+    """The attempt to run for this delivery of task `name`, or None when the message
+    was settled at once (task gone, finished, cancelled, out of attempts or time)."""
+    found = await worker.state.tasks.find(task_key(name))
+    if found is None:
+        logger.info("task %s: gone (session deleted); dropped", name)
+        await msg.ack_sync()
+        return None
+    start = begin_attempt(found[0], time.time())
+    if isinstance(start, Decision):
+        await settle(worker.state, name, start, MessageDelivery(msg), replica_id=worker.replica_id)
+        return None
+    return Attempt(worker, msg, name, found, start)
+
+
+class Attempt:
+    """One attempt of one task; ``run`` it once."""
+
+    def __init__(
+        self, worker: Worker, msg: Msg, name: TaskName, known: Recorded, start: Run
+    ) -> None:
+        self.worker = worker
+        self.msg = msg
+        self.name = name
+        self.known = known
+        self.task = known[0]
+        self.start = start
+        self.number = start.attempt
+        self.cancel_reason = ""
+        self._run: asyncio.Task[tuple[RunOutcome, Recorded]] | None = None
+        # The write that records the attempt as RUNNING (owned by _run_locked).
+        self._started: asyncio.Task[Recorded] | None = None
+        # Tasks that pass events sent by clients into the workflow (human in the loop).
+        self._forwards: set[asyncio.Task[None]] = set()
+        # The answers the task got while it waited for input (human in the loop).
+        self._inputs: TaskInputs | None = None
+
+    def cancel(self, reason: str) -> None:
+        """The task was cancelled: stop the workflow."""
+        self.cancel_reason = reason or "cancelled"
+        if self._run is not None:
+            self._run.cancel()
+
+    async def run(self) -> None:
+        keepalive = asyncio.create_task(self._keep_alive())
+        try:
+            await self._attempt()
+        finally:
+            for child in (keepalive, *self._forwards):
+                child.cancel()
+            await asyncio.gather(keepalive, *self._forwards, return_exceptions=True)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.worker.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await self.msg.in_progress()
+
+    async def _settle(
+        self, outcome: Outcome, known: Recorded | None = None
+    ) -> resources_pb2.Task | None:
+        decision = end_attempt(self.task, self.number, outcome)
+        return await settle(
+            self.worker.state,
+            self.name,
+            decision,
+            MessageDelivery(self.msg),
+            replica_id=self.worker.replica_id,
+            known=known,
+        )
+
+    async def _attempt(self) -> None:
+        task = self.task
+        deadline = proto_time.epoch_seconds(task.deadline) if task.HasField("deadline") else None
+        lock = (
+            # A child runs while its parent holds the lock of the parent's service; it
+            # takes no lock itself, or a workflow that calls its own service would wait
+            # for itself.
+            None
+            if task.parent_task
+            else SessionLock(
+                self.worker.state.locks,
+                self.worker.context_key(self.name),
+                self.name.task_id,
+                self._finished_task(),
+                self.worker.lock_revisions,
+            )
+        )
+        run = asyncio.create_task(self._run_locked(deadline, lock))
+        self._run = run
+        scope = asyncio.timeout(None if deadline is None else max(deadline - time.time(), 0))
+        try:
+            async with scope:
+                outcome, recorded = await run
+        except asyncio.CancelledError:
+            if self.cancel_reason:
+                await self._settle(Cancelled(self.cancel_reason))
+                return
+            # The replica itself is stopping: hand the task back for another replica.
+            with contextlib.suppress(Exception):
+                await self._settle(HandedBack(stopping=True))
+            raise
+        except _WorkflowFailed as failed:
+            err = failed.error
+            await self._settle(
+                Failed(type(err).__name__, str(err), retryable=isinstance(err, RetryableError))
+            )
+            return
+        except _AlreadyFinished:
+            await self.msg.ack_sync()
+            return
+        except Exception as err:
+            if isinstance(err, TimeoutError) and scope.expired():
+                await self._settle(DeadlinePassed())
+                return
+            # The mesh's own calls failed (e.g. NATS fails over): not the workflow's
+            # fault, so hand the task back instead of failing it.
+            logger.warning("task %s: handed back after %r", self.name, err)
+            with contextlib.suppress(Exception):
+                await self._settle(HandedBack(stopping=False))
+            return
+        result = Succeeded(to_value(outcome.result, "the workflow's result"))
+        # The Context is saved: the next run in the session may start while the
+        # result is recorded.
+        releasing = lock.release() if lock is not None else asyncio.sleep(0)
+        await asyncio.gather(releasing, self._settle(result, recorded))
+
+    async def _run_locked(
+        self, deadline: float | None, lock: SessionLock | None
+    ) -> tuple[RunOutcome, Recorded]:
+        """Take the session's lock, run the workflow and save its Context.
+
+        On success the caller releases the lock; on failure it is released here.
+        """
+        state = self.worker.state
+        context_key = self.worker.context_key(self.name)
+        if lock is not None:
+            await lock.acquire()
+        # RUNNING is recorded while the workflow starts; it must land before any other
+        # state change of this attempt (WAITING, the result) and before the Context is
+        # saved, and those wait for it.
+        started = asyncio.create_task(
+            state.journal.record_from(
+                self.name,
+                self.start.event,
+                replica_id=self.worker.replica_id,
+                publish=False,
+                known=self.known,
+            )
+        )
+        self._started = started
+        try:
+            saved = await _saved_context(state, context_key)
+            kwargs = to_python(self.task.input)
+            token = current_task.set(RunningTask(str(self.name), deadline, self.worker.caller))
+            try:
+                outcome = await self.worker.runner.run(kwargs, saved, self._on_event)
+            except Exception as err:
+                if isinstance(err, _AlreadyFinished) or _is_mesh_error(err):
+                    raise
+                raise _WorkflowFailed(err) from err
+            finally:
+                current_task.reset(token)
+            recorded = await _recorded(started)
+            await state.contexts.put(context_key, json.dumps(outcome.context).encode())
+            return outcome, recorded
+        except BaseException:
+            if not started.done():
+                started.cancel()
+            await asyncio.gather(started, return_exceptions=True)
+            if lock is not None:
+                await asyncio.shield(lock.release())
+            raise
+
+    async def _on_event(self, event: Event, handler: WorkflowHandler) -> None:
+        """Publish an event the workflow streamed; a request for input makes the task
+        WAITING and starts forwarding the answer."""
+        state = self.worker.state
+        out = resources_pb2.TaskEvent(type=type(event).__name__, attempt=self.number)
+        out.payload.CopyFrom(to_value(event_payload(event), f"event {type(event).__name__}"))
+        if not self.worker.runner.is_input_request(event):
+            await state.journal.publish(self.name, out)
+            return
+        # A question an earlier attempt of this task asked and got answered is
+        # answered again from the stored answers (task_inputs.py).
+        if self._inputs is None:
+            self._inputs = TaskInputs(state, self.name, self.worker.runner.make_event)
+        inputs = self._inputs
+        await inputs.turn.acquire()  # released below, or by _forward_input once answered
+        subscription: Any = None
+        try:
+            answer = await inputs.stored()
+            if answer is None:
+                # Listen for the answer before telling anyone we wait.
+                subscription = await inputs.subscribe()
+                out.state = WAITING
+                if self._started is not None:
+                    await _recorded(self._started)
+                await state.journal.record(self.name, out, replica_id=self.worker.replica_id)
+        except BaseException:
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+            inputs.turn.release()
+            raise
+        if answer is not None:
+            inputs.turn.release()
+            await state.journal.publish(self.name, out)
+            handler.ctx.send_event(answer)
+            return
+        self._forwards.add(asyncio.create_task(self._forward_input(inputs, subscription, handler)))
+
+    async def _forward_input(
+        self, inputs: TaskInputs, subscription: Any, handler: WorkflowHandler
+    ) -> None:
+        try:
+            handler.ctx.send_event(await inputs.next(subscription))
+        finally:
+            inputs.turn.release()
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    def _finished_task(self) -> Callable[[str], Awaitable[bool]]:
+        """Whether a task of the session (the lock's head) has finished or vanished."""
+        state = self.worker.state
+        session_id = self.name.session_id
+
+        async def finished(task_id: str) -> bool:
+            found = await state.tasks.find(f"{session_id}.{task_id}")
+            return found is None or is_final(found[0].state)
+
+        return finished
+
+
+async def _recorded(started: asyncio.Task[Recorded]) -> Recorded:
+    """The RUNNING record; _AlreadyFinished if the task had finished meanwhile."""
+    try:
+        return await asyncio.shield(started)
+    except FailedPreconditionError:
+        raise _AlreadyFinished from None
+
+
+async def _saved_context(state: MeshState, key: str) -> dict[str, Any] | None:
+    try:
+        entry = await state.contexts.get(key)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    data: dict[str, Any] = json.loads(entry.value)
+    return data
