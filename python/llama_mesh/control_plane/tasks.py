@@ -22,7 +22,14 @@ from llama_mesh.control_plane.task_creation import create_task, new_task_id, new
 from llama_mesh.control_plane.waiters import FinalEventWaiters, until_set, until_shutdown
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from llama_mesh.core.lifecycle import PENDING, RUNNING, WAITING, deadline_event, is_final
+from llama_mesh.core.lifecycle import (
+    PENDING,
+    RUNNING,
+    WAITING,
+    deadline_event,
+    final_event,
+    is_final,
+)
 from llama_mesh.core.names import (
     ALL_SESSIONS,
     TaskName,
@@ -172,11 +179,18 @@ class Tasks:
                 last_seq = int(last.seq or 0)
             except JsNotFoundError:
                 last_seq = 0
-            if last_seq <= request.after_sequence:
-                # Nothing newer is kept: end with the final event rebuilt from the record.
-                if last_seq == 0:
-                    event = await self.state.journal.finish_event(task)
-                    yield cp.StreamTaskEventsResponse(event=event)
+            # The record turns final just before its final event is published: a task
+            # whose final event is missing either lost its events to age, or the event
+            # is on its way (then stream and wait for it).
+            expired = (
+                last_seq == 0
+                and time.time() - proto_time.epoch_seconds(task.end_time) > topology.event_retention
+            )
+            if expired:
+                # Nothing is kept: end with the final event rebuilt from the record.
+                yield cp.StreamTaskEventsResponse(event=final_event(task))
+                return
+            if last_seq and last_seq <= request.after_sequence:
                 return
         if request.after_sequence:
             policy = js_api.DeliverPolicy.BY_START_SEQUENCE

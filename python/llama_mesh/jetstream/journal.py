@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, final_event, is_final
+from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, is_final
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
@@ -120,7 +120,3 @@ class TaskJournal:
             headers={"Nats-Msg-Id": envelope.id},
         )
         return int(ack.seq)
-
-    async def finish_event(self, task: resources_pb2.Task) -> resources_pb2.TaskEvent:
-        """The last event of a finished task, rebuilt from its record."""
-        return final_event(task)
