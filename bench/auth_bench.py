@@ -27,11 +27,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.config import NO_AUTH, SecurityConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import new_secret
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.rpc.jwt_auth import JwtSettings
-from llama_mesh.rpc.security import SecuritySettings
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -72,14 +71,14 @@ async def main(calls: int) -> None:
     token, digest = new_secret("bench")
     claims = {"iss": issuer, "aud": "mesh", "sub": "bench", "exp": int(time.time()) + 3600}
     signed = jwt.encode({**claims, "roles": ["client"]}, key, "RS256", headers={"kid": "k1"})
-    jwt_settings = JwtSettings(issuer=issuer, audience="mesh", jwks_url=f"{issuer}/jwks")
+    with_jwt = SecurityConfig(jwt_issuer=issuer, jwt_audience="mesh", jwt_jwks_url=f"{issuer}/jwks")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         async with EmbeddedNats.start(Path(tmp) / "nats") as nats:
             for label, security, use in (
-                ("auth off", SecuritySettings(), None),
-                ("API key", SecuritySettings(auth=True), token),
-                ("JWT (RS256)", SecuritySettings(auth=True, jwt=jwt_settings), signed),
+                ("auth off", NO_AUTH, None),
+                ("API key", SecurityConfig(), token),
+                ("JWT (RS256)", with_jwt, signed),
             ):
                 async with ControlPlaneServer.start(
                     [nats.url], security=security, install_keys=[("bench", ["client"], digest)]

@@ -9,6 +9,8 @@ from typing import Any
 @dataclass
 class BenchConfig:
     mode: str = "full"
+    # `up`'s default: every call authenticated (bench --no-auth measures without).
+    auth: bool = True
     warmup: int = 20
     seq_runs: int = 1000
     concurrencies: list[int] = field(default_factory=lambda: [1, 16, 64, 256])

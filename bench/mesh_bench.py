@@ -33,6 +33,8 @@ class Mesh:
     address: str
     gateway_url: str
     base_pids: dict[str, int]
+    # The admin token `up` wrote (None: authentication off).
+    token: str | None = None
     # Replicas the bench starts itself (`llama-mesh serve service`), for the scaling leg.
     extra: dict[str, list[Proc]] = field(default_factory=dict)
 
@@ -42,6 +44,10 @@ class Mesh:
             for i, proc in enumerate(replicas, start=1):
                 pids[f"{name} (extra replica {i})"] = proc.pid
         return pids
+
+
+def _read_token(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8").strip()
 
 
 def _tree_bytes(root: Path) -> int:
@@ -85,6 +91,10 @@ class MeshBench:
         self, mesh_address: str, name: str, workflow: str, index: int = 0
     ) -> Proc:
         label = f"service-{name}-{index}"
+        # With authentication on, a replica presents its service's token (written by `up`).
+        token_file = Path(self._tmp.name) / "state" / "auth" / "services" / f"{name}.token"
+        authenticated = self.mesh is not None and self.mesh.token is not None
+        env = {**os.environ, "LLAMA_MESH_TOKEN_FILE": str(token_file)} if authenticated else None
         return await self.procs.start(
             label,
             self._argv(
@@ -103,6 +113,7 @@ class MeshBench:
                     str(self.config.mesh_max_concurrency),
                 ],
             ),
+            env=env,
         )
 
     async def bring_up(self) -> Mesh:
@@ -120,6 +131,7 @@ class MeshBench:
         lines = [
             "name: bench",
             f"state_dir: {tmp / 'state'}",
+            f"security: {{auth: {'true' if self.config.auth else 'false'}}}",
             "nats:",
             "  port: -1",
             "control_plane:",
@@ -152,7 +164,9 @@ class MeshBench:
             "how": "`llama-mesh up --output json` of a deployment file (nats, control "
             "plane, 4 services, gateway) until its ready line",
         }
-        return Mesh(str(ready["control_plane"]), str(ready["gateway"]), pids)
+        token_file = ready.get("admin_token_file")
+        token = _read_token(token_file) if token_file else None
+        return Mesh(str(ready["control_plane"]), str(ready["gateway"]), pids, token=token)
 
     async def bring_up_staged(self) -> Mesh:
         """Each component on its own, so that each can run under pyinstrument."""
@@ -238,7 +252,9 @@ class MeshBench:
             task.input.update({"arg1": f"x{i}"})
             request = cp.RunTaskRequest(parent=session.name, task=task, request_id=new_id())
             t0 = time.perf_counter_ns()
-            response = await client.stub.RunTask(request, timeout=30)
+            response = await client.stub.RunTask(
+                request, timeout=30, metadata=client.credentials.metadata()
+            )
             elapsed = time.perf_counter_ns() - t0
             assert response.task.result.string_value == f"x{i}_result", response.task
             if i >= self.config.warmup:
@@ -249,7 +265,9 @@ class MeshBench:
 
     async def rest_sequential(self, url: str, runs: int) -> dict[str, Any]:
         samples: list[int] = []
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        token = self.mesh.token if self.mesh is not None else None
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
             response = await http.post("/v1/sessions", json={})
             response.raise_for_status()
             session = response.json()["name"]
@@ -401,7 +419,7 @@ class MeshBench:
         cfg = self.config
         try:
             mesh = await self.bring_up()
-            async with AsyncClient(mesh.address) as client:
+            async with AsyncClient(mesh.address, token=mesh.token) as client:
                 r = self.results
                 _progress("echo, Python client")
                 r["echo_grpc"] = await self.sequential(client, cfg.seq_runs)

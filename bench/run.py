@@ -31,6 +31,7 @@ from procs import Procs  # noqa: E402
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config.quick() if args.quick else config.BenchConfig()
+    cfg.auth = not args.no_auth
     results_dir = BENCH / "results"
     profile_dir = results_dir / "profiles" if args.profile else None
     if profile_dir is not None:
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="reduced run, under 2 minutes")
     parser.add_argument("--only", choices=["mesh", "llama_deploy"])
     parser.add_argument("--profile", action="store_true", help="profile mesh components")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="deployment without authentication (its cost)"
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -96,6 +97,16 @@ class Up:
     @property
     def control_plane(self) -> str:
         return str(self.summary["control_plane"])
+
+    @property
+    def token(self) -> str:
+        """The admin token `up` generated (0600 under the state directory)."""
+        return Path(self.summary["admin_token_file"]).read_text(encoding="utf-8").strip()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """An environment whose CLI and clients use that token."""
+        return {**os.environ, "LLAMA_MESH_TOKEN": self.token}
 
     @property
     def pids(self) -> list[int]:

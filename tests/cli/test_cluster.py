@@ -142,7 +142,9 @@ async def test_two_replicas_on_a_three_node_cluster_survive_a_node_kill(
             assert ran.json()["result"] == "one_result"
 
             leader = await _stream_leader(urls, "MESH_TASKS")
-            async with AsyncClient(up.control_plane, reconnect_timeout=60) as client:
+            async with AsyncClient(
+                up.control_plane, reconnect_timeout=60, token=up.token
+            ) as client:
                 session = await client.create_session()
                 handles = [
                     await session.create_task("slow", arg1=f"t{i}", seconds=1.0) for i in range(6)

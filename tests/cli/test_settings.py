@@ -17,6 +17,7 @@ from llama_mesh.config import (
     GatewayConfig,
     NatsConfig,
     RetryConfig,
+    SecurityConfig,
     ServiceConfig,
     ServiceSettings,
     Settings,
@@ -67,6 +68,20 @@ NATS = NatsConfig(
 )
 CONTROL_PLANE = ControlPlaneConfig(host="0.0.0.0", port=6000)
 GATEWAY = GatewayConfig(host="0.0.0.0", port=8181, cors_origins=["http://a", "http://b"])
+SECURITY = SecurityConfig(
+    auth=True,  # `serve` defaults to off
+    install_keys=Path("/secrets/keys.json"),
+    tls_cert=Path("/secrets/server.pem"),
+    tls_key=Path("/secrets/server.key"),
+    tls_client_ca=Path("/secrets/ca.pem"),
+    jwt_issuer="https://id.example",
+    jwt_audience="mesh",
+    jwt_jwks_url="https://id.example/jwks",
+    jwt_roles_claim="groups",
+    jwt_refetch_interval=1.0,
+    open_health=False,
+    open_reflection=False,
+)
 
 
 def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -95,6 +110,7 @@ def test_every_service_setting_is_an_option_and_the_examples_leave_no_default() 
         *((o, NATS) for o in NATS_OPTIONS + CONTROL_PLANE_OPTIONS if o.model is NatsConfig),
         *((o, CONTROL_PLANE) for o in CONTROL_PLANE_OPTIONS if o.model is ControlPlaneConfig),
         *((o, GATEWAY) for o in GATEWAY_OPTIONS),
+        *((o, SECURITY) for o in CONTROL_PLANE_OPTIONS if o.model is SecurityConfig),
     ]:
         assert _value(settings, option) != option.default, option.flag
 
@@ -102,14 +118,11 @@ def test_every_service_setting_is_an_option_and_the_examples_leave_no_default() 
 @pytest.mark.parametrize(
     ("command", "opts", "settings"),
     [
-        (["serve", "service", "quickstart:echo"], SERVICE_OPTIONS, [SERVICE, NATS]),
+        (["serve", "service", "quickstart:echo"], SERVICE_OPTIONS, [SERVICE, NATS, SECURITY]),
         (
             ["serve", "control-plane", "--nats", "nats://n:4222"],
             CONTROL_PLANE_OPTIONS,
-            [
-                CONTROL_PLANE,
-                NATS,
-            ],
+            [CONTROL_PLANE, NATS, SECURITY],
         ),
         (["serve", "gateway", "--upstream", "cp:50051"], GATEWAY_OPTIONS, [GATEWAY]),
         (["serve", "nats"], NATS_OPTIONS, [NATS]),
@@ -185,7 +198,7 @@ async def test_a_bad_option_names_itself_and_what_is_valid() -> None:
 
 def test_the_settings_tables_in_the_docs_are_generated_from_the_models() -> None:
     names = set()
-    for path in (reference.DOCS / "deployment.md", reference.DOCS / "cli.md"):
+    for path in (reference.DOCS / name for name in ("deployment.md", "cli.md", "security.md")):
         text = path.read_text(encoding="utf-8")
         assert reference.rendered(text) == text, f"{path} is out of date: run `make docs`"
         names |= set(re.findall(r"<!-- settings: (\S+) -->", text))

@@ -17,10 +17,14 @@ from .conftest import alive, cli, llama_mesh_up, quickstart, write_deployment
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
-async def grpcurl(address: str, method: str, request: dict[str, object]) -> dict[str, object]:
+async def grpcurl(
+    address: str, method: str, request: dict[str, object], token: str
+) -> dict[str, object]:
     process = await asyncio.create_subprocess_exec(
         str(GRPCURL),
         "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
         "-d",
         json.dumps(request),
         address,
@@ -52,7 +56,12 @@ async def test_quickstart_up_serves_cli_rest_and_grpcurl_then_sigterm_stops_all(
         assert by_cli["state"] == "SUCCEEDED"
 
         # REST through the gateway.
-        async with httpx.AsyncClient(base_url=summary["gateway"], timeout=30) as http:
+        async with httpx.AsyncClient(base_url=summary["gateway"], timeout=30) as anonymous:
+            # Secure by default: no token, no call (the gateway adds no credentials).
+            refused = await anonymous.post("/v1/sessions", json={})
+            assert refused.status_code == 401, refused.text
+        auth = {"authorization": f"Bearer {up.token}"}
+        async with httpx.AsyncClient(base_url=summary["gateway"], timeout=30, headers=auth) as http:
             session = (await http.post("/v1/sessions", json={})).json()
             response = await http.post(
                 f"/v1/{session['name']}/tasks:run",
@@ -63,19 +72,22 @@ async def test_quickstart_up_serves_cli_rest_and_grpcurl_then_sigterm_stops_all(
             assert (await http.get("/healthz")).json()["upstreamStatus"] == "SERVING"
 
         # grpcurl through server reflection.
-        created = await grpcurl(up.control_plane, "CreateSession", {"session": {}})
+        created = await grpcurl(up.control_plane, "CreateSession", {"session": {}}, up.token)
         session_name = created["session"]["name"]  # type: ignore[index]
         by_grpcurl = await grpcurl(
             up.control_plane,
             "RunTask",
             {"parent": session_name, "task": {"service": "echo", "input": {"arg1": "hello"}}},
+            up.token,
         )
 
         assert by_cli["result"] == by_rest["result"] == by_grpcurl["task"]["result"]  # type: ignore[index]
         assert by_cli["result"] == "hello_result"
 
         # The README's nested pair: outer awaits inner, a child task on its own service.
-        nested = await cli("run", "outer", "--arg", "arg1=hello", "-c", up.control_plane)
+        nested = await cli(
+            "run", "outer", "--arg", "arg1=hello", "-c", up.control_plane, env=up.env
+        )
         assert nested.code == 0, nested.stderr
         assert json.loads(nested.stdout) == "hello_result_result"
         assert "ChildTaskCreated" in nested.stderr
@@ -99,7 +111,7 @@ async def test_a_dead_replica_is_reported_and_restarted(tmp_path: Path) -> None:
         assert exited["code"] == -signal.SIGKILL
         restarted = await up.next_event("restarted")
         assert restarted["child"] == "echo/1" and restarted["pid"] != first
-        ran = await cli("run", "echo", "--arg", "arg1=again", "-c", up.control_plane)
+        ran = await cli("run", "echo", "--arg", "arg1=again", "-c", up.control_plane, env=up.env)
         assert ran.code == 0, ran.stderr
         assert json.loads(ran.stdout) == "again_result"
 

@@ -12,10 +12,10 @@ import grpc
 import pytest
 
 from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.config import SecurityConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import new_secret
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.rpc.security import SecuritySettings
 from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
 
 from mesh_workflows import EchoWorkflow
@@ -58,7 +58,7 @@ class SecureMesh:
                 self.control_plane,
                 drain_timeout=2.0,
                 credentials=Credentials(token=self.tokens[who]),
-                security=SecuritySettings(auth=True),
+                security=SecurityConfig(),
             )
         )
         self.replicas[name] = runtime
@@ -75,7 +75,7 @@ async def secure_mesh(nats: EmbeddedNats) -> AsyncIterator[SecureMesh]:
         installed.append((key_id, roles, digest))
     async with (
         ControlPlaneServer.start(
-            [nats.url], security=SecuritySettings(auth=True), install_keys=installed
+            [nats.url], security=SecurityConfig(), install_keys=installed
         ) as server,
         contextlib.AsyncExitStack() as stack,
     ):

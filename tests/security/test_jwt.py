@@ -21,11 +21,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.config import SecurityConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import PermissionDeniedError, UnauthenticatedError
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.rpc.jwt_auth import JwtSettings
-from llama_mesh.rpc.security import SecuritySettings
 
 AUDIENCE = "llama-mesh"
 
@@ -86,15 +85,13 @@ async def issuer() -> AsyncIterator[Issuer]:
 
 @contextlib.asynccontextmanager
 async def _mesh(nats: EmbeddedNats, issuer: Issuer) -> AsyncIterator[str]:
-    settings = JwtSettings(
-        issuer=issuer.url,
-        audience=AUDIENCE,
-        jwks_url=f"{issuer.url}/.well-known/jwks.json",
-        refetch_interval=0.0,
+    settings = SecurityConfig(
+        jwt_issuer=issuer.url,
+        jwt_audience=AUDIENCE,
+        jwt_jwks_url=f"{issuer.url}/.well-known/jwks.json",
+        jwt_refetch_interval=0.0,
     )
-    async with ControlPlaneServer.start(
-        [nats.url], security=SecuritySettings(auth=True, jwt=settings)
-    ) as cp:
+    async with ControlPlaneServer.start([nats.url], security=settings) as cp:
         yield cp.address
 
 

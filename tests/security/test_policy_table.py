@@ -136,7 +136,7 @@ async def test_health_and_reflection_stay_open(secure_mesh: SecureMesh) -> None:
 async def test_a_wrong_token_is_unauthenticated(secure_mesh: SecureMesh) -> None:
     admin = secure_mesh.tokens["admin"]
     forged = admin[:-4] + ("AAAA" if not admin.endswith("AAAA") else "BBBB")
-    for token in (forged, "lmk_nobody_" + "x" * 43, "not-a-token", "a.b.c"):
+    for token in (forged, "lmk_nobody." + "x" * 43, "not-a-token", "a.b.c"):
         async with grpc.aio.insecure_channel(secure_mesh.control_plane) as channel:
             code = await call(
                 channel,

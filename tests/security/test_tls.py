@@ -12,14 +12,13 @@ import grpc
 import pytest
 
 from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.config import SecurityConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import new_secret
 from llama_mesh.core.errors import UnavailableError
 from llama_mesh.launch.certificates import LocalPki, issue, make_ca
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.rpc.security import SecuritySettings
 from llama_mesh.rpc.server import InsecureBindError, serve
-from llama_mesh.rpc.tls import ServerTls
 from llama_mesh.v1 import service_pb2, service_pb2_grpc
 from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
 
@@ -39,8 +38,11 @@ class TlsMesh:
 async def _tls_mesh(nats: EmbeddedNats, pki: LocalPki, *, mutual: bool) -> AsyncIterator[TlsMesh]:
     admin, admin_digest = new_secret("admin")
     echo, echo_digest = new_secret("echo")
-    tls = ServerTls(pki.server_cert, pki.server_key, pki.ca_cert if mutual else None)
-    security = SecuritySettings(auth=True, tls=tls)
+    security = SecurityConfig(
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        tls_client_ca=pki.ca_cert if mutual else None,
+    )
     component = Credentials(
         token=echo,
         ca_file=pki.ca_cert,

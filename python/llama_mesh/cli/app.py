@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from llama_mesh.cli import events, inbox, run, serve, sessions, status, tasks, up
+from llama_mesh.cli import events, inbox, keys, run, serve, sessions, status, tasks, up
 
 app = typer.Typer(
     help="llama-mesh: llama-index Workflows as services in a gRPC mesh.",
@@ -26,6 +26,7 @@ app = typer.Typer(
 serve_app = typer.Typer(help="Run one component of a deployment in this process.")
 sessions_app = typer.Typer(help="List, create, show and delete sessions.")
 tasks_app = typer.Typer(help="List, show and cancel tasks; stream their events.")
+keys_app = typer.Typer(help="Issue, list, rotate and revoke API keys (admin).")
 
 app.command()(up.up)
 app.command()(up.check)
@@ -53,6 +54,12 @@ tasks_app.command("list")(tasks.tasks_list)
 tasks_app.command("get")(tasks.tasks_get)
 tasks_app.command("cancel")(tasks.tasks_cancel)
 tasks_app.command("events")(events.tasks_events)
+
+app.add_typer(keys_app, name="keys")
+keys_app.command("create")(keys.keys_create)
+keys_app.command("list")(keys.keys_list)
+keys_app.command("rotate")(keys.keys_rotate)
+keys_app.command("delete")(keys.keys_delete)
 
 
 def main() -> None:

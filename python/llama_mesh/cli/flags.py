@@ -30,10 +30,12 @@ def _parameter(option: Option) -> inspect.Parameter:
     help = f"{option.help} Repeatable." if option.repeated else option.help
     if option.repeated:
         annotation = annotation | None  # not given: None, the model's default
+    # A boolean is on/off: `--auth` / `--no-auth` (what to_argv writes).
+    flags = [f"{option.flag}/--no-{option.flag[2:]}"] if annotation is bool else [option.flag]
     return inspect.Parameter(
         option.param,
         inspect.Parameter.KEYWORD_ONLY,
-        annotation=Annotated[annotation, typer.Option(option.flag, help=help)],
+        annotation=Annotated[annotation, typer.Option(*flags, help=help)],
         default=inspect.Parameter.empty if default is REQUIRED else default,
     )
 

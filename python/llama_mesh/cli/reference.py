@@ -28,6 +28,7 @@ from llama_mesh.config import (
     DefaultText,
     GatewayConfig,
     NatsConfig,
+    SecurityConfig,
     ServiceConfig,
     Settings,
 )
@@ -49,6 +50,7 @@ SECTIONS: dict[type[Settings], str] = {
     ControlPlaneConfig: "control_plane",
     GatewayConfig: "gateway",
     ServiceConfig: "services.<id>",
+    SecurityConfig: "security",
 }
 
 
@@ -148,6 +150,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "nats": lambda: model_table(NatsConfig),
     "control_plane": lambda: model_table(ControlPlaneConfig),
     "gateway": lambda: model_table(GatewayConfig),
+    "security": lambda: model_table(SecurityConfig),
     "services": lambda: model_table(ServiceSpec),
     "serve-nats": lambda: serve_table("nats", NATS_OPTIONS),
     "serve-control-plane": lambda: serve_table("control-plane", CONTROL_PLANE_OPTIONS),
@@ -167,7 +170,7 @@ def rendered(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     stale = []
-    for path in (DOCS / "deployment.md", DOCS / "cli.md"):
+    for path in (DOCS / "deployment.md", DOCS / "cli.md", DOCS / "security.md"):
         text = path.read_text(encoding="utf-8")
         new = rendered(text)
         if new != text:

@@ -30,6 +30,7 @@ from llama_mesh.config import (
     ControlPlaneConfig,
     GatewayConfig,
     NatsConfig,
+    SecurityConfig,
     ServiceConfig,
     default_data_dir,
 )
@@ -94,6 +95,14 @@ def serve_control_plane(
     _logging(log_level)
     settings = parse(ControlPlaneConfig, CONTROL_PLANE_OPTIONS, values)
     nats_settings = parse(NatsConfig, CONTROL_PLANE_OPTIONS, values)
+    security = parse(SecurityConfig, CONTROL_PLANE_OPTIONS, values)
+    from llama_mesh.launch.deployment_keys import load_install_file
+
+    try:
+        keys = load_install_file(security.install_keys) if security.install_keys else []
+    except (OSError, ValueError, KeyError) as e:
+        error(f"--install-keys: {security.install_keys} cannot be read: {e}")
+        raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
         async with ControlPlaneServer.start(
@@ -102,6 +111,8 @@ def serve_control_plane(
             port=settings.port,
             topology=Topology.of(nats_settings),
             user_credentials=_credentials(nats_settings),
+            security=security,
+            install_keys=keys,
         ) as cp:
             _ready(component="control-plane", address=cp.address)
             await until_signalled(watch_stdin=watch_stdin)
@@ -128,6 +139,7 @@ def serve_service(
     _logging(log_level)
     config = parse(ServiceConfig, SERVICE_OPTIONS, values)
     nats_settings = parse(NatsConfig, SERVICE_OPTIONS, values)
+    security = parse(SecurityConfig, SERVICE_OPTIONS, values)
     # Imported here: they pull in llama-index workflows, which the other commands
     # (and the control plane's process) do not need.
     from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
@@ -145,6 +157,7 @@ def serve_service(
             config,
             control_plane,
             user_credentials=_credentials(nats_settings),
+            security=security,
         ) as runtime:
             _ready(
                 component="service",

@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from llama_mesh.cli.views import task_state
-from llama_mesh.client import AsyncClient
+from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.client._credentials import read_token_file
 from llama_mesh.config import ControlPlaneConfig
 from llama_mesh.core.errors import (
     InvalidArgumentError,
@@ -109,6 +110,7 @@ class Target:
     ) -> None:
         self.json = output is Output.json
         self.connect_timeout = connect_timeout
+        self.credentials = Credentials.from_env()
         self.address = self._resolve(control_plane, file)
 
     def _resolve(self, control_plane: str | None, file: Path | None) -> str:
@@ -119,6 +121,7 @@ class Target:
         from llama_mesh.launch.up import read_run_file
 
         deployment = load_or_exit(file)
+        self._use_deployment_token(deployment.state_path / "auth" / "admin.token")
         running = read_run_file(deployment)
         if running is not None:
             return str(running["control_plane"])
@@ -130,6 +133,11 @@ class Target:
                 f"port and is not running: start it with `llama-mesh up {file}`",
             )
         return deployment.control_plane.address
+
+    def _use_deployment_token(self, path: Path) -> None:
+        """The admin token `up` wrote for the deployment, unless the environment gives one."""
+        if self.credentials.token is None and path.is_file():
+            self.credentials = self.credentials.with_token(read_token_file(path))
 
     def fail(self, code: int, kind: str, message: str, **extra: Any) -> NoReturn:
         """Say what went wrong (stderr, and stdout as JSON with -o json); exit."""
@@ -150,7 +158,9 @@ class Target:
 
         async def connected() -> None:
             address, timeout = self.address, self.connect_timeout
-            async with AsyncClient(address, reconnect_timeout=timeout) as client:
+            async with AsyncClient(
+                address, reconnect_timeout=timeout, credentials=self.credentials
+            ) as client:
                 await main(client)
 
         try:

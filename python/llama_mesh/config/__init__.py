@@ -9,6 +9,7 @@ from llama_mesh.config.control_plane import ControlPlaneConfig, connect_host
 from llama_mesh.config.fields import DefaultText, Flag, Port, Settings, default
 from llama_mesh.config.gateway import GatewayConfig
 from llama_mesh.config.nats import STATE_DIR, NatsConfig, default_data_dir
+from llama_mesh.config.security import NO_AUTH, SecurityConfig
 from llama_mesh.config.service import (
     RetryConfig,
     ServiceConfig,
@@ -22,6 +23,8 @@ __all__ = [  # noqa: RUF022 (grouped by kind)
     "GatewayConfig",
     "NatsConfig",
     "RetryConfig",
+    "SecurityConfig",
+    "NO_AUTH",
     "ServiceConfig",
     "ServiceSettings",
     "STATE_DIR",

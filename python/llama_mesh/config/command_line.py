@@ -23,6 +23,7 @@ from llama_mesh.config.control_plane import ControlPlaneConfig
 from llama_mesh.config.fields import Flag, Settings, problem
 from llama_mesh.config.gateway import GatewayConfig
 from llama_mesh.config.nats import NatsConfig, default_data_dir
+from llama_mesh.config.security import SecurityConfig
 from llama_mesh.config.service import ServiceConfig
 
 S = TypeVar("S", bound=Settings)
@@ -158,6 +159,14 @@ NATS_OPTIONS = options(
 CONTROL_PLANE_OPTIONS = [
     *options(ControlPlaneConfig),
     *options(NatsConfig, include=("prefix", "replicas", "credentials")),
+    # `serve` asks for authentication with --auth (on loopback it may run without;
+    # beyond loopback it needs TLS and --auth); `up` turns it on by default.
+    *options(SecurityConfig, defaults={"auth": False}),
 ]
-SERVICE_OPTIONS = [*options(ServiceConfig), *options(NatsConfig, include=("credentials",))]
+SERVICE_OPTIONS = [
+    *options(ServiceConfig),
+    *options(NatsConfig, include=("credentials",)),
+    # How the replica's own Service API checks callers.
+    *options(SecurityConfig, exclude=("install_keys",), defaults={"auth": False}),
+]
 GATEWAY_OPTIONS = options(GatewayConfig, exclude=("enabled",))

@@ -18,7 +18,7 @@ from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.topology import Topology
-from llama_mesh.rpc.security import NO_AUTH, SecuritySettings, server_security
+from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
 from llama_mesh.v1 import (
     auth_pb2,
@@ -55,7 +55,7 @@ class ControlPlaneServer:
         port: int = 0,
         topology: Topology | None = None,
         user_credentials: str | None = None,
-        security: SecuritySettings = NO_AUTH,
+        security: SecurityConfig = NO_AUTH,
         install_keys: Sequence[InstalledKey] = (),
     ) -> AsyncIterator[ControlPlaneServer]:
         async with (
@@ -98,7 +98,7 @@ class ControlPlaneServer:
                         address,
                         nats_urls,
                         "on" if security.auth else "off",
-                        "off" if security.tls is None else "mTLS" if security.tls.mutual else "on",
+                        "mTLS" if security.tls_client_ca else "on" if security.tls else "off",
                     )
                     yield cls(address=address, state=state, keys=keys)
             finally:

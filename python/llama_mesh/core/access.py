@@ -4,7 +4,7 @@
     client           sessions, tasks, their events and answers
     service:{id}     replicas and tasks of service {id} only
 
-An API key token is `lmk_{key id}_{secret}`: the id finds the stored key, the secret
+An API key token is `lmk_{key id}.{secret}`: the id finds the stored key, the secret
 (256 random bits) is compared with the SHA-256 stored for it. A fast hash is enough
 for secrets of that strength (as for GitHub's tokens); nothing here is a password.
 
@@ -29,8 +29,8 @@ SERVICE = "service"
 _ROLE = re.compile(r"admin|client|service:[a-z0-9][a-z0-9_-]{0,62}")
 
 TOKEN_PREFIX = "lmk_"
-KEY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_TOKEN = re.compile(r"lmk_([a-z0-9][a-z0-9-]{0,62})_([A-Za-z0-9_-]{20,128})")
+KEY_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_TOKEN = re.compile(r"lmk_([a-z0-9][a-z0-9_-]{0,62})\.([A-Za-z0-9_-]{20,128})")
 
 
 def check_role(role: str) -> str:
@@ -49,7 +49,7 @@ def service_role(service_id: str) -> str:
 def check_key_id(key_id: str) -> str:
     if not KEY_ID.fullmatch(key_id):
         raise InvalidArgumentError(
-            f"{key_id!r} is not a valid API key id: 1-63 characters of a-z, 0-9 and '-', "
+            f"{key_id!r} is not a valid API key id: 1-63 characters of a-z, 0-9, '_' and '-', "
             "starting with a letter or digit"
         )
     return key_id
@@ -73,7 +73,7 @@ def digest(secret: str) -> str:
 def new_secret(key_id: str) -> tuple[str, str]:
     """A new token for key `key_id`, and the digest to store."""
     secret = secrets.token_urlsafe(32)
-    return f"{TOKEN_PREFIX}{key_id}_{secret}", digest(secret)
+    return f"{TOKEN_PREFIX}{key_id}.{secret}", digest(secret)
 
 
 def parse_token(token: str) -> tuple[str, str] | None:

@@ -33,12 +33,14 @@ from llama_mesh.config import (
     DefaultText,
     GatewayConfig,
     NatsConfig,
+    SecurityConfig,
     ServiceSettings,
     Settings,
     default_data_dir,
     valid_service_id,
 )
 from llama_mesh.config.fields import matching, problem
+from llama_mesh.rpc.server import is_loopback
 
 SOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -143,6 +145,11 @@ class Deployment(Settings):
         DefaultText("enabled on `127.0.0.1:8080`"),
         Field(description="See below."),
     ] = Field(default_factory=GatewayConfig)
+    security: Annotated[
+        SecurityConfig,
+        DefaultText("API keys on, no TLS"),
+        Field(description="See below and docs/security.md."),
+    ] = Field(default_factory=SecurityConfig)
     services: Annotated[
         dict[str, ServiceSpec],
         Field(
@@ -339,6 +346,37 @@ def _cross_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
         yield ("nats", "data_dir"), "applies only to embedded NATS; remove it or remove 'url'"
     if d.nats.credentials is not None and not d.resolve(d.nats.credentials).is_file():
         yield ("nats", "credentials"), f"{d.resolve(d.nats.credentials)} is not a file"
+    yield from _security_checks(d)
+
+
+def _security_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
+    security = d.security
+    if security.install_keys is not None:
+        yield ("security", "install_keys"), "`up` makes and installs the keys itself: remove it"
+    if security.tls and security.tls_client_ca is None:
+        yield (
+            ("security", "tls_client_ca"),
+            "`up` gives its components mTLS: name the CA that signed tls_cert (and their "
+            "client certificates) here",
+        )
+    if security.tls and d.gateway.enabled:
+        yield (
+            ("gateway", "enabled"),
+            "the gateway cannot reach a TLS control plane yet: disable it, or run the "
+            "components with `llama-mesh serve` (docs/security.md)",
+        )
+    servers: list[tuple[tuple[str, ...], str]] = [(("control_plane", "host"), d.control_plane.host)]
+    servers += [(("services", n, "host"), s.host) for n, s in d.services.items()]
+    if d.gateway.enabled:
+        servers.append((("gateway", "host"), d.gateway.host))
+    for loc, host in servers:
+        if not is_loopback(host) and not (security.auth and security.tls):
+            yield (
+                loc,
+                f"listening on {host} without TLS and authentication lets anyone who can "
+                "reach it call every RPC: set security.tls_cert, tls_key and tls_client_ca and "
+                "keep security.auth on, or listen on 127.0.0.1 (docs/security.md)",
+            )
 
 
 def check_ports_free(d: Deployment) -> list[str]:

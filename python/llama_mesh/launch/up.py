@@ -28,7 +28,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llama_mesh.config import NatsConfig, connect_host
+from llama_mesh.client._credentials import (
+    CA_FILE_ENV,
+    CERT_FILE_ENV,
+    KEY_FILE_ENV,
+    TOKEN_FILE_ENV,
+)
+from llama_mesh.config import NatsConfig, SecurityConfig, connect_host
 from llama_mesh.config.command_line import (
     CONTROL_PLANE_OPTIONS,
     GATEWAY_OPTIONS,
@@ -37,6 +43,7 @@ from llama_mesh.config.command_line import (
     to_argv,
 )
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
+from llama_mesh.launch.deployment_keys import DeploymentKeys
 from llama_mesh.launch.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
@@ -75,12 +82,38 @@ def nats_spec(d: Deployment) -> ChildSpec:
     )
 
 
-def control_plane_spec(d: Deployment, nats_urls: list[str]) -> ChildSpec:
+def _security(d: Deployment, keys: DeploymentKeys | None) -> SecurityConfig:
+    """The file's security settings with its paths made absolute, and the keys `up` made."""
+    paths = {
+        field: d.resolve(value)
+        for field in ("tls_cert", "tls_key", "tls_client_ca")
+        if (value := getattr(d.security, field)) is not None
+    }
+    install = keys.install_file if keys is not None else None
+    return d.security.model_copy(update={**paths, "install_keys": install})
+
+
+def _component_env(d: Deployment, token_file: Path | None) -> dict[str, str]:
+    """How a child reaches the control plane: its token, and the mesh's CA for mTLS."""
+    security = _security(d, None)
+    env: dict[str, str] = {}
+    if token_file is not None:
+        env[TOKEN_FILE_ENV] = str(token_file)
+    if security.tls_client_ca is not None:
+        env[CA_FILE_ENV] = str(security.tls_client_ca)
+        env[CERT_FILE_ENV] = str(security.tls_cert)
+        env[KEY_FILE_ENV] = str(security.tls_key)
+    return env
+
+
+def control_plane_spec(
+    d: Deployment, nats_urls: list[str], keys: DeploymentKeys | None = None
+) -> ChildSpec:
     nats = [arg for url in nats_urls for arg in ("--nats", url)]
     argv = _serve(
         "control-plane",
         *nats,
-        *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, _nats_settings(d)),
+        *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, _nats_settings(d), _security(d, keys)),
     )
     return ChildSpec(
         "control-plane",
@@ -92,7 +125,11 @@ def control_plane_spec(d: Deployment, nats_urls: list[str]) -> ChildSpec:
 
 
 def service_specs(
-    d: Deployment, name: str, spec: ServiceSpec, control_plane: str
+    d: Deployment,
+    name: str,
+    spec: ServiceSpec,
+    control_plane: str,
+    keys: DeploymentKeys | None = None,
 ) -> list[ChildSpec]:
     argv = _serve(
         "service",
@@ -101,9 +138,10 @@ def service_specs(
         control_plane,
         "--path",
         str(d.service_path(spec)),
-        *to_argv(SERVICE_OPTIONS, spec.named(name), _nats_settings(d)),
+        *to_argv(SERVICE_OPTIONS, spec.named(name), _nats_settings(d), _security(d, None)),
     )
-    env = {**os.environ, **spec.env}
+    token_file = keys.service_token_file(name) if keys is not None else None
+    env = {**os.environ, **spec.env, **_component_env(d, token_file)}
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
         ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0)
@@ -130,6 +168,12 @@ def _connectable(address: str) -> str:
 async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any]:
     """Start every stage; return what runs where (the `up` ready line)."""
     pids: dict[str, int] = {}
+    # An admin token for the operator, one per service for its replicas (0600 files).
+    keys = (
+        await asyncio.to_thread(DeploymentKeys.ensure, d.state_path / "auth", list(d.services))
+        if d.security.auth
+        else None
+    )
     if d.nats.embedded:
         [nats] = await supervisor.start_stage([nats_spec(d)])
         nats_urls = [str(nats.ready["url"])]
@@ -137,11 +181,13 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         pids["nats-server"] = int(nats.ready["pid"])
     else:
         nats_urls = d.nats.urls
-    [cp] = await supervisor.start_stage([control_plane_spec(d, nats_urls)])
+    [cp] = await supervisor.start_stage([control_plane_spec(d, nats_urls, keys)])
     pids[cp.name] = cp.pid
     control_plane = _connectable(str(cp.ready["address"]))
     services: dict[str, list[dict[str, Any]]] = {}
-    specs = [s for n, spec in d.services.items() for s in service_specs(d, n, spec, control_plane)]
+    specs = [
+        s for n, spec in d.services.items() for s in service_specs(d, n, spec, control_plane, keys)
+    ]
     # The gateway needs only the control plane: it starts beside the services.
     gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}
@@ -163,6 +209,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         "openapi": gateway.get("openapi"),
         "services": services,
         "pids": pids,
+        "admin_token_file": str(keys.admin_token_file) if keys is not None else None,
     }
 
 
@@ -190,8 +237,10 @@ def table(summary: dict[str, Any], deployment_file: Path) -> Table:
     for service, replicas in summary["services"].items():
         for i, replica in enumerate(replicas, 1):
             out.add_row(f"service {service} #{i}", replica["address"], str(replica["pid"]))
+    token = summary.get("admin_token_file")
     out.caption = (
-        f"llama-mesh status -f {deployment_file}    "
+        (f"export LLAMA_MESH_TOKEN=$(cat {token})\n" if token else "")
+        + f"llama-mesh status -f {deployment_file}    "
         f"grpcurl -plaintext {summary['control_plane']} list    Ctrl-C stops everything"
     )
     return out

@@ -1,7 +1,6 @@
-"""A server's security settings, and the authenticators they give.
+"""A server's security settings (config.SecurityConfig) made into what serve() takes.
 
-settings = SecuritySettings(auth=True, jwt=JwtSettings(...), tls=ServerTls(...))
-async with server_security(settings, keys.lookup) as security:
+async with server_security(SecurityConfig(), keys.lookup) as security:
     async with serve(servicers, security=security): ...
 """
 
@@ -9,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
+from llama_mesh.config.security import NO_AUTH, SecurityConfig
 from llama_mesh.rpc.api_keys import ApiKeyAuthenticator
 from llama_mesh.rpc.auth_interceptor import Authenticator, Authenticators
 from llama_mesh.rpc.jwt_auth import JwtAuthenticator, JwtSettings
@@ -18,28 +17,12 @@ from llama_mesh.rpc.server import ServerSecurity
 from llama_mesh.rpc.tls import ServerTls
 from llama_mesh.v1 import auth_pb2
 
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    """How a mesh server checks its callers.
-
-    `auth`: callers must present an API key of the mesh (or a JWT of `jwt`'s issuer);
-    off, every caller is admin, which `serve` allows on loopback only.
-    """
-
-    auth: bool = False
-    jwt: JwtSettings | None = None
-    tls: ServerTls | None = None
-    open_health: bool = True
-    open_reflection: bool = True
-
-
-NO_AUTH = SecuritySettings()
+__all__ = ["NO_AUTH", "SecurityConfig", "server_security"]
 
 
 @contextlib.asynccontextmanager
 async def server_security(
-    settings: SecuritySettings,
+    settings: SecurityConfig,
     lookup_key: Callable[[str], Awaitable[auth_pb2.StoredApiKey | None]] | None,
 ) -> AsyncIterator[ServerSecurity]:
     """The ServerSecurity of `settings`; `lookup_key` reads the mesh's API keys."""
@@ -49,14 +32,25 @@ async def server_security(
         chain: list[Authenticator] = []
         if lookup_key is not None:
             chain.append(ApiKeyAuthenticator(lookup_key))
-        if settings.jwt is not None:
-            jwt = JwtAuthenticator(settings.jwt)
+        if settings.jwt_issuer and settings.jwt_audience and settings.jwt_jwks_url:
+            jwt = JwtAuthenticator(
+                JwtSettings(
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                    jwks_url=settings.jwt_jwks_url,
+                    roles_claim=settings.jwt_roles_claim,
+                    refetch_interval=settings.jwt_refetch_interval,
+                )
+            )
             chain.append(jwt)
         authenticator = Authenticators(chain)
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     try:
         yield ServerSecurity(
             authenticator=authenticator,
-            tls=settings.tls,
+            tls=tls,
             open_health=settings.open_health,
             open_reflection=settings.open_reflection,
         )

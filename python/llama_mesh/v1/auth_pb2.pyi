@@ -118,7 +118,7 @@ class CreateApiKeyRequest(_message.Message):
     API_KEY_ID_FIELD_NUMBER: _builtins.int
     api_key_id: _builtins.str
     """Optional id of the new key; generated when empty. Must match
-    [a-z0-9][a-z0-9-]{0,62}.
+    [a-z0-9][a-z0-9_-]{0,62}.
     """
     @_builtins.property
     def api_key(self) -> Global___ApiKey:
@@ -147,7 +147,7 @@ class CreateApiKeyResponse(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     token: _builtins.str
-    """The bearer token (`lmk_{id}_{secret}`): shown once, never stored."""
+    """The bearer token (`lmk_{id}.{secret}`): shown once, never stored."""
     @_builtins.property
     def api_key(self) -> Global___ApiKey:
         """The key as stored."""

@@ -39,7 +39,7 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.session_lock import Revisions
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
-from llama_mesh.rpc.security import NO_AUTH, SecuritySettings, server_security
+from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
 from llama_mesh.v1 import (
     auth_pb2,
@@ -99,7 +99,7 @@ class ServiceRuntime:
         drain_timeout: float = 30.0,
         user_credentials: str | None = None,
         credentials: Credentials | None = None,
-        security: SecuritySettings = NO_AUTH,
+        security: SecurityConfig = NO_AUTH,
     ) -> AsyncIterator[ServiceRuntime]:
         """Run the replica for the duration of the block; drain it on exit.
 

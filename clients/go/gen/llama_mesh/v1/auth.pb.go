@@ -186,7 +186,7 @@ type CreateApiKeyRequest struct {
 	// The key to issue; its name is ignored.
 	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	// Optional id of the new key; generated when empty. Must match
-	// [a-z0-9][a-z0-9-]{0,62}.
+	// [a-z0-9][a-z0-9_-]{0,62}.
 	ApiKeyId      string `protobuf:"bytes,2,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -241,7 +241,7 @@ type CreateApiKeyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The key as stored.
 	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
-	// The bearer token (`lmk_{id}_{secret}`): shown once, never stored.
+	// The bearer token (`lmk_{id}.{secret}`): shown once, never stored.
 	Token         string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

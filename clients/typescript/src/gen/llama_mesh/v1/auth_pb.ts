@@ -125,7 +125,7 @@ export type CreateApiKeyRequest = Message<"llama_mesh.v1.CreateApiKeyRequest"> &
 
   /**
    * Optional id of the new key; generated when empty. Must match
-   * [a-z0-9][a-z0-9-]{0,62}.
+   * [a-z0-9][a-z0-9_-]{0,62}.
    *
    * @generated from field: string api_key_id = 2;
    */
@@ -153,7 +153,7 @@ export type CreateApiKeyResponse = Message<"llama_mesh.v1.CreateApiKeyResponse">
   apiKey?: ApiKey | undefined;
 
   /**
-   * The bearer token (`lmk_{id}_{secret}`): shown once, never stored.
+   * The bearer token (`lmk_{id}.{secret}`): shown once, never stored.
    *
    * @generated from field: string token = 2;
    */

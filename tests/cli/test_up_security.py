@@ -1,0 +1,75 @@
+"""`up` is secure by default and still two commands: the tokens it writes, the CLI that
+finds them, keys issued and revoked from the CLI, and an exposed bind refused."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import grpc
+import pytest
+
+from llama_mesh.launch.deployment import DeploymentError, load_deployment
+from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc
+
+from .conftest import cli, llama_mesh_up, quickstart, write_deployment
+
+
+@pytest.mark.timeout(180)
+async def test_up_writes_tokens_only_its_user_reads_and_the_cli_uses_them(
+    tmp_path: Path,
+) -> None:
+    file = write_deployment(tmp_path / "deployment.yaml", quickstart(tmp_path, services=["echo"]))
+    async with llama_mesh_up(file, log=tmp_path / "up.log") as up:
+        auth = tmp_path / "state" / "auth"
+        for secret in (auth / "admin.token", auth / "services" / "echo.token", auth / "keys.json"):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        assert up.token not in (auth / "keys.json").read_text()  # only digests
+
+        # Without a token nothing answers but health; the service's own token is no admin.
+        async with grpc.aio.insecure_channel(up.control_plane) as channel:
+            stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ListSessions(control_plane_pb2.ListSessionsRequest())
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        service_token = (auth / "services" / "echo.token").read_text().strip()
+        denied = await cli(
+            "keys",
+            "list",
+            "-c",
+            up.control_plane,
+            env={**up.env, "LLAMA_MESH_TOKEN": service_token},
+        )
+        assert denied.code != 0 and "PermissionDenied" in denied.stderr
+
+        # An admin issues a client key from the CLI (the deployment's token, via -f) ...
+        created = await cli(
+            "keys", "create", "--role", "client", "--id", "ci", "-f", str(file), "-o", "json"
+        )
+        assert created.code == 0, created.stderr
+        ci = created.json()["token"]
+        as_ci = {**up.env, "LLAMA_MESH_TOKEN": ci}
+        ran = await cli("run", "echo", "--arg", "arg1=ci", "-c", up.control_plane, env=as_ci)
+        assert ran.code == 0 and json.loads(ran.stdout) == "ci_result", ran.stderr
+        # ... rotates it (the old token stops at once) and revokes the new one.
+        rotated = await cli("keys", "rotate", "ci", "-f", str(file), "-o", "json")
+        new_ci = rotated.json()["token"]
+        old = await cli("run", "echo", "-c", up.control_plane, env=as_ci)
+        assert old.code != 0 and "Unauthenticated" in old.stderr
+        assert (await cli("keys", "delete", "ci", "-f", str(file))).code == 0
+        revoked = await cli(
+            "run", "echo", "-c", up.control_plane, env={**up.env, "LLAMA_MESH_TOKEN": new_ci}
+        )
+        assert revoked.code != 0 and "Unauthenticated" in revoked.stderr
+
+
+def test_a_deployment_that_listens_beyond_loopback_needs_tls_and_auth(tmp_path: Path) -> None:
+    data = quickstart(tmp_path, services=["echo"])
+    data["control_plane"]["host"] = "0.0.0.0"
+    file = write_deployment(tmp_path / "exposed.yaml", data)
+    with pytest.raises(DeploymentError) as caught:
+        load_deployment(file)
+    assert "control_plane.host" in str(caught.value)
+    assert "without TLS and authentication" in str(caught.value)
+    assert "security.tls_cert" in str(caught.value)
