@@ -17,8 +17,8 @@ from llama_mesh.core.names import (
     session_name,
 )
 from llama_mesh.core.paging import page_size, paginate
-from llama_mesh.jetstream.buckets import keys_matching
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.kv_listing import KvListing
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 
@@ -76,8 +76,12 @@ class Sessions:
             await cancel_task(self.state, TaskName.parse(task.name), "session deleted")
         for key, _ in tasks:
             await self.state.tasks.delete(key)
-        for kv in (self.state.contexts, self.state.locks):
-            for key in await keys_matching(kv, f"{session_id}.*"):
+        topology = self.state.topology
+        for kv, bucket in (
+            (self.state.contexts, topology.bucket("contexts")),
+            (self.state.locks, topology.bucket("locks")),
+        ):
+            for key in await KvListing(self.state.js, bucket).keys(f"{session_id}.*"):
                 await kv.delete(key)
         await self.state.sessions.delete(session_id)
         logger.info("session %s deleted", request.name)

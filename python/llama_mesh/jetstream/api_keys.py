@@ -22,7 +22,6 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from llama_mesh.core import proto_time
 from llama_mesh.core.access import check_key_id, check_role, key_name, new_secret
@@ -37,8 +36,8 @@ logger = logging.getLogger(__name__)
 class ApiKeyStore:
     """Issued API keys: stored hashed, cached in memory, watched for changes."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.bucket = ProtoBucket(kv, auth_pb2.StoredApiKey, "API key")
+    def __init__(self, bucket: ProtoBucket[auth_pb2.StoredApiKey]) -> None:
+        self.bucket = bucket
         # key id -> (revision, record or None for a deleted key)
         self._known: dict[str, tuple[int, auth_pb2.StoredApiKey | None]] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -46,7 +45,11 @@ class ApiKeyStore:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, js: JetStreamContext, topology: Topology) -> AsyncIterator[ApiKeyStore]:
-        store = cls(await js.key_value(topology.bucket("api_keys")))
+        store = cls(
+            await ProtoBucket.open(
+                js, topology.bucket("api_keys"), auth_pb2.StoredApiKey, "API key"
+            )
+        )
         watcher = await store.bucket.kv.watch(">")
         store._watch = asyncio.create_task(store._follow(watcher))
         try:

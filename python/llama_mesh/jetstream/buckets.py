@@ -7,16 +7,16 @@ what lets any number of control-plane and service replicas share one record.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
-from nats.js import api as js_api
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from llama_mesh.core.errors import NotFoundError
+from llama_mesh.jetstream.kv_listing import KvListing
 
 M = TypeVar("M", bound=Message)
 
@@ -28,10 +28,18 @@ class Unchanged(Exception):
 class ProtoBucket(Generic[M]):
     """One KV bucket whose values are messages of one protobuf type."""
 
-    def __init__(self, kv: KeyValue, message_type: type[M], what: str) -> None:
+    def __init__(self, kv: KeyValue, listing: KvListing, message_type: type[M], what: str) -> None:
         self.kv = kv
+        self._listing = listing
         self._type = message_type
         self._what = what
+
+    @classmethod
+    async def open(
+        cls, js: JetStreamContext, bucket: str, message_type: type[M], what: str
+    ) -> ProtoBucket[M]:
+        """The existing bucket named `bucket`; `what` names its records in errors."""
+        return cls(await js.key_value(bucket), KvListing(js, bucket), message_type, what)
 
     def _decode(self, data: bytes | None) -> M:
         message = self._type()
@@ -108,51 +116,6 @@ class ProtoBucket(Generic[M]):
         """All records whose key matches the subject-style `pattern`."""
         return [
             (key, self._decode(value))
-            for key, value in await latest_values(self.kv, pattern)
+            for key, value in await self._listing.values(pattern)
             if value
         ]
-
-
-async def keys_matching(kv: KeyValue, pattern: str) -> list[str]:
-    """Keys of `kv` matching the subject-style `pattern` (filtered by the server)."""
-    return [key for key, _ in await latest_values(kv, pattern, headers_only=True)]
-
-
-_DELETED = ("DEL", "PURGE")
-
-
-async def latest_values(
-    kv: KeyValue, pattern: str, *, headers_only: bool = False, timeout: float = 30.0
-) -> list[tuple[str, bytes]]:
-    """The live keys matching `pattern` and their values, read once.
-
-    Not `KeyValue.watch`: nats-py decides that there are no initial values from
-    consumer info and a client-side delivered count, which is still 0 while values
-    the server already pushed wait behind the watch callback, so a listing could come
-    back empty. Here the end is the server's own count: nothing delivered and nothing
-    pending means empty; otherwise read until a message says nothing is pending.
-    """
-    js = kv._js  # nats-py keeps the bucket's stream and subject prefix private
-    prefix: str = kv._pre
-    sub = await js.subscribe(
-        f"{prefix}{pattern}",
-        stream=kv._stream,
-        ordered_consumer=True,
-        deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
-        headers_only=headers_only,
-    )
-    found: list[tuple[str, bytes]] = []
-    try:
-        info = await sub.consumer_info()
-        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
-            return found
-        async with asyncio.timeout(timeout):
-            async for msg in sub.messages:
-                operation = msg.headers.get("KV-Operation") if msg.headers else None
-                if operation not in _DELETED:
-                    found.append((msg.subject[len(prefix) :], msg.data))
-                if msg.metadata.num_pending == 0:
-                    break
-    finally:
-        await sub.unsubscribe()
-    return found

@@ -87,21 +87,21 @@ class MeshState:
             js = nc.jetstream(timeout=10)
             if ensure:
                 await topology.ensure(js)
-            tasks = ProtoBucket(
-                await js.key_value(topology.bucket("tasks")), resources_pb2.Task, "task"
-            )
+            tasks = await ProtoBucket.open(js, topology.bucket("tasks"), resources_pb2.Task, "task")
             state = cls(
                 nc=nc,
                 js=js,
                 topology=topology,
                 nats_urls=list(nats_urls),
-                services=ProtoBucket(
-                    await js.key_value(topology.bucket("services")),
+                services=await ProtoBucket.open(
+                    js,
+                    topology.bucket("services"),
                     resources_pb2.Service,
                     "service",
                 ),
-                sessions=ProtoBucket(
-                    await js.key_value(topology.bucket("sessions")),
+                sessions=await ProtoBucket.open(
+                    js,
+                    topology.bucket("sessions"),
                     resources_pb2.Session,
                     "session",
                 ),

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from workflows import Workflow
 from workflows.resource import Resource, ResourceDefinition
 
 from llama_mesh.worker.child_tasks import call_service
+from llama_mesh.worker.workflow_internals import always_cached, resource_values, steps
 
 
 def _missing(name: str) -> Any:
@@ -36,9 +37,8 @@ def _missing(name: str) -> Any:
 
 def workflow_resources(workflow: Workflow) -> Iterator[ResourceDefinition]:
     """The step resources of `workflow` that are workflows themselves."""
-    for step in workflow._get_steps().values():
-        config = getattr(step, "_step_config", None)
-        for definition in getattr(config, "resources", []) or []:
+    for step in steps(workflow):
+        for definition in step.config.resources:
             kind = definition.type_annotation
             if inspect.isclass(kind) and issubclass(kind, Workflow):
                 yield definition
@@ -52,25 +52,23 @@ def add_workflows(workflow: Workflow, **workflows: Workflow) -> Workflow:
         outer = OuterWorkflow()
         add_workflows(outer, inner=InnerWorkflow())   # was: outer.add_workflows(...)
     """
-    for step in workflow._get_steps().values():
-        config = step._step_config
-        parameters = inspect.signature(step).parameters
-        declared = {d.name for d in config.resources}
+    for step in steps(workflow):
+        parameters = inspect.signature(step.function).parameters
+        declared = {d.name for d in step.config.resources}
         for name, value in workflows.items():
             if name not in parameters or name in declared:
                 continue
             annotation = parameters[name].annotation
             kind = annotation if inspect.isclass(annotation) else type(value)
-            config.resources.append(
+            step.config.resources.append(
                 ResourceDefinition(
                     name=name, resource=Resource(_missing(name)), type_annotation=kind
                 )
             )
+    values = resource_values(workflow)
     for definition in workflow_resources(workflow):
         if definition.name in workflows:
-            workflow._resource_manager.resources[definition.resource.name] = workflows[
-                definition.name
-            ]
+            values[definition.resource.name] = workflows[definition.name]
     return workflow
 
 
@@ -91,11 +89,10 @@ class RemoteWorkflow:
 def use_mesh_for_nested(workflow: Workflow) -> list[str]:
     """Replace each workflow resource of `workflow` with a RemoteWorkflow; the names."""
     services = []
+    values = resource_values(workflow)
     for definition in workflow_resources(workflow):
-        workflow._resource_manager.resources[definition.resource.name] = RemoteWorkflow(
-            definition.name
-        )
+        values[definition.resource.name] = RemoteWorkflow(definition.name)
         # A cached resource is looked up by name, so the proxy is what steps get.
-        cast(Any, definition.resource).cache = True
+        always_cached(definition.resource)
         services.append(definition.name)
     return services

@@ -1,9 +1,9 @@
 """Runs one attempt of a task on a llama-index Workflow.
 
-This is the only module that knows llama-index: it turns task input into a run,
-restores and saves the session's Context with the JSON serializer (never pickle),
-and reports every streamed event. The runtime around it is the same for every kind
-of service.
+It turns task input into a run, restores and saves the session's Context with the
+JSON serializer (never pickle), and reports every streamed event. The runtime around
+it is the same for every kind of service; what it needs of the library's private
+parts is in workflow_internals.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from workflows.events import (
     StopEvent,
 )
 from workflows.handler import WorkflowHandler
+
+from llama_mesh.worker.workflow_internals import steps
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,8 @@ def to_json(value: Any) -> Any:
 def _event_classes(workflow: Workflow) -> dict[str, type[Event]]:
     """Event types the workflow's steps accept, by class name."""
     found: dict[str, type[Event]] = {"HumanResponseEvent": HumanResponseEvent}
-    for step in workflow._get_steps().values():
-        config = getattr(step, "_step_config", None)
-        for cls in getattr(config, "accepted_events", []) or []:
+    for step in steps(workflow):
+        for cls in step.config.accepted_events:
             if (
                 inspect.isclass(cls)
                 and issubclass(cls, Event)
