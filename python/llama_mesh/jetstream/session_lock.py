@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from llama_mesh.jetstream.api_errors import WRONG_LAST_SEQUENCE
+
 logger = logging.getLogger(__name__)
 
 IsStale = Callable[[str], Awaitable[bool]]
@@ -86,7 +88,7 @@ class SessionLock:
         except BadRequestError as err:
             # nats-py maps a lost compare-and-set to KeyWrongLastSequenceError on
             # update only; a conditional delete raises the raw API error.
-            if err.err_code in (10071, 10164):
+            if err.err_code in WRONG_LAST_SEQUENCE:
                 return False
             raise
         return True

@@ -39,6 +39,11 @@ from nats.js.errors import APIError, BadRequestError
 
 from llama_mesh.config import NatsConfig, default
 from llama_mesh.config.nats import PREFIX
+from llama_mesh.jetstream.api_errors import (
+    CLUSTER_FORMING,
+    CONSUMER_EXISTS,
+    JS_STREAM_NAME_EXIST,
+)
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -160,8 +165,8 @@ class Topology:
             try:
                 await _while_forming(functools.partial(js.add_stream, config))
             except BadRequestError as err:
-                # 10058: a stream with this name exists with another config; keep it.
-                if err.err_code != 10058:
+                # A stream with this name exists with another config; keep it.
+                if err.err_code != JS_STREAM_NAME_EXIST:
                     raise
                 logger.warning("stream %s exists with another config; keeping it", config.name)
         for name, ttl in (
@@ -186,13 +191,8 @@ class Topology:
             except BadRequestError as err:
                 # As for streams: whoever created the bucket chose its config (e.g. a
                 # service replica does not know the cluster's replica count).
-                if err.err_code != 10058:
+                if err.err_code != JS_STREAM_NAME_EXIST:
                     raise
-
-
-# JetStream answers these while a cluster is still forming (a peer not yet seen
-# online, no meta leader yet); they pass by themselves.
-_FORMING = frozenset({10005, 10008})
 
 
 async def _while_forming(create: Callable[[], Awaitable[T]], *, budget: float = 30.0) -> T:
@@ -204,7 +204,7 @@ async def _while_forming(create: Callable[[], Awaitable[T]], *, budget: float = 
         try:
             return await create()
         except (APIError, NatsTimeoutError, NoRespondersError) as err:
-            forming = not isinstance(err, APIError) or err.err_code in _FORMING
+            forming = not isinstance(err, APIError) or err.err_code in CLUSTER_FORMING
             if not forming or loop.time() + delay > give_up:
                 raise
             logger.info("JetStream not ready (%s); retrying in %.2fs", err, delay)
@@ -249,7 +249,6 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: api.Consume
     try:
         await _while_forming(functools.partial(js.add_consumer, stream, config))
     except BadRequestError as err:
-        # 10148: exists with another config; 10013: the name is taken.
-        if err.err_code not in (10148, 10013):
+        if err.err_code not in CONSUMER_EXISTS:
             raise
     return config.durable_name
