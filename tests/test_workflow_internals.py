@@ -58,6 +58,9 @@ def test_steps_are_the_methods_and_free_functions_with_their_configs() -> None:
     assert sorted(found) == ["answer", "start"]
     assert found["answer"].config.accepted_events == [Ping]
     assert found["start"].config.accepted_events == [StartEvent]
+    assert found["start"].config.return_types == [Ping]
+    assert found["answer"].config.return_types == [StopEvent]
+    assert found["start"].config.context_state_type is None
     [tool] = found["start"].config.resources
     assert (tool.name, tool.type_annotation) == ("tool", Tool)
 

@@ -4,8 +4,9 @@ Every use of the library's private attributes is in this module, and
 tests/test_workflow_internals.py runs real workflows through each function, so an
 upgrade that changes them fails there first, not in a deployed service.
 
-- A workflow's steps and their `@step` configs (which events a step accepts, which
-  resources it declares): `Workflow._get_steps()` and `StepFunction._step_config`.
+- A workflow's steps and their `@step` configs (which events a step accepts and
+  returns, its state type, which resources it declares): `Workflow._get_steps()` and
+  `StepFunction._step_config`.
   The public `Workflow.events` lists emitted events too, and
   `workflows.representation` describes events by name only; the runtime needs the
   classes that a step accepts, to build events sent into a running task.

@@ -87,11 +87,10 @@ def _declared_types(workflow: Workflow) -> list[type[Any]]:
         HumanResponseEvent,
         *getattr(workflow, "context_types", ()),
     ]
-    for step in workflow._get_steps().values():
-        config = getattr(step, "_step_config", None)
-        found.extend(getattr(config, "accepted_events", None) or [])
-        found.extend(getattr(config, "return_types", None) or [])
-        found.append(getattr(config, "context_state_type", None))
+    for step in steps(workflow):
+        found.extend(step.config.accepted_events)
+        found.extend(step.config.return_types)
+        found.append(step.config.context_state_type)
     return [cls for cls in dict.fromkeys(found) if inspect.isclass(cls) and cls is not type(None)]
 
 
