@@ -14,7 +14,10 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DESCRIPTOR_SET = ROOT / "python" / "llama_mesh" / "v1" / "llama_mesh.binpb"
-APIS = ("ControlPlaneAPI", "ServiceAPI", "QueueAPI", "AuthAPI")
+APIS = ("ControlPlaneAPI", "ServiceAPI", "QueueAPI", "AuthAPI", "AgentsAPI", "ResponsesAPI")
+# APIs shaped like an existing REST API (llama-stack, OpenAI): their lists page the
+# way those APIs do (`limit` with `start_index` or `after`, and `has_more`).
+COMPATIBLE_APIS = ("AgentsAPI", "ResponsesAPI")
 PACKAGE = "llama_mesh.v1"
 
 
@@ -44,6 +47,8 @@ def test_descriptor_set_has_the_apis_and_imports() -> None:
         "llama_mesh/v1/queue.proto",
         "llama_mesh/v1/auth.proto",
         "llama_mesh/v1/resources.proto",
+        "llama_mesh/v1/agents.proto",
+        "llama_mesh/v1/responses.proto",
         "google/api/http.proto",
         "google/rpc/status.proto",
         "google/protobuf/struct.proto",
@@ -101,11 +106,15 @@ def test_mutating_rpc_comments_name_their_error_codes() -> None:
 
 def test_every_list_rpc_paginates() -> None:
     messages = _messages()
-    lists = [m for _, m in _methods() if m.name.startswith("List")]
+    lists = [(s, m) for s, m in _methods() if m.name.startswith("List")]
     assert len(lists) >= 5
-    for m in lists:
+    for service, m in lists:
         req = {f.name for f in messages[m.input_type].field}
         resp = {f.name for f in messages[m.output_type].field}
+        if service in COMPATIBLE_APIS:
+            assert "limit" in req and req & {"start_index", "after"}, m.name
+            assert "has_more" in resp, m.name
+            continue
         assert {"page_size", "page_token"} <= req, m.name
         assert "next_page_token" in resp, m.name
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llama_mesh.control_plane.agents_api.servicer import AgentsAPIServicer, ResponsesAPIServicer
 from llama_mesh.control_plane.auth import AuthAPIServicer
 from llama_mesh.control_plane.queue import QueueAPIServicer
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
@@ -21,12 +22,16 @@ from llama_mesh.jetstream.topology import Topology
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
 from llama_mesh.v1 import (
+    agents_pb2,
+    agents_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     control_plane_pb2,
     control_plane_pb2_grpc,
     queue_pb2,
     queue_pb2_grpc,
+    responses_pb2,
+    responses_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 CONTROL_PLANE_SERVICE = control_plane_pb2.DESCRIPTOR.services_by_name["ControlPlaneAPI"].full_name
 QUEUE_SERVICE = queue_pb2.DESCRIPTOR.services_by_name["QueueAPI"].full_name
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthAPI"].full_name
+AGENTS_SERVICE = agents_pb2.DESCRIPTOR.services_by_name["AgentsAPI"].full_name
+RESPONSES_SERVICE = responses_pb2.DESCRIPTOR.services_by_name["ResponsesAPI"].full_name
 
 # (key id, roles, SHA-256 of its secret): a key a launcher generated, installed at start.
 InstalledKey = tuple[str, list[str], str]
@@ -83,6 +90,16 @@ class ControlPlaneServer:
                     QUEUE_SERVICE,
                 ),
                 (auth_pb2_grpc.add_AuthAPIServicer_to_server, AuthAPIServicer(keys), AUTH_SERVICE),
+                (
+                    agents_pb2_grpc.add_AgentsAPIServicer_to_server,
+                    AgentsAPIServicer(control_plane),
+                    AGENTS_SERVICE,
+                ),
+                (
+                    responses_pb2_grpc.add_ResponsesAPIServicer_to_server,
+                    ResponsesAPIServicer(control_plane),
+                    RESPONSES_SERVICE,
+                ),
             ]
             await control_plane.start()
             try:

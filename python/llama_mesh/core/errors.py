@@ -10,6 +10,7 @@
     ├── UnavailableError            UNAVAILABLE: the control plane or NATS cannot be reached
     ├── UnauthenticatedError        UNAUTHENTICATED: no credentials, or not valid ones
     ├── PermissionDeniedError       PERMISSION_DENIED: the caller's roles do not allow it
+    ├── UnimplementedError          UNIMPLEMENTED: a feature llama-mesh does not have
     ├── InternalError               INTERNAL / UNKNOWN: a bug; the message says where
     └── TaskError                   a task ended without a result (carries the Task)
         ├── TaskFailedError         FAILED: the workflow raised (error_type, message)
@@ -18,6 +19,12 @@
 
 Workflow code raises ``RetryableError`` (or an error type named in the retry policy)
 to have the attempt retried with backoff.
+
+An error may name the request ``field`` at fault and a machine-readable ``reason``;
+the server sends them as google.rpc.BadRequest and google.rpc.ErrorInfo details (the
+REST gateway turns them into OpenAI's ``param`` and ``code``):
+
+    raise InvalidArgumentError("agent_config.model is required", field="agent_config.model")
 """
 
 from __future__ import annotations
@@ -35,9 +42,13 @@ class MeshError(Exception):
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        # The request field at fault (a BadRequest field violation), e.g. "model".
+        self.field = field
+        # A stable UPPER_SNAKE reason (an ErrorInfo), e.g. "RESPONSE_NOT_FOUND".
+        self.reason = reason
 
 
 class InvalidArgumentError(MeshError):
@@ -94,6 +105,12 @@ class PermissionDeniedError(MeshError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class UnimplementedError(MeshError):
+    """The request asks for something llama-mesh does not do (yet)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class InternalError(MeshError):
     """Something broke inside llama-mesh."""
 
@@ -145,6 +162,7 @@ _BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
     grpc.StatusCode.INTERNAL: InternalError,
 }
 

@@ -16,6 +16,9 @@ SERVICE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 ALL_SESSIONS = "-"
+# The built-in agent service: it runs the agents the Agents API creates (and responses
+# of the Responses API) from their configuration.
+AGENTS_SERVICE = "agents"
 
 
 def new_id() -> str:

@@ -20,7 +20,7 @@ from llama_mesh.core.errors import UnavailableError
 from llama_mesh.jetstream.buckets import ProtoBucket
 from llama_mesh.jetstream.journal import TaskJournal
 from llama_mesh.jetstream.topology import Topology
-from llama_mesh.v1 import resources_pb2
+from llama_mesh.v1 import agents_pb2, resources_pb2, responses_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class MeshState:
     journal: TaskJournal
     contexts: KeyValue
     locks: KeyValue
+    agents: ProtoBucket[agents_pb2.Agent]
+    responses: ProtoBucket[responses_pb2.StoredResponse]
     # Called after NATS reconnects (e.g. to renew pull requests a restarted server lost).
     reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -109,6 +111,12 @@ class MeshState:
                 journal=TaskJournal(js, topology, tasks),
                 contexts=await js.key_value(topology.bucket("contexts")),
                 locks=await js.key_value(topology.bucket("locks")),
+                agents=await ProtoBucket.open(
+                    js, topology.bucket("agents"), agents_pb2.Agent, "agent"
+                ),
+                responses=await ProtoBucket.open(
+                    js, topology.bucket("responses"), responses_pb2.StoredResponse, "response"
+                ),
                 reconnect_hooks=hooks,
             )
             yield state

@@ -21,6 +21,8 @@ process at start-up.
     {p}_contexts                 {session}.{service}   saved workflow Context (JSON)
     {p}_locks                    {session}.{service}   the task that holds the session
     {p}_api_keys                 {key id}              issued API keys (secrets hashed)
+    {p}_agents                   {agent id}            agents created by the Agents API
+    {p}_responses                {response id}         stored responses (Responses API)
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ class Topology:
             ("contexts", None),
             ("locks", None),
             ("api_keys", None),
+            ("agents", None),
+            ("responses", None),
         ):
             try:
                 await _while_forming(

@@ -18,10 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from llama_mesh.core.errors import MeshError
+from llama_mesh.core.status import DOMAIN
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,24 @@ def bounded_message(message: str) -> str:
     return data[:keep].decode("utf-8", "ignore") + _TRUNCATED
 
 
+def rich_status(err: MeshError) -> grpc.Status:
+    """The status of `err` with its field (BadRequest) and reason (ErrorInfo) as details."""
+    message = bounded_message(err.message)
+    status = status_pb2.Status(code=err.code.value[0], message=message)
+    if err.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=err.field, description=message
+        )
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    if err.reason:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN))
+    return rpc_status.to_status(status)
+
+
 async def _abort(context: Any, err: BaseException, method: str) -> None:
     if isinstance(err, MeshError):
+        if err.field or err.reason:
+            await context.abort_with_status(rich_status(err))
         await context.abort(err.code, bounded_message(err.message))
     if isinstance(err, _UNAVAILABLE):
         logger.warning("%s: message queue unavailable: %r", method, err)

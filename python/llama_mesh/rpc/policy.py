@@ -106,6 +106,8 @@ _CP = "/llama_mesh.v1.ControlPlaneAPI/"
 _QUEUE = "/llama_mesh.v1.QueueAPI/"
 _SERVICE = "/llama_mesh.v1.ServiceAPI/"
 _AUTH = "/llama_mesh.v1.AuthAPI/"
+_AGENTS = "/llama_mesh.v1.AgentsAPI/"
+_RESPONSES = "/llama_mesh.v1.ResponsesAPI/"
 
 POLICY: Mapping[str, Rule] = {
     # ControlPlaneAPI: the registry ...
@@ -177,6 +179,38 @@ POLICY: Mapping[str, Rule] = {
     _AUTH + "RotateApiKey": ADMIN_ONLY,
     _AUTH + "DeleteApiKey": ADMIN_ONLY,
     _AUTH + "GetCallerIdentity": Rule(AUTHENTICATED),
+    # AgentsAPI and ResponsesAPI: views over sessions and tasks, for clients.
+    **{
+        _AGENTS + name: _CLIENT
+        for name in (
+            "CreateAgent",
+            "GetAgent",
+            "ListAgents",
+            "DeleteAgent",
+            "CreateAgentSession",
+            "GetAgentSession",
+            "ListAgentSessions",
+            "DeleteAgentSession",
+            "ForkAgentSession",
+            "CreateTurn",
+            "StreamTurn",
+            "GetTurn",
+            "ResumeTurn",
+            "StreamResumeTurn",
+            "GetStep",
+        )
+    },
+    **{
+        _RESPONSES + name: _CLIENT
+        for name in (
+            "CreateResponse",
+            "StreamResponse",
+            "GetResponse",
+            "ListResponses",
+            "ListInputItems",
+            "DeleteResponse",
+        )
+    },
 }
 
 

@@ -191,6 +191,7 @@ class Service(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `services/{service}`."""
     kind: Global___ServiceKind.ValueType
@@ -238,6 +239,12 @@ class Service(_message.Message):
         is what the tool returned.
         """
 
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the deployment's models (`models:`) a built-in agent service
+        runs agents on: the Agents and Responses APIs accept these as `model`.
+        """
+
     def __init__(
         self,
         *,
@@ -253,10 +260,11 @@ class Service(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         tools: _abc.Iterable[Global___ServiceTool] | None = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_timeout", b"default_timeout", "input_schema", b"input_schema", "retry_policy", b"retry_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_event_types", b"accepted_event_types", "create_time", b"create_time", "default_timeout", b"default_timeout", "description", b"description", "input_schema", b"input_schema", "kind", b"kind", "name", b"name", "replicas", b"replicas", "retry_policy", b"retry_policy", "task_subject", b"task_subject", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_event_types", b"accepted_event_types", "create_time", b"create_time", "default_timeout", b"default_timeout", "description", b"description", "input_schema", b"input_schema", "kind", b"kind", "models", b"models", "name", b"name", "replicas", b"replicas", "retry_policy", b"retry_policy", "task_subject", b"task_subject", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -316,7 +316,10 @@ type Service struct {
 	// The tools a tool service (SERVICE_KIND_TOOL) serves. A task of the service
 	// calls one: its input is `{"tool": NAME, "arguments": {...}}` and its result
 	// is what the tool returned.
-	Tools         []*ServiceTool `protobuf:"bytes,20,rep,name=tools,proto3" json:"tools,omitempty"`
+	Tools []*ServiceTool `protobuf:"bytes,20,rep,name=tools,proto3" json:"tools,omitempty"`
+	// The ids of the deployment's models (`models:`) a built-in agent service
+	// runs agents on: the Agents and Responses APIs accept these as `model`.
+	Models        []string `protobuf:"bytes,21,rep,name=models,proto3" json:"models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,6 +434,13 @@ func (x *Service) GetUpdateTime() *timestamppb.Timestamp {
 func (x *Service) GetTools() []*ServiceTool {
 	if x != nil {
 		return x.Tools
+	}
+	return nil
+}
+
+func (x *Service) GetModels() []string {
+	if x != nil {
+		return x.Models
 	}
 	return nil
 }
@@ -1661,7 +1671,7 @@ var File_llama_mesh_v1_resources_proto protoreflect.FileDescriptor
 
 const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\n" +
-	"\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x81\x05\n" +
+	"\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x99\x05\n" +
 	"\aService\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12.\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1a.llama_mesh.v1.ServiceKindR\x04kind\x12 \n" +
@@ -1677,7 +1687,8 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"updateTime\x120\n" +
-	"\x05tools\x18\x14 \x03(\v2\x1a.llama_mesh.v1.ServiceToolR\x05tools\"\x82\x01\n" +
+	"\x05tools\x18\x14 \x03(\v2\x1a.llama_mesh.v1.ServiceToolR\x05tools\x12\x16\n" +
+	"\x06models\x18\x15 \x03(\tR\x06models\"\x82\x01\n" +
 	"\vServiceTool\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +

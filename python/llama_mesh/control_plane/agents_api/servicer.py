@@ -1,0 +1,150 @@
+"""The AgentsAPI and ResponsesAPI servicers: each RPC hands its request to the part
+that holds it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from llama_mesh.control_plane.agents_api.agents import Agents
+from llama_mesh.control_plane.agents_api.sessions import AgentSessions, agent_session
+from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
+from llama_mesh.core.errors import UnimplementedError
+from llama_mesh.rpc.server import ServicerContext
+from llama_mesh.v1 import agents_pb2 as ag
+from llama_mesh.v1 import agents_pb2_grpc, responses_pb2_grpc
+from llama_mesh.v1 import responses_pb2 as rs
+
+
+class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
+    """Agents, sessions, turns and steps over the control plane's parts."""
+
+    def __init__(self, control_plane: ControlPlaneAPIServicer) -> None:
+        self.agents = Agents(control_plane.state, control_plane.registry)
+        self.sessions = AgentSessions(control_plane.state, self.agents, control_plane.sessions)
+
+    # ----------------------------------------------------------------- agents
+
+    async def CreateAgent(
+        self, request: ag.CreateAgentRequest, context: ServicerContext
+    ) -> ag.CreateAgentResponse:
+        return await self.agents.create(request)
+
+    async def GetAgent(
+        self, request: ag.GetAgentRequest, context: ServicerContext
+    ) -> ag.GetAgentResponse:
+        return await self.agents.get(request)
+
+    async def ListAgents(
+        self, request: ag.ListAgentsRequest, context: ServicerContext
+    ) -> ag.ListAgentsResponse:
+        return await self.agents.list(request)
+
+    async def DeleteAgent(
+        self, request: ag.DeleteAgentRequest, context: ServicerContext
+    ) -> ag.DeleteAgentResponse:
+        return await self.sessions.delete_agent(request)
+
+    # ----------------------------------------------------------------- sessions
+
+    async def CreateAgentSession(
+        self, request: ag.CreateAgentSessionRequest, context: ServicerContext
+    ) -> ag.CreateAgentSessionResponse:
+        return await self.sessions.create_session(request)
+
+    async def GetAgentSession(
+        self, request: ag.GetAgentSessionRequest, context: ServicerContext
+    ) -> ag.GetAgentSessionResponse:
+        _, session = await self.sessions.find(request.agent_id, request.session_id)
+        return ag.GetAgentSessionResponse(session=agent_session(session, []))
+
+    async def ListAgentSessions(
+        self, request: ag.ListAgentSessionsRequest, context: ServicerContext
+    ) -> ag.ListAgentSessionsResponse:
+        sessions, has_more = await self.sessions.list_sessions(request)
+        return ag.ListAgentSessionsResponse(
+            data=[agent_session(s, []) for s in sessions],
+            has_more=has_more,
+            url=f"/v1/agents/{request.agent_id}/sessions",
+        )
+
+    async def DeleteAgentSession(
+        self, request: ag.DeleteAgentSessionRequest, context: ServicerContext
+    ) -> ag.DeleteAgentSessionResponse:
+        return await self.sessions.delete_session(request)
+
+    async def ForkAgentSession(
+        self, request: ag.ForkAgentSessionRequest, context: ServicerContext
+    ) -> ag.ForkAgentSessionResponse:
+        raise UnimplementedError("ForkAgentSession is not served yet")
+
+    # ----------------------------------------------------------------- turns
+
+    async def CreateTurn(
+        self, request: ag.CreateTurnRequest, context: ServicerContext
+    ) -> ag.CreateTurnResponse:
+        raise UnimplementedError("turns are not served yet")
+
+    async def StreamTurn(
+        self, request: ag.CreateTurnRequest, context: ServicerContext
+    ) -> AsyncIterator[ag.StreamTurnResponse]:
+        raise UnimplementedError("turns are not served yet")
+        yield  # an async generator
+
+    async def GetTurn(
+        self, request: ag.GetTurnRequest, context: ServicerContext
+    ) -> ag.GetTurnResponse:
+        raise UnimplementedError("turns are not served yet")
+
+    async def ResumeTurn(
+        self, request: ag.ResumeTurnRequest, context: ServicerContext
+    ) -> ag.ResumeTurnResponse:
+        raise UnimplementedError("turns are not served yet")
+
+    async def StreamResumeTurn(
+        self, request: ag.ResumeTurnRequest, context: ServicerContext
+    ) -> AsyncIterator[ag.StreamResumeTurnResponse]:
+        raise UnimplementedError("turns are not served yet")
+        yield  # an async generator
+
+    async def GetStep(
+        self, request: ag.GetStepRequest, context: ServicerContext
+    ) -> ag.GetStepResponse:
+        raise UnimplementedError("turns are not served yet")
+
+
+class ResponsesAPIServicer(responses_pb2_grpc.ResponsesAPIServicer):
+    """Responses over the control plane's parts."""
+
+    def __init__(self, control_plane: ControlPlaneAPIServicer) -> None:
+        self.control_plane = control_plane
+
+    async def CreateResponse(
+        self, request: rs.CreateResponseRequest, context: ServicerContext
+    ) -> rs.CreateResponseResponse:
+        raise UnimplementedError("responses are not served yet")
+
+    async def StreamResponse(
+        self, request: rs.CreateResponseRequest, context: ServicerContext
+    ) -> AsyncIterator[rs.StreamResponseResponse]:
+        raise UnimplementedError("responses are not served yet")
+        yield  # an async generator
+
+    async def GetResponse(
+        self, request: rs.GetResponseRequest, context: ServicerContext
+    ) -> rs.GetResponseResponse:
+        raise UnimplementedError("responses are not served yet")
+
+    async def ListResponses(
+        self, request: rs.ListResponsesRequest, context: ServicerContext
+    ) -> rs.ListResponsesResponse:
+        raise UnimplementedError("responses are not served yet")
+
+    async def ListInputItems(
+        self, request: rs.ListInputItemsRequest, context: ServicerContext
+    ) -> rs.ListInputItemsResponse:
+        raise UnimplementedError("responses are not served yet")
+
+    async def DeleteResponse(
+        self, request: rs.DeleteResponseRequest, context: ServicerContext
+    ) -> rs.DeleteResponseResponse:
+        raise UnimplementedError("responses are not served yet")

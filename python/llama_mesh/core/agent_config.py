@@ -1,0 +1,230 @@
+"""An agent's configuration (llama-stack's AgentConfig): checked, and read for running.
+
+Pure: the Agents API (control plane) checks a configuration with ``check`` before it
+stores it, naming the field at fault; the built-in agent service (worker) reads the
+same message with the helpers below to build the llama-index agent.
+
+    >>> from llama_mesh.v1 import agents_pb2
+    >>> config = agents_pb2.AgentConfig(model="m", instructions="be brief")
+    >>> check(config)
+    >>> max_infer_iters(config)
+    10
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from llama_mesh.core.errors import InvalidArgumentError, UnimplementedError
+from llama_mesh.core.names import SERVICE_ID
+from llama_mesh.v1 import agents_pb2
+
+DEFAULT_MAX_INFER_ITERS = 10
+# What function-calling models accept as a tool name.
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOOL_CHOICES = ("auto", "required", "none")
+# llama-stack's parameter types (Python names) and JSON Schema's, as JSON Schema types.
+PARAMETER_TYPES = {
+    "string": "string",
+    "str": "string",
+    "integer": "integer",
+    "int": "integer",
+    "number": "number",
+    "float": "number",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "array": "array",
+    "list": "array",
+    "object": "object",
+    "dict": "object",
+}
+PREFIX = "agent_config"
+
+
+def _invalid(field: str, message: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{field}: {message}", field=field)
+
+
+def toolgroup_names(
+    config: agents_pb2.AgentConfig, field: str = f"{PREFIX}.toolgroups"
+) -> list[str]:
+    """The services named by `toolgroups` (a name, or `{"name": ...}` without args).
+
+    A toolgroup with `args` (memory retrieval's `vector_db_ids`) and llama-stack's
+    built-in `builtin::rag` are UNIMPLEMENTED; other values are INVALID_ARGUMENT.
+    """
+    return [_toolgroup(value, f"{field}[{index}]") for index, value in enumerate(config.toolgroups)]
+
+
+def turn_toolgroup_names(values: Any, field: str = "toolgroups") -> list[str]:
+    """`toolgroup_names` of a turn's own `toolgroups`."""
+    return [_toolgroup(value, f"{field}[{index}]") for index, value in enumerate(values)]
+
+
+def _toolgroup(value: struct_pb2.Value, field: str) -> str:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        args = fields.get("args")
+        if (
+            args is not None
+            and args.WhichOneof("kind") == "struct_value"
+            and args.struct_value.fields
+        ):
+            raise UnimplementedError(
+                f"{field}: toolgroups with args (memory retrieval, vector_db_ids) are not "
+                "supported; name a tool service of the mesh instead"
+            )
+        name_value = fields.get("name")
+        if name_value is None or name_value.WhichOneof("kind") != "string_value":
+            raise _invalid(field, "a toolgroup object needs a string 'name'")
+        name = name_value.string_value
+    elif kind == "string_value":
+        name = value.string_value
+    else:
+        raise _invalid(field, "a toolgroup is the name of a tool service (a string)")
+    if name.startswith("builtin::rag"):
+        raise UnimplementedError(
+            f"{field}: {name!r} (memory retrieval) is not supported by llama-mesh"
+        )
+    if not SERVICE_ID.fullmatch(name):
+        raise _invalid(
+            field,
+            f"{name!r} is not a service of the mesh: a toolgroup names a deployed service "
+            "(1-63 characters of a-z, 0-9, '_' and '-')",
+        )
+    return name
+
+
+def check(config: agents_pb2.AgentConfig, field: str = PREFIX) -> None:
+    """InvalidArgumentError (or UnimplementedError) naming the first field at fault."""
+    if not config.model:
+        raise _invalid(f"{field}.model", "is required: the id of a model of the deployment")
+    if not config.HasField("instructions"):
+        raise _invalid(f"{field}.instructions", "is required (it may be empty)")
+    if config.HasField("max_infer_iters") and config.max_infer_iters < 1:
+        raise _invalid(f"{field}.max_infer_iters", "must be at least 1")
+    _check_sampling(config, f"{field}.sampling_params")
+    names = _check_client_tools(config, f"{field}.client_tools")
+    toolgroup_names(config, f"{field}.toolgroups")
+    choice = tool_choice(config)
+    if choice not in TOOL_CHOICES and choice not in names:
+        where = (
+            "tool_config.tool_choice"
+            if config.tool_config.HasField("tool_choice")
+            else "tool_choice"
+        )
+        raise _invalid(
+            f"{field}.{where}",
+            f"{choice!r} is not 'auto', 'required', 'none' or the name of a client tool",
+        )
+    for which in ("input_shields", "output_shields"):
+        for index, shield in enumerate(getattr(config, which)):
+            if not SERVICE_ID.fullmatch(shield):
+                raise _invalid(f"{field}.{which}[{index}]", f"{shield!r} is not a service id")
+    if config.HasField("response_format"):
+        kind = config.response_format.WhichOneof("format")
+        if kind == "grammar_format":
+            raise UnimplementedError(f"{field}.response_format: grammars are not supported")
+        if kind is None or not config.response_format.json_schema_format.json_schema.fields:
+            raise _invalid(f"{field}.response_format", "a json_schema format needs its json_schema")
+
+
+def _check_sampling(config: agents_pb2.AgentConfig, field: str) -> None:
+    params = config.sampling_params
+    if params.HasField("max_tokens") and params.max_tokens < 0:
+        raise _invalid(f"{field}.max_tokens", "must not be negative")
+    top_p = params.strategy.top_p_sampling
+    if top_p.HasField("temperature") and not 0 <= top_p.temperature <= 2:
+        raise _invalid(f"{field}.strategy.temperature", "must be between 0 and 2")
+    if top_p.HasField("top_p") and not 0 < top_p.top_p <= 1:
+        raise _invalid(f"{field}.strategy.top_p", "must be in (0, 1]")
+    if (
+        params.strategy.WhichOneof("strategy") == "top_k_sampling"
+        and params.strategy.top_k_sampling.top_k < 1
+    ):
+        raise _invalid(f"{field}.strategy.top_k", "must be at least 1")
+
+
+def _check_client_tools(config: agents_pb2.AgentConfig, field: str) -> set[str]:
+    names: set[str] = set()
+    for index, tool in enumerate(config.client_tools):
+        where = f"{field}[{index}]"
+        if not TOOL_NAME.fullmatch(tool.name):
+            raise _invalid(
+                f"{where}.name",
+                f"{tool.name!r} is not a tool name (1-64 of A-Z, a-z, 0-9, _ and -)",
+            )
+        if tool.name in names:
+            raise _invalid(f"{where}.name", f"two client tools are named {tool.name!r}")
+        names.add(tool.name)
+        seen: set[str] = set()
+        for p_index, parameter in enumerate(tool.parameters):
+            p_where = f"{where}.parameters[{p_index}]"
+            if not parameter.name or parameter.name in seen:
+                raise _invalid(f"{p_where}.name", f"{parameter.name!r} is empty or used twice")
+            seen.add(parameter.name)
+            if parameter.parameter_type.lower() not in PARAMETER_TYPES:
+                raise _invalid(
+                    f"{p_where}.parameter_type",
+                    f"{parameter.parameter_type!r} is not one of {sorted(set(PARAMETER_TYPES))}",
+                )
+    return names
+
+
+# -- reading a configuration (the built-in agent service) ---------------------------
+
+
+def max_infer_iters(config: agents_pb2.AgentConfig) -> int:
+    return config.max_infer_iters if config.HasField("max_infer_iters") else DEFAULT_MAX_INFER_ITERS
+
+
+def tool_choice(config: agents_pb2.AgentConfig, turn: agents_pb2.ToolConfig | None = None) -> str:
+    """ "auto", "required", "none" or a tool's name: the turn's, else the agent's."""
+    for source in (turn, config.tool_config):
+        if source is not None and source.HasField("tool_choice") and source.tool_choice:
+            return source.tool_choice
+    return config.tool_choice if config.HasField("tool_choice") and config.tool_choice else "auto"
+
+
+def parameters_schema(tool: agents_pb2.ToolDef) -> dict[str, Any]:
+    """The JSON Schema of a client tool's arguments, from its parameter list."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for parameter in tool.parameters:
+        schema: dict[str, Any] = {"type": PARAMETER_TYPES[parameter.parameter_type.lower()]}
+        if parameter.description:
+            schema["description"] = parameter.description
+        if parameter.HasField("default") and parameter.default.WhichOneof("kind") != "null_value":
+            schema["default"] = json_format.MessageToDict(parameter.default)
+        properties[parameter.name] = schema
+        if not parameter.HasField("required") or parameter.required:
+            required.append(parameter.name)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def sampling_kwargs(config: agents_pb2.AgentConfig) -> dict[str, Any]:
+    """What the OpenAI-compatible chat API takes for these sampling parameters."""
+    params = config.sampling_params
+    out: dict[str, Any] = {}
+    strategy = params.strategy.WhichOneof("strategy")
+    if strategy == "greedy":
+        out["temperature"] = 0.0
+    elif strategy == "top_p_sampling":
+        top_p = params.strategy.top_p_sampling
+        if top_p.HasField("temperature"):
+            out["temperature"] = top_p.temperature
+        if top_p.HasField("top_p"):
+            out["top_p"] = top_p.top_p
+    elif strategy == "top_k_sampling":
+        out["top_k"] = params.strategy.top_k_sampling.top_k
+    if params.HasField("max_tokens") and params.max_tokens > 0:
+        out["max_tokens"] = params.max_tokens
+    if params.HasField("repetition_penalty") and params.repetition_penalty != 1.0:
+        out["frequency_penalty"] = params.repetition_penalty
+    if params.stop:
+        out["stop"] = list(params.stop)
+    return out

@@ -1,0 +1,71 @@
+"""Fixtures: a control plane with the Agents and Responses APIs, the real gateway in
+front of it, and the official clients (llama-stack-client, openai) pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from llama_stack_client import AsyncLlamaStackClient
+
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.names import AGENTS_SERVICE, service_name
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, resources_pb2
+from llama_mesh_gateway import GatewayServer
+
+
+@dataclass
+class ApiMesh:
+    """The control plane's gRPC address and the gateway's base URL."""
+
+    address: str
+    url: str
+    channel: grpc.aio.Channel
+
+
+@pytest.fixture
+async def api_mesh(nats: EmbeddedNats) -> AsyncIterator[ApiMesh]:
+    async with (
+        ControlPlaneServer.start([nats.url]) as cp,
+        GatewayServer(cp.address, port=0) as gateway,
+        grpc.aio.insecure_channel(cp.address) as channel,
+    ):
+        yield ApiMesh(cp.address, gateway.url, channel)
+
+
+@pytest.fixture
+async def llama(api_mesh: ApiMesh) -> AsyncIterator[AsyncLlamaStackClient]:
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        AsyncLlamaStackClient(base_url=api_mesh.url, http_client=http, max_retries=0) as client,
+    ):
+        yield client
+
+
+async def register(
+    channel: grpc.aio.Channel,
+    service_id: str,
+    kind: resources_pb2.ServiceKind.ValueType,
+    *,
+    description: str = "",
+    models: tuple[str, ...] = (),
+) -> None:
+    """Register a service definition with one replica (as a replica would)."""
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+    await stub.RegisterService(
+        control_plane_pb2.RegisterServiceRequest(
+            service=resources_pb2.Service(
+                name=service_name(service_id), kind=kind, description=description, models=models
+            ),
+            replica=resources_pb2.Replica(replica_id=f"{service_id}-1"),
+        )
+    )
+
+
+async def register_agents_service(channel: grpc.aio.Channel, *models: str) -> None:
+    """The built-in agent service's registration, which tells what models there are."""
+    await register(channel, AGENTS_SERVICE, resources_pb2.SERVICE_KIND_AGENT, models=models)
