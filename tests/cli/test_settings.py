@@ -63,6 +63,8 @@ NATS = NatsConfig(
     host="0.0.0.0",
     port=4333,
     credentials=Path("/secrets/mesh.creds"),
+    nkey_seed=Path("/secrets/component.nk"),
+    server_config=Path("/secrets/nats-server.conf"),
     prefix="other",
     replicas=3,
 )

@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 
 import grpc
+import nats
+import nats.errors
 import pytest
 
 from llama_mesh.launch.deployment import DeploymentError, load_deployment
@@ -62,6 +64,36 @@ async def test_up_writes_tokens_only_its_user_reads_and_the_cli_uses_them(
             "run", "echo", "-c", up.control_plane, env={**up.env, "LLAMA_MESH_TOKEN": new_ci}
         )
         assert revoked.code != 0 and "Unauthenticated" in revoked.stderr
+
+        # NATS admits only the mesh's components; a service's key cannot wreck it.
+        await _nats_is_locked_down(str(up.summary["nats"][0]), auth / "nats")
+
+
+async def _nats_is_locked_down(url: str, users: Path) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(url, allow_reconnect=False, connect_timeout=5, error_cb=_ignore)
+    violations: list[str] = []
+
+    async def record(err: Exception) -> None:
+        violations.append(str(err))
+
+    nc = await nats.connect(url, nkeys_seed=str(users / "service-echo.nk"), error_cb=record)
+    try:
+        js = nc.jetstream(timeout=2)
+        for wreck in (js.delete_stream("MESH_DEAD"), js.delete_key_value("mesh_sessions")):
+            with pytest.raises(nats.errors.TimeoutError):
+                await wreck  # refused by the server: no JetStream reply comes
+        await nc.publish("mesh.tasks.other", b"forged task")
+        await nc.flush()
+    finally:
+        await nc.close()
+    assert any("stream.delete.mesh_dead" in v for v in violations), violations
+    assert any("stream.delete.kv_mesh_sessions" in v for v in violations), violations
+    assert any("mesh.tasks.other" in v for v in violations), violations
+
+
+async def _ignore(err: Exception) -> None:
+    pass
 
 
 def test_a_deployment_that_listens_beyond_loopback_needs_tls_and_auth(tmp_path: Path) -> None:

@@ -77,7 +77,10 @@ def serve_nats(
     data_dir = settings.data_dir or default_data_dir()
 
     async def main() -> None:
-        async with EmbeddedNats.start(data_dir, host=settings.host, port=settings.port) as nats:
+        extra = ("-c", str(settings.server_config)) if settings.server_config else ()
+        async with EmbeddedNats.start(
+            data_dir, host=settings.host, port=settings.port, extra_args=extra
+        ) as nats:
             _ready(component="nats", url=nats.url, pid=nats.process.pid)
             await until_signalled(watch_stdin=watch_stdin)
 
@@ -111,6 +114,7 @@ def serve_control_plane(
             port=settings.port,
             topology=Topology.of(nats_settings),
             user_credentials=_credentials(nats_settings),
+            nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
             security=security,
             install_keys=keys,
         ) as cp:
@@ -157,6 +161,7 @@ def serve_service(
             config,
             control_plane,
             user_credentials=_credentials(nats_settings),
+            nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
             security=security,
         ) as runtime:
             _ready(

@@ -154,18 +154,20 @@ def problems(opts: Sequence[Option], error: ValidationError) -> list[str]:
 
 # What each `serve` command takes besides the addresses it is given.
 NATS_OPTIONS = options(
-    NatsConfig, include=("data_dir", "host", "port"), defaults={"data_dir": default_data_dir()}
+    NatsConfig,
+    include=("data_dir", "host", "port", "server_config"),
+    defaults={"data_dir": default_data_dir()},
 )
 CONTROL_PLANE_OPTIONS = [
     *options(ControlPlaneConfig),
-    *options(NatsConfig, include=("prefix", "replicas", "credentials")),
+    *options(NatsConfig, include=("prefix", "replicas", "credentials", "nkey_seed")),
     # `serve` asks for authentication with --auth (on loopback it may run without;
     # beyond loopback it needs TLS and --auth); `up` turns it on by default.
     *options(SecurityConfig, defaults={"auth": False}),
 ]
 SERVICE_OPTIONS = [
     *options(ServiceConfig),
-    *options(NatsConfig, include=("credentials",)),
+    *options(NatsConfig, include=("credentials", "nkey_seed")),
     # How the replica's own Service API checks callers.
     *options(SecurityConfig, exclude=("install_keys",), defaults={"auth": False}),
 ]

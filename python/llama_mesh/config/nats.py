@@ -58,6 +58,20 @@ class NatsConfig(Settings):
             "the services (must exist)."
         ),
     ] = None
+    nkey_seed: Annotated[
+        Path | None,
+        Field(
+            description="The nkey seed file a component connects with (`up` makes one per "
+            "component for its embedded server)."
+        ),
+    ] = None
+    server_config: Annotated[
+        Path | None,
+        Field(
+            description="A nats-server config file for the embedded server (users and their "
+            "permissions; `up` writes one). Only without `url`."
+        ),
+    ] = None
     prefix: Annotated[
         str,
         matching(

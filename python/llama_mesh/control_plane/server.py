@@ -62,6 +62,7 @@ class ControlPlaneServer:
         port: int = 0,
         topology: Topology | None = None,
         user_credentials: str | None = None,
+        nkeys_seed: str | None = None,
         security: SecurityConfig = NO_AUTH,
         install_keys: Sequence[InstalledKey] = (),
     ) -> AsyncIterator[ControlPlaneServer]:
@@ -71,6 +72,7 @@ class ControlPlaneServer:
                 topology,
                 name="llama-mesh-control-plane",
                 user_credentials=user_credentials,
+                nkeys_seed=nkeys_seed,
             ) as state,
             ApiKeyStore.open(state.js, state.topology) as keys,
             server_security(security, keys.lookup) as server_security_,

@@ -51,6 +51,7 @@ class MeshState:
         *,
         name: str = "llama-mesh",
         user_credentials: str | None = None,
+        nkeys_seed: str | None = None,
         ensure: bool = True,
     ) -> AsyncIterator[MeshState]:
         topology = topology or Topology()
@@ -76,6 +77,7 @@ class MeshState:
                 servers=nats_urls,
                 name=name,
                 user_credentials=user_credentials,
+                nkeys_seed=nkeys_seed,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,

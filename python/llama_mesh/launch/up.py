@@ -44,6 +44,8 @@ from llama_mesh.config.command_line import (
 )
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
 from llama_mesh.launch.deployment_keys import DeploymentKeys
+from llama_mesh.launch.nats_users import CONTROL_PLANE as CONTROL_PLANE_USER
+from llama_mesh.launch.nats_users import NatsUsers, service_user
 from llama_mesh.launch.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
@@ -71,8 +73,19 @@ def _nats_settings(d: Deployment) -> NatsConfig:
     return d.nats.model_copy(update={"data_dir": d.nats_data_dir, "credentials": credentials})
 
 
-def nats_spec(d: Deployment) -> ChildSpec:
-    argv = _serve("nats", *to_argv(NATS_OPTIONS, _nats_settings(d)))
+def _as_user(d: Deployment, users: NatsUsers | None, user: str) -> NatsConfig:
+    """The NATS settings of one component: its own nkey when `up` locked NATS down."""
+    settings = _nats_settings(d)
+    if users is None:
+        return settings
+    return settings.model_copy(update={"nkey_seed": users.seed_file(user)})
+
+
+def nats_spec(d: Deployment, users: NatsUsers | None = None) -> ChildSpec:
+    settings = _nats_settings(d)
+    if users is not None:
+        settings = settings.model_copy(update={"server_config": users.config_file})
+    argv = _serve("nats", *to_argv(NATS_OPTIONS, settings))
     return ChildSpec(
         "nats",
         argv,
@@ -107,13 +120,17 @@ def _component_env(d: Deployment, token_file: Path | None) -> dict[str, str]:
 
 
 def control_plane_spec(
-    d: Deployment, nats_urls: list[str], keys: DeploymentKeys | None = None
+    d: Deployment,
+    nats_urls: list[str],
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
 ) -> ChildSpec:
     nats = [arg for url in nats_urls for arg in ("--nats", url)]
+    settings = _as_user(d, users, CONTROL_PLANE_USER)
     argv = _serve(
         "control-plane",
         *nats,
-        *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, _nats_settings(d), _security(d, keys)),
+        *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, settings, _security(d, keys)),
     )
     return ChildSpec(
         "control-plane",
@@ -130,6 +147,7 @@ def service_specs(
     spec: ServiceSpec,
     control_plane: str,
     keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
 ) -> list[ChildSpec]:
     argv = _serve(
         "service",
@@ -138,7 +156,12 @@ def service_specs(
         control_plane,
         "--path",
         str(d.service_path(spec)),
-        *to_argv(SERVICE_OPTIONS, spec.named(name), _nats_settings(d), _security(d, None)),
+        *to_argv(
+            SERVICE_OPTIONS,
+            spec.named(name),
+            _as_user(d, users, service_user(name)),
+            _security(d, None),
+        ),
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **spec.env, **_component_env(d, token_file)}
@@ -174,19 +197,29 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         if d.security.auth
         else None
     )
+    # An embedded NATS admits only the mesh's components, each with its own nkey.
+    users = (
+        await asyncio.to_thread(
+            NatsUsers.ensure, d.state_path / "auth" / "nats", d.nats.prefix, list(d.services)
+        )
+        if d.nats.embedded and d.security.auth
+        else None
+    )
     if d.nats.embedded:
-        [nats] = await supervisor.start_stage([nats_spec(d)])
+        [nats] = await supervisor.start_stage([nats_spec(d, users)])
         nats_urls = [str(nats.ready["url"])]
         pids[nats.name] = nats.pid
         pids["nats-server"] = int(nats.ready["pid"])
     else:
         nats_urls = d.nats.urls
-    [cp] = await supervisor.start_stage([control_plane_spec(d, nats_urls, keys)])
+    [cp] = await supervisor.start_stage([control_plane_spec(d, nats_urls, keys, users)])
     pids[cp.name] = cp.pid
     control_plane = _connectable(str(cp.ready["address"]))
     services: dict[str, list[dict[str, Any]]] = {}
     specs = [
-        s for n, spec in d.services.items() for s in service_specs(d, n, spec, control_plane, keys)
+        s
+        for n, spec in d.services.items()
+        for s in service_specs(d, n, spec, control_plane, keys, users)
     ]
     # The gateway needs only the control plane: it starts beside the services.
     gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []

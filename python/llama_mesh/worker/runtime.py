@@ -98,6 +98,7 @@ class ServiceRuntime:
         nats_urls: list[str] | None = None,
         drain_timeout: float = 30.0,
         user_credentials: str | None = None,
+        nkeys_seed: str | None = None,
         credentials: Credentials | None = None,
         security: SecurityConfig = NO_AUTH,
     ) -> AsyncIterator[ServiceRuntime]:
@@ -144,6 +145,10 @@ class ServiceRuntime:
                         Topology(prefix=queue.prefix or "mesh"),
                         name=f"llama-mesh-service-{config.name}",
                         user_credentials=user_credentials,
+                        nkeys_seed=nkeys_seed,
+                        # The control plane made the streams and buckets; a replica's
+                        # NATS user may not (launch/nats_users.py).
+                        ensure=False,
                     ) as state,
                     ApiKeyStore.open(state.js, state.topology) as keys,
                 ):
