@@ -106,6 +106,14 @@ async def take(worker: Worker, msg: Msg, name: TaskName) -> Attempt | None:
         logger.info("task %s: gone (session deleted); dropped", name)
         await msg.ack_sync()
         return None
+    if found[0].service != worker.service:
+        # Only the control plane publishes tasks, each on its own service's subject: a
+        # task of another service here was forged or misrouted. Never run it.
+        logger.error(
+            "task %s: of service %s, not %s; refused", name, found[0].service, worker.service
+        )
+        await msg.term()
+        return None
     start = begin_attempt(found[0], time.time())
     if isinstance(start, Decision):
         await settle(worker.state, name, start, MessageDelivery(msg), replica_id=worker.replica_id)
