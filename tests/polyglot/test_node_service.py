@@ -1,6 +1,8 @@
 """A service written in TypeScript (clients/typescript/src/upper_service.ts) beside
 Python services: it registers over gRPC, takes tasks through the Queue API (no NATS
-client), reports through Publish, and Python clients run tasks on it."""
+client), reports what happens to them through the attempt RPCs, and Python clients
+run tasks on it. Its failures are decided by the control plane exactly as a Python
+service's are."""
 
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.config import RetryConfig, ServiceConfig
+from llama_mesh.core.errors import InvalidArgumentError, TaskFailedError
 from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import resources_pb2
 
 from .conftest import JsonStream, spawn, stop
+from mesh_workflows import FailingWorkflow
 from processes import run
 
 
@@ -105,3 +111,72 @@ async def test_two_node_replicas_share_one_queue(
 async def _stop_all(*services: JsonStream) -> None:
     codes = await asyncio.gather(*(stop(s) for s in services))
     assert list(codes) == [0] * len(services)
+
+
+async def dead_letter(mesh: LocalMesh, service: str) -> resources_pb2.DeadLetter:
+    """The last dead letter of `service`, from the MESH_DEAD stream."""
+    assert mesh.control_plane is not None
+    state = mesh.control_plane.state
+    msg = await state.js.get_last_msg(
+        state.topology.dead_letter_stream, state.topology.dead_letter_subject(service)
+    )
+    return resources_pb2.Envelope.FromString(msg.data).dead_letter
+
+
+@pytest.mark.timeout(90)
+async def test_a_failing_node_task_is_retried_and_dead_lettered_as_a_python_one(
+    node: str, ts_client: Path, nats: EmbeddedNats
+) -> None:
+    # The same service twice, in Python and in Node: every attempt raises Boom, which
+    # both retry policies name as retryable, up to 3 attempts.
+    retry = RetryConfig(
+        max_attempts=3, initial_backoff=0.05, max_backoff=0.1, retryable_error_types=["Boom"]
+    )
+    python = ServiceConfig("fail-py", retry=retry)
+    async with LocalMesh({"fail-py": (FailingWorkflow(), python)}, nats_url=nats.url) as mesh:
+        argv = [
+            node,
+            str(ts_client / "fail_service.js"),
+            mesh.address,
+            *("--name", "fail-node", "--max-attempts", "3"),
+            *("--initial-backoff-ms", "50", "--max-backoff-ms", "100"),
+            *("--retryable-error-type", "Boom"),
+        ]
+        async with spawn(*argv) as service:
+            assert (await service.next())["ready"] is True
+            session = await mesh.client.create_session()
+            seen = {}
+            for name in ("fail-py", "fail-node"):
+                handle = await session.create_task(name, message="disk on fire")
+                with pytest.raises(TaskFailedError) as failed:
+                    await handle.result()
+                assert failed.value.error_type == "Boom"
+                events = [
+                    (e.type, e.state, e.attempt, e.error_type, e.error_message)
+                    async for e in handle.events()
+                ]
+                seen[name] = (await handle.get(), events, await dead_letter(mesh, name))
+            assert await stop(service) == 0
+
+    (py_task, py_events, py_dead), (node_task, node_events, node_dead) = seen.values()
+    boom = ("Boom", "Boom: disk on fire")
+    assert (
+        py_events
+        == node_events
+        == [
+            ("llama_mesh.AttemptFailed", "PENDING", 1, *boom),
+            ("llama_mesh.AttemptFailed", "PENDING", 2, *boom),
+            ("StopEvent", "FAILED", 3, *boom),
+        ]
+    )
+    for task in (py_task, node_task):
+        assert task.state == resources_pb2.TASK_STATE_FAILED
+        assert task.attempt_count == 3
+    assert py_task.error == node_task.error  # the same google.rpc.Status, ErrorInfo and all
+    assert py_task.error.code == 2  # UNKNOWN
+    # Both dead-lettered, after three deliveries, with the task in its final state.
+    for dead, task in ((py_dead, py_task), (node_dead, node_task)):
+        assert dead.delivery_count == 3
+        assert dead.task.name == task.name
+        assert dead.task.state == resources_pb2.TASK_STATE_FAILED
+        assert dead.task.error == task.error

@@ -23,8 +23,7 @@
  *     }
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Any } from "@bufbuild/protobuf/wkt";
-import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
 import type { Status } from "./gen/google/rpc/status_pb.js";
 import type { Task } from "./gen/llama_mesh/v1/resources_pb.js";
 
@@ -114,15 +113,6 @@ export async function mapped<T>(call: () => Promise<T>): Promise<T> {
 const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
 /** google.rpc.ErrorInfo's domain for the errors of llama-mesh tasks. */
 export const DOMAIN = "llama-mesh";
-
-/**
- * The google.rpc.ErrorInfo detail that names a task error's type, packed in an Any.
- * ErrorInfo {reason = 1, domain = 2} is written by hand, as errorType reads it.
- */
-export function errorInfo(errorType: string): Any {
-  const value = new BinaryWriter().uint32(10).string(errorType).uint32(18).string(DOMAIN).finish();
-  return { $typeName: "google.protobuf.Any", typeUrl: ERROR_INFO, value };
-}
 
 /**
  * The exception type name a task error carries (its google.rpc.ErrorInfo reason),

@@ -11,35 +11,30 @@
  *     ...
  *     await service.stop();    // finishes running tasks, deregisters
  *
- * Per task it does what the Python runtime (python/llama_mesh/runtime.py) does:
- * reads the task (a finished or cancel-requested one is not run), reports RUNNING,
- * runs the handler, reports the result (or a typed failure) by publishing a
- * TaskEvent on `topics/events.{task_id}`, and only then acks the message. Long tasks
- * are kept alive with ExtendMessages; a RetryableError is retried with backoff (nak).
- *
- * What it cannot do: learn that a *running* task was cancelled. The control plane
- * signals that on a NATS subject the Queue API does not expose (see docs/clients.md).
+ * Per delivered task it only reports what happens: BeginTaskAttempt (the control
+ * plane says whether to run it, and as which attempt), ReportTaskEvent for each
+ * progress event, and CompleteTaskAttempt with the outcome: the result, or the error
+ * (its type, message, and whether it is a RetryableError), or why the run stopped.
+ * Whether a failure is retried and after which backoff, when a task fails for good
+ * and is dead-lettered, what a passed deadline or a cancel makes of it: the control
+ * plane decides that, with the task lifecycle the Python runtime uses, and acks or
+ * naks the delivery itself. Long tasks are kept alive with ExtendMessages.
  */
-import { create, fromJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { durationFromMs, durationMs, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { Code } from "@connectrpc/connect";
+import { fromJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { durationFromMs, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
 
+import { ReplicaState, ServiceKind, type Task } from "./gen/llama_mesh/v1/resources_pb.js";
 import {
-  EnvelopeSchema,
-  ReplicaState,
-  ServiceKind,
-  TaskState,
-  type Task,
-  type TaskEventSchema,
-} from "./gen/llama_mesh/v1/resources_pb.js";
-import type { QueueMessage } from "./gen/llama_mesh/v1/queue_pb.js";
+  AttemptInterruption,
+  type CompleteTaskAttemptRequestSchema,
+  type QueueMessage,
+} from "./gen/llama_mesh/v1/queue_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Status, StatusSchema } from "./gen/google/rpc/status_pb.js";
-import { errorInfo, FailedPreconditionError, mapped, meshError, NotFoundError } from "./errors.js";
-import { isFinal, type MeshClient } from "./mesh.js";
+import { mapped, meshError, NotFoundError } from "./errors.js";
+import type { MeshClient } from "./mesh.js";
 
-/** Throw this from a handler to have the attempt retried with backoff. */
+/** Throw this from a handler to have the attempt retried with the task's backoff. */
 export class RetryableError extends Error {
   constructor(message: string) {
     super(message);
@@ -52,14 +47,28 @@ export interface TaskContext {
   task: Task;
   /** 1 on the first attempt. */
   attempt: number;
-  /** Aborted when the task's deadline passes or the service stops. */
+  /** Aborted when the task's deadline passes, it is cancelled, or the service stops. */
   signal: AbortSignal;
-  /** Stream an event to the task's clients (StreamTaskEvents). */
+  /**
+   * Stream an event to the task's clients (StreamTaskEvents). A cancel of the task is
+   * noticed here: the signal aborts.
+   */
   progress(type: string, payload: JsonValue): Promise<void>;
 }
 
 /** Runs one task: gets the input object, returns the result as JSON. */
 export type Handler = (input: JsonObject, context: TaskContext) => Promise<JsonValue>;
+
+/** The service's retry policy, registered with it; unset fields take the mesh's defaults. */
+export interface RetryPolicy {
+  /** Attempts in all, including the first. */
+  maxAttempts?: number;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  backoffMultiplier?: number;
+  /** Error names (`error.name`) retried besides RetryableError. */
+  retryableErrorTypes?: string[];
+}
 
 export interface ServiceOptions {
   /** The service id clients run, e.g. "upper". */
@@ -71,8 +80,8 @@ export interface ServiceOptions {
   kind?: ServiceKind;
   /** Tasks run at once by this replica. Default 4. */
   maxConcurrency?: number;
-  /** Attempts of a task unless it sets its own. Default 3. */
-  maxAttempts?: number;
+  /** How the control plane retries this service's tasks unless a task sets its own. */
+  retryPolicy?: RetryPolicy;
   /** Lease on the registration, renewed every third of it. Default 30 s. */
   leaseMs?: number;
   /** Redelivery delay of unacked tasks, kept alive every third of it. Default 30 s. */
@@ -81,23 +90,16 @@ export interface ServiceOptions {
   log?: (line: string) => void;
 }
 
-const STOP = "StopEvent";
 /** Node timers take at most 2^31 - 1 ms (24.8 days); a later deadline needs no timer. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Redelivery delay after an unexpected error of this runtime (not of the handler). */
-const INTERNAL_RETRY_MS = 1000;
-const ATTEMPT_FAILED = "llama_mesh.AttemptFailed";
 
-/** A google.rpc.Status whose ErrorInfo detail names the error type, as in status.py. */
-export function taskStatus(code: Code, message: string, errorType = ""): MessageInitShape<typeof StatusSchema> {
-  return { code, message, details: errorType ? [errorInfo(errorType)] : [] };
-}
+type Outcome = MessageInitShape<typeof CompleteTaskAttemptRequestSchema>["outcome"];
 
 /** One replica of a service served from Node through the Queue API. */
 export class QueueService {
   readonly replicaId = randomUUID().replaceAll("-", "");
-  readonly options: Required<Omit<ServiceOptions, "description" | "inputSchema">> &
-    Pick<ServiceOptions, "description" | "inputSchema">;
+  readonly options: Required<Omit<ServiceOptions, "description" | "inputSchema" | "retryPolicy">> &
+    Pick<ServiceOptions, "description" | "inputSchema" | "retryPolicy">;
   /** Ends the Subscribe stream. */
   private readonly unsubscribe = new AbortController();
   /** Aborts running handlers (after the drain timeout of stop()). */
@@ -116,7 +118,6 @@ export class QueueService {
     this.options = {
       kind: ServiceKind.WORKFLOW,
       maxConcurrency: 4,
-      maxAttempts: 3,
       leaseMs: 30_000,
       ackWaitMs: 30_000,
       log: (line) => console.error(line),
@@ -179,6 +180,7 @@ export class QueueService {
 
   private async register(): Promise<void> {
     const o = this.options;
+    const policy = o.retryPolicy ?? {};
     await mapped(() =>
       this.mesh.controlPlane.registerService({
         service: {
@@ -186,7 +188,13 @@ export class QueueService {
           kind: o.kind,
           description: o.description ?? "",
           inputSchema: o.inputSchema,
-          retryPolicy: { maxAttempts: o.maxAttempts },
+          retryPolicy: {
+            maxAttempts: policy.maxAttempts,
+            initialBackoff: policy.initialBackoffMs === undefined ? undefined : durationFromMs(policy.initialBackoffMs),
+            maxBackoff: policy.maxBackoffMs === undefined ? undefined : durationFromMs(policy.maxBackoffMs),
+            backoffMultiplier: policy.backoffMultiplier,
+            retryableErrorTypes: policy.retryableErrorTypes,
+          },
         },
         replica: this.replica(),
         leaseDuration: durationFromMs(o.leaseMs),
@@ -254,36 +262,6 @@ export class QueueService {
     this.waiting.shift()?.();
   }
 
-  private async publish(task: string, event: MessageInitShape<typeof TaskEventSchema>, id = ""): Promise<void> {
-    const taskId = task.split("/").at(-1)!;
-    await mapped(() =>
-      this.mesh.queue.publish({
-        topic: `topics/events.${taskId}`,
-        envelope: create(EnvelopeSchema, { id, payload: { case: "taskEvent", value: { ...event, task } } }),
-      }),
-    );
-  }
-
-  /** The final event; false if someone else finished the task first. */
-  private async finish(task: string, event: MessageInitShape<typeof TaskEventSchema>): Promise<boolean> {
-    try {
-      await this.publish(task, { type: STOP, ...event }, `${task.split("/").at(-1)}.final`);
-      return true;
-    } catch (err) {
-      if (err instanceof FailedPreconditionError) return false;
-      throw err;
-    }
-  }
-
-  /** The replica is stopping: hand the task back for another replica. */
-  private async handBack(message: QueueMessage): Promise<void> {
-    await mapped(() => this.mesh.queue.nakMessages({ topic: this.topic, ackIds: [message.ackId] }));
-  }
-
-  private async ack(message: QueueMessage): Promise<void> {
-    await mapped(() => this.mesh.queue.ackMessages({ topic: this.topic, ackIds: [message.ackId] }));
-  }
-
   private async handle(message: QueueMessage): Promise<void> {
     const extend = setInterval(
       () =>
@@ -294,15 +272,12 @@ export class QueueService {
     );
     await this.slot(); // never rejects: it only waits for release()
     try {
-      if (this.cancelRunning.signal.aborted) await this.handBack(message);
-      else await this.attempt(message);
-    } catch (err) {
-      // A bug here or the control plane unreachable: let the task be delivered again
-      // soon (its attempts are counted) instead of after ack_wait.
-      await this.mesh.queue
-        .nakMessages({ topic: this.topic, ackIds: [message.ackId], delay: durationFromMs(INTERNAL_RETRY_MS) })
-        .catch(() => undefined);
-      throw err;
+      if (this.cancelRunning.signal.aborted) {
+        // Stopping before it began: not an attempt, hand the message back untouched.
+        await mapped(() => this.mesh.queue.nakMessages({ topic: this.topic, ackIds: [message.ackId] }));
+      } else {
+        await this.attempt(message);
+      }
     } finally {
       clearInterval(extend);
       this.release();
@@ -313,121 +288,84 @@ export class QueueService {
     const envelope = message.envelope;
     if (envelope?.payload.case !== "taskAssignment") {
       this.options.log(`service ${this.serviceName}: message ${message.sequence} is not a task; dropped`);
-      await this.ack(message);
+      await mapped(() => this.mesh.queue.ackMessages({ topic: this.topic, ackIds: [message.ackId] }));
       return;
     }
     const name = envelope.payload.value.task!.name;
-    const attempt = message.deliveryCount;
-    let task: Task;
-    try {
-      task = await this.mesh.getTask(name);
-    } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-      this.options.log(`task ${name}: gone (session deleted); dropped`);
-      await this.ack(message);
-      return;
-    }
-    if (isFinal(task.state)) {
-      await this.ack(message);
-      return;
-    }
-    if (task.cancelRequested) {
-      await this.finish(name, {
-        state: TaskState.CANCELLED,
-        attempt,
-        error: taskStatus(Code.Canceled, "cancelled before it started", "Cancelled"),
-      });
-      await this.ack(message);
-      return;
-    }
-    const maxAttempts = task.retryPolicy?.maxAttempts || this.options.maxAttempts;
-    if (attempt > maxAttempts) {
-      await this.finish(name, {
-        state: TaskState.FAILED,
-        attempt,
-        error: taskStatus(
-          Code.Aborted,
-          `the task was delivered ${attempt} times; max_attempts is ${maxAttempts}`,
-          "MaxAttemptsExceeded",
-        ),
-      });
-      await this.ack(message);
-      return;
-    }
+    const begun = await mapped(() =>
+      this.mesh.queue.beginTaskAttempt({ name, ackId: message.ackId, replicaId: this.replicaId }),
+    );
+    if (!begun.run) return; // the control plane has settled the delivery
+    const task = begun.task!;
+    const delivery = { name, ackId: message.ackId, attempt: begun.attempt };
+    const cancelled = new AbortController();
+    const signals = [this.cancelRunning.signal, cancelled.signal];
     const deadlineMs = task.deadline ? timestampMs(task.deadline) : undefined;
-    if (deadlineMs !== undefined && deadlineMs <= Date.now()) {
-      await this.finish(name, { state: TaskState.FAILED, attempt, error: deadlineStatus() });
-      await this.ack(message);
-      return;
-    }
-    try {
-      await this.publish(name, { state: TaskState.RUNNING, attempt });
-    } catch (err) {
-      if (!(err instanceof FailedPreconditionError)) throw err;
-      await this.ack(message);
-      return;
-    }
-    const signals = [this.cancelRunning.signal];
     if (deadlineMs !== undefined && deadlineMs - Date.now() < MAX_TIMER_MS) {
       signals.push(AbortSignal.timeout(Math.max(Math.ceil(deadlineMs - Date.now()), 0)));
     }
     const signal = AbortSignal.any(signals);
     const context: TaskContext = {
       task,
-      attempt,
+      attempt: begun.attempt,
       signal,
-      progress: (type, payload) =>
-        this.publish(name, { type, attempt, payload: fromJson(ValueSchema, payload) }),
+      progress: async (type, payload) => {
+        let reply;
+        try {
+          reply = await mapped(() =>
+            this.mesh.queue.reportTaskEvent({ ...delivery, type, payload: fromJson(ValueSchema, payload) }),
+          );
+        } catch (err) {
+          throw new ReportError(err);
+        }
+        if (reply.cancelRequested) cancelled.abort(new CancelledError());
+      },
     };
-    let result: JsonValue;
+    let outcome: Outcome;
     try {
-      result = await abortable(this.options.handler(task.input ?? {}, context), signal);
+      const result = await abortable(this.options.handler(task.input ?? {}, context), signal);
+      outcome = { case: "result", value: fromJson(ValueSchema, result) };
     } catch (err) {
-      await this.failed(message, task, attempt, maxAttempts, err);
-      return;
+      outcome = this.outcomeOf(err);
     }
-    await this.finish(name, { state: TaskState.SUCCEEDED, attempt, payload: fromJson(ValueSchema, result) });
-    await this.ack(message);
+    try {
+      await mapped(() => this.mesh.queue.completeTaskAttempt({ ...delivery, outcome }));
+    } catch (err) {
+      // Unreported, the delivery comes back after ack_wait and the next attempt starts.
+      this.options.log(`task ${name}: attempt ${begun.attempt} not reported: ${meshError(err).message}`);
+    }
   }
 
-  private async failed(message: QueueMessage, task: Task, attempt: number, maxAttempts: number, err: unknown): Promise<void> {
-    if (this.cancelRunning.signal.aborted) {
-      await this.handBack(message);
-      return;
-    }
-    if (err instanceof DeadlineError) {
-      await this.finish(task.name, { state: TaskState.FAILED, attempt, error: deadlineStatus() });
-      await this.ack(message);
-      return;
+  /** How a run that threw ended, as CompleteTaskAttempt takes it. */
+  private outcomeOf(err: unknown): Outcome {
+    const interruption = (value: AttemptInterruption): Outcome => ({ case: "interruption", value });
+    if (this.cancelRunning.signal.aborted) return interruption(AttemptInterruption.REPLICA_STOPPING);
+    if (err instanceof DeadlineError) return interruption(AttemptInterruption.DEADLINE_EXCEEDED);
+    if (err instanceof CancelledError) return interruption(AttemptInterruption.CANCELLED);
+    if (err instanceof ReportError) {
+      this.options.log(`task attempt handed back: ${err.message}`);
+      return interruption(AttemptInterruption.REPLICA_FAILED);
     }
     const error = err instanceof Error ? err : new Error(String(err));
-    const status = taskStatus(Code.Unknown, `${error.name}: ${error.message}`, error.name);
-    const policy = task.retryPolicy;
-    const retryable = error instanceof RetryableError || (policy?.retryableErrorTypes ?? []).includes(error.name);
-    if (retryable && attempt < maxAttempts) {
-      const initial = policy?.initialBackoff ? durationMs(policy.initialBackoff) : 1000;
-      const ceiling = policy?.maxBackoff ? durationMs(policy.maxBackoff) : 30_000;
-      const delayMs = Math.min(initial * (policy?.backoffMultiplier || 2) ** (attempt - 1), ceiling);
-      await this.publish(task.name, { type: ATTEMPT_FAILED, state: TaskState.PENDING, attempt, error: status });
-      await mapped(() =>
-        this.mesh.queue.nakMessages({ topic: this.topic, ackIds: [message.ackId], delay: durationFromMs(delayMs) }),
-      );
-      return;
-    }
-    this.options.log(`task ${task.name}: failed: ${error.name}`);
-    await this.finish(task.name, { state: TaskState.FAILED, attempt, error: status });
-    await this.ack(message);
+    this.options.log(`task attempt failed: ${error.name}: ${error.message}`);
+    return {
+      case: "failure",
+      value: { errorType: error.name, message: error.message, retryable: error instanceof RetryableError },
+    };
   }
 }
 
+/** The handler's deadline passed. */
 class DeadlineError extends Error {}
 
-function deadlineStatus() {
-  return taskStatus(
-    Code.DeadlineExceeded,
-    "the task did not finish before its deadline; the handler was stopped",
-    "DeadlineExceeded",
-  );
+/** The task was cancelled. */
+class CancelledError extends Error {}
+
+/** Reporting an event failed: the mesh's fault, not the handler's. */
+class ReportError extends Error {
+  constructor(cause: unknown) {
+    super(`reporting an event failed: ${meshError(cause).message}`, { cause });
+  }
 }
 
 /** `work`, or a rejection as soon as `signal` aborts (DeadlineError for a timeout). */
@@ -440,5 +378,3 @@ function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
     work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }
-
-export type { Status };

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -22,6 +21,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
+from llama_mesh.control_plane.ack_ids import ACK, IN_PROGRESS, AckId, nak
+from llama_mesh.control_plane.attempts import TaskAttempts
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
 from llama_mesh.core.names import TaskName, check_service_id, new_id
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 _TOPIC = re.compile(r"(tasks|events|input|dead)\.([A-Za-z0-9_-]{1,128})")
 _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ACK_ID = re.compile(r"\$JS\.ACK\.[A-Za-z0-9_.-]+")
 
 
 def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
@@ -55,19 +55,6 @@ def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def _ack_consumer(ack_id: str) -> tuple[str, str] | None:
-    """(stream, consumer) an ack id answers to; None if it is not an ack id."""
-    if not _ACK_ID.fullmatch(ack_id):
-        return None
-    tokens = ack_id.split(".")
-    # $JS.ACK.<stream>.<consumer>.<7 numbers>, or with <domain>.<account hash> first.
-    if len(tokens) == 9:
-        return tokens[2], tokens[3]
-    if len(tokens) >= 11:
-        return tokens[4], tokens[5]
-    return None
-
-
 class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
     """The QueueAPI servicer."""
 
@@ -75,6 +62,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         self.state = state
         # Messages delivered by this replica and not yet answered, by ack id.
         self._in_flight: dict[str, asyncio.Event] = {}
+        self._attempts = TaskAttempts(state, self._answer)
 
     def _stream_for(self, kind: str) -> str:
         t = self.state.topology
@@ -91,21 +79,17 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
             envelope.id = new_id()
         if not envelope.HasField("publish_time"):
             envelope.publish_time.GetCurrentTime()
-        if kind == "events" and envelope.HasField("task_event"):
-            # A service reporting on its task: apply it like the Python runtime does.
-            event = envelope.task_event
-            name = TaskName.parse(event.task, "envelope.task_event.task")
-            if name.task_id != ident:
-                raise InvalidArgumentError(
-                    f"envelope.task_event.task {event.task!r} does not match topic {ident!r}"
-                )
-            task = await self.state.tasks.get(task_key(name), event.task)
-            caller().require_service(task.service, f"report on task {event.task!r}")
-            await self.state.journal.record(name, event, event_id=envelope.id)
-            return q.PublishResponse(duplicate=False)
         if kind == "events":
+            if envelope.HasField("task_event"):
+                event = envelope.task_event
+                name = TaskName.parse(event.task, "envelope.task_event.task")
+                task = await self.state.tasks.get(task_key(name), event.task)
+                caller().require_service(task.service, f"report on task {event.task!r}")
+            # What happens to a task is decided by the control plane from the outcome a
+            # service reports, never taken as published.
             raise InvalidArgumentError(
-                "an events topic takes TaskEvent envelopes (set envelope.task_event)"
+                "events topics take no envelopes: a service reports on its task with "
+                "BeginTaskAttempt, ReportTaskEvent and CompleteTaskAttempt"
             )
         # Tasks are created by CreateTask, answers sent by SendTaskEvent: both check
         # what they carry. Publishing them raw is for operators only.
@@ -214,15 +198,15 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
             raise InvalidArgumentError("ack_ids is required")
         stream = self._stream_for(kind)
         for ack_id in ack_ids:
-            target = _ack_consumer(ack_id)
+            target = AckId.parse(ack_id)
             if target is None:
                 raise InvalidArgumentError(f"{ack_id!r} is not an ack id from Subscribe")
             consumer_ok = (
-                target[1] == self.state.topology.service_consumer(ident)
+                target.consumer == self.state.topology.service_consumer(ident)
                 if kind == "tasks"
-                else target[1].startswith("q_")
+                else target.consumer.startswith("q_")
             )
-            if target[0] != stream or not consumer_ok:
+            if target.stream != stream or not consumer_ok:
                 raise PermissionDeniedError(
                     f"ack id {ack_id!r} is not of a message delivered on {topic!r}"
                 )
@@ -238,20 +222,26 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
     ) -> None:
         self._check_ack_ids(topic, ack_ids)
         for ack_id in ack_ids:
-            answered = self._in_flight.get(ack_id)
-            if answered is not None and release:
-                answered.set()
-            if confirm:
-                # Acks are confirmed by the server: one lost in a failover would redeliver.
-                with contextlib.suppress(NatsTimeoutError):
-                    await self.state.nc.request(ack_id, payload, timeout=2.0)
-            else:
-                await self.state.nc.publish(ack_id, payload)
+            await self._answer(ack_id, payload, confirm, release)
+
+    async def _answer(
+        self, ack_id: str, payload: bytes, confirm: bool, release: bool = True
+    ) -> None:
+        """Send one reply to a delivered message (checked by the caller)."""
+        answered = self._in_flight.get(ack_id)
+        if answered is not None and release:
+            answered.set()
+        if confirm:
+            # Acks are confirmed by the server: one lost in a failover would redeliver.
+            with contextlib.suppress(NatsTimeoutError):
+                await self.state.nc.request(ack_id, payload, timeout=2.0)
+        else:
+            await self.state.nc.publish(ack_id, payload)
 
     async def AckMessages(
         self, request: q.AckMessagesRequest, context: ServicerContext
     ) -> q.AckMessagesResponse:
-        await self._reply(request.topic, list(request.ack_ids), b"+ACK", confirm=True)
+        await self._reply(request.topic, list(request.ack_ids), ACK, confirm=True)
         return q.AckMessagesResponse()
 
     async def NakMessages(
@@ -261,15 +251,14 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         delay_ns = request.delay.seconds * 1_000_000_000 + request.delay.nanos
         if delay_ns < 0:
             raise InvalidArgumentError("delay must not be negative")
-        payload = b"-NAK" + (f" {json.dumps({'delay': delay_ns})}".encode() if delay_ns else b"")
-        await self._reply(request.topic, list(request.ack_ids), payload, confirm=False)
+        await self._reply(request.topic, list(request.ack_ids), nak(delay_ns), confirm=False)
         return q.NakMessagesResponse()
 
     async def ExtendMessages(
         self, request: q.ExtendMessagesRequest, context: ServicerContext
     ) -> q.ExtendMessagesResponse:
         await self._reply(
-            request.topic, list(request.ack_ids), b"+WPI", confirm=False, release=False
+            request.topic, list(request.ack_ids), IN_PROGRESS, confirm=False, release=False
         )
         return q.ExtendMessagesResponse()
 
@@ -313,3 +302,18 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         topics = [(name, topic) for name, topic in found.items()]
         page = paginate(topics, size, request.page_token)
         return q.ListTopicsResponse(topics=page.items, next_page_token=page.next_page_token)
+
+    async def BeginTaskAttempt(
+        self, request: q.BeginTaskAttemptRequest, context: ServicerContext
+    ) -> q.BeginTaskAttemptResponse:
+        return await self._attempts.begin(request)
+
+    async def ReportTaskEvent(
+        self, request: q.ReportTaskEventRequest, context: ServicerContext
+    ) -> q.ReportTaskEventResponse:
+        return await self._attempts.report(request)
+
+    async def CompleteTaskAttempt(
+        self, request: q.CompleteTaskAttemptRequest, context: ServicerContext
+    ) -> q.CompleteTaskAttemptResponse:
+        return await self._attempts.complete(request)

@@ -101,6 +101,11 @@ ADMIN_ONLY = Rule()
 AUTHENTICATED = frozenset({CLIENT, SERVICE})
 _CLIENT = Rule(frozenset({CLIENT}))
 _READ_REGISTRY = Rule(AUTHENTICATED)
+_REPORT_ATTEMPT = Rule(
+    frozenset({SERVICE}),
+    note="only a task of the caller's service, with the ack id of its delivery "
+    "on tasks.{that service}",
+)
 
 _CP = "/llama_mesh.v1.ControlPlaneAPI/"
 _QUEUE = "/llama_mesh.v1.QueueAPI/"
@@ -142,7 +147,7 @@ POLICY: Mapping[str, Rule] = {
     # QueueAPI: services in other languages take and report their own tasks.
     _QUEUE + "Publish": Rule(
         frozenset({SERVICE}),
-        note="only a TaskEvent on events.{task} of a task of the caller's service; "
+        note="events topics take nothing (services report with the attempt RPCs); "
         "tasks, input and dead topics: admin",
     ),
     _QUEUE + "Subscribe": Rule(
@@ -166,6 +171,9 @@ POLICY: Mapping[str, Rule] = {
         note="ack ids must be of the topic's own consumer",
     ),
     _QUEUE + "ListTopics": ADMIN_ONLY,
+    _QUEUE + "BeginTaskAttempt": _REPORT_ATTEMPT,
+    _QUEUE + "ReportTaskEvent": _REPORT_ATTEMPT,
+    _QUEUE + "CompleteTaskAttempt": _REPORT_ATTEMPT,
     # ServiceAPI: a replica's own API, for operators.
     _SERVICE + "DescribeService": _READ_REGISTRY,
     _SERVICE + "PauseService": ADMIN_ONLY,

@@ -5,14 +5,24 @@ The Queue API: the mesh's message queue over gRPC, for clients and
 services that do not speak NATS. Topics are the mesh's subjects without
 the prefix, e.g. `tasks.echo` (tasks of the echo service) or
 `events.{task_id}` (a task's events). Messages are Envelopes.
+
+A service takes its tasks with Subscribe on `topics/tasks.{service}` and
+reports what happens to each delivered task with BeginTaskAttempt,
+ReportTaskEvent and CompleteTaskAttempt. The control plane decides what a
+delivery and an outcome lead to (run, retry after a backoff, fail and
+dead-letter, deadline, cancel) with the same task lifecycle as the Python
+runtime, records it and acks or naks the delivery itself: a service keeps
+no retry policy of its own.
 """
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from llama_mesh.v1 import resources_pb2 as _resources_pb2
 import builtins as _builtins
 import sys
@@ -24,6 +34,50 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AttemptInterruption:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttemptInterruptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttemptInterruption.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTEMPT_INTERRUPTION_UNSPECIFIED: _AttemptInterruption.ValueType  # 0
+    """Not set."""
+    ATTEMPT_INTERRUPTION_DEADLINE_EXCEEDED: _AttemptInterruption.ValueType  # 1
+    """The task's deadline passed and the run was stopped: the task FAILED
+    with DEADLINE_EXCEEDED (not dead-lettered).
+    """
+    ATTEMPT_INTERRUPTION_CANCELLED: _AttemptInterruption.ValueType  # 2
+    """The task was cancelled and the run stopped: the task is CANCELLED."""
+    ATTEMPT_INTERRUPTION_REPLICA_STOPPING: _AttemptInterruption.ValueType  # 3
+    """The replica is shutting down: the task is delivered again at once. The
+    attempt counts towards max_attempts.
+    """
+    ATTEMPT_INTERRUPTION_REPLICA_FAILED: _AttemptInterruption.ValueType  # 4
+    """The replica's own calls failed (not the task's fault): the task is
+    delivered again after a short delay. The attempt counts.
+    """
+
+class AttemptInterruption(_AttemptInterruption, metaclass=_AttemptInterruptionEnumTypeWrapper):
+    """Why an attempt ended without a result or an error of its own."""
+
+ATTEMPT_INTERRUPTION_UNSPECIFIED: AttemptInterruption.ValueType  # 0
+"""Not set."""
+ATTEMPT_INTERRUPTION_DEADLINE_EXCEEDED: AttemptInterruption.ValueType  # 1
+"""The task's deadline passed and the run was stopped: the task FAILED
+with DEADLINE_EXCEEDED (not dead-lettered).
+"""
+ATTEMPT_INTERRUPTION_CANCELLED: AttemptInterruption.ValueType  # 2
+"""The task was cancelled and the run stopped: the task is CANCELLED."""
+ATTEMPT_INTERRUPTION_REPLICA_STOPPING: AttemptInterruption.ValueType  # 3
+"""The replica is shutting down: the task is delivered again at once. The
+attempt counts towards max_attempts.
+"""
+ATTEMPT_INTERRUPTION_REPLICA_FAILED: AttemptInterruption.ValueType  # 4
+"""The replica's own calls failed (not the task's fault): the task is
+delivered again after a short delay. The attempt counts.
+"""
+Global___AttemptInterruption: _TypeAlias = AttemptInterruption  # noqa: Y015
 
 @_typing.final
 class Topic(_message.Message):
@@ -415,3 +469,257 @@ class ListTopicsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTopicsResponse: _TypeAlias = ListTopicsResponse  # noqa: Y015
+
+@_typing.final
+class BeginTaskAttemptRequest(_message.Message):
+    """Request of BeginTaskAttempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACK_ID_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The delivered task, `sessions/{session}/tasks/{task}` (the name in its
+    TaskAssignment).
+    """
+    ack_id: _builtins.str
+    """The ack id of the QueueMessage that delivered it."""
+    replica_id: _builtins.str
+    """The replica that runs it, as registered (the task's replica_id)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ack_id: _builtins.str = ...,
+        replica_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_id", b"ack_id", "name", b"name", "replica_id", b"replica_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginTaskAttemptRequest: _TypeAlias = BeginTaskAttemptRequest  # noqa: Y015
+
+@_typing.final
+class BeginTaskAttemptResponse(_message.Message):
+    """Response of BeginTaskAttempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    run: _builtins.bool
+    """Run the task now. False: the delivery is settled, do nothing with it."""
+    attempt: _builtins.int
+    """The attempt to run (1 = the first); pass it to ReportTaskEvent and
+    CompleteTaskAttempt.
+    """
+    @_builtins.property
+    def task(self) -> _resources_pb2.Task:
+        """The task after the decision (RUNNING when `run`); unset if it no longer
+        exists.
+        """
+
+    def __init__(
+        self,
+        *,
+        run: _builtins.bool = ...,
+        attempt: _builtins.int = ...,
+        task: _resources_pb2.Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "run", b"run", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginTaskAttemptResponse: _TypeAlias = BeginTaskAttemptResponse  # noqa: Y015
+
+@_typing.final
+class ReportTaskEventRequest(_message.Message):
+    """Request of ReportTaskEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    INPUT_REQUIRED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The task, `sessions/{session}/tasks/{task}`."""
+    ack_id: _builtins.str
+    """The ack id of the delivery the attempt runs."""
+    attempt: _builtins.int
+    """The attempt, from BeginTaskAttempt."""
+    type: _builtins.str
+    """The event's type name, e.g. "Progress"."""
+    input_required: _builtins.bool
+    """The event asks for input: the task waits until a client answers it."""
+    @_builtins.property
+    def payload(self) -> _struct_pb2.Value:
+        """The event's fields as JSON."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ack_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        type: _builtins.str = ...,
+        payload: _struct_pb2.Value | None = ...,
+        input_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_id", b"ack_id", "attempt", b"attempt", "input_required", b"input_required", "name", b"name", "payload", b"payload", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTaskEventRequest: _TypeAlias = ReportTaskEventRequest  # noqa: Y015
+
+@_typing.final
+class ReportTaskEventResponse(_message.Message):
+    """Response of ReportTaskEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    cancel_requested: _builtins.bool
+    """A cancel of the task was requested: stop running it and complete the
+    attempt with the CANCELLED interruption.
+    """
+    @_builtins.property
+    def event(self) -> _resources_pb2.TaskEvent:
+        """The event as clients see it, with its sequence."""
+
+    def __init__(
+        self,
+        *,
+        event: _resources_pb2.TaskEvent | None = ...,
+        cancel_requested: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTaskEventResponse: _TypeAlias = ReportTaskEventResponse  # noqa: Y015
+
+@_typing.final
+class AttemptFailure(_message.Message):
+    """An error that ended an attempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRYABLE_FIELD_NUMBER: _builtins.int
+    error_type: _builtins.str
+    """The error's type name, e.g. "TimeoutError": the task error's
+    ErrorInfo.reason, and what the retry policy's retryable_error_types name.
+    """
+    message: _builtins.str
+    """What went wrong; the task's error message is "{error_type}: {message}"."""
+    retryable: _builtins.bool
+    """The runtime marks the error retryable (as a Python workflow raising
+    RetryableError does).
+    """
+    def __init__(
+        self,
+        *,
+        error_type: _builtins.str = ...,
+        message: _builtins.str = ...,
+        retryable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_type", b"error_type", "message", b"message", "retryable", b"retryable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptFailure: _TypeAlias = AttemptFailure  # noqa: Y015
+
+@_typing.final
+class CompleteTaskAttemptRequest(_message.Message):
+    """Request of CompleteTaskAttempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    INTERRUPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The task, `sessions/{session}/tasks/{task}`."""
+    ack_id: _builtins.str
+    """The ack id of the delivery the attempt runs."""
+    attempt: _builtins.int
+    """The attempt, from BeginTaskAttempt."""
+    interruption: Global___AttemptInterruption.ValueType
+    """The run was stopped before it ended."""
+    @_builtins.property
+    def result(self) -> _struct_pb2.Value:
+        """The task's result, any JSON value."""
+
+    @_builtins.property
+    def failure(self) -> Global___AttemptFailure:
+        """The error the run ended with."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ack_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        result: _struct_pb2.Value | None = ...,
+        failure: Global___AttemptFailure | None = ...,
+        interruption: Global___AttemptInterruption.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "interruption", b"interruption", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_id", b"ack_id", "attempt", b"attempt", "failure", b"failure", "interruption", b"interruption", "name", b"name", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "failure", "interruption"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___CompleteTaskAttemptRequest: _TypeAlias = CompleteTaskAttemptRequest  # noqa: Y015
+
+@_typing.final
+class CompleteTaskAttemptResponse(_message.Message):
+    """Response of CompleteTaskAttempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    RETRY_DELAY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> _resources_pb2.Task:
+        """The task after the outcome: final, or PENDING when it is retried."""
+
+    @_builtins.property
+    def retry_delay(self) -> _duration_pb2.Duration:
+        """When the task is retried: the delay before it is delivered again."""
+
+    def __init__(
+        self,
+        *,
+        task: _resources_pb2.Task | None = ...,
+        retry_delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_delay", b"retry_delay", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retry_delay", b"retry_delay", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTaskAttemptResponse: _TypeAlias = CompleteTaskAttemptResponse  # noqa: Y015

@@ -65,6 +65,21 @@ class QueueAPIStub:
                 request_serializer=llama__mesh_dot_v1_dot_queue__pb2.ListTopicsRequest.SerializeToString,
                 response_deserializer=llama__mesh_dot_v1_dot_queue__pb2.ListTopicsResponse.FromString,
                 _registered_method=True)
+        self.BeginTaskAttempt = channel.unary_unary(
+                '/llama_mesh.v1.QueueAPI/BeginTaskAttempt',
+                request_serializer=llama__mesh_dot_v1_dot_queue__pb2.BeginTaskAttemptRequest.SerializeToString,
+                response_deserializer=llama__mesh_dot_v1_dot_queue__pb2.BeginTaskAttemptResponse.FromString,
+                _registered_method=True)
+        self.ReportTaskEvent = channel.unary_unary(
+                '/llama_mesh.v1.QueueAPI/ReportTaskEvent',
+                request_serializer=llama__mesh_dot_v1_dot_queue__pb2.ReportTaskEventRequest.SerializeToString,
+                response_deserializer=llama__mesh_dot_v1_dot_queue__pb2.ReportTaskEventResponse.FromString,
+                _registered_method=True)
+        self.CompleteTaskAttempt = channel.unary_unary(
+                '/llama_mesh.v1.QueueAPI/CompleteTaskAttempt',
+                request_serializer=llama__mesh_dot_v1_dot_queue__pb2.CompleteTaskAttemptRequest.SerializeToString,
+                response_deserializer=llama__mesh_dot_v1_dot_queue__pb2.CompleteTaskAttemptResponse.FromString,
+                _registered_method=True)
 
 
 class QueueAPIServicer:
@@ -74,12 +89,13 @@ class QueueAPIServicer:
     def Publish(self, request, context):
         """Publishes an envelope to a topic. An envelope whose id was published
         before (within the de-duplication window) is not stored again and
-        reports duplicate. A TaskEvent envelope on `events.{task_id}` also
-        updates the task, so a service reports its progress and result this way.
+        reports duplicate. Tasks are created with CreateTask and their events
+        reported with ReportTaskEvent / CompleteTaskAttempt, not published here.
         Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
-        payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
-        envelope names a task that does not exist; FAILED_PRECONDITION if it
-        reports on a finished task.
+        payload, or any envelope on an events topic (the message names the RPCs
+        to use); NOT_FOUND if a TaskEvent envelope names a task that does not
+        exist; PERMISSION_DENIED for a task of another service, or for tasks,
+        input and dead topics unless the caller is an admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +145,66 @@ class QueueAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginTaskAttempt(self, request, context):
+        """Begins an attempt of a task that Subscribe delivered on
+        `topics/tasks.{service}`. The control plane decides whether it runs: if
+        `run` is true, the task is RUNNING as attempt `attempt` and the caller
+        runs it, reports its events with ReportTaskEvent and ends it with
+        CompleteTaskAttempt. If false, the control plane has settled the delivery
+        and the caller does nothing more with it: the task had finished (its
+        final event is published again), a cancel was requested (CANCELLED), its
+        attempts are used up by deliveries whose replicas stopped or crashed
+        (FAILED with MaxAttemptsExceeded, dead-lettered), its deadline passed
+        (FAILED with DEADLINE_EXCEEDED), or it no longer exists (its session was
+        deleted). Each call that runs starts an attempt: call it once per
+        delivery.
+        Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
+        of a message delivered on the tasks topic of the task's service;
+        PERMISSION_DENIED if the task is not of the caller's service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportTaskEvent(self, request, context):
+        """Reports an event of a running attempt: clients see it in
+        StreamTaskEvents. With `input_required` the task waits for input
+        (WAITING_FOR_INPUT) until a client answers with SendTaskEvent; the answer
+        is a `task_input` envelope on `topics/input.{task_id}`.
+        Returns INVALID_ARGUMENT for a malformed name, a missing type, a type of
+        the mesh's own (`llama_mesh.*`), or a foreign ack id; NOT_FOUND if the
+        task does not exist; PERMISSION_DENIED if it is not of the caller's
+        service; FAILED_PRECONDITION if `attempt` is not the task's running
+        attempt (the task finished, or another attempt took over).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTaskAttempt(self, request, context):
+        """Ends a running attempt with its outcome. The control plane decides what
+        it leads to exactly as for a Python replica, records it, and then acks or
+        naks the delivery: a result makes the task SUCCEEDED; a failure is
+        retried (the task is PENDING again and is delivered anew after the retry
+        policy's backoff) if it is `retryable` or of a type the policy names and
+        attempts remain, and otherwise makes the task FAILED with a
+        google.rpc.Status (code UNKNOWN, ErrorInfo.reason the error type) and a
+        dead letter on `topics/dead.{service}`; an interruption fails it with
+        DEADLINE_EXCEEDED, cancels it, or hands it back for another delivery.
+        If the task has finished (a cancel or another attempt got there first,
+        or this call is a repeat), nothing is recorded, the delivery is acked
+        and the task is returned as it is.
+        Returns INVALID_ARGUMENT for a malformed name, a missing outcome, a
+        failure without an error type, or a foreign ack id; NOT_FOUND if the
+        task does not exist; PERMISSION_DENIED if it is not of the caller's
+        service; FAILED_PRECONDITION if `attempt` is not the task's running
+        attempt, for a CANCELLED interruption of a task nobody cancelled, or a
+        DEADLINE_EXCEEDED one of a task without a deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +237,21 @@ def add_QueueAPIServicer_to_server(servicer, server):
                     servicer.ListTopics,
                     request_deserializer=llama__mesh_dot_v1_dot_queue__pb2.ListTopicsRequest.FromString,
                     response_serializer=llama__mesh_dot_v1_dot_queue__pb2.ListTopicsResponse.SerializeToString,
+            ),
+            'BeginTaskAttempt': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginTaskAttempt,
+                    request_deserializer=llama__mesh_dot_v1_dot_queue__pb2.BeginTaskAttemptRequest.FromString,
+                    response_serializer=llama__mesh_dot_v1_dot_queue__pb2.BeginTaskAttemptResponse.SerializeToString,
+            ),
+            'ReportTaskEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTaskEvent,
+                    request_deserializer=llama__mesh_dot_v1_dot_queue__pb2.ReportTaskEventRequest.FromString,
+                    response_serializer=llama__mesh_dot_v1_dot_queue__pb2.ReportTaskEventResponse.SerializeToString,
+            ),
+            'CompleteTaskAttempt': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTaskAttempt,
+                    request_deserializer=llama__mesh_dot_v1_dot_queue__pb2.CompleteTaskAttemptRequest.FromString,
+                    response_serializer=llama__mesh_dot_v1_dot_queue__pb2.CompleteTaskAttemptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -326,6 +417,87 @@ class QueueAPI:
             '/llama_mesh.v1.QueueAPI/ListTopics',
             llama__mesh_dot_v1_dot_queue__pb2.ListTopicsRequest.SerializeToString,
             llama__mesh_dot_v1_dot_queue__pb2.ListTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginTaskAttempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mesh.v1.QueueAPI/BeginTaskAttempt',
+            llama__mesh_dot_v1_dot_queue__pb2.BeginTaskAttemptRequest.SerializeToString,
+            llama__mesh_dot_v1_dot_queue__pb2.BeginTaskAttemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportTaskEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mesh.v1.QueueAPI/ReportTaskEvent',
+            llama__mesh_dot_v1_dot_queue__pb2.ReportTaskEventRequest.SerializeToString,
+            llama__mesh_dot_v1_dot_queue__pb2.ReportTaskEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTaskAttempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mesh.v1.QueueAPI/CompleteTaskAttempt',
+            llama__mesh_dot_v1_dot_queue__pb2.CompleteTaskAttemptRequest.SerializeToString,
+            llama__mesh_dot_v1_dot_queue__pb2.CompleteTaskAttemptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,14 @@ The Queue API: the mesh's message queue over gRPC, for clients and
 services that do not speak NATS. Topics are the mesh's subjects without
 the prefix, e.g. `tasks.echo` (tasks of the echo service) or
 `events.{task_id}` (a task's events). Messages are Envelopes.
+
+A service takes its tasks with Subscribe on `topics/tasks.{service}` and
+reports what happens to each delivered task with BeginTaskAttempt,
+ReportTaskEvent and CompleteTaskAttempt. The control plane decides what a
+delivery and an outcome lead to (run, retry after a backoff, fail and
+dead-letter, deadline, cancel) with the same task lifecycle as the Python
+runtime, records it and acks or naks the delivery itself: a service keeps
+no retry policy of its own.
 """
 
 from collections import abc as _abc
@@ -40,12 +48,13 @@ class QueueAPIStub:
     Publish: _grpc.UnaryUnaryMultiCallable[_queue_pb2.PublishRequest, _queue_pb2.PublishResponse]
     """Publishes an envelope to a topic. An envelope whose id was published
     before (within the de-duplication window) is not stored again and
-    reports duplicate. A TaskEvent envelope on `events.{task_id}` also
-    updates the task, so a service reports its progress and result this way.
+    reports duplicate. Tasks are created with CreateTask and their events
+    reported with ReportTaskEvent / CompleteTaskAttempt, not published here.
     Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
-    payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
-    envelope names a task that does not exist; FAILED_PRECONDITION if it
-    reports on a finished task.
+    payload, or any envelope on an events topic (the message names the RPCs
+    to use); NOT_FOUND if a TaskEvent envelope names a task that does not
+    exist; PERMISSION_DENIED for a task of another service, or for tasks,
+    input and dead topics unless the caller is an admin.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_queue_pb2.SubscribeRequest, _queue_pb2.SubscribeResponse]
     """Streams a topic's messages to one member of a consumer group: the
@@ -70,6 +79,54 @@ class QueueAPIStub:
     """
     ListTopics: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ListTopicsRequest, _queue_pb2.ListTopicsResponse]
     """Lists the topics that hold messages, with their consumer groups."""
+    BeginTaskAttempt: _grpc.UnaryUnaryMultiCallable[_queue_pb2.BeginTaskAttemptRequest, _queue_pb2.BeginTaskAttemptResponse]
+    """Begins an attempt of a task that Subscribe delivered on
+    `topics/tasks.{service}`. The control plane decides whether it runs: if
+    `run` is true, the task is RUNNING as attempt `attempt` and the caller
+    runs it, reports its events with ReportTaskEvent and ends it with
+    CompleteTaskAttempt. If false, the control plane has settled the delivery
+    and the caller does nothing more with it: the task had finished (its
+    final event is published again), a cancel was requested (CANCELLED), its
+    attempts are used up by deliveries whose replicas stopped or crashed
+    (FAILED with MaxAttemptsExceeded, dead-lettered), its deadline passed
+    (FAILED with DEADLINE_EXCEEDED), or it no longer exists (its session was
+    deleted). Each call that runs starts an attempt: call it once per
+    delivery.
+    Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
+    of a message delivered on the tasks topic of the task's service;
+    PERMISSION_DENIED if the task is not of the caller's service.
+    """
+    ReportTaskEvent: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ReportTaskEventRequest, _queue_pb2.ReportTaskEventResponse]
+    """Reports an event of a running attempt: clients see it in
+    StreamTaskEvents. With `input_required` the task waits for input
+    (WAITING_FOR_INPUT) until a client answers with SendTaskEvent; the answer
+    is a `task_input` envelope on `topics/input.{task_id}`.
+    Returns INVALID_ARGUMENT for a malformed name, a missing type, a type of
+    the mesh's own (`llama_mesh.*`), or a foreign ack id; NOT_FOUND if the
+    task does not exist; PERMISSION_DENIED if it is not of the caller's
+    service; FAILED_PRECONDITION if `attempt` is not the task's running
+    attempt (the task finished, or another attempt took over).
+    """
+    CompleteTaskAttempt: _grpc.UnaryUnaryMultiCallable[_queue_pb2.CompleteTaskAttemptRequest, _queue_pb2.CompleteTaskAttemptResponse]
+    """Ends a running attempt with its outcome. The control plane decides what
+    it leads to exactly as for a Python replica, records it, and then acks or
+    naks the delivery: a result makes the task SUCCEEDED; a failure is
+    retried (the task is PENDING again and is delivered anew after the retry
+    policy's backoff) if it is `retryable` or of a type the policy names and
+    attempts remain, and otherwise makes the task FAILED with a
+    google.rpc.Status (code UNKNOWN, ErrorInfo.reason the error type) and a
+    dead letter on `topics/dead.{service}`; an interruption fails it with
+    DEADLINE_EXCEEDED, cancels it, or hands it back for another delivery.
+    If the task has finished (a cancel or another attempt got there first,
+    or this call is a repeat), nothing is recorded, the delivery is acked
+    and the task is returned as it is.
+    Returns INVALID_ARGUMENT for a malformed name, a missing outcome, a
+    failure without an error type, or a foreign ack id; NOT_FOUND if the
+    task does not exist; PERMISSION_DENIED if it is not of the caller's
+    service; FAILED_PRECONDITION if `attempt` is not the task's running
+    attempt, for a CANCELLED interruption of a task nobody cancelled, or a
+    DEADLINE_EXCEEDED one of a task without a deadline.
+    """
 
 @_typing.type_check_only
 class QueueAPIAsyncStub(QueueAPIStub):
@@ -79,12 +136,13 @@ class QueueAPIAsyncStub(QueueAPIStub):
     Publish: _aio.UnaryUnaryMultiCallable[_queue_pb2.PublishRequest, _queue_pb2.PublishResponse]  # type: ignore[assignment]
     """Publishes an envelope to a topic. An envelope whose id was published
     before (within the de-duplication window) is not stored again and
-    reports duplicate. A TaskEvent envelope on `events.{task_id}` also
-    updates the task, so a service reports its progress and result this way.
+    reports duplicate. Tasks are created with CreateTask and their events
+    reported with ReportTaskEvent / CompleteTaskAttempt, not published here.
     Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
-    payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
-    envelope names a task that does not exist; FAILED_PRECONDITION if it
-    reports on a finished task.
+    payload, or any envelope on an events topic (the message names the RPCs
+    to use); NOT_FOUND if a TaskEvent envelope names a task that does not
+    exist; PERMISSION_DENIED for a task of another service, or for tasks,
+    input and dead topics unless the caller is an admin.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_queue_pb2.SubscribeRequest, _queue_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Streams a topic's messages to one member of a consumer group: the
@@ -109,6 +167,54 @@ class QueueAPIAsyncStub(QueueAPIStub):
     """
     ListTopics: _aio.UnaryUnaryMultiCallable[_queue_pb2.ListTopicsRequest, _queue_pb2.ListTopicsResponse]  # type: ignore[assignment]
     """Lists the topics that hold messages, with their consumer groups."""
+    BeginTaskAttempt: _aio.UnaryUnaryMultiCallable[_queue_pb2.BeginTaskAttemptRequest, _queue_pb2.BeginTaskAttemptResponse]  # type: ignore[assignment]
+    """Begins an attempt of a task that Subscribe delivered on
+    `topics/tasks.{service}`. The control plane decides whether it runs: if
+    `run` is true, the task is RUNNING as attempt `attempt` and the caller
+    runs it, reports its events with ReportTaskEvent and ends it with
+    CompleteTaskAttempt. If false, the control plane has settled the delivery
+    and the caller does nothing more with it: the task had finished (its
+    final event is published again), a cancel was requested (CANCELLED), its
+    attempts are used up by deliveries whose replicas stopped or crashed
+    (FAILED with MaxAttemptsExceeded, dead-lettered), its deadline passed
+    (FAILED with DEADLINE_EXCEEDED), or it no longer exists (its session was
+    deleted). Each call that runs starts an attempt: call it once per
+    delivery.
+    Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
+    of a message delivered on the tasks topic of the task's service;
+    PERMISSION_DENIED if the task is not of the caller's service.
+    """
+    ReportTaskEvent: _aio.UnaryUnaryMultiCallable[_queue_pb2.ReportTaskEventRequest, _queue_pb2.ReportTaskEventResponse]  # type: ignore[assignment]
+    """Reports an event of a running attempt: clients see it in
+    StreamTaskEvents. With `input_required` the task waits for input
+    (WAITING_FOR_INPUT) until a client answers with SendTaskEvent; the answer
+    is a `task_input` envelope on `topics/input.{task_id}`.
+    Returns INVALID_ARGUMENT for a malformed name, a missing type, a type of
+    the mesh's own (`llama_mesh.*`), or a foreign ack id; NOT_FOUND if the
+    task does not exist; PERMISSION_DENIED if it is not of the caller's
+    service; FAILED_PRECONDITION if `attempt` is not the task's running
+    attempt (the task finished, or another attempt took over).
+    """
+    CompleteTaskAttempt: _aio.UnaryUnaryMultiCallable[_queue_pb2.CompleteTaskAttemptRequest, _queue_pb2.CompleteTaskAttemptResponse]  # type: ignore[assignment]
+    """Ends a running attempt with its outcome. The control plane decides what
+    it leads to exactly as for a Python replica, records it, and then acks or
+    naks the delivery: a result makes the task SUCCEEDED; a failure is
+    retried (the task is PENDING again and is delivered anew after the retry
+    policy's backoff) if it is `retryable` or of a type the policy names and
+    attempts remain, and otherwise makes the task FAILED with a
+    google.rpc.Status (code UNKNOWN, ErrorInfo.reason the error type) and a
+    dead letter on `topics/dead.{service}`; an interruption fails it with
+    DEADLINE_EXCEEDED, cancels it, or hands it back for another delivery.
+    If the task has finished (a cancel or another attempt got there first,
+    or this call is a repeat), nothing is recorded, the delivery is acked
+    and the task is returned as it is.
+    Returns INVALID_ARGUMENT for a malformed name, a missing outcome, a
+    failure without an error type, or a foreign ack id; NOT_FOUND if the
+    task does not exist; PERMISSION_DENIED if it is not of the caller's
+    service; FAILED_PRECONDITION if `attempt` is not the task's running
+    attempt, for a CANCELLED interruption of a task nobody cancelled, or a
+    DEADLINE_EXCEEDED one of a task without a deadline.
+    """
 
 class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
     """Publish, subscribe as a consumer group, acknowledge."""
@@ -121,12 +227,13 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.PublishResponse, _abc.Awaitable[_queue_pb2.PublishResponse]]:
         """Publishes an envelope to a topic. An envelope whose id was published
         before (within the de-duplication window) is not stored again and
-        reports duplicate. A TaskEvent envelope on `events.{task_id}` also
-        updates the task, so a service reports its progress and result this way.
+        reports duplicate. Tasks are created with CreateTask and their events
+        reported with ReportTaskEvent / CompleteTaskAttempt, not published here.
         Returns INVALID_ARGUMENT for an unknown topic, an envelope without a
-        payload, or anything but a TaskEvent on an events topic; NOT_FOUND if the
-        envelope names a task that does not exist; FAILED_PRECONDITION if it
-        reports on a finished task.
+        payload, or any envelope on an events topic (the message names the RPCs
+        to use); NOT_FOUND if a TaskEvent envelope names a task that does not
+        exist; PERMISSION_DENIED for a task of another service, or for tasks,
+        input and dead topics unless the caller is an admin.
         """
 
     @_abc_1.abstractmethod
@@ -181,5 +288,71 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.ListTopicsResponse, _abc.Awaitable[_queue_pb2.ListTopicsResponse]]:
         """Lists the topics that hold messages, with their consumer groups."""
+
+    @_abc_1.abstractmethod
+    def BeginTaskAttempt(
+        self,
+        request: _queue_pb2.BeginTaskAttemptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.BeginTaskAttemptResponse, _abc.Awaitable[_queue_pb2.BeginTaskAttemptResponse]]:
+        """Begins an attempt of a task that Subscribe delivered on
+        `topics/tasks.{service}`. The control plane decides whether it runs: if
+        `run` is true, the task is RUNNING as attempt `attempt` and the caller
+        runs it, reports its events with ReportTaskEvent and ends it with
+        CompleteTaskAttempt. If false, the control plane has settled the delivery
+        and the caller does nothing more with it: the task had finished (its
+        final event is published again), a cancel was requested (CANCELLED), its
+        attempts are used up by deliveries whose replicas stopped or crashed
+        (FAILED with MaxAttemptsExceeded, dead-lettered), its deadline passed
+        (FAILED with DEADLINE_EXCEEDED), or it no longer exists (its session was
+        deleted). Each call that runs starts an attempt: call it once per
+        delivery.
+        Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
+        of a message delivered on the tasks topic of the task's service;
+        PERMISSION_DENIED if the task is not of the caller's service.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportTaskEvent(
+        self,
+        request: _queue_pb2.ReportTaskEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.ReportTaskEventResponse, _abc.Awaitable[_queue_pb2.ReportTaskEventResponse]]:
+        """Reports an event of a running attempt: clients see it in
+        StreamTaskEvents. With `input_required` the task waits for input
+        (WAITING_FOR_INPUT) until a client answers with SendTaskEvent; the answer
+        is a `task_input` envelope on `topics/input.{task_id}`.
+        Returns INVALID_ARGUMENT for a malformed name, a missing type, a type of
+        the mesh's own (`llama_mesh.*`), or a foreign ack id; NOT_FOUND if the
+        task does not exist; PERMISSION_DENIED if it is not of the caller's
+        service; FAILED_PRECONDITION if `attempt` is not the task's running
+        attempt (the task finished, or another attempt took over).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteTaskAttempt(
+        self,
+        request: _queue_pb2.CompleteTaskAttemptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.CompleteTaskAttemptResponse, _abc.Awaitable[_queue_pb2.CompleteTaskAttemptResponse]]:
+        """Ends a running attempt with its outcome. The control plane decides what
+        it leads to exactly as for a Python replica, records it, and then acks or
+        naks the delivery: a result makes the task SUCCEEDED; a failure is
+        retried (the task is PENDING again and is delivered anew after the retry
+        policy's backoff) if it is `retryable` or of a type the policy names and
+        attempts remain, and otherwise makes the task FAILED with a
+        google.rpc.Status (code UNKNOWN, ErrorInfo.reason the error type) and a
+        dead letter on `topics/dead.{service}`; an interruption fails it with
+        DEADLINE_EXCEEDED, cancels it, or hands it back for another delivery.
+        If the task has finished (a cancel or another attempt got there first,
+        or this call is a repeat), nothing is recorded, the delivery is acked
+        and the task is returned as it is.
+        Returns INVALID_ARGUMENT for a malformed name, a missing outcome, a
+        failure without an error type, or a foreign ack id; NOT_FOUND if the
+        task does not exist; PERMISSION_DENIED if it is not of the caller's
+        service; FAILED_PRECONDITION if `attempt` is not the task's running
+        attempt, for a CANCELLED interruption of a task nobody cancelled, or a
+        DEADLINE_EXCEEDED one of a task without a deadline.
+        """
 
 def add_QueueAPIServicer_to_server(servicer: QueueAPIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
