@@ -45,6 +45,8 @@ from llama_mesh.core.errors import (
     TaskDeadlineExceededError,
     TaskError,
     TaskFailedError,
+    TaskResourceExhaustedError,
+    TokenBudgetExceededError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -124,6 +126,8 @@ __all__ = [  # noqa: RUF022 (grouped by kind, like the imports above)
     "TaskDeadlineExceededError",
     "TaskError",
     "TaskFailedError",
+    "TaskResourceExhaustedError",
+    "TokenBudgetExceededError",
     "UnauthenticatedError",
     "UnavailableError",
     "__version__",

@@ -7,7 +7,11 @@ import logging
 
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import AlreadyExistsError, FailedPreconditionError
+from llama_mesh.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
 from llama_mesh.core.lifecycle import ACTIVE_STATES
 from llama_mesh.core.names import (
     TaskName,
@@ -36,6 +40,12 @@ class Sessions:
         session = resources_pb2.Session()
         session.CopyFrom(request.session)
         session.name = session_name(session_id)
+        if session.token_budget < 0:
+            raise InvalidArgumentError(
+                f"session.token_budget is {session.token_budget}: give a number of tokens, "
+                "or 0 for no limit"
+            )
+        session.ClearField("usage")  # output only: counted by the mesh
         if session.overlap_policy == resources_pb2.OVERLAP_POLICY_UNSPECIFIED:
             session.overlap_policy = resources_pb2.OVERLAP_POLICY_QUEUE
         stamp = proto_time.now()

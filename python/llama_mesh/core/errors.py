@@ -6,6 +6,7 @@
     ├── AlreadyExistsError          ALREADY_EXISTS
     ├── FailedPreconditionError     FAILED_PRECONDITION: not allowed in the current state
     ├── ResourceExhaustedError      RESOURCE_EXHAUSTED
+    │   └── TokenBudgetExceededError    a session's token budget is used up
     ├── DeadlineExceededError       DEADLINE_EXCEEDED: the call ran out of time
     ├── UnavailableError            UNAVAILABLE: the control plane or NATS cannot be reached
     ├── UnauthenticatedError        UNAUTHENTICATED: no credentials, or not valid ones
@@ -14,7 +15,8 @@
     ├── InternalError               INTERNAL / UNKNOWN: a bug; the message says where
     └── TaskError                   a task ended without a result (carries the Task)
         ├── TaskFailedError         FAILED: the workflow raised (error_type, message)
-        │   └── TaskDeadlineExceededError   FAILED with DEADLINE_EXCEEDED
+        │   ├── TaskDeadlineExceededError   FAILED with DEADLINE_EXCEEDED
+        │   └── TaskResourceExhaustedError  FAILED with RESOURCE_EXHAUSTED (token budget)
         └── TaskCancelledError      CANCELLED
 
 Workflow code raises ``RetryableError`` (or an error type named in the retry policy)
@@ -81,6 +83,10 @@ class ResourceExhaustedError(MeshError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class TokenBudgetExceededError(ResourceExhaustedError):
+    """The session's token budget is used up; the message says how much was used."""
+
+
 class DeadlineExceededError(MeshError):
     """The call ran out of time."""
 
@@ -139,6 +145,10 @@ class TaskFailedError(TaskError):
 
 class TaskDeadlineExceededError(TaskFailedError, DeadlineExceededError):
     """The task did not finish before its deadline."""
+
+
+class TaskResourceExhaustedError(TaskFailedError, ResourceExhaustedError):
+    """The task failed because a limit was reached: its session's token budget."""
 
 
 class TaskCancelledError(TaskError):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import struct_pb2
 
+from llama_mesh.core import token_usage
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.proto_time import duration, epoch_seconds, now, seconds
 from llama_mesh.core.status import task_status
@@ -198,11 +199,17 @@ def apply_event(task: resources_pb2.Task, event: resources_pb2.TaskEvent) -> boo
     event on a finished task, e.g.).
     """
     check_transition(task, event)
+    stamp = event.create_time if event.HasField("create_time") else now()
+    if event.HasField("usage"):
+        # Tokens of LLM calls the event reports: they add up, whatever else it says.
+        token_usage.add(task.usage, event.usage)
+        if not event.state:
+            task.update_time.CopyFrom(stamp)
+            return True
     state = event.state or task.state
     changed = state != task.state or event.attempt > task.attempt_count
     if not changed and state != WAITING:
         return False
-    stamp = event.create_time if event.HasField("create_time") else now()
     if event.attempt > task.attempt_count:
         task.attempt_count = event.attempt
     if state == RUNNING and not task.HasField("start_time"):
@@ -290,11 +297,14 @@ class Succeeded:
 @dataclass(frozen=True)
 class Failed:
     """The workflow raised `error_type` (its class name) with `message`; `retryable`
-    when it raised RetryableError (or the runtime's equivalent)."""
+    when it raised RetryableError (or the runtime's equivalent). `code` is the task's
+    status code: UNKNOWN for the workflow's own errors, the MeshError's code for the
+    mesh's (RESOURCE_EXHAUSTED for a token budget used up, e.g.)."""
 
     error_type: str
     message: str
     retryable: bool = False
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -364,8 +374,8 @@ def end_attempt(task: resources_pb2.Task, attempt: int, outcome: Outcome) -> Dec
             event = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
             event.payload.CopyFrom(result)
             return Decision(Settle.ACK, event)
-        case Failed(error_type, message, retryable):
-            status = task_status(grpc.StatusCode.UNKNOWN, f"{error_type}: {message}", error_type)
+        case Failed(error_type, message, retryable, code):
+            status = task_status(code, f"{error_type}: {message}", error_type)
             retries = Retries.of(task.retry_policy)
             if retries.retries(error_type, retryable, attempt):
                 return Decision(

@@ -185,7 +185,8 @@ class ControlPlaneAPIServicer:
     def CreateSession(self, request, context):
         """Creates a session. With session_id set, the caller chooses its id; if it
         exists already, returns it when allow_existing is true (get-or-create).
-        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+        INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

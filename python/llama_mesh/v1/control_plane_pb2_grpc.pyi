@@ -66,7 +66,8 @@ class ControlPlaneAPIStub:
     CreateSession: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.CreateSessionRequest, _control_plane_pb2.CreateSessionResponse]
     """Creates a session. With session_id set, the caller chooses its id; if it
     exists already, returns it when allow_existing is true (get-or-create).
-    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+    INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.GetSessionRequest, _control_plane_pb2.GetSessionResponse]
     """Returns a session.
@@ -168,7 +169,8 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     CreateSession: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.CreateSessionRequest, _control_plane_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Creates a session. With session_id set, the caller chooses its id; if it
     exists already, returns it when allow_existing is true (get-or-create).
-    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+    INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.GetSessionRequest, _control_plane_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Returns a session.
@@ -303,7 +305,8 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_plane_pb2.CreateSessionResponse, _abc.Awaitable[_control_plane_pb2.CreateSessionResponse]]:
         """Creates a session. With session_id set, the caller chooses its id; if it
         exists already, returns it when allow_existing is true (get-or-create).
-        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+        INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
         """
 
     @_abc_1.abstractmethod

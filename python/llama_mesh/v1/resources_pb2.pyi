@@ -431,10 +431,18 @@ class Session(_message.Message):
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TOKEN_BUDGET_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sessions/{session}`."""
     overlap_policy: Global___OverlapPolicy.ValueType
     """What happens to overlapping tasks of one service in this session."""
+    token_budget: _builtins.int
+    """Tokens (TokenUsage.total_tokens) the session's tasks may use in all; 0
+    means no limit. A task does not start once the session has used it up,
+    and a running task whose LLM calls cross it fails with
+    RESOURCE_EXHAUSTED (the message says how much was used).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels."""
@@ -447,6 +455,10 @@ class Session(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last change."""
 
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Tokens the session's tasks have used so far (every attempt counts)."""
+
     def __init__(
         self,
         *,
@@ -455,14 +467,79 @@ class Session(_message.Message):
         overlap_policy: Global___OverlapPolicy.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        token_budget: _builtins.int = ...,
+        usage: Global___TokenUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "token_budget", b"token_budget", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class TokenUsage(_message.Message):
+    """Tokens counted by the models of LLM calls: of one event, a task or a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ModelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___TokenUsage: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___TokenUsage | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    prompt_tokens: _builtins.int
+    """Tokens of the prompts."""
+    completion_tokens: _builtins.int
+    """Tokens generated."""
+    total_tokens: _builtins.int
+    """prompt_tokens + completion_tokens."""
+    llm_calls: _builtins.int
+    """LLM calls counted."""
+    @_builtins.property
+    def models(self) -> _containers.MessageMap[_builtins.str, Global___TokenUsage]:
+        """The same counts per model, by the model's name as its LLM class reports
+        it. The entries have no `models` of their own.
+        """
+
+    def __init__(
+        self,
+        *,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        llm_calls: _builtins.int = ...,
+        models: _abc.Mapping[_builtins.str, Global___TokenUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "models", b"models", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenUsage: _TypeAlias = TokenUsage  # noqa: Y015
 
 @_typing.final
 class InputRequest(_message.Message):
@@ -547,6 +624,7 @@ class Task(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sessions/{session}/tasks/{task}`."""
     service: _builtins.str
@@ -613,6 +691,10 @@ class Task(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last change."""
 
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Tokens its LLM calls used, over all its attempts."""
+
     def __init__(
         self,
         *,
@@ -635,10 +717,11 @@ class Task(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        usage: Global___TokenUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "result", b"result", "retry_policy", b"retry_policy", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "result", b"result", "retry_policy", b"retry_policy", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "labels", b"labels", "name", b"name", "parent_task", b"parent_task", "replica_id", b"replica_id", "result", b"result", "retry_policy", b"retry_policy", "service", b"service", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "labels", b"labels", "name", b"name", "parent_task", b"parent_task", "replica_id", b"replica_id", "result", b"result", "retry_policy", b"retry_policy", "service", b"service", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -658,6 +741,7 @@ class TaskEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     """Resource name of the task."""
     sequence: _builtins.int
@@ -688,6 +772,13 @@ class TaskEvent(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was published."""
 
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Tokens of the LLM calls this event reports (an agent's
+        llama_mesh.agent.InferenceCompleted, or llama_mesh.TokenUsage); they
+        are added to the task's and the session's usage.
+        """
+
     def __init__(
         self,
         *,
@@ -699,10 +790,11 @@ class TaskEvent(_message.Message):
         error: _status_pb2.Status | None = ...,
         attempt: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        usage: Global___TokenUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "payload", b"payload", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "error", b"error", "payload", b"payload", "sequence", b"sequence", "state", b"state", "task", b"task", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "error", b"error", "payload", b"payload", "sequence", b"sequence", "state", b"state", "task", b"task", "type", b"type", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -73,7 +73,8 @@ type ControlPlaneAPIClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	// Creates a session. With session_id set, the caller chooses its id; if it
 	// exists already, returns it when allow_existing is true (get-or-create).
-	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+	// INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	// Returns a session.
 	// Returns NOT_FOUND if it does not exist.
@@ -358,7 +359,8 @@ type ControlPlaneAPIServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	// Creates a session. With session_id set, the caller chooses its id; if it
 	// exists already, returns it when allow_existing is true (get-or-create).
-	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+	// INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	// Returns a session.
 	// Returns NOT_FOUND if it does not exist.

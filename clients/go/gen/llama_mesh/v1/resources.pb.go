@@ -706,7 +706,14 @@ type Session struct {
 	// Creation time.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Last change.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Tokens (TokenUsage.total_tokens) the session's tasks may use in all; 0
+	// means no limit. A task does not start once the session has used it up,
+	// and a running task whose LLM calls cross it fails with
+	// RESOURCE_EXHAUSTED (the message says how much was used).
+	TokenBudget int64 `protobuf:"varint,30,opt,name=token_budget,json=tokenBudget,proto3" json:"token_budget,omitempty"`
+	// Tokens the session's tasks have used so far (every attempt counts).
+	Usage         *TokenUsage `protobuf:"bytes,31,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -776,6 +783,103 @@ func (x *Session) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Session) GetTokenBudget() int64 {
+	if x != nil {
+		return x.TokenBudget
+	}
+	return 0
+}
+
+func (x *Session) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Tokens counted by the models of LLM calls: of one event, a task or a session.
+type TokenUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tokens of the prompts.
+	PromptTokens int64 `protobuf:"varint,1,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	// Tokens generated.
+	CompletionTokens int64 `protobuf:"varint,2,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	// prompt_tokens + completion_tokens.
+	TotalTokens int64 `protobuf:"varint,3,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	// LLM calls counted.
+	LlmCalls int64 `protobuf:"varint,4,opt,name=llm_calls,json=llmCalls,proto3" json:"llm_calls,omitempty"`
+	// The same counts per model, by the model's name as its LLM class reports
+	// it. The entries have no `models` of their own.
+	Models        map[string]*TokenUsage `protobuf:"bytes,5,rep,name=models,proto3" json:"models,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenUsage) Reset() {
+	*x = TokenUsage{}
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenUsage) ProtoMessage() {}
+
+func (x *TokenUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenUsage.ProtoReflect.Descriptor instead.
+func (*TokenUsage) Descriptor() ([]byte, []int) {
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TokenUsage) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *TokenUsage) GetCompletionTokens() int64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *TokenUsage) GetTotalTokens() int64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+func (x *TokenUsage) GetLlmCalls() int64 {
+	if x != nil {
+		return x.LlmCalls
+	}
+	return 0
+}
+
+func (x *TokenUsage) GetModels() map[string]*TokenUsage {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
 // What a waiting task asked for.
 type InputRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -793,7 +897,7 @@ type InputRequest struct {
 
 func (x *InputRequest) Reset() {
 	*x = InputRequest{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +909,7 @@ func (x *InputRequest) String() string {
 func (*InputRequest) ProtoMessage() {}
 
 func (x *InputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[5]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +922,7 @@ func (x *InputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputRequest.ProtoReflect.Descriptor instead.
 func (*InputRequest) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{5}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InputRequest) GetSequence() int64 {
@@ -891,14 +995,16 @@ type Task struct {
 	// When it reached a final state.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Last change.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Tokens its LLM calls used, over all its attempts.
+	Usage         *TokenUsage `protobuf:"bytes,30,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1016,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[6]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1029,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Task) GetName() string {
@@ -1059,6 +1165,13 @@ func (x *Task) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Task) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // One event of a task, as streamed to clients and kept for replay.
 type TaskEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1081,14 +1194,18 @@ type TaskEvent struct {
 	// in the stream).
 	Attempt int32 `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// When it was published.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Tokens of the LLM calls this event reports (an agent's
+	// llama_mesh.agent.InferenceCompleted, or llama_mesh.TokenUsage); they
+	// are added to the task's and the session's usage.
+	Usage         *TokenUsage `protobuf:"bytes,30,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1217,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[7]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1230,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskEvent) GetTask() string {
@@ -1172,6 +1289,13 @@ func (x *TaskEvent) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *TaskEvent) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // Where services find the message queue, and how the mesh uses it.
 type QueueConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1199,7 +1323,7 @@ type QueueConfig struct {
 
 func (x *QueueConfig) Reset() {
 	*x = QueueConfig{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1335,7 @@ func (x *QueueConfig) String() string {
 func (*QueueConfig) ProtoMessage() {}
 
 func (x *QueueConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[8]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1348,7 @@ func (x *QueueConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueConfig.ProtoReflect.Descriptor instead.
 func (*QueueConfig) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *QueueConfig) GetNatsUrls() []string {
@@ -1301,7 +1425,7 @@ type TaskAssignment struct {
 
 func (x *TaskAssignment) Reset() {
 	*x = TaskAssignment{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1437,7 @@ func (x *TaskAssignment) String() string {
 func (*TaskAssignment) ProtoMessage() {}
 
 func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[9]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1450,7 @@ func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskAssignment.ProtoReflect.Descriptor instead.
 func (*TaskAssignment) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskAssignment) GetTask() *Task {
@@ -1351,7 +1475,7 @@ type TaskInput struct {
 
 func (x *TaskInput) Reset() {
 	*x = TaskInput{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1487,7 @@ func (x *TaskInput) String() string {
 func (*TaskInput) ProtoMessage() {}
 
 func (x *TaskInput) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[10]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1500,7 @@ func (x *TaskInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInput.ProtoReflect.Descriptor instead.
 func (*TaskInput) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskInput) GetTask() string {
@@ -1413,7 +1537,7 @@ type TaskCancellation struct {
 
 func (x *TaskCancellation) Reset() {
 	*x = TaskCancellation{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1549,7 @@ func (x *TaskCancellation) String() string {
 func (*TaskCancellation) ProtoMessage() {}
 
 func (x *TaskCancellation) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[11]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1562,7 @@ func (x *TaskCancellation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskCancellation.ProtoReflect.Descriptor instead.
 func (*TaskCancellation) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskCancellation) GetTask() string {
@@ -1468,7 +1592,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1604,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[12]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1617,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeadLetter) GetTask() *Task {
@@ -1534,7 +1658,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[13]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1670,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_llama_mesh_v1_resources_proto_msgTypes[13]
+	mi := &file_llama_mesh_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1683,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_llama_mesh_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Envelope) GetId() string {
@@ -1710,7 +1834,7 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\vmax_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxBackoff\x12-\n" +
 	"\x12backoff_multiplier\x18\x04 \x01(\x01R\x11backoffMultiplier\x122\n" +
-	"\x15retryable_error_types\x18\x05 \x03(\tR\x13retryableErrorTypes\"\xeb\x02\n" +
+	"\x15retryable_error_types\x18\x05 \x03(\tR\x13retryableErrorTypes\"\xc5\x03\n" +
 	"\aSession\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12:\n" +
 	"\x06labels\x18\x02 \x03(\v2\".llama_mesh.v1.Session.LabelsEntryR\x06labels\x12C\n" +
@@ -1718,16 +1842,28 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12!\n" +
+	"\ftoken_budget\x18\x1e \x01(\x03R\vtokenBudget\x125\n" +
+	"\x05usage\x18\x1f \x01(\v2\x19.llama_mesh.v1.TokenUsageB\x04\xe2A\x01\x03R\x05usage\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x04\x10\x05\"\xad\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x04\x10\x05\"\xb3\x02\n" +
+	"\n" +
+	"TokenUsage\x12#\n" +
+	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
+	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1b\n" +
+	"\tllm_calls\x18\x04 \x01(\x03R\bllmCalls\x12=\n" +
+	"\x06models\x18\x05 \x03(\v2%.llama_mesh.v1.TokenUsage.ModelsEntryR\x06models\x1aT\n" +
+	"\vModelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.llama_mesh.v1.TokenUsageR\x05value:\x028\x01\"\xad\x01\n" +
 	"\fInputRequest\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x1d\n" +
 	"\n" +
 	"event_type\x18\x02 \x01(\tR\teventType\x120\n" +
 	"\apayload\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\apayload\x120\n" +
-	"\x14accepted_event_types\x18\x04 \x03(\tR\x12acceptedEventTypes\"\xb1\b\n" +
+	"\x14accepted_event_types\x18\x04 \x03(\tR\x12acceptedEventTypes\"\xe8\b\n" +
 	"\x04Task\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x1e\n" +
 	"\aservice\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\aservice\x12-\n" +
@@ -1753,10 +1889,11 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"start_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstartTime\x12;\n" +
 	"\bend_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12A\n" +
 	"\vupdate_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x125\n" +
+	"\x05usage\x18\x1e \x01(\v2\x19.llama_mesh.v1.TokenUsageB\x04\xe2A\x01\x03R\x05usage\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x0e\x10\x0f\"\xbe\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x0e\x10\x0f\"\xef\x02\n" +
 	"\tTaskEvent\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12 \n" +
 	"\bsequence\x18\x02 \x01(\x03B\x04\xe2A\x01\x03R\bsequence\x12\x12\n" +
@@ -1766,7 +1903,8 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\v2\x12.google.rpc.StatusR\x05error\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12A\n" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"createTime\"\xca\x02\n" +
+	"createTime\x12/\n" +
+	"\x05usage\x18\x1e \x01(\v2\x19.llama_mesh.v1.TokenUsageR\x05usage\"\xca\x02\n" +
 	"\vQueueConfig\x12\x1b\n" +
 	"\tnats_urls\x18\x01 \x03(\tR\bnatsUrls\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x1f\n" +
@@ -1844,7 +1982,7 @@ func file_llama_mesh_v1_resources_proto_rawDescGZIP() []byte {
 }
 
 var file_llama_mesh_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llama_mesh_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_llama_mesh_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_llama_mesh_v1_resources_proto_goTypes = []any{
 	(ServiceKind)(0),              // 0: llama_mesh.v1.ServiceKind
 	(ReplicaState)(0),             // 1: llama_mesh.v1.ReplicaState
@@ -1855,73 +1993,80 @@ var file_llama_mesh_v1_resources_proto_goTypes = []any{
 	(*Replica)(nil),               // 6: llama_mesh.v1.Replica
 	(*RetryPolicy)(nil),           // 7: llama_mesh.v1.RetryPolicy
 	(*Session)(nil),               // 8: llama_mesh.v1.Session
-	(*InputRequest)(nil),          // 9: llama_mesh.v1.InputRequest
-	(*Task)(nil),                  // 10: llama_mesh.v1.Task
-	(*TaskEvent)(nil),             // 11: llama_mesh.v1.TaskEvent
-	(*QueueConfig)(nil),           // 12: llama_mesh.v1.QueueConfig
-	(*TaskAssignment)(nil),        // 13: llama_mesh.v1.TaskAssignment
-	(*TaskInput)(nil),             // 14: llama_mesh.v1.TaskInput
-	(*TaskCancellation)(nil),      // 15: llama_mesh.v1.TaskCancellation
-	(*DeadLetter)(nil),            // 16: llama_mesh.v1.DeadLetter
-	(*Envelope)(nil),              // 17: llama_mesh.v1.Envelope
-	nil,                           // 18: llama_mesh.v1.Session.LabelsEntry
-	nil,                           // 19: llama_mesh.v1.Task.LabelsEntry
-	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 23: google.protobuf.Value
-	(*status.Status)(nil),         // 24: google.rpc.Status
+	(*TokenUsage)(nil),            // 9: llama_mesh.v1.TokenUsage
+	(*InputRequest)(nil),          // 10: llama_mesh.v1.InputRequest
+	(*Task)(nil),                  // 11: llama_mesh.v1.Task
+	(*TaskEvent)(nil),             // 12: llama_mesh.v1.TaskEvent
+	(*QueueConfig)(nil),           // 13: llama_mesh.v1.QueueConfig
+	(*TaskAssignment)(nil),        // 14: llama_mesh.v1.TaskAssignment
+	(*TaskInput)(nil),             // 15: llama_mesh.v1.TaskInput
+	(*TaskCancellation)(nil),      // 16: llama_mesh.v1.TaskCancellation
+	(*DeadLetter)(nil),            // 17: llama_mesh.v1.DeadLetter
+	(*Envelope)(nil),              // 18: llama_mesh.v1.Envelope
+	nil,                           // 19: llama_mesh.v1.Session.LabelsEntry
+	nil,                           // 20: llama_mesh.v1.TokenUsage.ModelsEntry
+	nil,                           // 21: llama_mesh.v1.Task.LabelsEntry
+	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 25: google.protobuf.Value
+	(*status.Status)(nil),         // 26: google.rpc.Status
 }
 var file_llama_mesh_v1_resources_proto_depIdxs = []int32{
 	0,  // 0: llama_mesh.v1.Service.kind:type_name -> llama_mesh.v1.ServiceKind
-	20, // 1: llama_mesh.v1.Service.input_schema:type_name -> google.protobuf.Struct
+	22, // 1: llama_mesh.v1.Service.input_schema:type_name -> google.protobuf.Struct
 	7,  // 2: llama_mesh.v1.Service.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	21, // 3: llama_mesh.v1.Service.default_timeout:type_name -> google.protobuf.Duration
+	23, // 3: llama_mesh.v1.Service.default_timeout:type_name -> google.protobuf.Duration
 	6,  // 4: llama_mesh.v1.Service.replicas:type_name -> llama_mesh.v1.Replica
-	22, // 5: llama_mesh.v1.Service.create_time:type_name -> google.protobuf.Timestamp
-	22, // 6: llama_mesh.v1.Service.update_time:type_name -> google.protobuf.Timestamp
+	24, // 5: llama_mesh.v1.Service.create_time:type_name -> google.protobuf.Timestamp
+	24, // 6: llama_mesh.v1.Service.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 7: llama_mesh.v1.Service.tools:type_name -> llama_mesh.v1.ServiceTool
-	20, // 8: llama_mesh.v1.ServiceTool.parameters:type_name -> google.protobuf.Struct
+	22, // 8: llama_mesh.v1.ServiceTool.parameters:type_name -> google.protobuf.Struct
 	1,  // 9: llama_mesh.v1.Replica.state:type_name -> llama_mesh.v1.ReplicaState
-	22, // 10: llama_mesh.v1.Replica.lease_expire_time:type_name -> google.protobuf.Timestamp
-	21, // 11: llama_mesh.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	21, // 12: llama_mesh.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	18, // 13: llama_mesh.v1.Session.labels:type_name -> llama_mesh.v1.Session.LabelsEntry
+	24, // 10: llama_mesh.v1.Replica.lease_expire_time:type_name -> google.protobuf.Timestamp
+	23, // 11: llama_mesh.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	23, // 12: llama_mesh.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	19, // 13: llama_mesh.v1.Session.labels:type_name -> llama_mesh.v1.Session.LabelsEntry
 	2,  // 14: llama_mesh.v1.Session.overlap_policy:type_name -> llama_mesh.v1.OverlapPolicy
-	22, // 15: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	22, // 16: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	23, // 17: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
-	20, // 18: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
-	3,  // 19: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
-	23, // 20: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
-	24, // 21: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
-	7,  // 22: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	21, // 23: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
-	22, // 24: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	9,  // 25: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
-	19, // 26: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
-	22, // 27: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	22, // 28: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	22, // 29: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	22, // 30: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
-	23, // 31: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
-	3,  // 32: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
-	24, // 33: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
-	22, // 34: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
-	10, // 35: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
-	20, // 36: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
-	10, // 37: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
-	22, // 38: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
-	13, // 39: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
-	11, // 40: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
-	14, // 41: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
-	15, // 42: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
-	16, // 43: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	24, // 15: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	24, // 16: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 17: llama_mesh.v1.Session.usage:type_name -> llama_mesh.v1.TokenUsage
+	20, // 18: llama_mesh.v1.TokenUsage.models:type_name -> llama_mesh.v1.TokenUsage.ModelsEntry
+	25, // 19: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
+	22, // 20: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
+	3,  // 21: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
+	25, // 22: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
+	26, // 23: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
+	7,  // 24: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
+	23, // 25: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
+	24, // 26: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	10, // 27: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
+	21, // 28: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
+	24, // 29: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	24, // 30: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	24, // 31: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	24, // 32: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 33: llama_mesh.v1.Task.usage:type_name -> llama_mesh.v1.TokenUsage
+	25, // 34: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
+	3,  // 35: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
+	26, // 36: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
+	24, // 37: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 38: llama_mesh.v1.TaskEvent.usage:type_name -> llama_mesh.v1.TokenUsage
+	11, // 39: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
+	22, // 40: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
+	11, // 41: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
+	24, // 42: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
+	14, // 43: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
+	12, // 44: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
+	15, // 45: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
+	16, // 46: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
+	17, // 47: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
+	9,  // 48: llama_mesh.v1.TokenUsage.ModelsEntry.value:type_name -> llama_mesh.v1.TokenUsage
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_resources_proto_init() }
@@ -1929,7 +2074,7 @@ func file_llama_mesh_v1_resources_proto_init() {
 	if File_llama_mesh_v1_resources_proto != nil {
 		return
 	}
-	file_llama_mesh_v1_resources_proto_msgTypes[13].OneofWrappers = []any{
+	file_llama_mesh_v1_resources_proto_msgTypes[14].OneofWrappers = []any{
 		(*Envelope_TaskAssignment)(nil),
 		(*Envelope_TaskEvent)(nil),
 		(*Envelope_TaskInput)(nil),
@@ -1942,7 +2087,7 @@ func file_llama_mesh_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llama_mesh_v1_resources_proto_rawDesc), len(file_llama_mesh_v1_resources_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1058,7 +1058,8 @@ export const ControlPlaneAPI: GenService<{
   /**
    * Creates a session. With session_id set, the caller chooses its id; if it
    * exists already, returns it when allow_existing is true (get-or-create).
-   * Returns ALREADY_EXISTS if session_id is taken and allow_existing is false.
+   * Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
+   * INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
    *
    * @generated from rpc llama_mesh.v1.ControlPlaneAPI.CreateSession
    */

@@ -22,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file llama_mesh/v1/resources.proto.
  */
 export const file_llama_mesh_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("Ch1sbGFtYV9tZXNoL3YxL3Jlc291cmNlcy5wcm90bxINbGxhbWFfbWVzaC52MSKEBAoHU2VydmljZRISCgRuYW1lGAEgASgJQgTiQQEIEigKBGtpbmQYAiABKA4yGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VLaW5kEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi0KDGlucHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoMcmV0cnlfcG9saWN5GAUgASgLMhoubGxhbWFfbWVzaC52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHAoUYWNjZXB0ZWRfZXZlbnRfdHlwZXMYByADKAkSLgoIcmVwbGljYXMYCCADKAsyFi5sbGFtYV9tZXNoLnYxLlJlcGxpY2FCBOJBAQMSGgoMdGFza19zdWJqZWN0GAkgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSKQoFdG9vbHMYFCADKAsyGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VUb29sEg4KBm1vZGVscxgVIAMoCSJjCgtTZXJ2aWNlVG9vbBISCgRuYW1lGAEgASgJQgTiQQECEhMKC2Rlc2NyaXB0aW9uGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IuMBCgdSZXBsaWNhEhgKCnJlcGxpY2FfaWQYASABKAlCBOJBAQISDwoHYWRkcmVzcxgCIAEoCRIqCgVzdGF0ZRgDIAEoDjIbLmxsYW1hX21lc2gudjEuUmVwbGljYVN0YXRlEhoKEnJ1bm5pbmdfdGFza19jb3VudBgEIAEoBRIXCg9tYXhfY29uY3VycmVuY3kYBSABKAUSOwoRbGVhc2VfZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEg8KB3J1bnRpbWUYByABKAkiwgEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAQgASgBEh0KFXJldHJ5YWJsZV9lcnJvcl90eXBlcxgFIAMoCSKqAgoHU2Vzc2lvbhISCgRuYW1lGAEgASgJQgTiQQEIEjIKBmxhYmVscxgCIAMoCzIiLmxsYW1hX21lc2gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRI0Cg5vdmVybGFwX3BvbGljeRgDIAEoDjIcLmxsYW1hX21lc2gudjEuT3ZlcmxhcFBvbGljeRI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFKBAgEEAUiewoMSW5wdXRSZXF1ZXN0EhAKCHNlcXVlbmNlGAEgASgDEhIKCmV2ZW50X3R5cGUYAiABKAkSJwoHcGF5bG9hZBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIcChRhY2NlcHRlZF9ldmVudF90eXBlcxgEIAMoCSLhBgoEVGFzaxISCgRuYW1lGAEgASgJQgTiQQEIEhUKB3NlcnZpY2UYAiABKAlCBOJBAQISJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei0KBXN0YXRlGAQgASgOMhgubGxhbWFfbWVzaC52MS5UYXNrU3RhdGVCBOJBAQMSLAoGcmVzdWx0GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlQgTiQQEDEicKBWVycm9yGAYgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNCBOJBAQMSGwoNYXR0ZW1wdF9jb3VudBgHIAEoBUIE4kEBAxIwCgxyZXRyeV9wb2xpY3kYCCABKAsyGi5sbGFtYV9tZXNoLnYxLlJldHJ5UG9saWN5EjAKB3RpbWVvdXQYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQQSMgoIZGVhZGxpbmUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhkKC3BhcmVudF90YXNrGAsgASgJQgTiQQEFEjgKDWlucHV0X3JlcXVlc3QYDCABKAsyGy5sbGFtYV9tZXNoLnYxLklucHV0UmVxdWVzdEIE4kEBAxIYCgpyZXBsaWNhX2lkGA0gASgJQgTiQQEDEh4KEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAhCBOJBAQMSLwoGbGFiZWxzGBAgAygLMh8ubGxhbWFfbWVzaC52MS5UYXNrLkxhYmVsc0VudHJ5EjUKC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0CgpzdGFydF90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYFCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFKBAgOEA8i/AEKCVRhc2tFdmVudBIMCgR0YXNrGAEgASgJEhYKCHNlcXVlbmNlGAIgASgDQgTiQQEDEgwKBHR5cGUYAyABKAkSJwoHcGF5bG9hZBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVzdGF0ZRgFIAEoDjIYLmxsYW1hX21lc2gudjEuVGFza1N0YXRlEiEKBWVycm9yGAYgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSDwoHYXR0ZW1wdBgHIAEoBRI1CgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMi1AEKC1F1ZXVlQ29uZmlnEhEKCW5hdHNfdXJscxgBIAMoCRIOCgZwcmVmaXgYAiABKAkSEwoLdGFza19zdHJlYW0YAyABKAkSFAoMZXZlbnRfc3RyZWFtGAQgASgJEhoKEmRlYWRfbGV0dGVyX3N0cmVhbRgFIAEoCRIWCg5zZXJ2aWNlX2J1Y2tldBgGIAEoCRIWCg5zZXNzaW9uX2J1Y2tldBgHIAEoCRITCgt0YXNrX2J1Y2tldBgIIAEoCRIWCg5jb250ZXh0X2J1Y2tldBgJIAEoCSIzCg5UYXNrQXNzaWdubWVudBIhCgR0YXNrGAEgASgLMhMubGxhbWFfbWVzaC52MS5UYXNrIlEKCVRhc2tJbnB1dBIMCgR0YXNrGAEgASgJEgwKBHR5cGUYAiABKAkSKAoHcGF5bG9hZBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiMAoQVGFza0NhbmNlbGxhdGlvbhIMCgR0YXNrGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJHCgpEZWFkTGV0dGVyEiEKBHRhc2sYASABKAsyEy5sbGFtYV9tZXNoLnYxLlRhc2sSFgoOZGVsaXZlcnlfY291bnQYAiABKAUi3QIKCEVudmVsb3BlEgoKAmlkGAEgASgJEjAKDHB1Ymxpc2hfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOAoPdGFza19hc3NpZ25tZW50GAogASgLMh0ubGxhbWFfbWVzaC52MS5UYXNrQXNzaWdubWVudEgAEi4KCnRhc2tfZXZlbnQYCyABKAsyGC5sbGFtYV9tZXNoLnYxLlRhc2tFdmVudEgAEi4KCnRhc2tfaW5wdXQYDCABKAsyGC5sbGFtYV9tZXNoLnYxLlRhc2tJbnB1dEgAEjwKEXRhc2tfY2FuY2VsbGF0aW9uGA0gASgLMh8ubGxhbWFfbWVzaC52MS5UYXNrQ2FuY2VsbGF0aW9uSAASMAoLZGVhZF9sZXR0ZXIYDiABKAsyGS5sbGFtYV9tZXNoLnYxLkRlYWRMZXR0ZXJIAEIJCgdwYXlsb2FkKqwBCgtTZXJ2aWNlS2luZBIcChhTRVJWSUNFX0tJTkRfVU5TUEVDSUZJRUQQABIZChVTRVJWSUNFX0tJTkRfV09SS0ZMT1cQARIWChJTRVJWSUNFX0tJTkRfQUdFTlQQAhIVChFTRVJWSUNFX0tJTkRfVE9PTBADEhYKElNFUlZJQ0VfS0lORF9IVU1BThAEEh0KGVNFUlZJQ0VfS0lORF9PUkNIRVNUUkFUT1IQBSp+CgxSZXBsaWNhU3RhdGUSHQoZUkVQTElDQV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVJFUExJQ0FfU1RBVEVfU0VSVklORxABEhgKFFJFUExJQ0FfU1RBVEVfUEFVU0VEEAISGgoWUkVQTElDQV9TVEFURV9EUkFJTklORxADKmQKDU92ZXJsYXBQb2xpY3kSHgoaT1ZFUkxBUF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIYChRPVkVSTEFQX1BPTElDWV9RVUVVRRABEhkKFU9WRVJMQVBfUE9MSUNZX1JFSkVDVBACKsQBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhYKElRBU0tfU1RBVEVfUlVOTklORxACEiAKHFRBU0tfU1RBVEVfV0FJVElOR19GT1JfSU5QVVQQAxIYChRUQVNLX1NUQVRFX1NVQ0NFRURFRBAEEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAUSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQBmIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("Ch1sbGFtYV9tZXNoL3YxL3Jlc291cmNlcy5wcm90bxINbGxhbWFfbWVzaC52MSKEBAoHU2VydmljZRISCgRuYW1lGAEgASgJQgTiQQEIEigKBGtpbmQYAiABKA4yGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VLaW5kEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi0KDGlucHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoMcmV0cnlfcG9saWN5GAUgASgLMhoubGxhbWFfbWVzaC52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHAoUYWNjZXB0ZWRfZXZlbnRfdHlwZXMYByADKAkSLgoIcmVwbGljYXMYCCADKAsyFi5sbGFtYV9tZXNoLnYxLlJlcGxpY2FCBOJBAQMSGgoMdGFza19zdWJqZWN0GAkgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSKQoFdG9vbHMYFCADKAsyGi5sbGFtYV9tZXNoLnYxLlNlcnZpY2VUb29sEg4KBm1vZGVscxgVIAMoCSJjCgtTZXJ2aWNlVG9vbBISCgRuYW1lGAEgASgJQgTiQQECEhMKC2Rlc2NyaXB0aW9uGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IuMBCgdSZXBsaWNhEhgKCnJlcGxpY2FfaWQYASABKAlCBOJBAQISDwoHYWRkcmVzcxgCIAEoCRIqCgVzdGF0ZRgDIAEoDjIbLmxsYW1hX21lc2gudjEuUmVwbGljYVN0YXRlEhoKEnJ1bm5pbmdfdGFza19jb3VudBgEIAEoBRIXCg9tYXhfY29uY3VycmVuY3kYBSABKAUSOwoRbGVhc2VfZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEg8KB3J1bnRpbWUYByABKAkiwgEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAQgASgBEh0KFXJldHJ5YWJsZV9lcnJvcl90eXBlcxgFIAMoCSLwAgoHU2Vzc2lvbhISCgRuYW1lGAEgASgJQgTiQQEIEjIKBmxhYmVscxgCIAMoCzIiLmxsYW1hX21lc2gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRI0Cg5vdmVybGFwX3BvbGljeRgDIAEoDjIcLmxsYW1hX21lc2gudjEuT3ZlcmxhcFBvbGljeRI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhQKDHRva2VuX2J1ZGdldBgeIAEoAxIuCgV1c2FnZRgfIAEoCzIZLmxsYW1hX21lc2gudjEuVG9rZW5Vc2FnZUIE4kEBAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBSgQIBBAFIugBCgpUb2tlblVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDEhEKCWxsbV9jYWxscxgEIAEoAxI1CgZtb2RlbHMYBSADKAsyJS5sbGFtYV9tZXNoLnYxLlRva2VuVXNhZ2UuTW9kZWxzRW50cnkaSAoLTW9kZWxzRW50cnkSCwoDa2V5GAEgASgJEigKBXZhbHVlGAIgASgLMhkubGxhbWFfbWVzaC52MS5Ub2tlblVzYWdlOgI4ASJ7CgxJbnB1dFJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAMSEgoKZXZlbnRfdHlwZRgCIAEoCRInCgdwYXlsb2FkGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhwKFGFjY2VwdGVkX2V2ZW50X3R5cGVzGAQgAygJIpEHCgRUYXNrEhIKBG5hbWUYASABKAlCBOJBAQgSFQoHc2VydmljZRgCIAEoCUIE4kEBAhImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLQoFc3RhdGUYBCABKA4yGC5sbGFtYV9tZXNoLnYxLlRhc2tTdGF0ZUIE4kEBAxIsCgZyZXN1bHQYBSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVCBOJBAQMSJwoFZXJyb3IYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1c0IE4kEBAxIbCg1hdHRlbXB0X2NvdW50GAcgASgFQgTiQQEDEjAKDHJldHJ5X3BvbGljeRgIIAEoCzIaLmxsYW1hX21lc2gudjEuUmV0cnlQb2xpY3kSMAoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBBBIyCghkZWFkbGluZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGQoLcGFyZW50X3Rhc2sYCyABKAlCBOJBAQUSOAoNaW5wdXRfcmVxdWVzdBgMIAEoCzIbLmxsYW1hX21lc2gudjEuSW5wdXRSZXF1ZXN0QgTiQQEDEhgKCnJlcGxpY2FfaWQYDSABKAlCBOJBAQMSHgoQY2FuY2VsX3JlcXVlc3RlZBgPIAEoCEIE4kEBAxIvCgZsYWJlbHMYECADKAsyHy5sbGFtYV9tZXNoLnYxLlRhc2suTGFiZWxzRW50cnkSNQoLY3JlYXRlX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnN0YXJ0X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjIKCGVuZF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSLgoFdXNhZ2UYHiABKAsyGS5sbGFtYV9tZXNoLnYxLlRva2VuVXNhZ2VCBOJBAQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUoECA4QDyKmAgoJVGFza0V2ZW50EgwKBHRhc2sYASABKAkSFgoIc2VxdWVuY2UYAiABKANCBOJBAQMSDAoEdHlwZRgDIAEoCRInCgdwYXlsb2FkGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBXN0YXRlGAUgASgOMhgubGxhbWFfbWVzaC52MS5UYXNrU3RhdGUSIQoFZXJyb3IYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIPCgdhdHRlbXB0GAcgASgFEjUKC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIoCgV1c2FnZRgeIAEoCzIZLmxsYW1hX21lc2gudjEuVG9rZW5Vc2FnZSLUAQoLUXVldWVDb25maWcSEQoJbmF0c191cmxzGAEgAygJEg4KBnByZWZpeBgCIAEoCRITCgt0YXNrX3N0cmVhbRgDIAEoCRIUCgxldmVudF9zdHJlYW0YBCABKAkSGgoSZGVhZF9sZXR0ZXJfc3RyZWFtGAUgASgJEhYKDnNlcnZpY2VfYnVja2V0GAYgASgJEhYKDnNlc3Npb25fYnVja2V0GAcgASgJEhMKC3Rhc2tfYnVja2V0GAggASgJEhYKDmNvbnRleHRfYnVja2V0GAkgASgJIjMKDlRhc2tBc3NpZ25tZW50EiEKBHRhc2sYASABKAsyEy5sbGFtYV9tZXNoLnYxLlRhc2siUQoJVGFza0lucHV0EgwKBHRhc2sYASABKAkSDAoEdHlwZRgCIAEoCRIoCgdwYXlsb2FkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIwChBUYXNrQ2FuY2VsbGF0aW9uEgwKBHRhc2sYASABKAkSDgoGcmVhc29uGAIgASgJIkcKCkRlYWRMZXR0ZXISIQoEdGFzaxgBIAEoCzITLmxsYW1hX21lc2gudjEuVGFzaxIWCg5kZWxpdmVyeV9jb3VudBgCIAEoBSLdAgoIRW52ZWxvcGUSCgoCaWQYASABKAkSMAoMcHVibGlzaF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4Cg90YXNrX2Fzc2lnbm1lbnQYCiABKAsyHS5sbGFtYV9tZXNoLnYxLlRhc2tBc3NpZ25tZW50SAASLgoKdGFza19ldmVudBgLIAEoCzIYLmxsYW1hX21lc2gudjEuVGFza0V2ZW50SAASLgoKdGFza19pbnB1dBgMIAEoCzIYLmxsYW1hX21lc2gudjEuVGFza0lucHV0SAASPAoRdGFza19jYW5jZWxsYXRpb24YDSABKAsyHy5sbGFtYV9tZXNoLnYxLlRhc2tDYW5jZWxsYXRpb25IABIwCgtkZWFkX2xldHRlchgOIAEoCzIZLmxsYW1hX21lc2gudjEuRGVhZExldHRlckgAQgkKB3BheWxvYWQqrAEKC1NlcnZpY2VLaW5kEhwKGFNFUlZJQ0VfS0lORF9VTlNQRUNJRklFRBAAEhkKFVNFUlZJQ0VfS0lORF9XT1JLRkxPVxABEhYKElNFUlZJQ0VfS0lORF9BR0VOVBACEhUKEVNFUlZJQ0VfS0lORF9UT09MEAMSFgoSU0VSVklDRV9LSU5EX0hVTUFOEAQSHQoZU0VSVklDRV9LSU5EX09SQ0hFU1RSQVRPUhAFKn4KDFJlcGxpY2FTdGF0ZRIdChlSRVBMSUNBX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUkVQTElDQV9TVEFURV9TRVJWSU5HEAESGAoUUkVQTElDQV9TVEFURV9QQVVTRUQQAhIaChZSRVBMSUNBX1NUQVRFX0RSQUlOSU5HEAMqZAoNT3ZlcmxhcFBvbGljeRIeChpPVkVSTEFQX1BPTElDWV9VTlNQRUNJRklFRBAAEhgKFE9WRVJMQVBfUE9MSUNZX1FVRVVFEAESGQoVT1ZFUkxBUF9QT0xJQ1lfUkVKRUNUEAIqxAEKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9QRU5ESU5HEAESFgoSVEFTS19TVEFURV9SVU5OSU5HEAISIAocVEFTS19TVEFURV9XQUlUSU5HX0ZPUl9JTlBVVBADEhgKFFRBU0tfU1RBVEVfU1VDQ0VFREVEEAQSFQoRVEFTS19TVEFURV9GQUlMRUQQBRIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBAGYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A named service in the mesh. Any number of replicas serve one service; they
@@ -325,6 +325,23 @@ export type Session = Message<"llama_mesh.v1.Session"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Tokens (TokenUsage.total_tokens) the session's tasks may use in all; 0
+   * means no limit. A task does not start once the session has used it up,
+   * and a running task whose LLM calls cross it fails with
+   * RESOURCE_EXHAUSTED (the message says how much was used).
+   *
+   * @generated from field: int64 token_budget = 30;
+   */
+  tokenBudget: bigint;
+
+  /**
+   * Tokens the session's tasks have used so far (every attempt counts).
+   *
+   * @generated from field: llama_mesh.v1.TokenUsage usage = 31;
+   */
+  usage?: TokenUsage | undefined;
 };
 
 /**
@@ -333,6 +350,56 @@ export type Session = Message<"llama_mesh.v1.Session"> & {
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_llama_mesh_v1_resources, 4);
+
+/**
+ * Tokens counted by the models of LLM calls: of one event, a task or a session.
+ *
+ * @generated from message llama_mesh.v1.TokenUsage
+ */
+export type TokenUsage = Message<"llama_mesh.v1.TokenUsage"> & {
+  /**
+   * Tokens of the prompts.
+   *
+   * @generated from field: int64 prompt_tokens = 1;
+   */
+  promptTokens: bigint;
+
+  /**
+   * Tokens generated.
+   *
+   * @generated from field: int64 completion_tokens = 2;
+   */
+  completionTokens: bigint;
+
+  /**
+   * prompt_tokens + completion_tokens.
+   *
+   * @generated from field: int64 total_tokens = 3;
+   */
+  totalTokens: bigint;
+
+  /**
+   * LLM calls counted.
+   *
+   * @generated from field: int64 llm_calls = 4;
+   */
+  llmCalls: bigint;
+
+  /**
+   * The same counts per model, by the model's name as its LLM class reports
+   * it. The entries have no `models` of their own.
+   *
+   * @generated from field: map<string, llama_mesh.v1.TokenUsage> models = 5;
+   */
+  models: { [key: string]: TokenUsage };
+};
+
+/**
+ * Describes the message llama_mesh.v1.TokenUsage.
+ * Use `create(TokenUsageSchema)` to create a new message.
+ */
+export const TokenUsageSchema: GenMessage<TokenUsage> = /*@__PURE__*/
+  messageDesc(file_llama_mesh_v1_resources, 5);
 
 /**
  * What a waiting task asked for.
@@ -374,7 +441,7 @@ export type InputRequest = Message<"llama_mesh.v1.InputRequest"> & {
  * Use `create(InputRequestSchema)` to create a new message.
  */
 export const InputRequestSchema: GenMessage<InputRequest> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 5);
+  messageDesc(file_llama_mesh_v1_resources, 6);
 
 /**
  * One run of a service in a session.
@@ -516,6 +583,13 @@ export type Task = Message<"llama_mesh.v1.Task"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 20;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Tokens its LLM calls used, over all its attempts.
+   *
+   * @generated from field: llama_mesh.v1.TokenUsage usage = 30;
+   */
+  usage?: TokenUsage | undefined;
 };
 
 /**
@@ -523,7 +597,7 @@ export type Task = Message<"llama_mesh.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 6);
+  messageDesc(file_llama_mesh_v1_resources, 7);
 
 /**
  * One event of a task, as streamed to clients and kept for replay.
@@ -590,6 +664,15 @@ export type TaskEvent = Message<"llama_mesh.v1.TaskEvent"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Tokens of the LLM calls this event reports (an agent's
+   * llama_mesh.agent.InferenceCompleted, or llama_mesh.TokenUsage); they
+   * are added to the task's and the session's usage.
+   *
+   * @generated from field: llama_mesh.v1.TokenUsage usage = 30;
+   */
+  usage?: TokenUsage | undefined;
 };
 
 /**
@@ -597,7 +680,7 @@ export type TaskEvent = Message<"llama_mesh.v1.TaskEvent"> & {
  * Use `create(TaskEventSchema)` to create a new message.
  */
 export const TaskEventSchema: GenMessage<TaskEvent> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 7);
+  messageDesc(file_llama_mesh_v1_resources, 8);
 
 /**
  * Where services find the message queue, and how the mesh uses it.
@@ -674,7 +757,7 @@ export type QueueConfig = Message<"llama_mesh.v1.QueueConfig"> & {
  * Use `create(QueueConfigSchema)` to create a new message.
  */
 export const QueueConfigSchema: GenMessage<QueueConfig> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 8);
+  messageDesc(file_llama_mesh_v1_resources, 9);
 
 /**
  * A task handed to a service (on `{prefix}.tasks.{service}`).
@@ -695,7 +778,7 @@ export type TaskAssignment = Message<"llama_mesh.v1.TaskAssignment"> & {
  * Use `create(TaskAssignmentSchema)` to create a new message.
  */
 export const TaskAssignmentSchema: GenMessage<TaskAssignment> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 9);
+  messageDesc(file_llama_mesh_v1_resources, 10);
 
 /**
  * An event sent into a waiting task (on `{prefix}.input.{task_id}`).
@@ -730,7 +813,7 @@ export type TaskInput = Message<"llama_mesh.v1.TaskInput"> & {
  * Use `create(TaskInputSchema)` to create a new message.
  */
 export const TaskInputSchema: GenMessage<TaskInput> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 10);
+  messageDesc(file_llama_mesh_v1_resources, 11);
 
 /**
  * A request to stop a running task (on `{prefix}.cancel.{task_id}`).
@@ -758,7 +841,7 @@ export type TaskCancellation = Message<"llama_mesh.v1.TaskCancellation"> & {
  * Use `create(TaskCancellationSchema)` to create a new message.
  */
 export const TaskCancellationSchema: GenMessage<TaskCancellation> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 11);
+  messageDesc(file_llama_mesh_v1_resources, 12);
 
 /**
  * A task that failed for good (on `{prefix}.dead.{service}`).
@@ -786,7 +869,7 @@ export type DeadLetter = Message<"llama_mesh.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 12);
+  messageDesc(file_llama_mesh_v1_resources, 13);
 
 /**
  * What travels on the mesh's NATS subjects: one typed payload, never an
@@ -862,7 +945,7 @@ export type Envelope = Message<"llama_mesh.v1.Envelope"> & {
  * Use `create(EnvelopeSchema)` to create a new message.
  */
 export const EnvelopeSchema: GenMessage<Envelope> = /*@__PURE__*/
-  messageDesc(file_llama_mesh_v1_resources, 13);
+  messageDesc(file_llama_mesh_v1_resources, 14);
 
 /**
  * What a deployed service runs.
