@@ -27,12 +27,13 @@ import grpc
 
 from llama_mesh.client._api_keys import ApiKeys
 from llama_mesh.client._credentials import Credentials
-from llama_mesh.core import proto_time
+from llama_mesh.core import agent_events, proto_time, token_usage
 from llama_mesh.core.errors import (
     MeshError,
     TaskCancelledError,
     TaskDeadlineExceededError,
     TaskFailedError,
+    TaskResourceExhaustedError,
     UnavailableError,
     error_for_code,
 )
@@ -67,6 +68,8 @@ def task_result(task: Task) -> Any:
         kind = error_type(task.error)
         if status_code(task.error) == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise TaskDeadlineExceededError(f"task {task.name}: {message}", task, kind)
+        if status_code(task.error) == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise TaskResourceExhaustedError(f"task {task.name}: {message}", task, kind)
         raise TaskFailedError(f"task {task.name} failed: {message}", task, kind)
     raise MeshError(f"task {task.name} has not finished ({TaskState.Name(task.state)})")
 
@@ -83,10 +86,17 @@ class StreamedEvent:
     attempt: int
     error_type: str = ""
     error_message: str = ""
+    # Tokens of the LLM calls the event reports (token_usage.to_json), if any.
+    usage: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
         return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
+
+    @property
+    def agent_event(self) -> agent_events.AgentEvent | None:
+        """The typed payload of an event of the agent vocabulary; None for others."""
+        return agent_events.parse(self.type, self.payload)
 
     @classmethod
     def from_proto(cls, event: resources_pb2.TaskEvent) -> StreamedEvent:
@@ -99,6 +109,7 @@ class StreamedEvent:
             attempt=event.attempt,
             error_type=error_type(event.error) if event.HasField("error") else "",
             error_message=event.error.message,
+            usage=token_usage.to_json(event.usage) if event.HasField("usage") else None,
         )
 
 
@@ -205,13 +216,23 @@ class AsyncClient:
         *,
         labels: dict[str, str] | None = None,
         reject_overlap: bool = False,
+        token_budget: int = 0,
     ) -> AsyncSession:
-        """Create a session (ALREADY_EXISTS if `session_id` is taken)."""
-        return await self._create_session(session_id, labels, reject_overlap, False)
+        """Create a session (ALREADY_EXISTS if `session_id` is taken).
+
+        `token_budget` caps the tokens its tasks' LLM calls may use in all (0: no cap).
+        """
+        return await self._create_session(
+            session_id, labels, reject_overlap, token_budget, allow_existing=False
+        )
 
     async def get_or_create_session(self, session_id: str, **kwargs: Any) -> AsyncSession:
         return await self._create_session(
-            session_id, kwargs.get("labels"), kwargs.get("reject_overlap", False), True
+            session_id,
+            kwargs.get("labels"),
+            kwargs.get("reject_overlap", False),
+            kwargs.get("token_budget", 0),
+            allow_existing=True,
         )
 
     async def _create_session(
@@ -219,6 +240,8 @@ class AsyncClient:
         session_id: str | None,
         labels: dict[str, str] | None,
         reject_overlap: bool,
+        token_budget: int,
+        *,
         allow_existing: bool,
     ) -> AsyncSession:
         policy = (
@@ -229,7 +252,9 @@ class AsyncClient:
         response = await self.call(
             self.stub.CreateSession,
             cp.CreateSessionRequest(
-                session=resources_pb2.Session(labels=labels or {}, overlap_policy=policy),
+                session=resources_pb2.Session(
+                    labels=labels or {}, overlap_policy=policy, token_budget=token_budget
+                ),
                 session_id=session_id or "",
                 allow_existing=allow_existing,
             ),

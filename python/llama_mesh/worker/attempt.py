@@ -24,14 +24,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
-from workflows.events import Event
 from workflows.handler import WorkflowHandler
 
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import FailedPreconditionError, RetryableError
+from llama_mesh.core.errors import FailedPreconditionError, MeshError, RetryableError
 from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import (
     WAITING,
@@ -55,7 +55,8 @@ from llama_mesh.jetstream.session_lock import Revisions, SessionLock
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
 from llama_mesh.worker.task_inputs import TaskInputs
-from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner, event_payload
+from llama_mesh.worker.token_ledger import TokenLedger
+from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class Attempt:
         self._forwards: set[asyncio.Task[None]] = set()
         # The answers the task got while it waited for input (human in the loop).
         self._inputs: TaskInputs | None = None
+        # Charges the tokens of the attempt's LLM calls to the task and its session.
+        self._ledger = TokenLedger(worker.state, name, worker.replica_id)
 
     def cancel(self, reason: str) -> None:
         """The task was cancelled: stop the workflow."""
@@ -211,7 +214,13 @@ class Attempt:
         except _WorkflowFailed as failed:
             err = failed.error
             await self._settle(
-                Failed(type(err).__name__, str(err), retryable=isinstance(err, RetryableError))
+                Failed(
+                    type(err).__name__,
+                    str(err),
+                    retryable=isinstance(err, RetryableError),
+                    # A mesh error (a token budget used up...) fails the task with its code.
+                    code=err.code if isinstance(err, MeshError) else grpc.StatusCode.UNKNOWN,
+                )
             )
             return
         except _AlreadyFinished:
@@ -262,6 +271,7 @@ class Attempt:
             kwargs = to_python(self.task.input)
             token = current_task.set(RunningTask(str(self.name), deadline, self.worker.caller))
             try:
+                await self._ledger.check()
                 outcome = await self.worker.runner.run(kwargs, saved, self._on_event)
             except Exception as err:
                 if isinstance(err, _AlreadyFinished) or _is_mesh_error(err):
@@ -280,17 +290,24 @@ class Attempt:
                 await asyncio.shield(lock.release())
             raise
 
-    async def _on_event(self, event: Event, handler: WorkflowHandler) -> None:
-        """Publish an event the workflow streamed; a request for input makes the task
+    async def _on_event(self, out: resources_pb2.TaskEvent, handler: WorkflowHandler) -> None:
+        """Publish an event of the run (the runner mapped it); tokens are charged to the
+        task and its session as they are spent; a request for input makes the task
         WAITING and starts forwarding the answer."""
         state = self.worker.state
-        out = resources_pb2.TaskEvent(type=type(event).__name__, attempt=self.number)
-        out.payload.CopyFrom(to_value(event_payload(event), f"event {type(event).__name__}"))
-        if not self.worker.runner.is_input_request(event):
+        out.attempt = self.number
+        if out.HasField("usage"):
+            if self._started is not None:
+                await _recorded(self._started)
+            await self._ledger.charge(out)
+            return
+        if out.state != WAITING:
             await state.journal.publish(self.name, out)
             return
         # A question an earlier attempt of this task asked and got answered is
-        # answered again from the stored answers (task_inputs.py).
+        # answered again from the stored answers (task_inputs.py); only an unanswered
+        # one makes the task WAITING.
+        out.state = resources_pb2.TASK_STATE_UNSPECIFIED
         if self._inputs is None:
             self._inputs = TaskInputs(state, self.name, self.worker.runner.make_event)
         inputs = self._inputs

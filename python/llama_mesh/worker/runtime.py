@@ -48,12 +48,12 @@ from llama_mesh.v1 import (
     service_pb2,
     service_pb2_grpc,
 )
+from llama_mesh.worker.agent_runner import runner_for
 from llama_mesh.worker.attempt import Attempt, Worker, take
 from llama_mesh.worker.child_tasks import ChildCaller
 from llama_mesh.worker.nested import use_mesh_for_nested
 from llama_mesh.worker.registration import Registration
 from llama_mesh.worker.service_api import ServiceAPIServicer
-from llama_mesh.worker.workflow_runner import WorkflowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ServiceRuntime:
         config: ServiceConfig,
         control_plane: str,
     ) -> None:
-        self.runner = WorkflowRunner(workflow)
+        self.runner = runner_for(workflow)
         self.config = config
         self.control_plane = control_plane
         self.replica_id = new_id()

@@ -1,9 +1,10 @@
 """Runs one attempt of a task on a llama-index Workflow.
 
 It turns task input into a run, restores and saves the session's Context with the
-JSON serializer (never pickle), and reports every streamed event. The runtime around
-it is the same for every kind of service; what it needs of the library's private
-parts is in workflow_internals.
+JSON serializer (never pickle), and hands every streamed event, mapped to TaskEvents
+(event_mapper.py), to the runtime. The runtime around it is the same for every kind of
+service; an agent's runner (agent_runner.py) overrides the hooks below; what it needs
+of the library's private parts is in workflow_internals.
 """
 
 from __future__ import annotations
@@ -28,24 +29,30 @@ from workflows.events import (
 )
 from workflows.handler import WorkflowHandler
 
+from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.event_mapper import EventMapper, event_payload
+from llama_mesh.worker.llm_usage import UsageSink, collect_usage
 from llama_mesh.worker.workflow_internals import steps
 
 logger = logging.getLogger(__name__)
 
-OnEvent = Callable[[Event, WorkflowHandler], Awaitable[None]]
+__all__ = [
+    "ContextTypeNotAllowedError",
+    "OnEvent",
+    "RunOutcome",
+    "WorkflowRunner",
+    "declared_types",
+    "event_payload",
+    "to_json",
+]
+
+# Called with each TaskEvent of the run (type, payload, and usage or a WAITING state
+# when the event reports tokens or asks for input; the runtime sets the attempt).
+OnEvent = Callable[[resources_pb2.TaskEvent, WorkflowHandler], Awaitable[None]]
 
 
 class ResultNotSerializableError(TypeError):
     """The workflow returned a value that is not JSON."""
-
-
-def event_payload(event: Event) -> Any:
-    """An event's fields as a JSON object (free-form fields merged in)."""
-    data = event.model_dump(mode="json")
-    extra = data.pop("_data", None)
-    if isinstance(extra, dict):
-        data.update(extra)
-    return data
 
 
 def to_json(value: Any) -> Any:
@@ -77,7 +84,7 @@ class ContextTypeNotAllowedError(TypeError):
     (a type named by stored data is never imported)."""
 
 
-def _declared_types(workflow: Workflow) -> list[type[Any]]:
+def declared_types(workflow: Workflow) -> list[type[Any]]:
     """What a saved Context of this workflow may hold: its events, the types its steps
     declare (accepted, returned, their state), and the workflow's `context_types`."""
     found: list[Any] = [
@@ -123,10 +130,14 @@ class WorkflowRunner:
 
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
-        # An allow-list: a Context restores only the workflow's own types, whatever
-        # class names the stored JSON (which task input can reach) asks for.
-        self._serializer = JsonSerializer(allowed_types=_declared_types(workflow))
+        self._serializer = self.serializer()
         self._events = _event_classes(workflow)
+
+    def serializer(self) -> JsonSerializer:
+        """How the session's Context is written and read back: with an allow-list, so
+        that it restores only the workflow's own types, whatever class names the stored
+        JSON (which task input can reach) asks for."""
+        return JsonSerializer(allowed_types=declared_types(self.workflow))
 
     @property
     def description(self) -> str:
@@ -176,7 +187,21 @@ class WorkflowRunner:
     def is_input_request(event: Event) -> bool:
         return isinstance(event, InputRequiredEvent)
 
-    def _restore(self, saved: dict[str, Any]) -> Context:
+    # ------------------------------------------------------------ hooks
+
+    def mapper(self) -> EventMapper:
+        """A new mapper of workflow events to TaskEvents, for one run."""
+        return EventMapper()
+
+    def restore(
+        self, kwargs: dict[str, Any], saved: dict[str, Any] | None
+    ) -> tuple[Context | None, dict[str, Any]]:
+        """The Context to continue (None: a fresh one) and the run's keyword arguments."""
+        return (self.restore_context(saved) if saved else None), kwargs
+
+    def restore_context(self, saved: dict[str, Any]) -> Context:
+        """A saved Context, back; ContextTypeNotAllowedError if it names a type the
+        workflow does not declare."""
         # The serializer would refuse an undeclared type only when a step reads the
         # value; checking every named type first makes it one typed error up front.
         for qualified_name in _named_types(saved):
@@ -190,27 +215,47 @@ class WorkflowRunner:
                 ) from err
         return Context.from_dict(self.workflow, saved, serializer=self._serializer)
 
+    def result(self, value: Any, mapper: EventMapper) -> Any:
+        """The task's result (JSON) from what the workflow returned."""
+        return to_json(value)
+
+    async def snapshot(self, handler: WorkflowHandler) -> dict[str, Any]:
+        """What the session keeps for the next run (JSON)."""
+        return handler.ctx.to_dict(serializer=self._serializer)
+
+    # ------------------------------------------------------------ running
+
     async def run(
         self,
         kwargs: dict[str, Any],
         saved_context: dict[str, Any] | None,
         on_event: OnEvent,
     ) -> RunOutcome:
-        ctx = self._restore(saved_context) if saved_context else None
-        handler = self.workflow.run(ctx=ctx, **kwargs)
-        try:
-            async for event in handler.stream_events():
-                if isinstance(event, StopEvent):
-                    continue
-                await on_event(event, handler)
-            result = await handler
-        except asyncio.CancelledError:
-            if not handler.is_done():
-                await asyncio.shield(handler.cancel_run())
-            raise
-        except BaseException:
-            if not handler.is_done():
-                handler.cancel()
-            raise
-        context = handler.ctx.to_dict(serializer=self._serializer)
-        return RunOutcome(result=to_json(result), context=context)
+        ctx, run_kwargs = self.restore(kwargs, saved_context)
+        mapper = self.mapper()
+        sink = UsageSink()
+        with collect_usage(sink):
+            handler = self.workflow.run(ctx=ctx, **run_kwargs)
+            sink.run_id = handler.run_id
+
+            async def publish(events: list[Event]) -> None:
+                for event in events:
+                    for out in mapper.map(event):
+                        await on_event(out, handler)
+
+            try:
+                async for event in handler.stream_events():
+                    await publish([*sink.take_pending()])
+                    if not isinstance(event, StopEvent):
+                        await publish([event])
+                result = await handler
+                await publish([*sink.take_pending()])
+            except asyncio.CancelledError:
+                if not handler.is_done():
+                    await asyncio.shield(handler.cancel_run())
+                raise
+            except BaseException:
+                if not handler.is_done():
+                    handler.cancel()
+                raise
+        return RunOutcome(result=self.result(result, mapper), context=await self.snapshot(handler))
