@@ -17,7 +17,7 @@ from llama_mesh.core.json_values import to_python
 from llama_mesh.testing import Reply, ScriptedModel, ToolCall, Usage
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.agent_runner import AgentRunner
-from llama_mesh.worker.workflow_runner import RunOutcome
+from llama_mesh.worker.workflow_runner import ContextTypeNotAllowedError, RunOutcome
 
 
 def add(a: int, b: int) -> int:
@@ -166,7 +166,7 @@ async def test_a_type_named_in_the_saved_context_is_not_imported(
     data["state"] = json.dumps(
         {"__is_pydantic": True, "qualified_name": "email.mime.text.MIMEText", "value": {}}
     )
-    with pytest.raises(ValueError, match="not in the serializer's allowed types"):
+    with pytest.raises(ContextTypeNotAllowedError, match="MIMEText"):
         await _run(runner, outcome.context, user_msg="again")
     assert len(model.requests) == 1
 
