@@ -63,14 +63,23 @@ class Sessions:
 
     async def get_session(self, request: cp.GetSessionRequest) -> cp.GetSessionResponse:
         session_id = parse_session_name(request.name)
-        return cp.GetSessionResponse(
-            session=await self.state.sessions.get(session_id, request.name)
-        )
+        session = await self.state.sessions.get(session_id, request.name)
+        return cp.GetSessionResponse(session=await self._with_usage(session_id, session))
+
+    async def _with_usage(
+        self, session_id: str, session: resources_pb2.Session
+    ) -> resources_pb2.Session:
+        """The session with the tokens its tasks used (kept in the usage bucket)."""
+        found = await self.state.usage.find(session_id)
+        if found is not None:
+            session.usage.CopyFrom(found[0])
+        return session
 
     async def list_sessions(self, request: cp.ListSessionsRequest) -> cp.ListSessionsResponse:
         size = page_size(request.page_size)
         page = paginate(await self.state.sessions.scan(), size, request.page_token)
-        return cp.ListSessionsResponse(sessions=page.items, next_page_token=page.next_page_token)
+        sessions = [await self._with_usage(parse_session_name(s.name), s) for s in page.items]
+        return cp.ListSessionsResponse(sessions=sessions, next_page_token=page.next_page_token)
 
     async def delete_session(self, request: cp.DeleteSessionRequest) -> cp.DeleteSessionResponse:
         session_id = parse_session_name(request.name)
@@ -93,6 +102,7 @@ class Sessions:
         ):
             for key in await KvListing(self.state.js, bucket).keys(f"{session_id}.*"):
                 await kv.delete(key)
+        await self.state.usage.delete(session_id)
         await self.state.sessions.delete(session_id)
         logger.info("session %s deleted", request.name)
         return cp.DeleteSessionResponse()

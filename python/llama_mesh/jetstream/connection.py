@@ -39,6 +39,8 @@ class MeshState:
     locks: KeyValue
     agents: ProtoBucket[agents_pb2.Agent]
     responses: ProtoBucket[responses_pb2.StoredResponse]
+    # Tokens per session (Session.usage), apart from the sessions the control plane owns.
+    usage: ProtoBucket[resources_pb2.TokenUsage]
     # Called after NATS reconnects (e.g. to renew pull requests a restarted server lost).
     reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -118,6 +120,9 @@ class MeshState:
                 ),
                 responses=await ProtoBucket.open(
                     js, topology.bucket("responses"), responses_pb2.StoredResponse, "response"
+                ),
+                usage=await ProtoBucket.open(
+                    js, topology.bucket("usage"), resources_pb2.TokenUsage, "token usage"
                 ),
                 reconnect_hooks=hooks,
             )

@@ -23,6 +23,9 @@ process at start-up.
     {p}_api_keys                 {key id}              issued API keys (secrets hashed)
     {p}_agents                   {agent id}            agents created by the Agents API
     {p}_responses                {response id}         stored responses (Responses API)
+    {p}_usage                    {session}             tokens the session's tasks used
+                                                       (TokenUsage; written by replicas,
+                                                       which may not write sessions)
 """
 
 from __future__ import annotations
@@ -180,6 +183,7 @@ class Topology:
             ("api_keys", None),
             ("agents", None),
             ("responses", None),
+            ("usage", None),
         ):
             try:
                 await _while_forming(

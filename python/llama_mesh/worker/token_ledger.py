@@ -1,8 +1,9 @@
 """Charges a task's LLM tokens to its record and its session, and keeps the session's budget.
 
 Each TaskEvent that carries usage (an agent's inference step, a ``llama_mesh.TokenUsage``)
-is recorded on the task (the journal adds it to ``Task.usage``) and added to
-``Session.usage`` with compare-and-set, right after the LLM call: a replica that dies
+is recorded on the task (the journal adds it to ``Task.usage``) and added to the
+session's count in the usage bucket (``Session.usage`` when read; replicas may not write
+the sessions themselves) with compare-and-set, right after the LLM call: a replica that dies
 mid-run has charged every call it made, and two tasks of one session running at once
 both see the other's tokens. A task does not start in a session that has used its
 budget up; a running task whose call takes the session past it fails with
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import logging
 
+from llama_mesh.core.errors import NotFoundError
 from llama_mesh.core.names import TaskName
-from llama_mesh.core.proto_time import now
 from llama_mesh.core.token_usage import add, check_budget
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.v1 import resources_pb2
@@ -33,9 +34,20 @@ class TokenLedger:
 
     async def check(self) -> None:
         """Raise TokenBudgetExceededError if the session has no tokens left."""
+        session = await self._session()
+        if session is not None:
+            check_budget(session)
+
+    async def _session(self) -> resources_pb2.Session | None:
+        """The session (its budget) with the usage counted so far."""
         found = await self._state.sessions.find(self._name.session_id)
-        if found is not None:
-            check_budget(found[0])
+        if found is None:
+            return None
+        session = found[0]
+        usage = await self._state.usage.find(self._name.session_id)
+        if usage is not None:
+            session.usage.CopyFrom(usage[0])
+        return session
 
     async def charge(self, event: resources_pb2.TaskEvent) -> None:
         """Record `event` (with its usage) on the task, add the usage to the session,
@@ -43,11 +55,22 @@ class TokenLedger:
         await self._state.journal.record(self._name, event, replica_id=self._replica_id)
         add(self.used, event.usage)
 
-        def change(session: resources_pb2.Session) -> None:
-            add(session.usage, event.usage)
-            session.update_time.CopyFrom(now())
+        total = await self._add_to_session(event.usage)
+        found = await self._state.sessions.find(self._name.session_id)
+        if found is not None:
+            session = found[0]
+            session.usage.CopyFrom(total)
+            check_budget(session, running=self.used)
 
-        session = await self._state.sessions.mutate(
-            self._name.session_id, self._name.session, change
-        )
-        check_budget(session, running=self.used)
+    async def _add_to_session(self, usage: resources_pb2.TokenUsage) -> resources_pb2.TokenUsage:
+        """Add `usage` to the session's count (compare-and-set); the new count."""
+        key = self._name.session_id
+        while True:
+            try:
+                return await self._state.usage.mutate(
+                    key, self._name.session, lambda counted: add(counted, usage)
+                )
+            except NotFoundError:
+                # The session's first tokens; a racing first writer makes create fail.
+                if await self._state.usage.create(key, usage) is not None:
+                    return usage
