@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llama_mesh.cli.agent_stream import AgentStream
 from llama_mesh.cli.target import (
     ConnectTimeout,
     ControlPlaneOption,
@@ -95,9 +96,12 @@ def _runner(
                 lambda: out.print(handle.name),
             )
             return
+        agent = AgentStream(err)
         if not quiet:
-            await _show_events(handle, service or "orchestrator")
+            await _show_events(handle, service or "orchestrator", agent)
         task = await handle.wait()
+        if not quiet:
+            agent.finish(task)
         result = task_result(task)  # a failed or cancelled task exits 1 in Target.run
         target.emit(
             task_view(task), lambda: print(json.dumps(result, ensure_ascii=False), flush=True)
@@ -106,11 +110,16 @@ def _runner(
     return main
 
 
-async def _show_events(handle: TaskHandle, service: str) -> None:
-    """Events on stderr as they come (with a spinner on a terminal)."""
+async def _show_events(handle: TaskHandle, service: str, agent: AgentStream) -> None:
+    """Events on stderr as they come (with a spinner on a terminal); an agent's answer
+    as the model writes it, its tool calls and tokens (agent_stream.py)."""
     status = err.status(f"{service}: waiting for a replica", spinner="dots")
     with status if err.is_terminal else contextlib.nullcontext():
         async for event in handle.events():
+            if agent.show(event):
+                # The answer is written as it comes: no spinner redrawn over it.
+                status.stop()
+                continue
             err.print(event_line(event))
             status.update(f"{service}: {event.state.lower().replace('_', ' ')}")
             if event.state == "WAITING_FOR_INPUT":

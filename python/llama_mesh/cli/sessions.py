@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from llama_mesh.cli.agent_stream import usage_line
 from llama_mesh.cli.target import (
     ConnectTimeout,
     ControlPlaneOption,
@@ -47,6 +48,9 @@ def sessions_list(
 def sessions_create(
     session_id: Annotated[str | None, typer.Argument(help="Id (default: a new one).")] = None,
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE label (repeat).")] = None,
+    token_budget: Annotated[
+        int, typer.Option(help="Tokens its tasks' LLM calls may use in all; 0: no limit.")
+    ] = 0,
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
@@ -57,7 +61,7 @@ def sessions_create(
     labels = {k: str(v) for k, v in parse_input(target, None, label or [], "--label").items()}
 
     async def main(client: AsyncClient) -> None:
-        session = await client.create_session(session_id, labels=labels)
+        session = await client.create_session(session_id, labels=labels, token_budget=token_budget)
         target.emit(session_view(session.session), lambda: out.print(session.name))
 
     target.run(main)
@@ -80,6 +84,12 @@ def sessions_get(
 
         def text() -> None:
             out.print(f"{data['name']}  created {data['create_time']}  labels {data['labels']}")
+            budget = found.session.token_budget
+            out.print(
+                f"{usage_line(found.session.usage)}"
+                + (f" of a budget of {budget}" if budget else ""),
+                highlight=False,
+            )
             out.print(tasks_table(tasks, "tasks"))
 
         target.emit(data, text)

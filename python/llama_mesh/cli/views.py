@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llama_mesh.client import StreamedEvent
+from llama_mesh.core import token_usage
 from llama_mesh.core.json_values import to_python
 from llama_mesh.core.status import error_type, status_code
 from llama_mesh.v1 import resources_pb2
@@ -38,6 +39,7 @@ def task_view(task: resources_pb2.Task) -> dict[str, Any]:
         "attempts": task.attempt_count,
         "parent_task": task.parent_task or None,
         "create_time": timestamp(task.create_time),
+        "usage": token_usage.to_json(task.usage) if task.usage.llm_calls else None,
         "end_time": timestamp(task.end_time),
     }
     if task.HasField("error") and task.error.code:
@@ -74,6 +76,8 @@ def session_view(session: resources_pb2.Session) -> dict[str, Any]:
         "name": session.name,
         "labels": dict(session.labels),
         "create_time": timestamp(session.create_time),
+        "token_budget": session.token_budget or None,
+        "usage": token_usage.to_json(session.usage),
     }
 
 

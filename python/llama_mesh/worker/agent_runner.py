@@ -33,6 +33,7 @@ from llama_index.core.agent.workflow.workflow_events import AgentWorkflowStartEv
 from llama_index.core.llms import LLM, ChatMessage
 from llama_index.core.memory import BaseMemory, ChatMemoryBuffer
 from llama_index.core.tools import ToolOutput, ToolSelection
+from llama_index.core.utils import get_tokenizer
 from pydantic import ValidationError
 from workflows import Context, Workflow
 from workflows.context.serializers import JsonSerializer
@@ -94,6 +95,9 @@ class AgentRunner(WorkflowRunner):
         self.agent = agent
         for each in agents_of(agent):
             ask_for_stream_usage(each.llm)
+        # The memory's tokenizer loads its encoding on first use, for seconds on a busy
+        # machine: load it now, not in the event loop of the first task.
+        get_tokenizer()
 
     @property
     def kind(self) -> int | None:
