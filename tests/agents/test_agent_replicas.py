@@ -3,7 +3,6 @@ processes, one of them SIGKILLed after it served a run, carry it on."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ from mesh_agents import SYSTEM_PROMPT
 from llama_mesh.client import AsyncClient
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.testing import Pause, Reply, ScriptedModel
+from llama_mesh.testing import ScriptedModel
 
 from processes import component
 
@@ -65,30 +64,3 @@ async def test_the_conversation_survives_a_sigkill_of_the_replica_that_served_ru
         ("assistant", "two"),
         ("user", "third"),
     ]
-
-
-@pytest.mark.timeout(180)
-async def test_a_run_cut_off_by_a_sigkill_runs_again_from_the_saved_conversation(
-    nats: EmbeddedNats, model: ScriptedModel, model_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SCRIPTED_MODEL_URL", model_url)
-    pause = Pause()
-    model.script("one", Reply(chunks=["tw", pause, "o"]), "two again", "three")
-    async with ControlPlaneServer.start([nats.url]) as cp, AsyncClient(cp.address) as client:
-        session = await client.create_session()
-        async with replica(cp.address, ack_wait=3):
-            await session.run("assistant", user_msg="first")
-        async with replica(cp.address, ack_wait=3) as (process, _):
-            second = await session.create_task("assistant", user_msg="second")
-            # The replica is in the middle of the model's answer: kill it there.
-            assert await asyncio.to_thread(pause.reached.wait, 60)
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-        async with replica(cp.address, ack_wait=3):
-            assert (await second.result())["response"] == "two again"
-            await session.run("assistant", user_msg="third")
-        task = await second.get()
-    assert task.attempt_count == 2
-    # The cut-off answer never reached the conversation; the retried run did.
-    assert model.requests[2].texts()[1:] == ["first", "one", "second"]
-    assert model.requests[3].texts()[1:] == ["first", "one", "second", "two again", "third"]
