@@ -125,7 +125,8 @@ class Reply:
     """One scripted answer.
 
     ``text`` is the assistant's content; streamed, it goes out in ``chunks`` (default:
-    one chunk per word with its trailing space). ``Pause`` objects among the chunks
+    one chunk per word with its trailing space), ``interval`` seconds apart (a model
+    generating tokens at its pace; 0: back to back). ``Pause`` objects among the chunks
     hold the stream there. ``status`` other than 200 makes it an error response with
     ``error`` as the message.
     """
@@ -137,6 +138,7 @@ class Reply:
     finish_reason: str | None = None
     status: int = 200
     error: str = ""
+    interval: float = 0.0
 
     @classmethod
     def failure(cls, status: int, message: str) -> Reply:
@@ -465,6 +467,9 @@ class ScriptedModel:
                     self._pauses.add(piece)
                 await piece.wait()
                 continue
+            if reply.interval and recorded.chunk_times:
+                # The pace of a generating model, not a wait for something to happen.
+                await asyncio.sleep(reply.interval)
             recorded.chunk_times.append(time.perf_counter())
             yield chunk({"content": piece})
         for index, (call, call_id) in enumerate(zip(reply.tool_calls, call_ids, strict=True)):
