@@ -23,6 +23,7 @@ from llama_mesh.core.lifecycle import (
     SUCCEEDED,
     WAITING,
     Cancelled,
+    CancelStep,
     DeadlinePassed,
     Decision,
     Failed,
@@ -32,10 +33,12 @@ from llama_mesh.core.lifecycle import (
     Run,
     Settle,
     Succeeded,
+    accept_input,
     apply_event,
     begin_attempt,
     check_current_attempt,
     end_attempt,
+    request_cancel,
 )
 from llama_mesh.core.proto_time import duration, timestamp
 from llama_mesh.core.status import error_type, status_code, task_status
@@ -178,6 +181,46 @@ def test_only_the_running_attempt_may_report(state: State, attempt: int, running
         return
     with pytest.raises(FailedPreconditionError, match=f"attempt {attempt} of task '{NAME}'"):
         check_current_attempt(record, attempt)
+
+
+# ------------------------------------------------------------------ client requests
+
+CANCEL = {
+    "PENDING": CancelStep.NOW,
+    "RUNNING": CancelStep.REQUESTED,
+    "WAITING": CancelStep.REQUESTED,
+    "SUCCEEDED": CancelStep.FINISHED,
+    "FAILED": CancelStep.FINISHED,
+    "CANCELLED": CancelStep.FINISHED,
+}
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_cancel_in_every_state(state: str) -> None:
+    record = task(STATES[state], 1)
+    step = request_cancel(record)
+    assert step is CANCEL[state]
+    # Only a task a replica runs is marked; the replica ends it.
+    assert record.cancel_requested is (step is CancelStep.REQUESTED)
+    if step is CancelStep.REQUESTED:
+        assert request_cancel(record) is CancelStep.ALREADY_REQUESTED
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_an_answer_is_taken_only_by_a_waiting_task(state: str) -> None:
+    record = task(STATES[state], 1)
+    if state != "WAITING":
+        with pytest.raises(FailedPreconditionError, match="is not waiting for input"):
+            accept_input(record)
+        assert record == task(STATES[state], 1)
+        return
+    record.input_request.event_type = "InputRequiredEvent"
+    accept_input(record)
+    assert record.state == RUNNING
+    assert not record.HasField("input_request")
+    # A second answer to the same question is refused.
+    with pytest.raises(FailedPreconditionError, match="TASK_STATE_RUNNING"):
+        accept_input(record)
 
 
 # ------------------------------------------------------------------ the retry policy

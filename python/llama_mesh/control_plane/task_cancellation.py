@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError
-from llama_mesh.core.lifecycle import ACTIVE_STATES, PENDING, cancelled_event, is_final
+from llama_mesh.core.lifecycle import (
+    ACTIVE_STATES,
+    CancelStep,
+    cancelled_event,
+    request_cancel,
+)
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.jetstream.buckets import Unchanged
 from llama_mesh.jetstream.connection import MeshState
@@ -27,25 +31,17 @@ async def cancel_task(
 ) -> tuple[resources_pb2.Task, bool]:
     """Cancel a task; (task, already_finished)."""
     reason = reason or "cancelled by client"
-    finished: list[bool] = []
-    cancel_now: list[bool] = []
+    steps: list[CancelStep] = []
 
     def change(task: resources_pb2.Task) -> None:
-        if is_final(task.state):
-            finished.append(True)
+        steps.append(request_cancel(task))
+        if steps[-1] is not CancelStep.REQUESTED:
             raise Unchanged
-        if task.state == PENDING:
-            cancel_now.append(True)
-            raise Unchanged
-        if task.cancel_requested:
-            raise Unchanged
-        task.cancel_requested = True
-        task.update_time.CopyFrom(proto_time.now())
 
     task = await state.tasks.mutate(task_key(name), str(name), change)
-    if finished:
+    if steps[-1] is CancelStep.FINISHED:
         return task, True
-    if cancel_now:
+    if steps[-1] is CancelStep.NOW:
         event = cancelled_event(task.attempt_count, reason)
         try:
             task = await state.journal.record(name, event, event_id=f"{name.task_id}.final")

@@ -24,8 +24,8 @@ from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from llama_mesh.core.lifecycle import (
     PENDING,
-    RUNNING,
-    WAITING,
+    accept_input,
+    check_waiting,
     deadline_event,
     final_event,
     is_final,
@@ -223,11 +223,7 @@ class Tasks:
         if found is None:
             raise NotFoundError(f"task {request.name!r} not found")
         task = found[0]
-        if task.state != WAITING:
-            raise FailedPreconditionError(
-                f"task {request.name!r} is not waiting for input "
-                f"(state {resources_pb2.TaskState.Name(task.state)})"
-            )
+        check_waiting(task)
         service = await self.registry.lookup(task.service)
         accepted = list(task.input_request.accepted_event_types) or list(
             service.accepted_event_types
@@ -239,18 +235,9 @@ class Tasks:
                 f"it accepts {accepted}"
             )
 
-        def change(current: resources_pb2.Task) -> None:
-            if current.state != WAITING:
-                raise FailedPreconditionError(
-                    f"task {request.name!r} is not waiting for input "
-                    f"(state {resources_pb2.TaskState.Name(current.state)})"
-                )
-            current.state = RUNNING
-            current.ClearField("input_request")
-            current.update_time.CopyFrom(proto_time.now())
-
-        # Flip to RUNNING first so that two answers to one request cannot both pass.
-        task, _ = await self.state.tasks.mutate_from(task_key(name), request.name, change, found)
+        task, _ = await self.state.tasks.mutate_from(
+            task_key(name), request.name, accept_input, found
+        )
         envelope = resources_pb2.Envelope(
             id=new_id(),
             task_input=resources_pb2.TaskInput(

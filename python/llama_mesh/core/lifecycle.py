@@ -12,6 +12,8 @@ this module what to do and carries the answer out; nothing else decides.
 
 - ``apply_event`` turns a TaskEvent into a change of the task's record and refuses
   an illegal one; the journal (jetstream/journal.py) stores what it decides.
+- ``request_cancel`` and ``accept_input`` are the two changes a client asks for
+  (CancelTask, SendTaskEvent) and the control plane makes.
 - ``begin_attempt`` decides what a delivery of the task does: run attempt n, or
   settle it at once (finished before, cancel requested, attempts used up, deadline).
 - ``end_attempt`` decides what an attempt's ``Outcome`` leads to: the event to
@@ -249,6 +251,49 @@ def check_current_attempt(task: resources_pb2.Task, attempt: int) -> None:
             f"attempt {attempt} of task {task.name!r} is not running: the task is "
             f"{state_name(task.state)}, {now_at}"
         )
+
+
+# ------------------------------------------------------------------ client requests
+
+
+class CancelStep(enum.Enum):
+    """What cancelling a task takes, by its state (``request_cancel``)."""
+
+    FINISHED = "finished"  # nothing: it has finished
+    NOW = "now"  # no replica has it (PENDING): record cancelled_event now
+    REQUESTED = "requested"  # a replica runs it: now marked; signal the replica
+    ALREADY_REQUESTED = "already_requested"  # marked before; signal again
+
+
+def request_cancel(task: resources_pb2.Task) -> CancelStep:
+    """Cancel `task`: mark a running one `cancel_requested` in place (its replica ends
+    it, with lifecycle.Cancelled); what else it takes."""
+    if is_final(task.state):
+        return CancelStep.FINISHED
+    if task.state == PENDING:
+        return CancelStep.NOW
+    if task.cancel_requested:
+        return CancelStep.ALREADY_REQUESTED
+    task.cancel_requested = True
+    task.update_time.CopyFrom(now())
+    return CancelStep.REQUESTED
+
+
+def check_waiting(task: resources_pb2.Task) -> None:
+    """FailedPreconditionError unless `task` waits for input."""
+    if task.state != WAITING:
+        raise FailedPreconditionError(
+            f"task {task.name!r} is not waiting for input (state {TaskState.Name(task.state)})"
+        )
+
+
+def accept_input(task: resources_pb2.Task) -> None:
+    """An answer to the task's question is in: WAITING -> RUNNING, in place. Made before
+    the answer is published, so that two answers to one question cannot both pass."""
+    check_waiting(task)
+    task.state = RUNNING
+    task.ClearField("input_request")
+    task.update_time.CopyFrom(now())
 
 
 # ------------------------------------------------------------------ attempts
