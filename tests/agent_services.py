@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_index.core.tools import FunctionTool
+from llama_index.core.tools.types import adapt_to_async_tool
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
@@ -100,7 +101,10 @@ class ToolCallerWorkflow(Workflow):
     @step
     async def call(self, ev: StartEvent) -> StopEvent:
         services = ev.get("services") or [os.environ.get("TOOLS_SERVICE", "secret_tools")]
-        tools = {t.metadata.name: t for t in await MeshTools(*services).aretrieve("")}
+        tools = {
+            t.metadata.name: adapt_to_async_tool(t)
+            for t in await MeshTools(*services).aretrieve("")
+        }
         calls = ev.get("calls") or []
         outputs = await asyncio.gather(
             *(tools[name].acall(**arguments) for name, arguments in calls)

@@ -113,7 +113,8 @@ class ApprovalWorkflow(Workflow):
     async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
         response = await ctx.wait_for_event(
             HumanResponseEvent,
-            waiter_event=InputRequiredEvent(prefix=str(ev.get("question", "Approve?"))),
+            # An Event keeps fields it does not declare; mypy knows only declared ones.
+            waiter_event=InputRequiredEvent(prefix=str(ev.get("question", "Approve?"))),  # type: ignore[call-arg]
         )
         answer: Any = response.response
         return StopEvent(result={"answer": answer})

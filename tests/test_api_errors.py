@@ -6,6 +6,7 @@ import json
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js import api
 from nats.js.errors import BadRequestError
 
@@ -47,5 +48,5 @@ async def test_each_named_code_is_what_the_server_answers(nats: EmbeddedNats) ->
         await nc.close()
 
 
-async def nats_connect(url: str) -> nats.aio.client.Client:
+async def nats_connect(url: str) -> NatsClient:
     return await nats.connect(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nats
+from nats.aio.client import Client as NatsClient
 
 from llama_mesh.jetstream.buckets import ProtoBucket
 from llama_mesh.jetstream.kv_listing import KvListing
@@ -54,5 +55,5 @@ async def test_listing_reads_the_bucket_where_nats_py_keeps_it(nats: EmbeddedNat
         await nc.close()
 
 
-async def nats_connect(url: str) -> nats.aio.client.Client:
+async def nats_connect(url: str) -> NatsClient:
     return await nats.connect(url)

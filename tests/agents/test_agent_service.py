@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from mesh_agents import SYSTEM_PROMPT, assistant
 
 from llama_mesh.client import StreamedEvent
@@ -96,11 +97,11 @@ async def test_deltas_reach_the_client_before_the_run_ends_in_order_without_gaps
                 assert (await handle.get()).state == resources_pb2.TASK_STATE_RUNNING
                 assert not any(e.type == ae.InferenceCompleted.TYPE for e in received)
                 pause.release()
-    deltas = [
+    texts = [
         ae.TextDelta.model_validate(e.payload) for e in received if e.type == ae.TextDelta.TYPE
     ]
-    assert [d.index for d in deltas] == list(range(len(first) + len(rest)))
-    assert [d.text for d in deltas] == first + rest
+    assert [d.index for d in texts] == list(range(len(first) + len(rest)))
+    assert [d.text for d in texts] == first + rest
     sequences = [e.sequence for e in received]
     assert sequences == sorted(set(sequences))
     assert received[-1].payload["response"] == "".join(first + rest)
@@ -202,4 +203,5 @@ async def test_an_agent_from_the_runtime_describes_itself(
         described = runtime.describe()
     assert described.kind == resources_pb2.SERVICE_KIND_AGENT
     properties = described.input_schema["properties"]
+    assert isinstance(properties, struct_pb2.Struct)
     assert set(properties.keys()) == {"user_msg", "chat_history", "max_iterations"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from workflows import Workflow
 
 from llama_mesh.client import AsyncClient, TaskHandle
 from llama_mesh.config import ServiceConfig
@@ -94,7 +95,7 @@ async def test_the_task_waits_with_its_prompt_in_the_inbox_and_the_answer_is_its
 async def test_an_unanswered_task_times_out_with_a_typed_failure_also_as_a_child(
     nats: EmbeddedNats,
 ) -> None:
-    services = {
+    services: dict[str, Workflow | tuple[Workflow, ServiceConfig]] = {
         "human": (human, ServiceConfig("human", timeout=0.5)),
         "caller": ToolCallerWorkflow(),
     }

@@ -68,8 +68,8 @@ async def test_a_pipeline_with_a_human_step_feeds_each_output_to_the_next_step(
         assert await handle.result() == {"published": "Approved: Draft about llamas."}
 
         draft, reviewed, published = await child_tasks(client, handle)
-        services = (draft.service, reviewed.service, published.service)
-        assert services == ("draft", "reviewer", "publish")
+        chain = (draft.service, reviewed.service, published.service)
+        assert chain == ("draft", "reviewer", "publish")
         assert task_input(draft) == {"topic": "llamas"}
         assert task_input(reviewed) == {"question": "Draft about llamas."}
         assert task_input(published) == {"text": "Approved: Draft about llamas."}

@@ -128,11 +128,13 @@ async def test_llama_index_openai_like_reads_tool_calls_and_usage() -> None:
     model = ScriptedModel().script(
         Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 2})], usage=Usage(11, 4)), Reply("3")
     )
-    async with model.serve() as url:
+    # Our own HTTP client, closed by the block: the LLM's own one would be left open.
+    async with model.serve() as url, httpx.AsyncClient() as http:
         llm = OpenAILike(
             model="scripted",
             api_base=url,
             api_key="none",
+            async_http_client=http,
             is_chat_model=True,
             is_function_calling_model=True,
             additional_kwargs={"stream_options": {"include_usage": True}},

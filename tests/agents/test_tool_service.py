@@ -9,12 +9,13 @@ import pytest
 from google.protobuf import json_format
 
 from llama_mesh.client import AsyncClient
+from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import TaskCancelledError, TaskFailedError
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
-from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.worker.runtime import ServiceRuntime
 
 from agent_services import SECRET_FACT, ToolCallerWorkflow, secret_tools
 from processes import component

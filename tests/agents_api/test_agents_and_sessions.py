@@ -3,7 +3,7 @@ llama-stack-client, and over gRPC with the status codes and details it promises.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from llama_stack_client import AsyncLlamaStackClient, BadRequestError, NotFoundError
 from llama_stack_client.types.agents import Session
+from llama_stack_client.types.shared_params.agent_config import AgentConfig
 
 from llama_mesh.v1 import agents_pb2, agents_pb2_grpc, resources_pb2
 
@@ -19,11 +20,17 @@ from .conftest import ApiMesh, register, register_agents_service
 CONFIG: dict[str, Any] = {"model": "scripted", "instructions": "be brief"}
 
 
+def raw(config: dict[str, Any]) -> AgentConfig:
+    """A config as sent: the server checks it, not the client's types (some are wrong
+    on purpose)."""
+    return cast(AgentConfig, config)
+
+
 async def test_an_agent_is_created_read_listed_and_deleted(
     api_mesh: ApiMesh, llama: AsyncLlamaStackClient
 ) -> None:
     await register_agents_service(api_mesh.channel, "scripted")
-    created = await llama.agents.create(agent_config=CONFIG)
+    created = await llama.agents.create(agent_config=raw(CONFIG))
     agent = await llama.get(f"/v1/agents/{created.agent_id}", cast_to=object)
     assert agent["agent_id"] == created.agent_id  # type: ignore[index]
     config = agent["agent_config"]  # type: ignore[index]
@@ -33,7 +40,7 @@ async def test_an_agent_is_created_read_listed_and_deleted(
     assert config["tool_choice"] is None and config["response_format"] is None
     assert agent["created_at"].endswith("Z")  # type: ignore[index]
 
-    second = await llama.agents.create(agent_config={**CONFIG, "name": "second"})
+    second = await llama.agents.create(agent_config=raw({**CONFIG, "name": "second"}))
     listed = await llama.get("/v1/agents", cast_to=object)
     assert [a["agent_id"] for a in listed["data"]] == [created.agent_id, second.agent_id]  # type: ignore[index]
     assert listed["has_more"] is False  # type: ignore[index]
@@ -54,7 +61,7 @@ async def test_sessions_are_created_read_listed_and_deleted(
     api_mesh: ApiMesh, llama: AsyncLlamaStackClient
 ) -> None:
     await register_agents_service(api_mesh.channel, "scripted")
-    agent_id = (await llama.agents.create(agent_config=CONFIG)).agent_id
+    agent_id = (await llama.agents.create(agent_config=raw(CONFIG))).agent_id
     first = (await llama.agents.session.create(agent_id, session_name="first")).session_id
     second = (await llama.agents.session.create(agent_id, session_name="second")).session_id
 
@@ -71,7 +78,7 @@ async def test_sessions_are_created_read_listed_and_deleted(
     with pytest.raises(NotFoundError) as gone:
         await llama.agents.session.retrieve(second, agent_id=agent_id)
     assert gone.value.body == {"detail": f"session {second!r} not found"}
-    other = (await llama.agents.create(agent_config=CONFIG)).agent_id
+    other = (await llama.agents.create(agent_config=raw(CONFIG))).agent_id
     with pytest.raises(NotFoundError):  # a session is found only under its own agent
         await llama.agents.session.retrieve(first, agent_id=other)
 
@@ -145,10 +152,10 @@ async def test_a_malformed_agent_config_is_a_400_naming_the_field(
     ]
     for config, field in cases:
         with pytest.raises(BadRequestError) as bad:
-            await llama.agents.create(agent_config=config)
+            await llama.agents.create(agent_config=raw(config))
         assert bad.value.body["detail"].startswith(f"{field}: "), (field, bad.value.body)  # type: ignore[index]
     with pytest.raises(BadRequestError) as typo:  # a field llama-stack does not have
-        await llama.agents.create(agent_config={**CONFIG, "modle": "x"})
+        await llama.agents.create(agent_config=raw({**CONFIG, "modle": "x"}))
     assert "modle" in typo.value.body["detail"]  # type: ignore[index]
 
 
@@ -170,7 +177,8 @@ async def test_grpc_status_codes_and_details(api_mesh: ApiMesh) -> None:
             agents_pb2.CreateAgentRequest(agent_config=agents_pb2.AgentConfig(model="m"))
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(bad.value)
+    # An AioRpcError carries the trailers from_call reads; the stubs want a grpc.Call.
+    status = rpc_status.from_call(cast(grpc.Call, bad.value))
     assert status is not None
     violations = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(violations)

@@ -67,7 +67,7 @@ def alive(pid: int) -> bool:
 def parse_command(args: list[str]) -> tuple[str, dict[str, Any]]:
     """Resolve `llama-mesh ARGS` to its command and parse its options (without running it)."""
     command: Any = get_command(app)
-    path = []
+    path: list[str] = []
     rest = list(args)
     while isinstance(command, TyperGroup):
         name = rest.pop(0)

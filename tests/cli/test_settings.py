@@ -184,7 +184,7 @@ def test_a_new_setting_is_one_line() -> None:
 
     [option] = [o for o in options(Extended) if o.path == ("warmup",)]
     assert (option.flag, option.default) == ("--warmup", 7)
-    assert "--warmup" in to_argv(options(Extended), Extended("echo", warmup=9))
+    assert "--warmup" in to_argv(options(Extended), Extended(name="echo", warmup=9))
 
 
 async def test_a_bad_option_names_itself_and_what_is_valid() -> None:

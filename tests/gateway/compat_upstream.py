@@ -223,12 +223,12 @@ class CompatServicer:
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         pb2 = self.pb2
 
-        def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+        def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
             )
 
-        def stream(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+        def stream(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_stream_rpc_method_handler(
                 fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
             )

@@ -156,12 +156,12 @@ class Servicer:
         echo_in = pb2.Echo.FromString
         echo_out = pb2.Echo.SerializeToString
 
-        def unary(fn: Any, out: Any = echo_out) -> grpc.RpcMethodHandler:
+        def unary(fn: Any, out: Any = echo_out) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=echo_in, response_serializer=out
             )
 
-        methods: dict[str, grpc.RpcMethodHandler] = {
+        methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: unary(self.echo(name))
             for name in (
                 "GetItem",

@@ -13,11 +13,18 @@ from datetime import datetime
 import httpx
 import openai
 import pytest
-from llama_stack_client import AsyncLlamaStackClient
+from llama_stack_client import AsyncLlamaStackClient, AsyncStream
 from llama_stack_client import BadRequestError as LlamaBadRequest
 from llama_stack_client import NotFoundError as LlamaNotFound
 from llama_stack_client.types.agents import Turn
+from llama_stack_client.types.agents.turn_response_event_payload import (
+    AgentTurnResponseStepCompletePayload,
+    AgentTurnResponseStepProgressPayload,
+    AgentTurnResponseTurnCompletePayload,
+)
 from llama_stack_client.types.inference_step import InferenceStep
+from llama_stack_client.types.shared.content_delta import TextDelta
+from llama_stack_client.types.shared_params.user_message import UserMessage
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -27,7 +34,7 @@ from openai.types.responses import (
 
 from llama_mesh_gateway import GatewayServer
 
-MESSAGES = [{"role": "user", "content": "hello mesh"}]
+MESSAGES: list[UserMessage] = [{"role": "user", "content": "hello mesh"}]
 
 
 @pytest.fixture
@@ -82,22 +89,28 @@ async def test_a_turn_without_stream_is_one_turn(llama: AsyncLlamaStackClient) -
     step = turn.steps[0]
     assert isinstance(step, InferenceStep)  # picked by its step_type discriminator
     assert step.api_model_response.tool_calls == []  # model_response, renamed by Stainless
-    assert isinstance(turn.started_at, datetime) and turn.started_at < turn.completed_at
+    assert isinstance(turn.started_at, datetime) and turn.completed_at is not None
+    assert turn.started_at < turn.completed_at
 
 
 async def test_a_streamed_turn_is_chunks_in_order(llama: AsyncLlamaStackClient) -> None:
     stream = await llama.agents.turn.create(
         session_id="s1", agent_id="a1", messages=MESSAGES, stream=True
     )
+    assert isinstance(stream, AsyncStream)
     chunks = [chunk async for chunk in stream]
-    payloads = [c.event.payload for c in chunks]
+    payloads = [c.event.payload for c in chunks if c.event is not None]
     kinds = [p.event_type for p in payloads]
     assert kinds == ["step_start"] + ["step_progress"] * 4 + ["step_complete", "turn_complete"]
-    deltas = [p.delta for p in payloads if p.event_type == "step_progress"]
-    assert all(d.type == "text" for d in deltas)
-    assert "".join(d.text for d in deltas) == "ECHO: hello mesh"
-    assert isinstance(payloads[-2].step_details, InferenceStep)
-    turn = payloads[-1].turn
+    deltas = [p.delta for p in payloads if isinstance(p, AgentTurnResponseStepProgressPayload)]
+    texts = [d for d in deltas if isinstance(d, TextDelta)]
+    assert len(texts) == len(deltas) == 4 and all(d.type == "text" for d in texts)
+    assert "".join(d.text for d in texts) == "ECHO: hello mesh"
+    complete, last = payloads[-2:]
+    assert isinstance(complete, AgentTurnResponseStepCompletePayload)
+    assert isinstance(complete.step_details, InferenceStep)
+    assert isinstance(last, AgentTurnResponseTurnCompletePayload)
+    turn = last.turn
     assert isinstance(turn, Turn)
     assert turn.output_message.content == "ECHO: hello mesh"
 
@@ -109,11 +122,13 @@ async def test_an_error_inside_a_turn_stream_is_an_error_chunk(
     stream = await llama.agents.turn.create(
         session_id="s1", agent_id="fails-midway", messages=MESSAGES, stream=True
     )
+    assert isinstance(stream, AsyncStream)
     chunks = [chunk async for chunk in stream]
-    assert chunks[0].event.payload.event_type == "step_start"
+    first = chunks[0].event
+    assert first is not None and first.payload.event_type == "step_start"
     last = chunks[-1]
     assert last.event is None
-    assert last.error == {"message": "model 'nope' not found"}  # type: ignore[attr-defined]
+    assert last.error == {"message": "model 'nope' not found"}
 
 
 async def test_turn_errors_are_the_clients_own(
@@ -127,7 +142,7 @@ async def test_turn_errors_are_the_clients_own(
         assert missing.value.body == {"detail": "agent missing not found"}
     with pytest.raises(LlamaBadRequest) as bad:
         await llama.agents.turn.create(
-            session_id="s1", agent_id="a1", messages=[{"role": "user", "content": ""}]
+            session_id="s1", agent_id="a1", messages=[UserMessage(role="user", content="")]
         )
     assert bad.value.body == {"detail": "messages: a message is empty"}
     assert len(requests_seen) == 3  # x-should-retry: false, so no retries
@@ -193,11 +208,11 @@ async def test_query_parameters_as_the_sdk_writes_them(oai: openai.AsyncOpenAI) 
     """`include[]=a&include[]=b` (brackets), `order=asc` (a short enum name)."""
     page = await oai.responses.input_items.list(
         "resp-1",
-        include=["a", "b"],
+        include=["a", "b"],  # type: ignore[list-item]  # not values the SDK knows: echoed back
         order="asc",
-        limit=3,  # type: ignore[list-item]
+        limit=3,
     )
-    text = page.data[0].content[0].text  # type: ignore[union-attr]
+    text = page.data[0].content[0].text  # type: ignore[index, union-attr]  # a message item
     assert text == "after= limit=3 order=ORDER_ASC include=['a', 'b']"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import httpx
 import pytest
@@ -153,7 +155,9 @@ async def test_huge_body_is_413(upstream: Upstream, api: CompiledApi) -> None:
         body = assert_status(await client.post("/v1/items", content=big), 413, 8)
         assert "1024" in body["message"]
 
-        async def chunks():  # no Content-Length: the limit applies while reading
+        async def chunks() -> AsyncIterator[
+            bytes
+        ]:  # no Content-Length: the limit applies while reading
             for _ in range(8):
                 yield b"x" * 512
 

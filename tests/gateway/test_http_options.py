@@ -203,7 +203,7 @@ def test_requests_read_the_same_shape(api: CompiledApi) -> None:
             "tool_calls": [],
         },
     }
-    step = schema.message_class(step_type)()
+    step: Any = schema.message_class(step_type)()  # a message class built at run time
     json_format.ParseDict(route.shaper.request_doc(step_type, written), step)
     assert step.WhichOneof("details") == "inference"
     assert step.inference.model_response.stop_reason == 2  # STOP_REASON_END_OF_MESSAGE

@@ -141,7 +141,7 @@ class _DefaultsServicer:
             for s in f.service:
                 full = f"{f.package}.{s.name}"
                 desc = self.schema.pool.FindServiceByName(full)
-                methods: dict[str, grpc.RpcMethodHandler] = {}
+                methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
                 for m in desc.methods:
                     req = self.schema.message_class(m.input_type)
                     resp = self.schema.message_class(m.output_type)

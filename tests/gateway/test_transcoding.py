@@ -10,7 +10,7 @@ from .conftest import assert_status
 
 
 async def test_single_variable_and_query_parameters(client: httpx.AsyncClient) -> None:
-    params = [
+    params: list[tuple[str, str | int | float | bool | None]] = [
         ("big", "9007199254740993"),  # > 2**53: only exact as a string
         ("ubig", "18446744073709551615"),
         ("small", "-7"),

@@ -120,6 +120,7 @@ async def dead_letter(mesh: LocalMesh, service: str) -> resources_pb2.DeadLetter
     msg = await state.js.get_last_msg(
         state.topology.dead_letter_stream, state.topology.dead_letter_subject(service)
     )
+    assert msg.data is not None
     return resources_pb2.Envelope.FromString(msg.data).dead_letter
 
 

@@ -12,11 +12,11 @@ import grpc
 import pytest
 
 from llama_mesh.client import AsyncClient, Credentials
-from llama_mesh.config import SecurityConfig
+from llama_mesh.config import SecurityConfig, ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import new_secret
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.worker.runtime import ServiceRuntime
 
 from mesh_workflows import EchoWorkflow
 

@@ -30,6 +30,7 @@ async def test_a_replica_refuses_a_task_of_another_service() -> None:
         sub = await state.js.pull_subscribe_bind("svc_echo", stream=state.topology.task_stream)
         try:
             [msg] = await sub.fetch(1, timeout=10)
+            assert echo._worker is not None
             assert await take(echo._worker, msg, TaskName.parse(handle.name)) is None
         finally:
             await sub.unsubscribe()

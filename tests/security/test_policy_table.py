@@ -129,7 +129,9 @@ async def test_health_and_reflection_stay_open(secure_mesh: SecureMesh) -> None:
 
     async with grpc.aio.insecure_channel(secure_mesh.control_plane) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        response = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        # types-grpcio-health-checking declares HealthStub without its methods.
+        check = health.Check  # type: ignore[attr-defined]
+        response = await check(health_pb2.HealthCheckRequest(), timeout=5)
         assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from llama_mesh.client import AsyncClient, Credentials
-from llama_mesh.config import SecurityConfig
+from llama_mesh.config import SecurityConfig, ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import new_secret
 from llama_mesh.core.errors import UnavailableError
@@ -20,7 +20,7 @@ from llama_mesh.launch.certificates import LocalPki, issue, make_ca
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.rpc.server import InsecureBindError, serve
 from llama_mesh.v1 import service_pb2, service_pb2_grpc
-from llama_mesh.worker.runtime import ServiceConfig, ServiceRuntime
+from llama_mesh.worker.runtime import ServiceRuntime
 
 from mesh_workflows import EchoWorkflow
 

@@ -53,7 +53,8 @@ def status(
 async def _health(address: str) -> str:
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            response = await health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(), timeout=5
             )
         except grpc.aio.AioRpcError as e:

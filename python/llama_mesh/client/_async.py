@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -503,7 +503,7 @@ class TaskHandle:
         self.task = response.task
         return self.task
 
-    async def events(self, after_sequence: int = 0) -> AsyncIterator[StreamedEvent]:
+    async def events(self, after_sequence: int = 0) -> AsyncGenerator[StreamedEvent, None]:
         """The task's events in order, ending with the final one.
 
         Resumes after `after_sequence`; if the stream breaks because the control plane

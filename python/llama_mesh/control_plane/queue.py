@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
+import grpc
 from google.protobuf import timestamp_pb2
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -32,7 +33,6 @@ from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.topology import ensure_consumer, ensure_service_consumer
 from llama_mesh.rpc.identity import caller
-from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import queue_pb2_grpc, resources_pb2
 
@@ -69,7 +69,9 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         return {"tasks": t.task_stream, "dead": t.dead_letter_stream}.get(kind, t.event_stream)
 
     async def Publish(
-        self, request: q.PublishRequest, context: ServicerContext
+        self,
+        request: q.PublishRequest,
+        context: grpc.aio.ServicerContext[q.PublishRequest, q.PublishResponse],
     ) -> q.PublishResponse:
         kind, ident = parse_topic(request.topic)
         envelope = request.envelope
@@ -129,7 +131,9 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         )
 
     async def Subscribe(
-        self, request: q.SubscribeRequest, context: ServicerContext
+        self,
+        request: q.SubscribeRequest,
+        context: grpc.aio.ServicerContext[q.SubscribeRequest, q.SubscribeResponse],
     ) -> AsyncIterator[q.SubscribeResponse]:
         kind, ident = parse_topic(request.topic)
         if not _GROUP.fullmatch(request.consumer_group):
@@ -239,13 +243,17 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
             await self.state.nc.publish(ack_id, payload)
 
     async def AckMessages(
-        self, request: q.AckMessagesRequest, context: ServicerContext
+        self,
+        request: q.AckMessagesRequest,
+        context: grpc.aio.ServicerContext[q.AckMessagesRequest, q.AckMessagesResponse],
     ) -> q.AckMessagesResponse:
         await self._reply(request.topic, list(request.ack_ids), ACK, confirm=True)
         return q.AckMessagesResponse()
 
     async def NakMessages(
-        self, request: q.NakMessagesRequest, context: ServicerContext
+        self,
+        request: q.NakMessagesRequest,
+        context: grpc.aio.ServicerContext[q.NakMessagesRequest, q.NakMessagesResponse],
     ) -> q.NakMessagesResponse:
         parse_topic(request.topic)
         delay_ns = request.delay.seconds * 1_000_000_000 + request.delay.nanos
@@ -255,7 +263,9 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         return q.NakMessagesResponse()
 
     async def ExtendMessages(
-        self, request: q.ExtendMessagesRequest, context: ServicerContext
+        self,
+        request: q.ExtendMessagesRequest,
+        context: grpc.aio.ServicerContext[q.ExtendMessagesRequest, q.ExtendMessagesResponse],
     ) -> q.ExtendMessagesResponse:
         await self._reply(
             request.topic, list(request.ack_ids), IN_PROGRESS, confirm=False, release=False
@@ -263,7 +273,9 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         return q.ExtendMessagesResponse()
 
     async def ListTopics(
-        self, request: q.ListTopicsRequest, context: ServicerContext
+        self,
+        request: q.ListTopicsRequest,
+        context: grpc.aio.ServicerContext[q.ListTopicsRequest, q.ListTopicsResponse],
     ) -> q.ListTopicsResponse:
         size = page_size(request.page_size)
         topology = self.state.topology
@@ -304,16 +316,24 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         return q.ListTopicsResponse(topics=page.items, next_page_token=page.next_page_token)
 
     async def BeginTaskAttempt(
-        self, request: q.BeginTaskAttemptRequest, context: ServicerContext
+        self,
+        request: q.BeginTaskAttemptRequest,
+        context: grpc.aio.ServicerContext[q.BeginTaskAttemptRequest, q.BeginTaskAttemptResponse],
     ) -> q.BeginTaskAttemptResponse:
         return await self._attempts.begin(request)
 
     async def ReportTaskEvent(
-        self, request: q.ReportTaskEventRequest, context: ServicerContext
+        self,
+        request: q.ReportTaskEventRequest,
+        context: grpc.aio.ServicerContext[q.ReportTaskEventRequest, q.ReportTaskEventResponse],
     ) -> q.ReportTaskEventResponse:
         return await self._attempts.report(request)
 
     async def CompleteTaskAttempt(
-        self, request: q.CompleteTaskAttemptRequest, context: ServicerContext
+        self,
+        request: q.CompleteTaskAttemptRequest,
+        context: grpc.aio.ServicerContext[
+            q.CompleteTaskAttemptRequest, q.CompleteTaskAttemptResponse
+        ],
     ) -> q.CompleteTaskAttemptResponse:
         return await self._attempts.complete(request)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
+
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.control_plane.waiters import FinalEventWaiters
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc
 
@@ -55,32 +56,48 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     # ----------------------------------------------------------------- services
 
     async def RegisterService(
-        self, request: cp.RegisterServiceRequest, context: ServicerContext
+        self,
+        request: cp.RegisterServiceRequest,
+        context: grpc.aio.ServicerContext[cp.RegisterServiceRequest, cp.RegisterServiceResponse],
     ) -> cp.RegisterServiceResponse:
         return await self.registry.register_service(request)
 
     async def RenewServiceLease(
-        self, request: cp.RenewServiceLeaseRequest, context: ServicerContext
+        self,
+        request: cp.RenewServiceLeaseRequest,
+        context: grpc.aio.ServicerContext[
+            cp.RenewServiceLeaseRequest, cp.RenewServiceLeaseResponse
+        ],
     ) -> cp.RenewServiceLeaseResponse:
         return await self.registry.renew_service_lease(request)
 
     async def DeregisterService(
-        self, request: cp.DeregisterServiceRequest, context: ServicerContext
+        self,
+        request: cp.DeregisterServiceRequest,
+        context: grpc.aio.ServicerContext[
+            cp.DeregisterServiceRequest, cp.DeregisterServiceResponse
+        ],
     ) -> cp.DeregisterServiceResponse:
         return await self.registry.deregister_service(request)
 
     async def GetService(
-        self, request: cp.GetServiceRequest, context: ServicerContext
+        self,
+        request: cp.GetServiceRequest,
+        context: grpc.aio.ServicerContext[cp.GetServiceRequest, cp.GetServiceResponse],
     ) -> cp.GetServiceResponse:
         return await self.registry.get_service(request)
 
     async def ListServices(
-        self, request: cp.ListServicesRequest, context: ServicerContext
+        self,
+        request: cp.ListServicesRequest,
+        context: grpc.aio.ServicerContext[cp.ListServicesRequest, cp.ListServicesResponse],
     ) -> cp.ListServicesResponse:
         return await self.registry.list_services(request)
 
     async def GetQueueConfig(
-        self, request: cp.GetQueueConfigRequest, context: ServicerContext
+        self,
+        request: cp.GetQueueConfigRequest,
+        context: grpc.aio.ServicerContext[cp.GetQueueConfigRequest, cp.GetQueueConfigResponse],
     ) -> cp.GetQueueConfigResponse:
         return cp.GetQueueConfigResponse(
             queue_config=self.state.topology.queue_config(self.state.nats_urls)
@@ -89,64 +106,88 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     # ----------------------------------------------------------------- sessions
 
     async def CreateSession(
-        self, request: cp.CreateSessionRequest, context: ServicerContext
+        self,
+        request: cp.CreateSessionRequest,
+        context: grpc.aio.ServicerContext[cp.CreateSessionRequest, cp.CreateSessionResponse],
     ) -> cp.CreateSessionResponse:
         return await self.sessions.create_session(request)
 
     async def GetSession(
-        self, request: cp.GetSessionRequest, context: ServicerContext
+        self,
+        request: cp.GetSessionRequest,
+        context: grpc.aio.ServicerContext[cp.GetSessionRequest, cp.GetSessionResponse],
     ) -> cp.GetSessionResponse:
         return await self.sessions.get_session(request)
 
     async def ListSessions(
-        self, request: cp.ListSessionsRequest, context: ServicerContext
+        self,
+        request: cp.ListSessionsRequest,
+        context: grpc.aio.ServicerContext[cp.ListSessionsRequest, cp.ListSessionsResponse],
     ) -> cp.ListSessionsResponse:
         return await self.sessions.list_sessions(request)
 
     async def DeleteSession(
-        self, request: cp.DeleteSessionRequest, context: ServicerContext
+        self,
+        request: cp.DeleteSessionRequest,
+        context: grpc.aio.ServicerContext[cp.DeleteSessionRequest, cp.DeleteSessionResponse],
     ) -> cp.DeleteSessionResponse:
         return await self.sessions.delete_session(request)
 
     # ----------------------------------------------------------------- tasks
 
     async def CreateTask(
-        self, request: cp.CreateTaskRequest, context: ServicerContext
+        self,
+        request: cp.CreateTaskRequest,
+        context: grpc.aio.ServicerContext[cp.CreateTaskRequest, cp.CreateTaskResponse],
     ) -> cp.CreateTaskResponse:
         return await self.tasks.create_task(request)
 
     async def RunTask(
-        self, request: cp.RunTaskRequest, context: ServicerContext
+        self,
+        request: cp.RunTaskRequest,
+        context: grpc.aio.ServicerContext[cp.RunTaskRequest, cp.RunTaskResponse],
     ) -> cp.RunTaskResponse:
         return await self.tasks.run_task(request, context.time_remaining())
 
     async def WaitTask(
-        self, request: cp.WaitTaskRequest, context: ServicerContext
+        self,
+        request: cp.WaitTaskRequest,
+        context: grpc.aio.ServicerContext[cp.WaitTaskRequest, cp.WaitTaskResponse],
     ) -> cp.WaitTaskResponse:
         return await self.tasks.wait_task(request)
 
     async def GetTask(
-        self, request: cp.GetTaskRequest, context: ServicerContext
+        self,
+        request: cp.GetTaskRequest,
+        context: grpc.aio.ServicerContext[cp.GetTaskRequest, cp.GetTaskResponse],
     ) -> cp.GetTaskResponse:
         return await self.tasks.get_task(request)
 
     async def ListTasks(
-        self, request: cp.ListTasksRequest, context: ServicerContext
+        self,
+        request: cp.ListTasksRequest,
+        context: grpc.aio.ServicerContext[cp.ListTasksRequest, cp.ListTasksResponse],
     ) -> cp.ListTasksResponse:
         return await self.tasks.list_tasks(request)
 
     async def CancelTask(
-        self, request: cp.CancelTaskRequest, context: ServicerContext
+        self,
+        request: cp.CancelTaskRequest,
+        context: grpc.aio.ServicerContext[cp.CancelTaskRequest, cp.CancelTaskResponse],
     ) -> cp.CancelTaskResponse:
         return await self.tasks.cancel_task(request)
 
     def StreamTaskEvents(
-        self, request: cp.StreamTaskEventsRequest, context: ServicerContext
+        self,
+        request: cp.StreamTaskEventsRequest,
+        context: grpc.aio.ServicerContext[cp.StreamTaskEventsRequest, cp.StreamTaskEventsResponse],
     ) -> AsyncIterator[cp.StreamTaskEventsResponse]:
         # Not async: the stream is the tasks part's async generator, returned as is.
         return self.tasks.stream_task_events(request)
 
     async def SendTaskEvent(
-        self, request: cp.SendTaskEventRequest, context: ServicerContext
+        self,
+        request: cp.SendTaskEventRequest,
+        context: grpc.aio.ServicerContext[cp.SendTaskEventRequest, cp.SendTaskEventResponse],
     ) -> cp.SendTaskEventResponse:
         return await self.tasks.send_task_event(request)

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import grpc
 
 from llama_mesh.core.errors import MeshError, UnauthenticatedError
+from llama_mesh.rpc import handlers
+from llama_mesh.rpc.handlers import Context, Handler
 from llama_mesh.rpc.identity import Identity, set_caller
 from llama_mesh.rpc.policy import HEALTH_METHODS, POLICY, REFLECTION_METHODS, Rule
 
@@ -61,13 +63,13 @@ def bearer_token(metadata: Sequence[Any] | None) -> str | None:
     return None
 
 
-def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
+def _denied(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     """A handler of the same shape as `handler` that fails the call with `code`."""
 
-    async def unary(request: Any, context: Any) -> Any:
+    async def unary(request: Any, context: Context) -> Any:
         await context.abort(code, message)
 
-    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
         await context.abort(code, message)
         yield  # pragma: no cover (abort raises)
 
@@ -80,7 +82,7 @@ def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str)
     return grpc.stream_stream_rpc_method_handler(stream)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates each call and checks it against the policy table."""
 
     def __init__(
@@ -111,9 +113,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method in self.open:
@@ -141,7 +143,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _as_caller(handler, identity, rule, method)
 
 
-def _as_caller(handler: grpc.RpcMethodHandler, identity: Identity, rule: Rule, method: str) -> Any:
+def _as_caller(handler: Handler, identity: Identity, rule: Rule, method: str) -> Handler:
     """`handler`, run as `identity` once its request passes the rule's owner check."""
 
     def admit(request: Any) -> None:
@@ -149,10 +151,10 @@ def _as_caller(handler: grpc.RpcMethodHandler, identity: Identity, rule: Rule, m
         if rule.owner is not None:
             rule.check(identity, method, request)
 
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+    inner_uu = handlers.unary_unary(handler)
+    if inner_uu is not None:
 
-        async def unary_unary(request: Any, context: Any) -> Any:
+        async def unary_unary(request: Any, context: Context) -> Any:
             try:
                 admit(request)
             except MeshError as err:
@@ -164,10 +166,10 @@ def _as_caller(handler: grpc.RpcMethodHandler, identity: Identity, rule: Rule, m
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
+    inner_us = handlers.unary_stream(handler)
+    if inner_us is not None:
 
-        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 admit(request)
             except MeshError as err:

@@ -25,6 +25,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from llama_mesh.core.errors import MeshError
 from llama_mesh.core.status import DOMAIN
+from llama_mesh.rpc import handlers
+from llama_mesh.rpc.handlers import Context, Handler
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def rich_status(err: MeshError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-async def _abort(context: Any, err: BaseException, method: str) -> None:
+async def _abort(context: Context, err: BaseException, method: str) -> None:
     if isinstance(err, MeshError):
         if err.field or err.reason:
             await context.abort_with_status(rich_status(err))
@@ -71,22 +73,22 @@ async def _abort(context: Any, err: BaseException, method: str) -> None:
     )
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions raised by servicers to gRPC statuses."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+        inner_uu = handlers.unary_unary(handler)
+        if inner_uu is not None:
 
-            async def unary_unary(request: Any, context: Any) -> Any:
+            async def unary_unary(request: Any, context: Context) -> Any:
                 try:
                     return await inner_uu(request, context)
                 except (grpc.aio.AbortError, grpc.RpcError):
@@ -99,10 +101,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+        inner_us = handlers.unary_stream(handler)
+        if inner_us is not None:
 
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     async for item in inner_us(request, context):
                         yield item

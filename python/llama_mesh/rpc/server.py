@@ -8,7 +8,7 @@ import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,9 +17,6 @@ from grpc_reflection.v1alpha import reflection
 from llama_mesh.rpc.auth_interceptor import Authenticator, AuthInterceptor
 from llama_mesh.rpc.error_interceptor import ErrorInterceptor
 from llama_mesh.rpc.tls import ServerTls
-
-# grpc ships no type information: a servicer's context is typed as Any.
-ServicerContext: TypeAlias = Any
 
 MAX_MESSAGE_BYTES = 16 << 20
 OPTIONS = [
@@ -91,7 +88,7 @@ async def serve(
     grace: float = 5.0,
     on_shutdown: Callable[[], None] | None = None,
     security: ServerSecurity = NO_SECURITY,
-) -> AsyncIterator[tuple[str, health.HealthServicer]]:
+) -> AsyncIterator[tuple[str, health.aio.HealthServicer]]:
     """Serve `(add_to_server, servicer, full_service_name)` triples; yields (address, health).
 
     Health is SERVING for each service and "" while the block runs, NOT_SERVING as it
@@ -100,7 +97,7 @@ async def serve(
     clients retry elsewhere, instead of being cut off.
     """
     check_bind(host, security)
-    interceptors: list[Any] = []
+    interceptors: list[grpc.aio.ServerInterceptor] = []
     if security.authenticator is not None:
         interceptors.append(
             AuthInterceptor(

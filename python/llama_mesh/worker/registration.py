@@ -28,7 +28,7 @@ class Registration:
 
     def __init__(
         self,
-        stub: control_plane_pb2_grpc.ControlPlaneAPIStub,
+        stub: control_plane_pb2_grpc.ControlPlaneAPIAsyncStub,
         control_plane: str,
         service_id: str,
         service: Callable[[], resources_pb2.Service],

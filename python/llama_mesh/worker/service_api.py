@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import grpc
+
 from llama_mesh.core.paging import page_size, paginate
-from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import resources_pb2, service_pb2_grpc
 from llama_mesh.v1 import service_pb2 as s
 
@@ -36,30 +37,40 @@ class ServiceAPIServicer(service_pb2_grpc.ServiceAPIServicer):
         self.runtime = runtime
 
     async def DescribeService(
-        self, request: s.DescribeServiceRequest, context: ServicerContext
+        self,
+        request: s.DescribeServiceRequest,
+        context: grpc.aio.ServicerContext[s.DescribeServiceRequest, s.DescribeServiceResponse],
     ) -> s.DescribeServiceResponse:
         return self.runtime.describe()
 
     async def PauseService(
-        self, request: s.PauseServiceRequest, context: ServicerContext
+        self,
+        request: s.PauseServiceRequest,
+        context: grpc.aio.ServicerContext[s.PauseServiceRequest, s.PauseServiceResponse],
     ) -> s.PauseServiceResponse:
         self.runtime.pause()
         return s.PauseServiceResponse(replica=self.runtime.replica())
 
     async def ResumeService(
-        self, request: s.ResumeServiceRequest, context: ServicerContext
+        self,
+        request: s.ResumeServiceRequest,
+        context: grpc.aio.ServicerContext[s.ResumeServiceRequest, s.ResumeServiceResponse],
     ) -> s.ResumeServiceResponse:
         await self.runtime.resume()
         return s.ResumeServiceResponse(replica=self.runtime.replica())
 
     async def DrainService(
-        self, request: s.DrainServiceRequest, context: ServicerContext
+        self,
+        request: s.DrainServiceRequest,
+        context: grpc.aio.ServicerContext[s.DrainServiceRequest, s.DrainServiceResponse],
     ) -> s.DrainServiceResponse:
         finished, requeued = await self.runtime.drain(context.time_remaining())
         return s.DrainServiceResponse(finished_task_count=finished, requeued_task_count=requeued)
 
     async def ListRunningTasks(
-        self, request: s.ListRunningTasksRequest, context: ServicerContext
+        self,
+        request: s.ListRunningTasksRequest,
+        context: grpc.aio.ServicerContext[s.ListRunningTasksRequest, s.ListRunningTasksResponse],
     ) -> s.ListRunningTasksResponse:
         size = page_size(request.page_size)
         tasks = [(t.name, t) for t in self.runtime.running_tasks()]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
+
 from llama_mesh.control_plane.agents_api.agents import Agents
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions, agent_session
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
 from llama_mesh.core.errors import UnimplementedError
-from llama_mesh.rpc.server import ServicerContext
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import agents_pb2_grpc, responses_pb2_grpc
 from llama_mesh.v1 import responses_pb2 as rs
@@ -25,40 +26,58 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
     # ----------------------------------------------------------------- agents
 
     async def CreateAgent(
-        self, request: ag.CreateAgentRequest, context: ServicerContext
+        self,
+        request: ag.CreateAgentRequest,
+        context: grpc.aio.ServicerContext[ag.CreateAgentRequest, ag.CreateAgentResponse],
     ) -> ag.CreateAgentResponse:
         return await self.agents.create(request)
 
     async def GetAgent(
-        self, request: ag.GetAgentRequest, context: ServicerContext
+        self,
+        request: ag.GetAgentRequest,
+        context: grpc.aio.ServicerContext[ag.GetAgentRequest, ag.GetAgentResponse],
     ) -> ag.GetAgentResponse:
         return await self.agents.get(request)
 
     async def ListAgents(
-        self, request: ag.ListAgentsRequest, context: ServicerContext
+        self,
+        request: ag.ListAgentsRequest,
+        context: grpc.aio.ServicerContext[ag.ListAgentsRequest, ag.ListAgentsResponse],
     ) -> ag.ListAgentsResponse:
         return await self.agents.list(request)
 
     async def DeleteAgent(
-        self, request: ag.DeleteAgentRequest, context: ServicerContext
+        self,
+        request: ag.DeleteAgentRequest,
+        context: grpc.aio.ServicerContext[ag.DeleteAgentRequest, ag.DeleteAgentResponse],
     ) -> ag.DeleteAgentResponse:
         return await self.sessions.delete_agent(request)
 
     # ----------------------------------------------------------------- sessions
 
     async def CreateAgentSession(
-        self, request: ag.CreateAgentSessionRequest, context: ServicerContext
+        self,
+        request: ag.CreateAgentSessionRequest,
+        context: grpc.aio.ServicerContext[
+            ag.CreateAgentSessionRequest, ag.CreateAgentSessionResponse
+        ],
     ) -> ag.CreateAgentSessionResponse:
         return await self.sessions.create_session(request)
 
     async def GetAgentSession(
-        self, request: ag.GetAgentSessionRequest, context: ServicerContext
+        self,
+        request: ag.GetAgentSessionRequest,
+        context: grpc.aio.ServicerContext[ag.GetAgentSessionRequest, ag.GetAgentSessionResponse],
     ) -> ag.GetAgentSessionResponse:
         _, session = await self.sessions.find(request.agent_id, request.session_id)
         return ag.GetAgentSessionResponse(session=agent_session(session, []))
 
     async def ListAgentSessions(
-        self, request: ag.ListAgentSessionsRequest, context: ServicerContext
+        self,
+        request: ag.ListAgentSessionsRequest,
+        context: grpc.aio.ServicerContext[
+            ag.ListAgentSessionsRequest, ag.ListAgentSessionsResponse
+        ],
     ) -> ag.ListAgentSessionsResponse:
         sessions, has_more = await self.sessions.list_sessions(request)
         return ag.ListAgentSessionsResponse(
@@ -68,46 +87,64 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
         )
 
     async def DeleteAgentSession(
-        self, request: ag.DeleteAgentSessionRequest, context: ServicerContext
+        self,
+        request: ag.DeleteAgentSessionRequest,
+        context: grpc.aio.ServicerContext[
+            ag.DeleteAgentSessionRequest, ag.DeleteAgentSessionResponse
+        ],
     ) -> ag.DeleteAgentSessionResponse:
         return await self.sessions.delete_session(request)
 
     async def ForkAgentSession(
-        self, request: ag.ForkAgentSessionRequest, context: ServicerContext
+        self,
+        request: ag.ForkAgentSessionRequest,
+        context: grpc.aio.ServicerContext[ag.ForkAgentSessionRequest, ag.ForkAgentSessionResponse],
     ) -> ag.ForkAgentSessionResponse:
         raise UnimplementedError("ForkAgentSession is not served yet")
 
     # ----------------------------------------------------------------- turns
 
     async def CreateTurn(
-        self, request: ag.CreateTurnRequest, context: ServicerContext
+        self,
+        request: ag.CreateTurnRequest,
+        context: grpc.aio.ServicerContext[ag.CreateTurnRequest, ag.CreateTurnResponse],
     ) -> ag.CreateTurnResponse:
         raise UnimplementedError("turns are not served yet")
 
     async def StreamTurn(
-        self, request: ag.CreateTurnRequest, context: ServicerContext
+        self,
+        request: ag.CreateTurnRequest,
+        context: grpc.aio.ServicerContext[ag.CreateTurnRequest, ag.StreamTurnResponse],
     ) -> AsyncIterator[ag.StreamTurnResponse]:
         raise UnimplementedError("turns are not served yet")
         yield  # an async generator
 
     async def GetTurn(
-        self, request: ag.GetTurnRequest, context: ServicerContext
+        self,
+        request: ag.GetTurnRequest,
+        context: grpc.aio.ServicerContext[ag.GetTurnRequest, ag.GetTurnResponse],
     ) -> ag.GetTurnResponse:
         raise UnimplementedError("turns are not served yet")
 
     async def ResumeTurn(
-        self, request: ag.ResumeTurnRequest, context: ServicerContext
+        self,
+        request: ag.ResumeTurnRequest,
+        context: grpc.aio.ServicerContext[ag.ResumeTurnRequest, ag.ResumeTurnResponse],
     ) -> ag.ResumeTurnResponse:
         raise UnimplementedError("turns are not served yet")
 
     async def StreamResumeTurn(
-        self, request: ag.ResumeTurnRequest, context: ServicerContext
+        self,
+        request: ag.ResumeTurnRequest,
+        context: grpc.aio.ServicerContext[ag.ResumeTurnRequest, ag.StreamResumeTurnResponse],
     ) -> AsyncIterator[ag.StreamResumeTurnResponse]:
         raise UnimplementedError("turns are not served yet")
         yield  # an async generator
 
     async def GetStep(
-        self, request: ag.GetStepRequest, context: ServicerContext
+        self,
+        request: ag.GetStepRequest,
+        context: grpc.aio.ServicerContext[ag.GetStepRequest, ag.GetStepResponse],
     ) -> ag.GetStepResponse:
         raise UnimplementedError("turns are not served yet")
 
@@ -119,32 +156,44 @@ class ResponsesAPIServicer(responses_pb2_grpc.ResponsesAPIServicer):
         self.control_plane = control_plane
 
     async def CreateResponse(
-        self, request: rs.CreateResponseRequest, context: ServicerContext
+        self,
+        request: rs.CreateResponseRequest,
+        context: grpc.aio.ServicerContext[rs.CreateResponseRequest, rs.CreateResponseResponse],
     ) -> rs.CreateResponseResponse:
         raise UnimplementedError("responses are not served yet")
 
     async def StreamResponse(
-        self, request: rs.CreateResponseRequest, context: ServicerContext
+        self,
+        request: rs.CreateResponseRequest,
+        context: grpc.aio.ServicerContext[rs.CreateResponseRequest, rs.StreamResponseResponse],
     ) -> AsyncIterator[rs.StreamResponseResponse]:
         raise UnimplementedError("responses are not served yet")
         yield  # an async generator
 
     async def GetResponse(
-        self, request: rs.GetResponseRequest, context: ServicerContext
+        self,
+        request: rs.GetResponseRequest,
+        context: grpc.aio.ServicerContext[rs.GetResponseRequest, rs.GetResponseResponse],
     ) -> rs.GetResponseResponse:
         raise UnimplementedError("responses are not served yet")
 
     async def ListResponses(
-        self, request: rs.ListResponsesRequest, context: ServicerContext
+        self,
+        request: rs.ListResponsesRequest,
+        context: grpc.aio.ServicerContext[rs.ListResponsesRequest, rs.ListResponsesResponse],
     ) -> rs.ListResponsesResponse:
         raise UnimplementedError("responses are not served yet")
 
     async def ListInputItems(
-        self, request: rs.ListInputItemsRequest, context: ServicerContext
+        self,
+        request: rs.ListInputItemsRequest,
+        context: grpc.aio.ServicerContext[rs.ListInputItemsRequest, rs.ListInputItemsResponse],
     ) -> rs.ListInputItemsResponse:
         raise UnimplementedError("responses are not served yet")
 
     async def DeleteResponse(
-        self, request: rs.DeleteResponseRequest, context: ServicerContext
+        self,
+        request: rs.DeleteResponseRequest,
+        context: grpc.aio.ServicerContext[rs.DeleteResponseRequest, rs.DeleteResponseResponse],
     ) -> rs.DeleteResponseResponse:
         raise UnimplementedError("responses are not served yet")
