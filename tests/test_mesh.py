@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 
@@ -28,6 +29,7 @@ from llama_mesh.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from llama_mesh.worker.runtime import ServiceRuntime
 
 from mesh_workflows import (
+    ApprovalWorkflow,
     CounterWorkflow,
     EchoWorkflow,
     FailingWorkflow,
@@ -143,6 +145,19 @@ async def test_a_stream_opened_as_the_task_finishes_still_gets_every_event(
         last = await anext(events)
         assert (last.type, last.state, last.payload) == ("StopEvent", "SUCCEEDED", "r")
         await events.aclose()
+
+
+async def test_a_stream_the_client_leaves_leaves_no_read_behind(
+    nats: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        handle = await session.create_task("approval", question="Ship it?")
+        async for event in handle.events():
+            if event.type == "InputRequiredEvent":
+                break  # the server is reading the next event when the call ends
+    gc.collect()  # an abandoned task that ended with an exception is reported here
+    assert "never retrieved" not in caplog.text
 
 
 async def test_failure_is_typed(nats: EmbeddedNats) -> None:

@@ -78,12 +78,12 @@ async def until_shutdown(
 ) -> AsyncIterator[Msg]:
     """Items of `items`; UnavailableError if the server shuts down first."""
     stop = asyncio.ensure_future(shutting_down.wait())
+    item: asyncio.Future[Msg] | None = None
     try:
         while True:
             item = asyncio.ensure_future(anext(items))
             await asyncio.wait({stop, item}, return_when=asyncio.FIRST_COMPLETED)
             if not item.done():
-                item.cancel()
                 raise UnavailableError("the control plane is shutting down; resume the stream")
             try:
                 yield item.result()
@@ -91,3 +91,14 @@ async def until_shutdown(
                 return
     finally:
         stop.cancel()
+        if item is not None:
+            # Also when the call itself is cancelled (the client went away): the
+            # pending read must not outlive it, nor end unread when the
+            # subscription closes.
+            item.cancel()
+            item.add_done_callback(_consume)
+
+
+def _consume(future: asyncio.Future[Msg]) -> None:
+    if not future.cancelled():
+        future.exception()
