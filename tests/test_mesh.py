@@ -338,11 +338,27 @@ async def test_control_plane_restart_keeps_waits_sessions_and_tasks(
 async def test_idle_mesh_sends_no_messages(nats: EmbeddedNats) -> None:
     import nats as nats_py
 
-    config = ServiceConfig("echo", lease=120.0)
+    config = ServiceConfig("echo", lease=120.0, max_concurrency=1)
+    spy = await nats_py.connect(nats.url)
+    # With one slot the replica asks for one task at start and, after recording the warm
+    # run's result, for the next one: the caller can see the result before that second
+    # request is out. The idle state starts once the server has both.
+    pulls: list[object] = []
+    both_asked = asyncio.Event()
+
+    async def on_pull(msg: object) -> None:
+        pulls.append(msg)
+        if len(pulls) == 2:
+            both_asked.set()
+
+    watch = await spy.subscribe("$JS.API.CONSUMER.MSG.NEXT.MESH_TASKS.svc_echo", cb=on_pull)
+    await spy.flush()
     async with LocalMesh({"echo": (EchoWorkflow(), config)}, nats_url=nats.url) as mesh:
         session = await mesh.client.create_session()
         assert await session.run("echo", arg1="warm") == "warm_result"
-        spy = await nats_py.connect(nats.url)
+        async with asyncio.timeout(30):
+            await both_asked.wait()
+        await watch.unsubscribe()
         seen: list[str] = []
 
         async def record(msg: object) -> None:
