@@ -92,9 +92,13 @@ class MeshBench:
     ) -> Proc:
         label = f"service-{name}-{index}"
         # With authentication on, a replica presents its service's token (written by `up`).
-        token_file = Path(self._tmp.name) / "state" / "auth" / "services" / f"{name}.token"
+        auth = Path(self._tmp.name) / "state" / "auth"
+        token_file = auth / "services" / f"{name}.token"
         authenticated = self.mesh is not None and self.mesh.token is not None
         env = {**os.environ, "LLAMA_MESH_TOKEN_FILE": str(token_file)} if authenticated else None
+        # Under up's locked-down NATS a replica connects with its service's nkey.
+        seed = auth / "nats" / f"service-{name}.nk"
+        nkey = ["--nkey-seed", str(seed)] if seed.exists() else []
         return await self.procs.start(
             label,
             self._argv(
@@ -111,6 +115,7 @@ class MeshBench:
                     str(BENCH),
                     "--max-concurrency",
                     str(self.config.mesh_max_concurrency),
+                    *nkey,
                 ],
             ),
             env=env,
