@@ -21,7 +21,7 @@ CLI = Path(sys.executable).parent / "llama-mesh"
 
 @contextlib.asynccontextmanager
 async def component(
-    *args: str, ready_timeout: float = 30.0
+    *args: str, ready_timeout: float = 90.0
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, Any]]]:
     """Run `llama-mesh ARGS` and yield (process, ready line); stop it on exit."""
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
