@@ -25,135 +25,30 @@ True
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from google.api import field_behavior_pb2  # type: ignore[import-untyped,unused-ignore]
-from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from llama_mesh_gateway.json_shape import Shaper
+from llama_mesh_gateway.openapi_types import INT64_TYPES, SCALARS, WKT
 from llama_mesh_gateway.options import ErrorFormat, Style
+from llama_mesh_gateway.proto_docs import ProtoDocs
 from llama_mesh_gateway.routes import Route, Schema
 from llama_mesh_gateway.streaming import NDJSON, SSE
 from llama_mesh_gateway.transcode import STRING_WKT
 
 _REF = "#/components/schemas/"
-_INT64_TYPES = frozenset(
-    {
-        FieldDescriptor.TYPE_INT64,
-        FieldDescriptor.TYPE_SINT64,
-        FieldDescriptor.TYPE_SFIXED64,
-        FieldDescriptor.TYPE_UINT64,
-        FieldDescriptor.TYPE_FIXED64,
-    }
-)
 STATUS_SCHEMA = "google.rpc.Status"
 _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 _MAX_QUERY_DEPTH = 3
-
-_INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
-_UINT32 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1}
-_INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$"}
-_UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]{1,20}$"}
-_T = FieldDescriptor
-_SCALARS: dict[int, dict[str, Any]] = {
-    _T.TYPE_DOUBLE: {"type": "number", "format": "double"},
-    _T.TYPE_FLOAT: {"type": "number", "format": "float"},
-    _T.TYPE_INT32: _INT32,
-    _T.TYPE_SINT32: _INT32,
-    _T.TYPE_SFIXED32: _INT32,
-    _T.TYPE_UINT32: _UINT32,
-    _T.TYPE_FIXED32: _UINT32,
-    _T.TYPE_INT64: _INT64,
-    _T.TYPE_SINT64: _INT64,
-    _T.TYPE_SFIXED64: _INT64,
-    _T.TYPE_UINT64: _UINT64,
-    _T.TYPE_FIXED64: _UINT64,
-    _T.TYPE_BOOL: {"type": "boolean"},
-    _T.TYPE_STRING: {"type": "string"},
-    _T.TYPE_BYTES: {"type": "string", "format": "byte"},
-}
-_WKT: dict[str, dict[str, Any]] = {
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Duration": {
-        "type": "string",
-        "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,9})?s$",
-        "example": "1.5s",
-    },
-    "google.protobuf.FieldMask": {"type": "string", "example": "name,labels"},
-    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
-    "google.protobuf.Value": {},
-    "google.protobuf.ListValue": {"type": "array", "items": {}},
-    "google.protobuf.Empty": {"type": "object"},
-    "google.protobuf.Any": {
-        "type": "object",
-        "properties": {"@type": {"type": "string"}},
-        "additionalProperties": True,
-    },
-    "google.protobuf.DoubleValue": {"type": "number", "nullable": True},
-    "google.protobuf.FloatValue": {"type": "number", "nullable": True},
-    "google.protobuf.Int64Value": {**_INT64, "nullable": True},
-    "google.protobuf.UInt64Value": {**_UINT64, "nullable": True},
-    "google.protobuf.Int32Value": {**_INT32, "nullable": True},
-    "google.protobuf.UInt32Value": {**_UINT32, "nullable": True},
-    "google.protobuf.BoolValue": {"type": "boolean", "nullable": True},
-    "google.protobuf.StringValue": {"type": "string", "nullable": True},
-    "google.protobuf.BytesValue": {"type": "string", "format": "byte", "nullable": True},
-}
-
-
-class _Docs:
-    """Comments and field behaviors by full name, read from the file protos."""
-
-    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
-        self.comments: dict[str, str] = {}
-        self.behaviors: dict[str, set[int]] = {}
-        for f in files:
-            by_path = {
-                tuple(loc.path): loc.leading_comments.strip()
-                for loc in f.source_code_info.location
-                if loc.leading_comments.strip()
-            }
-            prefix = f"{f.package}." if f.package else ""
-            for i, m in enumerate(f.message_type):
-                self._message(m, prefix, (4, i), by_path)
-            for i, e in enumerate(f.enum_type):
-                self._put(prefix + e.name, (5, i), by_path)
-            for i, s in enumerate(f.service):
-                self._put(prefix + s.name, (6, i), by_path)
-                for j, meth in enumerate(s.method):
-                    self._put(f"{prefix}{s.name}.{meth.name}", (6, i, 2, j), by_path)
-
-    def _put(self, name: str, path: tuple[int, ...], by_path: dict[tuple[int, ...], str]) -> None:
-        text = by_path.get(path)
-        if text:
-            self.comments[name] = text
-
-    def _message(
-        self,
-        m: descriptor_pb2.DescriptorProto,
-        prefix: str,
-        path: tuple[int, ...],
-        by_path: dict[tuple[int, ...], str],
-    ) -> None:
-        full = prefix + m.name
-        self._put(full, path, by_path)
-        for k, fld in enumerate(m.field):
-            self._put(f"{full}.{fld.name}", (*path, 2, k), by_path)
-            behaviors = set(fld.options.Extensions[field_behavior_pb2.field_behavior])
-            if behaviors:
-                self.behaviors[f"{full}.{fld.name}"] = behaviors
-        for j, nested in enumerate(m.nested_type):
-            self._message(nested, full + ".", (*path, 3, j), by_path)
-        for j, e in enumerate(m.enum_type):
-            self._put(f"{full}.{e.name}", (*path, 4, j), by_path)
 
 
 class _Builder:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self.docs = _Docs(schema.file_set.file)
+        self.docs = ProtoDocs(schema.file_set.file)
         self.components: dict[str, dict[str, Any]] = {}
         self.shaper: Shaper = schema.shaper(Style())
         # A message documented under two JSON styles gets one component per style.
@@ -182,8 +77,8 @@ class _Builder:
 
     def message(self, desc: Descriptor) -> dict[str, Any]:
         """A reference to the component schema of a message (made on first use)."""
-        if desc.full_name in _WKT:
-            return dict(_WKT[desc.full_name])
+        if desc.full_name in WKT:
+            return dict(WKT[desc.full_name])
         name, new = self._component(desc.full_name)
         if new:
             self.components[name] = {}  # placeholder: recursion stops here
@@ -256,9 +151,9 @@ class _Builder:
             return self.message(fld.message_type)
         if fld.enum_type is not None:
             return self.enum(fld.enum_type)
-        if self.shaper.style.int64_as_number and fld.type in _INT64_TYPES:
+        if self.shaper.style.int64_as_number and fld.type in INT64_TYPES:
             return {"type": "integer", "format": "int64"}
-        return dict(_SCALARS[fld.type])
+        return dict(SCALARS[fld.type])
 
     def enum(self, desc: EnumDescriptor) -> dict[str, Any]:
         name, new = self._component(desc.full_name)
@@ -423,7 +318,7 @@ def build_openapi(
         "properties": {
             "code": {"type": "integer", "format": "int32", "description": "The gRPC status code."},
             "message": {"type": "string"},
-            "details": {"type": "array", "items": dict(_WKT["google.protobuf.Any"])},
+            "details": {"type": "array", "items": dict(WKT["google.protobuf.Any"])},
         },
         "required": ["code", "message"],
     }
