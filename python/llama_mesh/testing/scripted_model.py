@@ -48,6 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llama_mesh.testing import chat_wire
+
 DEFAULT_MODEL = "scripted"
 
 
@@ -373,141 +375,31 @@ class ScriptedModel:
         if recorded.stream:
             options = body.get("stream_options") or {}
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            frames = self._frames(
-                recorded, reply, call_ids, completion_id, model, usage if include_usage else None
+            frames = chat_wire.chunks(
+                recorded,
+                reply,
+                call_ids,
+                completion_id,
+                model,
+                usage if include_usage else None,
+                self._hold,
             )
             return StreamingResponse(
                 frames,
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
-        return JSONResponse(self._completion(reply, call_ids, completion_id, model, usage))
+        return JSONResponse(chat_wire.completion(reply, call_ids, completion_id, model, usage))
 
     def _usage(self, request: RecordedRequest, reply: Reply) -> Usage:
         prompt = sum(_words(t) for t in request.texts())
         completion = _words(reply.content() or "") + len(reply.tool_calls)
         return Usage(prompt, completion)
 
-    @staticmethod
-    def _finish_reason(reply: Reply) -> str:
-        return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
-
-    def _completion(
-        self,
-        reply: Reply,
-        call_ids: list[str],
-        completion_id: str,
-        model: str,
-        usage: Usage,
-    ) -> dict[str, Any]:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": reply.content(),
-            "refusal": None,
-        }
-        if reply.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments_json},
-                }
-                for call, call_id in zip(reply.tool_calls, call_ids, strict=True)
-            ]
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": self._finish_reason(reply),
-                }
-            ],
-            "usage": usage.to_json(),
-        }
-
-    async def _frames(
-        self,
-        recorded: RecordedRequest,
-        reply: Reply,
-        call_ids: list[str],
-        completion_id: str,
-        model: str,
-        usage: Usage | None,
-    ) -> AsyncIterator[bytes]:
-        created = int(time.time())
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            frame: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": None,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if usage is not None:
-                frame["usage"] = None
-            return _sse(frame)
-
-        first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
-        if reply.content() is None and reply.tool_calls:
-            first["content"] = None
-        yield chunk(first)
-        for piece in reply.pieces():
-            if isinstance(piece, Pause):
-                with self._lock:
-                    self._pauses.add(piece)
-                await piece.wait()
-                continue
-            if reply.interval and recorded.chunk_times:
-                # The pace of a generating model, not a wait for something to happen.
-                await asyncio.sleep(reply.interval)
-            recorded.chunk_times.append(time.perf_counter())
-            yield chunk({"content": piece})
-        for index, (call, call_id) in enumerate(zip(reply.tool_calls, call_ids, strict=True)):
-            yield chunk(
-                {
-                    "tool_calls": [
-                        {
-                            "index": index,
-                            "id": call_id,
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": ""},
-                        }
-                    ]
-                }
-            )
-            arguments = call.arguments_json
-            middle = len(arguments) // 2
-            for part in (arguments[:middle], arguments[middle:]):
-                if part:
-                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
-        yield chunk({}, self._finish_reason(reply))
-        if usage is not None:
-            yield _sse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": None,
-                    "choices": [],
-                    "usage": usage.to_json(),
-                }
-            )
-        yield b"data: [DONE]\n\n"
-
-
-def _sse(frame: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(frame, separators=(",", ":")).encode() + b"\n\n"
+    async def _hold(self, pause: Pause) -> None:
+        with self._lock:
+            self._pauses.add(pause)
+        await pause.wait()
 
 
 class _Server(uvicorn.Server):
