@@ -12,13 +12,11 @@ closed at lifespan shutdown or by `Gateway.aclose()`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 import grpc
 from google.protobuf import message
@@ -26,16 +24,14 @@ from grpc_health.v1 import health_pb2
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llama_mesh_gateway import streaming
+from llama_mesh_gateway import asgi_io, streaming
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
 from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Match, MethodNotAllowed, Route, RouteTable, Schema
 from llama_mesh_gateway.status import (
     GatewayError,
-    error_body,
     from_rpc_error,
     invalid_argument,
-    should_retry,
 )
 from llama_mesh_gateway.transcode import build_request, response_json
 
@@ -44,9 +40,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 HEALTH_TIMEOUT_SECONDS = 5.0
-_JSON = "application/json"
-# curl -d sends application/x-www-form-urlencoded; the body is still read as JSON.
-_BODY_TYPES = frozenset({"", _JSON, "application/x-www-form-urlencoded"})
 # Receive upstream trailers up to 64 KiB (gRPC's default is 8 KiB): an upstream whose
 # error message echoes a long value then still gets its own status, truncated here,
 # instead of RESOURCE_EXHAUSTED from this channel.
@@ -56,14 +49,6 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.absolute_max_metadata_size", _RESPONSE_METADATA_BYTES),
 ]
 _DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also takes "²"
-
-
-class _Disconnected(Exception):
-    """The HTTP client went away."""
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class Gateway:
@@ -164,15 +149,15 @@ class Gateway:
         try:
             await self._http(scope, receive, send_tracked)
         except GatewayError as e:
-            await _send_error(send, e)
-        except _Disconnected:
+            await asgi_io.send_error(send, e)
+        except asgi_io.Disconnected:
             logger.debug("client left during %s %s", scope["method"], scope["path"])
         except Exception:
             # A bug: logged with its traceback, answered as a Status like every error.
             logger.exception("gateway error in %s %s", scope["method"], scope["path"])
             if started:
                 raise
-            await _send_error(
+            await asgi_io.send_error(
                 send, GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway")
             )
 
@@ -189,12 +174,14 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
-        raw_path = _raw_path(scope)
+        raw_path = asgi_io.raw_path(scope)
         if raw_path == "/healthz" and method in ("GET", "HEAD"):
             await self._health(send, head=method == "HEAD")
             return
         if raw_path == "/openapi.json" and method == "GET":
-            await _send_body(send, 200, {"content-type": _JSON}, self.openapi_document())
+            await asgi_io.send_body(
+                send, 200, {"content-type": asgi_io.JSON}, self.openapi_document()
+            )
             return
         try:
             match = self.table.find(method, raw_path)
@@ -224,11 +211,11 @@ class Gateway:
                 f"{route.method.full_name} is client streaming, which REST does not carry",
                 http=501,
             )
-        headers = _headers(scope)
+        headers = asgi_io.request_headers(scope)
         body = await self._read_body(receive, headers)
         if route.body and body.strip():
-            _check_content_type(headers.get("content-type", ""))
-        query = _query(scope)
+            asgi_io.check_content_type(headers.get("content-type", ""))
+        query = asgi_io.query_pairs(scope)
         md, timeout = request_metadata(scope.get("headers", []), scope.get("client"))
         overrides: dict[str, str] = {}
         last_event_id = headers.get("last-event-id")
@@ -254,17 +241,17 @@ class Gateway:
             if not _DIGITS.fullmatch(declared.strip()):
                 raise invalid_argument("header Content-Length is not a number")
             if int(declared) > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
+                raise asgi_io.too_large(self.max_body_bytes)
         chunks: list[bytes] = []
         size = 0
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                raise _Disconnected
+                raise asgi_io.Disconnected
             chunk: bytes = msg.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
+                raise asgi_io.too_large(self.max_body_bytes)
             chunks.append(chunk)
             if not msg.get("more_body", False):
                 return b"".join(chunks)
@@ -280,7 +267,7 @@ class Gateway:
     ) -> None:
         call = self._callable(route)(request, metadata=md, timeout=call_timeout)
         try:
-            response = await _until_disconnect(call, receive)
+            response = await asgi_io.until_disconnect(call, receive)
             initial = await call.initial_metadata()
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as e:
@@ -288,8 +275,8 @@ class Gateway:
         finally:
             call.cancel()  # no-op when the call has finished
         value = response_json(route, response, self.schema.pool)
-        headers = {"content-type": _JSON, **response_headers(initial, trailing)}
-        await _send_body(send, 200, headers, _dumps(value))
+        headers = {"content-type": asgi_io.JSON, **response_headers(initial, trailing)}
+        await asgi_io.send_body(send, 200, headers, asgi_io.dumps(value))
 
     async def _stream(
         self,
@@ -311,7 +298,7 @@ class Gateway:
         self._streams.add(call)
         it = call.__aiter__()
         first = asyncio.create_task(streaming.next_item(it))
-        watcher = asyncio.create_task(_wait_disconnect(receive))
+        watcher = asyncio.create_task(asgi_io.wait_disconnect(receive))
         try:
             # Wait for the first item for up to one heartbeat: an upstream error that
             # comes at once (NOT_FOUND, INVALID_ARGUMENT) gets its own HTTP status.
@@ -321,7 +308,7 @@ class Gateway:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if watcher in done:
-                raise _Disconnected
+                raise asgi_io.Disconnected
             early = first.exception() if first in done else None
             if isinstance(early, grpc.aio.AioRpcError):
                 raise from_rpc_error(early, self.schema.pool)
@@ -335,7 +322,13 @@ class Gateway:
                 "x-accel-buffering": "no",
                 **response_headers(initial),
             }
-            await send({"type": "http.response.start", "status": 200, "headers": _raw(out_headers)})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": asgi_io.raw_headers(out_headers),
+                }
+            )
 
             async def chunks() -> AsyncGenerator[bytes, None]:
                 items = streaming.with_heartbeats(first, it, self.heartbeat_seconds)
@@ -356,7 +349,7 @@ class Gateway:
                 finally:
                     await items.aclose()
 
-            pump = asyncio.create_task(_pump(chunks(), send))
+            pump = asyncio.create_task(asgi_io.pump(chunks(), send))
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if pump in done:
                 pump.result()
@@ -396,120 +389,14 @@ class Gateway:
             body["message"] = f"{e.code().name}: {e.details()}"
         body["upstreamStatus"] = status
         code = 200 if status == "SERVING" else 503
-        payload = b"" if head else _dumps(body)
-        await _send_body(send, code, {"content-type": _JSON, "cache-control": "no-cache"}, payload)
+        payload = b"" if head else asgi_io.dumps(body)
+        await asgi_io.send_body(
+            send, code, {"content-type": asgi_io.JSON, "cache-control": "no-cache"}, payload
+        )
 
 
 def _serialize(msg: message.Message) -> bytes:
     return msg.SerializeToString()
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            return
-
-
-async def _until_disconnect(call: Any, receive: Receive) -> Any:
-    """Await a unary call; cancel it and raise _Disconnected if the client leaves first."""
-    result = asyncio.ensure_future(call)
-    watcher = asyncio.create_task(_wait_disconnect(receive))
-    try:
-        done, _ = await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if result in done:
-            return result.result()
-        raise _Disconnected
-    finally:
-        for task in (result, watcher):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(result, watcher, return_exceptions=True)
-
-
-async def _pump(chunks: AsyncGenerator[bytes, None], send: Send) -> None:
-    try:
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        await chunks.aclose()
-
-
-def _raw_path(scope: Scope) -> str:
-    raw: bytes | None = scope.get("raw_path")
-    if raw is None:
-        return quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise invalid_argument("path is not UTF-8") from None
-    return text.split("?", 1)[0]
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in scope.get("headers", []):
-        key = k.decode("latin-1").lower()
-        value = v.decode("latin-1")
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
-
-
-def _query(scope: Scope) -> list[tuple[str, str]]:
-    raw: bytes = scope.get("query_string", b"")
-    if not raw:
-        return []
-    try:
-        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise invalid_argument("query string is not UTF-8 once percent-decoded") from None
-
-
-def _check_content_type(value: str) -> None:
-    media, _, params = value.partition(";")
-    media = media.strip().lower()
-    if media not in _BODY_TYPES and not media.endswith("+json"):
-        raise invalid_argument(
-            f"unsupported Content-Type {value!r}: send the body as application/json", http=415
-        )
-    for param in params.split(";"):
-        name, _, charset = param.partition("=")
-        if name.strip().lower() == "charset" and charset.strip().strip('"').lower() not in (
-            "utf-8",
-            "utf8",
-        ):
-            raise invalid_argument(f"unsupported charset in {value!r}: use utf-8", http=415)
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"request body is larger than the limit of {limit} bytes",
-        http=413,
-    )
-
-
-def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [
-        (k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()
-    ]
-
-
-async def _send_body(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
-    headers = {**headers, "content-length": str(len(body))}
-    start: Message = {"type": "http.response.start", "status": status, "headers": _raw(headers)}
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_error(send: Send, error: GatewayError) -> None:
-    headers = {
-        "content-type": _JSON,
-        "x-should-retry": "true" if should_retry(error) else "false",
-        **error.headers,
-    }
-    await _send_body(send, error.http, headers, _dumps(error_body(error, error.format)))
 
 
 def create_app(
