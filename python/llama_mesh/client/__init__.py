@@ -8,15 +8,10 @@ only calls the mesh installs and loads the client alone.
         print(await session.run("echo", arg1="hello"))
 """
 
-from llama_mesh.client._async import (
-    AsyncClient,
-    AsyncSession,
-    StreamedEvent,
-    TaskHandle,
-    task_result,
-)
+from llama_mesh.client._async import AsyncClient, AsyncSession, TaskHandle
 from llama_mesh.client._credentials import Credentials
 from llama_mesh.client._sync import Client, Session, SyncTaskHandle
+from llama_mesh.client._task_view import StreamedEvent, task_result
 
 __all__ = [
     "AsyncClient",

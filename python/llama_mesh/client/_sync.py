@@ -13,7 +13,8 @@ import threading
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from llama_mesh.client._async import AsyncClient, AsyncSession, StreamedEvent, TaskHandle
+from llama_mesh.client._async import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.client._task_view import StreamedEvent
 from llama_mesh.v1 import resources_pb2
 
 T = TypeVar("T")
