@@ -15,10 +15,13 @@ import pytest
 from google.protobuf import struct_pb2
 
 from llama_mesh.client import AsyncSession
+from llama_mesh.control_plane.ack_ids import AckIdSigner
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import TaskCancelledError, TaskDeadlineExceededError
+from llama_mesh.jetstream.secrets import shared_key
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.rpc.identity import UNAUTHENTICATED_ADMIN
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc, queue_pb2_grpc, resources_pb2
 from llama_mesh.v1 import queue_pb2 as q
@@ -207,10 +210,13 @@ async def test_cancel_and_deadline_are_decided_by_the_control_plane(
 async def test_bad_reports_are_refused_with_a_reason(
     mesh: tuple[LocalMesh, Remote, AsyncSession],
 ) -> None:
-    _, remote, session = mesh
+    running, remote, session = mesh
     handle = await session.create_task(SERVICE)
     message = await remote.deliveries()
     await remote.begin(message)
+    assert running.control_plane is not None
+    state = running.control_plane.state
+    signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
 
     async def refused(call: Any, code: grpc.StatusCode, match: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -232,15 +238,35 @@ async def test_bad_reports_are_refused_with_a_reason(
     )
     await refused(remote.report(message, 1, ""), invalid, "type is required")
     await refused(remote.report(message, 1, "llama_mesh.AttemptFailed"), invalid, "the mesh's own")
+    # A genuine ack id (signed with the control planes' key, for this caller) of a
+    # delivery of another service's consumer.
     foreign = q.CompleteTaskAttemptRequest(
         name=handle.name,
-        ack_id="$JS.ACK.MESH_TASKS.svc_other.1.5.5.1700000000000000000.0",
+        ack_id=signer.issue(
+            "$JS.ACK.MESH_TASKS.svc_other.1.5.5.1700000000000000000.0",
+            UNAUTHENTICATED_ADMIN.subject,
+            "topics/tasks.other",
+        ),
         attempt=1,
         result=text("x"),
     )
     await refused(remote.queue.CompleteTaskAttempt(foreign), invalid, "is of service 'remote'")
-    foreign.ack_id = "not an ack id"
-    await refused(remote.queue.CompleteTaskAttempt(foreign), invalid, "is not the ack id")
+    for bad in ("not an ack id", "$JS.ACK.MESH_TASKS.svc_remote.1.5.5.1700000000000000000.0"):
+        foreign.ack_id = bad
+        await refused(remote.queue.CompleteTaskAttempt(foreign), invalid, "is not an ack id")
+    # The delivery's own ack id, altered, or given to another identity.
+    signed = AckIdSigner(b"k" * 32).issue(
+        "$JS.ACK.MESH_TASKS.svc_remote.1.5.5.1700000000000000000.0",
+        UNAUTHENTICATED_ADMIN.subject,
+        TOPIC,
+    )
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    altered = (
+        message.ack_id[:-5] + ("A" if message.ack_id[-5] != "A" else "B") + message.ack_id[-4:]
+    )
+    for bad in (altered, signed):
+        foreign.ack_id = bad
+        await refused(remote.queue.CompleteTaskAttempt(foreign), denied, "was not given to")
     precondition = grpc.StatusCode.FAILED_PRECONDITION
     await refused(remote.complete(message, 2, result=text("x")), precondition, "attempt 2")
     await refused(

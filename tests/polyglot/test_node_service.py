@@ -181,3 +181,38 @@ async def test_a_failing_node_task_is_retried_and_dead_lettered_as_a_python_one(
         assert dead.task.name == task.name
         assert dead.task.state == resources_pb2.TASK_STATE_FAILED
         assert dead.task.error == task.error
+
+
+@pytest.mark.timeout(90)
+async def test_a_node_replica_refuses_a_task_of_another_service(
+    node: str, ts_client: Path, mesh: LocalMesh
+) -> None:
+    """An assignment on `tasks.upper` whose task is of another service (forged by an
+    admin's raw Publish, or misrouted) is dropped unrun and unreported."""
+    assert mesh.control_plane is not None
+    state = mesh.control_plane.state
+    async with spawn(*upper(node, ts_client, mesh), "--max-concurrency", "1") as service:
+        assert (await service.next())["ready"] is True
+        session = await mesh.client.create_session()
+        # A task of `approval`, waiting for its answer: the target.
+        target = await session.create_task("approval", question="ship it?")
+        async for event in target.events():
+            if event.state == "WAITING_FOR_INPUT":
+                break
+        forged = resources_pb2.Envelope(
+            id="forged", task_assignment=resources_pb2.TaskAssignment(task=target.task)
+        )
+        ack = await state.js.publish(
+            state.topology.task_subject("upper"), forged.SerializeToString()
+        )
+        # One slot: the forged message is dealt with before the next task starts.
+        assert await session.run("upper", text="after") == "AFTER"
+        info = await state.js.consumer_info(state.topology.task_stream, "svc_upper")
+        assert info.ack_floor.stream_seq >= ack.seq  # dropped (acked), not left to redeliver
+        assert info.num_ack_pending == 0 and info.num_redelivered == 0
+        task = await target.get()
+        assert task.state == resources_pb2.TASK_STATE_WAITING_FOR_INPUT
+        assert task.attempt_count == 1  # only approval's own replica ran it
+        await target.send_event("HumanResponseEvent", response="yes")
+        assert await target.result() == {"answer": "yes"}
+        assert await stop(service) == 0

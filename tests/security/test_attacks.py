@@ -4,9 +4,12 @@ each failing to do harm."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from llama_mesh.client import AsyncClient, Credentials
 from llama_mesh.core.errors import PermissionDeniedError, UnauthenticatedError
@@ -163,19 +166,108 @@ async def test_forged_events_input_and_ack_ids_are_refused(secure_mesh: SecureMe
                         metadata=secure_mesh.metadata(who),
                     )
                 assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED, (who, topic)
-            # An ack id of echo's consumer, sent by echo on echo's topic, but naming
-            # another consumer's message: refused.
-            foreign_ack = "$JS.ACK.MESH_TASKS.svc_other.1.5.5.1700000000000000000.0"
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await queue.AckMessages(
-                    queue_pb2.AckMessagesRequest(topic="topics/tasks.echo", ack_ids=[foreign_ack]),
-                    metadata=secure_mesh.metadata("echo"),
-                )
-            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         task = await handle.get()
         assert task.state == WAITING
         await handle.send_event("HumanResponseEvent", response="yes")
         assert await handle.result() == {"answer": "yes"}
+
+
+@pytest.mark.timeout(60)
+async def test_ack_ids_answer_only_the_subscription_they_came_from(
+    secure_mesh: SecureMesh,
+) -> None:
+    """An ack id is signed for its subscriber and topic: the bare JetStream reply
+    subject behind it, the same ack id in another identity's hands (even one of the
+    same service), or on another topic, acks nothing."""
+    async with secure_mesh.client("admin") as admin:
+        for key_id in ("remote", "remote-2"):
+            secure_mesh.tokens[key_id], _ = await admin.api_keys.create(
+                ["service:remote"], key_id=key_id
+            )
+    async with (
+        grpc.aio.insecure_channel(secure_mesh.control_plane) as channel,
+        secure_mesh.client("client") as client,
+    ):
+        cp = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+        await cp.RegisterService(
+            control_plane_pb2.RegisterServiceRequest(
+                service=resources_pb2.Service(name="services/remote"),
+                replica=resources_pb2.Replica(replica_id="r1"),
+            ),
+            metadata=secure_mesh.metadata("remote"),
+        )
+        handle = await (await client.create_session()).create_task("remote")
+        queue = queue_pb2_grpc.QueueAPIStub(channel)
+        stream = queue.Subscribe(
+            queue_pb2.SubscribeRequest(topic="topics/tasks.remote", consumer_group="remote"),
+            metadata=secure_mesh.metadata("remote"),
+        )
+        try:
+            first = await stream.read()
+            assert isinstance(first, queue_pb2.SubscribeResponse)
+            message = first.message
+            assert message.envelope.task_assignment.task.name == handle.name
+            assert not message.ack_id.startswith("$JS.")  # opaque, not the reply subject
+            body = message.ack_id.split(".")[1]
+            reply, topic = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            assert (
+                reply.startswith("$JS.ACK.MESH_TASKS.svc_remote.")
+                and topic == "topics/tasks.remote"
+            )
+            tries = [
+                # the reply subject itself, by the subscriber
+                ("remote", "topics/tasks.remote", reply, grpc.StatusCode.INVALID_ARGUMENT),
+                # the ack id, by another identity of the same service
+                (
+                    "remote-2",
+                    "topics/tasks.remote",
+                    message.ack_id,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ),
+                # the ack id, by another service on its own topic
+                ("echo", "topics/tasks.echo", message.ack_id, grpc.StatusCode.PERMISSION_DENIED),
+            ]
+            for who, on, ack_id, code in tries:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await queue.AckMessages(
+                        queue_pb2.AckMessagesRequest(topic=on, ack_ids=[ack_id]),
+                        metadata=secure_mesh.metadata(who),
+                    )
+                assert caught.value.code() == code, (who, on, ack_id)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await queue.NakMessages(
+                        queue_pb2.NakMessagesRequest(topic=on, ack_ids=[ack_id]),
+                        metadata=secure_mesh.metadata(who),
+                    )
+                assert caught.value.code() == code, (who, on, ack_id)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await queue.BeginTaskAttempt(
+                        queue_pb2.BeginTaskAttemptRequest(name=handle.name, ack_id=ack_id),
+                        metadata=secure_mesh.metadata(who),
+                    )
+                assert caught.value.code() in (code, grpc.StatusCode.PERMISSION_DENIED)
+            # None of that touched the delivery: still pending, still the subscriber's.
+            state = secure_mesh.server.state
+            info = await state.js.consumer_info("MESH_TASKS", "svc_remote")
+            assert info.num_ack_pending == 1 and info.num_redelivered == 0
+            assert (await handle.get()).state == resources_pb2.TASK_STATE_PENDING
+            begun = await queue.BeginTaskAttempt(
+                queue_pb2.BeginTaskAttemptRequest(name=handle.name, ack_id=message.ack_id),
+                metadata=secure_mesh.metadata("remote"),
+            )
+            assert begun.run and begun.attempt == 1
+            await queue.CompleteTaskAttempt(
+                queue_pb2.CompleteTaskAttemptRequest(
+                    name=handle.name,
+                    ack_id=message.ack_id,
+                    attempt=1,
+                    result=struct_pb2.Value(string_value="done"),
+                ),
+                metadata=secure_mesh.metadata("remote"),
+            )
+        finally:
+            stream.cancel()
+        assert await handle.result() == "done"
 
 
 async def test_a_revoked_key_stops_working_everywhere(secure_mesh: SecureMesh) -> None:

@@ -291,12 +291,26 @@ export class QueueService {
       await mapped(() => this.mesh.queue.ackMessages({ topic: this.topic, ackIds: [message.ackId] }));
       return;
     }
-    const name = envelope.payload.value.task!.name;
+    const assigned = envelope.payload.value.task!;
+    const name = assigned.name;
+    if (assigned.service !== this.options.name) {
+      // The control plane publishes each task on its own service's topic only: one
+      // of another service here was forged or misrouted. Never run it, never report
+      // on it (the control plane refuses reports on another service's task anyway).
+      this.options.log(`task ${name}: of service ${assigned.service}, not ${this.options.name}; refused`);
+      await mapped(() => this.mesh.queue.ackMessages({ topic: this.topic, ackIds: [message.ackId] }));
+      return;
+    }
     const begun = await mapped(() =>
       this.mesh.queue.beginTaskAttempt({ name, ackId: message.ackId, replicaId: this.replicaId }),
     );
     if (!begun.run) return; // the control plane has settled the delivery
     const task = begun.task!;
+    if (task.service !== this.options.name) {
+      // The record is what counts: run only a task the mesh says is ours.
+      this.options.log(`task ${name}: recorded for service ${task.service}, not ${this.options.name}; refused`);
+      return;
+    }
     const delivery = { name, ackId: message.ackId, attempt: begun.attempt };
     const cancelled = new AbortController();
     const signals = [this.cancelRunning.signal, cancelled.signal];

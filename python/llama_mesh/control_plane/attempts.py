@@ -6,7 +6,8 @@ What a delivery and an outcome lead to is decided by core/lifecycle.py, exactly 
 for a Python replica, and ``jetstream.delivery.settle`` carries it out: the control
 plane records the event, dead-letters the task if it failed for good, and only then
 acks or naks the delivery by its ack id. The caller must act for the task's service
-and name a delivery of that service's own consumer.
+and name, with an ack id Subscribe gave to the caller itself, a delivery of that
+service's own consumer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from llama_mesh.control_plane.ack_ids import ACK, AckId, nak
+from llama_mesh.control_plane.ack_ids import ACK, AckId, AckIdSigner, nak
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import (
     FailedPreconditionError,
@@ -99,8 +100,9 @@ def _outcome(request: q.CompleteTaskAttemptRequest) -> Outcome:
 class TaskAttempts:
     """The attempt RPCs of the Queue API; `answer` sends ack replies for it."""
 
-    def __init__(self, state: MeshState, answer: Answer) -> None:
+    def __init__(self, state: MeshState, signer: AckIdSigner, answer: Answer) -> None:
         self.state = state
+        self._signer = signer
         self._answer = answer
 
     async def _delivered(
@@ -109,16 +111,22 @@ class TaskAttempts:
         """The task and the delivery a report names, once the caller may make it."""
         name = TaskName.parse(name_text, "name")
         topology = self.state.topology
-        ack_id = AckId.parse(ack_text) if ack_text else None
+        if not ack_text:
+            raise InvalidArgumentError(
+                "ack_id is required: the ack id of the task's delivery from Subscribe on "
+                "'topics/tasks.{service}'"
+            )
+        signed = self._signer.open(ack_text, caller().subject)
+        ack_id = signed.reply
         prefix = topology.service_consumer("")
         if (
-            ack_id is None
-            or ack_id.stream != topology.task_stream
+            ack_id.stream != topology.task_stream
             or not ack_id.consumer.startswith(prefix)
+            or signed.topic != f"topics/tasks.{ack_id.consumer.removeprefix(prefix)}"
         ):
             raise InvalidArgumentError(
-                f"ack_id {ack_text!r} is not the ack id of a task delivered by Subscribe on "
-                "'topics/tasks.{service}'"
+                f"ack_id {ack_text[:80]!r} is not the ack id of a task delivered by Subscribe "
+                "on 'topics/tasks.{service}'"
             )
         service = ack_id.consumer.removeprefix(prefix)
         caller().require_service(service, f"{what} of service {service!r}")
@@ -127,7 +135,7 @@ class TaskAttempts:
             caller().require_service(found[0].service, f"{what} of service {found[0].service!r}")
         if found is not None and found[0].service != service:
             raise InvalidArgumentError(
-                f"ack_id {ack_text!r} is of a delivery on 'topics/tasks.{service}', but task "
+                f"ack_id {ack_text[:80]!r} is of a delivery on 'topics/tasks.{service}', but task "
                 f"{name_text!r} is of service {found[0].service!r}"
             )
         return name, found, AckIdDelivery(ack_id, self._answer)

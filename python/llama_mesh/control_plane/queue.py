@@ -2,8 +2,14 @@
 
 A topic is a subject without the mesh prefix (`tasks.echo`, `events.{task_id}`).
 Subscribe binds a durable pull consumer named after the consumer group; its members
-share the messages. An ack id is the message's JetStream reply subject, so any
-control-plane replica can ack, nak or extend it.
+share the messages. An ack id is the message's JetStream reply subject signed for the
+subscriber and its topic (ack_ids.py), so any control-plane replica can ack, nak or
+extend it, and nobody else's ack id (or a made-up one) does anything.
+
+Nothing a client or a service publishes here becomes a task, an event or an answer:
+tasks are created by CreateTask, answers sent by SendTaskEvent, and what happens to a
+task is reported through the attempt RPCs (attempts.py); Publish on those topics is
+for admins only, and on events topics for no one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
-from llama_mesh.control_plane.ack_ids import ACK, IN_PROGRESS, AckId, nak
+from llama_mesh.control_plane.ack_ids import ACK, IN_PROGRESS, AckIdSigner, nak
 from llama_mesh.control_plane.attempts import TaskAttempts
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
@@ -58,11 +64,12 @@ def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
 class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
     """The QueueAPI servicer."""
 
-    def __init__(self, state: MeshState) -> None:
+    def __init__(self, state: MeshState, signer: AckIdSigner) -> None:
         self.state = state
-        # Messages delivered by this replica and not yet answered, by ack id.
+        self._signer = signer
+        # Messages delivered by this replica and not yet answered, by reply subject.
         self._in_flight: dict[str, asyncio.Event] = {}
-        self._attempts = TaskAttempts(state, self._answer)
+        self._attempts = TaskAttempts(state, signer, self._answer)
 
     def _stream_for(self, kind: str) -> str:
         t = self.state.topology
@@ -143,8 +150,9 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         if request.max_in_flight < 0:
             raise InvalidArgumentError("max_in_flight must not be negative")
         ack_wait = proto_time.seconds(request.ack_wait) if request.HasField("ack_wait") else 30.0
+        subscriber = caller()
         if kind != "tasks":
-            caller().require_admin(f"subscribe to {request.topic}")
+            subscriber.require_admin(f"subscribe to {request.topic}")
         durable = await self._consumer(kind, ident, request.consumer_group, ack_wait)
         delivered: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -179,7 +187,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                 published.FromDatetime(meta.timestamp)
                 yield q.SubscribeResponse(
                     message=q.QueueMessage(
-                        ack_id=msg.reply,
+                        ack_id=self._signer.issue(msg.reply, subscriber.subject, request.topic),
                         envelope=resources_pb2.Envelope.FromString(msg.data),
                         sequence=meta.sequence.stream,
                         delivery_count=meta.num_delivered,
@@ -194,26 +202,30 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                     await delivered.get_nowait().nak()
             await consumer.cancel_running()
 
-    def _check_ack_ids(self, topic: str, ack_ids: list[str]) -> None:
-        """Each ack id must answer a message of `topic`'s own consumer: an id taken
-        from another topic (another service's tasks) is refused."""
+    def _replies(self, topic: str, ack_ids: list[str]) -> list[str]:
+        """The reply subjects behind `ack_ids`, each given to the caller by Subscribe
+        on `topic` and of `topic`'s own consumer; PermissionDeniedError otherwise."""
         kind, ident = parse_topic(topic)
         if not ack_ids:
             raise InvalidArgumentError("ack_ids is required")
+        subscriber = caller().subject
         stream = self._stream_for(kind)
+        replies = []
         for ack_id in ack_ids:
-            target = AckId.parse(ack_id)
-            if target is None:
-                raise InvalidArgumentError(f"{ack_id!r} is not an ack id from Subscribe")
+            signed = self._signer.open(ack_id, subscriber)
+            target = signed.reply
             consumer_ok = (
                 target.consumer == self.state.topology.service_consumer(ident)
                 if kind == "tasks"
                 else target.consumer.startswith("q_")
             )
-            if target.stream != stream or not consumer_ok:
+            if signed.topic != topic or target.stream != stream or not consumer_ok:
                 raise PermissionDeniedError(
-                    f"ack id {ack_id!r} is not of a message delivered on {topic!r}"
+                    f"ack id {ack_id[:80]!r} is of a message delivered on {signed.topic!r}, "
+                    f"not on {topic!r}"
                 )
+            replies.append(target.text)
+        return replies
 
     async def _reply(
         self,
@@ -224,23 +236,22 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         confirm: bool,
         release: bool = True,
     ) -> None:
-        self._check_ack_ids(topic, ack_ids)
-        for ack_id in ack_ids:
-            await self._answer(ack_id, payload, confirm, release)
+        for reply in self._replies(topic, ack_ids):
+            await self._answer(reply, payload, confirm, release)
 
     async def _answer(
-        self, ack_id: str, payload: bytes, confirm: bool, release: bool = True
+        self, reply: str, payload: bytes, confirm: bool, release: bool = True
     ) -> None:
         """Send one reply to a delivered message (checked by the caller)."""
-        answered = self._in_flight.get(ack_id)
+        answered = self._in_flight.get(reply)
         if answered is not None and release:
             answered.set()
         if confirm:
             # Acks are confirmed by the server: one lost in a failover would redeliver.
             with contextlib.suppress(NatsTimeoutError):
-                await self.state.nc.request(ack_id, payload, timeout=2.0)
+                await self.state.nc.request(reply, payload, timeout=2.0)
         else:
-            await self.state.nc.publish(ack_id, payload)
+            await self.state.nc.publish(reply, payload)
 
     async def AckMessages(
         self,

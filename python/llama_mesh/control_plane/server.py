@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llama_mesh.control_plane.ack_ids import AckIdSigner
 from llama_mesh.control_plane.agents_api.servicer import AgentsAPIServicer, ResponsesAPIServicer
 from llama_mesh.control_plane.auth import AuthAPIServicer
 from llama_mesh.control_plane.queue import QueueAPIServicer
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.secrets import shared_key
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
@@ -80,6 +82,7 @@ class ControlPlaneServer:
             for key_id, roles, digest in install_keys:
                 await keys.install(key_id, roles, digest)
             control_plane = ControlPlaneAPIServicer(state)
+            signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
             servicers: list[tuple[Any, Any, str]] = [
                 (
                     control_plane_pb2_grpc.add_ControlPlaneAPIServicer_to_server,
@@ -88,7 +91,7 @@ class ControlPlaneServer:
                 ),
                 (
                     queue_pb2_grpc.add_QueueAPIServicer_to_server,
-                    QueueAPIServicer(state),
+                    QueueAPIServicer(state, signer),
                     QUEUE_SERVICE,
                 ),
                 (auth_pb2_grpc.add_AuthAPIServicer_to_server, AuthAPIServicer(keys), AUTH_SERVICE),

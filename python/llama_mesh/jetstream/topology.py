@@ -26,6 +26,8 @@ process at start-up.
     {p}_usage                    {session}             tokens the session's tasks used
                                                        (TokenUsage; written by replicas,
                                                        which may not write sessions)
+    {p}_secrets                  {name}                keys only control planes read
+                                                       (e.g. the one that signs ack ids)
 """
 
 from __future__ import annotations
@@ -184,6 +186,7 @@ class Topology:
             ("agents", None),
             ("responses", None),
             ("usage", None),
+            ("secrets", None),
         ):
             try:
                 await _while_forming(

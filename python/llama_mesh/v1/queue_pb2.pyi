@@ -127,7 +127,10 @@ class QueueMessage(_message.Message):
     DELIVERY_COUNT_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     ack_id: _builtins.str
-    """Pass to AckMessages, NakMessages or ExtendMessages."""
+    """Pass to AckMessages, NakMessages or ExtendMessages (and the attempt RPCs
+    for a task). Opaque, and signed by the control plane for the identity that
+    subscribed and this topic: it answers this delivery for that identity only.
+    """
     sequence: _builtins.int
     """Position in the topic's stream."""
     delivery_count: _builtins.int

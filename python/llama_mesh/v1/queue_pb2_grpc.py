@@ -115,7 +115,8 @@ class QueueAPIServicer:
 
     def AckMessages(self, request, context):
         """Acknowledges messages: they are done and not delivered again.
-        Returns INVALID_ARGUMENT for a malformed ack id.
+        Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+        ack id that Subscribe did not give the caller on this topic.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,7 +124,8 @@ class QueueAPIServicer:
 
     def NakMessages(self, request, context):
         """Hands messages back to be delivered again after delay.
-        Returns INVALID_ARGUMENT for a malformed ack id.
+        Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+        ack id that Subscribe did not give the caller on this topic.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,7 +134,8 @@ class QueueAPIServicer:
     def ExtendMessages(self, request, context):
         """Tells the queue the messages are still being worked on (resets their
         ack_wait).
-        Returns INVALID_ARGUMENT for a malformed ack id.
+        Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+        ack id that Subscribe did not give the caller on this topic.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,7 +163,8 @@ class QueueAPIServicer:
         delivery.
         Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
         of a message delivered on the tasks topic of the task's service;
-        PERMISSION_DENIED if the task is not of the caller's service.
+        PERMISSION_DENIED if the task is not of the caller's service, or the ack
+        id was not given to the caller by Subscribe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

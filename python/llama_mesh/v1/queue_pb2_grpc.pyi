@@ -66,16 +66,19 @@ class QueueAPIStub:
     """
     AckMessages: _grpc.UnaryUnaryMultiCallable[_queue_pb2.AckMessagesRequest, _queue_pb2.AckMessagesResponse]
     """Acknowledges messages: they are done and not delivered again.
-    Returns INVALID_ARGUMENT for a malformed ack id.
+    Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+    ack id that Subscribe did not give the caller on this topic.
     """
     NakMessages: _grpc.UnaryUnaryMultiCallable[_queue_pb2.NakMessagesRequest, _queue_pb2.NakMessagesResponse]
     """Hands messages back to be delivered again after delay.
-    Returns INVALID_ARGUMENT for a malformed ack id.
+    Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+    ack id that Subscribe did not give the caller on this topic.
     """
     ExtendMessages: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ExtendMessagesRequest, _queue_pb2.ExtendMessagesResponse]
     """Tells the queue the messages are still being worked on (resets their
     ack_wait).
-    Returns INVALID_ARGUMENT for a malformed ack id.
+    Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+    ack id that Subscribe did not give the caller on this topic.
     """
     ListTopics: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ListTopicsRequest, _queue_pb2.ListTopicsResponse]
     """Lists the topics that hold messages, with their consumer groups."""
@@ -94,7 +97,8 @@ class QueueAPIStub:
     delivery.
     Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
     of a message delivered on the tasks topic of the task's service;
-    PERMISSION_DENIED if the task is not of the caller's service.
+    PERMISSION_DENIED if the task is not of the caller's service, or the ack
+    id was not given to the caller by Subscribe.
     """
     ReportTaskEvent: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ReportTaskEventRequest, _queue_pb2.ReportTaskEventResponse]
     """Reports an event of a running attempt: clients see it in
@@ -154,16 +158,19 @@ class QueueAPIAsyncStub(QueueAPIStub):
     """
     AckMessages: _aio.UnaryUnaryMultiCallable[_queue_pb2.AckMessagesRequest, _queue_pb2.AckMessagesResponse]  # type: ignore[assignment]
     """Acknowledges messages: they are done and not delivered again.
-    Returns INVALID_ARGUMENT for a malformed ack id.
+    Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+    ack id that Subscribe did not give the caller on this topic.
     """
     NakMessages: _aio.UnaryUnaryMultiCallable[_queue_pb2.NakMessagesRequest, _queue_pb2.NakMessagesResponse]  # type: ignore[assignment]
     """Hands messages back to be delivered again after delay.
-    Returns INVALID_ARGUMENT for a malformed ack id.
+    Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+    ack id that Subscribe did not give the caller on this topic.
     """
     ExtendMessages: _aio.UnaryUnaryMultiCallable[_queue_pb2.ExtendMessagesRequest, _queue_pb2.ExtendMessagesResponse]  # type: ignore[assignment]
     """Tells the queue the messages are still being worked on (resets their
     ack_wait).
-    Returns INVALID_ARGUMENT for a malformed ack id.
+    Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+    ack id that Subscribe did not give the caller on this topic.
     """
     ListTopics: _aio.UnaryUnaryMultiCallable[_queue_pb2.ListTopicsRequest, _queue_pb2.ListTopicsResponse]  # type: ignore[assignment]
     """Lists the topics that hold messages, with their consumer groups."""
@@ -182,7 +189,8 @@ class QueueAPIAsyncStub(QueueAPIStub):
     delivery.
     Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
     of a message delivered on the tasks topic of the task's service;
-    PERMISSION_DENIED if the task is not of the caller's service.
+    PERMISSION_DENIED if the task is not of the caller's service, or the ack
+    id was not given to the caller by Subscribe.
     """
     ReportTaskEvent: _aio.UnaryUnaryMultiCallable[_queue_pb2.ReportTaskEventRequest, _queue_pb2.ReportTaskEventResponse]  # type: ignore[assignment]
     """Reports an event of a running attempt: clients see it in
@@ -257,7 +265,8 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.AckMessagesResponse, _abc.Awaitable[_queue_pb2.AckMessagesResponse]]:
         """Acknowledges messages: they are done and not delivered again.
-        Returns INVALID_ARGUMENT for a malformed ack id.
+        Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+        ack id that Subscribe did not give the caller on this topic.
         """
 
     @_abc_1.abstractmethod
@@ -267,7 +276,8 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.NakMessagesResponse, _abc.Awaitable[_queue_pb2.NakMessagesResponse]]:
         """Hands messages back to be delivered again after delay.
-        Returns INVALID_ARGUMENT for a malformed ack id.
+        Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+        ack id that Subscribe did not give the caller on this topic.
         """
 
     @_abc_1.abstractmethod
@@ -278,7 +288,8 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.ExtendMessagesResponse, _abc.Awaitable[_queue_pb2.ExtendMessagesResponse]]:
         """Tells the queue the messages are still being worked on (resets their
         ack_wait).
-        Returns INVALID_ARGUMENT for a malformed ack id.
+        Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+        ack id that Subscribe did not give the caller on this topic.
         """
 
     @_abc_1.abstractmethod
@@ -309,7 +320,8 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
         delivery.
         Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
         of a message delivered on the tasks topic of the task's service;
-        PERMISSION_DENIED if the task is not of the caller's service.
+        PERMISSION_DENIED if the task is not of the caller's service, or the ack
+        id was not given to the caller by Subscribe.
         """
 
     @_abc_1.abstractmethod

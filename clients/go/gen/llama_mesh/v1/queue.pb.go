@@ -178,7 +178,9 @@ func (x *Topic) GetConsumerGroups() []string {
 // A delivered message.
 type QueueMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Pass to AckMessages, NakMessages or ExtendMessages.
+	// Pass to AckMessages, NakMessages or ExtendMessages (and the attempt RPCs
+	// for a task). Opaque, and signed by the control plane for the identity that
+	// subscribed and this topic: it answers this delivery for that identity only.
 	AckId string `protobuf:"bytes,1,opt,name=ack_id,json=ackId,proto3" json:"ack_id,omitempty"`
 	// The message.
 	Envelope *Envelope `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"`

@@ -67,14 +67,17 @@ type QueueAPIClient interface {
 	// Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// Acknowledges messages: they are done and not delivered again.
-	// Returns INVALID_ARGUMENT for a malformed ack id.
+	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+	// ack id that Subscribe did not give the caller on this topic.
 	AckMessages(ctx context.Context, in *AckMessagesRequest, opts ...grpc.CallOption) (*AckMessagesResponse, error)
 	// Hands messages back to be delivered again after delay.
-	// Returns INVALID_ARGUMENT for a malformed ack id.
+	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+	// ack id that Subscribe did not give the caller on this topic.
 	NakMessages(ctx context.Context, in *NakMessagesRequest, opts ...grpc.CallOption) (*NakMessagesResponse, error)
 	// Tells the queue the messages are still being worked on (resets their
 	// ack_wait).
-	// Returns INVALID_ARGUMENT for a malformed ack id.
+	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+	// ack id that Subscribe did not give the caller on this topic.
 	ExtendMessages(ctx context.Context, in *ExtendMessagesRequest, opts ...grpc.CallOption) (*ExtendMessagesResponse, error)
 	// Lists the topics that hold messages, with their consumer groups.
 	ListTopics(ctx context.Context, in *ListTopicsRequest, opts ...grpc.CallOption) (*ListTopicsResponse, error)
@@ -92,7 +95,8 @@ type QueueAPIClient interface {
 	// delivery.
 	// Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
 	// of a message delivered on the tasks topic of the task's service;
-	// PERMISSION_DENIED if the task is not of the caller's service.
+	// PERMISSION_DENIED if the task is not of the caller's service, or the ack
+	// id was not given to the caller by Subscribe.
 	BeginTaskAttempt(ctx context.Context, in *BeginTaskAttemptRequest, opts ...grpc.CallOption) (*BeginTaskAttemptResponse, error)
 	// Reports an event of a running attempt: clients see it in
 	// StreamTaskEvents. With `input_required` the task waits for input
@@ -256,14 +260,17 @@ type QueueAPIServer interface {
 	// Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// Acknowledges messages: they are done and not delivered again.
-	// Returns INVALID_ARGUMENT for a malformed ack id.
+	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+	// ack id that Subscribe did not give the caller on this topic.
 	AckMessages(context.Context, *AckMessagesRequest) (*AckMessagesResponse, error)
 	// Hands messages back to be delivered again after delay.
-	// Returns INVALID_ARGUMENT for a malformed ack id.
+	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+	// ack id that Subscribe did not give the caller on this topic.
 	NakMessages(context.Context, *NakMessagesRequest) (*NakMessagesResponse, error)
 	// Tells the queue the messages are still being worked on (resets their
 	// ack_wait).
-	// Returns INVALID_ARGUMENT for a malformed ack id.
+	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+	// ack id that Subscribe did not give the caller on this topic.
 	ExtendMessages(context.Context, *ExtendMessagesRequest) (*ExtendMessagesResponse, error)
 	// Lists the topics that hold messages, with their consumer groups.
 	ListTopics(context.Context, *ListTopicsRequest) (*ListTopicsResponse, error)
@@ -281,7 +288,8 @@ type QueueAPIServer interface {
 	// delivery.
 	// Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
 	// of a message delivered on the tasks topic of the task's service;
-	// PERMISSION_DENIED if the task is not of the caller's service.
+	// PERMISSION_DENIED if the task is not of the caller's service, or the ack
+	// id was not given to the caller by Subscribe.
 	BeginTaskAttempt(context.Context, *BeginTaskAttemptRequest) (*BeginTaskAttemptResponse, error)
 	// Reports an event of a running attempt: clients see it in
 	// StreamTaskEvents. With `input_required` the task waits for input

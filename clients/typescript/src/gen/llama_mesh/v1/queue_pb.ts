@@ -80,7 +80,9 @@ export const TopicSchema: GenMessage<Topic> = /*@__PURE__*/
  */
 export type QueueMessage = Message<"llama_mesh.v1.QueueMessage"> & {
   /**
-   * Pass to AckMessages, NakMessages or ExtendMessages.
+   * Pass to AckMessages, NakMessages or ExtendMessages (and the attempt RPCs
+   * for a task). Opaque, and signed by the control plane for the identity that
+   * subscribed and this topic: it answers this delivery for that identity only.
    *
    * @generated from field: string ack_id = 1;
    */
@@ -816,7 +818,8 @@ export const QueueAPI: GenService<{
   },
   /**
    * Acknowledges messages: they are done and not delivered again.
-   * Returns INVALID_ARGUMENT for a malformed ack id.
+   * Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+   * ack id that Subscribe did not give the caller on this topic.
    *
    * @generated from rpc llama_mesh.v1.QueueAPI.AckMessages
    */
@@ -827,7 +830,8 @@ export const QueueAPI: GenService<{
   },
   /**
    * Hands messages back to be delivered again after delay.
-   * Returns INVALID_ARGUMENT for a malformed ack id.
+   * Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+   * ack id that Subscribe did not give the caller on this topic.
    *
    * @generated from rpc llama_mesh.v1.QueueAPI.NakMessages
    */
@@ -839,7 +843,8 @@ export const QueueAPI: GenService<{
   /**
    * Tells the queue the messages are still being worked on (resets their
    * ack_wait).
-   * Returns INVALID_ARGUMENT for a malformed ack id.
+   * Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
+   * ack id that Subscribe did not give the caller on this topic.
    *
    * @generated from rpc llama_mesh.v1.QueueAPI.ExtendMessages
    */
@@ -873,7 +878,8 @@ export const QueueAPI: GenService<{
    * delivery.
    * Returns INVALID_ARGUMENT for a malformed name, or an ack id that is not
    * of a message delivered on the tasks topic of the task's service;
-   * PERMISSION_DENIED if the task is not of the caller's service.
+   * PERMISSION_DENIED if the task is not of the caller's service, or the ack
+   * id was not given to the caller by Subscribe.
    *
    * @generated from rpc llama_mesh.v1.QueueAPI.BeginTaskAttempt
    */
