@@ -206,3 +206,22 @@ class ParentOfFailing(Workflow):
         except TaskFailedError as err:
             return StopEvent(result={"child_error": err.error_type, "message": err.message})
         return StopEvent(result="no error")
+
+
+def read_missing_key(data: dict[str, Any]) -> Any:
+    """A helper a step calls: the task's remote traceback must show this frame."""
+    return data["missing_key"]
+
+
+class HelperFailingWorkflow(Workflow):
+    """Its step calls a helper that raises KeyError; with `wrap`, the step raises a
+    RuntimeError from it (an exception chain)."""
+
+    @step
+    async def lookup(self, ev: StartEvent) -> StopEvent:
+        try:
+            return StopEvent(result=read_missing_key({}))
+        except KeyError as err:
+            if ev.get("wrap"):
+                raise RuntimeError("the lookup failed") from err
+            raise

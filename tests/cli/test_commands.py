@@ -49,7 +49,9 @@ async def test_run_success_failure_and_unknown_service(mesh: LocalMesh) -> None:
     assert error["type"] == "Boom"
     assert "it broke" in error["message"]
     assert error["state"] == "FAILED"
-    assert "error: Boom:" in failed.stderr
+    assert "failed: Boom: it broke" in failed.stderr
+    assert "Boom: Boom" not in failed.stderr  # the type is said once
+    assert "Boom(str(ev.get" in failed.json()["error"]["traceback"]
 
     unknown = await cli("run", "nope", "-o", "json", env=env)
     assert unknown.code == 3

@@ -53,6 +53,7 @@ SERVICE = ServiceConfig(
         retryable_error_types=["TimeoutError", "ConnectionError"],
     ),
     timeout=12.5,
+    tracebacks=False,
     ack_wait=4.0,
     lease=20.0,
     host="0.0.0.0",

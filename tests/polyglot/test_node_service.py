@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from google.rpc import status_pb2
 
 from llama_mesh.config import RetryConfig, ServiceConfig
 from llama_mesh.core.errors import InvalidArgumentError, TaskFailedError
+from llama_mesh.core.tracebacks import find_debug_info
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
@@ -173,7 +175,14 @@ async def test_a_failing_node_task_is_retried_and_dead_lettered_as_a_python_one(
     for task in (py_task, node_task):
         assert task.state == resources_pb2.TASK_STATE_FAILED
         assert task.attempt_count == 3
-    assert py_task.error == node_task.error  # the same google.rpc.Status, ErrorInfo and all
+    # The same google.rpc.Status, ErrorInfo and all; the Python one also carries the
+    # workflow's traceback (the Queue API takes none from other languages).
+    assert find_debug_info(py_task.error) is not None
+    assert find_debug_info(node_task.error) is None
+    py_error = status_pb2.Status()
+    py_error.CopyFrom(py_task.error)
+    del py_error.details[1:]
+    assert py_error == node_task.error
     assert py_task.error.code == 2  # UNKNOWN
     # Both dead-lettered, after three deliveries, with the task in its final state.
     for dead, task in ((py_dead, py_task), (node_dead, node_task)):

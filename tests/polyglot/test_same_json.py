@@ -30,8 +30,11 @@ def essence(task: dict[str, Any]) -> dict[str, Any]:
         out["error"] = {
             "code": error["code"],
             "message": error["message"],
+            # ErrorInfo in full; the DebugInfo (the traceback: paths differ) by its type.
             "details": [
                 {"@type": d["@type"], "reason": d["reason"], "domain": d["domain"]}
+                if d["@type"].endswith("/google.rpc.ErrorInfo")
+                else {"@type": d["@type"]}
                 for d in error.get("details", [])
             ],
         }
@@ -157,7 +160,8 @@ async def test_same_task_same_json_in_every_language(
                         "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                         "reason": "Boom",
                         "domain": "llama-mesh",
-                    }
+                    },
+                    {"@type": "type.googleapis.com/google.rpc.DebugInfo"},
                 ],
             },
         },

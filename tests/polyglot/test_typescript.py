@@ -54,10 +54,13 @@ async def test_node_runs_a_task_streams_events_and_catches_typed_errors(
     task = (await run(*cli, "run", "fail", '{"message": "bad input"}')).check().json()
     assert task["state"] == "TASK_STATE_FAILED"
     assert task["error"]["code"] == 2
-    assert task["error"]["details"] == [
-        {
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": "Boom",
-            "domain": "llama-mesh",
-        }
-    ]
+    error_info, debug_info = task["error"]["details"]
+    assert error_info == {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "Boom",
+        "domain": "llama-mesh",
+    }
+    # The workflow's traceback, as protobuf JSON writes a google.rpc.DebugInfo.
+    assert debug_info["@type"] == "type.googleapis.com/google.rpc.DebugInfo"
+    assert any(", in fail" in entry for entry in debug_info["stackEntries"])
+    assert debug_info["detail"].endswith("Boom: bad input\n")

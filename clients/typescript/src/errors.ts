@@ -111,6 +111,7 @@ export async function mapped<T>(call: () => Promise<T>): Promise<T> {
 }
 
 const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
+const DEBUG_INFO = "type.googleapis.com/google.rpc.DebugInfo";
 /** google.rpc.ErrorInfo's domain for the errors of llama-mesh tasks. */
 export const DOMAIN = "llama-mesh";
 
@@ -134,4 +135,40 @@ export function errorType(status: Status | undefined): string {
     if (domain === DOMAIN) return reason;
   }
   return "";
+}
+
+/**
+ * A detail of a task error (an Any) in the canonical protobuf JSON form: a
+ * google.rpc.ErrorInfo as `{"@type", "reason", "domain"}`, a google.rpc.DebugInfo
+ * (the workflow's traceback) as `{"@type", "stackEntries", "detail"}`, read from the
+ * wire by hand like ErrorInfo; any other as its type alone.
+ */
+export function detailJson(detail: { typeUrl: string; value: Uint8Array }): Record<string, unknown> {
+  const reader = new BinaryReader(detail.value);
+  if (detail.typeUrl === ERROR_INFO) {
+    let reason = "";
+    let domain = "";
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      if (field === 1) reason = reader.string();
+      else if (field === 2) domain = reader.string();
+      else reader.skip(wireType);
+    }
+    return { "@type": detail.typeUrl, reason, domain };
+  }
+  if (detail.typeUrl === DEBUG_INFO) {
+    const stackEntries: string[] = [];
+    let text = "";
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      if (field === 1) stackEntries.push(reader.string());
+      else if (field === 2) text = reader.string();
+      else reader.skip(wireType);
+    }
+    const json: Record<string, unknown> = { "@type": detail.typeUrl };
+    if (stackEntries.length) json.stackEntries = stackEntries;
+    if (text) json.detail = text;
+    return json;
+  }
+  return { "@type": detail.typeUrl };
 }

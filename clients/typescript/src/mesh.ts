@@ -32,7 +32,7 @@ import {
   type TaskEvent,
 } from "./gen/llama_mesh/v1/resources_pb.js";
 import {
-  DOMAIN,
+  detailJson,
   errorType,
   mapped,
   meshError,
@@ -71,8 +71,8 @@ export function jsonOf(value: TaskEvent["payload"]): JsonValue | undefined {
 /**
  * A Task in the canonical protobuf JSON form, the same JSON the Python client
  * (`json_format.MessageToJson`), grpcurl, buf curl, the REST gateway and Go's
- * protojson print. Task errors carry a google.rpc.ErrorInfo in an Any; it is written
- * as `{"@type": ..., "reason": ..., "domain": ...}` like the others do.
+ * protojson print. Task errors carry a google.rpc.ErrorInfo (and a DebugInfo, the
+ * traceback) in Anys; they are written as the others write them (detailJson).
  */
 export function taskToJson(task: Task): JsonObject {
   const details = task.error?.details ?? [];
@@ -80,11 +80,7 @@ export function taskToJson(task: Task): JsonObject {
   if (copy.error) copy.error = { ...copy.error, details: [] };
   const json = toJson(TaskSchema, copy, { registry }) as JsonObject;
   if (details.length && json.error && typeof json.error === "object") {
-    (json.error as JsonObject).details = details.map((d) => ({
-      "@type": d.typeUrl,
-      reason: errorType({ ...task.error!, details: [d] }),
-      domain: DOMAIN,
-    }));
+    (json.error as JsonObject).details = details.map((d) => detailJson(d) as JsonObject);
   }
   return json;
 }

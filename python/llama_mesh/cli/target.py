@@ -139,11 +139,15 @@ class Target:
         if self.credentials.token is None and path.is_file():
             self.credentials = self.credentials.with_token(read_token_file(path))
 
-    def fail(self, code: int, kind: str, message: str, **extra: Any) -> NoReturn:
-        """Say what went wrong (stderr, and stdout as JSON with -o json); exit."""
+    def fail(
+        self, code: int, kind: str, message: str, *, text: str | None = None, **extra: Any
+    ) -> NoReturn:
+        """Say what went wrong (stderr, and stdout as JSON with -o json); exit.
+
+        On stderr it is `error: KIND: MESSAGE`, or `error: TEXT` when given."""
         if self.json:
             print(json.dumps({"error": {"type": kind, "message": message, **extra}}), flush=True)
-        error(f"{kind}: {message}")
+        error(text if text is not None else f"{kind}: {message}")
         raise typer.Exit(code)
 
     def emit(self, data: Any, text: Callable[[], None]) -> None:
@@ -178,13 +182,16 @@ class Target:
         except InvalidArgumentError as e:
             self.fail(EXIT_USAGE, "InvalidArgument", e.message)
         except TaskError as e:
+            # The message names the error's type already ("task … failed: KeyError: …").
             self.fail(
                 EXIT_TASK_FAILED,
                 task_error_type(e),
                 e.message,
+                text=str(e),
                 task=e.task_name,
                 state=task_state(e.task),
                 attempts=e.task.attempt_count,
+                traceback=e.traceback or None,
             )
         except MeshError as e:
             self.fail(EXIT_ERROR, type(e).__name__, e.message, grpc_code=e.code.name)

@@ -6,9 +6,10 @@ llama-mesh tasks list --state WAITING_FOR_INPUT     # the human-in-the-loop inbo
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from llama_mesh.cli.target import (
     EXIT_USAGE,
@@ -83,9 +84,18 @@ def tasks_get(
 
     async def main(client: AsyncClient) -> None:
         view = task_view(await client.get_task(task))
-        target.emit(view, lambda: out.print_json(json.dumps(view)))
+        target.emit(view, lambda: _show_task(view))
 
     target.run(main)
+
+
+def _show_task(view: dict[str, Any]) -> None:
+    """The task as JSON, and below it the traceback of its failure, as Python prints it."""
+    error = view["error"]
+    traceback = error.pop("traceback", None) if error else None
+    out.print_json(json.dumps(view))
+    if traceback:
+        out.print(f"\nThe task's traceback, on its replica:\n{escape(traceback)}")
 
 
 def tasks_cancel(

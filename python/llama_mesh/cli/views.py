@@ -15,7 +15,8 @@ from rich.table import Table
 from llama_mesh.client import StreamedEvent
 from llama_mesh.core import token_usage
 from llama_mesh.core.json_values import to_python
-from llama_mesh.core.status import error_type, status_code
+from llama_mesh.core.status import error_text, error_type, status_code
+from llama_mesh.core.tracebacks import remote_traceback
 from llama_mesh.v1 import resources_pb2
 
 
@@ -47,6 +48,7 @@ def task_view(task: resources_pb2.Task) -> dict[str, Any]:
             "type": error_type(task.error),
             "code": status_code(task.error).name,
             "message": task.error.message,
+            "traceback": remote_traceback(task.error) or None,
         }
     if task.state == resources_pb2.TASK_STATE_WAITING_FOR_INPUT:
         request = task.input_request
@@ -104,7 +106,11 @@ def service_view(service: resources_pb2.Service) -> dict[str, Any]:
 def event_line(event: StreamedEvent) -> str:
     payload = "" if event.payload in (None, {}) else " " + json.dumps(event.payload)
     payload = escape(payload if len(payload) < 200 else payload[:197] + "...")
-    error = escape(f" {event.error_type}: {event.error_message}") if event.error_message else ""
+    error = (
+        " " + escape(error_text(event.error_type, event.error_message))
+        if event.error_message
+        else ""
+    )
     kind = escape(event.type or event.state)
     state = "" if event.state == "UNSPECIFIED" else f" [dim]{event.state}[/]"
     return f"[dim]#{event.sequence}[/] {kind}{state}{payload}{error}"

@@ -111,6 +111,14 @@ class ServiceSettings(Settings):
     timeout: Annotated[
         float | None, Field(gt=0, description="Default task timeout in seconds.")
     ] = None
+    tracebacks: Annotated[
+        bool,
+        Field(
+            description="A failed task's error carries the workflow's traceback "
+            "(google.rpc.DebugInfo: its frames and exception chain). Off, only the "
+            "exception's type and message."
+        ),
+    ] = True
     ack_wait: Annotated[
         float,
         Field(

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import grpc
 
+from llama_mesh.core.tracebacks import remote_traceback
+
 if TYPE_CHECKING:
     from llama_mesh.v1 import resources_pb2
 
@@ -124,7 +126,12 @@ class InternalError(MeshError):
 
 
 class TaskError(MeshError):
-    """A task ended without a result."""
+    """A task ended without a result.
+
+    When the workflow raised, ``traceback`` is where, on the replica that ran it (the
+    google.rpc.DebugInfo of the task's error), and ``str()`` of the error shows it
+    below the message.
+    """
 
     def __init__(self, message: str, task: resources_pb2.Task) -> None:
         super().__init__(message)
@@ -133,6 +140,17 @@ class TaskError(MeshError):
     @property
     def task_name(self) -> str:
         return self.task.name
+
+    @property
+    def traceback(self) -> str:
+        """The remote traceback ('' when the task's error carries none)."""
+        return remote_traceback(self.task.error) if self.task.HasField("error") else ""
+
+    def __str__(self) -> str:
+        remote = self.traceback
+        if not remote:
+            return self.message
+        return f"{self.message}\n\nThe task's traceback, on its replica:\n{remote}"
 
 
 class TaskFailedError(TaskError):

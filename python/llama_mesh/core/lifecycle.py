@@ -35,11 +35,12 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
 
 from llama_mesh.core import token_usage
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.proto_time import duration, epoch_seconds, now, seconds
-from llama_mesh.core.status import task_status
+from llama_mesh.core.status import error_text, task_status
 from llama_mesh.v1 import resources_pb2
 
 TaskState = resources_pb2.TaskState
@@ -344,12 +345,14 @@ class Failed:
     """The workflow raised `error_type` (its class name) with `message`; `retryable`
     when it raised RetryableError (or the runtime's equivalent). `code` is the task's
     status code: UNKNOWN for the workflow's own errors, the MeshError's code for the
-    mesh's (RESOURCE_EXHAUSTED for a token budget used up, e.g.)."""
+    mesh's (RESOURCE_EXHAUSTED for a token budget used up, e.g.). `debug` says where it
+    raised (core/tracebacks.py), when the runtime tells."""
 
     error_type: str
     message: str
     retryable: bool = False
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    debug: error_details_pb2.DebugInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -419,8 +422,8 @@ def end_attempt(task: resources_pb2.Task, attempt: int, outcome: Outcome) -> Dec
             event = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
             event.payload.CopyFrom(result)
             return Decision(Settle.ACK, event)
-        case Failed(error_type, message, retryable, code):
-            status = task_status(code, f"{error_type}: {message}", error_type)
+        case Failed(error_type, message, retryable, code, debug):
+            status = task_status(code, error_text(error_type, message), error_type, debug)
             retries = Retries.of(task.retry_policy)
             if retries.retries(error_type, retryable, attempt):
                 return Decision(

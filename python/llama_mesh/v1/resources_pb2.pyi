@@ -650,7 +650,10 @@ class Task(_message.Message):
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """Why it failed or was cancelled (set when FAILED or CANCELLED). The
-        details carry a google.rpc.ErrorInfo whose reason is the exception type.
+        details carry a google.rpc.ErrorInfo whose reason is the exception type
+        and, when the workflow raised, a google.rpc.DebugInfo: the traceback's
+        frames (stack_entries) and the exception chain as Python prints it
+        (detail), both size-capped.
         """
 
     @_builtins.property

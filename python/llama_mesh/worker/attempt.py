@@ -48,6 +48,7 @@ from llama_mesh.core.lifecycle import (
     is_final,
 )
 from llama_mesh.core.names import TaskName
+from llama_mesh.core.tracebacks import debug_info
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
 from llama_mesh.jetstream.journal import task_key
@@ -75,6 +76,8 @@ class Worker:
     lock_revisions: Revisions
     # How the workflow calls other services (nested workflows, tools) as child tasks.
     caller: ChildCaller | None = None
+    # Whether a failed task's error carries the workflow's traceback.
+    tracebacks: bool = True
 
     def context_key(self, name: TaskName) -> str:
         """The key of the session's saved Context (and of its lock) for this service."""
@@ -212,16 +215,7 @@ class Attempt:
                 await self._settle(HandedBack(stopping=True))
             raise
         except _WorkflowFailed as failed:
-            err = failed.error
-            await self._settle(
-                Failed(
-                    type(err).__name__,
-                    str(err),
-                    retryable=isinstance(err, RetryableError),
-                    # A mesh error (a token budget used up...) fails the task with its code.
-                    code=err.code if isinstance(err, MeshError) else grpc.StatusCode.UNKNOWN,
-                )
-            )
+            await self._settle(_failure(failed.error, self.worker.tracebacks))
             return
         except _AlreadyFinished:
             await self.msg.ack_sync()
@@ -355,6 +349,24 @@ class Attempt:
             return found is None or is_final(found[0].state)
 
         return finished
+
+
+# Frames of these packages above the workflow's own code are the runtime's plumbing:
+# a remote traceback starts where the user's step does.
+_PLUMBING = ("llama_mesh.worker", "workflows", "llama_index_instrumentation", "asyncio")
+
+
+def _failure(err: Exception, tracebacks: bool) -> Failed:
+    """How the workflow's exception fails the attempt: its type, its message (a mesh
+    error's own, without the remote traceback its text adds), and where it was raised."""
+    return Failed(
+        type(err).__name__,
+        err.message if isinstance(err, MeshError) else str(err),
+        retryable=isinstance(err, RetryableError),
+        # A mesh error (a token budget used up...) fails the task with its code.
+        code=err.code if isinstance(err, MeshError) else grpc.StatusCode.UNKNOWN,
+        debug=debug_info(err, _PLUMBING) if tracebacks else None,
+    )
 
 
 async def _recorded(started: asyncio.Task[Recorded]) -> Recorded:

@@ -162,6 +162,7 @@ class ServiceRuntime:
                         config.ack_wait,
                         Revisions(),
                         caller,
+                        tracebacks=config.tracebacks,
                     )
                     async with runtime._serving(registration):
                         yield runtime

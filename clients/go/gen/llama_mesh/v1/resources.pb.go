@@ -967,7 +967,10 @@ type Task struct {
 	// The workflow's result (set when SUCCEEDED).
 	Result *structpb.Value `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
 	// Why it failed or was cancelled (set when FAILED or CANCELLED). The
-	// details carry a google.rpc.ErrorInfo whose reason is the exception type.
+	// details carry a google.rpc.ErrorInfo whose reason is the exception type
+	// and, when the workflow raised, a google.rpc.DebugInfo: the traceback's
+	// frames (stack_entries) and the exception chain as Python prints it
+	// (detail), both size-capped.
 	Error *status.Status `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// Attempts started so far.
 	AttemptCount int32 `protobuf:"varint,7,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`

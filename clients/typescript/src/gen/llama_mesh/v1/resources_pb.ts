@@ -486,7 +486,10 @@ export type Task = Message<"llama_mesh.v1.Task"> & {
 
   /**
    * Why it failed or was cancelled (set when FAILED or CANCELLED). The
-   * details carry a google.rpc.ErrorInfo whose reason is the exception type.
+   * details carry a google.rpc.ErrorInfo whose reason is the exception type
+   * and, when the workflow raised, a google.rpc.DebugInfo: the traceback's
+   * frames (stack_entries) and the exception chain as Python prints it
+   * (detail), both size-capped.
    *
    * @generated from field: google.rpc.Status error = 6;
    */
