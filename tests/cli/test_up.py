@@ -105,12 +105,18 @@ async def test_a_dead_replica_is_reported_and_restarted(tmp_path: Path) -> None:
     file = write_deployment(tmp_path / "deployment.yaml", data)
     async with llama_mesh_up(file, "--max-restarts", "1", log=tmp_path / "up.log") as up:
         first = up.summary["pids"]["echo/1"]
+        [dead] = [r["replica_id"] for r in up.summary["services"]["echo"] if r["pid"] == first]
         os.kill(first, signal.SIGKILL)
         exited = await up.next_event("exited")
         assert exited["child"] == "echo/1"
         assert exited["code"] == -signal.SIGKILL
         restarted = await up.next_event("restarted")
         assert restarted["child"] == "echo/1" and restarted["pid"] != first
+        # The dead replica left the registry when up saw it die, not when its lease ran out.
+        shown = await cli("status", "-o", "json", "-c", up.control_plane, env=up.env)
+        [echo] = [s for s in shown.json()["services"] if s["name"] == "echo"]
+        replicas = [r["replica_id"] for r in echo["replicas"]]
+        assert dead not in replicas and len(replicas) == len(up.summary["services"]["echo"])
         ran = await cli("run", "echo", "--arg", "arg1=again", "-c", up.control_plane, env=up.env)
         assert ran.code == 0, ran.stderr
         assert json.loads(ran.stdout) == "again_result"

@@ -39,6 +39,7 @@ from llama_mesh.config.command_line import (
     SERVICE_OPTIONS,
     Option,
 )
+from llama_mesh.config.restarts import RestartConfig
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
@@ -152,6 +153,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "gateway": lambda: model_table(GatewayConfig),
     "security": lambda: model_table(SecurityConfig),
     "services": lambda: model_table(ServiceSpec),
+    "restarts": lambda: model_table(RestartConfig),
     "serve-nats": lambda: serve_table("nats", NATS_OPTIONS),
     "serve-control-plane": lambda: serve_table("control-plane", CONTROL_PLANE_OPTIONS),
     "serve-service": lambda: serve_table("service", SERVICE_OPTIONS),

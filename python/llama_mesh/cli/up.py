@@ -12,20 +12,36 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from llama_mesh.cli.target import EXIT_USAGE, Output, OutputOption, error, load_or_exit, out
+from llama_mesh.config.restarts import RestartConfig
 
 
 def up(
     file: Annotated[Path, typer.Argument(help="The deployment file (YAML).")],
     output: OutputOption = Output.text,
-    max_restarts: Annotated[int, typer.Option(help="Restarts of a child that dies.")] = 3,
+    max_restarts: Annotated[
+        int | None,
+        typer.Option(help="Restarts of a child allowed within --restart-window (file: restarts)."),
+    ] = None,
+    restart_window: Annotated[
+        float | None,
+        typer.Option(help="Seconds over which --max-restarts is counted (file: restarts)."),
+    ] = None,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
     from llama_mesh.launch.deployment import DeploymentError, check_ports_free
     from llama_mesh.launch.up import run_deployment
 
     deployment = load_or_exit(file, import_workflows=True)
+    given = {"max_restarts": max_restarts, "window": restart_window}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    try:
+        restarts = RestartConfig.model_validate({**deployment.restarts.model_dump(), **overrides})
+    except ValidationError as e:
+        error(f"--max-restarts/--restart-window: {e.errors()[0]['msg']}")
+        raise typer.Exit(EXIT_USAGE) from None
     busy = check_ports_free(deployment)
     if busy:
         error(
@@ -39,7 +55,7 @@ def up(
             file,
             out,
             json_output=output is Output.json,
-            max_restarts=max_restarts,
+            restarts=restarts,
         )
     )
     raise typer.Exit(code)

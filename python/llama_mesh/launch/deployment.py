@@ -40,6 +40,7 @@ from llama_mesh.config import (
     valid_service_id,
 )
 from llama_mesh.config.fields import matching, problem
+from llama_mesh.config.restarts import RestartConfig
 from llama_mesh.rpc.server import is_loopback
 
 SOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
@@ -157,6 +158,11 @@ class Deployment(Settings):
             "(`llama-mesh run echo`): 1-63 of `a-z 0-9 _ -`."
         ),
     ] = Field(default_factory=dict)
+    restarts: Annotated[
+        RestartConfig,
+        DefaultText("3 within 300 s"),
+        Field(description="How `up` restarts a process that dies. See below."),
+    ] = Field(default_factory=RestartConfig)
     # Where the file is; relative paths resolve against it. Set by parse_deployment,
     # with the file's YAML tree (to name lines in later errors).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

@@ -6,13 +6,25 @@ it says "Server is ready" on stderr; nothing waits on a timer.
 
     async with EmbeddedNats.start(data_dir) as nats:
         nc = await nats_py.connect(nats.url)
+
+Two servers on one data directory would corrupt it, so the server holds a lock on
+the directory for exactly as long as it lives: ``launch`` takes an exclusive
+``flock`` on ``{data_dir}/llama-mesh.lock`` and hands that open file to the server
+alone. The lock goes when the server process goes, however it ends; a launch while
+another server still uses the directory fails naming that server's pid. The server
+also gets SIGTERM when the process that started it dies (Linux ``PR_SET_PDEATHSIG``,
+set by util-linux's ``setpriv`` just before it execs the server), so no server outlives
+its launcher. Not by a ``preexec_fn``: that makes Python fork a full copy of a process
+whose gRPC threads then break the child (``epoll_wait error: Bad file descriptor``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import re
 import shutil
 import sys
@@ -24,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+):(\d+)")
 _READY = b"Server is ready"
+LOCK_FILE = "llama-mesh.lock"
 
 
 class NatsServerError(RuntimeError):
@@ -43,6 +56,30 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+def _lock_data_dir(data_dir: Path) -> int:
+    """An open descriptor of the data directory's lock file, locked exclusively;
+    NatsServerError naming the holder if another server has it."""
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise NatsServerError(
+            f"{data_dir} is in use by another nats-server (pid {holder}); "
+            "stop it, or give this one another data directory"
+        ) from None
+    return fd
+
+
+def _dying_with_parent(args: list[str]) -> list[str]:
+    """`args` run so that the process gets SIGTERM when its parent dies (Linux, with
+    util-linux's setpriv; elsewhere as they are)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+
+
 @dataclass
 class EmbeddedNats:
     """A running nats-server process with JetStream."""
@@ -51,7 +88,8 @@ class EmbeddedNats:
     host: str
     port: int
     data_dir: Path
-    _stderr_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Reads stderr so that a chatty server never blocks on a full pipe.
+    stderr_reader: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -90,8 +128,12 @@ class EmbeddedNats:
         extra_args: tuple[str, ...] = (),
         startup_timeout: float = 10.0,
     ) -> EmbeddedNats:
-        """Start nats-server and return once it is ready; the caller must `stop()` it."""
+        """Start nats-server and return once it is ready; the caller must `stop()` it.
+
+        NatsServerError if another server uses `data_dir` (see the module's doc).
+        """
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+        lock = await asyncio.to_thread(_lock_data_dir, data_dir)
         args = [
             str(nats_server_binary()),
             "--jetstream",
@@ -103,12 +145,21 @@ class EmbeddedNats:
             str(port),
             *extra_args,
         ]
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *_dying_with_parent(args),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                # Its own process group: a Ctrl-C in the terminal reaches the launcher,
+                # which stops the server last, after what depends on it.
+                start_new_session=True,
+                pass_fds=(lock,),
+            )
+            os.pwrite(lock, f"{process.pid}\n".encode().ljust(32), 0)
+        finally:
+            # The server holds the lock now; the launcher's copy must not keep it.
+            os.close(lock)
         assert process.stderr is not None
         bound: tuple[str, int] | None = None
         lines: list[bytes] = []
@@ -136,8 +187,7 @@ class EmbeddedNats:
             await process.wait()
             raise NatsServerError("nats-server did not report its client port")
         server = cls(process=process, host=bound[0], port=bound[1], data_dir=data_dir)
-        # Keep reading stderr so a chatty server never blocks on a full pipe.
-        server._stderr_task = asyncio.create_task(server._drain_stderr())
+        server.stderr_reader = asyncio.create_task(server._drain_stderr())
         logger.info("nats-server ready at %s (data %s)", server.url, data_dir)
         return server
 
@@ -158,8 +208,8 @@ class EmbeddedNats:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
                 await self.process.wait()
-        if self._stderr_task is not None:
-            self._stderr_task.cancel()
+        if self.stderr_reader is not None:
+            self.stderr_reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._stderr_task
+                await self.stderr_reader
         logger.info("nats-server at %s stopped", self.url)

@@ -1,11 +1,17 @@
 """Child processes of `llama-mesh up`: started in stages, ready when they say so,
-restarted (a few times) when they die, stopped in reverse order.
+restarted when they die (at a bounded rate), stopped in reverse order.
 
 Each child is a `llama-mesh serve ...` command that prints one JSON line
 ``{"ready": true, ...}`` on stdout once it serves; nothing waits on a timer. Children
 run in their own session (a Ctrl-C in the terminal reaches only the supervisor, which
 then stops them in order) and get a pipe on stdin that they watch: if the supervisor
-dies without stopping them, the pipe closes and they exit too.
+dies without stopping them, the pipe closes and they exit too. A child with its own
+way to start (``ChildSpec.start``: nats-server, which says it is ready on stderr) is
+a direct child all the same, so its death is seen at once.
+
+A child that dies is restarted unless it was restarted ``max_restarts`` times within
+the last ``window`` seconds (RestartConfig): a rate, not a count over the whole life
+of the deployment.
 
     supervisor = Supervisor(report=print)
     try:
@@ -25,9 +31,13 @@ import json
 import logging
 import signal
 import sys
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+from llama_mesh.config.restarts import RestartConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +63,40 @@ class ChildError(RuntimeError):
     """A child process exited, or did not say it was ready in time."""
 
 
+class Started(NamedTuple):
+    """A child process that said it is ready, and the task reading its output."""
+
+    process: asyncio.subprocess.Process
+    ready: dict[str, Any]
+    output: asyncio.Task[None] | None
+
+
+# Starts a child its own way; given the first run's ready line on a restart.
+Starter = Callable[[dict[str, Any] | None], Awaitable[Started]]
+
+
 @dataclass
 class ChildSpec:
     """How to run one child.
 
     ``restart_argv`` gives the command for a restart from the first ready line, e.g. to
-    bind the same port the first run chose. A ``critical`` child that cannot be kept
-    running stops the whole deployment. A ``stop_first`` child stops before the others
-    of its stage (the gateway before the services it fronts).
+    bind the same port the first run chose. ``start``, if given, starts the child
+    instead of ``argv`` (and restarts it, given the first ready line). A ``critical``
+    child that cannot be kept running stops the whole deployment. A ``stop_first``
+    child stops before the others of its stage (the gateway before the services it
+    fronts). ``on_exit`` runs after the child died, before it is restarted (e.g. to
+    deregister a dead replica).
     """
 
     name: str
-    argv: list[str]
+    argv: list[str] = field(default_factory=list)
     env: dict[str, str] | None = None
     critical: bool = False
     stop_timeout: float = 15.0
     restart_argv: Callable[[dict[str, Any]], list[str]] | None = None
     stop_first: bool = False
+    start: Starter | None = None
+    on_exit: Callable[[Child], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -80,6 +107,8 @@ class Child:
     process: asyncio.subprocess.Process
     ready: dict[str, Any]
     restarts: int = 0
+    # When it was restarted, within the restart window.
+    restart_times: deque[float] = field(default_factory=deque, repr=False)
     _stdout: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -98,11 +127,13 @@ class Supervisor:
         self,
         *,
         report: Report | None = None,
-        max_restarts: int = 3,
+        restarts: RestartConfig | None = None,
         ready_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._report = report or (lambda kind, child, fields: None)
-        self.max_restarts = max_restarts
+        self.restarts = restarts or RestartConfig()
+        self._clock = clock  # for the restart window
         self.ready_timeout = ready_timeout
         self.stages: list[list[Child]] = []
         self._watchers: set[asyncio.Task[None]] = set()
@@ -116,7 +147,7 @@ class Supervisor:
         If one fails, the others of the stage are stopped and ChildError is raised (the
         stages before stay up; the caller's `stop()` ends them).
         """
-        launches = [asyncio.create_task(self._launch(spec, spec.argv)) for spec in specs]
+        launches = [asyncio.create_task(self._launch(spec, spec.argv, None)) for spec in specs]
         try:
             results = await asyncio.gather(*launches, return_exceptions=True)
         except asyncio.CancelledError:
@@ -139,7 +170,23 @@ class Supervisor:
             self._watchers.add(watcher)
         return started
 
-    async def _launch(self, spec: ChildSpec, argv: list[str]) -> Child:
+    async def _launch(
+        self, spec: ChildSpec, argv: list[str], first_ready: dict[str, Any] | None
+    ) -> Child:
+        if spec.start is not None:
+            try:
+                async with asyncio.timeout(self.ready_timeout):
+                    started = await spec.start(first_ready)
+            except TimeoutError:
+                raise ChildError(
+                    f"{spec.name} did not say it was ready within {self.ready_timeout:g}s"
+                ) from None
+            except (OSError, RuntimeError) as err:
+                raise ChildError(f"{spec.name} did not start: {err}") from err
+            logger.info("%s ready (pid %d): %s", spec.name, started.process.pid, started.ready)
+            child = Child(spec=spec, process=started.process, ready=started.ready)
+            child._stdout = started.output
+            return child
         ready: dict[str, Any] | None
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -177,22 +224,34 @@ class Supervisor:
             if self._stopping:
                 return
             self._report("exited", child, {"code": code})
+            if child.spec.on_exit is not None:
+                try:
+                    await child.spec.on_exit(child)
+                except Exception as err:  # a clean-up that failed must not stop restarts
+                    logger.warning("%s: after its exit: %r", child.name, err)
             first_ready = child.ready
+            limit = self.restarts
             while True:
-                if child.restarts >= self.max_restarts:
-                    self._report("gave_up", child, {"restarts": child.restarts})
+                now = self._clock()
+                while child.restart_times and child.restart_times[0] <= now - limit.window:
+                    child.restart_times.popleft()
+                if len(child.restart_times) >= limit.max_restarts:
+                    recent = len(child.restart_times)
+                    self._report("gave_up", child, {"restarts": recent, "window": limit.window})
                     if child.spec.critical and not self.failed.is_set():
                         self.failure = (
-                            f"{child.name} exited and was restarted {child.restarts} times"
+                            f"{child.name} exited after {recent} restart(s) within "
+                            f"{limit.window:g}s"
                         )
                         self.failed.set()
                     return
                 child.restarts += 1
+                child.restart_times.append(now)
                 argv = child.spec.argv
                 if child.spec.restart_argv is not None:
                     argv = child.spec.restart_argv(first_ready)
                 try:
-                    fresh = await self._launch(child.spec, argv)
+                    fresh = await self._launch(child.spec, argv, first_ready)
                 except ChildError as err:
                     self._report("restart_failed", child, {"error": str(err)})
                     continue
@@ -201,7 +260,11 @@ class Supervisor:
                     fresh.ready,
                     fresh._stdout,
                 )
-                self._report("restarted", child, {"restarts": child.restarts})
+                self._report(
+                    "restarted",
+                    child,
+                    {"restarts": len(child.restart_times), "window": limit.window},
+                )
                 break
 
     async def stop(self) -> None:

@@ -6,9 +6,12 @@ Starts, each stage once the previous one is ready:
     2. the control plane
     3. every replica of every service, and the gateway (it needs only the control plane)
 
-as `python -m llama_mesh serve ...` children (supervisor.py), passing each the addresses
-the previous stage bound. On SIGTERM or Ctrl-C it stops them in the reverse order: the
-gateway, the services (they drain), the control plane, NATS.
+nats-server is `up`'s own child (its death is seen at once; it is restarted on the same
+data directory and port, never while the old one lives: see nats_server.py); the others
+are `python -m llama_mesh serve ...` children (supervisor.py), given the addresses the
+previous stage bound. A replica that dies leaves the registry at once. On SIGTERM or
+Ctrl-C it stops them in the reverse order: the gateway, the services (they drain), the
+control plane, NATS.
 
     code = asyncio.run(run_deployment(load_deployment(path), path, Console()))
 """
@@ -18,16 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llama_mesh.client import Credentials
 from llama_mesh.client._credentials import (
     CA_FILE_ENV,
     CERT_FILE_ENV,
@@ -38,15 +44,27 @@ from llama_mesh.config import NatsConfig, SecurityConfig, connect_host
 from llama_mesh.config.command_line import (
     CONTROL_PLANE_OPTIONS,
     GATEWAY_OPTIONS,
-    NATS_OPTIONS,
     SERVICE_OPTIONS,
     to_argv,
 )
+from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.core.names import service_name
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
 from llama_mesh.launch.deployment_keys import DeploymentKeys
+from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.launch.nats_users import CONTROL_PLANE as CONTROL_PLANE_USER
 from llama_mesh.launch.nats_users import NatsUsers, service_user
-from llama_mesh.launch.supervisor import Child, ChildError, ChildSpec, Supervisor, until_signalled
+from llama_mesh.launch.supervisor import (
+    Child,
+    ChildError,
+    ChildSpec,
+    Started,
+    Supervisor,
+    until_signalled,
+)
+from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc
+
+logger = logging.getLogger(__name__)
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
 
@@ -82,17 +100,20 @@ def _as_user(d: Deployment, users: NatsUsers | None, user: str) -> NatsConfig:
 
 
 def nats_spec(d: Deployment, users: NatsUsers | None = None) -> ChildSpec:
+    """nats-server itself, as `up`'s child (a restart binds the port the first run chose)."""
     settings = _nats_settings(d)
-    if users is not None:
-        settings = settings.model_copy(update={"server_config": users.config_file})
-    argv = _serve("nats", *to_argv(NATS_OPTIONS, settings))
-    return ChildSpec(
-        "nats",
-        argv,
-        critical=True,
-        stop_timeout=15.0,
-        restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["url"])),
-    )
+    data_dir = d.nats_data_dir
+    config = ("-c", str(users.config_file)) if users is not None else ()
+
+    async def start(first_ready: dict[str, Any] | None) -> Started:
+        port = settings.port if first_ready is None else int(_port_of(first_ready["url"]))
+        server = await EmbeddedNats.launch(
+            data_dir, host=settings.host, port=port, extra_args=config
+        )
+        ready = {"component": "nats", "url": server.url, "pid": server.process.pid}
+        return Started(server.process, ready, server.stderr_reader)
+
+    return ChildSpec("nats", critical=True, stop_timeout=15.0, start=start)
 
 
 def _security(d: Deployment, keys: DeploymentKeys | None) -> SecurityConfig:
@@ -165,11 +186,41 @@ def service_specs(
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **spec.env, **_component_env(d, token_file)}
+    leave = _deregister(control_plane, name, env)
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
-        ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0)
+        ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0, on_exit=leave)
         for i in range(spec.replicas)
     ]
+
+
+def _deregister(
+    control_plane: str, service: str, env: dict[str, str]
+) -> Callable[[Child], Awaitable[None]]:
+    """What `up` does when a replica dies: take it out of the registry at once, with
+    the replica's own credentials (it cannot do it itself any more)."""
+
+    async def leave(child: Child) -> None:
+        replica_id = str(child.ready.get("replica_id", ""))
+        if not replica_id:
+            return
+        credentials = Credentials.from_env(env)
+        async with credentials.channel(control_plane) as channel:
+            stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+            try:
+                await stub.DeregisterService(
+                    control_plane_pb2.DeregisterServiceRequest(
+                        name=service_name(service), replica_id=replica_id
+                    ),
+                    timeout=5,
+                    metadata=credentials.metadata(),
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:  # gone already: fine
+                    raise
+        logger.info("%s: replica %s deregistered", child.name, replica_id)
+
+    return leave
 
 
 def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
@@ -209,7 +260,6 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         [nats] = await supervisor.start_stage([nats_spec(d, users)])
         nats_urls = [str(nats.ready["url"])]
         pids[nats.name] = nats.pid
-        pids["nats-server"] = int(nats.ready["pid"])
     else:
         nats_urls = d.nats.urls
     [cp] = await supervisor.start_stage([control_plane_spec(d, nats_urls, keys, users)])
@@ -291,10 +341,11 @@ async def run_deployment(
     console: Console,
     *,
     json_output: bool = False,
-    max_restarts: int = 3,
+    restarts: RestartConfig | None = None,
 ) -> int:
     """Run the deployment until SIGINT/SIGTERM; the exit code of `llama-mesh up`."""
     errors = Console(stderr=True, soft_wrap=True)
+    restarts = restarts or d.restarts
 
     def report(kind: str, child: Child, fields: dict[str, Any]) -> None:
         if json_output:
@@ -303,17 +354,18 @@ async def run_deployment(
         messages: dict[str, Callable[[], str]] = {
             "exited": lambda: f"{child.name} (pid {child.pid}) exited with code {fields['code']}",
             "restarted": lambda: (
-                f"{child.name} restarted (pid {child.pid}, "
-                f"restart {fields['restarts']} of {max_restarts})"
+                f"{child.name} restarted (pid {child.pid}, restart {fields['restarts']} "
+                f"of {restarts.max_restarts} allowed within {restarts.window:g}s)"
             ),
             "restart_failed": lambda: f"{child.name} failed to restart: {fields['error']}",
             "gave_up": lambda: (
-                f"{child.name} is not restarted again (it was restarted {fields['restarts']} times)"
+                f"{child.name} is not restarted again (restarted {fields['restarts']} "
+                f"times within {restarts.window:g}s)"
             ),
         }
         errors.print(f"[bold yellow]llama-mesh up:[/] {escape(messages[kind]())}", highlight=False)
 
-    supervisor = Supervisor(report=report, max_restarts=max_restarts)
+    supervisor = Supervisor(report=report, restarts=restarts)
     run_file = d.run_file
     startup = asyncio.create_task(start_children(d, supervisor))
     stopper = asyncio.create_task(_until_stopped(supervisor))
