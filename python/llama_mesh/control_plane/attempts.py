@@ -39,6 +39,13 @@ from llama_mesh.core.lifecycle import (
     end_attempt,
     is_final,
 )
+from llama_mesh.core.limits import (
+    MAX_EVENT_BYTES,
+    MAX_TYPE_NAME_CHARS,
+    check_bytes,
+    check_chars,
+    cut,
+)
 from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import settle
@@ -89,7 +96,8 @@ def _outcome(request: q.CompleteTaskAttemptRequest) -> Outcome:
                 raise InvalidArgumentError(
                     "failure.error_type is required: the error's type name, e.g. 'TimeoutError'"
                 )
-            return Failed(failure.error_type, failure.message, failure.retryable)
+            check_chars("failure.error_type", failure.error_type, MAX_TYPE_NAME_CHARS)
+            return Failed(failure.error_type, cut(failure.message), failure.retryable)
         case "interruption" if request.interruption in _INTERRUPTIONS:
             return _INTERRUPTIONS[request.interruption]
     raise InvalidArgumentError(
@@ -177,6 +185,8 @@ class TaskAttempts:
             raise InvalidArgumentError(
                 f"type {request.type!r}: types starting {MESH_EVENT_PREFIX!r} are the mesh's own"
             )
+        check_chars("type", request.type, MAX_TYPE_NAME_CHARS)
+        check_bytes("payload", request.payload.ByteSize(), MAX_EVENT_BYTES)
         name, found, _ = await self._delivered(request.name, request.ack_id, "report an event")
         if found is None:
             raise NotFoundError(f"task {request.name!r} not found")

@@ -32,9 +32,11 @@ from llama_mesh.control_plane.ack_ids import ACK, IN_PROGRESS, AckIdSigner, nak
 from llama_mesh.control_plane.attempts import TaskAttempts
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
+from llama_mesh.core.limits import MAX_ENVELOPE_BYTES, check_bytes
 from llama_mesh.core.names import TaskName, check_service_id, new_id
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.topology import ensure_consumer, ensure_service_consumer
@@ -103,11 +105,13 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
         # Tasks are created by CreateTask, answers sent by SendTaskEvent: both check
         # what they carry. Publishing them raw is for operators only.
         caller().require_admin(f"publish on {request.topic}")
-        ack = await self.state.js.publish(
-            self.state.topology.topic_subject(f"{kind}.{ident}"),
-            envelope.SerializeToString(),
-            headers={"Nats-Msg-Id": envelope.id},
-        )
+        check_bytes("envelope", envelope.ByteSize(), MAX_ENVELOPE_BYTES)
+        with store_errors(f"publishing on {request.topic}"):
+            ack = await self.state.js.publish(
+                self.state.topology.topic_subject(f"{kind}.{ident}"),
+                envelope.SerializeToString(),
+                headers={"Nats-Msg-Id": envelope.id},
+            )
         return q.PublishResponse(sequence=int(ack.seq), duplicate=bool(ack.duplicate))
 
     async def _consumer(self, kind: str, ident: str, group: str, ack_wait: float) -> str:

@@ -20,6 +20,16 @@ from google.protobuf import timestamp_pb2
 from llama_mesh.control_plane.routing import orchestrator_for_unnamed, orchestrators
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from llama_mesh.core.limits import (
+    MAX_ADDRESS_CHARS,
+    MAX_DESCRIPTION_BYTES,
+    MAX_ID_CHARS,
+    MAX_SERVICE_BYTES,
+    MAX_TYPE_NAME_CHARS,
+    check_bytes,
+    check_chars,
+    check_text,
+)
 from llama_mesh.core.names import parse_service_name
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
@@ -61,6 +71,23 @@ def _redefines(
     return running and any(
         getattr(current, field) != getattr(offered, field) for field in _DEFINITION
     )
+
+
+def _check_sizes(request: cp.RegisterServiceRequest) -> None:
+    """What a replica registers fits in the registry's record."""
+    service, replica = request.service, request.replica
+    check_text("service.description", service.description, MAX_DESCRIPTION_BYTES)
+    for i, event_type in enumerate(service.accepted_event_types):
+        check_chars(f"service.accepted_event_types[{i}]", event_type, MAX_TYPE_NAME_CHARS)
+    check_bytes(
+        "service",
+        service.ByteSize(),
+        MAX_SERVICE_BYTES,
+        "shorten its description, input schema or tool schemas",
+    )
+    check_chars("replica.replica_id", replica.replica_id, MAX_ID_CHARS)
+    check_chars("replica.address", replica.address, MAX_ADDRESS_CHARS)
+    check_chars("replica.runtime", replica.runtime, MAX_ID_CHARS)
 
 
 class ServiceRegistry:
@@ -125,6 +152,7 @@ class ServiceRegistry:
         if not request.HasField("replica") or not request.replica.replica_id:
             raise InvalidArgumentError("replica.replica_id is required")
         service_id = parse_service_name(request.service.name, "service.name")
+        _check_sizes(request)
         lease = proto_time.seconds(request.lease_duration) or DEFAULT_LEASE
         if lease < 0:
             raise InvalidArgumentError("lease_duration must not be negative")

@@ -13,6 +13,7 @@ from llama_mesh.core.errors import (
     InvalidArgumentError,
 )
 from llama_mesh.core.lifecycle import ACTIVE_STATES
+from llama_mesh.core.limits import check_labels
 from llama_mesh.core.names import (
     TaskName,
     check_session_id,
@@ -37,6 +38,7 @@ class Sessions:
 
     async def create_session(self, request: cp.CreateSessionRequest) -> cp.CreateSessionResponse:
         session_id = check_session_id(request.session_id) if request.session_id else new_id()
+        check_labels("session.labels", request.session.labels)
         session = resources_pb2.Session()
         session.CopyFrom(request.session)
         session.name = session_name(session_id)

@@ -2,7 +2,11 @@
 assignment on the service's task subject with Nats-Msg-Id = task id.
 
 A repeated request (same `request_id` in the same session) derives the same task id,
-so it finds the record its first call wrote and JetStream drops the second publish.
+so it finds the record its first call wrote. If that call ended between the record
+and the publish (its control plane crashed), the task is still PENDING and was never
+queued: a repeat within JetStream's de-duplication window publishes it (a copy of a
+publish that did happen is dropped; a task a replica took is no longer PENDING at
+attempt 0).
 """
 
 from __future__ import annotations
@@ -17,16 +21,22 @@ from google.protobuf import json_format
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import ACTIVE_STATES, PENDING
+from llama_mesh.core.limits import (
+    MAX_INPUT_BYTES,
+    MAX_REQUEST_ID_CHARS,
+    check_bytes,
+    check_labels,
+)
 from llama_mesh.core.names import TaskName, check_service_id, new_id, parse_session_name
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.topology import DUPLICATE_WINDOW
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
-
-MAX_INPUT_BYTES = 1 << 20
-MAX_REQUEST_ID = 128
 
 
 def new_task_id() -> str:
@@ -40,12 +50,9 @@ def new_task_id_for(request_id: str, session_id: str) -> str:
 
 def check_input(task: resources_pb2.Task, service: resources_pb2.Service) -> None:
     """The task's input fits the size limit and the service's input schema."""
-    size = task.input.ByteSize()
-    if size > MAX_INPUT_BYTES:
-        raise InvalidArgumentError(
-            f"task.input is {size} bytes, over the limit of {MAX_INPUT_BYTES} bytes: "
-            "pass large data by reference"
-        )
+    check_bytes(
+        "task.input", task.input.ByteSize(), MAX_INPUT_BYTES, "pass large data by reference"
+    )
     schema = json_format.MessageToDict(service.input_schema)
     missing = [k for k in schema.get("required", []) if k not in task.input.fields]
     if missing:
@@ -79,10 +86,11 @@ async def create_task(
     if not requested.service:
         requested.service = await registry.orchestrator()
     service_id = check_service_id(requested.service, "task.service")
-    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+    if len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable():
         raise InvalidArgumentError(
-            f"request_id must be at most {MAX_REQUEST_ID} printable characters"
+            f"request_id must be at most {MAX_REQUEST_ID_CHARS} printable characters"
         )
+    check_labels("task.labels", requested.labels)
     if requested.parent_task:
         TaskName.parse(requested.parent_task, "task.parent_task")
     timeout = proto_time.seconds(requested.timeout)
@@ -143,15 +151,29 @@ async def create_task(
 
     if await state.tasks.create(task_key(name), task) is None:
         # The same request_id was seen before (or a concurrent call won the race).
-        return await state.tasks.get(task_key(name), str(name))
+        task = await state.tasks.get(task_key(name), str(name))
+        age = time.time() - proto_time.epoch_seconds(task.create_time)
+        if task.state == PENDING and task.attempt_count == 0 and age < DUPLICATE_WINDOW:
+            # Maybe never queued: the first call may have ended before its publish.
+            # Within the window JetStream drops the copy if it was queued after all.
+            await _publish(state, task, service_id)
+        return task
+    failpoint("task_creation.recorded")
+    await _publish(state, task, service_id)
+    logger.info("task %s created for service %s", name, service_id)
+    return task
+
+
+async def _publish(state: MeshState, task: resources_pb2.Task, service_id: str) -> None:
+    """Queue the task for its service (once: Nats-Msg-Id is the task id)."""
+    task_id = task.name.rpartition("/")[2]
     envelope = resources_pb2.Envelope(
         id=task_id, task_assignment=resources_pb2.TaskAssignment(task=task)
     )
-    envelope.publish_time.CopyFrom(stamp)
-    await state.js.publish(
-        state.topology.task_subject(service_id),
-        envelope.SerializeToString(),
-        headers={"Nats-Msg-Id": task_id},
-    )
-    logger.info("task %s created for service %s", name, service_id)
-    return task
+    envelope.publish_time.CopyFrom(task.create_time)
+    with store_errors(f"queueing task {task.name}"):
+        await state.js.publish(
+            state.topology.task_subject(service_id),
+            envelope.SerializeToString(),
+            headers={"Nats-Msg-Id": task_id},
+        )

@@ -30,6 +30,14 @@ from llama_mesh.core.lifecycle import (
     final_event,
     is_final,
 )
+from llama_mesh.core.limits import (
+    MAX_EVENT_BYTES,
+    MAX_REASON_BYTES,
+    MAX_TYPE_NAME_CHARS,
+    check_bytes,
+    check_chars,
+    check_text,
+)
 from llama_mesh.core.names import (
     ALL_SESSIONS,
     TaskName,
@@ -39,6 +47,7 @@ from llama_mesh.core.names import (
 )
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
@@ -108,25 +117,49 @@ class Tasks:
         timeout: float | None,
         task: resources_pb2.Task | None = None,
     ) -> resources_pb2.Task:
-        """Wait for the final event; `task` is the record if the caller just read it
-        (inside `waiters.waiter`)."""
+        """Wait for the final event, or `timeout` (WaitTask's: then the task as it is);
+        `task` is the record if the caller just read it (inside `waiters.waiter`).
+
+        A task whose deadline passes ends then: one no replica took is failed here,
+        one a replica runs is stopped and failed by that replica (or, if it died, by
+        the next delivery), and its final event ends this wait. So a caller gets the
+        DEADLINE_EXCEEDED failure, never a task still RUNNING because the wait and
+        the replica looked at the clock at the same moment.
+        """
         if task is None:
             task = await self.state.tasks.get(task_key(name), str(name))
         if is_final(task.state):
             return task
-        limits = [t for t in (timeout,) if t is not None]
-        if task.HasField("deadline"):
-            limits.append(proto_time.epoch_seconds(task.deadline) - time.time())
-        try:
-            async with asyncio.timeout(max(min(limits), 0) if limits else None):
-                await until_set(done, self.shutting_down)
-        except TimeoutError:
-            pass
+        loop = asyncio.get_running_loop()
+        give_up = None if timeout is None else loop.time() + timeout
+        left = None if give_up is None else max(give_up - loop.time(), 0)
+        until_deadline = (
+            proto_time.epoch_seconds(task.deadline) - time.time()
+            if task.HasField("deadline")
+            else None
+        )
+        first = [t for t in (left, until_deadline) if t is not None]
+        if await self._until(done, min(first) if first else None):
+            return await self.state.tasks.get(task_key(name), str(name))
         task = await self.state.tasks.get(task_key(name), str(name))
         expired = task.HasField("deadline") and task.deadline.ToNanoseconds() <= time.time_ns()
-        if task.state == PENDING and expired:
-            task = await self._expire_pending(name)
-        return task
+        if is_final(task.state) or not expired:
+            return task  # WaitTask's timeout passed first
+        if task.state == PENDING:
+            return await self._expire_pending(name)
+        left = None if give_up is None else max(give_up - loop.time(), 0)
+        if left != 0:
+            await self._until(done, left)
+        return await self.state.tasks.get(task_key(name), str(name))
+
+    async def _until(self, done: asyncio.Event, limit: float | None) -> bool:
+        """Wait for `done` at most `limit` seconds; whether it came."""
+        try:
+            async with asyncio.timeout(None if limit is None else max(limit, 0)):
+                await until_set(done, self.shutting_down)
+        except TimeoutError:
+            return False
+        return True
 
     async def _expire_pending(self, name: TaskName) -> resources_pb2.Task:
         """A task whose deadline passed before any replica took it fails here."""
@@ -160,6 +193,7 @@ class Tasks:
 
     async def cancel_task(self, request: cp.CancelTaskRequest) -> cp.CancelTaskResponse:
         name = TaskName.parse(request.name)
+        check_text("reason", request.reason, MAX_REASON_BYTES)
         task, finished = await cancel_task(self.state, name, request.reason)
         return cp.CancelTaskResponse(task=task, already_finished=finished)
 
@@ -219,6 +253,8 @@ class Tasks:
         name = TaskName.parse(request.name)
         if not request.type:
             raise InvalidArgumentError("type is required: the event type the task waits for")
+        check_chars("type", request.type, MAX_TYPE_NAME_CHARS)
+        check_bytes("payload", request.payload.ByteSize(), MAX_EVENT_BYTES)
         found = await self.state.tasks.find(task_key(name))
         if found is None:
             raise NotFoundError(f"task {request.name!r} not found")
@@ -244,10 +280,11 @@ class Tasks:
                 task=request.name, type=request.type, payload=request.payload
             ),
         )
-        await self.state.js.publish(
-            self.state.topology.input_subject(name.task_id),
-            envelope.SerializeToString(),
-            headers={"Nats-Msg-Id": envelope.id},
-        )
+        with store_errors(f"sending an event into task {name}"):
+            await self.state.js.publish(
+                self.state.topology.input_subject(name.task_id),
+                envelope.SerializeToString(),
+                headers={"Nats-Msg-Id": envelope.id},
+            )
         logger.info("task %s: event %s sent", name, request.type)
         return cp.SendTaskEventResponse(task=task)

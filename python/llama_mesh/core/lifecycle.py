@@ -39,6 +39,7 @@ from google.rpc import error_details_pb2
 
 from llama_mesh.core import token_usage
 from llama_mesh.core.errors import FailedPreconditionError
+from llama_mesh.core.limits import MAX_RESULT_BYTES
 from llama_mesh.core.proto_time import duration, epoch_seconds, now, seconds
 from llama_mesh.core.status import error_text, task_status
 from llama_mesh.v1 import resources_pb2
@@ -80,6 +81,7 @@ DEFAULT_BACKOFF_MULTIPLIER = 2.0
 # after this delay, so that a failing NATS or control plane is not hammered.
 HAND_BACK_DELAY = 1.0
 
+RESULT_TOO_LARGE = "ResultTooLarge"
 DEADLINE_MESSAGE = "the task did not finish before its deadline; the workflow was stopped"
 CANCELLED_BEFORE_START = "cancelled before it started"
 
@@ -419,6 +421,19 @@ def end_attempt(task: resources_pb2.Task, attempt: int, outcome: Outcome) -> Dec
     """What attempt `attempt` of `task` ending with `outcome` leads to."""
     match outcome:
         case Succeeded(result):
+            size = result.ByteSize()
+            if size > MAX_RESULT_BYTES:
+                # Running it again would give the same result: fail once, saying why.
+                message = (
+                    f"the workflow's result is {size} bytes, over the limit of "
+                    f"{MAX_RESULT_BYTES} bytes: return a reference to large data instead"
+                )
+                status = task_status(grpc.StatusCode.RESOURCE_EXHAUSTED, message, RESULT_TOO_LARGE)
+                return Decision(
+                    Settle.ACK,
+                    resources_pb2.TaskEvent(type=STOP, state=FAILED, attempt=attempt, error=status),
+                    dead_letter=True,
+                )
             event = resources_pb2.TaskEvent(type=STOP, state=SUCCEEDED, attempt=attempt)
             event.payload.CopyFrom(result)
             return Decision(Settle.ACK, event)

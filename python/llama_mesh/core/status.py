@@ -10,6 +10,8 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from llama_mesh.core.limits import cut
+
 DOMAIN = "llama-mesh"
 
 
@@ -19,7 +21,8 @@ def task_status(
     error_type: str = "",
     debug: error_details_pb2.DebugInfo | None = None,
 ) -> status_pb2.Status:
-    status = status_pb2.Status(code=code.value[0], message=message)
+    # Cut: the status lives in the task's record, which must fit in one NATS message.
+    status = status_pb2.Status(code=code.value[0], message=cut(message))
     if error_type:
         status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error_type, domain=DOMAIN))
     if debug is not None:

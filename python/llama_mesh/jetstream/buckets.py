@@ -16,6 +16,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from llama_mesh.core.errors import NotFoundError
+from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.kv_listing import KvListing
 
 M = TypeVar("M", bound=Message)
@@ -65,15 +66,18 @@ class ProtoBucket(Generic[M]):
     async def create(self, key: str, message: M) -> int | None:
         """Write a new record; None if the key exists already."""
         try:
-            return await self.kv.create(key, message.SerializeToString())
+            with store_errors(f"writing {self._what} {key!r}"):
+                return await self.kv.create(key, message.SerializeToString())
         except KeyWrongLastSequenceError:
             return None
 
     async def put(self, key: str, message: M) -> int:
-        return await self.kv.put(key, message.SerializeToString())
+        with store_errors(f"writing {self._what} {key!r}"):
+            return await self.kv.put(key, message.SerializeToString())
 
     async def delete(self, key: str) -> None:
-        await self.kv.delete(key)
+        with store_errors(f"deleting {self._what} {key!r}"):
+            await self.kv.delete(key)
 
     async def mutate(self, key: str, name: str, change: Callable[[M], None]) -> M:
         """Apply `change` to the record with compare-and-set, retrying on conflict.
@@ -102,7 +106,8 @@ class ProtoBucket(Generic[M]):
             except Unchanged:
                 return message, revision
             try:
-                revision = await self.kv.update(key, message.SerializeToString(), last=revision)
+                with store_errors(f"writing {self._what} {key!r}"):
+                    revision = await self.kv.update(key, message.SerializeToString(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
             return message, revision

@@ -18,6 +18,7 @@ from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, is_final
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
+from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.v1 import resources_pb2
 
@@ -114,9 +115,10 @@ class TaskJournal:
             if is_final(event.state)
             else self.topology.event_subject(name.task_id)
         )
-        ack = await self.js.publish(
-            subject,
-            envelope.SerializeToString(),
-            headers={"Nats-Msg-Id": envelope.id},
-        )
+        with store_errors(f"publishing an event of task {name}"):
+            ack = await self.js.publish(
+                subject,
+                envelope.SerializeToString(),
+                headers={"Nats-Msg-Id": envelope.id},
+            )
         return int(ack.seq)

@@ -56,6 +56,8 @@ from llama_mesh.v1 import resources_pb2
 logger = logging.getLogger(__name__)
 
 DAY = 24 * 3600.0
+DUPLICATE_WINDOW = 120.0
+"""Seconds in which JetStream drops a second message with the same Nats-Msg-Id."""
 T = TypeVar("T")
 
 
@@ -148,7 +150,7 @@ class Topology:
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 num_replicas=self.replicas,
-                duplicate_window=120.0,
+                duplicate_window=DUPLICATE_WINDOW,
             ),
             api.StreamConfig(
                 name=self.event_stream,
@@ -157,7 +159,7 @@ class Topology:
                 storage=api.StorageType.FILE,
                 num_replicas=self.replicas,
                 max_age=self.event_retention,
-                duplicate_window=120.0,
+                duplicate_window=DUPLICATE_WINDOW,
             ),
             api.StreamConfig(
                 name=self.dead_letter_stream,

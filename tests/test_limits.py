@@ -1,0 +1,200 @@
+"""Every size limit is checked where data comes in: INVALID_ARGUMENT naming the field
+and the limit, never INTERNAL from NATS refusing the write later (issue 12, item 6)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from workflows import Workflow, step
+from workflows.events import StartEvent, StopEvent
+
+from llama_mesh.core.errors import InvalidArgumentError, TaskFailedError
+from llama_mesh.core.limits import (
+    MAX_ERROR_MESSAGE_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_INPUT_BYTES,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+    MAX_REASON_BYTES,
+    MAX_RESULT_BYTES,
+    MAX_SERVICE_BYTES,
+)
+from llama_mesh.core.status import status_code
+from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import control_plane_pb2_grpc, queue_pb2, queue_pb2_grpc, resources_pb2
+
+from mesh_workflows import ApprovalWorkflow, EchoWorkflow, SlowWorkflow
+
+# Under the 1 MiB that used to be documented for inputs, over NATS's max_payload
+# once in a record: these gave INTERNAL (MaxPayloadError) before.
+BIG = "x" * 900_000
+
+
+def _input(**fields: Any) -> struct_pb2.Struct:
+    value = struct_pb2.Struct()
+    value.update(fields)
+    return value
+
+
+@pytest.fixture
+async def mesh(nats: EmbeddedNats) -> AsyncIterator[LocalMesh]:
+    workflows = {"echo": EchoWorkflow(), "approval": ApprovalWorkflow(), "slow": SlowWorkflow()}
+    async with LocalMesh(workflows, nats_url=nats.url) as running:
+        yield running
+
+
+async def _invalid(call: object, request: object) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(request)  # type: ignore[operator]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    return str(raised.value.details())
+
+
+async def test_task_fields_are_checked_on_create_and_run(mesh: LocalMesh) -> None:
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    session = (await mesh.client.create_session()).name
+    for call, request_type in (
+        (stub.CreateTask, cp.CreateTaskRequest),
+        (stub.RunTask, cp.RunTaskRequest),
+    ):
+        big_input = request_type(
+            parent=session, task=resources_pb2.Task(service="echo", input=_input(arg1=BIG))
+        )
+        message = await _invalid(call, big_input)
+        assert message.startswith("task.input is 9000")
+        assert f"over the limit of {MAX_INPUT_BYTES} bytes" in message
+
+        label = request_type(parent=session, task=resources_pb2.Task(service="echo"))
+        label.task.labels["k"] = BIG
+        message = await _invalid(call, label)
+        assert message == (
+            f"task.labels['k'] is {len(BIG)} characters, "
+            f"over the limit of {MAX_LABEL_VALUE_CHARS} characters"
+        )
+
+        many = request_type(parent=session, task=resources_pb2.Task(service="echo"))
+        for i in range(MAX_LABELS + 1):
+            many.task.labels[f"k{i}"] = "v"
+        assert await _invalid(call, many) == (
+            f"task.labels has {MAX_LABELS + 1} labels, over the limit of {MAX_LABELS}"
+        )
+    # The limit itself is fine.
+    at_limit = "x" * (MAX_INPUT_BYTES - 100)
+    assert await (await mesh.client.get_session(session)).run("echo", arg1=at_limit) == (
+        at_limit + "_result"
+    )
+
+
+async def test_session_labels_are_checked(mesh: LocalMesh) -> None:
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    request = cp.CreateSessionRequest(session=resources_pb2.Session(labels={"big": BIG}))
+    message = await _invalid(stub.CreateSession, request)
+    assert message == (
+        f"session.labels['big'] is {len(BIG)} characters, "
+        f"over the limit of {MAX_LABEL_VALUE_CHARS} characters"
+    )
+
+
+async def test_cancel_reason_is_checked(mesh: LocalMesh) -> None:
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    session = await mesh.client.create_session()
+    task = await session.create_task("slow", seconds=30)
+    message = await _invalid(stub.CancelTask, cp.CancelTaskRequest(name=task.name, reason=BIG))
+    assert message == f"reason is {len(BIG)} bytes, over the limit of {MAX_REASON_BYTES} bytes"
+    assert await task.cancel("too slow")
+
+
+async def test_an_answers_payload_is_checked(mesh: LocalMesh) -> None:
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    session = await mesh.client.create_session()
+    task = await session.create_task("approval")
+    async for event in task.events():
+        if event.type == "InputRequiredEvent":
+            break
+    request = cp.SendTaskEventRequest(
+        name=task.name, type="HumanResponseEvent", payload=_input(response=BIG)
+    )
+    message = await _invalid(stub.SendTaskEvent, request)
+    assert message.startswith("payload is 9000")
+    assert message.endswith(f"over the limit of {MAX_EVENT_BYTES} bytes")
+    # Nothing was taken: the task still waits, and a fitting answer goes through.
+    await task.send_event("HumanResponseEvent", response="yes")
+    assert await task.result() == {"answer": "yes"}
+
+
+async def test_a_service_definition_is_checked(mesh: LocalMesh) -> None:
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    request = cp.RegisterServiceRequest(
+        service=resources_pb2.Service(name="services/big", input_schema=_input(doc=BIG)),
+        replica=resources_pb2.Replica(replica_id="r1"),
+    )
+    message = await _invalid(stub.RegisterService, request)
+    assert message.startswith("service is 9000")
+    assert f"over the limit of {MAX_SERVICE_BYTES} bytes" in message
+    request.service.ClearField("input_schema")
+    request.service.description = BIG
+    message = await _invalid(stub.RegisterService, request)
+    assert message.startswith(f"service.description is {len(BIG)} bytes, over the limit")
+
+
+async def test_a_queue_api_report_is_checked(mesh: LocalMesh) -> None:
+    stub = queue_pb2_grpc.QueueAPIStub(mesh.client._channel)
+    session = await mesh.client.create_session()
+    task = await session.create_task("slow", seconds=30)
+    request = queue_pb2.ReportTaskEventRequest(
+        name=task.name, type="Progress", payload=struct_pb2.Value(string_value=BIG)
+    )
+    message = await _invalid(stub.ReportTaskEvent, request)
+    assert message.startswith("payload is 9000")
+    assert message.endswith(f"over the limit of {MAX_EVENT_BYTES} bytes")
+    request.ClearField("payload")
+    request.type = "T" * 1000
+    message = await _invalid(stub.ReportTaskEvent, request)
+    assert message.startswith("type is 1000 characters")
+    await task.cancel()
+
+
+async def test_limits_reach_python_callers_typed(mesh: LocalMesh) -> None:
+    session = await mesh.client.create_session()
+    with pytest.raises(InvalidArgumentError, match=r"task\.input is \d+ bytes, over the limit"):
+        await session.run("echo", arg1=BIG)
+
+
+class Huge(Workflow):
+    """Returns `size` bytes, or raises an error with a message of that size."""
+
+    @step
+    async def make(self, ev: StartEvent) -> StopEvent:
+        data = "x" * int(ev.get("size"))
+        if ev.get("fail"):
+            raise ValueError(data)
+        return StopEvent(result=data)
+
+
+async def test_a_result_over_the_limit_fails_once_saying_so(nats: EmbeddedNats) -> None:
+    # Before, the record could not be written, the replica handed the task back, and
+    # the workflow ran again until attempts ran out ("stopped or crashed").
+    async with LocalMesh({"huge": Huge()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        with pytest.raises(TaskFailedError) as raised:
+            await session.run("huge", size=MAX_RESULT_BYTES + 1)
+        task = raised.value.task
+        assert raised.value.error_type == "ResultTooLarge"
+        assert status_code(task.error) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert task.error.message.startswith("the workflow's result is ")
+        assert f"over the limit of {MAX_RESULT_BYTES} bytes" in task.error.message
+        assert task.attempt_count == 1
+        # An error message of any size is kept, cut to fit.
+        with pytest.raises(TaskFailedError) as raised:
+            await session.run("huge", size=2_000_000, fail=True)
+        assert raised.value.error_type == "ValueError"
+        assert raised.value.task.attempt_count == 1
+        message = raised.value.task.error.message
+        assert message.endswith("… (cut)")
+        assert len(message.encode()) <= MAX_ERROR_MESSAGE_BYTES
