@@ -30,6 +30,7 @@ from llama_mesh.core.limits import (
     check_labels,
 )
 from llama_mesh.core.names import TaskName, check_service_id, new_id, parse_session_name
+from llama_mesh.core.object_schema import check_object
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
@@ -53,20 +54,14 @@ def check_input(task: resources_pb2.Task, service: resources_pb2.Service) -> Non
     check_bytes(
         "task.input", task.input.ByteSize(), MAX_INPUT_BYTES, "pass large data by reference"
     )
-    schema = json_format.MessageToDict(service.input_schema)
-    missing = [k for k in schema.get("required", []) if k not in task.input.fields]
-    if missing:
-        raise InvalidArgumentError(
-            f"task.input lacks required field(s) {missing} of service {task.service!r}"
-        )
-    if schema.get("additionalProperties") is False:
-        known = set(schema.get("properties", {}))
-        unknown = sorted(k for k in task.input.fields if k not in known)
-        if unknown:
-            raise InvalidArgumentError(
-                f"task.input has unknown field(s) {unknown}; service {task.service!r} "
-                f"accepts {sorted(known)}"
-            )
+    check_object(
+        json_format.MessageToDict(task.input),
+        json_format.MessageToDict(service.input_schema),
+        "task.input",
+        f"service {task.service!r}",
+        # Start events may convert what they get (pydantic's lax mode): only fields here.
+        types=False,
+    )
 
 
 async def create_task(

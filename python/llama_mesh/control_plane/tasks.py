@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from google.protobuf import json_format
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
@@ -45,6 +46,7 @@ from llama_mesh.core.names import (
     new_id,
     parse_session_name,
 )
+from llama_mesh.core.object_schema import check_object
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
@@ -269,6 +271,16 @@ class Tasks:
             raise InvalidArgumentError(
                 f"task {request.name!r} does not accept events of type {request.type!r}; "
                 f"it accepts {accepted}"
+            )
+        schema = service.event_schemas.get(request.type) or service.event_schemas.get(short)
+        if schema is not None:
+            # Checked before the task takes it: an answer its event cannot be built
+            # from would fail the task later, with nothing the person could fix.
+            check_object(
+                json_format.MessageToDict(request.payload),
+                json_format.MessageToDict(schema),
+                "payload",
+                f"event {short}",
             )
 
         task, _ = await self.state.tasks.mutate_from(

@@ -179,6 +179,27 @@ class Service(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class EventSchemasEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
@@ -192,6 +213,7 @@ class Service(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
+    EVENT_SCHEMAS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `services/{service}`."""
     kind: Global___ServiceKind.ValueType
@@ -245,6 +267,13 @@ class Service(_message.Message):
         runs agents on: the Agents and Responses APIs accept these as `model`.
         """
 
+    @_builtins.property
+    def event_schemas(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
+        """JSON Schemas of the events the service takes as answers from a person or
+        a client (SendTaskEvent), by event type name. SendTaskEvent checks an
+        answer's payload against its type's schema before the task takes it.
+        """
+
     def __init__(
         self,
         *,
@@ -261,10 +290,11 @@ class Service(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         tools: _abc.Iterable[Global___ServiceTool] | None = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
+        event_schemas: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_timeout", b"default_timeout", "input_schema", b"input_schema", "retry_policy", b"retry_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_event_types", b"accepted_event_types", "create_time", b"create_time", "default_timeout", b"default_timeout", "description", b"description", "input_schema", b"input_schema", "kind", b"kind", "models", b"models", "name", b"name", "replicas", b"replicas", "retry_policy", b"retry_policy", "task_subject", b"task_subject", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_event_types", b"accepted_event_types", "create_time", b"create_time", "default_timeout", b"default_timeout", "description", b"description", "event_schemas", b"event_schemas", "input_schema", b"input_schema", "kind", b"kind", "models", b"models", "name", b"name", "replicas", b"replicas", "retry_policy", b"retry_policy", "task_subject", b"task_subject", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

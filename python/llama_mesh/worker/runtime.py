@@ -84,6 +84,7 @@ class ServiceRuntime:
         self._consumer: PullConsumer | None = None
         self._registration: Registration | None = None
         self._keys: ApiKeyStore | None = None
+        self._draining: asyncio.Task[tuple[int, int]] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -166,7 +167,7 @@ class ServiceRuntime:
                     )
                     async with runtime._serving(registration):
                         yield runtime
-                        await runtime._drain(drain_timeout)
+                        await runtime.drain(drain_timeout)
 
     async def _lookup_key(self, key_id: str) -> auth_pb2.StoredApiKey | None:
         """The mesh's API keys, for the Service API (readable once connected to NATS)."""
@@ -230,6 +231,10 @@ class ServiceRuntime:
             retry_policy=self.config.retry_policy(),
             default_timeout=proto_time.duration(self.config.timeout or 0),
             accepted_event_types=self.runner.accepted_event_types,
+            event_schemas={
+                name: json_format.ParseDict(schema, struct_pb2.Struct())
+                for name, schema in self.runner.event_schemas().items()
+            },
             tools=[
                 json_format.ParseDict(t, resources_pb2.ServiceTool()) for t in self.runner.tools()
             ],
@@ -286,14 +291,19 @@ class ServiceRuntime:
         logger.info("service %s: replica %s resumed", self.config.name, self.replica_id)
 
     async def drain(self, timeout: float | None = None) -> tuple[int, int]:
-        """Stop taking tasks and finish the running ones; (finished, handed back)."""
-        return await self._drain(timeout)
+        """Stop taking tasks and finish the running ones, handing back those still
+        running after `timeout`; (finished, handed back).
+
+        The drain belongs to the replica, not to the call that asked for it: a call
+        that ends first (its deadline passed, its client left) leaves it to run to its
+        end. A second call waits for the first drain and gets its counts.
+        """
+        if self._draining is None:
+            self.draining = True
+            self._draining = asyncio.create_task(self._drain(timeout))
+        return await asyncio.shield(self._draining)
 
     async def _drain(self, timeout: float | None) -> tuple[int, int]:
-        if self.draining:
-            await self.drained.wait()
-            return 0, 0
-        self.draining = True
         before = self.finished_count
         consumer = self._consumer
         requeued = 0
@@ -307,7 +317,8 @@ class ServiceRuntime:
                 await consumer.cancel_running()
         self.drained.set()
         logger.info("service %s: replica %s drained", self.config.name, self.replica_id)
-        return self.finished_count - before, requeued
+        # Handed-back tasks left their handlers too: they are not counted as finished.
+        return self.finished_count - before - requeued, requeued
 
     # ------------------------------------------------------------ tasks
 

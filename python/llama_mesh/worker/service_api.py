@@ -10,6 +10,9 @@ from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.v1 import resources_pb2, service_pb2_grpc
 from llama_mesh.v1 import service_pb2 as s
 
+REPLY_TIME = 0.2
+"""Seconds before a DrainService call's deadline when the drain stops waiting."""
+
 
 class Steerable(Protocol):
     """What the Service API needs of a replica (the runtime implements it)."""
@@ -64,7 +67,11 @@ class ServiceAPIServicer(service_pb2_grpc.ServiceAPIServicer):
         request: s.DrainServiceRequest,
         context: grpc.aio.ServicerContext[s.DrainServiceRequest, s.DrainServiceResponse],
     ) -> s.DrainServiceResponse:
-        finished, requeued = await self.runtime.drain(context.time_remaining())
+        remaining = context.time_remaining()
+        # Hand the tasks back a moment before the caller's deadline, so that the answer
+        # reaches it; the drain goes on to its end even if the call does not wait.
+        timeout = None if remaining is None else max(remaining - REPLY_TIME, 0.0)
+        finished, requeued = await self.runtime.drain(timeout)
         return s.DrainServiceResponse(finished_task_count=finished, requeued_task_count=requeued)
 
     async def ListRunningTasks(

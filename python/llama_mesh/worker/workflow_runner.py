@@ -79,6 +79,22 @@ def _event_classes(workflow: Workflow) -> dict[str, type[Event]]:
     return found
 
 
+def _event_schema(cls: type[Event]) -> dict[str, Any]:
+    """The JSON Schema of an event class's fields. HumanResponseEvent declares none
+    (it takes any keyword), but what workflows read from it is `response`, as its
+    documentation shows: an answer without it would fail the task later."""
+    schema = cls.model_json_schema()
+    schema.get("properties", {}).pop("_data", None)
+    if not schema.get("properties") and issubclass(cls, HumanResponseEvent):
+        return {
+            "type": "object",
+            "properties": {"response": {"description": "The person's answer."}},
+            "required": ["response"],
+        }
+    schema.pop("description", None)  # the class docstring: long, and not a check
+    return schema
+
+
 class ContextTypeNotAllowedError(TypeError):
     """A saved Context names a type the workflow does not declare: it is not restored
     (a type named by stored data is never imported)."""
@@ -163,6 +179,11 @@ class WorkflowRunner:
         describe = getattr(self.workflow, "mesh_tools", None)
         tools: list[dict[str, Any]] = describe() if describe is not None else []
         return tools
+
+    def event_schemas(self) -> dict[str, dict[str, Any]]:
+        """A JSON Schema per event type the workflow takes as an answer, so that the
+        control plane can refuse an answer its event cannot be built from."""
+        return {name: _event_schema(cls) for name, cls in sorted(self._events.items())}
 
     def input_schema(self) -> dict[str, Any]:
         declared = getattr(self.workflow, "mesh_input_schema", None)

@@ -319,7 +319,11 @@ type Service struct {
 	Tools []*ServiceTool `protobuf:"bytes,20,rep,name=tools,proto3" json:"tools,omitempty"`
 	// The ids of the deployment's models (`models:`) a built-in agent service
 	// runs agents on: the Agents and Responses APIs accept these as `model`.
-	Models        []string `protobuf:"bytes,21,rep,name=models,proto3" json:"models,omitempty"`
+	Models []string `protobuf:"bytes,21,rep,name=models,proto3" json:"models,omitempty"`
+	// JSON Schemas of the events the service takes as answers from a person or
+	// a client (SendTaskEvent), by event type name. SendTaskEvent checks an
+	// answer's payload against its type's schema before the task takes it.
+	EventSchemas  map[string]*structpb.Struct `protobuf:"bytes,40,rep,name=event_schemas,json=eventSchemas,proto3" json:"event_schemas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +445,13 @@ func (x *Service) GetTools() []*ServiceTool {
 func (x *Service) GetModels() []string {
 	if x != nil {
 		return x.Models
+	}
+	return nil
+}
+
+func (x *Service) GetEventSchemas() map[string]*structpb.Struct {
+	if x != nil {
+		return x.EventSchemas
 	}
 	return nil
 }
@@ -1798,7 +1809,7 @@ var File_llama_mesh_v1_resources_proto protoreflect.FileDescriptor
 
 const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\n" +
-	"\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x99\x05\n" +
+	"\x1dllama_mesh/v1/resources.proto\x12\rllama_mesh.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc2\x06\n" +
 	"\aService\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12.\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1a.llama_mesh.v1.ServiceKindR\x04kind\x12 \n" +
@@ -1815,7 +1826,11 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"updateTime\x120\n" +
 	"\x05tools\x18\x14 \x03(\v2\x1a.llama_mesh.v1.ServiceToolR\x05tools\x12\x16\n" +
-	"\x06models\x18\x15 \x03(\tR\x06models\"\x82\x01\n" +
+	"\x06models\x18\x15 \x03(\tR\x06models\x12M\n" +
+	"\revent_schemas\x18( \x03(\v2(.llama_mesh.v1.Service.EventSchemasEntryR\feventSchemas\x1aX\n" +
+	"\x11EventSchemasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05value:\x028\x01\"\x82\x01\n" +
 	"\vServiceTool\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
@@ -1985,7 +2000,7 @@ func file_llama_mesh_v1_resources_proto_rawDescGZIP() []byte {
 }
 
 var file_llama_mesh_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llama_mesh_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_llama_mesh_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_llama_mesh_v1_resources_proto_goTypes = []any{
 	(ServiceKind)(0),              // 0: llama_mesh.v1.ServiceKind
 	(ReplicaState)(0),             // 1: llama_mesh.v1.ReplicaState
@@ -2006,70 +2021,73 @@ var file_llama_mesh_v1_resources_proto_goTypes = []any{
 	(*TaskCancellation)(nil),      // 16: llama_mesh.v1.TaskCancellation
 	(*DeadLetter)(nil),            // 17: llama_mesh.v1.DeadLetter
 	(*Envelope)(nil),              // 18: llama_mesh.v1.Envelope
-	nil,                           // 19: llama_mesh.v1.Session.LabelsEntry
-	nil,                           // 20: llama_mesh.v1.TokenUsage.ModelsEntry
-	nil,                           // 21: llama_mesh.v1.Task.LabelsEntry
-	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 25: google.protobuf.Value
-	(*status.Status)(nil),         // 26: google.rpc.Status
+	nil,                           // 19: llama_mesh.v1.Service.EventSchemasEntry
+	nil,                           // 20: llama_mesh.v1.Session.LabelsEntry
+	nil,                           // 21: llama_mesh.v1.TokenUsage.ModelsEntry
+	nil,                           // 22: llama_mesh.v1.Task.LabelsEntry
+	(*structpb.Struct)(nil),       // 23: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 26: google.protobuf.Value
+	(*status.Status)(nil),         // 27: google.rpc.Status
 }
 var file_llama_mesh_v1_resources_proto_depIdxs = []int32{
 	0,  // 0: llama_mesh.v1.Service.kind:type_name -> llama_mesh.v1.ServiceKind
-	22, // 1: llama_mesh.v1.Service.input_schema:type_name -> google.protobuf.Struct
+	23, // 1: llama_mesh.v1.Service.input_schema:type_name -> google.protobuf.Struct
 	7,  // 2: llama_mesh.v1.Service.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	23, // 3: llama_mesh.v1.Service.default_timeout:type_name -> google.protobuf.Duration
+	24, // 3: llama_mesh.v1.Service.default_timeout:type_name -> google.protobuf.Duration
 	6,  // 4: llama_mesh.v1.Service.replicas:type_name -> llama_mesh.v1.Replica
-	24, // 5: llama_mesh.v1.Service.create_time:type_name -> google.protobuf.Timestamp
-	24, // 6: llama_mesh.v1.Service.update_time:type_name -> google.protobuf.Timestamp
+	25, // 5: llama_mesh.v1.Service.create_time:type_name -> google.protobuf.Timestamp
+	25, // 6: llama_mesh.v1.Service.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 7: llama_mesh.v1.Service.tools:type_name -> llama_mesh.v1.ServiceTool
-	22, // 8: llama_mesh.v1.ServiceTool.parameters:type_name -> google.protobuf.Struct
-	1,  // 9: llama_mesh.v1.Replica.state:type_name -> llama_mesh.v1.ReplicaState
-	24, // 10: llama_mesh.v1.Replica.lease_expire_time:type_name -> google.protobuf.Timestamp
-	23, // 11: llama_mesh.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	23, // 12: llama_mesh.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	19, // 13: llama_mesh.v1.Session.labels:type_name -> llama_mesh.v1.Session.LabelsEntry
-	2,  // 14: llama_mesh.v1.Session.overlap_policy:type_name -> llama_mesh.v1.OverlapPolicy
-	24, // 15: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	24, // 16: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 17: llama_mesh.v1.Session.usage:type_name -> llama_mesh.v1.TokenUsage
-	20, // 18: llama_mesh.v1.TokenUsage.models:type_name -> llama_mesh.v1.TokenUsage.ModelsEntry
-	25, // 19: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
-	22, // 20: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
-	3,  // 21: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
-	25, // 22: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
-	26, // 23: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
-	7,  // 24: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	23, // 25: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
-	24, // 26: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	10, // 27: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
-	21, // 28: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
-	24, // 29: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	24, // 30: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	24, // 31: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	24, // 32: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 33: llama_mesh.v1.Task.usage:type_name -> llama_mesh.v1.TokenUsage
-	25, // 34: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
-	3,  // 35: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
-	26, // 36: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
-	24, // 37: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 38: llama_mesh.v1.TaskEvent.usage:type_name -> llama_mesh.v1.TokenUsage
-	11, // 39: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
-	22, // 40: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
-	11, // 41: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
-	24, // 42: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
-	14, // 43: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
-	12, // 44: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
-	15, // 45: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
-	16, // 46: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
-	17, // 47: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
-	9,  // 48: llama_mesh.v1.TokenUsage.ModelsEntry.value:type_name -> llama_mesh.v1.TokenUsage
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	19, // 8: llama_mesh.v1.Service.event_schemas:type_name -> llama_mesh.v1.Service.EventSchemasEntry
+	23, // 9: llama_mesh.v1.ServiceTool.parameters:type_name -> google.protobuf.Struct
+	1,  // 10: llama_mesh.v1.Replica.state:type_name -> llama_mesh.v1.ReplicaState
+	25, // 11: llama_mesh.v1.Replica.lease_expire_time:type_name -> google.protobuf.Timestamp
+	24, // 12: llama_mesh.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	24, // 13: llama_mesh.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	20, // 14: llama_mesh.v1.Session.labels:type_name -> llama_mesh.v1.Session.LabelsEntry
+	2,  // 15: llama_mesh.v1.Session.overlap_policy:type_name -> llama_mesh.v1.OverlapPolicy
+	25, // 16: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	25, // 17: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 18: llama_mesh.v1.Session.usage:type_name -> llama_mesh.v1.TokenUsage
+	21, // 19: llama_mesh.v1.TokenUsage.models:type_name -> llama_mesh.v1.TokenUsage.ModelsEntry
+	26, // 20: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
+	23, // 21: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
+	3,  // 22: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
+	26, // 23: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
+	27, // 24: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
+	7,  // 25: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
+	24, // 26: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
+	25, // 27: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	10, // 28: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
+	22, // 29: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
+	25, // 30: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	25, // 31: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	25, // 32: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	25, // 33: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 34: llama_mesh.v1.Task.usage:type_name -> llama_mesh.v1.TokenUsage
+	26, // 35: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
+	3,  // 36: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
+	27, // 37: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
+	25, // 38: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 39: llama_mesh.v1.TaskEvent.usage:type_name -> llama_mesh.v1.TokenUsage
+	11, // 40: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
+	23, // 41: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
+	11, // 42: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
+	25, // 43: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
+	14, // 44: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
+	12, // 45: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
+	15, // 46: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
+	16, // 47: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
+	17, // 48: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
+	23, // 49: llama_mesh.v1.Service.EventSchemasEntry.value:type_name -> google.protobuf.Struct
+	9,  // 50: llama_mesh.v1.TokenUsage.ModelsEntry.value:type_name -> llama_mesh.v1.TokenUsage
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_resources_proto_init() }
@@ -2090,7 +2108,7 @@ func file_llama_mesh_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llama_mesh_v1_resources_proto_rawDesc), len(file_llama_mesh_v1_resources_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

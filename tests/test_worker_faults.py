@@ -1,0 +1,149 @@
+"""Faults at a replica: a drain whose call gives up first, an answer that does not fit
+the event it is for (issue 12, items 10 and 12)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from workflows import Workflow, step
+from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+
+from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import resources_pb2, service_pb2, service_pb2_grpc
+
+from mesh_workflows import ApprovalWorkflow, SlowWorkflow
+from processes import component
+
+
+def _slow_replica(control_plane: str) -> tuple[str, ...]:
+    return (
+        "serve",
+        "service",
+        "mesh_workflows:SlowWorkflow",
+        "--name",
+        "slow",
+        "--control-plane",
+        control_plane,
+    )
+
+
+@pytest.mark.timeout(180)
+async def test_a_drain_whose_call_deadline_passes_still_drains_the_replica(
+    nats: EmbeddedNats,
+) -> None:
+    async with (
+        ControlPlaneServer.start([nats.url]) as cp_server,
+        component(*_slow_replica(cp_server.address)) as (first, ready),
+        AsyncClient(cp_server.address) as client,
+    ):
+        session = await client.create_session()
+        handle = await session.create_task("slow", arg1="job", seconds=600.0)
+        async for event in handle.events():
+            if event.type == "SlowStarted":
+                break
+        async with grpc.aio.insecure_channel(ready["address"]) as channel:
+            replica = service_pb2_grpc.ServiceAPIStub(channel)
+            try:
+                drained = await replica.DrainService(service_pb2.DrainServiceRequest(), timeout=1.0)
+                assert drained.requeued_task_count == 1
+            except grpc.aio.AioRpcError as err:  # the answer may come too late: either way
+                assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The drain went on without its caller: the task went back, the replica left.
+        assert await first.wait() == 0
+        async with component(*_slow_replica(cp_server.address)):
+            task = await handle.get()
+            assert await handle.cancel("enough")
+        assert task.attempt_count == 1
+
+
+async def test_a_drain_goes_on_when_its_caller_is_cancelled(nats: EmbeddedNats) -> None:
+    # What gRPC does to DrainService when the call's deadline passes: it cancels the
+    # handler. The drain must not stop halfway, leaving the replica DRAINING for good.
+    async with LocalMesh({"slow": SlowWorkflow()}, nats_url=nats.url) as mesh:
+        [runtime] = mesh.services["slow"]
+        session = await mesh.client.create_session()
+        handle = await session.create_task("slow", arg1="job", seconds=600.0)
+        async for event in handle.events():
+            if event.type == "SlowStarted":
+                break
+        caller = asyncio.create_task(runtime.drain(timeout=0.5))
+        await asyncio.sleep(0)  # one turn of the loop: the caller is inside the drain
+        assert runtime.draining
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await runtime.drained.wait()
+        assert await runtime.drain() == (0, 1)  # a second call: the first one's counts
+        with pytest.raises(Exception, match="draining"):
+            await runtime.resume()
+        task = await handle.get()
+        assert task.attempt_count == 1
+        assert runtime.running_tasks() == []
+
+
+# ------------------------------------------------------------ answers (item 12)
+
+
+class Verdict(HumanResponseEvent):
+    """A typed answer (a HumanResponseEvent: no step needs to produce it)."""
+
+    approved: bool
+    note: str = ""
+
+
+class Review(Workflow):
+    """Asks for a Verdict, a typed answer."""
+
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(prefix="ok?")  # type: ignore[call-arg]
+
+    @step
+    async def decide(self, verdict: Verdict) -> StopEvent:
+        return StopEvent(result={"approved": verdict.approved, "note": verdict.note})
+
+
+async def _waiting(session: AsyncSession, service: str) -> TaskHandle:
+    task = await session.create_task(service)
+    async for event in task.events():
+        if event.type == "InputRequiredEvent":
+            return task
+    raise AssertionError("the task never asked")
+
+
+async def test_an_answer_is_checked_against_its_event_before_it_is_taken(
+    nats: EmbeddedNats,
+) -> None:
+    async with LocalMesh(
+        {"approval": ApprovalWorkflow(), "review": Review()}, nats_url=nats.url
+    ) as mesh:
+        session = await mesh.client.create_session()
+        # `--arg answer=yes` where HumanResponseEvent carries `response`: taken before,
+        # and the task then failed for good with AttributeError.
+        task = await _waiting(session, "approval")
+        with pytest.raises(InvalidArgumentError) as raised:
+            await task.send_event("HumanResponseEvent", answer="yes")
+        assert raised.value.message == (
+            "payload lacks required field(s) ['response'] of event HumanResponseEvent "
+            "(it has ['answer'])"
+        )
+        assert (await task.get()).state == resources_pb2.TASK_STATE_WAITING_FOR_INPUT
+        await task.send_event("HumanResponseEvent", response="yes")
+        assert await task.result() == {"answer": "yes"}
+
+        typed = await _waiting(session, "review")
+        with pytest.raises(InvalidArgumentError) as raised:
+            await typed.send_event("Verdict", approved="yes")
+        assert raised.value.message == (
+            "payload.approved must be boolean for event Verdict (got string)"
+        )
+        with pytest.raises(InvalidArgumentError, match=r"lacks required field\(s\) \['approved'\]"):
+            await typed.send_event("Verdict", note="fine")
+        await typed.send_event("Verdict", approved=True, note="fine")
+        assert await typed.result() == {"approved": True, "note": "fine"}
