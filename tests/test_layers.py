@@ -82,6 +82,16 @@ def test_the_package_keeps_every_contract(tmp_path: Path) -> None:
             "Only the worker (and what launches it) imports llama-index",
         ),
         (
+            "telemetry/metrics.py",
+            "import llama_mesh.jetstream.journal",
+            "Process roles in layers",
+        ),
+        (
+            "telemetry/metrics.py",
+            "import nats",
+            "Telemetry imports neither NATS nor llama-index",
+        ),
+        (
             "../llama_mesh_gateway/status.py",
             "import llama_mesh.core.errors",
             "The gateway depends on the protos' descriptors",

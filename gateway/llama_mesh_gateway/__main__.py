@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--heartbeat-seconds", type=float, default=DEFAULT_HEARTBEAT_SECONDS)
+    parser.add_argument(
+        "--metrics", action="store_true", help="serve Prometheus metrics at GET /metrics"
+    )
     args = parser.parse_args(argv)
     if args.write_openapi:
         write_openapi(args.write_openapi, args.descriptor_set, args.services)
@@ -65,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_body_bytes=args.max_body_bytes,
             heartbeat_seconds=args.heartbeat_seconds,
             handle_signals=True,
+            metrics=args.metrics,
         )
     )
 

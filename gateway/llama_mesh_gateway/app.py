@@ -3,7 +3,8 @@
 >>> app = create_app("127.0.0.1:50051")  # serve it with any ASGI server
 
 Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
-SERVING, 503 otherwise) and `GET /openapi.json`. Every other path is routed by the
+SERVING, 503 otherwise), `GET /openapi.json` and, when asked, `GET /metrics`
+(Prometheus: requests by gRPC method and HTTP status, metrics.py). Every other path is routed by the
 google.api.http rules of the descriptor set. One gRPC channel to the upstream is opened
 at lifespan startup (or at the first request when the server runs no lifespan) and
 closed at lifespan shutdown or by `Gateway.aclose()`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from grpc_health.v1 import health_pb2
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llama_mesh_gateway import asgi_io, streaming
+from llama_mesh_gateway import asgi_io, metrics, streaming
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
 from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Match, MethodNotAllowed, Route, RouteTable, Schema
@@ -48,6 +50,7 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_metadata_size", _RESPONSE_METADATA_BYTES),
     ("grpc.absolute_max_metadata_size", _RESPONSE_METADATA_BYTES),
 ]
+_BUILT_IN = frozenset({"/healthz", "/openapi.json", "/metrics"})
 _DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also takes "²"
 
 
@@ -64,8 +67,10 @@ class Gateway:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         cors_origins: Sequence[str] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
+        metrics: bool = False,
     ) -> None:
         self.upstream = upstream
+        self.metrics = metrics
         self.schema = schema
         self.max_body_bytes = max_body_bytes
         self.heartbeat_seconds = heartbeat_seconds
@@ -140,16 +145,20 @@ class Gateway:
         if scope["type"] != "http":
             return
         started = False
+        status = 0
+        begun = time.perf_counter()
 
         async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = int(message["status"])
             await send(message)
 
         try:
             await self._http(scope, receive, send_tracked)
         except GatewayError as e:
-            await asgi_io.send_error(send, e)
+            await asgi_io.send_error(send_tracked, e)
         except asgi_io.Disconnected:
             logger.debug("client left during %s %s", scope["method"], scope["path"])
         except Exception:
@@ -158,8 +167,14 @@ class Gateway:
             if started:
                 raise
             await asgi_io.send_error(
-                send, GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway")
+                send_tracked,
+                GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway"),
             )
+        finally:
+            if self.metrics:
+                # 499: the client left before an answer (nginx's convention).
+                method = scope.get(metrics.METHOD_KEY, "none")
+                metrics.count(method, status or 499, time.perf_counter() - begun)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -175,6 +190,8 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         raw_path = asgi_io.raw_path(scope)
+        if raw_path in _BUILT_IN:
+            scope[metrics.METHOD_KEY] = raw_path
         if raw_path == "/healthz" and method in ("GET", "HEAD"):
             await self._health(send, head=method == "HEAD")
             return
@@ -182,6 +199,10 @@ class Gateway:
             await asgi_io.send_body(
                 send, 200, {"content-type": asgi_io.JSON}, self.openapi_document()
             )
+            return
+        if raw_path == "/metrics" and method == "GET" and self.metrics:
+            body, content_type = metrics.exposition()
+            await asgi_io.send_body(send, 200, {"content-type": content_type}, body)
             return
         try:
             match = self.table.find(method, raw_path)
@@ -205,6 +226,7 @@ class Gateway:
     async def _call(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
         """Transcode the request of a matched route, call the upstream, answer."""
         route = match.route
+        scope[metrics.METHOD_KEY] = route.grpc_path
         if route.client_streaming:
             raise GatewayError(
                 grpc.StatusCode.UNIMPLEMENTED,
@@ -407,6 +429,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+    metrics: bool = False,
 ) -> Gateway:
     """The gateway ASGI app for `upstream` ("host:port").
 
@@ -414,7 +437,7 @@ def create_app(
     the default is llama_mesh.v1's. `services` limits the routes to those services
     (full or short names). `cors_origins` enables CORS for those origins ("*" for any).
     `max_body_bytes` bounds request bodies (413 above it); `heartbeat_seconds` is the
-    idle interval after which a stream gets a keep-alive.
+    idle interval after which a stream gets a keep-alive. `metrics` serves `GET /metrics`.
 
     >>> app = create_app("127.0.0.1:50051", cors_origins=["https://example.com"])
     """
@@ -425,4 +448,5 @@ def create_app(
         max_body_bytes=max_body_bytes,
         heartbeat_seconds=heartbeat_seconds,
         cors_origins=cors_origins,
+        metrics=metrics,
     )

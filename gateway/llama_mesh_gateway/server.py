@@ -72,6 +72,7 @@ class GatewayServer:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         handle_signals: bool = False,
         log_level: str = "warning",
+        metrics: bool = False,
     ) -> None:
         self.app: Gateway = create_app(
             upstream,
@@ -80,6 +81,7 @@ class GatewayServer:
             cors_origins=cors_origins,
             max_body_bytes=max_body_bytes,
             heartbeat_seconds=heartbeat_seconds,
+            metrics=metrics,
         )
         self.host = host
         self._port = port
@@ -184,11 +186,12 @@ async def serve(
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     handle_signals: bool = False,
     on_ready: Callable[[GatewayServer], object] | None = None,
+    metrics: bool = False,
 ) -> None:
     """Serve the gateway until cancelled (or, with handle_signals, until Ctrl-C).
 
     `on_ready(server)` is called once the port is bound and requests are served; with
-    port 0, `server.port` / `server.url` tell where.
+    port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`.
 
     >>> asyncio.run(serve("127.0.0.1:50051", port=8080))  # doctest: +SKIP
     """
@@ -203,6 +206,7 @@ async def serve(
         heartbeat_seconds=heartbeat_seconds,
         handle_signals=handle_signals,
         log_level="info",
+        metrics=metrics,
     )
     await server.start()
     try:

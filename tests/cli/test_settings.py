@@ -58,6 +58,7 @@ SERVICE = ServiceConfig(
     lease=20.0,
     host="0.0.0.0",
     port=9123,
+    metrics_port=9124,
 )
 NATS = NatsConfig(
     data_dir=Path("/data/nats"),
@@ -69,8 +70,10 @@ NATS = NatsConfig(
     prefix="other",
     replicas=3,
 )
-CONTROL_PLANE = ControlPlaneConfig(host="0.0.0.0", port=6000)
-GATEWAY = GatewayConfig(host="0.0.0.0", port=8181, cors_origins=["http://a", "http://b"])
+CONTROL_PLANE = ControlPlaneConfig(host="0.0.0.0", port=6000, metrics_port=6001)
+GATEWAY = GatewayConfig(
+    host="0.0.0.0", port=8181, cors_origins=["http://a", "http://b"], metrics=False
+)
 SECURITY = SecurityConfig(
     auth=True,  # `serve` defaults to off
     install_keys=Path("/secrets/keys.json"),

@@ -117,8 +117,9 @@ def serve_control_plane(
             nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
             security=security,
             install_keys=keys,
+            metrics_port=settings.metrics_port,
         ) as cp:
-            _ready(component="control-plane", address=cp.address)
+            _ready(component="control-plane", address=cp.address, metrics=cp.metrics_url)
             await until_signalled(watch_stdin=watch_stdin)
 
     try:
@@ -169,6 +170,7 @@ def serve_service(
                 service=config.name,
                 replica_id=runtime.replica_id,
                 address=runtime.address,
+                metrics=runtime.metrics_url,
             )
             await until_signalled(watch_stdin=watch_stdin, also=runtime.drained.wait())
 
@@ -193,7 +195,12 @@ def serve_gateway(
 
     async def main() -> None:
         def ready(server: Any) -> None:
-            _ready(component="gateway", url=server.url, openapi=f"{server.url}/openapi.json")
+            _ready(
+                component="gateway",
+                url=server.url,
+                openapi=f"{server.url}/openapi.json",
+                metrics=f"{server.url}/metrics" if settings.metrics else None,
+            )
 
         gateway = serve_http(
             upstream,
@@ -201,6 +208,7 @@ def serve_gateway(
             settings.port,
             cors_origins=settings.cors_origins,
             on_ready=ready,
+            metrics=settings.metrics,
         )
         await until_signalled(watch_stdin=watch_stdin, also=gateway)
 

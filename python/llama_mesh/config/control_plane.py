@@ -38,6 +38,14 @@ class ControlPlaneConfig(Settings):
         ),
     ] = 50051
 
+    metrics_port: Annotated[
+        Port | None,
+        Field(
+            description="Serve Prometheus metrics at `http://HOST:PORT/metrics` (`0`: a free "
+            "port, shown by `up`). None: no metrics endpoint."
+        ),
+    ] = None
+
     @property
     def address(self) -> str:
         """HOST:PORT to connect to."""

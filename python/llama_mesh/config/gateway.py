@@ -23,3 +23,6 @@ class GatewayConfig(Settings):
         Flag("--cors-origin"),
         Field(description='Origins allowed by CORS; `"*"` for any. Empty: no CORS headers.'),
     ] = Field(default_factory=list)
+    metrics: Annotated[
+        bool, Field(description="Serve Prometheus metrics at `/metrics` on the gateway's port.")
+    ] = True

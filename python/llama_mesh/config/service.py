@@ -143,6 +143,13 @@ class ServiceSettings(Settings):
             description="Service API port; `0` picks a free one (a fixed port serves one replica)."
         ),
     ] = 0
+    metrics_port: Annotated[
+        Port | None,
+        Field(
+            description="Serve Prometheus metrics at `http://HOST:PORT/metrics` (`0`: a free "
+            "port, shown by `up`; a fixed port serves one replica). None: no metrics endpoint."
+        ),
+    ] = None
 
     def retry_policy(self) -> resources_pb2.RetryPolicy:
         return self.retry.to_proto()

@@ -51,6 +51,7 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import settle
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.rpc.identity import caller
+from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import resources_pb2
 
@@ -152,6 +153,8 @@ class TaskAttempts:
         name, found, delivery = await self._delivered(
             request.name, request.ack_id, "begin an attempt"
         )
+        if delivery.delivery_count > 1 and found is not None:
+            metrics.REDELIVERIES.labels(found[0].service).inc()
         if found is None:
             logger.info("task %s: gone (session deleted); dropped", name)
             await delivery.ack()
@@ -173,6 +176,7 @@ class TaskAttempts:
             # Finished meanwhile (cancelled while pending, e.g.).
             await delivery.ack()
             return q.BeginTaskAttemptResponse(run=False, task=task)
+        metrics.attempt_began(task, start.attempt)
         logger.info(
             "task %s: attempt %d begun by replica %s", name, start.attempt, request.replica_id
         )

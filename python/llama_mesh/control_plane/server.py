@@ -23,6 +23,7 @@ from llama_mesh.jetstream.secrets import shared_key
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
+from llama_mesh.telemetry.metrics import serve_metrics
 from llama_mesh.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -53,6 +54,8 @@ class ControlPlaneServer:
     address: str
     state: MeshState
     keys: ApiKeyStore
+    # http://HOST:PORT/metrics, when the control plane serves metrics.
+    metrics_url: str | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -67,7 +70,10 @@ class ControlPlaneServer:
         nkeys_seed: str | None = None,
         security: SecurityConfig = NO_AUTH,
         install_keys: Sequence[InstalledKey] = (),
+        metrics_port: int | None = None,
     ) -> AsyncIterator[ControlPlaneServer]:
+        """Serve until the block ends; `metrics_port` (0: a free one) serves Prometheus
+        metrics at /metrics on `host`."""
         async with (
             MeshState.connect(
                 nats_urls,
@@ -108,13 +114,16 @@ class ControlPlaneServer:
             ]
             await control_plane.start()
             try:
-                async with serve(
-                    servicers,
-                    host=host,
-                    port=port,
-                    on_shutdown=control_plane.shutting_down.set,
-                    security=server_security_,
-                ) as (address, _):
+                async with (
+                    serve(
+                        servicers,
+                        host=host,
+                        port=port,
+                        on_shutdown=control_plane.shutting_down.set,
+                        security=server_security_,
+                    ) as (address, _),
+                    serve_metrics(host, metrics_port) as metrics_url,
+                ):
                     logger.info(
                         "control plane serving at %s (NATS %s, auth %s, TLS %s)",
                         address,
@@ -122,7 +131,7 @@ class ControlPlaneServer:
                         "on" if security.auth else "off",
                         "mTLS" if security.tls_client_ca else "on" if security.tls else "off",
                     )
-                    yield cls(address=address, state=state, keys=keys)
+                    yield cls(address=address, state=state, keys=keys, metrics_url=metrics_url)
             finally:
                 await control_plane.stop()
             logger.info("control plane at %s stopped", address)

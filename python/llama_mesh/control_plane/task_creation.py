@@ -35,6 +35,7 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.topology import DUPLICATE_WINDOW
+from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ async def create_task(
             # Within the window JetStream drops the copy if it was queued after all.
             await _publish(state, task, service_id)
         return task
+    # Counted with its record, once: a retried create finds the record above.
+    metrics.TASKS_CREATED.labels(service_id).inc()
     failpoint("task_creation.recorded")
     await _publish(state, task, service_id)
     logger.info("task %s created for service %s", name, service_id)

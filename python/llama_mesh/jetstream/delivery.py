@@ -21,6 +21,7 @@ from llama_mesh.core.names import TaskName
 from llama_mesh.core.status import error_type
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import task_key
+from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ async def settle(
             await delivery.ack()
             return None
         if decision.settle is Settle.NAK:
+            metrics.RETRIES.labels(task.service).inc()
             logger.info(
                 "task %s: attempt %d failed (%s); retry in %.1fs",
                 name,
@@ -124,4 +126,5 @@ async def _dead_letter(
         letter.SerializeToString(),
         headers={"Nats-Msg-Id": letter.id},
     )
+    metrics.DEAD_LETTERS.labels(task.service).inc()
     logger.info("task %s: dead-lettered after %d deliveries", name, delivery_count)

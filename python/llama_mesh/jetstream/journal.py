@@ -20,6 +20,7 @@ from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.topology import Topology
+from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,21 @@ class TaskJournal:
         if not event.HasField("create_time"):
             event.create_time.CopyFrom(now())
 
+        changed = False
+
         def change(task: resources_pb2.Task) -> None:
+            nonlocal changed
+            changed = False
             if not apply_event(task, event):
                 raise Unchanged
             if replica_id:
                 task.replica_id = replica_id
+            changed = True
 
         task, revision = await self.tasks.mutate_from(task_key(name), str(name), change, known)
+        if changed and is_final(task.state):
+            # Counted by whoever recorded it, once: a final state takes no other.
+            metrics.task_finished(task)
         if publish and event.type:
             sequence = await self.publish(name, event, event_id=event_id)
             if event.state == WAITING:

@@ -326,11 +326,15 @@ def _fixed_ports(d: Deployment) -> Iterator[tuple[tuple[str, ...], str, int]]:
         yield ("nats", "port"), d.nats.host, d.nats.port
     if d.control_plane.port:
         yield ("control_plane", "port"), d.control_plane.host, d.control_plane.port
+    if metrics_port := d.control_plane.metrics_port:
+        yield ("control_plane", "metrics_port"), d.control_plane.host, metrics_port
     if d.gateway.enabled and d.gateway.port:
         yield ("gateway", "port"), d.gateway.host, d.gateway.port
     for name, service in d.services.items():
         if service.port:
             yield ("services", name, "port"), service.host, service.port
+        if metrics_port := service.metrics_port:
+            yield ("services", name, "metrics_port"), service.host, metrics_port
 
 
 def _cross_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -341,11 +345,12 @@ def _cross_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
         else:
             seen[port] = loc
     for name, service in d.services.items():
-        if service.port and service.replicas > 1:
-            yield (
-                ("services", name, "port"),
-                f"a fixed port serves one replica, not {service.replicas}: use port 0",
-            )
+        for field in ("port", "metrics_port"):
+            if getattr(service, field) and service.replicas > 1:
+                yield (
+                    ("services", name, field),
+                    f"a fixed port serves one replica, not {service.replicas}: use {field} 0",
+                )
         if service.path is not None and not d.service_path(service).is_dir():
             yield (("services", name, "path"), f"{d.service_path(service)} is not a directory")
     if not d.nats.embedded and d.nats.data_dir is not None:

@@ -275,6 +275,12 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}
     started = await supervisor.start_stage(specs + gateway_specs) if specs or gateway_specs else []
+    # Where each component serves Prometheus metrics, by child name.
+    metrics = {
+        child.name: str(child.ready["metrics"])
+        for child in [cp, *started]
+        if child.ready.get("metrics")
+    }
     for child in started:
         pids[child.name] = child.pid
         if gateway_specs and child.name == gateway_specs[0].name:
@@ -291,6 +297,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         "gateway": gateway.get("url"),
         "openapi": gateway.get("openapi"),
         "services": services,
+        "metrics": metrics,
         "pids": pids,
         "admin_token_file": str(keys.admin_token_file) if keys is not None else None,
     }
@@ -320,6 +327,8 @@ def table(summary: dict[str, Any], deployment_file: Path) -> Table:
     for service, replicas in summary["services"].items():
         for i, replica in enumerate(replicas, 1):
             out.add_row(f"service {service} #{i}", replica["address"], str(replica["pid"]))
+    for child, url in summary.get("metrics", {}).items():
+        out.add_row(f"metrics {child}", url, "")
     token = summary.get("admin_token_file")
     out.caption = (
         (f"export LLAMA_MESH_TOKEN=$(cat {token})\n" if token else "")

@@ -1,5 +1,5 @@
 """A grpc.aio server with what every llama-mesh server has: authentication and the
-policy table (when asked), the error interceptor, standard health checking, server
+policy table (when asked), the error interceptor, RPC metrics, standard health checking, server
 reflection, and TLS (when asked)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llama_mesh.rpc.auth_interceptor import Authenticator, AuthInterceptor
 from llama_mesh.rpc.error_interceptor import ErrorInterceptor
+from llama_mesh.rpc.metrics_interceptor import MetricsInterceptor
 from llama_mesh.rpc.tls import ServerTls
 
 MAX_MESSAGE_BYTES = 16 << 20
@@ -97,7 +98,8 @@ async def serve(
     clients retry elsewhere, instead of being cut off.
     """
     check_bind(host, security)
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    # Outermost: the metrics count the code the caller gets, a refusal included.
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if security.authenticator is not None:
         interceptors.append(
             AuthInterceptor(

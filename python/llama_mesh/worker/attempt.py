@@ -53,6 +53,7 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.session_lock import Revisions, SessionLock
+from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
 from llama_mesh.worker.task_inputs import TaskInputs
@@ -105,6 +106,10 @@ def _is_mesh_error(err: Exception) -> bool:
 async def take(worker: Worker, msg: Msg, name: TaskName) -> Attempt | None:
     """The attempt to run for this delivery of task `name`, or None when the message
     was settled at once (task gone, finished, cancelled, out of attempts or time)."""
+    delivered = msg.metadata
+    metrics.CONSUMER_PENDING.labels(worker.service).set(delivered.num_pending)
+    if delivered.num_delivered > 1:
+        metrics.REDELIVERIES.labels(worker.service).inc()
     found = await worker.state.tasks.find(task_key(name))
     if found is None:
         logger.info("task %s: gone (session deleted); dropped", name)
@@ -157,9 +162,12 @@ class Attempt:
 
     async def run(self) -> None:
         keepalive = asyncio.create_task(self._keep_alive())
+        running = metrics.TASKS_RUNNING.labels(self.worker.service)
+        running.inc()
         try:
             await self._attempt()
         finally:
+            running.dec()
             for child in (keepalive, *self._forwards):
                 child.cancel()
             await asyncio.gather(keepalive, *self._forwards, return_exceptions=True)
@@ -246,7 +254,12 @@ class Attempt:
         state = self.worker.state
         context_key = self.worker.context_key(self.name)
         if lock is not None:
+            waited = time.perf_counter()
             await lock.acquire()
+            metrics.SESSION_LOCK_WAIT.labels(self.worker.service).observe(
+                time.perf_counter() - waited
+            )
+        metrics.attempt_began(self.task, self.number)
         # RUNNING is recorded while the workflow starts; it must land before any other
         # state change of this attempt (WAITING, the result) and before the Context is
         # saved, and those wait for it.
@@ -327,7 +340,12 @@ class Attempt:
             await state.journal.publish(self.name, out)
             handler.ctx.send_event(answer)
             return
-        self._forwards.add(asyncio.create_task(self._forward_input(inputs, subscription, handler)))
+        # Waiting for input until the answer is passed on (or the attempt ends).
+        waiting = metrics.TASKS_WAITING.labels(self.worker.service)
+        waiting.inc()
+        forward = asyncio.create_task(self._forward_input(inputs, subscription, handler))
+        forward.add_done_callback(lambda _: waiting.dec())
+        self._forwards.add(forward)
 
     async def _forward_input(
         self, inputs: TaskInputs, subscription: Any, handler: WorkflowHandler

@@ -41,6 +41,7 @@ from llama_mesh.jetstream.session_lock import Revisions
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
+from llama_mesh.telemetry.metrics import serve_metrics
 from llama_mesh.v1 import (
     auth_pb2,
     control_plane_pb2_grpc,
@@ -74,6 +75,8 @@ class ServiceRuntime:
         self.control_plane = control_plane
         self.replica_id = new_id()
         self.address = ""
+        # http://HOST:PORT/metrics, when the replica serves metrics (config.metrics_port).
+        self.metrics_url: str | None = None
         self.paused = False
         self.draining = False
         self.drained = asyncio.Event()
@@ -131,13 +134,17 @@ class ServiceRuntime:
                 creds.metadata(),
             )
             servicer = ServiceAPIServicer(runtime)
-            async with serve(
-                [(service_pb2_grpc.add_ServiceAPIServicer_to_server, servicer, SERVICE_API)],
-                host=config.host,
-                port=config.port,
-                security=service_security,
-            ) as (address, _):
+            async with (
+                serve(
+                    [(service_pb2_grpc.add_ServiceAPIServicer_to_server, servicer, SERVICE_API)],
+                    host=config.host,
+                    port=config.port,
+                    security=service_security,
+                ) as (address, _),
+                serve_metrics(config.host, config.metrics_port) as metrics_url,
+            ):
                 runtime.address = address
+                runtime.metrics_url = metrics_url
                 queue = await registration.register()
                 urls = nats_urls or list(queue.nats_urls)
                 async with (

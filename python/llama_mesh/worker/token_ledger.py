@@ -18,6 +18,7 @@ from llama_mesh.core.errors import NotFoundError
 from llama_mesh.core.names import TaskName
 from llama_mesh.core.token_usage import add, check_budget
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class TokenLedger:
         then raise TokenBudgetExceededError if the session went past its budget."""
         await self._state.journal.record(self._name, event, replica_id=self._replica_id)
         add(self.used, event.usage)
+        metrics.tokens_used(event.usage)
 
         total = await self._add_to_session(event.usage)
         found = await self._state.sessions.find(self._name.session_id)
