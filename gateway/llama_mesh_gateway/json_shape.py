@@ -300,10 +300,15 @@ class Shaper:
             }
             inner = {k: obj.pop(k) for k in list(obj) if k in inner_names and k not in plan.own}
             obj[member.name] = inner
-        for key, value in obj.items():
+        for key, value in list(obj.items()):
             f = plan.by_key.get(key)
-            if f is not None and value is not None:
-                obj[key] = self._value_in(f, value)
+            if f is None:
+                continue
+            if value is None:
+                if f.is_repeated:  # maps too: null is "none", which ParseDict refuses
+                    del obj[key]
+                continue
+            obj[key] = self._value_in(f, value)
         return obj
 
     def _value_in(self, f: FieldDescriptor, value: Any) -> Any:

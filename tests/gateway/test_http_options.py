@@ -212,6 +212,19 @@ def test_requests_read_the_same_shape(api: CompiledApi) -> None:
         route.shaper.request_doc(step_type, {**written, "step_type": "nope"})
 
 
+def test_null_for_a_repeated_field_is_none(api: CompiledApi) -> None:
+    """llama-stack-client's Agent helper sends `"documents": null, "toolgroups": null`."""
+    schema = Schema.load(api.descriptor_set)
+    [route] = [r for r in schema.routes() if r.method.name == "CreateTurn"]
+    assert route.shaper is not None
+    request_type = schema.pool.FindMessageTypeByName("gwtest.v1.CreateTurnRequest")
+    written = {"messages": [], "documents": None, "toolgroups": None, "stream": True}
+    request = schema.message_class(request_type)()
+    json_format.ParseDict(route.shaper.request_doc(request_type, written), request)
+    assert list(request.documents) == [] and list(request.toolgroups) == []
+    assert request.stream
+
+
 # -- checks when the routes are built ---------------------------------------------
 
 
