@@ -91,12 +91,14 @@ async def _nats_is_locked_down(url: str, users: Path) -> None:
             with pytest.raises(nats.errors.TimeoutError):
                 await wreck  # refused by the server: no JetStream reply comes
         await nc.publish("mesh.tasks.other", b"forged task")
+        await nc.publish("$KV.mesh_agents.forged", b"an agent it made up")
         await nc.flush()
     finally:
         await nc.close()
     assert any("stream.delete.mesh_dead" in v for v in violations), violations
     assert any("stream.delete.kv_mesh_sessions" in v for v in violations), violations
     assert any("mesh.tasks.other" in v for v in violations), violations
+    assert any("$kv.mesh_agents.forged" in v.lower() for v in violations), violations
 
 
 async def _ignore(err: Exception) -> None:

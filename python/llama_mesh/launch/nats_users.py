@@ -63,10 +63,12 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
                 # tasks are created, and answers sent, by the control plane only
                 f"{prefix}.tasks.>",
                 f"{prefix}.input.>",
-                # the registry, sessions and keys are the control plane's
+                # the registry, sessions, keys, agents and responses are the control plane's
                 f"$KV.{prefix}_services.>",
                 f"$KV.{prefix}_sessions.>",
                 f"$KV.{prefix}_api_keys.>",
+                f"$KV.{prefix}_agents.>",
+                f"$KV.{prefix}_responses.>",
             ],
         },
         "subscribe": {"allow": [">"], "deny": [f"{prefix}.tasks.>", f"{prefix}.input.>"]},
