@@ -8,6 +8,7 @@ The deployment file, the ``serve`` flags, ``deploy_*``, LocalMesh and the argume
 from llama_mesh.config.control_plane import ControlPlaneConfig, connect_host
 from llama_mesh.config.fields import DefaultText, Flag, Port, Settings, default
 from llama_mesh.config.gateway import GatewayConfig
+from llama_mesh.config.models import ModelConfig
 from llama_mesh.config.nats import STATE_DIR, NatsConfig, default_data_dir
 from llama_mesh.config.security import NO_AUTH, SecurityConfig
 from llama_mesh.config.service import (
@@ -21,6 +22,7 @@ __all__ = [  # noqa: RUF022 (grouped by kind)
     # The models
     "ControlPlaneConfig",
     "GatewayConfig",
+    "ModelConfig",
     "NatsConfig",
     "RetryConfig",
     "SecurityConfig",

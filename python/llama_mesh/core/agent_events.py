@@ -19,6 +19,14 @@ execution step** that follows it::
     InferenceStarted(step-3) ... InferenceCompleted(step-3)
     StopEvent                    AgentResult
 
+Calls of **client tools** (tools the caller runs: the Agents API's ``client_tools``)
+are not run by the agent: once the step's client calls are made, the task waits for
+input with ``AwaitingClientTools`` (its TaskEvent state WAITING_FOR_INPUT) until a
+``llama_mesh.agent.ClientToolResponses`` event answers them (``ClientToolResponses``
+below; the Agents API's ResumeTurn sends it); then the step completes as usual.
+A **shield** (a service that judges messages) is a step of its own:
+``ShieldCallStarted`` / ``ShieldCallCompleted``, with the violation it found, if any.
+
 Step ids (``step-N``) are unique within an attempt of the task; every TaskEvent also
 carries its ``attempt``, and a retried attempt starts again at ``step-1``, so readers
 keep the steps of the latest attempt. Deltas of a step are numbered from 0 without
@@ -157,6 +165,39 @@ class ToolExecutionCompleted(StepEvent):
     tool_responses: list[ToolResponse] = Field(description="In the order of `tool_calls`.")
 
 
+class AwaitingClientTools(StepEvent):
+    """The turn waits for the caller to run these client tool calls (the task is
+    WAITING_FOR_INPUT; a ClientToolResponses event answers)."""
+
+    TYPE = PREFIX + "AwaitingClientTools"
+    tool_calls: list[ToolCallRequest] = Field(description="The calls to answer, in order.")
+
+
+class SafetyViolation(BaseModel):
+    """What a shield found (llama-stack's SafetyViolation)."""
+
+    violation_level: Literal["info", "warn", "error"] = Field(
+        description="`error` ends the turn with `user_message`; the others are recorded."
+    )
+    user_message: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ShieldCallStarted(StepEvent):
+    """A shield service judges the turn's input (or its answer)."""
+
+    TYPE = PREFIX + "ShieldCallStarted"
+    shield: str = Field(description="The shield's service.")
+
+
+class ShieldCallCompleted(StepEvent):
+    """The shield's verdict."""
+
+    TYPE = PREFIX + "ShieldCallCompleted"
+    shield: str
+    violation: SafetyViolation | None = Field(default=None, description="None: nothing found.")
+
+
 class TokenUsage(AgentEvent):
     """Tokens of LLM calls made outside an inference step (counts in TaskEvent.usage)."""
 
@@ -182,6 +223,39 @@ class AgentResult(BaseModel):
     structured_response: dict[str, Any] | None = Field(
         default=None, description="The agent's structured output, when it has an output class."
     )
+    pending_tool_calls: list[ToolCallRequest] = Field(
+        default_factory=list,
+        description="Client tool calls the run stopped at, for its caller to run (a run "
+        "that returns them instead of waiting: the Responses API's function calls).",
+    )
+
+
+class ClientToolResponse(BaseModel):
+    """The caller's response to one client tool call."""
+
+    call_id: str
+    tool_name: str = ""
+    content: Any = Field(description="Text, or content items; the model reads it as text.")
+
+
+class ClientToolResponses(BaseModel):
+    """The payload of a ``llama_mesh.agent.ClientToolResponses`` event sent into a task
+    that waits with AwaitingClientTools: one response per call."""
+
+    TYPE: ClassVar[str] = PREFIX + "ClientToolResponses"
+    tool_responses: list[ClientToolResponse]
+
+
+class ShieldInput(BaseModel):
+    """What a shield service's task takes: the messages to judge."""
+
+    messages: list[dict[str, Any]] = Field(description="`{role, content}` messages.")
+
+
+class ShieldVerdict(BaseModel):
+    """What a shield service's task returns."""
+
+    violation: SafetyViolation | None = None
 
 
 class ChatMessageInput(BaseModel):
@@ -215,6 +289,9 @@ EVENTS: tuple[type[AgentEvent], ...] = (
     ToolCallStarted,
     ToolCallCompleted,
     ToolExecutionCompleted,
+    AwaitingClientTools,
+    ShieldCallStarted,
+    ShieldCallCompleted,
     TokenUsage,
 )
 

@@ -28,10 +28,13 @@ from llama_index.core.tools import ToolSelection
 from workflows.events import Event
 
 from llama_mesh.core import agent_events as ae
+from llama_mesh.core.lifecycle import WAITING
 from llama_mesh.core.token_usage import add
 from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.client_tools import ClientToolCallsRequested
 from llama_mesh.worker.event_mapper import EventMapper, task_event, usage_of
 from llama_mesh.worker.llm_usage import LLMCallUsage
+from llama_mesh.worker.shields import ShieldCalled, ShieldCalling
 
 
 def _emit(payload: ae.AgentEvent) -> resources_pb2.TaskEvent:
@@ -71,6 +74,7 @@ class AgentEventMapper(EventMapper):
         self._steps = 0
         self._inference: _Inference | None = None
         self._tools: _ToolExecution | None = None
+        self._shield: str | None = None  # the open shield call step
         self.tool_calls: list[ae.ToolCallRecord] = []
 
     def _next_step(self) -> str:
@@ -97,7 +101,27 @@ class AgentEventMapper(EventMapper):
             return self._tool_call(event)
         if isinstance(event, ToolCallResult):
             return self._tool_result(event)
+        if isinstance(event, ClientToolCallsRequested):
+            return self._awaiting(event)
+        if isinstance(event, ShieldCalling):
+            self._shield = self._next_step()
+            return [_emit(ae.ShieldCallStarted(step_id=self._shield, shield=event.shield))]
+        if isinstance(event, ShieldCalled):
+            step_id, self._shield = self._shield or self._next_step(), None
+            violation = None if event.violation is None else ae.SafetyViolation(**event.violation)
+            completed = ae.ShieldCallCompleted(
+                step_id=step_id, shield=event.shield, violation=violation
+            )
+            return [_emit(completed)]
         return super().map(event)
+
+    def _awaiting(self, event: ClientToolCallsRequested) -> list[resources_pb2.TaskEvent]:
+        """The step's client calls are made: the task waits for the caller's responses."""
+        calls = [ae.ToolCallRequest.model_validate(c) for c in event.tool_calls]
+        step_id = self._tools.step_id if self._tools is not None else self._next_step()
+        out = _emit(ae.AwaitingClientTools(step_id=step_id, tool_calls=calls))
+        out.state = WAITING
+        return [out]
 
     def _stream(self, event: AgentStream) -> list[resources_pb2.TaskEvent]:
         out = [] if self._inference is not None else self._start_inference(event.current_agent_name)

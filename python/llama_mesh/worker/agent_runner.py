@@ -170,8 +170,11 @@ class AgentRunner(WorkflowRunner):
         }
 
 
-def runner_for(workflow: Workflow) -> WorkflowRunner:
-    """The runner for `workflow`: agent-aware for llama-index agents."""
+def runner_for(workflow: Workflow | WorkflowRunner) -> WorkflowRunner:
+    """The runner for `workflow`: agent-aware for llama-index agents; a runner as is
+    (a service that builds its workflow per task, e.g. the built-in agent service)."""
+    if isinstance(workflow, WorkflowRunner):
+        return workflow
     return (
         AgentRunner(workflow)
         if isinstance(workflow, BaseWorkflowAgent | AgentWorkflow)

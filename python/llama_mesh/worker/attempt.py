@@ -10,7 +10,8 @@ hands how it ended, an ``Outcome``, to ``lifecycle.end_attempt``;
 message.
 
 A question the workflow asks (human in the loop) makes the task WAITING; its answer,
-or one an earlier attempt of the task got, comes through task_inputs.py.
+or one an earlier attempt of the task got, comes through task_inputs.py. The model
+answers an earlier attempt got are replayed to the next one (model_replay.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from llama_mesh.jetstream.session_lock import Revisions, SessionLock
 from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
+from llama_mesh.worker.model_replay import recorded_answers, replaying
 from llama_mesh.worker.task_inputs import TaskInputs
 from llama_mesh.worker.token_ledger import TokenLedger
 from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner
@@ -277,9 +279,12 @@ class Attempt:
             saved = await _saved_context(state, context_key)
             kwargs = to_python(self.task.input)
             token = current_task.set(RunningTask(str(self.name), deadline, self.worker.caller))
+            # A new attempt of a turn gets the model answers its earlier attempt got.
+            answers = await recorded_answers(state, self.name, self.number)
             try:
                 await self._ledger.check()
-                outcome = await self.worker.runner.run(kwargs, saved, self._on_event)
+                with replaying(answers):
+                    outcome = await self.worker.runner.run(kwargs, saved, self._on_event)
             except Exception as err:
                 if isinstance(err, _AlreadyFinished) or _is_mesh_error(err):
                     raise

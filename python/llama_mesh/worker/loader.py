@@ -1,4 +1,5 @@
-"""Loads a Workflow from a `module:attribute` reference, as deployment files name them."""
+"""Loads a Workflow from a `module:attribute` reference, as deployment files name them
+(or a runner that builds its workflow per task, as the built-in agent service's)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from pathlib import Path
 
 from workflows import Workflow
 
+from llama_mesh.worker.workflow_runner import WorkflowRunner
+
 
 class WorkflowLoadError(ValueError):
     """A `module:attribute` reference does not name a Workflow."""
 
 
-def load_workflow(reference: str, path: str | Path | None = None) -> Workflow:
+def load_workflow(reference: str, path: str | Path | None = None) -> Workflow | WorkflowRunner:
     """Import `module:attribute` (after adding `path` to sys.path) and return the Workflow.
 
     The attribute may be a Workflow instance, a Workflow subclass (instantiated with no
-    arguments) or a function returning a Workflow.
+    arguments) or a function returning a Workflow (or a WorkflowRunner).
 
         >>> load_workflow("examples.quickstart.workflows:echo")  # doctest: +SKIP
     """
@@ -40,10 +43,10 @@ def load_workflow(reference: str, path: str | Path | None = None) -> Workflow:
     except AttributeError:
         raise WorkflowLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if (isinstance(target, type) and issubclass(target, Workflow)) or (
-        callable(target) and not isinstance(target, Workflow)
+        callable(target) and not isinstance(target, Workflow | WorkflowRunner)
     ):
         target = target()
-    if not isinstance(target, Workflow):
+    if not isinstance(target, Workflow | WorkflowRunner):
         raise WorkflowLoadError(
             f"{reference!r} is a {type(target).__name__}, not a llama-index Workflow"
         )

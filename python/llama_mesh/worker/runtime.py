@@ -55,6 +55,7 @@ from llama_mesh.worker.child_tasks import ChildCaller
 from llama_mesh.worker.nested import use_mesh_for_nested
 from llama_mesh.worker.registration import Registration
 from llama_mesh.worker.service_api import ServiceAPIServicer
+from llama_mesh.worker.workflow_runner import WorkflowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class ServiceRuntime:
 
     def __init__(
         self,
-        workflow: Workflow,
+        workflow: Workflow | WorkflowRunner,
         config: ServiceConfig,
         control_plane: str,
     ) -> None:
@@ -95,7 +96,7 @@ class ServiceRuntime:
     @contextlib.asynccontextmanager
     async def start(
         cls,
-        workflow: Workflow,
+        workflow: Workflow | WorkflowRunner,
         config: ServiceConfig,
         control_plane: str,
         *,
@@ -121,7 +122,7 @@ class ServiceRuntime:
         ):
             # Nested workflows run as child tasks on their deployed services.
             caller = ChildCaller(nested_client, runtime._publish_event)
-            nested = use_mesh_for_nested(workflow)
+            nested = use_mesh_for_nested(runtime.runner.workflow)
             if nested:
                 logger.info("service %s calls nested services %s", config.name, nested)
             registration = runtime._registration = Registration(
@@ -245,6 +246,7 @@ class ServiceRuntime:
             tools=[
                 json_format.ParseDict(t, resources_pb2.ServiceTool()) for t in self.runner.tools()
             ],
+            models=self.runner.models(),
         )
 
     def describe(self) -> service_pb2.DescribeServiceResponse:

@@ -185,6 +185,10 @@ class WorkflowRunner:
         control plane can refuse an answer its event cannot be built from."""
         return {name: _event_schema(cls) for name, cls in sorted(self._events.items())}
 
+    def models(self) -> list[str]:
+        """The deployment models the service runs agents on (the built-in agent service)."""
+        return []
+
     def input_schema(self) -> dict[str, Any]:
         declared = getattr(self.workflow, "mesh_input_schema", None)
         if declared is not None:

@@ -9,6 +9,7 @@ import grpc
 
 from llama_mesh.control_plane.agents_api.agents import Agents
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions, agent_session
+from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
 from llama_mesh.core.errors import UnimplementedError
 from llama_mesh.v1 import agents_pb2 as ag
@@ -22,6 +23,9 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
     def __init__(self, control_plane: ControlPlaneAPIServicer) -> None:
         self.agents = Agents(control_plane.state, control_plane.registry)
         self.sessions = AgentSessions(control_plane.state, self.agents, control_plane.sessions)
+        self.turns = Turns(
+            control_plane.state, self.sessions, control_plane.tasks, control_plane.shutting_down
+        )
 
     # ----------------------------------------------------------------- agents
 
@@ -69,8 +73,9 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
         request: ag.GetAgentSessionRequest,
         context: grpc.aio.ServicerContext[ag.GetAgentSessionRequest, ag.GetAgentSessionResponse],
     ) -> ag.GetAgentSessionResponse:
-        _, session = await self.sessions.find(request.agent_id, request.session_id)
-        return ag.GetAgentSessionResponse(session=agent_session(session, []))
+        target, session = await self.sessions.find(request.agent_id, request.session_id)
+        turns = await self.turns.of_session(target, session, list(request.turn_ids))
+        return ag.GetAgentSessionResponse(session=agent_session(session, turns))
 
     async def ListAgentSessions(
         self,
@@ -79,9 +84,11 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
             ag.ListAgentSessionsRequest, ag.ListAgentSessionsResponse
         ],
     ) -> ag.ListAgentSessionsResponse:
+        target = await self.agents.target(request.agent_id)
         sessions, has_more = await self.sessions.list_sessions(request)
+        data = [agent_session(s, await self.turns.of_session(target, s, [])) for s in sessions]
         return ag.ListAgentSessionsResponse(
-            data=[agent_session(s, []) for s in sessions],
+            data=data,
             has_more=has_more,
             url=f"/v1/agents/{request.agent_id}/sessions",
         )
@@ -109,44 +116,44 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
         request: ag.CreateTurnRequest,
         context: grpc.aio.ServicerContext[ag.CreateTurnRequest, ag.CreateTurnResponse],
     ) -> ag.CreateTurnResponse:
-        raise UnimplementedError("turns are not served yet")
+        return ag.CreateTurnResponse(turn=await self.turns.create(request))
 
     async def StreamTurn(
         self,
         request: ag.CreateTurnRequest,
         context: grpc.aio.ServicerContext[ag.CreateTurnRequest, ag.StreamTurnResponse],
     ) -> AsyncIterator[ag.StreamTurnResponse]:
-        raise UnimplementedError("turns are not served yet")
-        yield  # an async generator
+        async for payload in self.turns.stream(request):
+            yield ag.StreamTurnResponse(event=ag.TurnResponseEvent(payload=payload))
 
     async def GetTurn(
         self,
         request: ag.GetTurnRequest,
         context: grpc.aio.ServicerContext[ag.GetTurnRequest, ag.GetTurnResponse],
     ) -> ag.GetTurnResponse:
-        raise UnimplementedError("turns are not served yet")
+        return ag.GetTurnResponse(turn=await self.turns.get(request))
 
     async def ResumeTurn(
         self,
         request: ag.ResumeTurnRequest,
         context: grpc.aio.ServicerContext[ag.ResumeTurnRequest, ag.ResumeTurnResponse],
     ) -> ag.ResumeTurnResponse:
-        raise UnimplementedError("turns are not served yet")
+        return ag.ResumeTurnResponse(turn=await self.turns.resume(request))
 
     async def StreamResumeTurn(
         self,
         request: ag.ResumeTurnRequest,
         context: grpc.aio.ServicerContext[ag.ResumeTurnRequest, ag.StreamResumeTurnResponse],
     ) -> AsyncIterator[ag.StreamResumeTurnResponse]:
-        raise UnimplementedError("turns are not served yet")
-        yield  # an async generator
+        async for payload in self.turns.resume_stream(request):
+            yield ag.StreamResumeTurnResponse(event=ag.TurnResponseEvent(payload=payload))
 
     async def GetStep(
         self,
         request: ag.GetStepRequest,
         context: grpc.aio.ServicerContext[ag.GetStepRequest, ag.GetStepResponse],
     ) -> ag.GetStepResponse:
-        raise UnimplementedError("turns are not served yet")
+        return ag.GetStepResponse(step=await self.turns.get_step(request))
 
 
 class ResponsesAPIServicer(responses_pb2_grpc.ResponsesAPIServicer):
