@@ -89,6 +89,7 @@ class ControlPlaneServer:
                 await keys.install(key_id, roles, digest)
             control_plane = ControlPlaneAPIServicer(state)
             signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
+            agents_api = AgentsAPIServicer(control_plane)
             servicers: list[tuple[Any, Any, str]] = [
                 (
                     control_plane_pb2_grpc.add_ControlPlaneAPIServicer_to_server,
@@ -103,12 +104,12 @@ class ControlPlaneServer:
                 (auth_pb2_grpc.add_AuthAPIServicer_to_server, AuthAPIServicer(keys), AUTH_SERVICE),
                 (
                     agents_pb2_grpc.add_AgentsAPIServicer_to_server,
-                    AgentsAPIServicer(control_plane),
+                    agents_api,
                     AGENTS_SERVICE,
                 ),
                 (
                     responses_pb2_grpc.add_ResponsesAPIServicer_to_server,
-                    ResponsesAPIServicer(control_plane),
+                    ResponsesAPIServicer(control_plane, agents_api),
                     RESPONSES_SERVICE,
                 ),
             ]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from llama_mesh.control_plane.agents_api.agents import Agents
+from llama_mesh.control_plane.agents_api.responses import Responses
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions, agent_session
 from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
@@ -157,50 +158,52 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
 
 
 class ResponsesAPIServicer(responses_pb2_grpc.ResponsesAPIServicer):
-    """Responses over the control plane's parts."""
+    """Responses over the control plane's parts (the Agents API's agents and turns)."""
 
-    def __init__(self, control_plane: ControlPlaneAPIServicer) -> None:
-        self.control_plane = control_plane
+    def __init__(self, control_plane: ControlPlaneAPIServicer, agents: AgentsAPIServicer) -> None:
+        self.responses = Responses(
+            control_plane.state, agents.agents, control_plane.tasks, agents.turns
+        )
 
     async def CreateResponse(
         self,
         request: rs.CreateResponseRequest,
         context: grpc.aio.ServicerContext[rs.CreateResponseRequest, rs.CreateResponseResponse],
     ) -> rs.CreateResponseResponse:
-        raise UnimplementedError("responses are not served yet")
+        return rs.CreateResponseResponse(response=await self.responses.create(request))
 
     async def StreamResponse(
         self,
         request: rs.CreateResponseRequest,
         context: grpc.aio.ServicerContext[rs.CreateResponseRequest, rs.StreamResponseResponse],
     ) -> AsyncIterator[rs.StreamResponseResponse]:
-        raise UnimplementedError("responses are not served yet")
-        yield  # an async generator
+        async for event in self.responses.stream(request):
+            yield event
 
     async def GetResponse(
         self,
         request: rs.GetResponseRequest,
         context: grpc.aio.ServicerContext[rs.GetResponseRequest, rs.GetResponseResponse],
     ) -> rs.GetResponseResponse:
-        raise UnimplementedError("responses are not served yet")
+        return rs.GetResponseResponse(response=await self.responses.get(request))
 
     async def ListResponses(
         self,
         request: rs.ListResponsesRequest,
         context: grpc.aio.ServicerContext[rs.ListResponsesRequest, rs.ListResponsesResponse],
     ) -> rs.ListResponsesResponse:
-        raise UnimplementedError("responses are not served yet")
+        return await self.responses.list(request)
 
     async def ListInputItems(
         self,
         request: rs.ListInputItemsRequest,
         context: grpc.aio.ServicerContext[rs.ListInputItemsRequest, rs.ListInputItemsResponse],
     ) -> rs.ListInputItemsResponse:
-        raise UnimplementedError("responses are not served yet")
+        return await self.responses.input_items(request)
 
     async def DeleteResponse(
         self,
         request: rs.DeleteResponseRequest,
         context: grpc.aio.ServicerContext[rs.DeleteResponseRequest, rs.DeleteResponseResponse],
     ) -> rs.DeleteResponseResponse:
-        raise UnimplementedError("responses are not served yet")
+        return await self.responses.delete(request)

@@ -175,7 +175,7 @@ class Turns:
     # -- following a turn's events --------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _events(self, task_id: str) -> AsyncIterator[Any]:
+    async def events(self, task_id: str) -> AsyncIterator[Any]:
         """A subscription to the task's events from its first, in order."""
         topology = self.state.topology
         sub = await self.state.js.subscribe(
@@ -196,7 +196,7 @@ class Turns:
         completes or waits for client tools. With `resume`, the events until the wait
         are folded silently, then the responses are sent and what follows is yielded."""
         silent = resume is not None
-        async with self._events(view.turn_id) as sub:
+        async with self.events(view.turn_id) as sub:
             async for msg in until_shutdown(sub.messages, self.shutting_down):
                 event = resources_pb2.Envelope.FromString(msg.data).task_event
                 event.sequence = msg.metadata.sequence.stream
@@ -211,12 +211,12 @@ class Turns:
                     yield payload
                 if view.final is not None:
                     if not view.result:
-                        raise _failure(await self._task(view))
+                        raise _failure(await self.task_of(view))
                     return
                 if view.awaiting_input and msg.metadata.num_pending == 0:
                     return
 
-    async def _task(self, view: TurnView) -> resources_pb2.Task:
+    async def task_of(self, view: TurnView) -> resources_pb2.Task:
         name = TaskName(view.session_id, view.turn_id)
         return await self.state.tasks.get(task_key(name), str(name))
 

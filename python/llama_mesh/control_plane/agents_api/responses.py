@@ -1,0 +1,500 @@
+"""The Responses API: a response is a turn of the built-in agent service.
+
+Creating a response creates a task of the built-in agent service (its input a
+core/agent_turns.TurnInput: the model's configuration, or an agent's, and the whole
+conversation as chat history) and follows the task's events as a turn (TurnView):
+text deltas stream as `response.output_text.delta`, and the result is the output,
+the assistant's message and the calls of function tools (`client_tools="return"`:
+the run ends with them, for the caller to answer in its next request). A stored
+response (`responses` bucket) keeps its conversation's input items, so that
+`previous_response_id` continues it, with the model reading all of it again.
+
+Differences from llama-stack 0.2.12: unknown responses are NOT_FOUND (400 there);
+`previous_response_id` is returned as sent (null there); the stream carries OpenAI's
+whole event sequence (output_item, content_part, output_text.done as well).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from llama_mesh.control_plane.agents_api.agents import Agents, check_id, not_found
+from llama_mesh.control_plane.agents_api.response_items import (
+    chat_messages,
+    input_items,
+    message_item,
+    output_items,
+)
+from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
+from llama_mesh.control_plane.agents_api.turns import Turns
+from llama_mesh.control_plane.tasks import Tasks
+from llama_mesh.control_plane.waiters import until_shutdown
+from llama_mesh.core import proto_time
+from llama_mesh.core.agent_turns import FunctionToolSpec, TurnInput
+from llama_mesh.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from llama_mesh.core.json_values import to_python, to_struct, to_value
+from llama_mesh.core.names import AGENTS_SERVICE, TaskName, session_name
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.v1 import agents_pb2 as ag
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2
+from llama_mesh.v1 import responses_pb2 as rs
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_LABEL = "response_chain"  # on the sessions responses run in: the chain's first
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4()}"
+
+
+def item_proto(item: dict[str, Any]) -> rs.OutputItem:
+    if item["type"] == "function_call":
+        fields = ("id", "call_id", "name", "arguments", "status")
+        return rs.OutputItem(function_call=rs.FunctionCallItem(**{k: item[k] for k in fields}))
+    content = [
+        rs.OutputContent(output_text=rs.OutputText(text=part["text"])) for part in item["content"]
+    ]
+    return rs.OutputItem(
+        message=rs.OutputMessage(
+            id=item["id"], role="assistant", status=item["status"], content=content
+        )
+    )
+
+
+def item_json(item: rs.OutputItem) -> dict[str, Any]:
+    if item.HasField("function_call"):
+        call = item.function_call
+        return {"type": "function_call", "id": call.id, "call_id": call.call_id,
+                "name": call.name, "arguments": call.arguments, "status": call.status}  # fmt: skip
+    text = "".join(part.output_text.text for part in item.message.content)
+    return message_item(item.message.id, text, item.message.status)
+
+
+@dataclass
+class _Run:
+    """A response being made: its object, the task that makes it, its conversation."""
+
+    response: rs.ResponseObject
+    task: resources_pb2.Task
+    conversation: list[dict[str, Any]]
+    store: bool
+    view: TurnView = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.view = TurnView(self.task)
+
+
+class Responses:
+    """Create, stream, get, list and delete responses."""
+
+    def __init__(self, state: MeshState, agents: Agents, tasks: Tasks, turns: Turns) -> None:
+        self.state = state
+        self.agents = agents
+        self.tasks = tasks
+        self.turns = turns
+
+    # -- what runs the response ---------------------------------------------------------
+
+    async def _config(self, model: str) -> tuple[ag.AgentConfig, str]:
+        """The configuration a response of `model` runs with (a model of the deployment,
+        or an agent the Agents API created) and the agent id it names."""
+        if not model:
+            raise InvalidArgumentError("model is required", field="model")
+        try:
+            models = await self.agents.models()
+        except FailedPreconditionError:
+            models = []
+        if model in models:
+            return ag.AgentConfig(model=model, instructions=""), model
+        try:
+            target = await self.agents.target(model)
+        except NotFoundError:
+            raise InvalidArgumentError(
+                f"model: {model!r} is neither a model of the deployment ({models}) nor an agent",
+                field="model",
+            ) from None
+        if not target.created:
+            raise InvalidArgumentError(
+                f"model: agent {model!r} is deployed as a service; responses run the "
+                "deployment's models and the agents the Agents API created",
+                field="model",
+            )
+        config = ag.AgentConfig()
+        config.CopyFrom(target.agent.agent_config)
+        return config, target.agent.agent_id
+
+    @staticmethod
+    def _sampling(config: ag.AgentConfig, request: rs.CreateResponseRequest) -> None:
+        params = config.sampling_params
+        if request.HasField("temperature") or request.HasField("top_p"):
+            top_p = params.strategy.top_p_sampling
+            if request.HasField("temperature"):
+                top_p.temperature = request.temperature
+            if request.HasField("top_p"):
+                top_p.top_p = request.top_p
+        if request.HasField("max_output_tokens"):
+            params.max_tokens = request.max_output_tokens
+        fmt = request.text.format
+        if fmt.HasField("json_schema"):
+            config.response_format.json_schema_format.json_schema.CopyFrom(fmt.json_schema.schema)
+
+    @staticmethod
+    def _tools(request: rs.CreateResponseRequest) -> tuple[list[FunctionToolSpec], str | None]:
+        tools = []
+        for index, tool in enumerate(request.tools):
+            if not tool.HasField("function") or not tool.function.name:
+                field_name = f"tools[{index}]"
+                raise InvalidArgumentError(
+                    f"{field_name}: only function tools (with a name) are supported",
+                    field=field_name,
+                )
+            tools.append(
+                FunctionToolSpec(
+                    name=tool.function.name,
+                    description=tool.function.description,
+                    parameters=to_python(tool.function.parameters)
+                    if tool.function.HasField("parameters")
+                    else {"type": "object"},
+                )
+            )
+        choice = to_python(request.tool_choice) if request.HasField("tool_choice") else None
+        if isinstance(choice, dict):
+            choice = choice.get("name")
+        if choice is not None and not isinstance(choice, str):
+            raise InvalidArgumentError(
+                "tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'name': ...}",
+                field="tool_choice",
+            )
+        return tools, choice
+
+    async def _stored(self, response_id: str) -> rs.StoredResponse:
+        check_id("response", response_id)
+        found = await self.state.responses.find(response_id)
+        if found is None:
+            raise not_found("response", response_id, reason="response_not_found")
+        return found[0]
+
+    async def _session(self, previous: rs.StoredResponse | None, response_id: str) -> str:
+        """The session the response runs in: its chain's (so a chain's responses run
+        in order), a new one for a new chain."""
+        if previous is not None:
+            return str(TaskName.parse(previous.task).session_id)
+        session_id = str(uuid.uuid4())
+        session = resources_pb2.Session(
+            name=session_name(session_id),
+            labels={RESPONSE_LABEL: response_id},
+            overlap_policy=resources_pb2.OVERLAP_POLICY_QUEUE,
+        )
+        stamp = proto_time.now()
+        session.create_time.CopyFrom(stamp)
+        session.update_time.CopyFrom(stamp)
+        await self.state.sessions.create(session_id, session)
+        return session_id
+
+    async def _start(self, request: rs.CreateResponseRequest) -> _Run:
+        """Check the request, create the task; INVALID_ARGUMENT / NOT_FOUND before
+        anything runs."""
+        config, agent_id = await self._config(request.model)
+        self._sampling(config, request)
+        tools, choice = self._tools(request)
+        if not request.HasField("input"):
+            raise InvalidArgumentError("input is required", field="input")
+        new = input_items(to_python(request.input), new_id)
+        previous = None
+        history: list[dict[str, Any]] = []
+        if request.HasField("previous_response_id"):
+            previous = await self._stored(request.previous_response_id)
+            history = [
+                *(_items(previous.response.input)),
+                *(item_json(o) for o in previous.response.output),
+            ]
+        conversation = [*history, *new]
+        messages = chat_messages(conversation)
+        last = messages[-1]
+        turn_messages = []
+        if last["role"] == "user":
+            turn_messages = [{"role": "user", "content": last["content"]}]
+            messages = messages[:-1]
+        turn = TurnInput(
+            agent_id=agent_id,
+            agent_config=json_format.MessageToDict(config, preserving_proto_field_name=True),
+            messages=turn_messages,
+            chat_history=messages,  # type: ignore[arg-type]  # validated as ChatMessageInput
+            instructions=request.instructions if request.HasField("instructions") else None,
+            function_tools=tools,
+            tool_choice=choice,
+            client_tools="return",
+        )
+        response_id = new_id("resp-")
+        session_id = await self._session(previous, response_id)
+        created = await self.tasks.create_task(
+            cp.CreateTaskRequest(
+                parent=session_name(session_id),
+                task=resources_pb2.Task(
+                    service=AGENTS_SERVICE,
+                    input=to_struct(
+                        turn.model_dump(mode="json", exclude_defaults=True), "the response's input"
+                    ),
+                ),
+            )
+        )
+        response = self._object(request, response_id)
+        run = _Run(
+            response,
+            created.task,
+            conversation,
+            store=request.store or not request.HasField("store"),
+        )
+        await self._save(run)
+        logger.info(
+            "response %s: task %s created (model %s)", response_id, created.task.name, request.model
+        )
+        return run
+
+    @staticmethod
+    def _object(request: rs.CreateResponseRequest, response_id: str) -> rs.ResponseObject:
+        response = rs.ResponseObject(
+            id=response_id,
+            object="response",
+            created_at=int(time.time()),
+            status="in_progress",
+            model=request.model,
+            parallel_tool_calls=request.parallel_tool_calls
+            if request.HasField("parallel_tool_calls")
+            else True,
+            tool_choice=request.tool_choice
+            if request.HasField("tool_choice")
+            else struct_pb2.Value(string_value="auto"),
+            tools=request.tools,
+            store=request.store if request.HasField("store") else True,
+            truncation=request.truncation if request.HasField("truncation") else "disabled",
+        )
+        for name in ("instructions", "previous_response_id", "temperature", "top_p", "user",
+                     "max_output_tokens"):  # fmt: skip
+            if request.HasField(name):
+                setattr(response, name, getattr(request, name))
+        if request.HasField("metadata"):
+            response.metadata.CopyFrom(request.metadata)
+        if request.text.HasField("format"):
+            response.text.CopyFrom(request.text)
+        else:
+            response.text.format.text.SetInParent()
+        return response
+
+    async def _save(self, run: _Run) -> None:
+        if not run.store:
+            return
+        stored = rs.StoredResponse(response=run.response, task=run.task.name)
+        stored.response.input.CopyFrom(to_value(run.conversation).list_value)
+        stored.create_time.CopyFrom(run.task.create_time)
+        await self.state.responses.put(run.response.id, stored)
+
+    # -- following the task -------------------------------------------------------------
+
+    async def _deltas(self, run: _Run) -> AsyncIterator[str]:
+        """The text deltas of the response's task, until it ends."""
+        view = run.view
+        async with self.turns.events(view.turn_id) as sub:
+            async for msg in until_shutdown(sub.messages, self.turns.shutting_down):
+                event = resources_pb2.Envelope.FromString(msg.data).task_event
+                for payload in view.feed(event):
+                    progress = payload.step_progress
+                    if payload.HasField("step_progress") and progress.delta.HasField("text"):
+                        yield progress.delta.text.text
+                if view.final is not None:
+                    return
+
+    async def _finish(self, run: _Run) -> None:
+        """The response once its task ended: completed with its output, or failed."""
+        view, response = run.view, run.response
+        task = await self.turns.task_of(view)
+        usage = task.usage
+        response.usage.CopyFrom(
+            rs.ResponseUsage(
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+            )
+        )
+        if view.result is not None:
+            items = output_items(view.result.response, view.result.pending_tool_calls, new_id)
+            del response.output[:]
+            response.output.extend(item_proto(i) for i in items)
+            response.status = "completed"
+        else:
+            response.status = "failed"
+            response.error.CopyFrom(
+                rs.ResponseError(code="server_error", message=error_message(task))
+            )
+        await self._save(run)
+        logger.info("response %s %s", response.id, response.status)
+
+    # -- the RPCs ---------------------------------------------------------------------------
+
+    async def create(self, request: rs.CreateResponseRequest) -> rs.ResponseObject:
+        run = await self._start(request)
+        async for _ in self._deltas(run):
+            pass
+        await self._finish(run)
+        return run.response
+
+    async def stream(
+        self, request: rs.CreateResponseRequest
+    ) -> AsyncIterator[rs.StreamResponseResponse]:
+        run = await self._start(request)
+        sequence = 0
+
+        def numbered(**event: Any) -> rs.StreamResponseResponse:
+            nonlocal sequence
+            (member,) = event.values()
+            member.sequence_number = sequence
+            sequence += 1
+            return rs.StreamResponseResponse(**event)
+
+        def lifecycle(response: rs.ResponseObject) -> rs.ResponseLifecycleEvent:
+            return rs.ResponseLifecycleEvent(response=response)
+
+        yield numbered(created=lifecycle(run.response))
+        yield numbered(in_progress=lifecycle(run.response))
+        message_id, text = new_id("msg_"), list[str]()
+        part = rs.OutputContent(output_text=rs.OutputText())
+        async for delta in self._deltas(run):
+            if not text:
+                added = item_proto(message_item(message_id, "", "in_progress"))
+                yield numbered(output_item_added=rs.OutputItemEvent(output_index=0, item=added))
+                yield numbered(
+                    content_part_added=rs.ContentPartEvent(item_id=message_id, part=part)
+                )
+            text.append(delta)
+            yield numbered(
+                output_text_delta=rs.OutputTextDeltaEvent(item_id=message_id, delta=delta)
+            )
+        await self._finish(run)
+        output = run.response.output
+        if run.response.status != "completed":
+            yield numbered(failed=lifecycle(run.response))
+            return
+        if text and output and output[0].HasField("message"):
+            output[0].message.id = message_id  # the item the deltas named
+        for index, item in enumerate(output):
+            if item.HasField("message"):
+                done_text = "".join(p.output_text.text for p in item.message.content)
+                if not text:
+                    added = item_proto(message_item(item.message.id, "", "in_progress"))
+                    yield numbered(
+                        output_item_added=rs.OutputItemEvent(output_index=index, item=added)
+                    )
+                    yield numbered(
+                        content_part_added=rs.ContentPartEvent(
+                            item_id=item.message.id, output_index=index, part=part
+                        )
+                    )
+                yield numbered(
+                    output_text_done=rs.OutputTextDoneEvent(
+                        item_id=item.message.id, output_index=index, text=done_text
+                    )
+                )
+                yield numbered(
+                    content_part_done=rs.ContentPartEvent(
+                        item_id=item.message.id, output_index=index, part=item.message.content[0]
+                    )
+                )
+            else:
+                yield numbered(output_item_added=rs.OutputItemEvent(output_index=index, item=item))
+                yield numbered(
+                    function_call_arguments_done=rs.FunctionCallArgumentsDoneEvent(
+                        item_id=item.function_call.id,
+                        output_index=index,
+                        arguments=item.function_call.arguments,
+                    )
+                )
+            yield numbered(output_item_done=rs.OutputItemEvent(output_index=index, item=item))
+        await self._save(run)
+        yield numbered(completed=lifecycle(run.response))
+
+    async def get(self, request: rs.GetResponseRequest) -> rs.ResponseObject:
+        response = (await self._stored(request.response_id)).response
+        response.ClearField("input")
+        return response
+
+    async def _all(self) -> list[rs.StoredResponse]:
+        stored = [s for _, s in await self.state.responses.scan()]
+        return sorted(stored, key=lambda s: (s.create_time.ToNanoseconds(), s.response.id))
+
+    async def list(self, request: rs.ListResponsesRequest) -> rs.ListResponsesResponse:
+        stored = await self._all()
+        if request.model:
+            stored = [s for s in stored if s.response.model == request.model]
+        if request.order != rs.ORDER_ASC:
+            stored.reverse()
+        responses = [s.response for s in stored]
+        page, has_more = _page(
+            responses, [r.id for r in responses], request.after, "", _limit(request, 50)
+        )
+        out = rs.ListResponsesResponse(data=page, has_more=has_more, object="list")
+        if page:
+            out.first_id, out.last_id = page[0].id, page[-1].id
+        return out
+
+    async def input_items(self, request: rs.ListInputItemsRequest) -> rs.ListInputItemsResponse:
+        stored = await self._stored(request.response_id)
+        items = [to_struct(i, "input item") for i in _items(stored.response.input)]
+        if request.order != rs.ORDER_ASC:
+            items.reverse()
+        ids = [str(to_python(i).get("id", "")) for i in items]
+        page, has_more = _page(items, ids, request.after, request.before, _limit(request, 20))
+        out = rs.ListInputItemsResponse(data=page, has_more=has_more, object="list")
+        if page:
+            out.first_id, out.last_id = ids[items.index(page[0])], ids[items.index(page[-1])]
+        return out
+
+    async def delete(self, request: rs.DeleteResponseRequest) -> rs.DeleteResponseResponse:
+        await self._stored(request.response_id)
+        await self.state.responses.delete(request.response_id)
+        logger.info("response %s deleted", request.response_id)
+        return rs.DeleteResponseResponse(id=request.response_id, object="response", deleted=True)
+
+
+def _items(values: struct_pb2.ListValue) -> list[dict[str, Any]]:
+    return [to_python(struct_pb2.Value(struct_value=v.struct_value)) for v in values.values]
+
+
+def _limit(request: rs.ListResponsesRequest | rs.ListInputItemsRequest, default: int) -> int:
+    if not request.HasField("limit"):
+        return default
+    if not 1 <= request.limit <= 100:
+        raise InvalidArgumentError(f"limit: between 1 and 100 (got {request.limit})", field="limit")
+    return request.limit
+
+
+def _page(
+    items: list[Any], ids: list[str], after: str, before: str, limit: int
+) -> tuple[list[Any], bool]:
+    """The items after `after` and before `before` (ids in the list), at most `limit`."""
+    start, end = 0, len(items)
+    if after:
+        if after not in ids:
+            raise InvalidArgumentError(f"after: {after!r} is not in the list", field="after")
+        start = ids.index(after) + 1
+    if before:
+        if before not in ids:
+            raise InvalidArgumentError(f"before: {before!r} is not in the list", field="before")
+        end = ids.index(before)
+    window = items[start:end]
+    return window[:limit], len(window) > limit
+
+
+__all__ = ["Responses"]
