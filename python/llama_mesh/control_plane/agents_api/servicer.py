@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from llama_mesh.control_plane.agents_api.agents import Agents
+from llama_mesh.control_plane.agents_api.fork import fork_session
 from llama_mesh.control_plane.agents_api.responses import Responses
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions, agent_session
 from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
-from llama_mesh.core.errors import UnimplementedError
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import agents_pb2_grpc, responses_pb2_grpc
 from llama_mesh.v1 import responses_pb2 as rs
@@ -108,7 +108,7 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
         request: ag.ForkAgentSessionRequest,
         context: grpc.aio.ServicerContext[ag.ForkAgentSessionRequest, ag.ForkAgentSessionResponse],
     ) -> ag.ForkAgentSessionResponse:
-        raise UnimplementedError("ForkAgentSession is not served yet")
+        return await fork_session(self.sessions, self.turns, request)
 
     # ----------------------------------------------------------------- turns
 

@@ -231,7 +231,7 @@ class Turns:
 
     # -- reading --------------------------------------------------------------------
 
-    async def _turn_task(self, agent_id: str, session_id: str, turn_id: str) -> resources_pb2.Task:
+    async def turn_task(self, agent_id: str, session_id: str, turn_id: str) -> resources_pb2.Task:
         target, session = await self.sessions.find(agent_id, session_id)
         check_id("turn", turn_id)
         name = TaskName(session.name.partition("/")[2], turn_id)
@@ -248,11 +248,11 @@ class Turns:
         return view
 
     async def get(self, request: ag.GetTurnRequest) -> ag.Turn:
-        task = await self._turn_task(request.agent_id, request.session_id, request.turn_id)
+        task = await self.turn_task(request.agent_id, request.session_id, request.turn_id)
         return (await self.fold(task)).turn()
 
     async def get_step(self, request: ag.GetStepRequest) -> ag.Step:
-        task = await self._turn_task(request.agent_id, request.session_id, request.turn_id)
+        task = await self.turn_task(request.agent_id, request.session_id, request.turn_id)
         step = (await self.fold(task)).step(request.step_id)
         if step is None:
             raise not_found("step", request.step_id)
@@ -278,7 +278,7 @@ class Turns:
     async def _resumable(
         self, request: ag.ResumeTurnRequest
     ) -> tuple[TurnView, ae.ClientToolResponses]:
-        task = await self._turn_task(request.agent_id, request.session_id, request.turn_id)
+        task = await self.turn_task(request.agent_id, request.session_id, request.turn_id)
         if task.state != WAITING or task.input_request.event_type != ae.AwaitingClientTools.TYPE:
             state = resources_pb2.TaskState.Name(task.state).removeprefix("TASK_STATE_").lower()
             raise FailedPreconditionError(
