@@ -104,8 +104,13 @@ def output_items(
 
 def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     parts = [{"type": "output_text", "text": text, "annotations": []}] if status else []
-    return {"type": "message", "id": item_id, "role": "assistant", "status": status,
-            "content": parts}  # fmt: skip
+    return {
+        "type": "message",
+        "id": item_id,
+        "role": "assistant",
+        "status": status,
+        "content": parts,
+    }
 
 
 def function_call_item(item_id: str, call: ae.ToolCallRequest) -> dict[str, Any]:

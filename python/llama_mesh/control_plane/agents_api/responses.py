@@ -77,8 +77,14 @@ def item_proto(item: dict[str, Any]) -> rs.OutputItem:
 def item_json(item: rs.OutputItem) -> dict[str, Any]:
     if item.HasField("function_call"):
         call = item.function_call
-        return {"type": "function_call", "id": call.id, "call_id": call.call_id,
-                "name": call.name, "arguments": call.arguments, "status": call.status}  # fmt: skip
+        return {
+            "type": "function_call",
+            "id": call.id,
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "status": call.status,
+        }
     text = "".join(part.output_text.text for part in item.message.content)
     return message_item(item.message.id, text, item.message.status)
 
@@ -282,8 +288,14 @@ class Responses:
             store=request.store if request.HasField("store") else True,
             truncation=request.truncation if request.HasField("truncation") else "disabled",
         )
-        for name in ("instructions", "previous_response_id", "temperature", "top_p", "user",
-                     "max_output_tokens"):  # fmt: skip
+        for name in (
+            "instructions",
+            "previous_response_id",
+            "temperature",
+            "top_p",
+            "user",
+            "max_output_tokens",
+        ):
             if request.HasField(name):
                 setattr(response, name, getattr(request, name))
         if request.HasField("metadata"):
