@@ -218,8 +218,9 @@ def test_null_for_a_repeated_field_is_none(api: CompiledApi) -> None:
     [route] = [r for r in schema.routes() if r.method.name == "CreateTurn"]
     assert route.shaper is not None
     request_type = schema.pool.FindMessageTypeByName("gwtest.v1.CreateTurnRequest")
-    written = {"messages": [], "documents": None, "toolgroups": None, "stream": True}
-    request = schema.message_class(request_type)()
+    written: dict[str, Any] = {"messages": [], "documents": None, "toolgroups": None}
+    written["stream"] = True
+    request: Any = schema.message_class(request_type)()  # a message class built at run time
     json_format.ParseDict(route.shaper.request_doc(request_type, written), request)
     assert list(request.documents) == [] and list(request.toolgroups) == []
     assert request.stream
