@@ -16,5 +16,6 @@ from __future__ import annotations
 
 from llama_mesh_gateway.app import Gateway, create_app
 from llama_mesh_gateway.server import GatewayServer, serve
+from llama_mesh_gateway.upstream_tls import UpstreamTls
 
-__all__ = ["Gateway", "GatewayServer", "create_app", "serve"]
+__all__ = ["Gateway", "GatewayServer", "UpstreamTls", "create_app", "serve"]

@@ -10,11 +10,13 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from llama_mesh_gateway.app import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_MAX_BODY_BYTES
 from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Schema
 from llama_mesh_gateway.server import serve
+from llama_mesh_gateway.upstream_tls import UpstreamTls, UpstreamTlsError
 
 
 def write_openapi(
@@ -24,6 +26,22 @@ def write_openapi(
     schema = Schema.load(descriptor_set)
     with open(path, "w", encoding="utf-8") as f:
         f.write(openapi_json(schema, schema.routes(services)))
+
+
+def upstream_tls_of(
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    server_name: str | None,
+) -> UpstreamTls | None:
+    """TLS to the upstream when its CA is given, else None (plaintext)."""
+    if ca_file is None:
+        if cert_file or key_file or server_name:
+            raise UpstreamTlsError("--upstream-cert/-key/-server-name need --upstream-ca")
+        return None
+    tls = UpstreamTls(ca_file, cert_file, key_file, server_name)
+    tls.credentials()  # a missing file fails here, with the flag's name
+    return tls
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -50,12 +68,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--metrics", action="store_true", help="serve Prometheus metrics at GET /metrics"
     )
+    parser.add_argument("--upstream-ca", type=Path, help="CA of the upstream's certificate: TLS")
+    parser.add_argument("--upstream-cert", type=Path, help="client certificate, for mTLS")
+    parser.add_argument("--upstream-key", type=Path, help="its private key")
+    parser.add_argument("--upstream-server-name", help="name the upstream's certificate carries")
     args = parser.parse_args(argv)
     if args.write_openapi:
         write_openapi(args.write_openapi, args.descriptor_set, args.services)
         return
     if not args.upstream:
         parser.error("--upstream is required")
+    try:
+        upstream_tls = upstream_tls_of(
+            args.upstream_ca, args.upstream_cert, args.upstream_key, args.upstream_server_name
+        )
+    except UpstreamTlsError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(
         serve(
@@ -69,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             heartbeat_seconds=args.heartbeat_seconds,
             handle_signals=True,
             metrics=args.metrics,
+            upstream_tls=upstream_tls,
         )
     )
 

@@ -36,6 +36,7 @@ from llama_mesh_gateway.status import (
     invalid_argument,
 )
 from llama_mesh_gateway.transcode import build_request, response_json
+from llama_mesh_gateway.upstream_tls import UpstreamTls
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,20 @@ class Gateway:
         cors_origins: Sequence[str] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
         metrics: bool = False,
+        upstream_tls: UpstreamTls | None = None,
     ) -> None:
         self.upstream = upstream
         self.metrics = metrics
+        self.upstream_tls = upstream_tls
         self.schema = schema
         self.max_body_bytes = max_body_bytes
         self.heartbeat_seconds = heartbeat_seconds
         self.table = RouteTable(schema.routes(services))
         self._channel_options = [*_CHANNEL_OPTIONS, *channel_options]
+        # Read now, so a missing CA file fails at start, not at the first request.
+        self._credentials = upstream_tls.credentials() if upstream_tls else None
+        if upstream_tls is not None:
+            self._channel_options += upstream_tls.channel_options()
         self._channel: grpc.aio.Channel | None = None
         self._callables: dict[str, Any] = {}
         self._openapi: bytes | None = None
@@ -97,7 +104,14 @@ class Gateway:
     def channel(self) -> grpc.aio.Channel:
         """The one channel to the upstream, opened on first use."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.upstream, options=self._channel_options)
+            if self._credentials is not None:
+                self._channel = grpc.aio.secure_channel(
+                    self.upstream, self._credentials, options=self._channel_options
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(
+                    self.upstream, options=self._channel_options
+                )
             logger.info("gateway channel to %s opened", self.upstream)
         return self._channel
 
@@ -430,6 +444,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     metrics: bool = False,
+    upstream_tls: UpstreamTls | None = None,
 ) -> Gateway:
     """The gateway ASGI app for `upstream` ("host:port").
 
@@ -438,6 +453,8 @@ def create_app(
     (full or short names). `cors_origins` enables CORS for those origins ("*" for any).
     `max_body_bytes` bounds request bodies (413 above it); `heartbeat_seconds` is the
     idle interval after which a stream gets a keep-alive. `metrics` serves `GET /metrics`.
+    idle interval after which a stream gets a keep-alive. `upstream_tls` makes the
+    gateway reach the upstream over TLS (plaintext without it).
 
     >>> app = create_app("127.0.0.1:50051", cors_origins=["https://example.com"])
     """
@@ -449,4 +466,5 @@ def create_app(
         heartbeat_seconds=heartbeat_seconds,
         cors_origins=cors_origins,
         metrics=metrics,
+        upstream_tls=upstream_tls,
     )

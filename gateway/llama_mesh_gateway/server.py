@@ -27,6 +27,7 @@ from llama_mesh_gateway.app import (
     Gateway,
     create_app,
 )
+from llama_mesh_gateway.upstream_tls import UpstreamTls
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class GatewayServer:
         handle_signals: bool = False,
         log_level: str = "warning",
         metrics: bool = False,
+        upstream_tls: UpstreamTls | None = None,
     ) -> None:
         self.app: Gateway = create_app(
             upstream,
@@ -82,6 +84,7 @@ class GatewayServer:
             max_body_bytes=max_body_bytes,
             heartbeat_seconds=heartbeat_seconds,
             metrics=metrics,
+            upstream_tls=upstream_tls,
         )
         self.host = host
         self._port = port
@@ -187,6 +190,7 @@ async def serve(
     handle_signals: bool = False,
     on_ready: Callable[[GatewayServer], object] | None = None,
     metrics: bool = False,
+    upstream_tls: UpstreamTls | None = None,
 ) -> None:
     """Serve the gateway until cancelled (or, with handle_signals, until Ctrl-C).
 
@@ -207,6 +211,7 @@ async def serve(
         handle_signals=handle_signals,
         log_level="info",
         metrics=metrics,
+        upstream_tls=upstream_tls,
     )
     await server.start()
     try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from llama_mesh.client import AsyncClient, Credentials
@@ -21,6 +22,7 @@ from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.rpc.server import InsecureBindError, serve
 from llama_mesh.v1 import service_pb2, service_pb2_grpc
 from llama_mesh.worker.runtime import ServiceRuntime
+from llama_mesh_gateway import GatewayServer, UpstreamTls
 
 from mesh_workflows import EchoWorkflow
 
@@ -129,6 +131,47 @@ async def test_mtls_end_to_end(nats: EmbeddedNats, tmp_path: Path) -> None:
             async with AsyncClient(mesh.address, credentials=creds, reconnect_timeout=0.5) as c:
                 with pytest.raises(UnavailableError):
                     await c.list_sessions()
+
+
+async def test_the_gateway_reaches_an_mtls_control_plane(
+    nats: EmbeddedNats, tmp_path: Path
+) -> None:
+    pki = LocalPki.create(tmp_path / "pki")
+    upstream = UpstreamTls(pki.ca_cert, pki.client_cert, pki.client_key)
+    async with (
+        _tls_mesh(nats, pki, mutual=True) as mesh,
+        GatewayServer(mesh.address, port=0, upstream_tls=upstream) as gateway,
+        GatewayServer(mesh.address, port=0) as plaintext,
+        GatewayServer(mesh.address, port=0, upstream_tls=UpstreamTls(pki.ca_cert)) as without_cert,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        admin = {"authorization": f"Bearer {mesh.admin}"}
+        health = await http.get(f"{gateway.url}/healthz")
+        assert health.status_code == 200, health.text
+        run = await http.post(
+            f"{gateway.url}/v1/sessions/tls/tasks:run",
+            json={"task": {"service": "echo", "input": {"arg1": "gw"}}},
+            headers=admin,
+        )
+        assert run.status_code == 404, run.text  # no such session: the call got through
+        created = await http.post(f"{gateway.url}/v1/sessions", json={}, headers=admin)
+        assert created.status_code == 200, created.text
+        session = created.json()["name"]
+        run = await http.post(
+            f"{gateway.url}/v1/{session}/tasks:run",
+            json={"task": {"service": "echo", "input": {"arg1": "gw"}}},
+            headers=admin,
+        )
+        assert run.status_code == 200, run.text
+        assert run.json()["result"] == "gw_result"
+        # The gateway adds no credentials of its own: its certificate is not a token.
+        anonymous = await http.post(f"{gateway.url}/v1/sessions", json={})
+        assert anonymous.status_code == 401, anonymous.text
+        # Plaintext, or TLS without the client certificate mTLS asks for, does not
+        # get through.
+        for other in (plaintext, without_cert):
+            refused = await http.get(f"{other.url}/v1/sessions", headers=admin)
+            assert refused.status_code == 503, refused.text
 
 
 async def test_listening_beyond_loopback_needs_tls_and_auth() -> None:

@@ -192,6 +192,21 @@ def serve_gateway(
     _logging(log_level)
     settings = parse(GatewayConfig, GATEWAY_OPTIONS, values)
     from llama_mesh_gateway import serve as serve_http
+    from llama_mesh_gateway.upstream_tls import UpstreamTls, UpstreamTlsError
+
+    upstream_tls = None
+    if settings.upstream_ca is not None:
+        upstream_tls = UpstreamTls(
+            settings.upstream_ca,
+            settings.upstream_cert,
+            settings.upstream_key,
+            settings.upstream_server_name,
+        )
+        try:
+            upstream_tls.credentials()
+        except UpstreamTlsError as e:
+            error(f"gateway: {e}")
+            raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
         def ready(server: Any) -> None:
@@ -209,6 +224,7 @@ def serve_gateway(
             cors_origins=settings.cors_origins,
             on_ready=ready,
             metrics=settings.metrics,
+            upstream_tls=upstream_tls,
         )
         await until_signalled(watch_stdin=watch_stdin, also=gateway)
 

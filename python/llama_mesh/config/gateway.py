@@ -5,9 +5,10 @@ GatewayConfig(port=0, cors_origins=["http://localhost:3000"])
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llama_mesh.config.fields import Flag, Port, Settings
 
@@ -26,3 +27,37 @@ class GatewayConfig(Settings):
     metrics: Annotated[
         bool, Field(description="Serve Prometheus metrics at `/metrics` on the gateway's port.")
     ] = True
+    upstream_ca: Annotated[
+        Path | None,
+        Field(
+            description="CA (PEM) that signed the control plane's certificate: reach it "
+            "over TLS. Unset: plaintext (a control plane on loopback)."
+        ),
+    ] = None
+    upstream_cert: Annotated[
+        Path | None,
+        Field(
+            description="The gateway's client certificate (PEM), for a control plane "
+            "that asks for mTLS."
+        ),
+    ] = None
+    upstream_key: Annotated[Path | None, Field(description="Its private key (PEM).")] = None
+    upstream_server_name: Annotated[
+        str | None,
+        Field(
+            description="The name in the control plane's certificate, when it differs "
+            "from the host the gateway dials."
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> GatewayConfig:
+        if (self.upstream_cert is None) != (self.upstream_key is None):
+            raise ValueError("upstream_cert and upstream_key go together: give both, or neither")
+        if self.upstream_cert is not None and self.upstream_ca is None:
+            raise ValueError("upstream_cert (mTLS) needs upstream_ca")
+        return self
+
+    @property
+    def upstream_tls(self) -> bool:
+        return self.upstream_ca is not None
