@@ -4,6 +4,7 @@ command in them is one the CLI accepts (options, types, workflow references)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import shutil
@@ -14,12 +15,34 @@ from typing import Any
 import pytest
 import yaml
 
+from llama_mesh.cli.flags import parse
+from llama_mesh.config import GatewayConfig, SecurityConfig
+from llama_mesh.config.command_line import CONTROL_PLANE_OPTIONS, GATEWAY_OPTIONS, SERVICE_OPTIONS
+from llama_mesh.launch.deployment import parse_deployment
+from llama_mesh.rpc.server import is_loopback
 from llama_mesh.worker.loader import load_workflow
 
 from .conftest import ROOT, parse_command
 
 DEPLOY = ROOT / "deploy"
 MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+SCALE_OUT = ROOT / "docs" / "scale-out.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    """The ```language blocks of docs/scale-out.md."""
+    text = SCALE_OUT.read_text(encoding="utf-8")
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.M | re.S)
+
+
+def doc_commands(program: str) -> list[list[str]]:
+    """The `program` command lines of the page's bash blocks, as argv."""
+    return [
+        shlex.split(line)[1:]
+        for block in doc_blocks("bash")
+        for line in block.splitlines()
+        if line.startswith(f"{program} ")
+    ]
 
 
 def documents() -> list[dict[str, Any]]:
@@ -86,7 +109,95 @@ def test_grpc_probes_check_the_port_the_process_serves() -> None:
             assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
             continue
         for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == params["port"], (name, probe)
+            # tcpSocket: Kubernetes' grpc probes speak plaintext, and these serve TLS.
+            assert container[probe]["tcpSocket"]["port"] == params["port"], (name, probe)
+
+
+def _check_secure(args: list[str]) -> str:
+    """Assert that a `llama-mesh serve` command beyond loopback would start: TLS and
+    authentication on its server, TLS to its upstream. Its command name."""
+    name, params = parse_command(args)
+    options = {"serve control-plane": CONTROL_PLANE_OPTIONS, "serve service": SERVICE_OPTIONS}
+    if name in options:
+        security = parse(SecurityConfig, options[name], params)
+        if not is_loopback(params["host"]):
+            assert security.auth and security.tls, (name, "needs --auth and --tls-cert/--tls-key")
+    elif name == "serve gateway":
+        gateway = parse(GatewayConfig, GATEWAY_OPTIONS, params)
+        if not is_loopback(params["upstream"].rsplit(":", 1)[0]):
+            assert gateway.upstream_tls, (name, "reaches its control plane without TLS")
+    return name
+
+
+def test_servers_beyond_loopback_have_tls_and_auth() -> None:
+    """What `serve` refuses (InsecureBindError) appears nowhere: not in the manifests,
+    the Dockerfile or the page's commands."""
+    commands = [container["args"] for container in mesh_containers()]
+    cmd = re.search(r"^CMD (\[.*\])$", (DEPLOY / "Dockerfile").read_text(), re.M)
+    assert cmd
+    commands.append(yaml.safe_load(cmd.group(1)))
+    commands += doc_commands("llama-mesh")
+    names = [_check_secure(args) for args in commands]
+    assert names.count("serve gateway") == 2 and names.count("serve service") == 2
+
+
+def test_the_pages_deployment_file_is_valid(tmp_path: Path) -> None:
+    (block,) = [b for b in doc_blocks("yaml") if b.startswith("name: quickstart")]
+    deployment = parse_deployment(block, tmp_path / "deployment.yaml")  # DeploymentError if not
+    assert deployment.control_plane.host == "0.0.0.0"
+    assert deployment.security.auth and deployment.security.tls
+
+
+def _secrets_the_page_creates() -> dict[str, set[str]]:
+    """Secret name -> its keys, from the page's `kubectl create secret generic` lines."""
+    secrets: dict[str, set[str]] = {}
+    for argv in doc_commands("kubectl"):
+        if argv[:3] != ["create", "secret", "generic"]:
+            continue
+        keys = secrets.setdefault(argv[3], set())
+        for arg in argv[4:]:
+            source = arg.removeprefix("--from-file=")
+            key, _, path = source.rpartition("=")
+            keys.add(key or Path(path).name)
+    return secrets
+
+
+def test_the_files_containers_name_are_mounted_from_secrets_the_page_creates(
+    tmp_path: Path,
+) -> None:
+    secrets = _secrets_the_page_creates()
+    assert set(secrets) == {"llama-mesh-tls", "llama-mesh-keys", "llama-mesh-service-echo"}
+    for doc in documents():
+        if doc["kind"] != "Deployment":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod["containers"]:
+            _, params = parse_command(container["args"])
+            files = [
+                value for key, value in params.items() if key != "path" and isinstance(value, Path)
+            ]
+            files += [Path(e["value"]) for e in container.get("env", []) if "_FILE" in e["name"]]
+            assert files or container["name"] == "nats", container["name"]
+            for file in files:
+                (mount,) = [
+                    m
+                    for m in container.get("volumeMounts", [])
+                    if file.parent == Path(m["mountPath"])
+                ]
+                secret = volumes[mount["name"]]["secret"]
+                items = {i["path"]: i["key"] for i in secret.get("items", [])}
+                key = items.get(file.name, file.name)
+                assert key in secrets[secret["secretName"]], (container["name"], str(file))
+
+    # The page's Python makes every file those Secrets are created from.
+    (snippet,) = doc_blocks("python")
+    with contextlib.chdir(tmp_path):
+        exec(compile(snippet, str(SCALE_OUT), "exec"), {})
+    for argv in doc_commands("kubectl"):
+        for arg in argv[4:] if argv[:3] == ["create", "secret", "generic"] else []:
+            path = arg.removeprefix("--from-file=").rpartition("=")[2]
+            assert (tmp_path / path).is_file(), path
 
 
 def test_addresses_name_services_that_exist() -> None:
