@@ -72,7 +72,14 @@ NATS = NatsConfig(
 )
 CONTROL_PLANE = ControlPlaneConfig(host="0.0.0.0", port=6000, metrics_port=6001)
 GATEWAY = GatewayConfig(
-    host="0.0.0.0", port=8181, cors_origins=["http://a", "http://b"], metrics=False
+    host="0.0.0.0",
+    port=8181,
+    cors_origins=["http://a", "http://b"],
+    metrics=False,
+    upstream_ca=Path("/secrets/ca.pem"),
+    upstream_cert=Path("/secrets/gateway.pem"),
+    upstream_key=Path("/secrets/gateway.key"),
+    upstream_server_name="control-plane.internal",
 )
 SECURITY = SecurityConfig(
     auth=True,  # `serve` defaults to off

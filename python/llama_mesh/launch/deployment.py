@@ -370,12 +370,6 @@ def _security_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
             "`up` gives its components mTLS: name the CA that signed tls_cert (and their "
             "client certificates) here",
         )
-    if security.tls and d.gateway.enabled:
-        yield (
-            ("gateway", "enabled"),
-            "the gateway cannot reach a TLS control plane yet: disable it, or run the "
-            "components with `llama-mesh serve` (docs/security.md)",
-        )
     servers: list[tuple[tuple[str, ...], str]] = [(("control_plane", "host"), d.control_plane.host)]
     servers += [(("services", n, "host"), s.host) for n, s in d.services.items()]
     if d.gateway.enabled:

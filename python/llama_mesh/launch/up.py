@@ -40,7 +40,7 @@ from llama_mesh.client._credentials import (
     KEY_FILE_ENV,
     TOKEN_FILE_ENV,
 )
-from llama_mesh.config import NatsConfig, SecurityConfig, connect_host
+from llama_mesh.config import GatewayConfig, NatsConfig, SecurityConfig, connect_host
 from llama_mesh.config.command_line import (
     CONTROL_PLANE_OPTIONS,
     GATEWAY_OPTIONS,
@@ -223,8 +223,31 @@ def _deregister(
     return leave
 
 
+def _gateway(d: Deployment) -> GatewayConfig:
+    """The gateway's settings, paths made absolute. With TLS on and no upstream CA of
+    its own, it reaches the control plane as the other components do: the mesh's CA,
+    and the components' certificate for mTLS."""
+    gateway = d.gateway.model_copy(
+        update={
+            field: d.resolve(value)
+            for field in ("upstream_ca", "upstream_cert", "upstream_key")
+            if (value := getattr(d.gateway, field)) is not None
+        }
+    )
+    security = _security(d, None)
+    if not security.tls or gateway.upstream_ca is not None:
+        return gateway
+    return gateway.model_copy(
+        update={
+            "upstream_ca": security.tls_client_ca,
+            "upstream_cert": security.tls_cert,
+            "upstream_key": security.tls_key,
+        }
+    )
+
+
 def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
-    argv = _serve("gateway", "--upstream", control_plane, *to_argv(GATEWAY_OPTIONS, d.gateway))
+    argv = _serve("gateway", "--upstream", control_plane, *to_argv(GATEWAY_OPTIONS, _gateway(d)))
     return ChildSpec(
         "gateway",
         argv,
