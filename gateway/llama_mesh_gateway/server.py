@@ -191,11 +191,13 @@ async def serve(
     on_ready: Callable[[GatewayServer], object] | None = None,
     metrics: bool = False,
     upstream_tls: UpstreamTls | None = None,
+    log_level: str = "info",
 ) -> None:
     """Serve the gateway until cancelled (or, with handle_signals, until Ctrl-C).
 
     `on_ready(server)` is called once the port is bound and requests are served; with
-    port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`.
+    port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`;
+    `log_level` is uvicorn's.
 
     >>> asyncio.run(serve("127.0.0.1:50051", port=8080))  # doctest: +SKIP
     """
@@ -209,7 +211,7 @@ async def serve(
         max_body_bytes=max_body_bytes,
         heartbeat_seconds=heartbeat_seconds,
         handle_signals=handle_signals,
-        log_level="info",
+        log_level=log_level,
         metrics=metrics,
         upstream_tls=upstream_tls,
     )

@@ -97,6 +97,8 @@ async def test_quickstart_up_serves_cli_rest_and_grpcurl_then_sigterm_stops_all(
         assert await up.stop() == 0
     assert not [pid for pid in pids if alive(pid)]
     assert not (tmp_path / "state" / "run.json").exists()
+    # At the default log level the children print nothing (uvicorn's INFO lines were).
+    assert "INFO" not in (tmp_path / "up.log").read_text()
 
 
 async def test_a_dead_replica_is_reported_and_restarted(tmp_path: Path) -> None:

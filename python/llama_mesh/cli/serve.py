@@ -225,6 +225,7 @@ def serve_gateway(
             on_ready=ready,
             metrics=settings.metrics,
             upstream_tls=upstream_tls,
+            log_level=log_level,
         )
         await until_signalled(watch_stdin=watch_stdin, also=gateway)
 
