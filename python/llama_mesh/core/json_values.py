@@ -1,7 +1,9 @@
 """JSON values <-> google.protobuf.Struct / Value.
 
 Struct stores every number as a double; JSON written by people means 1 when it says
-1. Integral numbers within the exact range of a double come back as int.
+1. Integral numbers within the exact range of a double come back as int. A Struct's
+fields are a protobuf map, whose order varies from process to process: they come back
+sorted by key, so the same value always prints the same.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def _restore_ints(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
         return int(value)
     if isinstance(value, dict):
-        return {k: _restore_ints(v) for k, v in value.items()}
+        return {k: _restore_ints(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [_restore_ints(v) for v in value]
     return value
