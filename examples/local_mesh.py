@@ -36,6 +36,7 @@ class CountingWorkflow(Workflow):
 
 
 async def main() -> None:
+    # embedded nats-server + control plane + one replica per workflow, all stopped on exit
     async with LocalMesh({"echo": EchoWorkflow(), "counter": CountingWorkflow()}) as mesh:
         session = await mesh.client.create_session()
         print(await session.run("echo", arg1="hello_world"))
