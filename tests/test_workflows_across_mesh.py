@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from llama_mesh.core.errors import (
     TaskCancelledError,
     TaskDeadlineExceededError,
 )
+from llama_mesh.core.names import TaskName
+from llama_mesh.jetstream.journal import TaskJournal
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
@@ -126,6 +129,36 @@ async def test_cancel_running_task_stops_the_workflow(nats: EmbeddedNats) -> Non
         # Cancelling a finished task changes nothing, and says so.
         assert await handle.cancel() is False
         assert (await handle.get()).state == CANCELLED
+
+
+async def test_a_cancel_swallowed_by_a_nats_call_still_cancels(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nats-py catches CancelledError while it flushes a publish (Client._flush_pending):
+    # a cancel signal that arrives then is lost to the await that was interrupted. Here
+    # it arrives exactly there: while the replica records that the task waits for input.
+    original = TaskJournal.record
+
+    async def record(
+        self: TaskJournal, name: TaskName, event: resources_pb2.TaskEvent, **kwargs: Any
+    ) -> resources_pb2.Task:
+        if event.state == WAITING and kwargs.get("replica_id"):
+            this = asyncio.current_task()
+            assert this is not None
+            try:
+                await mesh.client.task(str(name)).cancel("cancelled mid-publish")
+                if not this.cancelling():
+                    await asyncio.get_running_loop().create_future()  # the replica cancels it
+            except asyncio.CancelledError:
+                pass  # as nats-py does
+        return await original(self, name, event, **kwargs)
+
+    monkeypatch.setattr(TaskJournal, "record", record)
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        handle = await (await mesh.client.create_session()).create_task("approval")
+        with pytest.raises(TaskCancelledError, match="cancelled mid-publish"):
+            async with asyncio.timeout(30):
+                await handle.result()
 
 
 async def test_cancel_pending_task(nats: EmbeddedNats) -> None:

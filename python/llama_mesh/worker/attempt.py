@@ -99,6 +99,15 @@ class _WorkflowFailed(Exception):
         self.error = error
 
 
+def _raise_swallowed_cancel() -> None:
+    """Raise again a cancel that a library swallowed. nats-py catches CancelledError
+    while it flushes a publish, so a cancel signal that arrives during one is lost to
+    the await it interrupted; the task still says it is being cancelled."""
+    this = asyncio.current_task()
+    if this is not None and this.cancelling():
+        raise asyncio.CancelledError
+
+
 def _is_mesh_error(err: Exception) -> bool:
     """Errors of the mesh's own NATS calls made while the workflow ran (e.g. event
     publishing during a failover)."""
@@ -315,6 +324,7 @@ class Attempt:
             return
         if out.state != WAITING:
             await state.journal.publish(self.name, out)
+            _raise_swallowed_cancel()
             return
         # A question an earlier attempt of this task asked and got answered is
         # answered again from the stored answers (task_inputs.py); only an unanswered
@@ -351,6 +361,7 @@ class Attempt:
         forward = asyncio.create_task(self._forward_input(inputs, subscription, handler))
         forward.add_done_callback(lambda _: waiting.dec())
         self._forwards.add(forward)
+        _raise_swallowed_cancel()
 
     async def _forward_input(
         self, inputs: TaskInputs, subscription: Any, handler: WorkflowHandler
