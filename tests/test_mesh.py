@@ -65,6 +65,31 @@ async def test_sync_client_runs_a_task(nats: EmbeddedNats) -> None:
         assert await asyncio.to_thread(use_sync_client) == "sync_result"
 
 
+@pytest.mark.timeout(60)
+async def test_sync_client_streams_events_live_and_finds_a_task_by_name(
+    nats: EmbeddedNats,
+) -> None:
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+
+        def use_sync_client() -> tuple[list[str], object, object]:
+            with Client(mesh.address) as client:
+                task = client.create_session().create_task("approval", question="Ship it?")
+                seen = []
+                # The task waits for an answer: only a live stream shows it waiting.
+                for event in task.events():
+                    seen.append(event.state)
+                    if event.state == "WAITING_FOR_INPUT":
+                        break
+                task.send_event("HumanResponseEvent", response="yes")
+                again = client.task(task.name)  # by name, as another program would
+                return seen, again.result(), again.get().state
+
+        seen, result, state = await asyncio.to_thread(use_sync_client)
+        assert seen == ["WAITING_FOR_INPUT"]
+        assert result == {"answer": "yes"}
+        assert state == resources_pb2.TASK_STATE_SUCCEEDED
+
+
 async def test_session_state_carries_across_runs_and_replicas(nats: EmbeddedNats) -> None:
     workflow = CounterWorkflow()
     async with LocalMesh(nats_url=nats.url) as mesh:

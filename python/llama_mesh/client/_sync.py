@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
 from llama_mesh.client._async import AsyncClient, AsyncSession, TaskHandle
@@ -92,6 +92,10 @@ class Client:
     def get_service(self, service: str) -> resources_pb2.Service:
         return self._loop.run(self._async.get_service(service))
 
+    def task(self, name: str) -> SyncTaskHandle:
+        """A handle on an existing task, by name (`sessions/{session}/tasks/{task}`)."""
+        return SyncTaskHandle(self, self._async.task(name))
+
     def get_task(self, name: str) -> Task:
         return self._loop.run(self._async.get_task(name))
 
@@ -166,10 +170,20 @@ class SyncTaskHandle:
     def send_event(self, type: str, **payload: Any) -> Task:
         return self._client._loop.run(self._async.send_event(type, **payload))
 
-    def events(self, after_sequence: int = 0) -> list[StreamedEvent]:
-        """All events until the task finishes (blocks until then)."""
+    def events(self, after_sequence: int = 0) -> Iterator[StreamedEvent]:
+        """The task's events as they come, ending with the final one; each `next()`
+        blocks until the next event. Leaving the loop early closes the stream.
 
-        async def collect() -> list[StreamedEvent]:
-            return [e async for e in self._async.events(after_sequence)]
-
-        return self._client._loop.run(collect())
+        for event in task.events():
+            if event.state == "WAITING_FOR_INPUT":
+                break
+        """
+        stream = self._async.events(after_sequence)
+        try:
+            while True:
+                try:
+                    yield self._client._loop.run(anext(stream))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._client._loop.run(stream.aclose())
