@@ -11,14 +11,10 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         "issue 16: integers come back as doubles through the gateway (2.0), and progress "
         "events carry TASK_STATE_UNSPECIFIED instead of the task's state"
     ),
-    ("docs/workflows.md", "for event in task.events():"): (
-        "issue 16: the sync client's events() returns a list once the task has finished "
-        "instead of streaming, so a loop that waits for WAITING_FOR_INPUT never sees it"
-    ),
     # Written before the runner landed: fragments that need a token, an auth-enabled
     # deployment or certificate files. Make each a program that runs against a fixture,
     # or an excerpt of a file that is tested (docs/contributing.md).
     ("docs/security.md", "admin.api_keys.create"): "a fragment: top-level async with",
-    ("docs/security.md", "jwt=JwtSettings("): "a fragment: SecuritySettings not imported",
+    ("docs/security.md", "tls = ServerTls("): "a fragment: SecuritySettings not imported",
     ("docs/security.md", "creds = Credentials("): "a fragment: token and Path not defined",
 }
