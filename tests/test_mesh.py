@@ -286,6 +286,26 @@ async def test_many_concurrent_runs_lose_nothing(nats: EmbeddedNats) -> None:
         assert all(t.state == SUCCEEDED for t in tasks)
 
 
+async def test_tasks_list_newest_first_in_pages(nats: EmbeddedNats) -> None:
+    # The client names its tasks from a request_id: their ids are hashes, in no order.
+    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        created = [(await session.create_task("echo", arg1=i)).name for i in range(12)]
+        assert sorted(created) != created  # else this test would prove nothing
+        assert [t.name for t in await session.list_tasks()] == created[::-1]
+        pages, token = [], ""
+        while True:
+            page = await mesh.client.stub.ListTasks(
+                cp.ListTasksRequest(parent=session.name, page_size=5, page_token=token)
+            )
+            pages.append([t.name for t in page.tasks])
+            token = page.next_page_token
+            if not token:
+                break
+        assert [len(p) for p in pages] == [5, 5, 2]
+        assert [name for p in pages for name in p] == created[::-1]
+
+
 async def test_two_control_planes_serve_the_same_sessions(nats: EmbeddedNats) -> None:
     async with (
         LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh,

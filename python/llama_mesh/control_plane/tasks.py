@@ -185,7 +185,7 @@ class Tasks:
         pattern = "*.*" if session_id == ALL_SESSIONS else f"{session_id}.*"
         states = set(request.states)
         records = [
-            (key.partition(".")[2], task)
+            (_creation_key(key, task), task)
             for key, task in await self.state.tasks.scan(pattern)
             if (not states or task.state in states)
             and (not request.service or task.service == request.service)
@@ -300,3 +300,10 @@ class Tasks:
             )
         logger.info("task %s: event %s sent", name, request.type)
         return cp.SendTaskEventResponse(task=task)
+
+
+def _creation_key(key: str, task: resources_pb2.Task) -> str:
+    """Tasks list newest first by creation time: ids made from a request_id are hashes,
+    in no order. The key (`{session}.{task}`) breaks ties."""
+    created = task.create_time
+    return f"{created.seconds:012d}{created.nanos:09d} {key}"
