@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	meshv1 "github.com/llama-mesh/llama-mesh/clients/go/gen/llama_mesh/v1"
@@ -70,8 +72,7 @@ func run(address, service, input string, stream bool, timeout time.Duration) err
 		if err != nil {
 			return err
 		}
-		fmt.Println(protojson.Format(done.GetTask()))
-		return nil
+		return printJSON(done.GetTask(), true)
 	}
 	created, err := client.CreateTask(ctx, &meshv1.CreateTaskRequest{Parent: parent, Task: task})
 	if err != nil {
@@ -89,12 +90,31 @@ func run(address, service, input string, stream bool, timeout time.Duration) err
 		if err != nil {
 			return err
 		}
-		line, err := protojson.MarshalOptions{}.Marshal(item.GetEvent())
-		if err != nil {
+		if err := printJSON(item.GetEvent(), false); err != nil {
 			return err
 		}
-		fmt.Println(string(line))
 	}
+}
+
+// printJSON prints m as protobuf JSON, indented or on one line. protojson varies its
+// whitespace from build to build on purpose; encoding/json's Indent and Compact print
+// the same bytes every time, so the output can be compared (docs/clients.md is).
+func printJSON(m proto.Message, indent bool) error {
+	raw, err := protojson.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if indent {
+		err = json.Indent(&out, raw, "", "  ")
+	} else {
+		err = json.Compact(&out, raw)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Println(out.String())
+	return nil
 }
 
 // codeName turns a code's Go name ("NotFound") into its gRPC name ("NOT_FOUND").
