@@ -69,9 +69,7 @@ class RetryConfig(Settings):
     retryable_error_types: Annotated[
         list[str],
         Flag("--retryable-error-type"),
-        Field(
-            description="Exception type names retried besides `llama_mesh.errors.RetryableError`."
-        ),
+        Field(description="Exception type names retried besides `llama_mesh.RetryableError`."),
     ] = Field(default_factory=list)
 
     @field_validator("max_backoff")
