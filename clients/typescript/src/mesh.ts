@@ -14,7 +14,7 @@
  */
 import { create, createRegistry, toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { durationFromMs, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { randomUUID } from "node:crypto";
 
@@ -146,11 +146,26 @@ export class MeshClient {
   readonly queue: Client<typeof QueueAPI>;
   private readonly sessions: Http2SessionManager;
 
-  constructor(address: string) {
+  /**
+   * `token` (an API key of the mesh or a JWT) is sent as `authorization: Bearer` on
+   * every call; it defaults to the LLAMA_MESH_TOKEN environment variable, as in the
+   * Python client.
+   */
+  constructor(address: string, token: string | undefined = process.env.LLAMA_MESH_TOKEN) {
     this.address = address;
     const baseUrl = `http://${address}`;
     this.sessions = new Http2SessionManager(baseUrl);
-    const transport = createGrpcTransport({ baseUrl, sessionManager: this.sessions });
+    const interceptors: Interceptor[] = token
+      ? [(next) => (request) => {
+          request.header.set("authorization", `Bearer ${token}`);
+          return next(request);
+        }]
+      : [];
+    const transport = createGrpcTransport({
+      baseUrl,
+      sessionManager: this.sessions,
+      interceptors,
+    });
     this.controlPlane = createClient(ControlPlaneAPI, transport);
     this.queue = createClient(QueueAPI, transport);
   }

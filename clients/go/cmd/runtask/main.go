@@ -21,6 +21,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // task errors carry an ErrorInfo
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -35,8 +36,9 @@ func main() {
 	input := flag.String("input", "{}", "task input, a JSON object")
 	stream := flag.Bool("stream", false, "print the task's events instead of the finished task")
 	timeout := flag.Duration("timeout", time.Minute, "deadline of the whole run")
+	token := flag.String("token", os.Getenv("LLAMA_MESH_TOKEN"), "API key or JWT (default: $LLAMA_MESH_TOKEN)")
 	flag.Parse()
-	if err := run(*address, *service, *input, *stream, *timeout); err != nil {
+	if err := run(*address, *service, *input, *stream, *timeout, *token); err != nil {
 		code := status.Code(err)
 		out, _ := json.Marshal(map[string]string{
 			"code":    codeName(code.String()),
@@ -47,8 +49,11 @@ func main() {
 	}
 }
 
-func run(address, service, input string, stream bool, timeout time.Duration) error {
+func run(address, service, input string, stream bool, timeout time.Duration, token string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
 	defer cancel()
 	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
