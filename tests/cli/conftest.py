@@ -32,9 +32,11 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 CLI = Path(sys.executable).parent / "llama-mesh"
 
 
-async def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> Result:
-    """Run `llama-mesh ARGS` to the end."""
-    return await run(str(CLI), *args, env=env, timeout=timeout)
+async def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0, cwd: Path = ROOT
+) -> Result:
+    """Run `llama-mesh ARGS` to the end (in `cwd`)."""
+    return await run(str(CLI), *args, env=env, timeout=timeout, cwd=cwd)
 
 
 def write_deployment(path: Path, data: dict[str, Any]) -> Path:

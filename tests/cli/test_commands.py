@@ -55,7 +55,7 @@ async def test_run_success_failure_and_unknown_service(mesh: LocalMesh) -> None:
 
     unknown = await cli("run", "nope", "-o", "json", env=env)
     assert unknown.code == 3
-    assert unknown.json()["error"]["type"] == "NotFound"
+    assert unknown.json()["error"]["type"] == "NotFoundError"
     assert "'nope' is not registered" in unknown.json()["error"]["message"]
 
     bad_input = await cli("run", "echo", "--input", "[1", env=env)
@@ -68,7 +68,7 @@ async def test_run_with_an_unreachable_control_plane() -> None:
     result = await cli("run", "echo", "-c", address, "--connect-timeout", "1", "-o", "json")
     assert result.code == 4
     error = result.json()["error"]
-    assert error["type"] == "Unavailable"
+    assert error["type"] == "UnavailableError"
     assert f"cannot reach the control plane at {address}" in error["message"]
     assert "Traceback" not in result.stderr
 

@@ -13,6 +13,7 @@ output, exit codes), views.py how resources are shown. docs/cli.md describes the
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -27,6 +28,27 @@ serve_app = typer.Typer(help="Run one component of a deployment in this process.
 sessions_app = typer.Typer(help="List, create, show and delete sessions.")
 tasks_app = typer.Typer(help="List, show and cancel tasks; stream their events.")
 keys_app = typer.Typer(help="Issue, list, rotate and revoke API keys (admin).")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from llama_mesh import __version__
+
+        print(f"llama-mesh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """llama-mesh: llama-index Workflows as services in a gRPC mesh."""
+
 
 app.command()(up.up)
 app.command()(up.check)

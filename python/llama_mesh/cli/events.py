@@ -37,7 +37,7 @@ def tasks_events(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """The events of a task (one JSON line each with -o json).
 
@@ -82,7 +82,7 @@ def send_event(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Send an event into a task that waits for input (human in the loop)."""
     target = Target(control_plane, file, output, connect_timeout)

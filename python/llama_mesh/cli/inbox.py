@@ -58,7 +58,7 @@ def inbox(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Every task, in every session, that waits for a person's answer, oldest first."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -77,7 +77,7 @@ def answer(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Answer a task that waits for a person (sends a HumanResponseEvent with TEXT)."""
     target = Target(control_plane, file, output, connect_timeout)

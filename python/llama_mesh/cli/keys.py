@@ -39,7 +39,7 @@ def keys_create(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Issue an API key; prints its token, which is shown only now."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -55,7 +55,7 @@ def keys_list(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """List API keys (never their secrets)."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -78,7 +78,7 @@ def keys_rotate(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Issue a new secret for a key; prints the new token."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -95,7 +95,7 @@ def keys_delete(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Revoke a key at once."""
     target = Target(control_plane, file, output, connect_timeout)

@@ -7,6 +7,7 @@ llama-mesh ask "What is the secret fact?"      # routed by the deployed orchestr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,14 @@ from llama_mesh.cli.target import (
 from llama_mesh.cli.views import event_line, task_view
 from llama_mesh.client import AsyncClient, TaskHandle, task_result
 
+CancelOnInterrupt = Annotated[
+    bool,
+    typer.Option(
+        help="Ctrl-C cancels the task too (without it, the task goes on and Ctrl-C "
+        "says how to follow or cancel it)."
+    ),
+]
+
 
 def run(
     service: Annotated[str, typer.Argument(help="The service to run, e.g. echo.")],
@@ -45,15 +54,18 @@ def run(
     timeout: Annotated[float | None, typer.Option(help="Task timeout in seconds.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the task name, exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show events.")] = False,
+    cancel_on_interrupt: CancelOnInterrupt = False,
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Run a task of SERVICE; show its events live, then print its result as JSON."""
     target = Target(control_plane, file, output, connect_timeout)
     data = parse_input(target, input, arg or [], "--input")
-    target.run(_runner(target, service, data, session, timeout, no_wait, quiet))
+    target.run(
+        _runner(target, service, data, session, timeout, no_wait, quiet, cancel_on_interrupt)
+    )
 
 
 def ask(
@@ -64,15 +76,16 @@ def ask(
     timeout: Annotated[float | None, typer.Option(help="Task timeout in seconds.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the task name, exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show events.")] = False,
+    cancel_on_interrupt: CancelOnInterrupt = False,
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Run a task that names no service: the deployed orchestrator routes it."""
     target = Target(control_plane, file, output, connect_timeout)
     data = {"user_msg": user_msg}
-    target.run(_runner(target, "", data, session, timeout, no_wait, quiet))
+    target.run(_runner(target, "", data, session, timeout, no_wait, quiet, cancel_on_interrupt))
 
 
 def _runner(
@@ -83,6 +96,7 @@ def _runner(
     timeout: float | None,
     no_wait: bool,
     quiet: bool,
+    cancel_on_interrupt: bool,
 ) -> Callable[[AsyncClient], Awaitable[None]]:
     async def main(client: AsyncClient) -> None:
         if session:
@@ -97,9 +111,13 @@ def _runner(
             )
             return
         agent = AgentStream(err)
-        if not quiet:
-            await _show_events(handle, service or "orchestrator", agent)
-        task = await handle.wait()
+        try:
+            if not quiet:
+                await _show_events(handle, service or "orchestrator", agent)
+            task = await handle.wait()
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this coroutine
+            await _interrupted(handle, cancel_on_interrupt)
+            raise
         if not quiet:
             agent.finish(task)
         result = task_result(task)  # a failed or cancelled task exits 1 in Target.run
@@ -108,6 +126,20 @@ def _runner(
         )
 
     return main
+
+
+async def _interrupted(handle: TaskHandle, cancel: bool) -> None:
+    """Ctrl-C stops watching, not the task (unless --cancel-on-interrupt): say which task
+    it was and how to follow or cancel it."""
+    name = handle.name
+    if cancel:
+        await handle.cancel("Ctrl-C in llama-mesh run")
+        err.print(f"{name}: cancel requested (`llama-mesh tasks get {name}` shows its state)")
+        return
+    err.print(
+        f"{name} goes on running. Follow it: llama-mesh tasks events {name} --follow\n"
+        f"Cancel it: llama-mesh tasks cancel {name}"
+    )
 
 
 async def _show_events(handle: TaskHandle, service: str, agent: AgentStream) -> None:

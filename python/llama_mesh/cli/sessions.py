@@ -11,6 +11,7 @@ import typer
 
 from llama_mesh.cli.agent_stream import usage_line
 from llama_mesh.cli.target import (
+    EXIT_USAGE,
     ConnectTimeout,
     ControlPlaneOption,
     FileOption,
@@ -28,7 +29,7 @@ def sessions_list(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """List sessions."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -51,17 +52,30 @@ def sessions_create(
     token_budget: Annotated[
         int, typer.Option(help="Tokens its tasks' LLM calls may use in all; 0: no limit.")
     ] = 0,
+    allow_existing: Annotated[
+        bool, typer.Option(help="A session SESSION_ID that exists is fine: show it.")
+    ] = False,
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
-    """Create a session."""
+    """Create a session (ALREADY_EXISTS if SESSION_ID is taken, unless --allow-existing)."""
     target = Target(control_plane, file, output, connect_timeout)
     labels = {k: str(v) for k, v in parse_input(target, None, label or [], "--label").items()}
+    if allow_existing and session_id is None:
+        target.fail(EXIT_USAGE, "InvalidArgumentError", "--allow-existing needs a SESSION_ID")
 
     async def main(client: AsyncClient) -> None:
-        session = await client.create_session(session_id, labels=labels, token_budget=token_budget)
+        if allow_existing:
+            assert session_id is not None
+            session = await client.get_or_create_session(
+                session_id, labels=labels, token_budget=token_budget
+            )
+        else:
+            session = await client.create_session(
+                session_id, labels=labels, token_budget=token_budget
+            )
         target.emit(session_view(session.session), lambda: out.print(session.name))
 
     target.run(main)
@@ -72,7 +86,7 @@ def sessions_get(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Show a session and its tasks."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -103,7 +117,7 @@ def sessions_delete(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Delete a session."""
     target = Target(control_plane, file, output, connect_timeout)

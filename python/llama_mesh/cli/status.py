@@ -31,7 +31,7 @@ def status(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Services with their replicas, health and load; the most recent tasks."""
     target = Target(control_plane, file, output, connect_timeout)

@@ -2,9 +2,11 @@
 errors are printed, and the exit codes.
 
 Client commands find the control plane from `--control-plane` (or
-LLAMA_MESH_CONTROL_PLANE), else from `--file` (or LLAMA_MESH_DEPLOYMENT): the address
-a running `up` of that file recorded, or the file's control_plane host and port; else
-127.0.0.1:50051.
+LLAMA_MESH_CONTROL_PLANE), else from `--file` (or LLAMA_MESH_DEPLOYMENT), else from
+`llama-mesh.yaml` or `deployment.yaml` in the current directory: the address a running
+`up` of that file recorded, or the file's control_plane host and port; else
+127.0.0.1:50051. A control plane that refuses the connection fails the command at once
+(`--connect-timeout S` waits for one that is starting).
 
 Exit codes (docs/cli.md): 0 success; 1 the task failed or was cancelled; 2 bad usage,
 bad input or an invalid deployment file; 3 not found; 4 the control plane cannot be
@@ -51,6 +53,8 @@ EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
 EXIT_ERROR = 5
 DEFAULT_CONTROL_PLANE = ControlPlaneConfig().address
+# What `up`, `check` and the client commands look for in the current directory.
+DEPLOYMENT_FILE_NAMES = ("llama-mesh.yaml", "deployment.yaml")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -93,7 +97,7 @@ ConnectTimeout = Annotated[
     float,
     typer.Option(
         envvar="LLAMA_MESH_CONNECT_TIMEOUT",
-        help="Seconds to wait for an unreachable control plane.",
+        help="Seconds to wait for a control plane that cannot be reached yet (0: fail at once).",
     ),
 ]
 
@@ -111,20 +115,27 @@ class Target:
         self.json = output is Output.json
         self.connect_timeout = connect_timeout
         self.credentials = Credentials.from_env()
+        # Where the address came from, for the message when it cannot be reached.
+        self.source = ""
         self.address = self._resolve(control_plane, file)
 
     def _resolve(self, control_plane: str | None, file: Path | None) -> str:
         if control_plane:
             return control_plane
         if file is None:
-            return DEFAULT_CONTROL_PLANE
+            file = _deployment_here()
+            if file is None:
+                self.source = " (the default address)"
+                return DEFAULT_CONTROL_PLANE
         from llama_mesh.launch.up import read_run_file
 
         deployment = load_or_exit(file)
         self._use_deployment_token(deployment.state_path / "auth" / "admin.token")
         running = read_run_file(deployment)
         if running is not None:
+            self.source = f" (where `llama-mesh up {file}` runs it)"
             return str(running["control_plane"])
+        self.source = f" ({file}'s control_plane: is `llama-mesh up {file}` running?)"
         if deployment.control_plane.port == 0:
             self.fail(
                 EXIT_UNAVAILABLE,
@@ -170,17 +181,19 @@ class Target:
         try:
             asyncio.run(connected())
         except UnavailableError as e:
+            # The client names the address too when it waited (--connect-timeout).
+            reason = e.message.removeprefix(f"the control plane at {self.address} is unreachable: ")
             self.fail(
                 EXIT_UNAVAILABLE,
-                "Unavailable",
-                f"cannot reach the control plane at {self.address}: {e.message}. Is it "
-                "running? Give its address with --control-plane or LLAMA_MESH_CONTROL_PLANE, "
-                "or a deployment file with --file",
+                "UnavailableError",
+                f"cannot reach the control plane at {self.address}{self.source}: {reason}. "
+                "Is it running? Give its address with --control-plane or "
+                "LLAMA_MESH_CONTROL_PLANE, or a deployment file with --file",
             )
         except NotFoundError as e:
-            self.fail(EXIT_NOT_FOUND, "NotFound", e.message)
+            self.fail(EXIT_NOT_FOUND, "NotFoundError", e.message)
         except InvalidArgumentError as e:
-            self.fail(EXIT_USAGE, "InvalidArgument", e.message)
+            self.fail(EXIT_USAGE, "InvalidArgumentError", e.message)
         except TaskError as e:
             # The message names the error's type already ("task … failed: KeyError: …").
             self.fail(
@@ -201,8 +214,33 @@ class Target:
 
 def task_error_type(e: TaskError) -> str:
     if isinstance(e, TaskFailedError):
-        return e.error_type or "TaskFailed"
-    return "Cancelled"
+        return e.error_type or "TaskFailedError"
+    return "TaskCancelledError"
+
+
+def find_deployment_file(directory: Path | None = None) -> Path | None:
+    """`llama-mesh.yaml` or `deployment.yaml` in `directory` (the current one), as a
+    relative path when it is the current directory."""
+    for name in DEPLOYMENT_FILE_NAMES:
+        path = (directory or Path()) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _deployment_here() -> Path | None:
+    """The current directory's deployment file, if it is one: a `deployment.yaml` of
+    something else (Kubernetes, say) is not this CLI's business."""
+    from llama_mesh.launch.deployment import DeploymentError, load_deployment
+
+    path = find_deployment_file()
+    if path is None:
+        return None
+    try:
+        load_deployment(path)
+    except DeploymentError:
+        return None
+    return path
 
 
 def load_or_exit(file: Path, *, import_workflows: bool = False) -> Deployment:
@@ -226,14 +264,14 @@ def parse_input(target: Target, raw: str | None, args: list[str], what: str) -> 
         try:
             parsed = json.loads(raw)
         except ValueError as e:
-            target.fail(EXIT_USAGE, "InvalidArgument", f"{what} is not JSON: {e}")
+            target.fail(EXIT_USAGE, "InvalidArgumentError", f"{what} is not JSON: {e}")
         if not isinstance(parsed, dict):
-            target.fail(EXIT_USAGE, "InvalidArgument", f"{what} must be a JSON object")
+            target.fail(EXIT_USAGE, "InvalidArgumentError", f"{what} must be a JSON object")
         data.update(parsed)
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or not key:
-            target.fail(EXIT_USAGE, "InvalidArgument", f"--arg {arg!r} is not KEY=VALUE")
+            target.fail(EXIT_USAGE, "InvalidArgumentError", f"--arg {arg!r} is not KEY=VALUE")
         try:
             data[key] = json.loads(value)
         except ValueError:

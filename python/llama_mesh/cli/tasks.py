@@ -39,7 +39,7 @@ def _states(target: Target, names: list[str]) -> list[resources_pb2.TaskState.Va
             ]
             target.fail(
                 EXIT_USAGE,
-                "InvalidArgument",
+                "InvalidArgumentError",
                 f"--state {name!r} is not a task state; use one of {', '.join(valid)}",
             )
     return states
@@ -58,7 +58,7 @@ def tasks_list(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """List tasks, newest first."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -77,7 +77,7 @@ def tasks_get(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Show a task: state, input, result or error."""
     target = Target(control_plane, file, output, connect_timeout)
@@ -104,7 +104,7 @@ def tasks_cancel(
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
-    connect_timeout: ConnectTimeout = 5.0,
+    connect_timeout: ConnectTimeout = 0.0,
 ) -> None:
     """Cancel a task (a no-op for a finished one)."""
     target = Target(control_plane, file, output, connect_timeout)

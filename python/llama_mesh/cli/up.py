@@ -2,6 +2,7 @@
 
 llama-mesh check examples/quickstart/deployment.yaml   # validate, import workflows
 llama-mesh up examples/quickstart/deployment.yaml      # run it until Ctrl-C
+cd examples/quickstart && llama-mesh up                # ./llama-mesh.yaml or ./deployment.yaml
 """
 
 from __future__ import annotations
@@ -14,12 +15,41 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from llama_mesh.cli.target import EXIT_USAGE, Output, OutputOption, error, load_or_exit, out
+from llama_mesh.cli.target import (
+    DEPLOYMENT_FILE_NAMES,
+    EXIT_USAGE,
+    Output,
+    OutputOption,
+    error,
+    find_deployment_file,
+    load_or_exit,
+    out,
+)
 from llama_mesh.config.restarts import RestartConfig
+
+FileArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The deployment file (YAML); default: ./llama-mesh.yaml or ./deployment.yaml.",
+        show_default=False,
+    ),
+]
+
+
+def _file_or_exit(file: Path | None) -> Path:
+    """The file given, else the current directory's."""
+    if file is not None:
+        return file
+    found = find_deployment_file()
+    if found is None:
+        names = " or ".join(DEPLOYMENT_FILE_NAMES)
+        error(f"no deployment file given, and no {names} in {Path.cwd()}")
+        raise typer.Exit(EXIT_USAGE)
+    return found
 
 
 def up(
-    file: Annotated[Path, typer.Argument(help="The deployment file (YAML).")],
+    file: FileArgument = None,
     output: OutputOption = Output.text,
     max_restarts: Annotated[
         int | None,
@@ -34,6 +64,7 @@ def up(
     from llama_mesh.launch.deployment import DeploymentError, check_ports_free
     from llama_mesh.launch.up import run_deployment
 
+    file = _file_or_exit(file)
     deployment = load_or_exit(file, import_workflows=True)
     given = {"max_restarts": max_restarts, "window": restart_window}
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -62,10 +93,11 @@ def up(
 
 
 def check(
-    file: Annotated[Path, typer.Argument(help="The deployment file (YAML).")],
+    file: FileArgument = None,
     output: OutputOption = Output.text,
 ) -> None:
     """Validate a deployment file and import its workflows; start nothing."""
+    file = _file_or_exit(file)
     deployment = load_or_exit(file, import_workflows=True)
     if output is Output.json:
         print(json.dumps({"valid": True, "deployment": deployment.model_dump(mode="json")}))
