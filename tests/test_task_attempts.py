@@ -130,7 +130,7 @@ async def test_an_attempt_reports_events_and_its_result(
     assert done.task.state == resources_pb2.TASK_STATE_SUCCEEDED
     assert await handle.result() == "HI"
     events = [(e.type, e.state, e.attempt, e.payload) async for e in handle.events()]
-    assert events == [("Progress", "UNSPECIFIED", 1, "half"), ("StopEvent", "SUCCEEDED", 1, "HI")]
+    assert events == [("Progress", "RUNNING", 1, "half"), ("StopEvent", "SUCCEEDED", 1, "HI")]
     # A repeat of the last call records nothing and says where the task is.
     again = await remote.complete(message, 1, result=text("other"))
     assert again.task.result == text("HI")

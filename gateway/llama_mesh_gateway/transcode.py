@@ -245,14 +245,31 @@ def _json_value(field: FieldDescriptor, text: str, what: str) -> Any:
 
 
 def response_json(route: Route, msg: message.Message, pool: DescriptorPool) -> Any:
-    """The JSON value of a response: the whole message, or its `response_body` field."""
+    """The JSON value of a response: the whole message, or its `response_body` field.
+    Integral doubles are written as integers (`3`, not `3.0`), as Envoy's transcoder
+    writes them: a Struct holds every number as a double, and `{"ticks": 3}` should come
+    back as it went in."""
     if route.response_body:
         field = msg.DESCRIPTOR.fields_by_name[route.response_body]
         if field.message_type is not None and not _is_repeated(field):
-            return _json(route, getattr(msg, route.response_body), pool)
+            return integral(_json(route, getattr(msg, route.response_body), pool))
         key = field.name if route.style.proto_field_names else field.json_name
-        return _json(route, msg, pool).get(key)
-    return _json(route, msg, pool)
+        return integral(_json(route, msg, pool).get(key))
+    return integral(_json(route, msg, pool))
+
+
+_EXACT = 2**53  # beyond this a double is not an exact integer any more
+
+
+def integral(value: Any) -> Any:
+    """`value` with every float that holds an exact integer made an int."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= _EXACT else value
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
 
 
 def _json(route: Route, msg: message.Message, pool: DescriptorPool) -> Any:

@@ -7,10 +7,6 @@ fails the test, so this list only shrinks.
 from __future__ import annotations
 
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("docs/gateway.md", "localhost:8080/v1/$T:streamEvents"): (
-        "issue 16: integers come back as doubles through the gateway (2.0), and progress "
-        "events carry TASK_STATE_UNSPECIFIED instead of the task's state"
-    ),
     # Written before the runner landed: make each a whole program or deployment file
     # (llama-mesh check), or an excerpt of a tested file (docs/contributing.md).
     ("docs/security.md", "jwt_jwks_url: https://id.example.com"): "a security: section alone",

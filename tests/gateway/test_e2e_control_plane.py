@@ -133,8 +133,13 @@ async def test_stream_events_as_sse_and_ndjson_with_resume(rest: Rest) -> None:
     items = [json.loads(e["data"])["event"] for e in events]
     assert [i["type"] for i in items] == ["Progress"] * 3 + ["StopEvent"]
     assert [i["payload"]["n"] for i in items[:3]] == [0, 1, 2]
-    assert items[-1]["state"] == "TASK_STATE_SUCCEEDED"
+    # Integers stay integers (a Struct holds doubles), and each event says the state
+    # the task is in after it.
+    assert '"payload":{"n":1}' in sse.text and '"payload":3,' in sse.text, sse.text
+    assert [i["state"] for i in items] == ["TASK_STATE_RUNNING"] * 3 + ["TASK_STATE_SUCCEEDED"]
     assert items[-1]["payload"] == 3
+    got = await http.get(f"/v1/{task['name']}")
+    assert '"result":3,' in got.text and got.json()["input"] == {"n": 3}, got.text
     assert [e["id"] for e in events] == [i["sequence"] for i in items]
     assert all(isinstance(i["sequence"], str) for i in items)  # int64 as a string
     assert items[-1]["task"] == task["name"]

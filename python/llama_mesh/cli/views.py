@@ -112,7 +112,8 @@ def event_line(event: StreamedEvent) -> str:
         else ""
     )
     kind = escape(event.type or event.state)
-    state = "" if event.state == "UNSPECIFIED" else f" [dim]{event.state}[/]"
+    # Most events are a running task's: the state is shown where it changes.
+    state = "" if event.state in ("RUNNING", "UNSPECIFIED") else f" [dim]{event.state}[/]"
     return f"[dim]#{event.sequence}[/] {kind}{state}{payload}{error}"
 
 

@@ -113,8 +113,12 @@ class TaskJournal:
     async def publish(
         self, name: TaskName, event: resources_pb2.TaskEvent, *, event_id: str = ""
     ) -> int:
-        """Publish `event` on the task's subject (no state change); its stream sequence."""
+        """Publish `event` on the task's subject (no state change); its stream sequence.
+        An event that names no state is one of a running task: it says RUNNING, the
+        task's state after it."""
         event.task = str(name)
+        if event.state == resources_pb2.TASK_STATE_UNSPECIFIED:
+            event.state = resources_pb2.TASK_STATE_RUNNING
         if not event.HasField("create_time"):
             event.create_time.CopyFrom(now())
         envelope = resources_pb2.Envelope(id=event_id or new_id(), task_event=event)
