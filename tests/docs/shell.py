@@ -180,6 +180,7 @@ class Background:
         finally:
             if self._reader is not None:
                 await self._reader
+        assert process.returncode is not None  # waited for above
         return process.returncode
 
 
