@@ -23,7 +23,9 @@ async def mesh(nats: EmbeddedNats) -> AsyncIterator[LocalMesh]:
         "echo": EchoWorkflow(),
         "fail": FailingWorkflow(),
         "stream": StreamingWorkflow(),
-        "approval": ApprovalWorkflow(),
+        # No workflow timeout: under load the commands between its question and the
+        # answer can take longer than the default 45 s.
+        "approval": ApprovalWorkflow(timeout=None),
     }
     async with LocalMesh(services, nats_url=nats.url) as running:
         yield running
