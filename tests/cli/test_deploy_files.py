@@ -191,7 +191,7 @@ def test_the_files_containers_name_are_mounted_from_secrets_the_page_creates(
                 assert key in secrets[secret["secretName"]], (container["name"], str(file))
 
     # The page's Python makes every file those Secrets are created from.
-    (snippet,) = doc_blocks("python")
+    (snippet,) = [block for block in doc_blocks("python") if "DeploymentKeys" in block]
     with contextlib.chdir(tmp_path):
         exec(compile(snippet, str(SCALE_OUT), "exec"), {})
     for argv in doc_commands("kubectl"):
