@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import nats as nats_py
 import pytest
 
 from llama_mesh.client import AsyncClient, TaskHandle
 from llama_mesh.config import ServiceConfig
+from llama_mesh.control_plane import task_answers
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     TaskCancelledError,
     TaskDeadlineExceededError,
+    UnavailableError,
 )
+from llama_mesh.core.lifecycle import accept_input
 from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.journal import TaskJournal
 from llama_mesh.launch.local import LocalMesh
@@ -112,6 +116,69 @@ async def test_human_in_the_loop_across_control_plane_replicas(nats: EmbeddedNat
         events = [e async for e in handle.events(after_sequence=event.sequence)]
         assert events[-1].payload == {"answer": "via 2"}
         assert await other.task(handle.name).result() == {"answer": "via 2"}
+
+
+async def test_an_answer_whose_record_change_failed_is_taken_once_when_retried(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fault at the exact point: the answer is stored, then recording that the task
+    # runs again fails (NATS going away). The client retries the UNAVAILABLE call; the
+    # retry must find its answer stored, not lose it or store a second one.
+    failures: list[str] = []
+
+    def record_fails_once(task: resources_pb2.Task) -> None:
+        if not failures:
+            failures.append(task.name)
+            raise UnavailableError("the store went away (injected)")
+        accept_input(task)
+
+    monkeypatch.setattr(task_answers, "accept_input", record_fails_once)
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        handle = await session.create_task("approval", question="Ship it?")
+        async for event in handle.events():
+            if event.type == "InputRequiredEvent":
+                break
+        await handle.send_event("HumanResponseEvent", response="yes")
+        assert failures == [handle.name]
+        assert await handle.result() == {"answer": "yes"}
+        nc = await nats_py.connect(nats.url)
+        try:
+            stream = await nc.jetstream().stream_info(
+                mesh.topology.event_stream,
+                subjects_filter=mesh.topology.input_subject(TaskName.parse(handle.name).task_id),
+            )
+        finally:
+            await nc.close()
+        assert stream.state.subjects is not None
+        assert list(stream.state.subjects.values()) == [1]  # stored once
+
+
+async def test_two_answers_to_one_question_one_is_taken(nats: EmbeddedNats) -> None:
+    async with (
+        LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh,
+        ControlPlaneServer.start([nats.url]) as second,
+        AsyncClient(second.address) as other,
+    ):
+        session = await mesh.client.create_session()
+        handle = await session.create_task("approval")
+        async for event in handle.events():
+            if event.type == "InputRequiredEvent":
+                break
+        sent = await asyncio.gather(
+            handle.send_event("HumanResponseEvent", response="one"),
+            other.task(handle.name).send_event("HumanResponseEvent", response="two"),
+            return_exceptions=True,
+        )
+        taken = [
+            a
+            for a, r in zip(["one", "two"], sent, strict=True)
+            if isinstance(r, resources_pb2.Task)
+        ]
+        refused = [r for r in sent if isinstance(r, BaseException)]
+        assert len(taken) == 1, sent
+        assert len(refused) == 1 and isinstance(refused[0], FailedPreconditionError), sent
+        assert await handle.result() == {"answer": taken[0]}
 
 
 async def test_cancel_running_task_stops_the_workflow(nats: EmbeddedNats) -> None:

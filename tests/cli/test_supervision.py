@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_mesh.client import AsyncClient, Credentials
+from llama_mesh.client import AsyncClient, Credentials, TaskHandle
 from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.launch.nats_server import EmbeddedNats, NatsServerError
 from llama_mesh.launch.supervisor import ChildSpec, Supervisor
 from llama_mesh.v1 import resources_pb2
@@ -24,6 +25,26 @@ from .conftest import alive, cli, llama_mesh_up, quickstart, write_deployment
 
 def _exe(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/exe")
+
+
+async def _question(task: TaskHandle, after: int = 0) -> int:
+    """The sequence of the next question `task` asks after the event `after`."""
+    async for event in task.events(after_sequence=after):
+        if event.type == "InputRequiredEvent":
+            return event.sequence
+    raise AssertionError(f"{task.name} ended without asking")
+
+
+async def _answer(task: TaskHandle, question: int, response: str) -> None:
+    """Answer the question the task waits on. NATS's restart can end the waiting
+    attempt (its message is handed back and run again): the task then runs for a
+    moment, asks again, and the answer goes to the new question."""
+    while True:
+        try:
+            await task.send_event("HumanResponseEvent", response=response)
+            return
+        except FailedPreconditionError:
+            question = await _question(task, question)
 
 
 @pytest.mark.timeout(240)
@@ -45,10 +66,7 @@ async def test_nats_server_killed_under_up_comes_back_and_tasks_in_flight_finish
             waiting = [
                 await s.create_task("approval", question=f"q{i}") for i, s in enumerate(sessions)
             ]
-            for task in waiting:  # each is in flight: its replica waits for the answer
-                async for event in task.events():
-                    if event.type == "InputRequiredEvent":
-                        break
+            asked = [await _question(task) for task in waiting]  # each replica waits
             states = {(await t.get()).state for t in waiting}
             assert states == {resources_pb2.TASK_STATE_WAITING_FOR_INPUT}
 
@@ -61,8 +79,8 @@ async def test_nats_server_killed_under_up_comes_back_and_tasks_in_flight_finish
             assert not alive(first)
             assert _exe(restarted["pid"]).endswith("nats-server")
 
-            for i, task in enumerate(waiting):
-                await task.send_event("HumanResponseEvent", response=f"yes {i}")
+            for i, (task, question) in enumerate(zip(waiting, asked, strict=True)):
+                await _answer(task, question, f"yes {i}")
             results = [await task.result() for task in waiting]
             assert results == [{"question": f"q{i}", "answer": f"yes {i}"} for i in range(3)]
             assert await sessions[0].run("echo", arg1="after") == "after_result"

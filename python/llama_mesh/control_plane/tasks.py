@@ -18,6 +18,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from llama_mesh.control_plane.registry import ServiceRegistry
+from llama_mesh.control_plane.task_answers import answer_task
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.control_plane.task_creation import create_task, new_task_id, new_task_id_for
 from llama_mesh.control_plane.waiters import FinalEventWaiters, until_set, until_shutdown
@@ -25,8 +26,7 @@ from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from llama_mesh.core.lifecycle import (
     PENDING,
-    accept_input,
-    check_waiting,
+    WAITING,
     deadline_event,
     final_event,
     is_final,
@@ -43,13 +43,11 @@ from llama_mesh.core.names import (
     ALL_SESSIONS,
     TaskName,
     check_service_id,
-    new_id,
     parse_session_name,
 )
 from llama_mesh.core.object_schema import check_object
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
@@ -261,7 +259,10 @@ class Tasks:
         if found is None:
             raise NotFoundError(f"task {request.name!r} not found")
         task = found[0]
-        check_waiting(task)
+        if task.state != WAITING:
+            # Refused, unless this call repeats one whose answer was taken.
+            task = await answer_task(self.state, name, found, request.type, request.payload)
+            return cp.SendTaskEventResponse(task=task)
         service = await self.registry.lookup(task.service)
         accepted = list(task.input_request.accepted_event_types) or list(
             service.accepted_event_types
@@ -283,22 +284,7 @@ class Tasks:
                 f"event {short}",
             )
 
-        task, _ = await self.state.tasks.mutate_from(
-            task_key(name), request.name, accept_input, found
-        )
-        envelope = resources_pb2.Envelope(
-            id=new_id(),
-            task_input=resources_pb2.TaskInput(
-                task=request.name, type=request.type, payload=request.payload
-            ),
-        )
-        with store_errors(f"sending an event into task {name}"):
-            await self.state.js.publish(
-                self.state.topology.input_subject(name.task_id),
-                envelope.SerializeToString(),
-                headers={"Nats-Msg-Id": envelope.id},
-            )
-        logger.info("task %s: event %s sent", name, request.type)
+        task = await answer_task(self.state, name, found, request.type, request.payload)
         return cp.SendTaskEventResponse(task=task)
 
 

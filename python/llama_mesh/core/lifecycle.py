@@ -291,8 +291,7 @@ def check_waiting(task: resources_pb2.Task) -> None:
 
 
 def accept_input(task: resources_pb2.Task) -> None:
-    """An answer to the task's question is in: WAITING -> RUNNING, in place. Made before
-    the answer is published, so that two answers to one question cannot both pass."""
+    """An answer to the task's question is stored: WAITING -> RUNNING, in place."""
     check_waiting(task)
     task.state = RUNNING
     task.ClearField("input_request")

@@ -1,0 +1,90 @@
+"""Answering a task that waits for input, once, even when the call is retried.
+
+The answer is stored first, on the task's input subject, under a message id made of the
+question's stream sequence: JetStream's duplicate window makes that store the one
+decision of who answered. The record then goes WAITING -> RUNNING. So a call whose
+reply was lost (NATS restarting, a control plane failing over) is retried by the
+client and finds its own answer stored, and the record catches up; a second, different
+answer to the same question is refused. Changing the record first would leave a task
+RUNNING with its answer never stored when the store failed after the change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from google.protobuf import struct_pb2
+from nats.js.errors import NotFoundError as JsNotFoundError
+
+from llama_mesh.core.errors import FailedPreconditionError, UnavailableError
+from llama_mesh.core.lifecycle import WAITING, accept_input, check_waiting
+from llama_mesh.core.names import TaskName
+from llama_mesh.jetstream.buckets import Unchanged
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.errors import store_errors
+from llama_mesh.jetstream.journal import task_key
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+
+async def answer_task(
+    state: MeshState,
+    name: TaskName,
+    found: tuple[resources_pb2.Task, int],
+    type: str,
+    payload: struct_pb2.Struct,
+) -> resources_pb2.Task:
+    """Store the answer `type`/`payload` to the question `found` (the record and its
+    revision) waits on, and record that the task runs again; the task after it."""
+    answer = resources_pb2.TaskInput(task=str(name), type=type, payload=payload)
+    if found[0].state != WAITING and await _last_answer(state, name) == answer:
+        # A retried call whose first try went through; the task may have finished since.
+        return found[0]
+    check_waiting(found[0])
+    question = found[0].input_request.sequence
+    if not question:
+        # The question is recorded and is numbered a moment later (journal.record).
+        raise UnavailableError(f"task {name}'s question is being recorded: send the answer again")
+    envelope = resources_pb2.Envelope(id=f"{name.task_id}.answer.{question}", task_input=answer)
+    with store_errors(f"sending an event into task {name}"):
+        ack = await state.js.publish(
+            state.topology.input_subject(name.task_id),
+            envelope.SerializeToString(),
+            headers={"Nats-Msg-Id": envelope.id},
+        )
+    if ack.duplicate:
+        await _check_same_answer(state, name, ack.seq, answer)
+
+    def change(task: resources_pb2.Task) -> None:
+        if task.state != WAITING or task.input_request.sequence != question:
+            raise Unchanged  # recorded already, by the call this one repeats
+        accept_input(task)
+
+    task, _ = await state.tasks.mutate_from(task_key(name), str(name), change, found)
+    logger.info("task %s: event %s sent", name, type)
+    return task
+
+
+async def _last_answer(state: MeshState, name: TaskName) -> resources_pb2.TaskInput | None:
+    try:
+        stored = await state.js.get_last_msg(
+            state.topology.event_stream, state.topology.input_subject(name.task_id)
+        )
+    except JsNotFoundError:
+        return None
+    return resources_pb2.Envelope.FromString(stored.data or b"").task_input
+
+
+async def _check_same_answer(
+    state: MeshState, name: TaskName, seq: int, answer: resources_pb2.TaskInput
+) -> None:
+    """The question had an answer stored already: fine if it is this one (a retried
+    call), FAILED_PRECONDITION if someone else's."""
+    stored = await state.js.get_msg(state.topology.event_stream, seq=seq)
+    first = resources_pb2.Envelope.FromString(stored.data or b"").task_input
+    if (first.type, first.payload) != (answer.type, answer.payload):
+        raise FailedPreconditionError(
+            f"task {name} has an answer to its question already (a {first.type} event): "
+            "it takes one answer per question"
+        )
