@@ -21,10 +21,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from google.protobuf import json_format, message
+from google.protobuf import message
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 
+from llama_mesh_gateway.message_dict import message_dict
 from llama_mesh_gateway.options import Options, Style
 from llama_mesh_gateway.status import invalid_argument
 
@@ -228,12 +229,7 @@ class Shaper:
 
     def to_json(self, msg: message.Message) -> Any:
         """The JSON value of a message under this style."""
-        value = json_format.MessageToDict(
-            msg,
-            always_print_fields_with_no_presence=True,
-            preserving_proto_field_name=self.style.proto_field_names,
-            descriptor_pool=self.pool,
-        )
+        value = message_dict(msg, self.pool, proto_field_names=self.style.proto_field_names)
         desc = cast(Descriptor, msg.DESCRIPTOR)
         if desc.full_name.startswith(_WKT_PREFIX) or not self.needs(desc):
             return value

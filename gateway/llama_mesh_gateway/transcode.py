@@ -14,7 +14,8 @@ The request message is built in three steps, later steps winning on conflicts:
 Everything goes through `google.protobuf.json_format` (proto3 canonical JSON), so
 int64 accepts numbers and strings, enums accept names and numbers, bytes take base64.
 
->>> from llama_mesh_gateway.routes import RouteTable, Schema
+>>> from llama_mesh_gateway.message_dict import message_dict
+from llama_mesh_gateway.routes import RouteTable, Schema
 >>> schema = Schema.load()
 >>> match = RouteTable(schema.routes()).find("GET", "/v1/sessions/s1/tasks")
 >>> req = build_request(match, b"", [("states", "TASK_STATE_RUNNING")], schema.pool)
@@ -32,6 +33,7 @@ from google.protobuf import json_format, message
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 
+from llama_mesh_gateway.message_dict import message_dict
 from llama_mesh_gateway.routes import Match, Route, resolve_field_path
 from llama_mesh_gateway.status import invalid_argument
 
@@ -280,6 +282,4 @@ def _json(route: Route, msg: message.Message, pool: DescriptorPool) -> Any:
 
 def message_json(msg: message.Message, pool: DescriptorPool) -> Any:
     """Proto3 canonical JSON (JSON names, int64 as strings, enums by name, defaults shown)."""
-    return json_format.MessageToDict(
-        msg, always_print_fields_with_no_presence=True, descriptor_pool=pool
-    )
+    return message_dict(msg, pool)

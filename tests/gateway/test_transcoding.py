@@ -218,3 +218,17 @@ async def test_curl_form_content_type_is_read_as_json(client: httpx.AsyncClient)
     )
     assert resp.status_code == 200, resp.text
     assert resp.json()["name"] == "curl"
+
+
+async def test_a_structs_keys_come_back_sorted(client: httpx.AsyncClient) -> None:
+    # A Struct is a protobuf map, iterated in an order seeded per process: without
+    # sorting, the same message prints its keys in another order in another gateway.
+    keys = [f"k{n:02d}" for n in range(24, 0, -1)]
+    attrs = {k: {"z": 1, "a": [{"y": 2, "b": 3}]} for k in keys}
+    resp = await client.post("/v1/items", json={"name": "n", "attrs": attrs})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()  # a dict keeps the order the gateway wrote
+    assert list(body["attrs"]) == sorted(keys)
+    for value in body["attrs"].values():
+        assert list(value) == ["a", "z"]
+        assert list(value["a"][0]) == ["b", "y"]
