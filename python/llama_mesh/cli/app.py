@@ -52,6 +52,7 @@ def _options(
 
 app.command()(up.up)
 app.command()(up.check)
+app.command()(up.reset)
 app.command()(run.run)
 app.command()(run.ask)
 app.command()(status.status)

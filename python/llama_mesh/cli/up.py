@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 
 from llama_mesh.cli.target import (
     DEPLOYMENT_FILE_NAMES,
     EXIT_USAGE,
     Output,
     OutputOption,
+    err,
     error,
     find_deployment_file,
     load_or_exit,
     out,
 )
 from llama_mesh.config.restarts import RestartConfig
+
+if TYPE_CHECKING:
+    from llama_mesh.launch.deployment import Deployment
 
 FileArgument = Annotated[
     Path | None,
@@ -59,6 +65,9 @@ def up(
         float | None,
         typer.Option(help="Seconds over which --max-restarts is counted (file: restarts)."),
     ] = None,
+    fresh: Annotated[
+        bool, typer.Option(help="Start from no sessions, tasks or events (`reset` first).")
+    ] = False,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
     from llama_mesh.launch.deployment import DeploymentError, check_ports_free
@@ -73,6 +82,8 @@ def up(
     except ValidationError as e:
         error(f"--max-restarts/--restart-window: {e.errors()[0]['msg']}")
         raise typer.Exit(EXIT_USAGE) from None
+    if fresh:
+        _reset_or_exit(deployment, file, say=err)  # stdout is up's (-o json: JSON only)
     busy = check_ports_free(deployment)
     if busy:
         error(
@@ -104,3 +115,35 @@ def check(
     else:
         services = ", ".join(f"{n} x{s.replicas}" for n, s in deployment.services.items())
         out.print(f"{file}: deployment {deployment.name!r} is valid; services: {services}")
+
+
+def reset(file: FileArgument = None) -> None:
+    """Delete a deployment's sessions, tasks and events (its embedded NATS data); its
+    API keys stay. Not while it runs."""
+    file = _file_or_exit(file)
+    _reset_or_exit(load_or_exit(file), file, say=out)
+
+
+def _reset_or_exit(deployment: Deployment, file: Path, say: Console) -> None:
+    from llama_mesh.launch.up import read_run_file
+
+    url = deployment.nats.url
+    if url:
+        servers = url if isinstance(url, str) else ", ".join(url)
+        error(f"{file} uses the NATS servers {servers}: its state is there, not on this machine")
+        raise typer.Exit(EXIT_USAGE)
+    running = read_run_file(deployment)
+    if running is not None:
+        error(
+            f"deployment {deployment.name!r} is running (`llama-mesh up`, pid "
+            f"{running['pid']}): stop it first"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    data = deployment.nats_data_dir
+    if data.exists():
+        shutil.rmtree(data)
+        say.print(
+            f"deployment {deployment.name!r}: removed its sessions, tasks and events ({data})"
+        )
+    else:
+        say.print(f"deployment {deployment.name!r}: nothing to remove ({data} does not exist)")
