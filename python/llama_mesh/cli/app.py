@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from llama_mesh.cli import events, inbox, keys, run, serve, sessions, status, tasks, up
+from llama_mesh.cli import events, inbox, keys, run, serve, sessions, starter, status, tasks, up
 
 app = typer.Typer(
     help="llama-mesh: llama-index Workflows as services in a gRPC mesh.",
@@ -53,6 +53,7 @@ def _options(
 app.command()(up.up)
 app.command()(up.check)
 app.command()(up.reset)
+app.command()(starter.init)
 app.command()(run.run)
 app.command()(run.ask)
 app.command()(status.status)
