@@ -118,8 +118,9 @@ def check(
 
 
 def reset(file: FileArgument = None) -> None:
-    """Delete a deployment's sessions, tasks and events (its embedded NATS data); its
-    API keys stay. Not while it runs."""
+    """Delete a deployment's sessions, tasks and events (its embedded NATS data). The
+    keys of its security: section stay; keys made with `keys create` go. Not while it
+    runs."""
     file = _file_or_exit(file)
     _reset_or_exit(load_or_exit(file), file, say=out)
 
