@@ -146,41 +146,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 def _as_caller(handler: Handler, identity: Identity, rule: Rule, method: str) -> Handler:
     """`handler`, run as `identity` once its request passes the rule's owner check."""
 
-    def admit(request: Any) -> None:
+    async def admit(request: Any, context: Context) -> None:
         set_caller(identity)
         if rule.owner is not None:
-            rule.check(identity, method, request)
-
-    inner_uu = handlers.unary_unary(handler)
-    if inner_uu is not None:
-
-        async def unary_unary(request: Any, context: Context) -> Any:
             try:
-                admit(request)
+                rule.check(identity, method, request)
             except MeshError as err:
                 await context.abort(err.code, err.message)
-            return await inner_uu(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    inner_us = handlers.unary_stream(handler)
-    if inner_us is not None:
-
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                admit(request)
-            except MeshError as err:
-                await context.abort(err.code, err.message)
-            async for item in inner_us(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    # Streaming requests: no llama-mesh RPC has one, so no owner check to make.
-    return handler
+    return handlers.before(handler, admit)

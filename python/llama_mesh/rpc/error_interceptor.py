@@ -26,7 +26,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from llama_mesh.core.errors import MeshError
 from llama_mesh.core.status import DOMAIN
 from llama_mesh.rpc import handlers
-from llama_mesh.rpc.handlers import Context, Handler
+from llama_mesh.rpc.handlers import Context, Handler, StreamBehaviour, UnaryBehaviour
 
 logger = logging.getLogger(__name__)
 
@@ -85,37 +85,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        inner_uu = handlers.unary_unary(handler)
-        if inner_uu is not None:
 
-            async def unary_unary(request: Any, context: Context) -> Any:
+        def unary(inner: UnaryBehaviour) -> UnaryBehaviour:
+            async def call(request: Any, context: Context) -> Any:
                 try:
-                    return await inner_uu(request, context)
+                    return await inner(request, context)
                 except (grpc.aio.AbortError, grpc.RpcError):
                     raise
                 except Exception as err:
                     await _abort(context, err, method)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        inner_us = handlers.unary_stream(handler)
-        if inner_us is not None:
+            return call
 
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        def stream(inner: StreamBehaviour) -> StreamBehaviour:
+            async def call(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
-                    async for item in inner_us(request, context):
+                    async for item in inner(request, context):
                         yield item
                 except (grpc.aio.AbortError, grpc.RpcError):
                     raise
                 except Exception as err:
                     await _abort(context, err, method)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            return call
+
+        return handlers.wrap(handler, unary, stream)

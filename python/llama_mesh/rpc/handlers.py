@@ -25,3 +25,50 @@ def unary_unary(handler: Handler) -> UnaryBehaviour | None:
 
 def unary_stream(handler: Handler) -> StreamBehaviour | None:
     return cast("StreamBehaviour | None", handler.unary_stream)
+
+
+def wrap(
+    handler: Handler,
+    unary: Callable[[UnaryBehaviour], UnaryBehaviour],
+    stream: Callable[[StreamBehaviour], StreamBehaviour],
+) -> Handler:
+    """`handler` with its behaviour replaced by `unary(behaviour)` or
+    `stream(behaviour)`, and the same (de)serializers. A handler of streaming requests
+    is returned as it is: no RPC of the mesh has one."""
+    inner_uu = unary_unary(handler)
+    if inner_uu is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(inner_uu),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    inner_us = unary_stream(handler)
+    if inner_us is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(inner_us),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+def before(handler: Handler, check: Callable[[Any, Context], Awaitable[None]]) -> Handler:
+    """`handler`, with `check(request, context)` awaited first (in the call's own task,
+    so context variables it sets are the behaviour's)."""
+
+    def unary(inner: UnaryBehaviour) -> UnaryBehaviour:
+        async def call(request: Any, context: Context) -> Any:
+            await check(request, context)
+            return await inner(request, context)
+
+        return call
+
+    def stream(inner: StreamBehaviour) -> StreamBehaviour:
+        async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+            await check(request, context)
+            async for item in inner(request, context):
+                yield item
+
+        return call
+
+    return wrap(handler, unary, stream)

@@ -9,7 +9,7 @@ callback), so a stream is timed to its end.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -46,29 +46,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        inner_uu = handlers.unary_unary(handler)
-        if inner_uu is not None:
 
-            async def unary_unary(request: Any, context: Context) -> Any:
-                _watch(context, method)
-                return await inner_uu(request, context)
+        async def watch(request: Any, context: Context) -> None:
+            _watch(context, method)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        inner_us = handlers.unary_stream(handler)
-        if inner_us is not None:
-
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                _watch(context, method)
-                async for item in inner_us(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return handlers.before(handler, watch)
