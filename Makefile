@@ -90,3 +90,7 @@ bench: ## Benchmark llama-mesh and llama_deploy 0.8.1 side by side (bench/README
 .PHONY: bench-quick
 bench-quick: ## The same, reduced: under 2 minutes, no 100k history leg.
 	$(PY) bench/run.py --quick
+
+.PHONY: bench-store
+bench-store: ## Listings at 1k/100k/1M task records; store and nats-server RSS over 100k tasks.
+	$(PY) bench/store_bench.py

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from fault_workflows import RUNS, AppendWorkflow
 from workflows import Context, Workflow, step
 from workflows.events import StartEvent, StopEvent
 
@@ -56,7 +57,7 @@ async def test_a_full_store_is_resource_exhausted_naming_what_is_full(
         full = "the NATS server's JetStream storage is full (insufficient resources) while "
         with pytest.raises(ResourceExhaustedError) as raised:
             await session.create_task("echo", arg1="b")
-        assert raised.value.message.startswith(full + "writing task ")
+        assert raised.value.message.startswith(full + "indexing task sessions/")
         with pytest.raises(ResourceExhaustedError) as raised:
             await mesh.client.create_session()
         assert raised.value.message.startswith(full + "writing session ")
@@ -121,3 +122,29 @@ def test_failpoint_crash_is_an_exception_of_its_own() -> None:
         from llama_mesh.core.failpoints import failpoint
 
         failpoint("x")
+
+
+@pytest.mark.timeout(120)
+async def test_a_full_store_runs_no_workflow_until_it_has_room(tiny_nats: EmbeddedNats) -> None:
+    # Before, the RUNNING write failed after the workflow had started, the task was
+    # handed back without counting an attempt, and it ran again every ~1.2 s.
+    async with LocalMesh({"append": AppendWorkflow()}, nats_url=tiny_nats.url) as mesh:
+        [runtime] = mesh.services["append"]
+        session = await mesh.client.create_session()
+        runtime.pause()
+        handle = await session.create_task("append", item="x")
+        RUNS.clear()
+        await _fill(tiny_nats.url)
+        handed_back = asyncio.Event()
+        with armed("attempt.handed_back", handed_back.set):
+            await runtime.resume()
+            await handed_back.wait()
+        assert RUNS == []  # it could not record RUNNING: the workflow did not run
+        nc = await nats.connect(tiny_nats.url)
+        try:
+            await nc.jetstream().delete_stream("BALLAST")  # room again
+        finally:
+            await nc.close()
+        assert await handle.result() == ["x"]
+        assert RUNS == ["x"]
+        assert (await handle.get()).attempt_count == 1

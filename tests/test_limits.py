@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from workflows import Workflow, step
-from workflows.events import StartEvent, StopEvent
+from workflows import Context, Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
 
 from llama_mesh.core.errors import InvalidArgumentError, TaskFailedError
 from llama_mesh.core.limits import (
@@ -198,3 +198,22 @@ async def test_a_result_over_the_limit_fails_once_saying_so(nats: EmbeddedNats) 
         message = raised.value.task.error.message
         assert message.endswith("… (cut)")
         assert len(message.encode()) <= MAX_ERROR_MESSAGE_BYTES
+
+
+class Chatty(Workflow):
+    """Streams one event of `size` bytes."""
+
+    @step
+    async def talk(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Event(text="x" * int(ev.get("size"))))
+        return StopEvent(result="done")
+
+
+async def test_an_event_over_the_limit_fails_the_task_once(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"chatty": Chatty()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        with pytest.raises(TaskFailedError) as raised:
+            await session.run("chatty", size=2_000_000)
+        assert raised.value.task.attempt_count == 1
+        assert "the payload of event Event is" in raised.value.message
+        assert f"over the limit of {MAX_EVENT_BYTES} bytes" in raised.value.message

@@ -52,7 +52,7 @@ async def test_a_fork_continues_from_the_turn_and_the_original_is_untouched(
     agent_id = (await client.agents.create(agent_config=CONFIG)).agent_id
     session_id = (await client.agents.session.create(agent_id, session_name="main")).session_id
     first = await _say(client, agent_id, session_id, "one")
-    await _say(client, agent_id, session_id, "two")
+    second = await _say(client, agent_id, session_id, "two")
     forked = await client.post(
         f"/v1/agents/{agent_id}/session/{session_id}:fork",
         body={"turn_id": first.turn_id},
@@ -73,7 +73,12 @@ async def test_a_fork_continues_from_the_turn_and_the_original_is_untouched(
     session = await client.agents.session.retrieve(fork_id, agent_id=agent_id)
     assert session.session_name == "main (fork)" and session.turns[0].turn_id == in_fork.turn_id
     original = await client.agents.session.retrieve(session_id, agent_id=agent_id)
-    assert len(original.turns) == 3
+    # In creation order.
+    assert [t.turn_id for t in original.turns] == [
+        first.turn_id,
+        second.turn_id,
+        in_original.turn_id,
+    ]
 
 
 async def test_a_fork_keeps_a_turns_client_tool_calls(

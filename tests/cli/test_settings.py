@@ -16,6 +16,7 @@ from llama_mesh.config import (
     ControlPlaneConfig,
     GatewayConfig,
     NatsConfig,
+    RetentionConfig,
     RetryConfig,
     SecurityConfig,
     ServiceConfig,
@@ -70,7 +71,12 @@ NATS = NatsConfig(
     prefix="other",
     replicas=3,
 )
-CONTROL_PLANE = ControlPlaneConfig(host="0.0.0.0", port=6000, metrics_port=6001)
+CONTROL_PLANE = ControlPlaneConfig(
+    host="0.0.0.0",
+    port=6000,
+    metrics_port=6001,
+    retention=RetentionConfig(finished_task_ttl=3600, idle_session_ttl=7200),
+)
 GATEWAY = GatewayConfig(
     host="0.0.0.0",
     port=8181,

@@ -118,6 +118,7 @@ def serve_control_plane(
             security=security,
             install_keys=keys,
             metrics_port=settings.metrics_port,
+            retention=settings.retention,
         ) as cp:
             _ready(component="control-plane", address=cp.address, metrics=cp.metrics_url)
             await until_signalled(watch_stdin=watch_stdin)

@@ -38,7 +38,8 @@ def status(
 
     async def main(client: AsyncClient) -> None:
         services = [service_view(s) for s in await client.list_services()]
-        tasks = [task_view(t) for t in (await client.list_tasks("-"))[:limit]]
+        # One page of `limit` tasks: not every task of the mesh to show a few.
+        tasks = [task_view(t) for t in await client.list_tasks("-", limit=limit)]
         health = await _health(target.address)
         data = {
             "control_plane": {"address": target.address, "health": health},

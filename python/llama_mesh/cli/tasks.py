@@ -65,8 +65,8 @@ def tasks_list(
     states = _states(target, state or [])
 
     async def main(client: AsyncClient) -> None:
-        found = await client.list_tasks(session, states=states, service=service)
-        tasks = [task_view(t) for t in found[:limit]]
+        found = await client.list_tasks(session, states=states, service=service, limit=limit)
+        tasks = [task_view(t) for t in found]
         target.emit(tasks, lambda: out.print(tasks_table(tasks, "tasks")))
 
     target.run(main)

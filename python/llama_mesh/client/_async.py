@@ -217,15 +217,19 @@ class AsyncClient:
         name = _session_name(session)
         await self.call(self.stub.DeleteSession, cp.DeleteSessionRequest(name=name, force=force))
 
-    async def _all(self, page: Callable[[str], Awaitable[Any]], field: str) -> list[Any]:
+    async def _all(
+        self, page: Callable[[str], Awaitable[Any]], field: str, limit: int | None = None
+    ) -> list[Any]:
+        """Items of every page (a page may hold fewer than asked while more follow),
+        or only the first `limit`."""
         items: list[Any] = []
         token = ""
         while True:
             response = await page(token)
             items.extend(getattr(response, field))
             token = response.next_page_token
-            if not token:
-                return items
+            if not token or (limit is not None and len(items) >= limit):
+                return items[:limit]
 
     # ------------------------------------------------------------ services
 
@@ -260,9 +264,12 @@ class AsyncClient:
         *,
         states: list[resources_pb2.TaskState.ValueType] | None = None,
         service: str = "",
+        limit: int | None = None,
     ) -> list[Task]:
-        """Tasks of a session (all sessions with "-"), newest first."""
+        """Tasks of a session (all sessions with "-"), newest first: all of them, or
+        the newest `limit` (asking only for the pages that hold them)."""
         parent = _session_name(session)
+        size = min(limit, 1000) if limit else 1000
         return await self._all(
             lambda token: self.call(
                 self.stub.ListTasks,
@@ -270,11 +277,12 @@ class AsyncClient:
                     parent=parent,
                     states=states or [],
                     service=service,
-                    page_size=1000,
+                    page_size=size,
                     page_token=token,
                 ),
             ),
             "tasks",
+            limit,
         )
 
     async def inbox(self) -> list[Task]:

@@ -10,6 +10,8 @@ from llama_mesh.config.fields import DefaultText, Flag, Port, Settings, default
 from llama_mesh.config.gateway import GatewayConfig
 from llama_mesh.config.models import ModelConfig
 from llama_mesh.config.nats import STATE_DIR, NatsConfig, default_data_dir
+from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.config.retention import RetentionConfig
 from llama_mesh.config.security import NO_AUTH, SecurityConfig
 from llama_mesh.config.service import (
     RetryConfig,
@@ -24,6 +26,8 @@ __all__ = [  # noqa: RUF022 (grouped by kind)
     "GatewayConfig",
     "ModelConfig",
     "NatsConfig",
+    "RestartConfig",
+    "RetentionConfig",
     "RetryConfig",
     "SecurityConfig",
     "NO_AUTH",

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import Field
 
 from llama_mesh.config.fields import Port, Settings
+from llama_mesh.config.retention import RetentionConfig
 
 ANY_HOST = ("0.0.0.0", "::", "")
 
@@ -45,6 +46,11 @@ class ControlPlaneConfig(Settings):
             "port, shown by `up`). None: no metrics endpoint."
         ),
     ] = None
+
+    retention: Annotated[
+        RetentionConfig,
+        Field(description="How long finished tasks and idle sessions are kept."),
+    ] = Field(default_factory=RetentionConfig)
 
     @property
     def address(self) -> str:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llama_mesh.config.retention import RetentionConfig
 from llama_mesh.control_plane.ack_ids import AckIdSigner
 from llama_mesh.control_plane.agents_api.servicer import AgentsAPIServicer, ResponsesAPIServicer
 from llama_mesh.control_plane.auth import AuthAPIServicer
@@ -71,6 +72,7 @@ class ControlPlaneServer:
         security: SecurityConfig = NO_AUTH,
         install_keys: Sequence[InstalledKey] = (),
         metrics_port: int | None = None,
+        retention: RetentionConfig | None = None,
     ) -> AsyncIterator[ControlPlaneServer]:
         """Serve until the block ends; `metrics_port` (0: a free one) serves Prometheus
         metrics at /metrics on `host`."""
@@ -87,7 +89,7 @@ class ControlPlaneServer:
         ):
             for key_id, roles, digest in install_keys:
                 await keys.install(key_id, roles, digest)
-            control_plane = ControlPlaneAPIServicer(state)
+            control_plane = ControlPlaneAPIServicer(state, retention or RetentionConfig())
             signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
             agents_api = AgentsAPIServicer(control_plane)
             servicers: list[tuple[Any, Any, str]] = [

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from llama_mesh.config.retention import RetentionConfig
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.control_plane.tasks import Tasks
@@ -35,14 +36,15 @@ from llama_mesh.v1 import control_plane_pb2_grpc
 class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     """The ControlPlaneAPI servicer."""
 
-    def __init__(self, state: MeshState) -> None:
+    def __init__(self, state: MeshState, retention: RetentionConfig | None = None) -> None:
         self.state = state
+        self.retention = retention or RetentionConfig()
         # Set as the server shuts down: waits and streams end with UNAVAILABLE.
         self.shutting_down = asyncio.Event()
         self.registry = ServiceRegistry(state)
         self.waiters = FinalEventWaiters(state)
-        self.sessions = Sessions(state)
-        self.tasks = Tasks(state, self.registry, self.waiters, self.shutting_down)
+        self.sessions = Sessions(state, self.retention)
+        self.tasks = Tasks(state, self.registry, self.waiters, self.shutting_down, self.sessions)
 
     async def start(self) -> None:
         """Listen for the last event of every task and watch the service registry."""

@@ -1,16 +1,27 @@
-"""The session RPCs: create, get, list, and delete (with the session's tasks, workflow
-Contexts and lock)."""
+"""The session RPCs: create, get, list, and delete (with the session's tasks and its
+saved workflow state).
+
+A session expires once idle: its record carries a TTL (its own `ttl`, or the
+deployment's default), renewed as tasks are created in it, at most once per tenth
+of the TTL so that creating a task rarely costs a write. Each session also says how
+long its finished tasks are kept (`task_ttl`), copied into each task it creates.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from typing import Literal
 
+from llama_mesh.config.retention import DAY, MAX_TTL, RetentionConfig
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
+    NotFoundError,
 )
 from llama_mesh.core.lifecycle import ACTIVE_STATES
 from llama_mesh.core.limits import check_labels
@@ -21,7 +32,7 @@ from llama_mesh.core.names import (
     parse_session_name,
     session_name,
 )
-from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.core.paging import decode_page_token, encode_page_token, fitting, page_size
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.kv_listing import KvListing
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -30,11 +41,37 @@ from llama_mesh.v1 import resources_pb2
 logger = logging.getLogger(__name__)
 
 
+def _ttl(
+    session: resources_pb2.Session, field: Literal["ttl", "task_ttl"], default: float
+) -> float:
+    """The session's `field` (a TTL), set to `default` if it was not given."""
+    if not session.HasField(field):
+        getattr(session, field).CopyFrom(proto_time.duration(default))
+        return default
+    ttl = proto_time.seconds(getattr(session, field))
+    if not 1 <= ttl <= MAX_TTL:
+        raise InvalidArgumentError(
+            f"session.{field} must be from 1 second to {MAX_TTL / DAY:g} days (got {ttl:g} s)"
+        )
+    return ttl
+
+
+def _revision(token: str) -> int:
+    """The bucket revision a ListSessions page token continues after."""
+    after = decode_page_token(token)
+    if after and (not after.startswith("r") or not after[1:].isdigit()):
+        raise InvalidArgumentError(
+            "page_token is not valid: pass the next_page_token of the previous page"
+        )
+    return int(after[1:]) if after else 0
+
+
 class Sessions:
     """Sessions, stored in the `sessions` bucket."""
 
-    def __init__(self, state: MeshState) -> None:
+    def __init__(self, state: MeshState, retention: RetentionConfig) -> None:
         self.state = state
+        self.retention = retention
 
     async def create_session(self, request: cp.CreateSessionRequest) -> cp.CreateSessionResponse:
         session_id = check_session_id(request.session_id) if request.session_id else new_id()
@@ -50,10 +87,13 @@ class Sessions:
         session.ClearField("usage")  # output only: counted by the mesh
         if session.overlap_policy == resources_pb2.OVERLAP_POLICY_UNSPECIFIED:
             session.overlap_policy = resources_pb2.OVERLAP_POLICY_QUEUE
+        ttl = _ttl(session, "ttl", self.retention.idle_session_ttl)
+        _ttl(session, "task_ttl", self.retention.finished_task_ttl)
         stamp = proto_time.now()
         session.create_time.CopyFrom(stamp)
         session.update_time.CopyFrom(stamp)
-        if await self.state.sessions.create(session_id, session) is not None:
+        session.expire_time.CopyFrom(proto_time.timestamp(time.time() + ttl))
+        if await self.state.sessions.create(session_id, session, ttl=ttl) is not None:
             logger.info("session %s created", session.name)
             return cp.CreateSessionResponse(session=session, created=True)
         if not request.allow_existing:
@@ -77,11 +117,48 @@ class Sessions:
             session.usage.CopyFrom(found[0])
         return session
 
+    async def in_use(self, session_id: str, name: str) -> resources_pb2.Session:
+        """The session, for a task about to be created in it: its expiry is pushed
+        back when a tenth of its TTL has passed since it last was. A session made
+        without TTLs (by an older version) takes the deployment's."""
+        found = await self.state.sessions.find(session_id)
+        if found is None:
+            raise NotFoundError(f"session {name!r} not found")
+        session = found[0]
+        if not session.HasField("ttl") or not session.HasField("task_ttl"):
+            _ttl(session, "ttl", self.retention.idle_session_ttl)
+            _ttl(session, "task_ttl", self.retention.finished_task_ttl)
+            session.ClearField("expire_time")  # renewed below, with the TTLs
+        ttl = proto_time.seconds(session.ttl)
+        left = proto_time.epoch_seconds(session.expire_time) - time.time()
+        if session.HasField("expire_time") and left > ttl * 0.9:
+            return session
+        renewed = resources_pb2.Session()
+        renewed.CopyFrom(session)
+
+        def renew(current: resources_pb2.Session) -> None:
+            current.ttl.CopyFrom(renewed.ttl)
+            current.task_ttl.CopyFrom(renewed.task_ttl)
+            current.expire_time.CopyFrom(proto_time.timestamp(time.time() + ttl))
+
+        with contextlib.suppress(NotFoundError):  # expired meanwhile: the task still runs
+            session, _ = await self.state.sessions.mutate_from(
+                session_id, name, renew, found, ttl=lambda _: ttl
+            )
+        return session
+
     async def list_sessions(self, request: cp.ListSessionsRequest) -> cp.ListSessionsResponse:
         size = page_size(request.page_size)
-        page = paginate(await self.state.sessions.scan(), size, request.page_token)
-        sessions = [await self._with_usage(parse_session_name(s.name), s) for s in page.items]
-        return cp.ListSessionsResponse(sessions=sessions, next_page_token=page.next_page_token)
+        after = _revision(request.page_token)
+        listing = KvListing(self.state.js, self.state.topology.bucket("sessions"))
+        found, last = await listing.page_after(after, size, scan=size * 4)
+        sessions = [resources_pb2.Session.FromString(value) for _, value, _ in found]
+        keep = fitting([s.ByteSize() for s in sessions])
+        if keep < len(sessions):  # cut by bytes: continue after the last one kept
+            last, sessions = found[keep - 1][2], sessions[:keep]
+        sessions = [await self._with_usage(parse_session_name(s.name), s) for s in sessions]
+        token = encode_page_token(f"r{last}") if last else ""
+        return cp.ListSessionsResponse(sessions=sessions, next_page_token=token)
 
     async def delete_session(self, request: cp.DeleteSessionRequest) -> cp.DeleteSessionResponse:
         session_id = parse_session_name(request.name)
@@ -99,8 +176,8 @@ class Sessions:
             await self.state.tasks.delete(key)
         topology = self.state.topology
         for kv, bucket in (
-            (self.state.contexts, topology.bucket("contexts")),
-            (self.state.locks, topology.bucket("locks")),
+            (self.state.session_state, topology.bucket("session_state")),
+            (self.state.waiting, topology.bucket("waiting")),
         ):
             for key in await KvListing(self.state.js, bucket).keys(f"{session_id}.*"):
                 await kv.delete(key)

@@ -56,12 +56,19 @@ async def answer_task(
     if ack.duplicate:
         await _check_same_answer(state, name, ack.seq, answer)
 
+    changed = False
+
     def change(task: resources_pb2.Task) -> None:
+        nonlocal changed
+        changed = False
         if task.state != WAITING or task.input_request.sequence != question:
             raise Unchanged  # recorded already, by the call this one repeats
         accept_input(task)
+        changed = True
 
     task, _ = await state.tasks.mutate_from(task_key(name), str(name), change, found)
+    if changed:
+        await state.journal.unlist_waiting(name)  # out of the inbox: answered
     logger.info("task %s: event %s sent", name, type)
     return task
 

@@ -19,6 +19,7 @@ import time
 from google.protobuf import json_format
 
 from llama_mesh.control_plane.registry import ServiceRegistry
+from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError
 from llama_mesh.core.failpoints import failpoint
@@ -31,6 +32,7 @@ from llama_mesh.core.limits import (
 )
 from llama_mesh.core.names import TaskName, check_service_id, new_id, parse_session_name
 from llama_mesh.core.object_schema import check_object
+from llama_mesh.jetstream import task_index
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
@@ -68,6 +70,7 @@ def check_input(task: resources_pb2.Task, service: resources_pb2.Service) -> Non
 async def create_task(
     state: MeshState,
     registry: ServiceRegistry,
+    sessions: Sessions,
     parent: str,
     requested: resources_pb2.Task,
     request_id: str,
@@ -93,7 +96,7 @@ async def create_task(
     if timeout < 0:
         raise InvalidArgumentError("task.timeout must not be negative")
     session, service = await asyncio.gather(
-        state.sessions.get(session_id, parent), registry.lookup(service_id)
+        sessions.in_use(session_id, parent), registry.lookup(service_id)
     )
     check_input(requested, service)
 
@@ -120,8 +123,16 @@ async def create_task(
     task.name = str(name)
     task.state = PENDING
     task.ClearField("timeout")
-    for field in ("result", "error", "input_request", "start_time", "end_time"):
+    for field in (
+        "result",
+        "error",
+        "input_request",
+        "start_time",
+        "end_time",
+        "expire_time",
+    ):
         task.ClearField(field)
+    task.ttl.CopyFrom(session.task_ttl)
     task.attempt_count = 0
     task.cancel_requested = False
     task.replica_id = ""
@@ -144,6 +155,16 @@ async def create_task(
     stamp = proto_time.now()
     task.create_time.CopyFrom(stamp)
     task.update_time.CopyFrom(stamp)
+    # Its place in the creation order; the index entry lives as long as the session
+    # might, plus the time the task is kept once finished.
+    task.create_sequence = await task_index.add(
+        state.js,
+        state.topology,
+        name,
+        service_id,
+        child=bool(task.parent_task),
+        ttl=proto_time.seconds(session.ttl) + proto_time.seconds(session.task_ttl),
+    )
 
     if await state.tasks.create(task_key(name), task) is None:
         # The same request_id was seen before (or a concurrent call won the race).
@@ -152,21 +173,27 @@ async def create_task(
         if task.state == PENDING and task.attempt_count == 0 and age < DUPLICATE_WINDOW:
             # Maybe never queued: the first call may have ended before its publish.
             # Within the window JetStream drops the copy if it was queued after all.
-            await _publish(state, task, service_id)
+            await _publish(state, task, service_id, session)
         return task
     # Counted with its record, once: a retried create finds the record above.
     metrics.TASKS_CREATED.labels(service_id).inc()
     failpoint("task_creation.recorded")
-    await _publish(state, task, service_id)
+    await _publish(state, task, service_id, session)
     logger.info("task %s created for service %s", name, service_id)
     return task
 
 
-async def _publish(state: MeshState, task: resources_pb2.Task, service_id: str) -> None:
+async def _publish(
+    state: MeshState,
+    task: resources_pb2.Task,
+    service_id: str,
+    session: resources_pb2.Session,
+) -> None:
     """Queue the task for its service (once: Nats-Msg-Id is the task id)."""
     task_id = task.name.rpartition("/")[2]
     envelope = resources_pb2.Envelope(
-        id=task_id, task_assignment=resources_pb2.TaskAssignment(task=task)
+        id=task_id,
+        task_assignment=resources_pb2.TaskAssignment(task=task, session_ttl=session.ttl),
     )
     envelope.publish_time.CopyFrom(task.create_time)
     with store_errors(f"queueing task {task.name}"):

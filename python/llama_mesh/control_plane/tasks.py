@@ -18,9 +18,11 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from llama_mesh.control_plane.registry import ServiceRegistry
+from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.control_plane.task_answers import answer_task
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.control_plane.task_creation import create_task, new_task_id, new_task_id_for
+from llama_mesh.control_plane.task_listing import list_tasks
 from llama_mesh.control_plane.waiters import FinalEventWaiters, until_set, until_shutdown
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -46,7 +48,7 @@ from llama_mesh.core.names import (
     parse_session_name,
 )
 from llama_mesh.core.object_schema import check_object
-from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.core.paging import page_size
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -64,15 +66,22 @@ class Tasks:
         registry: ServiceRegistry,
         waiters: FinalEventWaiters,
         shutting_down: asyncio.Event,
+        sessions: Sessions,
     ) -> None:
         self.state = state
         self.registry = registry
         self.waiters = waiters
         self.shutting_down = shutting_down
+        self.sessions = sessions
 
     async def create_task(self, request: cp.CreateTaskRequest) -> cp.CreateTaskResponse:
         task = await create_task(
-            self.state, self.registry, request.parent, request.task, request.request_id
+            self.state,
+            self.registry,
+            self.sessions,
+            request.parent,
+            request.task,
+            request.request_id,
         )
         return cp.CreateTaskResponse(task=task)
 
@@ -90,6 +99,7 @@ class Tasks:
             task = await create_task(
                 self.state,
                 self.registry,
+                self.sessions,
                 request.parent,
                 request.task,
                 request.request_id,
@@ -180,16 +190,14 @@ class Tasks:
         size = page_size(request.page_size)
         if session_id != ALL_SESSIONS:
             await self.state.sessions.get(session_id, request.parent)
-        pattern = "*.*" if session_id == ALL_SESSIONS else f"{session_id}.*"
-        states = set(request.states)
-        records = [
-            (_creation_key(key, task), task)
-            for key, task in await self.state.tasks.scan(pattern)
-            if (not states or task.state in states)
-            and (not request.service or task.service == request.service)
-        ]
-        page = paginate(records, size, request.page_token, descending=True)
-        return cp.ListTasksResponse(tasks=page.items, next_page_token=page.next_page_token)
+        return await list_tasks(
+            self.state,
+            None if session_id == ALL_SESSIONS else session_id,
+            request.service,
+            set(request.states),
+            size,
+            request.page_token,
+        )
 
     async def cancel_task(self, request: cp.CancelTaskRequest) -> cp.CancelTaskResponse:
         name = TaskName.parse(request.name)
@@ -214,11 +222,12 @@ class Tasks:
             except JsNotFoundError:
                 last_seq = 0
             # The record turns final just before its final event is published: a task
-            # whose final event is missing either lost its events to age, or the event
-            # is on its way (then stream and wait for it).
-            expired = (
-                last_seq == 0
-                and time.time() - proto_time.epoch_seconds(task.end_time) > topology.event_retention
+            # whose final event is missing either lost its events to age (they expire
+            # `ttl` after they were published), or the event is on its way (then
+            # stream and wait for it).
+            kept = proto_time.seconds(task.ttl) if task.HasField("ttl") else None
+            expired = last_seq == 0 and time.time() - proto_time.epoch_seconds(task.end_time) > (
+                kept or topology.event_retention
             )
             if expired:
                 # Nothing is kept: end with the final event rebuilt from the record.
@@ -243,9 +252,35 @@ class Tasks:
                 envelope = resources_pb2.Envelope.FromString(msg.data)
                 event = envelope.task_event
                 event.sequence = msg.metadata.sequence.stream
+                if event.state == WAITING:
+                    await self._numbered(name, event.sequence)
                 yield cp.StreamTaskEventsResponse(event=event)
                 if is_final(event.state):
                     return
+        finally:
+            await sub.unsubscribe()
+
+    async def _numbered(self, name: TaskName, sequence: int) -> None:
+        """Return once the task's record names the request for input at `sequence`.
+
+        The journal publishes the request, then writes its sequence into the record
+        (it is known only once published): a client that sees the event and reads the
+        task must find that it waits for this very request. Waits on the record's
+        writes (a subscription to its KV subject), for a few seconds at most.
+        """
+        subject = f"$KV.{self.state.topology.bucket('tasks')}.{task_key(name)}"
+        sub = await self.state.nc.subscribe(subject)
+        try:
+            async with asyncio.timeout(5.0):
+                while True:
+                    found = await self.state.tasks.find(task_key(name))
+                    if found is None or found[0].state != WAITING:
+                        return
+                    if found[0].input_request.sequence >= sequence:
+                        return
+                    await sub.next_msg(timeout=None)
+        except TimeoutError:
+            logger.warning("task %s: request %d not numbered in its record", name, sequence)
         finally:
             await sub.unsubscribe()
 
@@ -286,10 +321,3 @@ class Tasks:
 
         task = await answer_task(self.state, name, found, request.type, request.payload)
         return cp.SendTaskEventResponse(task=task)
-
-
-def _creation_key(key: str, task: resources_pb2.Task) -> str:
-    """Tasks list newest first by creation time: ids made from a request_id are hashes,
-    in no order. The key (`{session}.{task}`) breaks ties."""
-    created = task.create_time
-    return f"{created.seconds:012d}{created.nanos:09d} {key}"

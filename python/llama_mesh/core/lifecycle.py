@@ -236,6 +236,9 @@ def apply_event(task: resources_pb2.Task, event: resources_pb2.TaskEvent) -> boo
     if is_final(state):
         task.end_time.CopyFrom(stamp)
         task.cancel_requested = False
+        if task.HasField("ttl"):
+            # A finished task is kept for its ttl (its session's), then expires.
+            task.expire_time.FromNanoseconds(stamp.ToNanoseconds() + task.ttl.ToNanoseconds())
     task.state = state
     task.update_time.CopyFrom(stamp)
     return True

@@ -1,17 +1,29 @@
-"""Pagination of List RPCs: page sizes and opaque page tokens, in one place."""
+"""Pagination of List RPCs: page sizes, opaque page tokens and the byte bound of a
+reply, in one place.
+
+A reply holds at most `page_size` items and at most MAX_PAGE_BYTES: a page of large
+tasks is cut short (with a next_page_token), never refused. A page may also hold
+fewer items than asked while more follow (a listing reads a bounded amount per call);
+only an empty next_page_token means the end.
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from google.protobuf.message import Message
+
 from llama_mesh.core.errors import InvalidArgumentError
 
-M = TypeVar("M")
+M = TypeVar("M", bound=Message)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_BYTES = 3 << 20
+"""Bytes of items in one reply: under gRPC's default 4 MiB message limit."""
 
 
 @dataclass
@@ -41,6 +53,17 @@ def decode_page_token(token: str) -> str:
         ) from None
 
 
+def fitting(sizes: Sequence[int], limit: int = MAX_PAGE_BYTES) -> int:
+    """How many of the items (their serialized sizes, in order) fit in one reply:
+    at least one, so that a listing always moves on."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > limit:
+            return max(count, 1)
+    return len(sizes)
+
+
 def paginate(
     items: list[tuple[str, M]], size: int, token: str, *, descending: bool = False
 ) -> Page[M]:
@@ -50,5 +73,6 @@ def paginate(
     if after:
         ordered = [kv for kv in ordered if (kv[0] < after if descending else kv[0] > after)]
     page = ordered[:size]
-    next_token = encode_page_token(page[-1][0]) if len(ordered) > size else ""
+    page = page[: fitting([m.ByteSize() for _, m in page])]
+    next_token = encode_page_token(page[-1][0]) if len(ordered) > len(page) else ""
     return Page([m for _, m in page], next_token)

@@ -28,6 +28,16 @@ JS_CLUSTER_NO_PEERS = 10005
 JS_CLUSTER_NOT_AVAILABLE = 10008
 """JSClusterNotAvailErr: JetStream system temporarily unavailable (no meta leader yet)."""
 
+# A store, or an account, out of room: the write is refused (jetstream/errors.py).
+JS_INSUFFICIENT_RESOURCES = 10023
+"""JSInsufficientResourcesErr: "insufficient resources" (a full store, on publish)."""
+JS_STORAGE_RESOURCES_EXCEEDED = 10047
+"""JSStorageResourcesExceededErr: "insufficient storage resources available"."""
+JS_MEMORY_RESOURCES_EXCEEDED = 10028
+"""JSMemoryResourcesExceededErr: "insufficient memory resources available"."""
+JS_ACCOUNT_RESOURCES_EXCEEDED = 10002
+"""JSAccountResourcesExceededErr: "resource limits exceeded for account"."""
+
 WRONG_LAST_SEQUENCE = frozenset(
     {JS_STREAM_WRONG_LAST_SEQUENCE, JS_STREAM_WRONG_LAST_SEQUENCE_CONSTANT}
 )

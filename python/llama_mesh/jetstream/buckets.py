@@ -3,6 +3,10 @@
 Every writer of a record goes through ``ProtoBucket.mutate``: read, change, write with
 the revision it read, and start again if another writer got there first. That is
 what lets any number of control-plane and service replicas share one record.
+
+A write may give the record a time to live (JetStream's per-message TTL): the server
+deletes it then, unless a later write replaced it. That is how finished tasks and idle
+sessions expire.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from llama_mesh.core.errors import NotFoundError
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.kv_listing import KvListing
+from llama_mesh.jetstream.kv_ttl import msg_ttl, update_with_ttl
 
 M = TypeVar("M", bound=Message)
 
@@ -48,10 +53,13 @@ class ProtoBucket(Generic[M]):
         return message
 
     async def find(self, key: str) -> tuple[M, int] | None:
-        """The record and its revision, or None."""
+        """The record and its revision, or None (never written, deleted, or expired:
+        an expired record's marker has no value)."""
         try:
             entry = await self.kv.get(key)
-        except KeyNotFoundError:
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        if not entry.value:
             return None
         assert entry.revision is not None
         return self._decode(entry.value), entry.revision
@@ -63,11 +71,27 @@ class ProtoBucket(Generic[M]):
             raise NotFoundError(f"{self._what} {name!r} not found")
         return found[0]
 
-    async def create(self, key: str, message: M) -> int | None:
-        """Write a new record; None if the key exists already."""
+    async def create(self, key: str, message: M, *, ttl: float | None = None) -> int | None:
+        """Write a new record (kept `ttl` seconds if given); None if the key exists."""
+        data = message.SerializeToString()
         try:
             with store_errors(f"writing {self._what} {key!r}"):
-                return await self.kv.create(key, message.SerializeToString())
+                return await self.kv.create(key, data, msg_ttl=msg_ttl(ttl))
+        except KeyWrongLastSequenceError:
+            pass
+        # nats-py recreates a deleted key, but not one whose record expired: the
+        # server's marker there has no KV-Operation. Write over the marker.
+        try:
+            entry = await self.kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None  # written and deleted again meanwhile: let the caller look
+        if entry.value or entry.revision is None:
+            return None
+        try:
+            with store_errors(f"writing {self._what} {key!r}"):
+                return await update_with_ttl(
+                    self._listing.js, self._listing.bucket, key, data, last=entry.revision, ttl=ttl
+                )
         except KeyWrongLastSequenceError:
             return None
 
@@ -79,16 +103,30 @@ class ProtoBucket(Generic[M]):
         with store_errors(f"deleting {self._what} {key!r}"):
             await self.kv.delete(key)
 
-    async def mutate(self, key: str, name: str, change: Callable[[M], None]) -> M:
+    async def mutate(
+        self,
+        key: str,
+        name: str,
+        change: Callable[[M], None],
+        *,
+        ttl: Callable[[M], float | None] | None = None,
+    ) -> M:
         """Apply `change` to the record with compare-and-set, retrying on conflict.
 
         `change` edits the message in place, or raises Unchanged to leave it (the
-        current record is returned), or raises a MeshError to refuse.
+        current record is returned), or raises a MeshError to refuse. `ttl` says how
+        long the changed record is kept (None: until changed or deleted).
         """
-        return (await self.mutate_from(key, name, change, None))[0]
+        return (await self.mutate_from(key, name, change, None, ttl=ttl))[0]
 
     async def mutate_from(
-        self, key: str, name: str, change: Callable[[M], None], known: tuple[M, int] | None
+        self,
+        key: str,
+        name: str,
+        change: Callable[[M], None],
+        known: tuple[M, int] | None,
+        *,
+        ttl: Callable[[M], float | None] | None = None,
     ) -> tuple[M, int]:
         """`mutate`, starting from a record and revision read before (saves a read
         when nobody wrote in between); returns the record and its new revision."""
@@ -107,7 +145,14 @@ class ProtoBucket(Generic[M]):
                 return message, revision
             try:
                 with store_errors(f"writing {self._what} {key!r}"):
-                    revision = await self.kv.update(key, message.SerializeToString(), last=revision)
+                    revision = await update_with_ttl(
+                        self._listing.js,
+                        self._listing.bucket,
+                        key,
+                        message.SerializeToString(),
+                        last=revision,
+                        ttl=ttl(message) if ttl is not None else None,
+                    )
             except KeyWrongLastSequenceError:
                 continue
             return message, revision

@@ -35,8 +35,10 @@ class MeshState:
     sessions: ProtoBucket[resources_pb2.Session]
     tasks: ProtoBucket[resources_pb2.Task]
     journal: TaskJournal
-    contexts: KeyValue
-    locks: KeyValue
+    # {session}.{service}: whose turn it is, the Context, the last outcome (worker).
+    session_state: KeyValue
+    # {session}.{task} of the tasks waiting for input: the inbox.
+    waiting: KeyValue
     agents: ProtoBucket[agents_pb2.Agent]
     responses: ProtoBucket[responses_pb2.StoredResponse]
     # Tokens per session (Session.usage), apart from the sessions the control plane owns.
@@ -94,6 +96,7 @@ class MeshState:
             if ensure:
                 await topology.ensure(js)
             tasks = await ProtoBucket.open(js, topology.bucket("tasks"), resources_pb2.Task, "task")
+            waiting = await js.key_value(topology.bucket("waiting"))
             state = cls(
                 nc=nc,
                 js=js,
@@ -112,9 +115,9 @@ class MeshState:
                     "session",
                 ),
                 tasks=tasks,
-                journal=TaskJournal(js, topology, tasks),
-                contexts=await js.key_value(topology.bucket("contexts")),
-                locks=await js.key_value(topology.bucket("locks")),
+                journal=TaskJournal(js, topology, tasks, waiting),
+                session_state=await js.key_value(topology.bucket("session_state")),
+                waiting=waiting,
                 agents=await ProtoBucket.open(
                     js, topology.bucket("agents"), agents_pb2.Agent, "agent"
                 ),

@@ -69,17 +69,19 @@ async def settle(
     *,
     replica_id: str = "",
     known: tuple[resources_pb2.Task, int] | None = None,
+    ttl: float | None = None,
 ) -> resources_pb2.Task | None:
     """Carry out `decision` for task `name`; the task after its event, or None if
     nothing was recorded (no event, or the task had finished elsewhere first: then
     the message is acked whatever the decision said).
 
-    `known` is the record and revision the caller read last, to save a read.
+    `known` is the record and revision the caller read last, to save a read; `ttl`
+    how long the task's events are kept (a republished final event's).
     """
     event = decision.event
     task: resources_pb2.Task | None = None
     if event is not None and decision.republish:
-        await state.journal.publish(name, event, event_id=f"{name.task_id}.final")
+        await state.journal.publish(name, event, event_id=f"{name.task_id}.final", ttl=ttl)
     elif event is not None:
         try:
             task, _ = await state.journal.record_from(

@@ -16,13 +16,19 @@ from collections.abc import Iterator
 from nats.js.errors import APIError
 
 from llama_mesh.core.errors import ResourceExhaustedError
+from llama_mesh.jetstream.api_errors import (
+    JS_ACCOUNT_RESOURCES_EXCEEDED,
+    JS_INSUFFICIENT_RESOURCES,
+    JS_MEMORY_RESOURCES_EXCEEDED,
+    JS_STORAGE_RESOURCES_EXCEEDED,
+)
 
-# JetStream's error codes for a store or an account out of room.
+# What is full, by the JetStream error code that says so.
 _FULL = {
-    10023: "the NATS server's JetStream storage is full",  # insufficient resources
-    10047: "the NATS server's JetStream file storage is full",
-    10028: "the NATS server's JetStream memory storage is full",
-    10002: "the NATS account's JetStream limits are reached",
+    JS_INSUFFICIENT_RESOURCES: "the NATS server's JetStream storage is full",
+    JS_STORAGE_RESOURCES_EXCEEDED: "the NATS server's JetStream file storage is full",
+    JS_MEMORY_RESOURCES_EXCEEDED: "the NATS server's JetStream memory storage is full",
+    JS_ACCOUNT_RESOURCES_EXCEEDED: "the NATS account's JetStream limits are reached",
 }
 
 

@@ -5,20 +5,31 @@ through the Queue API) reports what happens as TaskEvents. ``TaskJournal.record`
 applies an event to the task's record in KV (compare-and-set, so concurrent writers
 never lose an update) and then publishes it on the task's event subject, in that
 order: a client that sees the last event and reads the task finds it finished.
+
+A finished task's record and its events carry the task's TTL: they expire together.
+A task that waits for input is listed in the `waiting` bucket (the inbox) once its
+record says so, and taken out once it no longer does (a listing also drops an entry
+whose task stopped waiting, should the process that changed it have died first).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
+from llama_mesh.core import proto_time
 from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, is_final
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
 from llama_mesh.jetstream.errors import store_errors
+from llama_mesh.jetstream.kv_ttl import msg_ttl
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
@@ -37,6 +48,7 @@ class TaskJournal:
     js: JetStreamContext
     topology: Topology
     tasks: ProtoBucket[resources_pb2.Task]
+    waiting: KeyValue
 
     async def record(
         self,
@@ -75,27 +87,48 @@ class TaskJournal:
             event.create_time.CopyFrom(now())
 
         changed = False
+        was_waiting: list[bool] = []
 
         def change(task: resources_pb2.Task) -> None:
             nonlocal changed
             changed = False
+            was_waiting[:] = [task.state == WAITING]
             if not apply_event(task, event):
                 raise Unchanged
             if replica_id:
                 task.replica_id = replica_id
             changed = True
 
-        task, revision = await self.tasks.mutate_from(task_key(name), str(name), change, known)
+        task, revision = await self.tasks.mutate_from(
+            task_key(name), str(name), change, known, ttl=kept_for
+        )
         if changed and is_final(task.state):
             # Counted by whoever recorded it, once: a final state takes no other.
             metrics.task_finished(task)
+        # In the inbox before anyone hears that it waits; out once it says otherwise.
+        if task.state == WAITING:
+            await self.list_waiting(task)
+        elif was_waiting and was_waiting[0]:
+            await self.unlist_waiting(name)
         if publish and event.type:
-            sequence = await self.publish(name, event, event_id=event_id)
+            sequence = await self.publish(name, event, event_id=event_id, ttl=ttl_of(task))
             if event.state == WAITING:
                 task, revision = await self._number_request(name, sequence)
         if is_final(event.state):
             logger.info("task %s %s", name, TaskState.Name(event.state))
         return task, revision
+
+    async def list_waiting(self, task: resources_pb2.Task) -> None:
+        """Put a waiting task in the inbox (the `waiting` bucket)."""
+        name = TaskName.parse(task.name)
+        entry = {"c": task.create_sequence, "s": task.service}
+        with store_errors(f"listing task {name} as waiting"):
+            await self.waiting.put(task_key(name), json.dumps(entry).encode())
+
+    async def unlist_waiting(self, name: TaskName, revision: int | None = None) -> None:
+        """Take a task out of the inbox (only if its entry is still at `revision`)."""
+        with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError, BadRequestError):
+            await self.waiting.delete(task_key(name), last=revision)
 
     async def _number_request(
         self, name: TaskName, sequence: int
@@ -111,11 +144,16 @@ class TaskJournal:
         return await self.tasks.mutate_from(task_key(name), str(name), change, None)
 
     async def publish(
-        self, name: TaskName, event: resources_pb2.TaskEvent, *, event_id: str = ""
+        self,
+        name: TaskName,
+        event: resources_pb2.TaskEvent,
+        *,
+        event_id: str = "",
+        ttl: float | None = None,
     ) -> int:
-        """Publish `event` on the task's subject (no state change); its stream sequence.
-        An event that names no state is one of a running task: it says RUNNING, the
-        task's state after it."""
+        """Publish `event` on the task's subject (no state change), kept `ttl` seconds
+        (the task's: ttl_of(task)); its stream sequence. An event that names no state is
+        one of a running task: it says RUNNING, the task's state after it."""
         event.task = str(name)
         if event.state == resources_pb2.TASK_STATE_UNSPECIFIED:
             event.state = resources_pb2.TASK_STATE_RUNNING
@@ -133,5 +171,17 @@ class TaskJournal:
                 subject,
                 envelope.SerializeToString(),
                 headers={"Nats-Msg-Id": envelope.id},
+                msg_ttl=msg_ttl(ttl),
             )
         return int(ack.seq)
+
+
+def ttl_of(task: resources_pb2.Task) -> float | None:
+    """How long the task's events are kept: its TTL, counted from when they are
+    published (None: the stream's own limit)."""
+    return proto_time.seconds(task.ttl) if task.HasField("ttl") else None
+
+
+def kept_for(task: resources_pb2.Task) -> float | None:
+    """How long a record of the task is kept: until changed, or its TTL once final."""
+    return ttl_of(task) if is_final(task.state) else None

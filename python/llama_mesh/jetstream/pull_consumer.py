@@ -13,6 +13,10 @@ than a request can live.
 
 nats-py's ``fetch(batch>1)`` waits for a full batch until its timeout, which would
 add latency; this keeps one outstanding request credit per free slot instead.
+
+A handler that has to wait for something other than work (a task waiting for an
+earlier one of its session) gives its slot back meanwhile (``slot_given_back``), so
+that waiting handlers never fill every slot and keep out the message they wait for.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -57,6 +61,8 @@ class PullConsumer:
         self.capacity = capacity
         self._credit = 0  # messages requested and not yet received
         self._running: set[asyncio.Task[None]] = set()
+        self._waiting = 0  # running handlers that gave their slot back for a while
+        self._slot_freed = asyncio.Condition()
         self._sub: Subscription | None = None
         self._advisories: Subscription | None = None
         self._leader_subject = f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{durable}"
@@ -71,6 +77,27 @@ class PullConsumer:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    @property
+    def _busy(self) -> int:
+        """Slots taken: running handlers, less those that gave theirs back."""
+        return len(self._running) - self._waiting
+
+    @contextlib.asynccontextmanager
+    async def slot_given_back(self) -> AsyncIterator[None]:
+        """Within the block the calling handler holds no slot (more messages come in
+        its place); on leaving, it waits for a free slot and takes it again."""
+        self._waiting += 1
+        try:
+            async with self._slot_freed:
+                self._slot_freed.notify_all()  # a handler waiting to come back may
+            await self._request_more()
+            yield
+            async with self._slot_freed:
+                await self._slot_freed.wait_for(lambda: self._busy < self.capacity)
+        finally:
+            # Back in (or ending on an error, when waiting for a slot is no use).
+            self._waiting -= 1
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -133,7 +160,7 @@ class PullConsumer:
     async def _request_more(self) -> None:
         if not self._taking or self._sub is None:
             return
-        want = self.capacity - len(self._running) - self._credit
+        want = self.capacity - self._busy - self._credit
         if want <= 0:
             return
         self._credit += want
@@ -153,7 +180,7 @@ class PullConsumer:
                 await self._request_more()
             return
         self._credit = max(self._credit - 1, 0)
-        if not self._taking or len(self._running) >= self.capacity:
+        if not self._taking or self._busy >= self.capacity:
             # Paused, or more arrived than asked for (requests thought lost were not):
             # hand it back rather than exceed the cap.
             with contextlib.suppress(Exception):
@@ -174,4 +201,6 @@ class PullConsumer:
                 self._running.discard(task)
             if not self._running:
                 self._idle.set()
+            async with self._slot_freed:
+                self._slot_freed.notify_all()
             await self._request_more()

@@ -12,14 +12,18 @@ process at start-up.
                                                so control planes can wait on `events.*.end`
     {p}.input.{task_id}          {P}_EVENTS    events sent into waiting tasks
     {p}.dead.{service}           {P}_DEAD      tasks that failed for good
+    {p}.created.{session}        {P}_CREATED   one message per task created: the creation
+                                               order (task_index.py)
     {p}.cancel.{task_id}         (core NATS)   cancel signal to the replica running it
 
     bucket                       key
     {p}_services                 {service}
     {p}_sessions                 {session}
     {p}_tasks                    {session}.{task}
-    {p}_contexts                 {session}.{service}   saved workflow Context (JSON)
-    {p}_locks                    {session}.{service}   the task that holds the session
+    {p}_session_state            {session}.{service}   whose turn it is, the saved workflow
+                                                       Context and the last run's outcome
+                                                       (the worker's session_turn.py)
+    {p}_waiting                  {session}.{task}      the tasks waiting for input (the inbox)
     {p}_api_keys                 {key id}              issued API keys (secrets hashed)
     {p}_agents                   {agent id}            agents created by the Agents API
     {p}_responses                {response id}         stored responses (Responses API)
@@ -28,6 +32,9 @@ process at start-up.
                                                        which may not write sessions)
     {p}_secrets                  {name}                keys only control planes read
                                                        (e.g. the one that signs ack ids)
+
+Finished tasks, idle sessions and their events expire: their messages carry a TTL
+(JetStream's per-message TTL) and nothing else keeps them.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ logger = logging.getLogger(__name__)
 DAY = 24 * 3600.0
 DUPLICATE_WINDOW = 120.0
 """Seconds in which JetStream drops a second message with the same Nats-Msg-Id."""
+MAX_TTL = 366 * DAY
+EXPIRY_MARKER_TTL = 60.0
+"""Seconds the marker of an expired KV record stays (watchers see it as a deletion)."""
+"""The age at which a stream drops events whatever TTL they carry (a backstop)."""
 T = TypeVar("T")
 
 
@@ -90,6 +101,17 @@ class Topology:
     @property
     def dead_letter_stream(self) -> str:
         return f"{self.prefix.upper()}_DEAD"
+
+    @property
+    def created_stream(self) -> str:
+        return f"{self.prefix.upper()}_CREATED"
+
+    def created_subject(self, session_id: str) -> str:
+        return f"{self.prefix}.created.{session_id}"
+
+    @property
+    def created_all(self) -> str:
+        return f"{self.prefix}.created.>"
 
     def task_subject(self, service_id: str) -> str:
         return f"{self.prefix}.tasks.{service_id}"
@@ -138,7 +160,7 @@ class Topology:
             service_bucket=self.bucket("services"),
             session_bucket=self.bucket("sessions"),
             task_bucket=self.bucket("tasks"),
-            context_bucket=self.bucket("contexts"),
+            context_bucket=self.bucket("session_state"),
         )
 
     async def ensure(self, js: JetStreamContext) -> None:
@@ -158,7 +180,20 @@ class Topology:
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
                 num_replicas=self.replicas,
-                max_age=self.event_retention,
+                # Events expire with their task (each carries its TTL); this is a backstop.
+                max_age=MAX_TTL,
+                allow_msg_ttl=True,
+                duplicate_window=DUPLICATE_WINDOW,
+            ),
+            api.StreamConfig(
+                name=self.created_stream,
+                subjects=[self.created_all],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                max_age=MAX_TTL,
+                allow_msg_ttl=True,
+                allow_direct=True,
                 duplicate_window=DUPLICATE_WINDOW,
             ),
             api.StreamConfig(
@@ -174,21 +209,28 @@ class Topology:
             try:
                 await _while_forming(functools.partial(js.add_stream, config))
             except BadRequestError as err:
-                # A stream with this name exists with another config; keep it.
+                # A stream with this name exists with another config (an older
+                # version's): bring it up to date where JetStream allows it, else keep it.
                 if err.err_code != JS_STREAM_NAME_EXIST:
                     raise
-                logger.warning("stream %s exists with another config; keeping it", config.name)
-        for name, ttl in (
-            ("services", None),
-            ("sessions", None),
-            ("tasks", None),
-            ("contexts", None),
-            ("locks", None),
-            ("api_keys", None),
-            ("agents", None),
-            ("responses", None),
-            ("usage", None),
-            ("secrets", None),
+                try:
+                    await js.update_stream(config)
+                    logger.info("stream %s updated to this version's config", config.name)
+                except BadRequestError:
+                    logger.warning("stream %s exists with another config; keeping it", config.name)
+        # Buckets whose records expire (per-message TTLs) leave a marker for a while
+        # when one does, so that a watch sees the expiry as a deletion.
+        for name, expiring in (
+            ("services", False),
+            ("sessions", True),
+            ("tasks", True),
+            ("session_state", True),
+            ("waiting", False),
+            ("api_keys", False),
+            ("agents", False),
+            ("responses", False),
+            ("usage", False),
+            ("secrets", False),
         ):
             try:
                 await _while_forming(
@@ -196,9 +238,9 @@ class Topology:
                         js.create_key_value,
                         bucket=self.bucket(name),
                         history=1,
-                        ttl=ttl,
                         storage=api.StorageType.FILE,
                         replicas=self.replicas,
+                        limit_marker_ttl=EXPIRY_MARKER_TTL if expiring else None,
                     )
                 )
             except BadRequestError as err:

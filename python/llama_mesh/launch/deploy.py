@@ -117,6 +117,7 @@ async def deploy_core(
                 port=cp_config.port,
                 topology=Topology.of(nats),
                 user_credentials=str(nats.credentials) if nats.credentials else None,
+                retention=cp_config.retention,
             )
         )
         if ready is not None:

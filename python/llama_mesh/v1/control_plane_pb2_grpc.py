@@ -185,8 +185,9 @@ class ControlPlaneAPIServicer:
     def CreateSession(self, request, context):
         """Creates a session. With session_id set, the caller chooses its id; if it
         exists already, returns it when allow_existing is true (get-or-create).
-        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
-        INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
+        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false;
+        INVALID_ARGUMENT for a malformed session_id, labels over their limits, a
+        negative token_budget or a ttl out of range.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,7 +202,8 @@ class ControlPlaneAPIServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Lists sessions in name order.
+        """Lists sessions, in the order they last changed; a page holds at most
+        page_size sessions and 3 MiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,10 +224,11 @@ class ControlPlaneAPIServicer:
         once with the task PENDING. A repeated request_id returns the task the
         first call created instead of creating another.
         Returns NOT_FOUND if the session does not exist or the service is not
-        registered; INVALID_ARGUMENT if the input is not a JSON object, is over
-        the size limit or does not match the service's input schema;
-        FAILED_PRECONDITION if the session's overlap policy is REJECT and a task
-        of the service is active in it.
+        registered; INVALID_ARGUMENT if the input is not a JSON object, a field is
+        over its size limit (the message names both) or the input does not match
+        the service's input schema; FAILED_PRECONDITION if the session's overlap
+        policy is REJECT and a task of the service is active in it;
+        RESOURCE_EXHAUSTED if JetStream's storage is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,9 +263,12 @@ class ControlPlaneAPIServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Lists tasks of a session, newest first, filtered by state and service.
-        The parent `sessions/-` lists across all sessions: with state
-        WAITING_FOR_INPUT it is the inbox of tasks waiting for a person.
+        """Lists tasks of a session, newest first (by create_sequence), filtered by
+        state and service. The parent `sessions/-` lists across all sessions:
+        with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
+        person. A page reads a bounded part of the history: it may hold fewer
+        than page_size tasks (even none) while more follow, and at most 3 MiB;
+        only an empty next_page_token means the end.
         Returns NOT_FOUND if the session does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -273,7 +279,8 @@ class ControlPlaneAPIServicer:
         """Cancels a pending or running task: the running workflow is stopped and
         the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
         finished task changes nothing and says so in already_finished.
-        Returns NOT_FOUND if the task does not exist.
+        Returns NOT_FOUND if the task does not exist; INVALID_ARGUMENT if the
+        reason is over 1 KiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -293,7 +300,9 @@ class ControlPlaneAPIServicer:
         """Sends an event into a task that waits for input (human in the loop).
         Returns NOT_FOUND if the task does not exist; FAILED_PRECONDITION if it
         is not waiting for input; INVALID_ARGUMENT if the event type is not one
-        the task accepts or the payload is not a JSON object.
+        the task accepts, or the payload is not a JSON object, is over its size
+        limit or does not fit the event type's schema (Service.event_schemas:
+        the message names the field).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

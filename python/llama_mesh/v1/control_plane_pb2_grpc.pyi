@@ -66,15 +66,18 @@ class ControlPlaneAPIStub:
     CreateSession: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.CreateSessionRequest, _control_plane_pb2.CreateSessionResponse]
     """Creates a session. With session_id set, the caller chooses its id; if it
     exists already, returns it when allow_existing is true (get-or-create).
-    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
-    INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
+    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false;
+    INVALID_ARGUMENT for a malformed session_id, labels over their limits, a
+    negative token_budget or a ttl out of range.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.GetSessionRequest, _control_plane_pb2.GetSessionResponse]
     """Returns a session.
     Returns NOT_FOUND if it does not exist.
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.ListSessionsRequest, _control_plane_pb2.ListSessionsResponse]
-    """Lists sessions in name order."""
+    """Lists sessions, in the order they last changed; a page holds at most
+    page_size sessions and 3 MiB.
+    """
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.DeleteSessionRequest, _control_plane_pb2.DeleteSessionResponse]
     """Deletes a session, its saved workflow state and its tasks.
     Returns NOT_FOUND if it does not exist; FAILED_PRECONDITION if tasks
@@ -86,10 +89,11 @@ class ControlPlaneAPIStub:
     once with the task PENDING. A repeated request_id returns the task the
     first call created instead of creating another.
     Returns NOT_FOUND if the session does not exist or the service is not
-    registered; INVALID_ARGUMENT if the input is not a JSON object, is over
-    the size limit or does not match the service's input schema;
-    FAILED_PRECONDITION if the session's overlap policy is REJECT and a task
-    of the service is active in it.
+    registered; INVALID_ARGUMENT if the input is not a JSON object, a field is
+    over its size limit (the message names both) or the input does not match
+    the service's input schema; FAILED_PRECONDITION if the session's overlap
+    policy is REJECT and a task of the service is active in it;
+    RESOURCE_EXHAUSTED if JetStream's storage is full.
     """
     RunTask: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.RunTaskRequest, _control_plane_pb2.RunTaskResponse]
     """Creates a task and waits until it finishes; returns the finished task
@@ -108,16 +112,20 @@ class ControlPlaneAPIStub:
     Returns NOT_FOUND if it does not exist.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.ListTasksRequest, _control_plane_pb2.ListTasksResponse]
-    """Lists tasks of a session, newest first, filtered by state and service.
-    The parent `sessions/-` lists across all sessions: with state
-    WAITING_FOR_INPUT it is the inbox of tasks waiting for a person.
+    """Lists tasks of a session, newest first (by create_sequence), filtered by
+    state and service. The parent `sessions/-` lists across all sessions:
+    with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
+    person. A page reads a bounded part of the history: it may hold fewer
+    than page_size tasks (even none) while more follow, and at most 3 MiB;
+    only an empty next_page_token means the end.
     Returns NOT_FOUND if the session does not exist.
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.CancelTaskRequest, _control_plane_pb2.CancelTaskResponse]
     """Cancels a pending or running task: the running workflow is stopped and
     the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
     finished task changes nothing and says so in already_finished.
-    Returns NOT_FOUND if the task does not exist.
+    Returns NOT_FOUND if the task does not exist; INVALID_ARGUMENT if the
+    reason is over 1 KiB.
     """
     StreamTaskEvents: _grpc.UnaryStreamMultiCallable[_control_plane_pb2.StreamTaskEventsRequest, _control_plane_pb2.StreamTaskEventsResponse]
     """Streams a task's events in order, starting after after_sequence (0:
@@ -129,7 +137,9 @@ class ControlPlaneAPIStub:
     """Sends an event into a task that waits for input (human in the loop).
     Returns NOT_FOUND if the task does not exist; FAILED_PRECONDITION if it
     is not waiting for input; INVALID_ARGUMENT if the event type is not one
-    the task accepts or the payload is not a JSON object.
+    the task accepts, or the payload is not a JSON object, is over its size
+    limit or does not fit the event type's schema (Service.event_schemas:
+    the message names the field).
     """
     GetQueueConfig: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.GetQueueConfigRequest, _control_plane_pb2.GetQueueConfigResponse]
     """Returns how services reach the message queue."""
@@ -169,15 +179,18 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     CreateSession: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.CreateSessionRequest, _control_plane_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Creates a session. With session_id set, the caller chooses its id; if it
     exists already, returns it when allow_existing is true (get-or-create).
-    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
-    INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
+    Returns ALREADY_EXISTS if session_id is taken and allow_existing is false;
+    INVALID_ARGUMENT for a malformed session_id, labels over their limits, a
+    negative token_budget or a ttl out of range.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.GetSessionRequest, _control_plane_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Returns a session.
     Returns NOT_FOUND if it does not exist.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.ListSessionsRequest, _control_plane_pb2.ListSessionsResponse]  # type: ignore[assignment]
-    """Lists sessions in name order."""
+    """Lists sessions, in the order they last changed; a page holds at most
+    page_size sessions and 3 MiB.
+    """
     DeleteSession: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.DeleteSessionRequest, _control_plane_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session, its saved workflow state and its tasks.
     Returns NOT_FOUND if it does not exist; FAILED_PRECONDITION if tasks
@@ -189,10 +202,11 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     once with the task PENDING. A repeated request_id returns the task the
     first call created instead of creating another.
     Returns NOT_FOUND if the session does not exist or the service is not
-    registered; INVALID_ARGUMENT if the input is not a JSON object, is over
-    the size limit or does not match the service's input schema;
-    FAILED_PRECONDITION if the session's overlap policy is REJECT and a task
-    of the service is active in it.
+    registered; INVALID_ARGUMENT if the input is not a JSON object, a field is
+    over its size limit (the message names both) or the input does not match
+    the service's input schema; FAILED_PRECONDITION if the session's overlap
+    policy is REJECT and a task of the service is active in it;
+    RESOURCE_EXHAUSTED if JetStream's storage is full.
     """
     RunTask: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.RunTaskRequest, _control_plane_pb2.RunTaskResponse]  # type: ignore[assignment]
     """Creates a task and waits until it finishes; returns the finished task
@@ -211,16 +225,20 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     Returns NOT_FOUND if it does not exist.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.ListTasksRequest, _control_plane_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """Lists tasks of a session, newest first, filtered by state and service.
-    The parent `sessions/-` lists across all sessions: with state
-    WAITING_FOR_INPUT it is the inbox of tasks waiting for a person.
+    """Lists tasks of a session, newest first (by create_sequence), filtered by
+    state and service. The parent `sessions/-` lists across all sessions:
+    with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
+    person. A page reads a bounded part of the history: it may hold fewer
+    than page_size tasks (even none) while more follow, and at most 3 MiB;
+    only an empty next_page_token means the end.
     Returns NOT_FOUND if the session does not exist.
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.CancelTaskRequest, _control_plane_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a pending or running task: the running workflow is stopped and
     the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
     finished task changes nothing and says so in already_finished.
-    Returns NOT_FOUND if the task does not exist.
+    Returns NOT_FOUND if the task does not exist; INVALID_ARGUMENT if the
+    reason is over 1 KiB.
     """
     StreamTaskEvents: _aio.UnaryStreamMultiCallable[_control_plane_pb2.StreamTaskEventsRequest, _control_plane_pb2.StreamTaskEventsResponse]  # type: ignore[assignment]
     """Streams a task's events in order, starting after after_sequence (0:
@@ -232,7 +250,9 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     """Sends an event into a task that waits for input (human in the loop).
     Returns NOT_FOUND if the task does not exist; FAILED_PRECONDITION if it
     is not waiting for input; INVALID_ARGUMENT if the event type is not one
-    the task accepts or the payload is not a JSON object.
+    the task accepts, or the payload is not a JSON object, is over its size
+    limit or does not fit the event type's schema (Service.event_schemas:
+    the message names the field).
     """
     GetQueueConfig: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.GetQueueConfigRequest, _control_plane_pb2.GetQueueConfigResponse]  # type: ignore[assignment]
     """Returns how services reach the message queue."""
@@ -305,8 +325,9 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_plane_pb2.CreateSessionResponse, _abc.Awaitable[_control_plane_pb2.CreateSessionResponse]]:
         """Creates a session. With session_id set, the caller chooses its id; if it
         exists already, returns it when allow_existing is true (get-or-create).
-        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
-        INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
+        Returns ALREADY_EXISTS if session_id is taken and allow_existing is false;
+        INVALID_ARGUMENT for a malformed session_id, labels over their limits, a
+        negative token_budget or a ttl out of range.
         """
 
     @_abc_1.abstractmethod
@@ -325,7 +346,9 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         request: _control_plane_pb2.ListSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_plane_pb2.ListSessionsResponse, _abc.Awaitable[_control_plane_pb2.ListSessionsResponse]]:
-        """Lists sessions in name order."""
+        """Lists sessions, in the order they last changed; a page holds at most
+        page_size sessions and 3 MiB.
+        """
 
     @_abc_1.abstractmethod
     def DeleteSession(
@@ -349,10 +372,11 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         once with the task PENDING. A repeated request_id returns the task the
         first call created instead of creating another.
         Returns NOT_FOUND if the session does not exist or the service is not
-        registered; INVALID_ARGUMENT if the input is not a JSON object, is over
-        the size limit or does not match the service's input schema;
-        FAILED_PRECONDITION if the session's overlap policy is REJECT and a task
-        of the service is active in it.
+        registered; INVALID_ARGUMENT if the input is not a JSON object, a field is
+        over its size limit (the message names both) or the input does not match
+        the service's input schema; FAILED_PRECONDITION if the session's overlap
+        policy is REJECT and a task of the service is active in it;
+        RESOURCE_EXHAUSTED if JetStream's storage is full.
         """
 
     @_abc_1.abstractmethod
@@ -395,9 +419,12 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         request: _control_plane_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_plane_pb2.ListTasksResponse, _abc.Awaitable[_control_plane_pb2.ListTasksResponse]]:
-        """Lists tasks of a session, newest first, filtered by state and service.
-        The parent `sessions/-` lists across all sessions: with state
-        WAITING_FOR_INPUT it is the inbox of tasks waiting for a person.
+        """Lists tasks of a session, newest first (by create_sequence), filtered by
+        state and service. The parent `sessions/-` lists across all sessions:
+        with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
+        person. A page reads a bounded part of the history: it may hold fewer
+        than page_size tasks (even none) while more follow, and at most 3 MiB;
+        only an empty next_page_token means the end.
         Returns NOT_FOUND if the session does not exist.
         """
 
@@ -410,7 +437,8 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a pending or running task: the running workflow is stopped and
         the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
         finished task changes nothing and says so in already_finished.
-        Returns NOT_FOUND if the task does not exist.
+        Returns NOT_FOUND if the task does not exist; INVALID_ARGUMENT if the
+        reason is over 1 KiB.
         """
 
     @_abc_1.abstractmethod
@@ -434,7 +462,9 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         """Sends an event into a task that waits for input (human in the loop).
         Returns NOT_FOUND if the task does not exist; FAILED_PRECONDITION if it
         is not waiting for input; INVALID_ARGUMENT if the event type is not one
-        the task accepts or the payload is not a JSON object.
+        the task accepts, or the payload is not a JSON object, is over its size
+        limit or does not fit the event type's schema (Service.event_schemas:
+        the message names the field).
         """
 
     @_abc_1.abstractmethod

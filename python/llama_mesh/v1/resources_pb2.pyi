@@ -463,6 +463,9 @@ class Session(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     TOKEN_BUDGET_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    TASK_TTL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sessions/{session}`."""
     overlap_policy: Global___OverlapPolicy.ValueType
@@ -489,6 +492,24 @@ class Session(_message.Message):
     def usage(self) -> Global___TokenUsage:
         """Tokens the session's tasks have used so far (every attempt counts)."""
 
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the session is kept once idle (no task created in it): its
+        record and saved workflow state. Unset: the deployment's default
+        (`control_plane.retention.idle_session_ttl`).
+        """
+
+    @_builtins.property
+    def task_ttl(self) -> _duration_pb2.Duration:
+        """How long each finished task of the session is kept, its record and its
+        events. Unset: the deployment's default
+        (`control_plane.retention.finished_task_ttl`).
+        """
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the session expires unless a task is created in it before."""
+
     def __init__(
         self,
         *,
@@ -499,10 +520,13 @@ class Session(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         token_budget: _builtins.int = ...,
         usage: Global___TokenUsage | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        task_ttl: _duration_pb2.Duration | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "task_ttl", b"task_ttl", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "token_budget", b"token_budget", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "task_ttl", b"task_ttl", "token_budget", b"token_budget", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -655,6 +679,9 @@ class Task(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_SEQUENCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sessions/{session}/tasks/{task}`."""
     service: _builtins.str
@@ -669,6 +696,12 @@ class Task(_message.Message):
     """Replica that runs or ran the latest attempt."""
     cancel_requested: _builtins.bool
     """Whether a cancel was requested and not yet carried out."""
+    create_sequence: _builtins.int
+    """Where the task stands in the order tasks were created in the mesh (a
+    task created later has a higher one; ids do not sort). Runs of one
+    service in one session take turns in this order, and ListTasks lists by
+    it, newest first.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """Keyword arguments of the workflow's run, as a JSON object."""
@@ -728,6 +761,14 @@ class Task(_message.Message):
     def usage(self) -> Global___TokenUsage:
         """Tokens its LLM calls used, over all its attempts."""
 
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the task is kept once finished (its session's task_ttl)."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the finished task, its record and its events, is deleted."""
+
     def __init__(
         self,
         *,
@@ -751,10 +792,13 @@ class Task(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         usage: Global___TokenUsage | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        create_sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "result", b"result", "retry_policy", b"retry_policy", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "input", b"input", "input_request", b"input_request", "result", b"result", "retry_policy", b"retry_policy", "start_time", b"start_time", "timeout", b"timeout", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "input", b"input", "input_request", b"input_request", "labels", b"labels", "name", b"name", "parent_task", b"parent_task", "replica_id", b"replica_id", "result", b"result", "retry_policy", b"retry_policy", "service", b"service", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "cancel_requested", b"cancel_requested", "create_sequence", b"create_sequence", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "input", b"input", "input_request", b"input_request", "labels", b"labels", "name", b"name", "parent_task", b"parent_task", "replica_id", b"replica_id", "result", b"result", "retry_policy", b"retry_policy", "service", b"service", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -863,7 +907,9 @@ class QueueConfig(_message.Message):
     task_bucket: _builtins.str
     """KV bucket of tasks."""
     context_bucket: _builtins.str
-    """KV bucket of saved workflow Contexts, keyed `{session}.{service}`."""
+    """KV bucket of the sessions' saved workflow state (whose turn it is, the
+    Context, the last outcome), keyed `{session}.{service}`.
+    """
     @_builtins.property
     def nats_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """NATS server URLs (one or more members of one cluster)."""
@@ -896,18 +942,26 @@ class TaskAssignment(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_FIELD_NUMBER: _builtins.int
+    SESSION_TTL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> Global___Task:
         """The task as created."""
+
+    @_builtins.property
+    def session_ttl(self) -> _duration_pb2.Duration:
+        """How long its session's saved workflow state is kept once the session is
+        idle (the session's ttl).
+        """
 
     def __init__(
         self,
         *,
         task: Global___Task | None = ...,
+        session_ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session_ttl", b"session_ttl", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_ttl", b"session_ttl", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,12 +2,18 @@
 
 ``take`` turns a delivered TaskAssignment into an attempt when
 ``lifecycle.begin_attempt`` says to run one (and settles the message at once when it
-does not). An ``Attempt`` waits for the session's turn (SessionLock), records RUNNING,
-restores the session's Context, runs the workflow (publishing its events; a request
-for input makes the task WAITING, see human_input.py), saves the new Context, and
-hands how it ended, an ``Outcome``, to ``lifecycle.end_attempt``;
-``jetstream.delivery.settle`` records that decision and only then acks or naks the
-message.
+does not). An ``Attempt`` waits for its turn in the session (jetstream/session_turn.py:
+creation order, giving its delivery slot back while it waits), records RUNNING (the
+workflow runs only once that landed), runs the workflow on the session's saved Context
+(publishing its events; a request for input makes the task WAITING), commits the new
+Context and the result together under its turn's fence, and hands how it ended, an
+``Outcome``, to ``lifecycle.end_attempt``; ``jetstream.delivery.settle`` records that
+decision and only then acks or naks the message.
+
+An attempt that finds its task's outcome committed already (the replica that committed
+it died first) records that outcome without running again; one whose turn was taken
+over by a later attempt of its task (it was stopped past the ack wait) stops and
+records nothing.
 
 A question the workflow asks (human in the loop) makes the task WAITING; its answer,
 or one an earlier attempt of the task got, comes through task_inputs.py. The model
@@ -18,21 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import nats.errors
+from google.protobuf import json_format, struct_pb2
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
 from workflows.handler import WorkflowHandler
 
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, MeshError, RetryableError
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import (
     WAITING,
@@ -46,21 +51,28 @@ from llama_mesh.core.lifecycle import (
     Succeeded,
     begin_attempt,
     end_attempt,
-    is_final,
 )
+from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
 from llama_mesh.core.names import TaskName
 from llama_mesh.core.tracebacks import debug_info
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
-from llama_mesh.jetstream.journal import task_key
-from llama_mesh.jetstream.session_lock import Revisions, SessionLock
+from llama_mesh.jetstream.journal import task_key, ttl_of
+from llama_mesh.jetstream.session_turn import (
+    Committed,
+    ContextTooLarge,
+    Held,
+    SessionTurns,
+    Superseded,
+    WhileWaiting,
+)
 from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
 from llama_mesh.worker.model_replay import recorded_answers, replaying
 from llama_mesh.worker.task_inputs import TaskInputs
 from llama_mesh.worker.token_ledger import TokenLedger
-from llama_mesh.worker.workflow_runner import RunOutcome, WorkflowRunner
+from llama_mesh.worker.workflow_runner import WorkflowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +88,21 @@ class Worker:
     service: str
     replica_id: str
     ack_wait: float
-    lock_revisions: Revisions
+    turns: SessionTurns
+    # Gives the attempt's delivery slot back while it waits for its turn.
+    while_waiting: WhileWaiting
     # How the workflow calls other services (nested workflows, tools) as child tasks.
     caller: ChildCaller | None = None
     # Whether a failed task's error carries the workflow's traceback.
     tracebacks: bool = True
 
-    def context_key(self, name: TaskName) -> str:
-        """The key of the session's saved Context (and of its lock) for this service."""
-        return f"{name.session_id}.{self.service}"
+
+@dataclass(frozen=True)
+class _Ran:
+    """The workflow ran and its Context and result are committed."""
+
+    result: struct_pb2.Value
+    recorded: Recorded
 
 
 class _AlreadyFinished(Exception):
@@ -114,9 +132,12 @@ def _is_mesh_error(err: Exception) -> bool:
     return isinstance(err, nats.errors.Error)
 
 
-async def take(worker: Worker, msg: Msg, name: TaskName) -> Attempt | None:
+async def take(
+    worker: Worker, msg: Msg, name: TaskName, session_ttl: float | None = None
+) -> Attempt | None:
     """The attempt to run for this delivery of task `name`, or None when the message
-    was settled at once (task gone, finished, cancelled, out of attempts or time)."""
+    was settled at once (task gone, finished, cancelled, out of attempts or time).
+    `session_ttl`: how long the session's saved state is kept once idle."""
     delivered = msg.metadata
     metrics.CONSUMER_PENDING.labels(worker.service).set(delivered.num_pending)
     if delivered.num_delivered > 1:
@@ -136,18 +157,32 @@ async def take(worker: Worker, msg: Msg, name: TaskName) -> Attempt | None:
         return None
     start = begin_attempt(found[0], time.time())
     if isinstance(start, Decision):
-        await settle(worker.state, name, start, MessageDelivery(msg), replica_id=worker.replica_id)
+        await settle(
+            worker.state,
+            name,
+            start,
+            MessageDelivery(msg),
+            replica_id=worker.replica_id,
+            ttl=ttl_of(found[0]),
+        )
         return None
-    return Attempt(worker, msg, name, found, start)
+    return Attempt(worker, msg, name, found, start, session_ttl)
 
 
 class Attempt:
     """One attempt of one task; ``run`` it once."""
 
     def __init__(
-        self, worker: Worker, msg: Msg, name: TaskName, known: Recorded, start: Run
+        self,
+        worker: Worker,
+        msg: Msg,
+        name: TaskName,
+        known: Recorded,
+        start: Run,
+        session_ttl: float | None = None,
     ) -> None:
         self.worker = worker
+        self.session_ttl = session_ttl
         self.msg = msg
         self.name = name
         self.known = known
@@ -155,8 +190,8 @@ class Attempt:
         self.start = start
         self.number = start.attempt
         self.cancel_reason = ""
-        self._run: asyncio.Task[tuple[RunOutcome, Recorded]] | None = None
-        # The write that records the attempt as RUNNING (owned by _run_locked).
+        self._run: asyncio.Task[_Ran | Committed] | None = None
+        # The write that records the attempt as RUNNING (owned by _run_in_turn).
         self._started: asyncio.Task[Recorded] | None = None
         # Tasks that pass events sent by clients into the workflow (human in the loop).
         self._forwards: set[asyncio.Task[None]] = set()
@@ -190,9 +225,10 @@ class Attempt:
                 await self.msg.in_progress()
 
     async def _settle(
-        self, outcome: Outcome, known: Recorded | None = None
+        self, outcome: Outcome, known: Recorded | None = None, attempt: int | None = None
     ) -> resources_pb2.Task | None:
-        decision = end_attempt(self.task, self.number, outcome)
+        """Record how attempt `attempt` (this one unless said) ended, then settle."""
+        decision = end_attempt(self.task, attempt or self.number, outcome)
         return await settle(
             self.worker.state,
             self.name,
@@ -200,31 +236,18 @@ class Attempt:
             MessageDelivery(self.msg),
             replica_id=self.worker.replica_id,
             known=known,
+            ttl=ttl_of(self.task),
         )
 
     async def _attempt(self) -> None:
         task = self.task
         deadline = proto_time.epoch_seconds(task.deadline) if task.HasField("deadline") else None
-        lock = (
-            # A child runs while its parent holds the lock of the parent's service; it
-            # takes no lock itself, or a workflow that calls its own service would wait
-            # for itself.
-            None
-            if task.parent_task
-            else SessionLock(
-                self.worker.state.locks,
-                self.worker.context_key(self.name),
-                self.name.task_id,
-                self._finished_task(),
-                self.worker.lock_revisions,
-            )
-        )
-        run = asyncio.create_task(self._run_locked(deadline, lock))
+        run = asyncio.create_task(self._run_in_turn(deadline))
         self._run = run
         scope = asyncio.timeout(None if deadline is None else max(deadline - time.time(), 0))
         try:
             async with scope:
-                outcome, recorded = await run
+                ran = await run
         except asyncio.CancelledError:
             if self.cancel_reason:
                 await self._settle(Cancelled(self.cancel_reason))
@@ -236,56 +259,74 @@ class Attempt:
         except _WorkflowFailed as failed:
             await self._settle(_failure(failed.error, self.worker.tracebacks))
             return
+        except ContextTooLarge as err:
+            # The same run would give the same Context: fail once, saying why.
+            await self._settle(Failed("ContextTooLarge", err.message))
+            return
         except _AlreadyFinished:
             await self.msg.ack_sync()
+            return
+        except Superseded as err:
+            # A later attempt of this task has the message and the turn: leave both.
+            logger.warning("task %s: attempt %d stops: %s", self.name, self.number, err)
             return
         except Exception as err:
             if isinstance(err, TimeoutError) and scope.expired():
                 await self._settle(DeadlinePassed())
                 return
-            # The mesh's own calls failed (e.g. NATS fails over): not the workflow's
-            # fault, so hand the task back instead of failing it.
+            # The mesh's own calls failed (e.g. NATS fails over, its store is full): not
+            # the workflow's fault, so hand the task back instead of failing it.
             logger.warning("task %s: handed back after %r", self.name, err)
             with contextlib.suppress(Exception):
                 await self._settle(HandedBack(stopping=False))
+            failpoint("attempt.handed_back")
             return
-        result = Succeeded(to_value(outcome.result, "the workflow's result"))
-        # The Context is saved: the next run in the session may start while the
-        # result is recorded.
-        releasing = lock.release() if lock is not None else asyncio.sleep(0)
-        await asyncio.gather(releasing, self._settle(result, recorded))
+        if isinstance(ran, Committed):
+            logger.info("task %s: its outcome was committed before; recording it", self.name)
+            result = json_format.ParseDict(ran.result, struct_pb2.Value())
+            await self._settle(Succeeded(result), attempt=ran.attempt)
+            return
+        await self._settle(Succeeded(ran.result), ran.recorded)
 
-    async def _run_locked(
-        self, deadline: float | None, lock: SessionLock | None
-    ) -> tuple[RunOutcome, Recorded]:
-        """Take the session's lock, run the workflow and save its Context.
+    async def _run_in_turn(self, deadline: float | None) -> _Ran | Committed:
+        """Take the session's turn, run the workflow, commit its Context and result.
 
-        On success the caller releases the lock; on failure it is released here.
+        The turn is given back here on any failure; a commit gives it up itself.
         """
         state = self.worker.state
-        context_key = self.worker.context_key(self.name)
-        if lock is not None:
-            waited = time.perf_counter()
-            await lock.acquire()
+        turns = self.worker.turns
+        failpoint("attempt.began")
+        waited = time.perf_counter()
+        try:
+            held = await turns.take(
+                self.name,
+                self.number,
+                self.task.create_sequence,
+                child=bool(self.task.parent_task),
+                while_waiting=self.worker.while_waiting,
+                ttl=self.session_ttl,
+                meanwhile=self._record_running,
+            )
+        except BaseException:
+            await asyncio.shield(self._drop_running())
+            raise
+        if isinstance(held, Committed):
+            if self._started is not None:
+                await asyncio.gather(self._started, return_exceptions=True)
+            return held
+        if held.turn:
             metrics.SESSION_LOCK_WAIT.labels(self.worker.service).observe(
                 time.perf_counter() - waited
             )
         metrics.attempt_began(self.task, self.number)
-        # RUNNING is recorded while the workflow starts; it must land before any other
-        # state change of this attempt (WAITING, the result) and before the Context is
-        # saved, and those wait for it.
-        started = asyncio.create_task(
-            state.journal.record_from(
-                self.name,
-                self.start.event,
-                replica_id=self.worker.replica_id,
-                publish=False,
-                known=self.known,
-            )
-        )
-        self._started = started
         try:
-            saved = await _saved_context(state, context_key)
+            # RUNNING lands before the workflow runs (it went alongside the turn's
+            # write): a store that refuses it (full) hands the task back without
+            # running the workflow, so re-execution stays bounded by the attempts.
+            if self._started is None:
+                self._record_running()
+            assert self._started is not None
+            recorded = await _recorded(self._started)
             kwargs = to_python(self.task.input)
             token = current_task.set(RunningTask(str(self.name), deadline, self.worker.caller))
             # A new attempt of a turn gets the model answers its earlier attempt got.
@@ -293,23 +334,50 @@ class Attempt:
             try:
                 await self._ledger.check()
                 with replaying(answers):
-                    outcome = await self.worker.runner.run(kwargs, saved, self._on_event)
+                    outcome = await self.worker.runner.run(kwargs, held.context, self._on_event)
             except Exception as err:
                 if isinstance(err, _AlreadyFinished) or _is_mesh_error(err):
                     raise
                 raise _WorkflowFailed(err) from err
             finally:
                 current_task.reset(token)
-            recorded = await _recorded(started)
-            await state.contexts.put(context_key, json.dumps(outcome.context).encode())
-            return outcome, recorded
+            result = to_value(outcome.result, "the workflow's result")
+            failpoint("attempt.ran")
+            earlier = await turns.commit(
+                self.name, self.number, held, outcome.context, json_format.MessageToDict(result)
+            )
+            failpoint("attempt.committed")
+            if earlier is not None:
+                return earlier  # another attempt of this task committed first: its outcome
+            return _Ran(result, recorded)
         except BaseException:
-            if not started.done():
-                started.cancel()
-            await asyncio.gather(started, return_exceptions=True)
-            if lock is not None:
-                await asyncio.shield(lock.release())
+            await asyncio.shield(self._give_back(held))
             raise
+
+    def _record_running(self) -> None:
+        """Start the write that records this attempt RUNNING (once)."""
+        if self._started is None:
+            self._started = asyncio.create_task(
+                self.worker.state.journal.record_from(
+                    self.name,
+                    self.start.event,
+                    replica_id=self.worker.replica_id,
+                    publish=False,
+                    known=self.known,
+                )
+            )
+
+    async def _drop_running(self) -> None:
+        started = self._started
+        if started is not None and not started.done():
+            started.cancel()
+        if started is not None:
+            await asyncio.gather(started, return_exceptions=True)
+
+    async def _give_back(self, held: Held) -> None:
+        await self._drop_running()
+        with contextlib.suppress(Exception):
+            await self.worker.turns.give_back(self.name, self.number, held)
 
     async def _on_event(self, out: resources_pb2.TaskEvent, handler: WorkflowHandler) -> None:
         """Publish an event of the run (the runner mapped it); tokens are charged to the
@@ -322,8 +390,11 @@ class Attempt:
                 await _recorded(self._started)
             await self._ledger.charge(out)
             return
+        # Checked before it is published: NATS would refuse it, and the same run would
+        # stream it again (the task fails once, saying why).
+        check_bytes(f"the payload of event {out.type}", out.payload.ByteSize(), MAX_EVENT_BYTES)
         if out.state != WAITING:
-            await state.journal.publish(self.name, out)
+            await state.journal.publish(self.name, out, ttl=ttl_of(self.task))
             _raise_swallowed_cancel()
             return
         # A question an earlier attempt of this task asked and got answered is
@@ -352,7 +423,7 @@ class Attempt:
             raise
         if answer is not None:
             inputs.turn.release()
-            await state.journal.publish(self.name, out)
+            await state.journal.publish(self.name, out, ttl=ttl_of(self.task))
             handler.ctx.send_event(answer)
             return
         # Waiting for input until the answer is passed on (or the attempt ends).
@@ -372,17 +443,6 @@ class Attempt:
             inputs.turn.release()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
-
-    def _finished_task(self) -> Callable[[str], Awaitable[bool]]:
-        """Whether a task of the session (the lock's head) has finished or vanished."""
-        state = self.worker.state
-        session_id = self.name.session_id
-
-        async def finished(task_id: str) -> bool:
-            found = await state.tasks.find(f"{session_id}.{task_id}")
-            return found is None or is_final(found[0].state)
-
-        return finished
 
 
 # Frames of these packages above the workflow's own code are the runtime's plumbing:
@@ -409,14 +469,3 @@ async def _recorded(started: asyncio.Task[Recorded]) -> Recorded:
         return await asyncio.shield(started)
     except FailedPreconditionError:
         raise _AlreadyFinished from None
-
-
-async def _saved_context(state: MeshState, key: str) -> dict[str, Any] | None:
-    try:
-        entry = await state.contexts.get(key)
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    data: dict[str, Any] = json.loads(entry.value)
-    return data

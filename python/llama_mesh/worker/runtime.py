@@ -36,8 +36,9 @@ from llama_mesh.core.json_values import to_value
 from llama_mesh.core.names import TaskName, new_id, service_name
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key, ttl_of
 from llama_mesh.jetstream.pull_consumer import PullConsumer
-from llama_mesh.jetstream.session_lock import Revisions
+from llama_mesh.jetstream.session_turn import SessionTurns
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
@@ -169,7 +170,8 @@ class ServiceRuntime:
                         config.name,
                         runtime.replica_id,
                         config.ack_wait,
-                        Revisions(),
+                        SessionTurns(state, config.name),
+                        runtime._slot_given_back,
                         caller,
                         tracebacks=config.tracebacks,
                     )
@@ -339,8 +341,14 @@ class ServiceRuntime:
             logger.error("service %s: not a task on %s; dropped", self.config.name, msg.subject)
             await msg.term()
             return
-        name = TaskName.parse(envelope.task_assignment.task.name)
-        attempt = await take(worker, msg, name)
+        assignment = envelope.task_assignment
+        name = TaskName.parse(assignment.task.name)
+        session_ttl = (
+            proto_time.seconds(assignment.session_ttl)
+            if assignment.HasField("session_ttl")
+            else None
+        )
+        attempt = await take(worker, msg, name, session_ttl)
         if attempt is None:
             return
         # Registered before the attempt records RUNNING: a control plane that sees the
@@ -368,4 +376,21 @@ class ServiceRuntime:
         assert state is not None
         event = resources_pb2.TaskEvent(type=type)
         event.payload.CopyFrom(to_value(payload, f"event {type}"))
-        await state.journal.publish(TaskName.parse(task), event, event_id=event_id)
+        name = TaskName.parse(task)
+        running = self._running.get(name.task_id)
+        if running is not None:
+            record: resources_pb2.Task | None = running.task
+        else:
+            found = await state.tasks.find(task_key(name))
+            record = found[0] if found is not None else None
+        ttl = ttl_of(record) if record is not None else None
+        await state.journal.publish(name, event, event_id=event_id, ttl=ttl)
+
+    @contextlib.asynccontextmanager
+    async def _slot_given_back(self) -> AsyncIterator[None]:
+        """While an attempt waits for its turn, its delivery slot serves others."""
+        if self._consumer is None:
+            yield
+            return
+        async with self._consumer.slot_given_back():
+            yield

@@ -10,6 +10,7 @@ of the library's private parts is in workflow_internals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -280,7 +281,9 @@ class WorkflowRunner:
                     await asyncio.shield(handler.cancel_run())
                 raise
             except BaseException:
+                # The run stops with what stopped it (an event the mesh refused, e.g.).
                 if not handler.is_done():
-                    handler.cancel()
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(handler.cancel_run())
                 raise
         return RunOutcome(result=self.result(result, mapper), context=await self.snapshot(handler))

@@ -4,9 +4,9 @@ original's up to and including that turn.
 The conversation is rebuilt from the turns themselves (their input messages and
 steps, derived from their tasks' events: the one source of truth), not cut out of the
 original's saved conversation, which has moved on. It becomes the new session's saved
-conversation (the `contexts` bucket, under the agent service's key, as a replica saves
-it: ``{"chat_history": [...]}`` of llama-index ChatMessage JSON), so its next turn
-continues from there. The original session is only read.
+conversation (the Context of the agent service's record in `session_state`, as a replica
+commits it: ``{"chat_history": [...]}`` of llama-index ChatMessage JSON), so its next
+turn continues from there. The original session is only read.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from llama_mesh.control_plane.agents_api.sessions import (
     AgentSessions,
 )
 from llama_mesh.control_plane.agents_api.turns import Turns
+from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.lifecycle import SUCCEEDED
+from llama_mesh.jetstream.session_turn import SessionTurns
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import resources_pb2
 
@@ -121,8 +123,8 @@ async def fork_session(
         target, name, {FORKED_FROM_LABEL: f"{request.session_id}/{request.turn_id}"}
     )
     forked_id = forked.name.partition("/")[2]
-    await sessions.state.contexts.put(
-        f"{forked_id}.{target.service}", json.dumps({"chat_history": history}).encode()
+    await SessionTurns(sessions.state, target.service).seed(
+        forked_id, {"chat_history": history}, proto_time.seconds(forked.ttl)
     )
     logger.info(
         "session %s forked from %s at turn %s", forked_id, request.session_id, request.turn_id

@@ -17,9 +17,7 @@ from llama_mesh.control_plane.agents_api.agents import (
     window,
 )
 from llama_mesh.control_plane.sessions import Sessions
-from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError
-from llama_mesh.core.names import session_name
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.v1 import agents_pb2, resources_pb2
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -43,16 +41,17 @@ class AgentSessions:
     async def create(
         self, target: AgentTarget, name: str, labels: dict[str, str] | None = None
     ) -> resources_pb2.Session:
-        session_id = new_uuid()
-        session = resources_pb2.Session(
-            name=session_name(session_id),
-            labels={AGENT_LABEL: target.agent.agent_id, NAME_LABEL: name, **(labels or {})},
-            overlap_policy=resources_pb2.OVERLAP_POLICY_QUEUE,
+        # Made as CreateSession makes one: it expires once idle, like any session.
+        created = await self.sessions.create_session(
+            cp.CreateSessionRequest(
+                session_id=new_uuid(),
+                session=resources_pb2.Session(
+                    labels={AGENT_LABEL: target.agent.agent_id, NAME_LABEL: name, **(labels or {})},
+                    overlap_policy=resources_pb2.OVERLAP_POLICY_QUEUE,
+                ),
+            )
         )
-        stamp = proto_time.now()
-        session.create_time.CopyFrom(stamp)
-        session.update_time.CopyFrom(stamp)
-        await self.state.sessions.create(session_id, session)
+        session = created.session
         logger.info("session %s created for agent %s", session.name, target.agent.agent_id)
         return session
 

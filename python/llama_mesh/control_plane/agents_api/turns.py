@@ -270,7 +270,7 @@ class Turns:
         ]
         wanted = set(turn_ids)
         tasks = [t for t in tasks if not wanted or t.name.rpartition("/")[2] in wanted]
-        tasks.sort(key=lambda t: (t.create_time.ToNanoseconds(), t.name))
+        tasks.sort(key=lambda t: t.create_sequence)  # creation order (the CREATED stream's)
         return [(await self.fold(t)).turn() for t in tasks]
 
     # -- resuming -------------------------------------------------------------------

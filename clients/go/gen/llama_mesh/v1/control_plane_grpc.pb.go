@@ -73,13 +73,15 @@ type ControlPlaneAPIClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	// Creates a session. With session_id set, the caller chooses its id; if it
 	// exists already, returns it when allow_existing is true (get-or-create).
-	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
-	// INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
+	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false;
+	// INVALID_ARGUMENT for a malformed session_id, labels over their limits, a
+	// negative token_budget or a ttl out of range.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	// Returns a session.
 	// Returns NOT_FOUND if it does not exist.
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
-	// Lists sessions in name order.
+	// Lists sessions, in the order they last changed; a page holds at most
+	// page_size sessions and 3 MiB.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// Deletes a session, its saved workflow state and its tasks.
 	// Returns NOT_FOUND if it does not exist; FAILED_PRECONDITION if tasks
@@ -90,10 +92,11 @@ type ControlPlaneAPIClient interface {
 	// once with the task PENDING. A repeated request_id returns the task the
 	// first call created instead of creating another.
 	// Returns NOT_FOUND if the session does not exist or the service is not
-	// registered; INVALID_ARGUMENT if the input is not a JSON object, is over
-	// the size limit or does not match the service's input schema;
-	// FAILED_PRECONDITION if the session's overlap policy is REJECT and a task
-	// of the service is active in it.
+	// registered; INVALID_ARGUMENT if the input is not a JSON object, a field is
+	// over its size limit (the message names both) or the input does not match
+	// the service's input schema; FAILED_PRECONDITION if the session's overlap
+	// policy is REJECT and a task of the service is active in it;
+	// RESOURCE_EXHAUSTED if JetStream's storage is full.
 	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*CreateTaskResponse, error)
 	// Creates a task and waits until it finishes; returns the finished task
 	// whether it SUCCEEDED, FAILED or was CANCELLED (read its state). The
@@ -108,15 +111,19 @@ type ControlPlaneAPIClient interface {
 	// Returns a task.
 	// Returns NOT_FOUND if it does not exist.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
-	// Lists tasks of a session, newest first, filtered by state and service.
-	// The parent `sessions/-` lists across all sessions: with state
-	// WAITING_FOR_INPUT it is the inbox of tasks waiting for a person.
+	// Lists tasks of a session, newest first (by create_sequence), filtered by
+	// state and service. The parent `sessions/-` lists across all sessions:
+	// with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
+	// person. A page reads a bounded part of the history: it may hold fewer
+	// than page_size tasks (even none) while more follow, and at most 3 MiB;
+	// only an empty next_page_token means the end.
 	// Returns NOT_FOUND if the session does not exist.
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// Cancels a pending or running task: the running workflow is stopped and
 	// the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
 	// finished task changes nothing and says so in already_finished.
-	// Returns NOT_FOUND if the task does not exist.
+	// Returns NOT_FOUND if the task does not exist; INVALID_ARGUMENT if the
+	// reason is over 1 KiB.
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
 	// Streams a task's events in order, starting after after_sequence (0:
 	// from the first), and ends after the event that carries a final state.
@@ -126,7 +133,9 @@ type ControlPlaneAPIClient interface {
 	// Sends an event into a task that waits for input (human in the loop).
 	// Returns NOT_FOUND if the task does not exist; FAILED_PRECONDITION if it
 	// is not waiting for input; INVALID_ARGUMENT if the event type is not one
-	// the task accepts or the payload is not a JSON object.
+	// the task accepts, or the payload is not a JSON object, is over its size
+	// limit or does not fit the event type's schema (Service.event_schemas:
+	// the message names the field).
 	SendTaskEvent(ctx context.Context, in *SendTaskEventRequest, opts ...grpc.CallOption) (*SendTaskEventResponse, error)
 	// Returns how services reach the message queue.
 	GetQueueConfig(ctx context.Context, in *GetQueueConfigRequest, opts ...grpc.CallOption) (*GetQueueConfigResponse, error)
@@ -359,13 +368,15 @@ type ControlPlaneAPIServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	// Creates a session. With session_id set, the caller chooses its id; if it
 	// exists already, returns it when allow_existing is true (get-or-create).
-	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false,
-	// INVALID_ARGUMENT for a malformed session_id or a negative token_budget.
+	// Returns ALREADY_EXISTS if session_id is taken and allow_existing is false;
+	// INVALID_ARGUMENT for a malformed session_id, labels over their limits, a
+	// negative token_budget or a ttl out of range.
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	// Returns a session.
 	// Returns NOT_FOUND if it does not exist.
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
-	// Lists sessions in name order.
+	// Lists sessions, in the order they last changed; a page holds at most
+	// page_size sessions and 3 MiB.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// Deletes a session, its saved workflow state and its tasks.
 	// Returns NOT_FOUND if it does not exist; FAILED_PRECONDITION if tasks
@@ -376,10 +387,11 @@ type ControlPlaneAPIServer interface {
 	// once with the task PENDING. A repeated request_id returns the task the
 	// first call created instead of creating another.
 	// Returns NOT_FOUND if the session does not exist or the service is not
-	// registered; INVALID_ARGUMENT if the input is not a JSON object, is over
-	// the size limit or does not match the service's input schema;
-	// FAILED_PRECONDITION if the session's overlap policy is REJECT and a task
-	// of the service is active in it.
+	// registered; INVALID_ARGUMENT if the input is not a JSON object, a field is
+	// over its size limit (the message names both) or the input does not match
+	// the service's input schema; FAILED_PRECONDITION if the session's overlap
+	// policy is REJECT and a task of the service is active in it;
+	// RESOURCE_EXHAUSTED if JetStream's storage is full.
 	CreateTask(context.Context, *CreateTaskRequest) (*CreateTaskResponse, error)
 	// Creates a task and waits until it finishes; returns the finished task
 	// whether it SUCCEEDED, FAILED or was CANCELLED (read its state). The
@@ -394,15 +406,19 @@ type ControlPlaneAPIServer interface {
 	// Returns a task.
 	// Returns NOT_FOUND if it does not exist.
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
-	// Lists tasks of a session, newest first, filtered by state and service.
-	// The parent `sessions/-` lists across all sessions: with state
-	// WAITING_FOR_INPUT it is the inbox of tasks waiting for a person.
+	// Lists tasks of a session, newest first (by create_sequence), filtered by
+	// state and service. The parent `sessions/-` lists across all sessions:
+	// with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
+	// person. A page reads a bounded part of the history: it may hold fewer
+	// than page_size tasks (even none) while more follow, and at most 3 MiB;
+	// only an empty next_page_token means the end.
 	// Returns NOT_FOUND if the session does not exist.
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// Cancels a pending or running task: the running workflow is stopped and
 	// the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
 	// finished task changes nothing and says so in already_finished.
-	// Returns NOT_FOUND if the task does not exist.
+	// Returns NOT_FOUND if the task does not exist; INVALID_ARGUMENT if the
+	// reason is over 1 KiB.
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
 	// Streams a task's events in order, starting after after_sequence (0:
 	// from the first), and ends after the event that carries a final state.
@@ -412,7 +428,9 @@ type ControlPlaneAPIServer interface {
 	// Sends an event into a task that waits for input (human in the loop).
 	// Returns NOT_FOUND if the task does not exist; FAILED_PRECONDITION if it
 	// is not waiting for input; INVALID_ARGUMENT if the event type is not one
-	// the task accepts or the payload is not a JSON object.
+	// the task accepts, or the payload is not a JSON object, is over its size
+	// limit or does not fit the event type's schema (Service.event_schemas:
+	// the message names the field).
 	SendTaskEvent(context.Context, *SendTaskEventRequest) (*SendTaskEventResponse, error)
 	// Returns how services reach the message queue.
 	GetQueueConfig(context.Context, *GetQueueConfigRequest) (*GetQueueConfigResponse, error)

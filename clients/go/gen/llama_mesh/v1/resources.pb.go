@@ -724,7 +724,17 @@ type Session struct {
 	// RESOURCE_EXHAUSTED (the message says how much was used).
 	TokenBudget int64 `protobuf:"varint,30,opt,name=token_budget,json=tokenBudget,proto3" json:"token_budget,omitempty"`
 	// Tokens the session's tasks have used so far (every attempt counts).
-	Usage         *TokenUsage `protobuf:"bytes,31,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *TokenUsage `protobuf:"bytes,31,opt,name=usage,proto3" json:"usage,omitempty"`
+	// How long the session is kept once idle (no task created in it): its
+	// record and saved workflow state. Unset: the deployment's default
+	// (`control_plane.retention.idle_session_ttl`).
+	Ttl *durationpb.Duration `protobuf:"bytes,40,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// How long each finished task of the session is kept, its record and its
+	// events. Unset: the deployment's default
+	// (`control_plane.retention.finished_task_ttl`).
+	TaskTtl *durationpb.Duration `protobuf:"bytes,41,opt,name=task_ttl,json=taskTtl,proto3" json:"task_ttl,omitempty"`
+	// When the session expires unless a task is created in it before.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,42,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -804,6 +814,27 @@ func (x *Session) GetTokenBudget() int64 {
 func (x *Session) GetUsage() *TokenUsage {
 	if x != nil {
 		return x.Usage
+	}
+	return nil
+}
+
+func (x *Session) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *Session) GetTaskTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TaskTtl
+	}
+	return nil
+}
+
+func (x *Session) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -1011,9 +1042,18 @@ type Task struct {
 	// Last change.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Tokens its LLM calls used, over all its attempts.
-	Usage         *TokenUsage `protobuf:"bytes,30,opt,name=usage,proto3" json:"usage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Usage *TokenUsage `protobuf:"bytes,30,opt,name=usage,proto3" json:"usage,omitempty"`
+	// How long the task is kept once finished (its session's task_ttl).
+	Ttl *durationpb.Duration `protobuf:"bytes,40,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// When the finished task, its record and its events, is deleted.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,41,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Where the task stands in the order tasks were created in the mesh (a
+	// task created later has a higher one; ids do not sort). Runs of one
+	// service in one session take turns in this order, and ListTasks lists by
+	// it, newest first.
+	CreateSequence int64 `protobuf:"varint,42,opt,name=create_sequence,json=createSequence,proto3" json:"create_sequence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -1186,6 +1226,27 @@ func (x *Task) GetUsage() *TokenUsage {
 	return nil
 }
 
+func (x *Task) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *Task) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Task) GetCreateSequence() int64 {
+	if x != nil {
+		return x.CreateSequence
+	}
+	return 0
+}
+
 // One event of a task, as streamed to clients and kept for replay.
 type TaskEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1329,7 +1390,8 @@ type QueueConfig struct {
 	SessionBucket string `protobuf:"bytes,7,opt,name=session_bucket,json=sessionBucket,proto3" json:"session_bucket,omitempty"`
 	// KV bucket of tasks.
 	TaskBucket string `protobuf:"bytes,8,opt,name=task_bucket,json=taskBucket,proto3" json:"task_bucket,omitempty"`
-	// KV bucket of saved workflow Contexts, keyed `{session}.{service}`.
+	// KV bucket of the sessions' saved workflow state (whose turn it is, the
+	// Context, the last outcome), keyed `{session}.{service}`.
 	ContextBucket string `protobuf:"bytes,9,opt,name=context_bucket,json=contextBucket,proto3" json:"context_bucket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1432,7 +1494,10 @@ func (x *QueueConfig) GetContextBucket() string {
 type TaskAssignment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task as created.
-	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// How long its session's saved workflow state is kept once the session is
+	// idle (the session's ttl).
+	SessionTtl    *durationpb.Duration `protobuf:"bytes,2,opt,name=session_ttl,json=sessionTtl,proto3" json:"session_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1470,6 +1535,13 @@ func (*TaskAssignment) Descriptor() ([]byte, []int) {
 func (x *TaskAssignment) GetTask() *Task {
 	if x != nil {
 		return x.Task
+	}
+	return nil
+}
+
+func (x *TaskAssignment) GetSessionTtl() *durationpb.Duration {
+	if x != nil {
+		return x.SessionTtl
 	}
 	return nil
 }
@@ -1852,7 +1924,7 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\vmax_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxBackoff\x12-\n" +
 	"\x12backoff_multiplier\x18\x04 \x01(\x01R\x11backoffMultiplier\x122\n" +
-	"\x15retryable_error_types\x18\x05 \x03(\tR\x13retryableErrorTypes\"\xc5\x03\n" +
+	"\x15retryable_error_types\x18\x05 \x03(\tR\x13retryableErrorTypes\"\xeb\x04\n" +
 	"\aSession\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12:\n" +
 	"\x06labels\x18\x02 \x03(\v2\".llama_mesh.v1.Session.LabelsEntryR\x06labels\x12C\n" +
@@ -1862,7 +1934,11 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"updateTime\x12!\n" +
 	"\ftoken_budget\x18\x1e \x01(\x03R\vtokenBudget\x125\n" +
-	"\x05usage\x18\x1f \x01(\v2\x19.llama_mesh.v1.TokenUsageB\x04\xe2A\x01\x03R\x05usage\x1a9\n" +
+	"\x05usage\x18\x1f \x01(\v2\x19.llama_mesh.v1.TokenUsageB\x04\xe2A\x01\x03R\x05usage\x12+\n" +
+	"\x03ttl\x18( \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
+	"\btask_ttl\x18) \x01(\v2\x19.google.protobuf.DurationR\ataskTtl\x12A\n" +
+	"\vexpire_time\x18* \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x04\x10\x05\"\xb3\x02\n" +
@@ -1881,7 +1957,8 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"event_type\x18\x02 \x01(\tR\teventType\x120\n" +
 	"\apayload\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\apayload\x120\n" +
-	"\x14accepted_event_types\x18\x04 \x03(\tR\x12acceptedEventTypes\"\xe8\b\n" +
+	"\x14accepted_event_types\x18\x04 \x03(\tR\x12acceptedEventTypes\"\x8d\n" +
+	"\n" +
 	"\x04Task\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x1e\n" +
 	"\aservice\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\aservice\x12-\n" +
@@ -1908,7 +1985,11 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\bend_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12A\n" +
 	"\vupdate_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"updateTime\x125\n" +
-	"\x05usage\x18\x1e \x01(\v2\x19.llama_mesh.v1.TokenUsageB\x04\xe2A\x01\x03R\x05usage\x1a9\n" +
+	"\x05usage\x18\x1e \x01(\v2\x19.llama_mesh.v1.TokenUsageB\x04\xe2A\x01\x03R\x05usage\x121\n" +
+	"\x03ttl\x18( \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x03ttl\x12A\n" +
+	"\vexpire_time\x18) \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"expireTime\x12-\n" +
+	"\x0fcreate_sequence\x18* \x01(\x03B\x04\xe2A\x01\x03R\x0ecreateSequence\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x0e\x10\x0f\"\xef\x02\n" +
@@ -1934,9 +2015,11 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\x0esession_bucket\x18\a \x01(\tR\rsessionBucket\x12\x1f\n" +
 	"\vtask_bucket\x18\b \x01(\tR\n" +
 	"taskBucket\x12%\n" +
-	"\x0econtext_bucket\x18\t \x01(\tR\rcontextBucket\"9\n" +
+	"\x0econtext_bucket\x18\t \x01(\tR\rcontextBucket\"u\n" +
 	"\x0eTaskAssignment\x12'\n" +
-	"\x04task\x18\x01 \x01(\v2\x13.llama_mesh.v1.TaskR\x04task\"f\n" +
+	"\x04task\x18\x01 \x01(\v2\x13.llama_mesh.v1.TaskR\x04task\x12:\n" +
+	"\vsession_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"sessionTtl\"f\n" +
 	"\tTaskInput\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x121\n" +
@@ -2051,43 +2134,49 @@ var file_llama_mesh_v1_resources_proto_depIdxs = []int32{
 	25, // 16: llama_mesh.v1.Session.create_time:type_name -> google.protobuf.Timestamp
 	25, // 17: llama_mesh.v1.Session.update_time:type_name -> google.protobuf.Timestamp
 	9,  // 18: llama_mesh.v1.Session.usage:type_name -> llama_mesh.v1.TokenUsage
-	21, // 19: llama_mesh.v1.TokenUsage.models:type_name -> llama_mesh.v1.TokenUsage.ModelsEntry
-	26, // 20: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
-	23, // 21: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
-	3,  // 22: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
-	26, // 23: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
-	27, // 24: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
-	7,  // 25: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
-	24, // 26: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
-	25, // 27: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	10, // 28: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
-	22, // 29: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
-	25, // 30: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	25, // 31: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	25, // 32: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	25, // 33: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 34: llama_mesh.v1.Task.usage:type_name -> llama_mesh.v1.TokenUsage
-	26, // 35: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
-	3,  // 36: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
-	27, // 37: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
-	25, // 38: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 39: llama_mesh.v1.TaskEvent.usage:type_name -> llama_mesh.v1.TokenUsage
-	11, // 40: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
-	23, // 41: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
-	11, // 42: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
-	25, // 43: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
-	14, // 44: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
-	12, // 45: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
-	15, // 46: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
-	16, // 47: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
-	17, // 48: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
-	23, // 49: llama_mesh.v1.Service.EventSchemasEntry.value:type_name -> google.protobuf.Struct
-	9,  // 50: llama_mesh.v1.TokenUsage.ModelsEntry.value:type_name -> llama_mesh.v1.TokenUsage
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	24, // 19: llama_mesh.v1.Session.ttl:type_name -> google.protobuf.Duration
+	24, // 20: llama_mesh.v1.Session.task_ttl:type_name -> google.protobuf.Duration
+	25, // 21: llama_mesh.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 22: llama_mesh.v1.TokenUsage.models:type_name -> llama_mesh.v1.TokenUsage.ModelsEntry
+	26, // 23: llama_mesh.v1.InputRequest.payload:type_name -> google.protobuf.Value
+	23, // 24: llama_mesh.v1.Task.input:type_name -> google.protobuf.Struct
+	3,  // 25: llama_mesh.v1.Task.state:type_name -> llama_mesh.v1.TaskState
+	26, // 26: llama_mesh.v1.Task.result:type_name -> google.protobuf.Value
+	27, // 27: llama_mesh.v1.Task.error:type_name -> google.rpc.Status
+	7,  // 28: llama_mesh.v1.Task.retry_policy:type_name -> llama_mesh.v1.RetryPolicy
+	24, // 29: llama_mesh.v1.Task.timeout:type_name -> google.protobuf.Duration
+	25, // 30: llama_mesh.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	10, // 31: llama_mesh.v1.Task.input_request:type_name -> llama_mesh.v1.InputRequest
+	22, // 32: llama_mesh.v1.Task.labels:type_name -> llama_mesh.v1.Task.LabelsEntry
+	25, // 33: llama_mesh.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	25, // 34: llama_mesh.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	25, // 35: llama_mesh.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	25, // 36: llama_mesh.v1.Task.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 37: llama_mesh.v1.Task.usage:type_name -> llama_mesh.v1.TokenUsage
+	24, // 38: llama_mesh.v1.Task.ttl:type_name -> google.protobuf.Duration
+	25, // 39: llama_mesh.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 40: llama_mesh.v1.TaskEvent.payload:type_name -> google.protobuf.Value
+	3,  // 41: llama_mesh.v1.TaskEvent.state:type_name -> llama_mesh.v1.TaskState
+	27, // 42: llama_mesh.v1.TaskEvent.error:type_name -> google.rpc.Status
+	25, // 43: llama_mesh.v1.TaskEvent.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 44: llama_mesh.v1.TaskEvent.usage:type_name -> llama_mesh.v1.TokenUsage
+	11, // 45: llama_mesh.v1.TaskAssignment.task:type_name -> llama_mesh.v1.Task
+	24, // 46: llama_mesh.v1.TaskAssignment.session_ttl:type_name -> google.protobuf.Duration
+	23, // 47: llama_mesh.v1.TaskInput.payload:type_name -> google.protobuf.Struct
+	11, // 48: llama_mesh.v1.DeadLetter.task:type_name -> llama_mesh.v1.Task
+	25, // 49: llama_mesh.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
+	14, // 50: llama_mesh.v1.Envelope.task_assignment:type_name -> llama_mesh.v1.TaskAssignment
+	12, // 51: llama_mesh.v1.Envelope.task_event:type_name -> llama_mesh.v1.TaskEvent
+	15, // 52: llama_mesh.v1.Envelope.task_input:type_name -> llama_mesh.v1.TaskInput
+	16, // 53: llama_mesh.v1.Envelope.task_cancellation:type_name -> llama_mesh.v1.TaskCancellation
+	17, // 54: llama_mesh.v1.Envelope.dead_letter:type_name -> llama_mesh.v1.DeadLetter
+	23, // 55: llama_mesh.v1.Service.EventSchemasEntry.value:type_name -> google.protobuf.Struct
+	9,  // 56: llama_mesh.v1.TokenUsage.ModelsEntry.value:type_name -> llama_mesh.v1.TokenUsage
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_resources_proto_init() }

@@ -1,0 +1,253 @@
+"""What the store costs as history grows: listings, and the store with retention on.
+
+    .venv/bin/python bench/store_bench.py            # make bench-store
+    .venv/bin/python bench/store_bench.py --quick    # smaller sizes, for a smoke run
+
+Two legs, each on its own embedded nats-server (temporary data directory):
+
+- **list**: ListTasks and ListSessions latency with 1k, 100k and 1M task records in the
+  store. The records are written the way CreateTask writes them (a creation-index
+  message and a Task record per task, 100 tasks per session, 20 of them waiting for
+  input) but straight into JetStream, since running a million workflows would
+  measure something else. At each size: p50/p95 of ListTasks over all sessions (first
+  page and a page deep in the history), of one session, of the inbox
+  (WAITING_FOR_INPUT), and of ListSessions. Flat means the page costs the same.
+- **retention**: 100k echo tasks through a real mesh (control plane and one replica,
+  c=64), with finished tasks kept 10 s and idle sessions 20 s. At 10k, 50k and 100k
+  tasks: the JetStream store's size (bytes on disk, what the server accounts) and
+  nats-server's RSS. Flat means nothing grows with history.
+
+Results go to bench/results/store.json. Every process is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+from google.protobuf import struct_pb2
+
+from llama_mesh.client import AsyncClient
+from llama_mesh.config import RetentionConfig, ServiceConfig
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core import proto_time
+from llama_mesh.jetstream.topology import Topology
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.runtime import ServiceRuntime
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from procs import memory_kib  # noqa: E402
+
+from mesh_workflows import EchoWorkflow  # noqa: E402
+
+TASKS_PER_SESSION = 100
+WAITING = 20
+"""Tasks waiting for input, whatever the history (the inbox reads only those)."""
+
+
+def _ms(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 2),
+    }
+
+
+async def _timed(call: Any, request: Any, runs: int) -> tuple[dict[str, float], Any]:
+    samples = []
+    response = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        response = await call(request)
+        samples.append(time.perf_counter() - started)
+    return _ms(samples), response
+
+
+async def _seed(js: Any, topology: Topology, start: int, count: int) -> None:
+    """Write `count` task records (and their index entries) as CreateTask would."""
+    stamp = proto_time.now()
+    pending: list[Any] = []
+    for i in range(start, start + count):
+        session_id = f"s{i // TASKS_PER_SESSION:07d}"
+        task_id = f"t{i:09d}"
+        if i % TASKS_PER_SESSION == 0:
+            session = resources_pb2.Session(name=f"sessions/{session_id}")
+            session.create_time.CopyFrom(stamp)
+            pending.append(
+                await js.publish_async(
+                    f"$KV.{topology.bucket('sessions')}.{session_id}", session.SerializeToString()
+                )
+            )
+        entry = json.dumps({"t": task_id, "s": "echo"}, separators=(",", ":")).encode()
+        ack = js.publish_async(
+            topology.created_subject(session_id), entry, headers={"Nats-Msg-Id": task_id}
+        )
+        pending.append(await ack)
+        waiting = i < WAITING
+        task = resources_pb2.Task(
+            name=f"sessions/{session_id}/tasks/{task_id}",
+            service="echo",
+            state=resources_pb2.TASK_STATE_WAITING_FOR_INPUT
+            if waiting
+            else resources_pb2.TASK_STATE_SUCCEEDED,
+            attempt_count=1,
+            result=None if waiting else struct_pb2.Value(string_value=f"{i}_result"),
+        )
+        task.create_time.CopyFrom(stamp)
+        pending.append(
+            await js.publish_async(
+                f"$KV.{topology.bucket('tasks')}.{session_id}.{task_id}", task.SerializeToString()
+            )
+        )
+        if waiting:
+            listed = json.dumps({"c": 0, "s": "echo"}).encode()
+            pending.append(
+                await js.publish_async(
+                    f"$KV.{topology.bucket('waiting')}.{session_id}.{task_id}", listed
+                )
+            )
+        if len(pending) > 4000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+
+
+async def list_leg(sizes: list[int], runs: int) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        async with EmbeddedNats.start(Path(tmp) / "nats") as server:
+            topology = Topology()
+            async with ControlPlaneServer.start([server.url]) as cp_server:
+                nc = await nats.connect(server.url)
+                js = nc.jetstream(timeout=30)
+                async with AsyncClient(cp_server.address, timeout=60) as client:
+                    seeded = 0
+                    for size in sizes:
+                        started = time.perf_counter()
+                        await _seed(js, topology, seeded, size - seeded)
+                        seeded = size
+                        seeding = time.perf_counter() - started
+                        stub = client.stub
+                        everyone = cp.ListTasksRequest(parent="sessions/-", page_size=50)
+                        first, page = await _timed(stub.ListTasks, everyone, runs)
+                        deep = cp.ListTasksRequest(
+                            parent="sessions/-", page_size=50, page_token=page.next_page_token
+                        )
+                        for _ in range(10):  # ten pages into the history
+                            deep.page_token = (await stub.ListTasks(deep)).next_page_token
+                        deeper, _ = await _timed(stub.ListTasks, deep, runs)
+                        one = cp.ListTasksRequest(parent="sessions/s0000000", page_size=50)
+                        session, _ = await _timed(stub.ListTasks, one, runs)
+                        inbox = cp.ListTasksRequest(
+                            parent="sessions/-",
+                            page_size=50,
+                            states=[resources_pb2.TASK_STATE_WAITING_FOR_INPUT],
+                        )
+                        waiting, _ = await _timed(stub.ListTasks, inbox, runs)
+                        sessions, _ = await _timed(
+                            stub.ListSessions, cp.ListSessionsRequest(page_size=50), runs
+                        )
+                        row = {
+                            "task_records": size,
+                            "seed_s": round(seeding, 1),
+                            "list_all_first_page": first,
+                            "list_all_page_10": deeper,
+                            "list_one_session": session,
+                            "list_inbox": waiting,
+                            "list_sessions": sessions,
+                        }
+                        print(json.dumps(row), flush=True)
+                        results.append(row)
+                await nc.close()
+    return results
+
+
+def _store_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+async def _run_tasks(client: AsyncClient, first: int, last: int, concurrency: int) -> None:
+    """Tasks first..last-1, `concurrency` at a time; a session per hundred tasks, so that
+    sessions come and go as well."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(first, last):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        session = None
+        while not queue.empty():
+            i = queue.get_nowait()
+            if session is None or i % 100 == 0:
+                session = await client.create_session()
+            await session.run("echo", arg1=i)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def retention_leg(checkpoints: list[int], concurrency: int) -> list[dict[str, Any]]:
+    results = []
+    retention = RetentionConfig(finished_task_ttl=10, idle_session_ttl=20)
+    service = ServiceConfig("echo", max_concurrency=64)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "nats"
+        async with (
+            EmbeddedNats.start(data) as server,
+            ControlPlaneServer.start([server.url], retention=retention) as cp_server,
+            ServiceRuntime.start(EchoWorkflow(), service, cp_server.address),
+            AsyncClient(cp_server.address, timeout=60) as client,
+        ):
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            done = 0
+            started = time.perf_counter()
+            for checkpoint in checkpoints:
+                await _run_tasks(client, done, checkpoint, concurrency)
+                done = checkpoint
+                account = await js.account_info()
+                row = {
+                    "tasks": done,
+                    "elapsed_s": round(time.perf_counter() - started, 1),
+                    "store_bytes_on_disk": _store_bytes(data),
+                    "jetstream_storage_bytes": account.storage,
+                    "nats_server_rss_kib": memory_kib(server.process.pid).get("VmRSS"),
+                }
+                print(json.dumps(row), flush=True)
+                results.append(row)
+            await nc.close()
+    return results
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000]
+    checkpoints = [2_000, 4_000] if args.quick else [10_000, 50_000, 100_000]
+    out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out["list"] = await list_leg(sizes, runs=20 if args.quick else 50)
+    out["retention"] = await retention_leg(checkpoints, concurrency=64)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "store.json")
+    args = parser.parse_args()
+    out = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
