@@ -81,13 +81,13 @@ async def _nats_is_locked_down(url: str, users: Path) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(url, allow_reconnect=False, connect_timeout=5, error_cb=_ignore)
     violations: list[str] = []
-    forged = ("mesh.tasks.other", "$kv.mesh_agents.forged")
-    both_refused = asyncio.Event()
+    forged = ("mesh.tasks.other", "$kv.mesh_agents.forged", "mesh.created.s1")
+    all_refused = asyncio.Event()
 
     async def record(err: Exception) -> None:
         violations.append(str(err).lower())
         if all(any(f in v for v in violations) for f in forged):
-            both_refused.set()
+            all_refused.set()
 
     nc = await nats.connect(url, nkeys_seed=str(users / "service-echo.nk"), error_cb=record)
     try:
@@ -97,17 +97,20 @@ async def _nats_is_locked_down(url: str, users: Path) -> None:
                 await wreck  # refused by the server: no JetStream reply comes
         await nc.publish("mesh.tasks.other", b"forged task")
         await nc.publish("$KV.mesh_agents.forged", b"an agent it made up")
+        # An entry in the creation index would put a task it made up ahead in the turns.
+        await nc.publish("mesh.created.s1", b"a task created out of turn")
         await nc.flush()
         # The server's -ERR for a publish reaches error_cb on a task of its own: wait for
-        # both, not for the flush alone (which raced them under load).
+        # all, not for the flush alone (which raced them under load).
         async with asyncio.timeout(30):
-            await both_refused.wait()
+            await all_refused.wait()
     finally:
         await nc.close()
     assert any("stream.delete.mesh_dead" in v for v in violations), violations
     assert any("stream.delete.kv_mesh_sessions" in v for v in violations), violations
     assert any("mesh.tasks.other" in v for v in violations), violations
     assert any("$kv.mesh_agents.forged" in v for v in violations), violations
+    assert any("mesh.created.s1" in v for v in violations), violations
 
 
 async def _ignore(err: Exception) -> None:

@@ -63,6 +63,8 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
                 # tasks are created, and answers sent, by the control plane only
                 f"{prefix}.tasks.>",
                 f"{prefix}.input.>",
+                # the creation index is written as tasks are created (the turns' order)
+                f"{prefix}.created.>",
                 # the registry, sessions, keys, agents and responses are the control plane's
                 f"$KV.{prefix}_services.>",
                 f"$KV.{prefix}_sessions.>",
