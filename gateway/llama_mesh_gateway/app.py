@@ -3,8 +3,9 @@
 >>> app = create_app("127.0.0.1:50051")  # serve it with any ASGI server
 
 Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
-SERVING, 503 otherwise), `GET /openapi.json` and, when asked, `GET /metrics`
-(Prometheus: requests by gRPC method and HTTP status, metrics.py). Every other path is routed by the
+SERVING, 503 otherwise), `GET /openapi.json`, when asked `GET /metrics`
+(Prometheus: requests by gRPC method and HTTP status, metrics.py), and the web
+console's static files under `/console/` (console.py). Every other path is routed by the
 google.api.http rules of the descriptor set. One gRPC channel to the upstream is opened
 at lifespan startup (or at the first request when the server runs no lifespan) and
 closed at lifespan shutdown or by `Gateway.aclose()`.
@@ -27,6 +28,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llama_mesh_gateway import asgi_io, metrics, streaming
+from llama_mesh_gateway.console import CONSOLE_PATH, ConsoleFiles
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
 from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Match, MethodNotAllowed, Route, RouteTable, Schema
@@ -70,10 +72,12 @@ class Gateway:
         channel_options: Sequence[tuple[str, Any]] = (),
         metrics: bool = False,
         upstream_tls: UpstreamTls | None = None,
+        console: bool = True,
     ) -> None:
         self.upstream = upstream
         self.metrics = metrics
         self.upstream_tls = upstream_tls
+        self._console = ConsoleFiles() if console else None
         self.schema = schema
         self.max_body_bytes = max_body_bytes
         self.heartbeat_seconds = heartbeat_seconds
@@ -217,6 +221,11 @@ class Gateway:
         if raw_path == "/metrics" and method == "GET" and self.metrics:
             body, content_type = metrics.exposition()
             await asgi_io.send_body(send, 200, {"content-type": content_type}, body)
+            return
+        if self._console is not None and (
+            raw_path == CONSOLE_PATH or raw_path.startswith(CONSOLE_PATH + "/")
+        ):
+            await self._console(scope, receive, send)
             return
         try:
             match = self.table.find(method, raw_path)
@@ -445,6 +454,7 @@ def create_app(
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     metrics: bool = False,
     upstream_tls: UpstreamTls | None = None,
+    console: bool = True,
 ) -> Gateway:
     """The gateway ASGI app for `upstream` ("host:port").
 
@@ -453,8 +463,8 @@ def create_app(
     (full or short names). `cors_origins` enables CORS for those origins ("*" for any).
     `max_body_bytes` bounds request bodies (413 above it); `heartbeat_seconds` is the
     idle interval after which a stream gets a keep-alive. `metrics` serves `GET /metrics`.
-    idle interval after which a stream gets a keep-alive. `upstream_tls` makes the
-    gateway reach the upstream over TLS (plaintext without it).
+    `upstream_tls` makes the gateway reach the upstream over TLS (plaintext without it).
+    `console` serves the web console at `/console/` (docs/console.md).
 
     >>> app = create_app("127.0.0.1:50051", cors_origins=["https://example.com"])
     """
@@ -467,4 +477,5 @@ def create_app(
         cors_origins=cors_origins,
         metrics=metrics,
         upstream_tls=upstream_tls,
+        console=console,
     )
