@@ -214,12 +214,13 @@ export async function allTasks(filter: TaskFilter): Promise<Task[]> {
   return all;
 }
 
+// GetTask, GetSession and CreateTask answer with the resource itself (response_body).
 export async function getTask(name: string): Promise<Task> {
-  return (await call<{ task: Task }>("GET", `/v1/${name}`)).task;
+  return call<Task>("GET", `/v1/${name}`);
 }
 
 export async function getSession(name: string): Promise<Session> {
-  return (await call<{ session: Session }>("GET", `/v1/${name}`)).session;
+  return call<Session>("GET", `/v1/${name}`);
 }
 
 export async function cancelTask(name: string, reason: string): Promise<Task> {
@@ -231,7 +232,7 @@ export async function sendTaskEvent(name: string, type: string, payload: unknown
 }
 
 export async function createTask(session: string, service: string, input: Record<string, unknown>): Promise<Task> {
-  return (await call<{ task: Task }>("POST", `/v1/${session}/tasks`, { task: { service, input } })).task;
+  return call<Task>("POST", `/v1/${session}/tasks`, { service, input });
 }
 
 export async function callerIdentity(): Promise<Record<string, unknown>> {

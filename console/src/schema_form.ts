@@ -18,7 +18,7 @@ function fieldFor(name: string, schema: Schema, required: boolean): [HTMLElement
   const title = typeof schema["title"] === "string" ? schema["title"] : name;
   const description = typeof schema["description"] === "string" ? schema["description"] : "";
   const type = schema["type"];
-  const label = h("label", { for: id }, title, required ? " *" : "");
+  const label = h("label", { for: id }, title);
   const help = description ? h("p", { class: "muted", id: `${id}-help` }, description) : null;
   const common = { id, name, required, "aria-describedby": help ? `${id}-help` : null };
   let control: HTMLInputElement | HTMLTextAreaElement | HTMLSelectElement;

@@ -3,16 +3,15 @@ chromium driven by Playwright (which cannot download its own browsers here)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from console_workflows import SteppedWorkflow
+from console_support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, HAVE_CHROMIUM, ConsoleMesh
+from console_workflows import ReviewWorkflow, SteppedWorkflow
 from mesh_agents import assistant
 
 from llama_mesh.config import ServiceConfig
@@ -27,39 +26,6 @@ from mesh_workflows import EchoWorkflow, FailingWorkflow, StoppableWorkflow
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-# What chromium needs to run headless on these machines (no GPU, no network but
-# loopback: without the background-networking flags it dials Google's hosts).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="Playwright for Python is not installed (make install)"
-)
-if not CHROMIUM.exists():
-    pytest.skip(f"no chromium at {CHROMIUM} (make install)", allow_module_level=True)
-
-
-@dataclass
-class ConsoleMesh:
-    mesh: LocalMesh
-    gateway: GatewayServer
-    model: ScriptedModel
-
-    @property
-    def console_url(self) -> str:
-        return f"{self.gateway.url}/console/"
-
 
 @pytest.fixture
 def model() -> ScriptedModel:
@@ -72,10 +38,11 @@ async def console_mesh(nats: EmbeddedNats, model: ScriptedModel) -> AsyncIterato
         services = {
             # A short lease: the replica reports a pause at its next renewal.
             "echo": (EchoWorkflow(), ServiceConfig("echo", lease=3.0)),
-            "stepped": SteppedWorkflow(),
+            "stepped": SteppedWorkflow(timeout=None),
             "fail": FailingWorkflow(),
             "stoppable": StoppableWorkflow(),
             "human": human,
+            "review": ReviewWorkflow(timeout=None),
             "assistant": assistant(model_url),
         }
         async with (
@@ -97,7 +64,13 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with playwright_api.async_playwright() as pw:
+    # The test modules skip without Playwright; without a browser, so does this.
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"no chromium at {CHROMIUM} (make install installs Debian's)")
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=30_000)  # a loaded machine; a failure still fails
+    async with async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir per test
             executable_path=str(CHROMIUM),
@@ -116,6 +89,13 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
 async def page(browser: BrowserContext, console_mesh: ConsoleMesh) -> AsyncIterator[Page]:
     """The console, signed in (the mesh has no authentication: an empty token)."""
     page = browser.pages[0] if browser.pages else await browser.new_page()
+    # What the page logs goes to the test's output, for whoever reads a failure.
+    page.on("console", lambda msg: print(f"console.{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda err: print(f"page error: {err}"))
+    page.on(
+        "response",
+        lambda r: print(f"HTTP {r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+    )
     await page.goto(console_mesh.console_url)
     await page.get_by_label("Token").fill("")
     await page.get_by_role("button", name="Sign in").click()

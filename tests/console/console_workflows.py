@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from workflows import Context, Workflow, step
 from workflows.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 
@@ -11,19 +13,58 @@ class Step(Event):
 
 
 class SteppedWorkflow(Workflow):
-    """Streams Step(0..2), waits for a `go` HumanResponseEvent, streams Step(3..5).
+    """Streams Step(0..2), asks to go on, and on a HumanResponseEvent streams Step(3..5).
 
-    The wait splits the stream in two, so a test sees the first half in the page
-    before the second half exists: the page shows events live, not a replay.
+    The question splits the stream in two, so a test sees the first half in the page
+    before the second half exists: the page shows events live, not a replay. (Two
+    steps, not `ctx.wait_for_event`, which runs its step again from the top.)
     """
 
     @step
-    async def run_steps(self, ctx: Context, ev: StartEvent) -> StopEvent:
+    async def first_half(self, ctx: Context, ev: StartEvent) -> InputRequiredEvent:
         for n in range(3):
             ctx.write_event_to_stream(Step(n=n))
-        await ctx.wait_for_event(
-            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="go on?"), timeout=None
-        )
+        return InputRequiredEvent(prefix="go on?")
+
+    @step
+    async def second_half(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
         for n in range(3, 6):
             ctx.write_event_to_stream(Step(n=n))
         return StopEvent(result="six steps")
+
+
+class Review(HumanResponseEvent):
+    """A reviewer's verdict: the event ReviewWorkflow waits for (a HumanResponseEvent,
+    which a workflow may consume without producing it)."""
+
+    response: str = ""
+    approved: bool
+    rating: int
+    verdict: Literal["accept", "revise", "reject"]
+    note: str = ""
+
+
+def review_schema() -> dict[str, Any]:
+    """Review's JSON Schema without the inherited free-text `response`."""
+    schema = Review.model_json_schema()
+    del schema["properties"]["response"]
+    return schema
+
+
+REVIEW_SCHEMA = review_schema()
+
+
+class ReviewWorkflow(Workflow):
+    """Asks a person for a Review, naming the event and its JSON Schema in the question."""
+
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(
+            prefix=f"Review {ev.get('draft', 'the draft')}",
+            response_event="Review",
+            response_schema=REVIEW_SCHEMA,
+        )
+
+    @step
+    async def decide(self, ev: Review) -> StopEvent:
+        return StopEvent(result=ev.model_dump(exclude={"response"}))

@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from conftest import PHONE, ConsoleMesh
-from playwright.async_api import Page, expect
+import pytest
+
+pytest.importorskip("playwright", reason="Playwright for Python is not installed (make install)")
+
+# A browser and a mesh per test, on a shared 2-core machine.
+pytestmark = pytest.mark.timeout(300)
+
+from console_support import PHONE, ConsoleMesh  # noqa: E402
+from playwright.async_api import Page, expect  # noqa: E402
 
 
 async def test_the_gateway_serves_the_console_and_nothing_outside_it(
@@ -37,12 +44,13 @@ async def test_the_mesh_page_shows_every_service_with_its_kind_and_replicas(
     page: Page, console_mesh: ConsoleMesh, output_dir: Path
 ) -> None:
     rows = page.locator("#services tbody tr")
-    await expect(rows).to_have_count(6)
+    await expect(rows).to_have_count(7)
     expected = {
         "assistant": "agent",
         "echo": "workflow",
         "fail": "workflow",
         "human": "human",
+        "review": "workflow",
         "stepped": "workflow",
         "stoppable": "workflow",
     }

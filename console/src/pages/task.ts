@@ -71,7 +71,7 @@ function eventItem(event: TaskEvent): HTMLElement {
     { class: final ? "final" : "", "data-sequence": event.sequence, "data-type": event.type },
     h("span", { class: "seq" }, `#${event.sequence}`),
     h("span", { class: "type" }, event.type),
-    stateBadge(event.state),
+    event.state && event.state !== "TASK_STATE_UNSPECIFIED" ? stateBadge(event.state) : null,
     h("span", { class: "muted" }, ` attempt ${event.attempt} · ${time(event.createTime)}`),
     payload && payload.length > 120
       ? h("details", {}, h("summary", {}, "payload"), h("pre", { class: "payload" }, payload))

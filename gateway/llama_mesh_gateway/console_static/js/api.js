@@ -111,11 +111,12 @@ export async function allTasks(filter) {
     } while (token);
     return all;
 }
+// GetTask, GetSession and CreateTask answer with the resource itself (response_body).
 export async function getTask(name) {
-    return (await call("GET", `/v1/${name}`)).task;
+    return call("GET", `/v1/${name}`);
 }
 export async function getSession(name) {
-    return (await call("GET", `/v1/${name}`)).session;
+    return call("GET", `/v1/${name}`);
 }
 export async function cancelTask(name, reason) {
     return (await call("POST", `/v1/${name}:cancel`, { reason })).task;
@@ -124,7 +125,7 @@ export async function sendTaskEvent(name, type, payload) {
     return (await call("POST", `/v1/${name}:sendEvent`, { type, payload })).task;
 }
 export async function createTask(session, service, input) {
-    return (await call("POST", `/v1/${session}/tasks`, { task: { service, input } })).task;
+    return call("POST", `/v1/${session}/tasks`, { service, input });
 }
 export async function callerIdentity() {
     return call("GET", "/v1/callerIdentity");

@@ -52,7 +52,7 @@ function childTree(task, tasks) {
 function eventItem(event) {
     const final = FINAL_STATES.has(event.state);
     const payload = event.payload === undefined || event.payload === null ? null : json(event.payload);
-    return h("li", { class: final ? "final" : "", "data-sequence": event.sequence, "data-type": event.type }, h("span", { class: "seq" }, `#${event.sequence}`), h("span", { class: "type" }, event.type), stateBadge(event.state), h("span", { class: "muted" }, ` attempt ${event.attempt} · ${time(event.createTime)}`), payload && payload.length > 120
+    return h("li", { class: final ? "final" : "", "data-sequence": event.sequence, "data-type": event.type }, h("span", { class: "seq" }, `#${event.sequence}`), h("span", { class: "type" }, event.type), event.state && event.state !== "TASK_STATE_UNSPECIFIED" ? stateBadge(event.state) : null, h("span", { class: "muted" }, ` attempt ${event.attempt} · ${time(event.createTime)}`), payload && payload.length > 120
         ? h("details", {}, h("summary", {}, "payload"), h("pre", { class: "payload" }, payload))
         : payload ? h("pre", { class: "payload" }, payload) : null, event.error ? statusView(event.error) : null);
 }
