@@ -15,7 +15,7 @@ from console_workflows import ReviewWorkflow, SteppedWorkflow
 from mesh_agents import assistant
 
 from llama_mesh.config import ServiceConfig
-from llama_mesh.launch.local import LocalMesh
+from llama_mesh.launch.local import LocalMesh, ServiceSpec
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.testing import ScriptedModel
 from llama_mesh_gateway import GatewayServer
@@ -35,7 +35,7 @@ def model() -> ScriptedModel:
 @pytest.fixture
 async def console_mesh(nats: EmbeddedNats, model: ScriptedModel) -> AsyncIterator[ConsoleMesh]:
     async with model.serve() as model_url:
-        services = {
+        services: dict[str, ServiceSpec] = {
             # A short lease: the replica reports a pause at its next renewal.
             "echo": (EchoWorkflow(), ServiceConfig("echo", lease=3.0)),
             "stepped": SteppedWorkflow(timeout=None),

@@ -1,4 +1,4 @@
-"""Workflows the console tests deploy."""
+"""Workflows the console tests (tests/console) deploy."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ class SteppedWorkflow(Workflow):
     async def first_half(self, ctx: Context, ev: StartEvent) -> InputRequiredEvent:
         for n in range(3):
             ctx.write_event_to_stream(Step(n=n))
-        return InputRequiredEvent(prefix="go on?")
+        # InputRequiredEvent's fields are free-form: its payload is this dict.
+        fields: dict[str, Any] = {"prefix": "go on?"}
+        return InputRequiredEvent(**fields)
 
     @step
     async def second_half(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
@@ -59,11 +61,12 @@ class ReviewWorkflow(Workflow):
 
     @step
     async def ask(self, ev: StartEvent) -> InputRequiredEvent:
-        return InputRequiredEvent(
-            prefix=f"Review {ev.get('draft', 'the draft')}",
-            response_event="Review",
-            response_schema=REVIEW_SCHEMA,
-        )
+        fields: dict[str, Any] = {
+            "prefix": f"Review {ev.get('draft', 'the draft')}",
+            "response_event": "Review",
+            "response_schema": REVIEW_SCHEMA,
+        }
+        return InputRequiredEvent(**fields)
 
     @step
     async def decide(self, ev: Review) -> StopEvent:
