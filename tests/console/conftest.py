@@ -21,7 +21,13 @@ from llama_mesh.testing import ScriptedModel
 from llama_mesh_gateway import GatewayServer
 
 from agent_services import human
-from mesh_workflows import EchoWorkflow, FailingWorkflow, StoppableWorkflow
+from mesh_workflows import (
+    EchoWorkflow,
+    FailingWorkflow,
+    InnerWorkflow,
+    StoppableWorkflow,
+    make_outer,
+)
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
@@ -44,6 +50,8 @@ async def console_mesh(nats: EmbeddedNats, model: ScriptedModel) -> AsyncIterato
             "human": human,
             "review": ReviewWorkflow(timeout=None),
             "assistant": assistant(model_url),
+            "outer": make_outer(),  # runs `inner` as a child task
+            "inner": InnerWorkflow(),
         }
         async with (
             LocalMesh(services, nats_url=nats.url) as mesh,

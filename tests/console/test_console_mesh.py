@@ -44,12 +44,14 @@ async def test_the_mesh_page_shows_every_service_with_its_kind_and_replicas(
     page: Page, console_mesh: ConsoleMesh, output_dir: Path
 ) -> None:
     rows = page.locator("#services tbody tr")
-    await expect(rows).to_have_count(7)
+    await expect(rows).to_have_count(9)
     expected = {
         "assistant": "agent",
         "echo": "workflow",
         "fail": "workflow",
         "human": "human",
+        "inner": "workflow",
+        "outer": "workflow",
         "review": "workflow",
         "stepped": "workflow",
         "stoppable": "workflow",
@@ -78,3 +80,17 @@ async def test_the_mesh_page_follows_a_paused_replica_live(
     [runtime] = console_mesh.mesh.services["echo"]
     runtime.pause()
     await expect(row.locator("[data-state=PAUSED]")).to_have_text("1 PAUSED")
+
+
+async def test_the_pages_are_reached_from_the_keyboard(page: Page) -> None:
+    await page.keyboard.press("g")
+    await page.keyboard.press("i")
+    await expect(page.locator("h1")).to_have_text("Inbox")
+    await expect(page.get_by_role("link", name="Inbox")).to_have_attribute("aria-current", "page")
+    await page.keyboard.press("Tab")  # "Skip to content" comes first
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    for _ in range(3):  # the brand, then Mesh, Sessions
+        await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Sessions")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("h1")).to_have_text("Sessions")

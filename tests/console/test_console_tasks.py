@@ -130,3 +130,24 @@ async def test_cancel_from_the_page_ends_a_running_task_cancelled(
     assert task.state == resources_pb2.TASK_STATE_CANCELLED
     await expect(page.locator("#error .message")).to_contain_text("cancelled from the console")
     await page.screenshot(path=output_dir / "task-cancelled.png", full_page=True)
+
+
+async def test_child_tasks_show_as_a_tree_with_links_both_ways(
+    page: Page, console_mesh: ConsoleMesh, output_dir: Path
+) -> None:
+    session = await console_mesh.mesh.client.create_session()
+    outer = await session.create_task("outer", arg1="hi")
+    assert await outer.result() == "hi_result_result"
+    [inner] = [t for t in await session.list_tasks() if t.service == "inner"]
+    await page.goto(f"{console_mesh.console_url}#/{outer.name}")
+    child = page.locator(f'#children li[data-task="{inner.name}"]')
+    await expect(child.get_by_role("link")).to_have_text(f"inner · {inner.name.rsplit('/')[-1]}")
+    await expect(child.locator("[data-state]")).to_have_text("SUCCEEDED")
+    await expect(
+        page.locator('#timeline li[data-type="llama_mesh.ChildTaskCreated"]')
+    ).to_have_count(1)
+    await page.screenshot(path=output_dir / "task-children.png", full_page=True)
+    await child.get_by_role("link").click()
+    await expect(page.locator("h1")).to_have_attribute("data-state", "SUCCEEDED")
+    parent = page.locator("dl.facts dd a").filter(has_text=outer.name.rsplit("/")[-1])
+    await expect(parent).to_have_attribute("href", f"#/{outer.name}")
