@@ -29,7 +29,8 @@ export function traceback(status: Status): string | null {
   return Array.isArray(entries) && entries.length ? entries.join("\n") : null;
 }
 
-export function statusView(status: Status): HTMLElement {
+/** A Status; its traceback unfolded when `open` (the task's error), folded otherwise. */
+export function statusView(status: Status, open = true): HTMLElement {
   const info = detail(status, "ErrorInfo");
   const reason = typeof info?.["reason"] === "string" ? info["reason"] : "";
   const trace = traceback(status);
@@ -42,7 +43,7 @@ export function statusView(status: Status): HTMLElement {
     { class: "status", "data-code": codeName(status.code) },
     h("p", {}, h("span", { class: "badge state-failed" }, codeName(status.code)), reason ? h("code", { class: "reason" }, reason) : null),
     h("p", { class: "message" }, status.message),
-    trace ? h("details", { open: true }, h("summary", {}, "Traceback"), h("pre", { class: "traceback" }, trace)) : null,
+    trace ? h("details", { open }, h("summary", {}, "Traceback"), h("pre", { class: "traceback" }, trace)) : null,
     others.length ? h("details", {}, h("summary", {}, "Details"), h("pre", {}, JSON.stringify(others, null, 2))) : null,
   );
 }

@@ -107,11 +107,11 @@ async def test_a_failed_task_shows_its_error_type_message_and_traceback(
     await expect(page.locator("#timeline li.final .status .message")).to_have_text(
         "Boom: the disk is on fire"
     )
-    task = await handle.wait()
-    if any(d.type_url.endswith("google.rpc.DebugInfo") for d in task.error.details):
-        traceback = error.locator("pre.traceback")
-        await expect(traceback).to_contain_text('raise Boom(str(ev.get("message", "it broke")))')
-        await expect(traceback).to_contain_text("Boom: the disk is on fire")
+    # The remote traceback (the task's google.rpc.DebugInfo), where the workflow raised.
+    traceback = error.locator("pre.traceback")
+    await expect(traceback).to_contain_text('raise Boom(str(ev.get("message", "it broke")))')
+    await expect(traceback).to_contain_text("mesh_workflows.py")
+    await expect(traceback).to_contain_text("Boom: the disk is on fire")
     await page.screenshot(path=output_dir / "task-failed.png", full_page=True)
 
 

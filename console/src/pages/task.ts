@@ -76,7 +76,7 @@ function eventItem(event: TaskEvent): HTMLElement {
     payload && payload.length > 120
       ? h("details", {}, h("summary", {}, "payload"), h("pre", { class: "payload" }, payload))
       : payload ? h("pre", { class: "payload" }, payload) : null,
-    event.error ? statusView(event.error) : null,
+    event.error ? statusView(event.error, false) : null, // unfolded above, in #error
   );
 }
 

@@ -24,7 +24,8 @@ export function traceback(status) {
     const entries = debug["stackEntries"];
     return Array.isArray(entries) && entries.length ? entries.join("\n") : null;
 }
-export function statusView(status) {
+/** A Status; its traceback unfolded when `open` (the task's error), folded otherwise. */
+export function statusView(status, open = true) {
     const info = detail(status, "ErrorInfo");
     const reason = typeof info?.["reason"] === "string" ? info["reason"] : "";
     const trace = traceback(status);
@@ -32,5 +33,5 @@ export function statusView(status) {
         const type = String(d["@type"] ?? "");
         return !type.endsWith("/google.rpc.ErrorInfo") && !type.endsWith("/google.rpc.DebugInfo");
     });
-    return h("div", { class: "status", "data-code": codeName(status.code) }, h("p", {}, h("span", { class: "badge state-failed" }, codeName(status.code)), reason ? h("code", { class: "reason" }, reason) : null), h("p", { class: "message" }, status.message), trace ? h("details", { open: true }, h("summary", {}, "Traceback"), h("pre", { class: "traceback" }, trace)) : null, others.length ? h("details", {}, h("summary", {}, "Details"), h("pre", {}, JSON.stringify(others, null, 2))) : null);
+    return h("div", { class: "status", "data-code": codeName(status.code) }, h("p", {}, h("span", { class: "badge state-failed" }, codeName(status.code)), reason ? h("code", { class: "reason" }, reason) : null), h("p", { class: "message" }, status.message), trace ? h("details", { open }, h("summary", {}, "Traceback"), h("pre", { class: "traceback" }, trace)) : null, others.length ? h("details", {}, h("summary", {}, "Details"), h("pre", {}, JSON.stringify(others, null, 2))) : null);
 }

@@ -54,7 +54,7 @@ function eventItem(event) {
     const payload = event.payload === undefined || event.payload === null ? null : json(event.payload);
     return h("li", { class: final ? "final" : "", "data-sequence": event.sequence, "data-type": event.type }, h("span", { class: "seq" }, `#${event.sequence}`), h("span", { class: "type" }, event.type), event.state && event.state !== "TASK_STATE_UNSPECIFIED" ? stateBadge(event.state) : null, h("span", { class: "muted" }, ` attempt ${event.attempt} · ${time(event.createTime)}`), payload && payload.length > 120
         ? h("details", {}, h("summary", {}, "payload"), h("pre", { class: "payload" }, payload))
-        : payload ? h("pre", { class: "payload" }, payload) : null, event.error ? statusView(event.error) : null);
+        : payload ? h("pre", { class: "payload" }, payload) : null, event.error ? statusView(event.error, false) : null);
 }
 export async function taskPage(root, signal, name) {
     const title = h("h1", {});
