@@ -28,12 +28,15 @@ function str(value: unknown): string {
   return typeof value === "string" ? value : "";
 }
 
-/** JSON on one line with sorted keys (a Struct's keys come in no set order). */
-function compact(value: unknown): string {
-  return JSON.stringify(value ?? {}, (_key, v: unknown) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
-      : v,
+/** JSON with sorted keys (a Struct's keys come in no set order); one line unless `indent`. */
+function compact(value: unknown, indent?: number): string {
+  return JSON.stringify(
+    value ?? {},
+    (_key, v: unknown) =>
+      v && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
+        : v,
+    indent,
   );
 }
 
@@ -109,7 +112,7 @@ class Turn {
           { class: "tool", "data-call": id, "data-tool": str(p["tool_name"]) },
           h("summary", {}, `tool ${str(p["tool_name"])}(${compact(p["arguments"])})`),
           h("p", { class: "muted" }, "Arguments"),
-          h("pre", { class: "tool-arguments" }, json(p["arguments"] ?? {})),
+          h("pre", { class: "tool-arguments" }, compact(p["arguments"], 2)),
           h("p", { class: "muted" }, "Result"),
           result,
         );

@@ -11,11 +11,11 @@ const AGENT = "llama_mesh.agent.";
 function str(value) {
     return typeof value === "string" ? value : "";
 }
-/** JSON on one line with sorted keys (a Struct's keys come in no set order). */
-function compact(value) {
+/** JSON with sorted keys (a Struct's keys come in no set order); one line unless `indent`. */
+function compact(value, indent) {
     return JSON.stringify(value ?? {}, (_key, v) => v && typeof v === "object" && !Array.isArray(v)
         ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
-        : v);
+        : v, indent);
 }
 /** The transcript of one task: a user bubble and an assistant bubble built from events. */
 class Turn {
@@ -78,7 +78,7 @@ class Turn {
             case `${AGENT}ToolCallStarted`: {
                 const id = str(p["call_id"]);
                 const result = h("pre", { class: "tool-result muted" }, "running…");
-                const call = h("details", { class: "tool", "data-call": id, "data-tool": str(p["tool_name"]) }, h("summary", {}, `tool ${str(p["tool_name"])}(${compact(p["arguments"])})`), h("p", { class: "muted" }, "Arguments"), h("pre", { class: "tool-arguments" }, json(p["arguments"] ?? {})), h("p", { class: "muted" }, "Result"), result);
+                const call = h("details", { class: "tool", "data-call": id, "data-tool": str(p["tool_name"]) }, h("summary", {}, `tool ${str(p["tool_name"])}(${compact(p["arguments"])})`), h("p", { class: "muted" }, "Arguments"), h("pre", { class: "tool-arguments" }, compact(p["arguments"], 2)), h("p", { class: "muted" }, "Result"), result);
                 this.calls.set(id, call);
                 this.step(stepId).append(call);
                 break;
