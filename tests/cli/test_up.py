@@ -70,6 +70,11 @@ async def test_quickstart_up_serves_cli_rest_and_grpcurl_then_sigterm_stops_all(
             assert response.status_code == 200, response.text
             by_rest = response.json()
             assert (await http.get("/healthz")).json()["upstreamStatus"] == "SERVING"
+            # The console's address, as `up` prints it, serves the page.
+            assert summary["console"] == f"{summary['gateway']}/console/"
+            page = await http.get(summary["console"])
+            assert page.status_code == 200, page.text
+            assert page.headers["content-type"].startswith("text/html")
 
         # grpcurl through server reflection.
         created = await grpcurl(up.control_plane, "CreateSession", {"session": {}}, up.token)

@@ -215,6 +215,7 @@ def serve_gateway(
                 component="gateway",
                 url=server.url,
                 openapi=f"{server.url}/openapi.json",
+                console=f"{server.url}/console/",
                 metrics=f"{server.url}/metrics" if settings.metrics else None,
             )
 

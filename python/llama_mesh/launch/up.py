@@ -307,7 +307,11 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     for child in started:
         pids[child.name] = child.pid
         if gateway_specs and child.name == gateway_specs[0].name:
-            gateway = {"url": child.ready["url"], "openapi": child.ready["openapi"]}
+            gateway = {
+                "url": child.ready["url"],
+                "openapi": child.ready["openapi"],
+                "console": child.ready["console"],
+            }
         else:
             services.setdefault(str(child.ready["service"]), []).append(_replica(child))
     return {
@@ -319,6 +323,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         "control_plane": control_plane,
         "gateway": gateway.get("url"),
         "openapi": gateway.get("openapi"),
+        "console": gateway.get("console"),
         "services": services,
         "metrics": metrics,
         "pids": pids,
@@ -347,6 +352,7 @@ def table(summary: dict[str, Any], deployment_file: Path) -> Table:
     if summary["gateway"]:
         out.add_row("gateway (REST)", summary["gateway"], str(pids["gateway"]))
         out.add_row("OpenAPI", summary["openapi"], "")
+        out.add_row("web console", summary["console"], "")
     for service, replicas in summary["services"].items():
         for i, replica in enumerate(replicas, 1):
             out.add_row(f"service {service} #{i}", replica["address"], str(replica["pid"]))
