@@ -106,6 +106,29 @@ async def test_run_without_waiting_and_the_task_commands(mesh: LocalMesh) -> Non
     assert bad_state.code == 2 and "RUNNING" in bad_state.stderr
 
 
+async def test_tables_fit_80_columns_and_wide_shows_whole_names(mesh: LocalMesh) -> None:
+    env = {"LLAMA_MESH_CONTROL_PLANE": mesh.address, "COLUMNS": "80"}
+    async with AsyncClient(mesh.address) as client:
+        sessions = [await client.create_session() for _ in range(2)]  # 32-hex ids
+        for s in sessions:
+            await s.run("echo", arg1="x")
+        names = [t.name for s in sessions for t in await s.list_tasks()]
+    assert len(names) == 2
+    text = await cli("tasks", "list", env=env)
+    assert text.code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, text.stdout
+    for name in names:  # each row shows its session and task by their first characters
+        session, task = name.split("/")[1], name.split("/")[3]
+        assert any(f"{session[:8]}…/{task[:8]}…" in line for line in lines), text.stdout
+        assert name not in text.stdout
+    wide = await cli("tasks", "list", "-o", "wide", env=env)
+    assert wide.code == 0, wide.stderr
+    assert all(name in wide.stdout for name in names), wide.stdout
+    status = await cli("status", env=env)
+    assert max(len(line) for line in status.stdout.splitlines()) <= 80, status.stdout
+
+
 async def test_human_in_the_loop_status_and_sessions(mesh: LocalMesh) -> None:
     env = {"LLAMA_MESH_CONTROL_PLANE": mesh.address}
     started = await cli(

@@ -20,6 +20,7 @@ from llama_mesh.cli.target import (
     Target,
     out,
     parse_input,
+    print_table,
 )
 from llama_mesh.cli.views import session_view, task_view, tasks_table
 from llama_mesh.client import AsyncClient
@@ -104,7 +105,7 @@ def sessions_get(
                 + (f" of a budget of {budget}" if budget else ""),
                 highlight=False,
             )
-            out.print(tasks_table(tasks, "tasks"))
+            print_table(tasks_table(tasks, "tasks", wide=target.wide), wide=target.wide)
 
         target.emit(data, text)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import grpc
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich import box
 from rich.table import Table
 
 from llama_mesh.cli.target import (
@@ -21,8 +22,9 @@ from llama_mesh.cli.target import (
     OutputOption,
     Target,
     out,
+    print_table,
 )
-from llama_mesh.cli.views import service_view, task_view, tasks_table
+from llama_mesh.cli.views import SHORT_ID, service_view, task_view, tasks_table
 from llama_mesh.client import AsyncClient
 
 
@@ -46,7 +48,7 @@ def status(
             "services": services,
             "recent_tasks": tasks,
         }
-        target.emit(data, lambda: _print_status(data))
+        target.emit(data, lambda: _print_status(data, wide=target.wide))
 
     target.run(main)
 
@@ -63,10 +65,10 @@ async def _health(address: str) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-def _print_status(data: dict[str, Any]) -> None:
+def _print_status(data: dict[str, Any], *, wide: bool) -> None:
     cp = data["control_plane"]
     out.print(f"control plane {cp['address']}: [bold]{cp['health']}[/]")
-    services = Table(title="services", title_justify="left")
+    services = Table(title="services", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("service", "replica", "state", "load", "address"):
         services.add_column(column)
     for s in data["services"]:
@@ -74,6 +76,7 @@ def _print_status(data: dict[str, Any]) -> None:
             services.add_row(s["name"], "-", "NO REPLICAS", "", "")
         for r in s["replicas"]:
             load = f"{r['running_tasks']}/{r['max_concurrency']}"
-            services.add_row(s["name"], r["replica_id"][:8], r["state"], load, r["address"])
-    out.print(services)
-    out.print(tasks_table(data["recent_tasks"], "recent tasks"))
+            replica = r["replica_id"] if wide else r["replica_id"][:SHORT_ID]
+            services.add_row(s["name"], replica, r["state"], load, r["address"])
+    print_table(services, wide=wide)
+    print_table(tasks_table(data["recent_tasks"], "recent tasks", wide=wide), wide=wide)

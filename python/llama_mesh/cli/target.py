@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from llama_mesh.cli.views import task_state
 from llama_mesh.client import AsyncClient, Credentials
@@ -60,6 +61,17 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def print_table(table: Table, *, wide: bool) -> None:
+    """`table` on stdout: fitted to the terminal, or (`wide`) as wide as its cells."""
+    if wide:  # rich fits a table to the console: give it one as wide as any table
+        Console(highlight=False, width=_WIDE).print(table)
+    else:
+        out.print(table)
+
+
+_WIDE = 1000
+
+
 def error(message: str) -> None:
     """`error: message` on stderr (the message is plain text, never markup)."""
     err.print("[bold red]error:[/] " + escape(message))
@@ -67,6 +79,7 @@ def error(message: str) -> None:
 
 class Output(enum.StrEnum):
     text = "text"
+    wide = "wide"  # text, with whole names where tables shorten them to fit 80 columns
     json = "json"
 
 
@@ -91,7 +104,12 @@ FileOption = Annotated[
     ),
 ]
 OutputOption = Annotated[
-    Output, typer.Option("--output", "-o", help="text for people, json for scripts.")
+    Output,
+    typer.Option(
+        "--output",
+        "-o",
+        help="text for people (tables fit 80 columns), wide (whole names), json for scripts.",
+    ),
 ]
 ConnectTimeout = Annotated[
     float,
@@ -113,6 +131,7 @@ class Target:
         connect_timeout: float,
     ) -> None:
         self.json = output is Output.json
+        self.wide = output is Output.wide
         self.connect_timeout = connect_timeout
         self.credentials = Credentials.from_env()
         # Where the address came from, for the message when it cannot be reached.

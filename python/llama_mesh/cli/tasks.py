@@ -20,6 +20,7 @@ from llama_mesh.cli.target import (
     OutputOption,
     Target,
     out,
+    print_table,
 )
 from llama_mesh.cli.views import task_view, tasks_table
 from llama_mesh.client import AsyncClient
@@ -67,7 +68,10 @@ def tasks_list(
     async def main(client: AsyncClient) -> None:
         found = await client.list_tasks(session, states=states, service=service, limit=limit)
         tasks = [task_view(t) for t in found]
-        target.emit(tasks, lambda: out.print(tasks_table(tasks, "tasks")))
+        target.emit(
+            tasks,
+            lambda: print_table(tasks_table(tasks, "tasks", wide=target.wide), wide=target.wide),
+        )
 
     target.run(main)
 

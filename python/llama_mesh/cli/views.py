@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -117,12 +118,41 @@ def event_line(event: StreamedEvent) -> str:
     return f"[dim]#{event.sequence}[/] {kind}{state}{payload}{error}"
 
 
-def tasks_table(tasks: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("task", overflow="fold")
-    for column in ("service", "state", "attempts", "created"):
+SHORT_ID = 8  # characters of a session or task id a table shows (git's short hashes, alike)
+
+
+def short_task(name: str) -> str:
+    """`sessions/{session}/tasks/{task}` as `{session}/{task}`, each id cut to SHORT_ID:
+    enough to tell a table's rows apart; `-o wide` and `-o json` give the whole name."""
+    parts = name.split("/")
+    if len(parts) != 4:
+        return name
+    session, task = parts[1], parts[3]
+    return f"{_short(session)}/{_short(task)}"
+
+
+def _short(ident: str) -> str:
+    return ident if len(ident) <= SHORT_ID + 1 else ident[:SHORT_ID] + "…"
+
+
+def tasks_table(tasks: list[dict[str, Any]], title: str, *, wide: bool = False) -> Table:
+    """Tasks as a table: 80 columns wide unless `wide` (whole names, whole times)."""
+    table = Table(
+        title=title + ("" if wide else "  (-o wide: whole names)"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("task", overflow="fold", no_wrap=wide)
+    for column in ("service", "state", "tries", "created"):
         table.add_column(column)
     for t in tasks:
         state = t["state"] + (f" ({t['error']['type']})" if t["error"] else "")
-        table.add_row(t["name"], t["service"], state, str(t["attempts"]), t["create_time"] or "")
+        created = t["create_time"] or ""
+        table.add_row(
+            t["name"] if wide else short_task(t["name"]),
+            t["service"],
+            state,
+            str(t["attempts"]),
+            created if wide else created[5:19].replace("T", " "),
+        )
     return table
