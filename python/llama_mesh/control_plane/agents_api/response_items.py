@@ -6,7 +6,8 @@ API stores and lists them (each with an id); a response's output items are the
 assistant's message and its `function_call`s. The model reads the conversation as
 chat messages (llama-index ChatMessage JSON, core/agent_turns.TurnInput.chat_history):
 messages keep their role, `function_call` items are the assistant's tool calls and
-`function_call_output` items the tools' answers.
+`function_call_output` items the tools' answers. Output items are stored and sent as
+responses_pb2.OutputItem (item_proto / item_json convert).
 
     >>> items = input_items("hi", new_id=lambda prefix: prefix + "1")
     >>> items[0]["role"], items[0]["content"], items[0]["id"]
@@ -23,6 +24,7 @@ from typing import Any
 
 from llama_mesh.core import agent_events as ae
 from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.v1 import responses_pb2 as rs
 
 ROLES = ("user", "assistant", "system", "developer")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -158,3 +160,32 @@ def chat_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def item_proto(item: dict[str, Any]) -> rs.OutputItem:
+    if item["type"] == "function_call":
+        fields = ("id", "call_id", "name", "arguments", "status")
+        return rs.OutputItem(function_call=rs.FunctionCallItem(**{k: item[k] for k in fields}))
+    content = [
+        rs.OutputContent(output_text=rs.OutputText(text=part["text"])) for part in item["content"]
+    ]
+    return rs.OutputItem(
+        message=rs.OutputMessage(
+            id=item["id"], role="assistant", status=item["status"], content=content
+        )
+    )
+
+
+def item_json(item: rs.OutputItem) -> dict[str, Any]:
+    if item.HasField("function_call"):
+        call = item.function_call
+        return {
+            "type": "function_call",
+            "id": call.id,
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "status": call.status,
+        }
+    text = "".join(part.output_text.text for part in item.message.content)
+    return message_item(item.message.id, text, item.message.status)

@@ -17,27 +17,39 @@ whole event sequence (output_item, content_part, output_text.done as well).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from llama_mesh.control_plane.agents_api.agents import Agents, check_id, not_found
 from llama_mesh.control_plane.agents_api.response_items import (
     chat_messages,
     input_items,
+    item_json,
+    item_proto,
     message_item,
     output_items,
+)
+from llama_mesh.control_plane.agents_api.response_pages import (
+    input_items_page,
+    responses_page,
+    stored_items,
+)
+from llama_mesh.control_plane.agents_api.response_request import (
+    apply_sampling,
+    function_tools,
+    new_id,
+    response_object,
 )
 from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
 from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.control_plane.waiters import until_shutdown
 from llama_mesh.core import proto_time
-from llama_mesh.core.agent_turns import FunctionToolSpec, TurnInput
+from llama_mesh.core.agent_turns import TurnInput
 from llama_mesh.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -54,39 +66,6 @@ from llama_mesh.v1 import responses_pb2 as rs
 logger = logging.getLogger(__name__)
 
 RESPONSE_LABEL = "response_chain"  # on the sessions responses run in: the chain's first
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4()}"
-
-
-def item_proto(item: dict[str, Any]) -> rs.OutputItem:
-    if item["type"] == "function_call":
-        fields = ("id", "call_id", "name", "arguments", "status")
-        return rs.OutputItem(function_call=rs.FunctionCallItem(**{k: item[k] for k in fields}))
-    content = [
-        rs.OutputContent(output_text=rs.OutputText(text=part["text"])) for part in item["content"]
-    ]
-    return rs.OutputItem(
-        message=rs.OutputMessage(
-            id=item["id"], role="assistant", status=item["status"], content=content
-        )
-    )
-
-
-def item_json(item: rs.OutputItem) -> dict[str, Any]:
-    if item.HasField("function_call"):
-        call = item.function_call
-        return {
-            "type": "function_call",
-            "id": call.id,
-            "call_id": call.call_id,
-            "name": call.name,
-            "arguments": call.arguments,
-            "status": call.status,
-        }
-    text = "".join(part.output_text.text for part in item.message.content)
-    return message_item(item.message.id, text, item.message.status)
 
 
 @dataclass
@@ -142,50 +121,6 @@ class Responses:
         config.CopyFrom(target.agent.agent_config)
         return config, target.agent.agent_id
 
-    @staticmethod
-    def _sampling(config: ag.AgentConfig, request: rs.CreateResponseRequest) -> None:
-        params = config.sampling_params
-        if request.HasField("temperature") or request.HasField("top_p"):
-            top_p = params.strategy.top_p_sampling
-            if request.HasField("temperature"):
-                top_p.temperature = request.temperature
-            if request.HasField("top_p"):
-                top_p.top_p = request.top_p
-        if request.HasField("max_output_tokens"):
-            params.max_tokens = request.max_output_tokens
-        fmt = request.text.format
-        if fmt.HasField("json_schema"):
-            config.response_format.json_schema_format.json_schema.CopyFrom(fmt.json_schema.schema)
-
-    @staticmethod
-    def _tools(request: rs.CreateResponseRequest) -> tuple[list[FunctionToolSpec], str | None]:
-        tools = []
-        for index, tool in enumerate(request.tools):
-            if not tool.HasField("function") or not tool.function.name:
-                field_name = f"tools[{index}]"
-                raise InvalidArgumentError(
-                    f"{field_name}: only function tools (with a name) are supported",
-                    field=field_name,
-                )
-            tools.append(
-                FunctionToolSpec(
-                    name=tool.function.name,
-                    description=tool.function.description,
-                    parameters=to_python(tool.function.parameters)
-                    if tool.function.HasField("parameters")
-                    else {"type": "object"},
-                )
-            )
-        choice = to_python(request.tool_choice) if request.HasField("tool_choice") else None
-        if isinstance(choice, dict):
-            choice = choice.get("name")
-        if choice is not None and not isinstance(choice, str):
-            raise InvalidArgumentError(
-                "tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'name': ...}",
-                field="tool_choice",
-            )
-        return tools, choice
-
     async def _stored(self, response_id: str) -> rs.StoredResponse:
         check_id("response", response_id)
         found = await self.state.responses.find(response_id)
@@ -214,8 +149,8 @@ class Responses:
         """Check the request, create the task; INVALID_ARGUMENT / NOT_FOUND before
         anything runs."""
         config, agent_id = await self._config(request.model)
-        self._sampling(config, request)
-        tools, choice = self._tools(request)
+        apply_sampling(config, request)
+        tools, choice = function_tools(request)
         if not request.HasField("input"):
             raise InvalidArgumentError("input is required", field="input")
         new = input_items(to_python(request.input), new_id)
@@ -224,7 +159,7 @@ class Responses:
         if request.HasField("previous_response_id"):
             previous = await self._stored(request.previous_response_id)
             history = [
-                *(_items(previous.response.input)),
+                *stored_items(previous.response.input),
                 *(item_json(o) for o in previous.response.output),
             ]
         conversation = [*history, *new]
@@ -257,7 +192,7 @@ class Responses:
                 ),
             )
         )
-        response = self._object(request, response_id)
+        response = response_object(request, response_id)
         run = _Run(
             response,
             created.task,
@@ -269,42 +204,6 @@ class Responses:
             "response %s: task %s created (model %s)", response_id, created.task.name, request.model
         )
         return run
-
-    @staticmethod
-    def _object(request: rs.CreateResponseRequest, response_id: str) -> rs.ResponseObject:
-        response = rs.ResponseObject(
-            id=response_id,
-            object="response",
-            created_at=int(time.time()),
-            status="in_progress",
-            model=request.model,
-            parallel_tool_calls=request.parallel_tool_calls
-            if request.HasField("parallel_tool_calls")
-            else True,
-            tool_choice=request.tool_choice
-            if request.HasField("tool_choice")
-            else struct_pb2.Value(string_value="auto"),
-            tools=request.tools,
-            store=request.store if request.HasField("store") else True,
-            truncation=request.truncation if request.HasField("truncation") else "disabled",
-        )
-        for name in (
-            "instructions",
-            "previous_response_id",
-            "temperature",
-            "top_p",
-            "user",
-            "max_output_tokens",
-        ):
-            if request.HasField(name):
-                setattr(response, name, getattr(request, name))
-        if request.HasField("metadata"):
-            response.metadata.CopyFrom(request.metadata)
-        if request.text.HasField("format"):
-            response.text.CopyFrom(request.text)
-        else:
-            response.text.format.text.SetInParent()
-        return response
 
     async def _save(self, run: _Run) -> None:
         if not run.store:
@@ -447,66 +346,16 @@ class Responses:
         return sorted(stored, key=lambda s: (s.create_time.ToNanoseconds(), s.response.id))
 
     async def list(self, request: rs.ListResponsesRequest) -> rs.ListResponsesResponse:
-        stored = await self._all()
-        if request.model:
-            stored = [s for s in stored if s.response.model == request.model]
-        if request.order != rs.ORDER_ASC:
-            stored.reverse()
-        responses = [s.response for s in stored]
-        page, has_more = _page(
-            responses, [r.id for r in responses], request.after, "", _limit(request, 50)
-        )
-        out = rs.ListResponsesResponse(data=page, has_more=has_more, object="list")
-        if page:
-            out.first_id, out.last_id = page[0].id, page[-1].id
-        return out
+        return responses_page(await self._all(), request)
 
     async def input_items(self, request: rs.ListInputItemsRequest) -> rs.ListInputItemsResponse:
-        stored = await self._stored(request.response_id)
-        items = [to_struct(i, "input item") for i in _items(stored.response.input)]
-        if request.order != rs.ORDER_ASC:
-            items.reverse()
-        ids = [str(to_python(i).get("id", "")) for i in items]
-        page, has_more = _page(items, ids, request.after, request.before, _limit(request, 20))
-        out = rs.ListInputItemsResponse(data=page, has_more=has_more, object="list")
-        if page:
-            out.first_id, out.last_id = ids[items.index(page[0])], ids[items.index(page[-1])]
-        return out
+        return input_items_page(await self._stored(request.response_id), request)
 
     async def delete(self, request: rs.DeleteResponseRequest) -> rs.DeleteResponseResponse:
         await self._stored(request.response_id)
         await self.state.responses.delete(request.response_id)
         logger.info("response %s deleted", request.response_id)
         return rs.DeleteResponseResponse(id=request.response_id, object="response", deleted=True)
-
-
-def _items(values: struct_pb2.ListValue) -> list[dict[str, Any]]:
-    return [to_python(struct_pb2.Value(struct_value=v.struct_value)) for v in values.values]
-
-
-def _limit(request: rs.ListResponsesRequest | rs.ListInputItemsRequest, default: int) -> int:
-    if not request.HasField("limit"):
-        return default
-    if not 1 <= request.limit <= 100:
-        raise InvalidArgumentError(f"limit: between 1 and 100 (got {request.limit})", field="limit")
-    return request.limit
-
-
-def _page(
-    items: list[Any], ids: list[str], after: str, before: str, limit: int
-) -> tuple[list[Any], bool]:
-    """The items after `after` and before `before` (ids in the list), at most `limit`."""
-    start, end = 0, len(items)
-    if after:
-        if after not in ids:
-            raise InvalidArgumentError(f"after: {after!r} is not in the list", field="after")
-        start = ids.index(after) + 1
-    if before:
-        if before not in ids:
-            raise InvalidArgumentError(f"before: {before!r} is not in the list", field="before")
-        end = ids.index(before)
-    window = items[start:end]
-    return window[:limit], len(window) > limit
 
 
 __all__ = ["Responses"]
