@@ -42,8 +42,7 @@ from llama_stack_client import AsyncLlamaStackClient
 from procs import Procs, cpu_seconds, free_port, wait_until
 from stats import summary
 
-from llama_mesh.testing import Reply, ScriptedModel, ToolCall
-from llama_mesh.testing.scripted_model import RecordedRequest
+from llama_mesh.testing import RecordedRequest, Reply, ScriptedModel, ToolCall
 
 BENCH = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "llama_mesh"]

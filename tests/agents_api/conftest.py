@@ -16,8 +16,7 @@ from llama_mesh.config import ModelConfig, ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.names import AGENTS_SERVICE, service_name
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.testing import Reply, ScriptedModel
-from llama_mesh.testing.scripted_model import RecordedRequest
+from llama_mesh.testing import RecordedRequest, Reply, ScriptedModel
 from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, resources_pb2
 from llama_mesh.worker.configured_agent import ConfiguredAgentRunner
 from llama_mesh.worker.runtime import ServiceRuntime

@@ -16,8 +16,7 @@ import openai
 import pytest
 from llama_stack_client import AsyncLlamaStackClient
 
-from llama_mesh.testing import Reply, ToolCall
-from llama_mesh.testing.scripted_model import RecordedRequest
+from llama_mesh.testing import RecordedRequest, Reply, ToolCall
 from llama_mesh.v1 import responses_pb2, responses_pb2_grpc
 
 from .conftest import AgentsMesh, echo

@@ -17,8 +17,7 @@ from llama_stack_client.lib.agents.client_tool import client_tool
 from llama_stack_client.types.agents import Turn
 from llama_stack_client.types.inference_step import InferenceStep
 
-from llama_mesh.testing import Reply, ToolCall
-from llama_mesh.testing.scripted_model import RecordedRequest
+from llama_mesh.testing import RecordedRequest, Reply, ToolCall
 
 from .conftest import AgentsMesh, echo
 

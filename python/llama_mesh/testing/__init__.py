@@ -8,13 +8,7 @@ test of an agent needs (see docs/agents.md, "Testing agents").
 
 from __future__ import annotations
 
-from llama_mesh.testing.scripted_model import (
-    Pause,
-    RecordedRequest,
-    Reply,
-    ScriptedModel,
-    ToolCall,
-    Usage,
-)
+from llama_mesh.testing.script import Pause, RecordedRequest, Reply, ToolCall, Usage
+from llama_mesh.testing.scripted_model import ScriptedModel
 
 __all__ = ["Pause", "RecordedRequest", "Reply", "ScriptedModel", "ToolCall", "Usage"]

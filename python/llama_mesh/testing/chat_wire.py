@@ -11,10 +11,9 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from llama_mesh.testing.scripted_model import Pause, RecordedRequest, Reply, Usage
+from llama_mesh.testing.script import Pause, RecordedRequest, Reply, Usage
 
 
 def finish_reason(reply: Reply) -> str:
