@@ -1,12 +1,9 @@
 """Reading the live keys of a KV bucket once, which nats-py's KeyValue cannot do safely.
 
-Not `KeyValue.watch` (nor `KeyValue.keys`, built on it): nats-py decides that there
-are no initial values from consumer info and a client-side delivered count, which is
-still 0 while values the server already pushed wait behind the watch callback, so a
-listing could come back empty (nats-io/nats.py#842; `keys` also matches filters as
-substrings, not subjects). Here the end is the server's own count: nothing delivered
-and nothing pending means empty; otherwise read until a message says nothing is
-pending.
+Not `KeyValue.watch` (nor `KeyValue.keys`, built on it): a listing could come back
+empty while values wait behind the watch callback (messages_so_far.py says why), and
+`keys` also matches filters as substrings, not subjects. This reads the bucket's
+stream with messages_so_far, filtered by the server.
 
 A KeyValue keeps its JetStream context, stream and subject prefix private, so this
 reads the bucket through its layout as NATS ADR-8 defines it for every client
@@ -17,13 +14,14 @@ KeyValue reports of the same bucket.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
+
+from llama_mesh.jetstream.messages_so_far import messages_so_far
 
 _DELETED = (KV_DEL, KV_PURGE)
 
@@ -62,27 +60,19 @@ class KvListing:
         self, pattern: str, *, headers_only: bool = False, timeout: float = 30.0
     ) -> list[tuple[str, bytes, int]]:
         """`values`, each with its revision."""
-        sub = await self.js.subscribe(
+        found: list[tuple[str, bytes, int]] = []
+        async with messages_so_far(
+            self.js,
             f"{self.prefix}{pattern}",
             stream=self.stream,
-            ordered_consumer=True,
             deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
             headers_only=headers_only,
-        )
-        found: list[tuple[str, bytes, int]] = []
-        try:
-            info = await sub.consumer_info()
-            if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
-                return found
-            async with asyncio.timeout(timeout):
-                async for msg in sub.messages:
-                    if not is_deletion(msg):
-                        key = msg.subject[len(self.prefix) :]
-                        found.append((key, msg.data, msg.metadata.sequence.stream))
-                    if msg.metadata.num_pending == 0:
-                        break
-        finally:
-            await sub.unsubscribe()
+            timeout=timeout,
+        ) as messages:
+            async for msg in messages:
+                if not is_deletion(msg):
+                    key = msg.subject[len(self.prefix) :]
+                    found.append((key, msg.data, msg.metadata.sequence.stream))
         return found
 
     async def keys(self, pattern: str) -> list[str]:
@@ -100,29 +90,23 @@ class KvListing:
         one per deletion: a page reads its own records and the deletions among them,
         at most `scan` messages, however large the bucket.
         """
-        sub = await self.js.subscribe(
-            f"{self.prefix}>",
-            stream=self.stream,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-            config=js_api.ConsumerConfig(opt_start_seq=after + 1),
-        )
         found: list[tuple[str, bytes, int]] = []
         last = 0
-        try:
-            info = await sub.consumer_info()
-            if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
-                return found, 0
-            async with asyncio.timeout(timeout):
-                async for msg in sub.messages:
-                    last = msg.metadata.sequence.stream
-                    if not is_deletion(msg):
-                        found.append((msg.subject[len(self.prefix) :], msg.data, last))
-                    if msg.metadata.num_pending == 0:
-                        return found, 0
-                    scan -= 1
-                    if len(found) >= want or scan <= 0:
-                        return found, last
-        finally:
-            await sub.unsubscribe()
+        async with messages_so_far(
+            self.js,
+            f"{self.prefix}>",
+            stream=self.stream,
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            config=js_api.ConsumerConfig(opt_start_seq=after + 1),
+            timeout=timeout,
+        ) as messages:
+            async for msg in messages:
+                last = msg.metadata.sequence.stream
+                if not is_deletion(msg):
+                    found.append((msg.subject[len(self.prefix) :], msg.data, last))
+                if msg.metadata.num_pending == 0:
+                    return found, 0
+                scan -= 1
+                if len(found) >= want or scan <= 0:
+                    return found, last
         return found, last
