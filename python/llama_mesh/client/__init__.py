@@ -8,9 +8,11 @@ only calls the mesh installs and loads the client alone.
         print(await session.run("echo", arg1="hello"))
 """
 
-from llama_mesh.client._async import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.client._async import AsyncClient
 from llama_mesh.client._credentials import Credentials
+from llama_mesh.client._session import AsyncSession
 from llama_mesh.client._sync import Client, Session, SyncTaskHandle
+from llama_mesh.client._task_handle import TaskHandle
 from llama_mesh.client._task_view import StreamedEvent, task_result
 
 __all__ = [

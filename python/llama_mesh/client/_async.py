@@ -19,22 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from llama_mesh.client._api_keys import ApiKeys
 from llama_mesh.client._credentials import Credentials
-from llama_mesh.client._task_view import StreamedEvent, task_result
-from llama_mesh.core import proto_time
+from llama_mesh.client._session import AsyncSession
+from llama_mesh.client._task_handle import TaskHandle
 from llama_mesh.core.errors import (
     UnavailableError,
     error_for_code,
 )
-from llama_mesh.core.json_values import to_struct
-from llama_mesh.core.lifecycle import FINAL_STATES
-from llama_mesh.core.names import new_id, parse_session_name, service_name, session_name
+from llama_mesh.core.names import service_name, session_name
 from llama_mesh.v1 import auth_pb2_grpc, control_plane_pb2_grpc, resources_pb2
 from llama_mesh.v1 import control_plane_pb2 as cp
 
@@ -138,13 +136,33 @@ class AsyncClient:
                     metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as err:
-                if _retryable(err, retry_unavailable, idempotent) and (
-                    attempt * self._MAX_BACKOFF < self.reconnect_timeout
-                ):
-                    attempt += 1
-                    await self._reconnected(err, attempt)
-                    continue
-                raise error_for_code(err.code(), err.details() or str(err.code())) from err
+                attempt += 1
+                await self.reconnect_or_raise(
+                    err, attempt, unavailable=retry_unavailable, cancelled=idempotent
+                )
+
+    async def reconnect_or_raise(
+        self,
+        err: grpc.aio.AioRpcError,
+        attempt: int,
+        *,
+        unavailable: bool = True,
+        cancelled: bool = True,
+    ) -> None:
+        """After the `attempt`-th failure of a call: wait until repeating it is worth
+        it (an UNAVAILABLE, or with `cancelled` a CANCELLED this client did not cause,
+        within reconnect_timeout), or raise the MeshError of `err`."""
+        if _retryable(err, unavailable, cancelled) and (
+            (attempt - 1) * self._MAX_BACKOFF < self.reconnect_timeout
+        ):
+            await self._reconnected(err, attempt)
+            return
+        raise error_for_code(err.code(), err.details() or str(err.code())) from err
+
+    def open_stream(self, method: Callable[..., T], request: Any) -> T:
+        """Open a server-streaming RPC with this client's credentials; the caller
+        iterates it, cancels it, and calls reconnect_or_raise when it breaks."""
+        return method(request, metadata=self._metadata)
 
     # ------------------------------------------------------------ sessions
 
@@ -312,172 +330,3 @@ class AsyncClient:
         target = await (self.get_or_create_session(session) if session else self.create_session())
         task_input = {**({} if user_msg is None else {"user_msg": user_msg}), **(input or {})}
         return await target.run("", timeout=timeout, input=task_input)
-
-
-class AsyncSession:
-    """A session: workflow state carries from one run to the next within it."""
-
-    def __init__(self, client: AsyncClient, session: resources_pb2.Session) -> None:
-        self.client = client
-        self.session = session
-
-    @property
-    def name(self) -> str:
-        return self.session.name
-
-    @property
-    def id(self) -> str:
-        return parse_session_name(self.session.name)
-
-    def __repr__(self) -> str:
-        return f"<AsyncSession {self.name}>"
-
-    def _task(
-        self,
-        service: str,
-        kwargs: dict[str, Any],
-        timeout: float | None,
-        parent_task: str,
-        max_attempts: int | None,
-    ) -> Task:
-        task = Task(service=service, parent_task=parent_task)
-        task.input.CopyFrom(to_struct(kwargs, "task input"))
-        if timeout is not None:
-            task.timeout.CopyFrom(proto_time.duration(timeout))
-        if max_attempts is not None:
-            task.retry_policy.max_attempts = max_attempts
-        return task
-
-    async def create_task(
-        self,
-        service: str,
-        *,
-        timeout: float | None = None,
-        request_id: str | None = None,
-        parent_task: str = "",
-        max_attempts: int | None = None,
-        input: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> TaskHandle:
-        """Queue a run of `service` and return at once with a handle on the task."""
-        task = self._task(service, {**(input or {}), **kwargs}, timeout, parent_task, max_attempts)
-        response = await self.client.call(
-            self.client.stub.CreateTask,
-            cp.CreateTaskRequest(parent=self.name, task=task, request_id=request_id or new_id()),
-        )
-        return TaskHandle(self.client, response.task.name, response.task)
-
-    run_nowait = create_task
-
-    async def run(
-        self,
-        service: str,
-        *,
-        timeout: float | None = None,
-        input: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Run `service` with keyword arguments and return the workflow's result.
-
-        An empty `service` lets the deployed orchestrator route the task.
-
-        One RunTask call; its request_id makes a retry after a lost connection
-        continue the same task instead of starting another.
-        """
-        task = self._task(service, {**(input or {}), **kwargs}, timeout, "", None)
-        request = cp.RunTaskRequest(parent=self.name, task=task, request_id=new_id())
-        # The task's own timeout bounds it; the call itself waits as long as it takes.
-        response = await self.client.call(
-            self.client.stub.RunTask, request, idempotent=True, deadline=False
-        )
-        return task_result(response.task)
-
-    async def list_tasks(self, **kwargs: Any) -> list[Task]:
-        return await self.client.list_tasks(self.name, **kwargs)
-
-    async def delete(self, *, force: bool = False) -> None:
-        await self.client.delete_session(self.name, force=force)
-
-
-class TaskHandle:
-    """A task: its state, its result and its event stream."""
-
-    def __init__(self, client: AsyncClient, name: str, task: Task | None = None) -> None:
-        self.client = client
-        self.name = name
-        self.task = task
-
-    def __repr__(self) -> str:
-        return f"<TaskHandle {self.name}>"
-
-    async def get(self) -> Task:
-        self.task = await self.client.get_task(self.name)
-        return self.task
-
-    async def wait(self, timeout: float | None = None) -> Task:
-        """Wait until the task finishes (or `timeout` passes) and return it."""
-        while True:
-            request = cp.WaitTaskRequest(name=self.name)
-            if timeout is not None:
-                request.timeout.CopyFrom(proto_time.duration(timeout))
-            # The call's own deadline is a little longer than the wait it asks for.
-            call_timeout = (timeout + 10.0) if timeout is not None else 24 * 3600.0
-            response = await self.client.call(
-                self.client.stub.WaitTask, request, timeout=call_timeout, idempotent=True
-            )
-            self.task = response.task
-            if self.task.state in FINAL_STATES or timeout is not None:
-                return self.task
-
-    async def result(self) -> Any:
-        """The workflow's result; TaskFailedError / TaskCancelledError otherwise."""
-        return task_result(await self.wait())
-
-    async def cancel(self, reason: str = "") -> bool:
-        """Cancel the task; False if it had finished already."""
-        response = await self.client.call(
-            self.client.stub.CancelTask, cp.CancelTaskRequest(name=self.name, reason=reason)
-        )
-        self.task = response.task
-        return not response.already_finished
-
-    async def send_event(self, type: str, **payload: Any) -> Task:
-        """Send an event into the task while it waits for input."""
-        request = cp.SendTaskEventRequest(name=self.name, type=type)
-        request.payload.CopyFrom(to_struct(payload, "event payload"))
-        response = await self.client.call(self.client.stub.SendTaskEvent, request)
-        self.task = response.task
-        return self.task
-
-    async def events(self, after_sequence: int = 0) -> AsyncGenerator[StreamedEvent, None]:
-        """The task's events in order, ending with the final one.
-
-        Resumes after `after_sequence`; if the stream breaks because the control plane
-        went away, it reconnects and continues after the last event it yielded.
-        """
-        last = after_sequence
-        failures = 0
-        while True:
-            call = self.client.stub.StreamTaskEvents(
-                cp.StreamTaskEventsRequest(name=self.name, after_sequence=last),
-                metadata=self.client._metadata,
-            )
-            try:
-                async for response in call:
-                    event = StreamedEvent.from_proto(response.event)
-                    last = max(last, event.sequence)
-                    failures = 0
-                    yield event
-                    if event.final:
-                        return
-                return
-            except grpc.aio.AioRpcError as err:
-                if _retryable(err, True, True) and (
-                    failures * self.client._MAX_BACKOFF < self.client.reconnect_timeout
-                ):
-                    failures += 1
-                    await self.client._reconnected(err, failures)
-                    continue
-                raise error_for_code(err.code(), err.details() or str(err.code())) from err
-            finally:
-                call.cancel()

@@ -13,7 +13,9 @@ import threading
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
-from llama_mesh.client._async import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.client._async import AsyncClient
+from llama_mesh.client._session import AsyncSession
+from llama_mesh.client._task_handle import TaskHandle
 from llama_mesh.client._task_view import StreamedEvent
 from llama_mesh.v1 import resources_pb2
 
