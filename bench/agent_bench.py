@@ -115,12 +115,16 @@ def main() -> None:
         args.runs, args.tokens = 5, 40
     load = os.getloadavg()[0]
     results = asyncio.run(run(args))
+    # The machine is shared: a figure means little without the load it was taken under.
     results["load_average_start"] = round(load, 2)
+    results["load_average_end"] = round(os.getloadavg()[0], 2)
+    results["cpus"] = os.cpu_count()
     latency = results["token_latency"]
     print(
         f"token latency (model chunk written -> client TextDelta), {latency['tokens']} tokens: "
         f"p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms "
-        f"(target p50 <= 2 ms)"
+        f"(target p50 <= 2 ms); load average {results['load_average_start']} -> "
+        f"{results['load_average_end']} on {results['cpus']} CPUs"
     )
     out = BENCH / "results" / "agents.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,16 @@ class BrokenWorkflow(Workflow):
     @step
     async def publish(self, ev: BrokenStart) -> StopEvent:
         raise ValueError(f"cannot handle {ev.text!r}")
+
+
+class FactsAndJokes(StartEvent):
+    facts: str
+    jokes: str
+
+
+class CombineWorkflow(Workflow):
+    """Puts facts and jokes together."""
+
+    @step
+    async def combine(self, ev: FactsAndJokes) -> StopEvent:
+        return StopEvent(result=f"{ev.facts} / {ev.jokes}")

@@ -57,12 +57,19 @@ if TYPE_CHECKING:
         ControlPlaneConfig,
         NatsQueueConfig,
         WorkflowServiceConfig,
+        deploy_agent,
         deploy_core,
+        deploy_human,
+        deploy_orchestrator,
+        deploy_tools,
         deploy_workflow,
     )
     from llama_mesh.launch.local import LocalMesh
+    from llama_mesh.worker.human_service import HumanService
+    from llama_mesh.worker.mesh_tools import MeshTools
     from llama_mesh.worker.nested import add_workflows
     from llama_mesh.worker.runtime import ServiceRuntime
+    from llama_mesh.worker.tool_service import ToolService
 
 __version__ = "0.1.0"
 
@@ -73,11 +80,18 @@ _LAZY = {
     "RetryConfig": "llama_mesh.config",
     "ServiceRuntime": "llama_mesh.worker.runtime",
     "add_workflows": "llama_mesh.worker.nested",
+    "ToolService": "llama_mesh.worker.tool_service",
+    "HumanService": "llama_mesh.worker.human_service",
+    "MeshTools": "llama_mesh.worker.mesh_tools",
     "ControlPlaneConfig": "llama_mesh.launch.deploy",
     "NatsQueueConfig": "llama_mesh.launch.deploy",
     "WorkflowServiceConfig": "llama_mesh.launch.deploy",
     "deploy_core": "llama_mesh.launch.deploy",
     "deploy_workflow": "llama_mesh.launch.deploy",
+    "deploy_agent": "llama_mesh.launch.deploy",
+    "deploy_tools": "llama_mesh.launch.deploy",
+    "deploy_human": "llama_mesh.launch.deploy",
+    "deploy_orchestrator": "llama_mesh.launch.deploy",
 }
 
 
@@ -105,12 +119,20 @@ __all__ = [  # noqa: RUF022 (grouped by kind, like the imports above)
     "RetryConfig",
     "ServiceRuntime",
     "add_workflows",
+    # Tools, humans (orchestrators: llama_mesh.orchestrators)
+    "ToolService",
+    "HumanService",
+    "MeshTools",
     # llama_deploy-style entry points
     "ControlPlaneConfig",
     "NatsQueueConfig",
     "WorkflowServiceConfig",
     "deploy_core",
     "deploy_workflow",
+    "deploy_agent",
+    "deploy_tools",
+    "deploy_human",
+    "deploy_orchestrator",
     # Errors
     "AlreadyExistsError",
     "DeadlineExceededError",

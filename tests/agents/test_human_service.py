@@ -135,6 +135,7 @@ async def killed(process: Any) -> None:
     await process.wait()
 
 
+@pytest.mark.timeout(300)  # replicas in subprocesses start slowly on a busy machine
 async def test_an_answer_sent_while_the_replica_is_down_is_not_lost(nats: EmbeddedNats) -> None:
     async with ControlPlaneServer.start([nats.url]) as cp, AsyncClient(cp.address) as client:
         session = await client.create_session()
@@ -153,6 +154,7 @@ async def test_an_answer_sent_while_the_replica_is_down_is_not_lost(nats: Embedd
         assert states.count(WAITING) == 1
 
 
+@pytest.mark.timeout(300)  # replicas in subprocesses start slowly on a busy machine
 async def test_a_restarted_replica_asks_again_and_keeps_the_question_in_the_inbox(
     nats: EmbeddedNats,
 ) -> None:
@@ -173,6 +175,7 @@ async def test_a_restarted_replica_asks_again_and_keeps_the_question_in_the_inbo
             assert await handle.result() == "4"
 
 
+@pytest.mark.timeout(300)  # replicas in subprocesses start slowly on a busy machine
 async def test_a_question_from_another_task_survives_a_restart_of_every_process(
     tmp_path: Path,
 ) -> None:

@@ -29,7 +29,7 @@ from llama_mesh.orchestrators import (
 )
 from llama_mesh.v1 import resources_pb2
 
-from agent_services import BrokenWorkflow, DraftWorkflow, PublishWorkflow, human
+from agent_services import BrokenWorkflow, CombineWorkflow, DraftWorkflow, PublishWorkflow, human
 from mesh_workflows import EchoWorkflow
 
 
@@ -93,7 +93,7 @@ async def test_a_pipeline_with_a_human_step_feeds_each_output_to_the_next_step(
 
 async def test_a_failed_step_fails_the_pipeline_naming_the_step(nats: EmbeddedNats) -> None:
     services = {"draft": DraftWorkflow(), "broken": BrokenWorkflow()}
-    pipeline = Pipeline(["draft", Step("broken", input_key="text"), "draft"])
+    pipeline = Pipeline(["draft", Step("broken", input_key="text"), Step("draft", id="again")])
     async with LocalMesh(services, nats_url=nats.url, orchestrator=pipeline) as mesh:
         with pytest.raises(TaskFailedError) as raised:
             await mesh.client.run("llamas")
@@ -156,3 +156,38 @@ async def test_a_custom_orchestrator_runs_hops_concurrently(nats: EmbeddedNats) 
             "draft": "Draft about llamas.",
             "draft2": "Draft about llamas.",
         }
+
+
+async def test_a_pipeline_dag_runs_independent_steps_at_once_and_joins_them(
+    nats: EmbeddedNats,
+) -> None:
+    services = {"facts": DraftWorkflow(), "jokes": DraftWorkflow(), "combine": CombineWorkflow()}
+    dag = Pipeline(
+        [Step("facts"), Step("jokes", after=()), Step("combine", after=("facts", "jokes"))]
+    )
+    async with LocalMesh(services, nats_url=nats.url, orchestrator=dag) as mesh:
+        session = await mesh.client.create_session()
+        handle = await session.create_task("", user_msg="llamas")
+        assert await handle.result() == "Draft about llamas. / Draft about llamas."
+        decisions = [
+            e.payload async for e in handle.events() if e.type == "llama_mesh.OrchestratorDecision"
+        ]
+        # One decision starts both independent steps; the join waits for both.
+        assert [sorted(h["service"] for h in d["hops"]) for d in decisions] == [
+            ["facts", "jokes"],
+            ["combine"],
+            [],
+        ]
+        [joined] = [t for t in await child_tasks(mesh.client, handle) if t.service == "combine"]
+        assert task_input(joined) == {
+            "facts": "Draft about llamas.",
+            "jokes": "Draft about llamas.",
+        }
+
+
+def test_a_step_follows_only_steps_listed_before_it() -> None:
+    with pytest.raises(ValueError, match=r"follows \['later'\]"):
+        Pipeline([Step("first", after=("later",)), Step("later")])
+    with pytest.raises(ValueError, match="two steps are named 'draft'"):
+        Pipeline(["draft", "draft"])
+    assert Pipeline(["draft", Step("draft", id="again")]).last == ["again"]

@@ -132,6 +132,7 @@ async def test_parallel_tool_calls_run_concurrently(nats: EmbeddedNats) -> None:
         assert [o["content"] for o in outputs] == ["a met", "b met"]
 
 
+@pytest.mark.timeout(300)  # replicas in subprocesses start slowly on a busy machine
 async def test_cancelling_the_caller_cancels_its_running_tool_call_in_another_process(
     nats: EmbeddedNats, tmp_path: Path
 ) -> None:
@@ -161,6 +162,7 @@ async def test_cancelling_the_caller_cancels_its_running_tool_call_in_another_pr
             assert marker.read_text() == "cancelled"
 
 
+@pytest.mark.timeout(300)  # replicas in subprocesses start slowly on a busy machine
 async def test_tool_service_in_another_process_serves_a_caller(nats: EmbeddedNats) -> None:
     async with ControlPlaneServer.start([nats.url]) as cp:
         tools_args = ("serve", "service", "agent_services:secret_tools", "--name", "secret_tools")

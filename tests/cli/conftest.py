@@ -130,9 +130,14 @@ class Up:
 
 @contextlib.asynccontextmanager
 async def llama_mesh_up(
-    file: Path, *args: str, log: Path, ready_timeout: float = 90.0
+    file: Path,
+    *args: str,
+    log: Path,
+    ready_timeout: float = 90.0,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Up]:
-    """`llama-mesh up FILE -o json ARGS`, ready; SIGTERM (then SIGKILL) on exit."""
+    """`llama-mesh up FILE -o json ARGS` (with `env` added to the environment), ready;
+    SIGTERM (then SIGKILL) on exit."""
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             str(CLI),
@@ -144,6 +149,7 @@ async def llama_mesh_up(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
+            env={**os.environ, **(env or {})},
         )
     assert process.stdout is not None
     stdout = process.stdout

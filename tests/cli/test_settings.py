@@ -168,7 +168,7 @@ services:
   echo:
     source: quickstart:echo
     path: {QUICKSTART}
-    kind: tool
+    kind: agent
     max_concurrency: 3
     retry: {{max_attempts: 7, initial_backoff: 0.25, retryable_error_types: [KeyError]}}
     timeout: 12.5

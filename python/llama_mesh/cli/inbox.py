@@ -50,8 +50,8 @@ def _print_inbox(items: list[dict[str, Any]]) -> None:
     for item in items:
         out.print(f"{escape(item['task'])} [dim]({escape(item['service'])})[/]")
         text = item["prompt"] if item["prompt"] is not None else str(item["request"])
-        for line in text.strip().splitlines() or [""]:
-            out.print("  " + escape(line))
+        for line in text.strip().splitlines():
+            out.print(f"  {escape(line)}" if line else "")
 
 
 def inbox(

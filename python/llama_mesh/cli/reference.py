@@ -27,6 +27,7 @@ from llama_mesh.config import (
     ControlPlaneConfig,
     DefaultText,
     GatewayConfig,
+    ModelConfig,
     NatsConfig,
     SecurityConfig,
     ServiceConfig,
@@ -40,7 +41,7 @@ from llama_mesh.config.command_line import (
     Option,
 )
 from llama_mesh.config.restarts import RestartConfig
-from llama_mesh.launch.deployment import Deployment, ServiceSpec
+from llama_mesh.launch.deployment import Deployment, OrchestratorSpec, ServiceSpec
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 BLOCK = re.compile(r"(<!-- settings: (\S+) -->\n)(.*?)(<!-- end settings -->)", re.S)
@@ -52,6 +53,7 @@ SECTIONS: dict[type[Settings], str] = {
     GatewayConfig: "gateway",
     ServiceConfig: "services.<id>",
     SecurityConfig: "security",
+    ModelConfig: "models.<id>",
 }
 
 
@@ -152,7 +154,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "control_plane": lambda: model_table(ControlPlaneConfig),
     "gateway": lambda: model_table(GatewayConfig),
     "security": lambda: model_table(SecurityConfig),
+    "models": lambda: model_table(ModelConfig),
     "services": lambda: model_table(ServiceSpec),
+    "orchestrator": lambda: model_table(OrchestratorSpec),
     "restarts": lambda: model_table(RestartConfig),
     "serve-nats": lambda: serve_table("nats", NATS_OPTIONS),
     "serve-control-plane": lambda: serve_table("control-plane", CONTROL_PLANE_OPTIONS),

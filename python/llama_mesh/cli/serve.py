@@ -132,8 +132,19 @@ def serve_control_plane(
 
 @settings_flags(SERVICE_OPTIONS)
 def serve_service(
-    workflow: Annotated[str, typer.Argument(help="The Workflow, as module:attribute.")],
+    workflow: Annotated[
+        str | None,
+        typer.Argument(help="The Workflow, as module:attribute (or give --deployment)."),
+    ] = None,
+    *,
     values: Mapping[str, Any],
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            help="Build the service --name of this deployment file (a tool or human "
+            "service, the orchestrator) instead of loading WORKFLOW."
+        ),
+    ] = None,
     control_plane: Annotated[str, typer.Option(help="Control plane HOST:PORT.")] = (
         DEFAULT_CONTROL_PLANE
     ),
@@ -152,7 +163,18 @@ def serve_service(
     from llama_mesh.worker.runtime import ServiceRuntime
 
     try:
-        loaded = load_workflow(workflow, path)
+        if workflow is not None:
+            loaded = load_workflow(workflow, path)
+        elif deployment is not None:
+            from llama_mesh.launch.deployment import DeploymentError, load_deployment
+            from llama_mesh.launch.service_builder import build_service
+
+            try:
+                loaded = build_service(load_deployment(deployment), config.name)
+            except DeploymentError as e:
+                raise WorkflowLoadError(str(e)) from None
+        else:
+            raise WorkflowLoadError("give the workflow (module:attribute) or --deployment")
     except WorkflowLoadError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_USAGE) from None

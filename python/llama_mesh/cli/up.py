@@ -114,7 +114,14 @@ def check(
         print(json.dumps({"valid": True, "deployment": deployment.model_dump(mode="json")}))
     else:
         services = ", ".join(f"{n} x{s.replicas}" for n, s in deployment.services.items())
-        out.print(f"{file}: deployment {deployment.name!r} is valid; services: {services}")
+        orchestrator = deployment.orchestrator
+        routes = ""
+        if orchestrator.kind == "pipeline":
+            steps = " -> ".join(s.service for s in orchestrator.pipeline_steps)
+            routes = f"; orchestrator: pipeline {steps}"
+        elif orchestrator.deployed:
+            routes = f"; orchestrator: {orchestrator.kind} {orchestrator.source}"
+        out.print(f"{file}: deployment {deployment.name!r} is valid; services: {services}{routes}")
 
 
 def reset(file: FileArgument = None) -> None:

@@ -8,7 +8,7 @@ The deployment file, the ``serve`` flags, ``deploy_*``, LocalMesh and the argume
 from llama_mesh.config.control_plane import ControlPlaneConfig, connect_host
 from llama_mesh.config.fields import DefaultText, Flag, Port, Settings, default
 from llama_mesh.config.gateway import GatewayConfig
-from llama_mesh.config.models import ModelConfig
+from llama_mesh.config.models import ModelConfig, ModelId, valid_model_id
 from llama_mesh.config.nats import STATE_DIR, NatsConfig, default_data_dir
 from llama_mesh.config.restarts import RestartConfig
 from llama_mesh.config.retention import RetentionConfig
@@ -37,6 +37,8 @@ __all__ = [  # noqa: RUF022 (grouped by kind)
     "connect_host",
     "default_data_dir",
     "valid_service_id",
+    "ModelId",
+    "valid_model_id",
     # What models are made of
     "DefaultText",
     "Flag",

@@ -28,11 +28,16 @@ from llama_mesh.v1 import resources_pb2
 _KIND_PREFIX = "SERVICE_KIND_"
 
 
+# Names the deployment file also accepts for a kind.
+_KIND_ALIASES = {"tools": "tool"}
+
+
 def _kind(value: Any) -> Any:
-    """A kind given by name ("agent") or as the proto enum's value."""
+    """A kind given by name ("agent", "tools") or as the proto enum's value."""
     if isinstance(value, str):
         try:
-            return resources_pb2.ServiceKind.Value(_KIND_PREFIX + value.upper())
+            name = _KIND_ALIASES.get(value.lower(), value)
+            return resources_pb2.ServiceKind.Value(_KIND_PREFIX + name.upper())
         except ValueError:
             valid = ", ".join(_kind_name(v) for v in resources_pb2.ServiceKind.values() if v)
             raise ValueError(f"{value!r} is not a service kind: use one of {valid}") from None
@@ -100,7 +105,10 @@ class ServiceSettings(Settings):
     ] = None
     kind: Annotated[
         Kind,
-        Field(description="What the service is: workflow, agent, tool or human."),
+        Field(
+            description="What the service is: workflow, agent, tools (a tool service), "
+            "human or orchestrator."
+        ),
     ] = resources_pb2.SERVICE_KIND_WORKFLOW
     max_concurrency: Annotated[
         int, Field(ge=1, le=10_000, description="Tasks one replica runs at once (1-10000).")

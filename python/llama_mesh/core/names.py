@@ -19,6 +19,9 @@ ALL_SESSIONS = "-"
 # The built-in agent service: it runs the agents the Agents API creates (and responses
 # of the Responses API) from their configuration.
 AGENTS_SERVICE = "agents"
+# The service id a deployment's orchestrator runs as (the service a task naming none
+# goes to, when it is the only orchestrator).
+ORCHESTRATOR_SERVICE = "orchestrator"
 
 
 def new_id() -> str:

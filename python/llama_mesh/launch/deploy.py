@@ -7,7 +7,14 @@
     asyncio.run(deploy_workflow(MyWorkflow(), WorkflowServiceConfig(service_name="my_workflow"),
                                 ControlPlaneConfig()))
 
-Both run until cancelled (Ctrl-C), like their llama_deploy namesakes. The message
+    # agent.py, tools.py, human.py, orchestrator.py: the other kinds of service
+    asyncio.run(deploy_agent(FunctionAgent(tools=[...], llm=llm),
+                             WorkflowServiceConfig("secret_fact_agent")))
+    asyncio.run(deploy_tools([get_the_secret_fact], WorkflowServiceConfig("secret_tools")))
+    asyncio.run(deploy_human(WorkflowServiceConfig("reviewer"), prompt="Review:\n{input_str}"))
+    asyncio.run(deploy_orchestrator(Pipeline(["draft", "reviewer", "publish"])))
+
+They run until cancelled (Ctrl-C), like their llama_deploy namesakes. The message
 queue is NATS JetStream: embedded (a nats-server in `data_dir`) unless a URL is given.
 """
 
@@ -15,9 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
+from llama_index.core.tools import BaseTool
 from workflows import Workflow
 
 from llama_mesh import config
@@ -29,9 +40,13 @@ from llama_mesh.config import (
     default_data_dir,
 )
 from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.names import ORCHESTRATOR_SERVICE
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.orchestrators import Orchestrator, OrchestratorWorkflow
+from llama_mesh.worker.human_service import DEFAULT_PROMPT, HumanService
 from llama_mesh.worker.runtime import ServiceRuntime
+from llama_mesh.worker.tool_service import ToolService
 
 
 class ControlPlaneConfig(config.ControlPlaneConfig):
@@ -139,3 +154,61 @@ async def deploy_workflow(
         if ready is not None:
             ready.set()
         await runtime.drained.wait()
+
+
+async def deploy_agent(
+    agent: BaseWorkflowAgent | AgentWorkflow,
+    agent_config: WorkflowServiceConfig,
+    control_plane_config: ControlPlaneConfig | None = None,
+    *,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve a llama-index agent (FunctionAgent, ReActAgent, ..., or an AgentWorkflow)
+    until cancelled: a task is a user message, its events the agent vocabulary of
+    docs/agents.md, its chat memory the session's."""
+    if not isinstance(agent, BaseWorkflowAgent | AgentWorkflow):
+        raise TypeError(
+            f"deploy_agent serves a llama-index agent or an AgentWorkflow; "
+            f"{type(agent).__name__} is neither (deploy_workflow serves any Workflow)"
+        )
+    await deploy_workflow(agent, agent_config, control_plane_config, ready=ready)
+
+
+async def deploy_tools(
+    tools: Sequence[BaseTool | Callable[..., Any]],
+    tools_config: WorkflowServiceConfig,
+    control_plane_config: ControlPlaneConfig | None = None,
+    *,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve llama-index tools (FunctionTools, or plain functions) as one tool service
+    until cancelled; agents elsewhere use them through MeshTools(service_name)."""
+    await deploy_workflow(ToolService(tools), tools_config, control_plane_config, ready=ready)
+
+
+async def deploy_human(
+    human_config: WorkflowServiceConfig,
+    control_plane_config: ControlPlaneConfig | None = None,
+    *,
+    prompt: str = DEFAULT_PROMPT,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve a human service (tasks a person answers; `prompt` has `{input_str}`) until
+    cancelled. `human_config.timeout` bounds how long a person may take."""
+    await deploy_workflow(HumanService(prompt), human_config, control_plane_config, ready=ready)
+
+
+async def deploy_orchestrator(
+    orchestrator: Orchestrator,
+    control_plane_config: ControlPlaneConfig | None = None,
+    *,
+    orchestrator_config: WorkflowServiceConfig | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve the orchestrator that routes tasks naming no service, until cancelled."""
+    service = orchestrator_config or WorkflowServiceConfig(
+        ORCHESTRATOR_SERVICE, max_concurrency=256
+    )
+    await deploy_workflow(
+        OrchestratorWorkflow(orchestrator), service, control_plane_config, ready=ready
+    )

@@ -24,13 +24,13 @@ from workflows import Workflow
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.names import ORCHESTRATOR_SERVICE
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.orchestrators import Orchestrator, OrchestratorWorkflow
 from llama_mesh.worker.runtime import ServiceRuntime
 
 ServiceSpec = Workflow | tuple[Workflow, ServiceConfig]
-ORCHESTRATOR = "orchestrator"  # the service id of `orchestrator=`
 
 
 class LocalMesh:
@@ -48,12 +48,12 @@ class LocalMesh:
         self._specs = dict(services or {})
         if orchestrator is not None:
             # The service a task that names none goes to (`mesh.client.run("...")`).
-            if ORCHESTRATOR in self._specs:
+            if ORCHESTRATOR_SERVICE in self._specs:
                 raise ValueError(
-                    f"a service is named {ORCHESTRATOR!r} and an orchestrator is given: "
+                    f"a service is named {ORCHESTRATOR_SERVICE!r} and an orchestrator is given: "
                     "rename the service"
                 )
-            self._specs[ORCHESTRATOR] = OrchestratorWorkflow(orchestrator)
+            self._specs[ORCHESTRATOR_SERVICE] = OrchestratorWorkflow(orchestrator)
         self._nats_url = nats_url
         self._data_dir = data_dir
         self.topology = topology or Topology()

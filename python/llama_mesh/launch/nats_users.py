@@ -73,7 +73,11 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
                 f"$KV.{prefix}_responses.>",
             ],
         },
-        "subscribe": {"allow": [">"], "deny": [f"{prefix}.tasks.>", f"{prefix}.input.>"]},
+        # A task that waits for a person listens for the answer on its input subject
+        # (worker/task_inputs.py); answers are in the event stream, which replicas read,
+        # so only the task subjects (a work queue no replica can read but its own
+        # service's) are closed to them.
+        "subscribe": {"allow": [">"], "deny": [f"{prefix}.tasks.>"]},
     }
 
 

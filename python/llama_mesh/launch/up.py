@@ -40,7 +40,13 @@ from llama_mesh.client._credentials import (
     KEY_FILE_ENV,
     TOKEN_FILE_ENV,
 )
-from llama_mesh.config import GatewayConfig, NatsConfig, SecurityConfig, connect_host
+from llama_mesh.config import (
+    GatewayConfig,
+    NatsConfig,
+    SecurityConfig,
+    ServiceConfig,
+    connect_host,
+)
 from llama_mesh.config.command_line import (
     CONTROL_PLANE_OPTIONS,
     GATEWAY_OPTIONS,
@@ -48,7 +54,7 @@ from llama_mesh.config.command_line import (
     to_argv,
 )
 from llama_mesh.config.restarts import RestartConfig
-from llama_mesh.core.names import service_name
+from llama_mesh.core.names import ORCHESTRATOR_SERVICE, service_name
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
 from llama_mesh.launch.deployment_keys import DeploymentKeys
 from llama_mesh.launch.nats_server import EmbeddedNats
@@ -62,7 +68,7 @@ from llama_mesh.launch.supervisor import (
     Supervisor,
     until_signalled,
 )
-from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc
+from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, resources_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +176,12 @@ def service_specs(
     keys: DeploymentKeys | None = None,
     users: NatsUsers | None = None,
 ) -> list[ChildSpec]:
+    # A service with a source runs it; the others (tools, human) are built from the
+    # file's section by the replica itself (launch/service_builder.py).
+    what = [spec.source] if spec.source is not None else ["--deployment", str(d.file)]
     argv = _serve(
         "service",
-        spec.source,
+        *what,
         "--control-plane",
         control_plane,
         "--path",
@@ -186,11 +195,51 @@ def service_specs(
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **spec.env, **_component_env(d, token_file)}
+    return _replicas(control_plane, name, argv, env, spec.replicas)
+
+
+def orchestrator_specs(
+    d: Deployment,
+    control_plane: str,
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
+) -> list[ChildSpec]:
+    """The orchestrator service of the file's `orchestrator` section (none if simple)."""
+    section = d.orchestrator
+    if not section.deployed:
+        return []
+    config = ServiceConfig(
+        ORCHESTRATOR_SERVICE,
+        kind=resources_pb2.SERVICE_KIND_ORCHESTRATOR,
+        max_concurrency=section.max_concurrency,
+        timeout=section.timeout,
+    )
+    argv = _serve(
+        "service",
+        "--deployment",
+        str(d.file),
+        "--control-plane",
+        control_plane,
+        *to_argv(
+            SERVICE_OPTIONS,
+            config,
+            _as_user(d, users, service_user(ORCHESTRATOR_SERVICE)),
+            _security(d, None),
+        ),
+    )
+    token_file = keys.service_token_file(ORCHESTRATOR_SERVICE) if keys is not None else None
+    env = {**os.environ, **_component_env(d, token_file)}
+    return _replicas(control_plane, ORCHESTRATOR_SERVICE, argv, env, section.replicas)
+
+
+def _replicas(
+    control_plane: str, name: str, argv: list[str], env: dict[str, str], count: int
+) -> list[ChildSpec]:
     leave = _deregister(control_plane, name, env)
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
         ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0, on_exit=leave)
-        for i in range(spec.replicas)
+        for i in range(count)
     ]
 
 
@@ -267,14 +316,14 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     pids: dict[str, int] = {}
     # An admin token for the operator, one per service for its replicas (0600 files).
     keys = (
-        await asyncio.to_thread(DeploymentKeys.ensure, d.state_path / "auth", list(d.services))
+        await asyncio.to_thread(DeploymentKeys.ensure, d.state_path / "auth", d.service_ids())
         if d.security.auth
         else None
     )
     # An embedded NATS admits only the mesh's components, each with its own nkey.
     users = (
         await asyncio.to_thread(
-            NatsUsers.ensure, d.state_path / "auth" / "nats", d.nats.prefix, list(d.services)
+            NatsUsers.ensure, d.state_path / "auth" / "nats", d.nats.prefix, d.service_ids()
         )
         if d.nats.embedded and d.security.auth
         else None
@@ -294,6 +343,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         for n, spec in d.services.items()
         for s in service_specs(d, n, spec, control_plane, keys, users)
     ]
+    specs += orchestrator_specs(d, control_plane, keys, users)
     # The gateway needs only the control plane: it starts beside the services.
     gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}

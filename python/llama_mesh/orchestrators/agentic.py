@@ -12,7 +12,6 @@ goes to ``secret_fact_agent`` because its description says it knows the secret f
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -26,9 +25,8 @@ from llama_mesh.orchestrators.plugin import (
     Next,
     Orchestrator,
     Run,
-    ServiceInfo,
 )
-from llama_mesh.worker.mesh_tools import MAX_DESCRIPTION, RemoteToolMetadata, ServiceTool
+from llama_mesh.worker.mesh_tools import ServiceTool, as_text
 
 DEFAULT_SYSTEM_PROMPT = (
     "You route a request through services. Each function is a service: call the one "
@@ -36,19 +34,6 @@ DEFAULT_SYSTEM_PROMPT = (
     "When you have what the request asks for, reply with the answer as plain text "
     "without calling a function."
 )
-
-
-def _as_tool(service: ServiceInfo) -> ServiceTool:
-    metadata = RemoteToolMetadata(
-        name=service.name,
-        description=(service.description or f"The {service.name} service.")[:MAX_DESCRIPTION],
-        parameters=service.input_schema or {"type": "object"},
-    )
-    return ServiceTool(service.name, metadata)
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 class AgenticOrchestrator(Orchestrator):
@@ -82,8 +67,10 @@ class AgenticOrchestrator(Orchestrator):
         messages: list[ChatMessage] = run.state.setdefault("messages", [])
         if not messages:
             messages.append(ChatMessage(role=MessageRole.SYSTEM, content=self.system_prompt))
-            messages.append(ChatMessage(role=MessageRole.USER, content=_text(run.user_msg)))
-        tools = [_as_tool(s) for s in run.services]
+            messages.append(ChatMessage(role=MessageRole.USER, content=as_text(run.user_msg)))
+        tools = [
+            ServiceTool.whole(s.name, s.kind, s.description, s.input_schema) for s in run.services
+        ]
         response = await self.llm.achat_with_tools(
             tools, chat_history=list(messages), allow_parallel_tool_calls=True
         )
@@ -98,11 +85,11 @@ class AgenticOrchestrator(Orchestrator):
         return Next(hops, reason=reason)
 
     async def add_result(self, run: Run, result: HopResult) -> None:
-        content = (
-            _text(result.result)
-            if result.ok
-            else f"Error: {result.hop.service} failed: {result.error or result.error_type}"
-        )
+        service = run.service(result.hop.service)
+        if not result.ok:
+            content = f"Error: {result.hop.service} failed: {result.error or result.error_type}"
+        else:
+            content = as_text(service.output(result.result) if service else result.result)
         run.state["messages"].append(
             ChatMessage(
                 role=MessageRole.TOOL,

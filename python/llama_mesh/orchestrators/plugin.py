@@ -26,6 +26,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.mesh_tools import kind_name, service_output
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,22 @@ class ServiceInfo:
 
     @classmethod
     def from_proto(cls, service: resources_pb2.Service) -> ServiceInfo:
-        kind = resources_pb2.ServiceKind.Name(service.kind).removeprefix("SERVICE_KIND_")
         return cls(
             name=service.name.removeprefix("services/"),
-            kind="workflow" if kind == "UNSPECIFIED" else kind.lower(),
+            kind=kind_name(service.kind),
             description=service.description,
             input_schema=json_format.MessageToDict(service.input_schema),
         )
 
+    def output(self, result: Any) -> Any:
+        """What the service's result answers (an agent's response text, else the result)."""
+        return service_output(self.kind, result)
+
     def single_input(self) -> str | None:
-        """The service's one input field, if it has exactly one (required or declared)."""
+        """The service's one input field, if it has exactly one (required or declared);
+        an agent's is its user message."""
+        if self.kind == "agent":
+            return "user_msg"
         required = self.input_schema.get("required") or []
         if len(required) == 1:
             return str(required[0])

@@ -22,6 +22,7 @@ from typing import Any
 from workflows import Context, Workflow, step
 from workflows.events import StartEvent, StopEvent
 
+from llama_mesh.client import task_result
 from llama_mesh.core.errors import MeshError, TaskError, TaskFailedError, UnavailableError
 from llama_mesh.orchestrators.plugin import (
     Finish,
@@ -33,7 +34,7 @@ from llama_mesh.orchestrators.plugin import (
     ServiceInfo,
 )
 from llama_mesh.v1 import resources_pb2
-from llama_mesh.worker.child_tasks import RunningTask, publish_event, running_task, start_child
+from llama_mesh.worker.child_tasks import RunningTask, publish_event, run_child, running_task
 from llama_mesh.worker.workflow_runner import event_payload
 
 logger = logging.getLogger(__name__)
@@ -54,19 +55,17 @@ def _live(service: resources_pb2.Service) -> bool:
 
 async def _run_hop(parent: RunningTask, hop: Hop) -> HopResult:
     try:
-        handle = await start_child(hop.service, hop.input, details={"hop": hop.id}, parent=parent)
+        task = await run_child(hop.service, hop.input, details={"hop": hop.id}, parent=parent)
     except UnavailableError:
         raise
     except MeshError as err:  # e.g. the service is not registered
         return HopResult(hop, "", error_type=type(err).__name__, error=err.message)
     try:
-        return HopResult(hop, handle.name, result=await handle.result())
+        return HopResult(hop, task.name, result=task_result(task))
     except TaskFailedError as err:
-        return HopResult(hop, handle.name, error_type=err.error_type, error=err.task.error.message)
+        return HopResult(hop, task.name, error_type=err.error_type, error=task.error.message)
     except TaskError as err:
-        return HopResult(
-            hop, handle.name, error_type=type(err).__name__, error=err.task.error.message
-        )
+        return HopResult(hop, task.name, error_type=type(err).__name__, error=task.error.message)
 
 
 class OrchestratorWorkflow(Workflow):

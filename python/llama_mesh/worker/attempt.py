@@ -434,6 +434,11 @@ class Attempt:
         self._forwards.add(forward)
         _raise_swallowed_cancel()
 
+    def recheck_inputs(self) -> None:
+        """Look for answers again (NATS was away: they reached no subscription)."""
+        if self._inputs is not None:
+            self._inputs.recheck()
+
     async def _forward_input(
         self, inputs: TaskInputs, subscription: Any, handler: WorkflowHandler
     ) -> None:

@@ -18,6 +18,7 @@ reused: the new attempt calls again.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -27,10 +28,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle, task_result
 from llama_mesh.core.lifecycle import CHILD_TASK_CREATED, SUCCEEDED, is_final
 from llama_mesh.core.names import TaskName
 from llama_mesh.v1 import resources_pb2
+
+Task = resources_pb2.Task
 
 # (task, event type, payload, event id) -> publish the event on the task's stream, once
 # per event id
@@ -91,15 +94,37 @@ def _request_id(parent: str, key: str, occurrence: int, generation: int) -> str:
     return f"child-{digest.hexdigest()[:40]}"
 
 
-async def start_child(
+@dataclass(frozen=True)
+class Child:
+    """A child task just created (or found again), and how to announce it."""
+
+    handle: TaskHandle
+    service: str
+    parent: RunningTask
+    details: dict[str, Any]
+
+    async def announce(self) -> None:
+        """Publish ChildTaskCreated on the parent's stream, once per child (a replayed
+        attempt that finds the child again publishes it under the same id)."""
+        caller = self.parent.caller
+        assert caller is not None
+        await caller.publish(
+            self.parent.name,
+            CHILD_TASK_CREATED,
+            {**self.details, "task": self.handle.name, "service": self.service},
+            f"{TaskName.parse(self.handle.name).task_id}.child",
+        )
+
+
+async def create_child(
     service: str,
     input: dict[str, Any],
     *,
     details: dict[str, Any] | None = None,
     parent: RunningTask | None = None,
-) -> TaskHandle:
-    """Create `service`'s child task of the running task (or find the one an earlier
-    attempt created) and announce it; its handle."""
+) -> Child:
+    """Create `service`'s child task of the running task, or find the one an earlier
+    attempt created (not yet announced)."""
     parent = parent or running_task(f"a call to service {service!r}")
     caller = parent.caller
     assert caller is not None
@@ -122,16 +147,8 @@ async def start_child(
         assert task is not None
         # An earlier attempt's child that did not succeed is not reused.
         if not is_final(task.state) or task.state == SUCCEEDED:
-            break
+            return Child(handle, service, parent, details or {})
         generation += 1
-    # Announced once: a replayed attempt that finds the child again uses the same id.
-    await caller.publish(
-        parent.name,
-        CHILD_TASK_CREATED,
-        {**(details or {}), "task": handle.name, "service": service},
-        f"{TaskName.parse(handle.name).task_id}.child",
-    )
-    return handle
 
 
 async def publish_event(type: str, payload: dict[str, Any]) -> None:
@@ -142,6 +159,28 @@ async def publish_event(type: str, payload: dict[str, Any]) -> None:
     await task.caller.publish(task.name, type, payload, "")
 
 
+async def run_child(
+    service: str,
+    input: dict[str, Any],
+    *,
+    details: dict[str, Any] | None = None,
+    parent: RunningTask | None = None,
+) -> Task:
+    """Run `service` with `input` as a child task of the running task; the finished
+    child (its state, result or error)."""
+    child = await create_child(service, input, details=details, parent=parent)
+    # The announcement goes out while the child runs; both are done before this returns.
+    announcing = asyncio.create_task(child.announce())
+    try:
+        task = await child.handle.wait()
+    except BaseException:
+        announcing.cancel()
+        await asyncio.gather(announcing, return_exceptions=True)
+        raise
+    await announcing
+    return task
+
+
 async def call_service(
     service: str, input: dict[str, Any], *, details: dict[str, Any] | None = None
 ) -> Any:
@@ -150,5 +189,4 @@ async def call_service(
     Raises TaskFailedError / TaskCancelledError / TaskDeadlineExceededError as the
     child ends, and NotInTaskError outside a task served by llama-mesh.
     """
-    handle = await start_child(service, input, details=details)
-    return await handle.result()
+    return task_result(await run_child(service, input, details=details))

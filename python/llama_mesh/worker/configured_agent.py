@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -34,7 +33,7 @@ from llama_mesh.config import ModelConfig
 from llama_mesh.core import agent_config
 from llama_mesh.core import agent_events as ae
 from llama_mesh.core.agent_turns import TurnInput
-from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError
 from llama_mesh.core.names import AGENTS_SERVICE
 from llama_mesh.v1 import agents_pb2
 from llama_mesh.worker.agent_runner import AgentRunner
@@ -46,6 +45,7 @@ from llama_mesh.worker.client_tools import (
 )
 from llama_mesh.worker.event_mapper import EventMapper
 from llama_mesh.worker.mesh_tools import MeshTools
+from llama_mesh.worker.models import ModelKeyMissingError, build_llm
 from llama_mesh.worker.replaying_llm import ReplayingLLM
 from llama_mesh.worker.shields import judge
 from llama_mesh.worker.workflow_runner import OnEvent, RunOutcome
@@ -147,7 +147,8 @@ class ConfiguredAgent(FunctionAgent):
 
 
 def chat_model(model_id: str, model: ModelConfig, sampling: dict[str, Any]) -> LLM:
-    """The llama-index LLM of a deployment model, with these sampling settings."""
+    """The llama-index LLM of a deployment model (worker/models.build_llm, the one builder),
+    with these sampling settings; it replays a turn's recorded answers (replaying_llm)."""
     extra: dict[str, Any] = {}
     fields: dict[str, Any] = {}
     for key, value in sampling.items():
@@ -157,19 +158,10 @@ def chat_model(model_id: str, model: ModelConfig, sampling: dict[str, Any]) -> L
             extra.setdefault("extra_body", {})[key] = value
         else:
             extra[key] = value
-    api_key = os.environ.get(model.api_key_env, "") if model.api_key_env else ""
-    return ReplayingLLM(
-        model=model.model or model_id,
-        api_base=model.base_url,
-        api_key=api_key or "none",
-        is_chat_model=True,
-        is_function_calling_model=model.function_calling,
-        context_window=model.context_window,
-        timeout=model.timeout,
-        max_retries=model.max_retries,
-        additional_kwargs=extra,
-        **fields,
-    )
+    try:
+        return build_llm(model_id, model, ReplayingLLM, additional_kwargs=extra, **fields)
+    except ModelKeyMissingError as err:
+        raise FailedPreconditionError(str(err)) from None
 
 
 def _chat_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -21,32 +21,18 @@ task with DEADLINE_EXCEEDED, also when the task is another task's child.
 from __future__ import annotations
 
 import json
-import string
 from typing import Any
 
 from workflows import Context, Workflow, step
 from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 
+from llama_mesh.core.prompt_template import check_prompt
 from llama_mesh.v1 import resources_pb2
 
 DEFAULT_PROMPT = "A task needs your answer:\n\n{input_str}\n"
 DEFAULT_DESCRIPTION = (
     "Asks a person and returns their answer. Use it when a decision or a fact needs a human."
 )
-
-
-def check_prompt(prompt: str) -> str:
-    """`prompt` if its only field is ``{input_str}``; ValueError otherwise."""
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None}
-    except ValueError as err:
-        raise ValueError(f"the prompt is not a valid template: {err}") from None
-    if fields != {"input_str"}:
-        raise ValueError(
-            "the prompt must contain {input_str} (where the question goes) and no other "
-            f"field; it has {sorted(fields) or 'none'} (write {{{{ and }}}} for braces)"
-        )
-    return prompt
 
 
 class HumanRequest(StartEvent):

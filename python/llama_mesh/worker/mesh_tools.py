@@ -66,17 +66,71 @@ def _error_content(tool: str, err: MeshError) -> str:
     return f"Error: tool {tool!r} could not be called: {type(err).__name__}: {err.message}"
 
 
+def kind_name(kind: int) -> str:
+    """A service kind as the registry's enum names it, lower case: "workflow", "agent"..."""
+    name = resources_pb2.ServiceKind.Name(kind).removeprefix("SERVICE_KIND_")  # type: ignore[arg-type]
+    return "workflow" if name == "UNSPECIFIED" else name.lower()
+
+
+# What a model sees to call an agent: its request. (An agent's input schema also has
+# the chat history and an iteration limit, which are not the caller's to choose.)
+AGENT_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"user_msg": {"type": "string", "description": "What to ask the agent."}},
+    "required": ["user_msg"],
+}
+
+
+def service_parameters(kind: str, input_schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a call to a whole service of this kind."""
+    if kind == "agent":
+        return AGENT_PARAMETERS
+    return input_schema or {"type": "object"}
+
+
+def service_output(kind: str, result: Any) -> Any:
+    """What a service's result answers: an agent's response text, else the result."""
+    if kind == "agent" and isinstance(result, dict) and isinstance(result.get("response"), str):
+        return result["response"]
+    return result
+
+
+def as_text(value: Any) -> str:
+    """A result as the text a model is given."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 class ServiceTool(AsyncBaseTool):
     """A llama-index tool whose calls run on the mesh as child tasks.
 
     With `tool` set, it is that tool of the tool service `service`; without, it is the
-    service itself, called with the tool's arguments as its input.
+    service itself (of kind `kind`), called with the tool's arguments as its input.
     """
 
-    def __init__(self, service: str, metadata: ToolMetadata, tool: str | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        metadata: ToolMetadata,
+        tool: str | None = None,
+        kind: str = "workflow",
+    ) -> None:
         self.service = service
         self.tool = tool
+        self.kind = kind
         self._metadata = metadata
+
+    @classmethod
+    def whole(
+        cls, service: str, kind: str, description: str, input_schema: dict[str, Any]
+    ) -> ServiceTool:
+        """A whole service as one tool, named after it ("service as tool")."""
+        metadata = RemoteToolMetadata(
+            name=service,
+            description=(description or f"The {service} service.")[:MAX_DESCRIPTION],
+            fn_schema=_AnyArguments,
+            parameters=service_parameters(kind, input_schema),
+        )
+        return cls(service, metadata, kind=kind)
 
     @classmethod
     def for_service(cls, service: resources_pb2.Service) -> list[ServiceTool]:
@@ -93,22 +147,12 @@ class ServiceTool(AsyncBaseTool):
                         parameters=json_format.MessageToDict(tool.parameters) or {"type": "object"},
                     ),
                     tool=tool.name,
+                    kind="tool",
                 )
                 for tool in service.tools
             ]
-        schema = json_format.MessageToDict(service.input_schema) or {"type": "object"}
-        description = service.description or f"The {service_id} service."
-        return [
-            cls(
-                service_id,
-                RemoteToolMetadata(
-                    name=service_id,
-                    description=description[:MAX_DESCRIPTION],
-                    fn_schema=_AnyArguments,
-                    parameters=schema,
-                ),
-            )
-        ]
+        schema = json_format.MessageToDict(service.input_schema)
+        return [cls.whole(service_id, kind_name(service.kind), service.description, schema)]
 
     def __repr__(self) -> str:
         where = f"{self.service}.{self.tool}" if self.tool else self.service
@@ -142,7 +186,7 @@ class ServiceTool(AsyncBaseTool):
                 is_error=True,
                 exception=err,
             )
-        content = result if isinstance(result, str) else json.dumps(result)
+        content = as_text(service_output(self.kind, result))
         return ToolOutput(content=content, tool_name=name, raw_input=kwargs, raw_output=result)
 
 

@@ -203,6 +203,7 @@ class ServiceRuntime:
         cancels = await state.nc.subscribe(state.topology.cancel_subject("*"), cb=self._on_cancel)
         await self._consumer.start()
         state.reconnect_hooks.append(self._consumer.reconnected)
+        state.reconnect_hooks.append(self._recheck_inputs)
         lease = asyncio.create_task(registration.keep_lease(), name=f"lease-{self.config.name}")
         logger.info(
             "service %s: replica %s serving (Service API %s)",
@@ -366,6 +367,11 @@ class ServiceRuntime:
         if attempt is not None:
             signal = resources_pb2.Envelope.FromString(msg.data).task_cancellation
             attempt.cancel(signal.reason)
+
+    async def _recheck_inputs(self) -> None:
+        """After a reconnect: answers sent meanwhile reached no subscription."""
+        for attempt in self._running.values():
+            attempt.recheck_inputs()
 
     async def _publish_event(
         self, task: str, type: str, payload: dict[str, Any], event_id: str
