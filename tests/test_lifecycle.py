@@ -1,5 +1,5 @@
-"""The task lifecycle (core/lifecycle.py), table by table: every state, every event,
-every outcome, with the exact decision each leads to."""
+"""The task lifecycle (core/lifecycle.py, core/attempt_policy.py), table by table:
+every state, every event, every outcome, with the exact decision each leads to."""
 
 from __future__ import annotations
 
@@ -11,7 +11,21 @@ import pytest
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-from llama_mesh.core import lifecycle
+from llama_mesh.core import attempt_policy, lifecycle
+from llama_mesh.core.attempt_policy import (
+    Cancelled,
+    DeadlinePassed,
+    Decision,
+    Failed,
+    HandedBack,
+    Outcome,
+    Retries,
+    Run,
+    Settle,
+    Succeeded,
+    begin_attempt,
+    end_attempt,
+)
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.lifecycle import (
     ATTEMPT_FAILED,
@@ -22,22 +36,10 @@ from llama_mesh.core.lifecycle import (
     STOP,
     SUCCEEDED,
     WAITING,
-    Cancelled,
     CancelStep,
-    DeadlinePassed,
-    Decision,
-    Failed,
-    HandedBack,
-    Outcome,
-    Retries,
-    Run,
-    Settle,
-    Succeeded,
     accept_input,
     apply_event,
-    begin_attempt,
     check_current_attempt,
-    end_attempt,
     request_cancel,
 )
 from llama_mesh.core.proto_time import duration, timestamp
@@ -74,6 +76,7 @@ def event(state: State, attempt: int, type: str = STOP, **fields: Any) -> resour
 
 def test_docstring_examples_run() -> None:
     assert doctest.testmod(lifecycle, raise_on_error=True).attempted >= 3
+    assert doctest.testmod(attempt_policy, raise_on_error=True).attempted >= 3
 
 
 # ------------------------------------------------------------------ transitions

@@ -14,14 +14,14 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, field_validator
 
 from llama_mesh.config.fields import DefaultText, Flag, Port, Settings
-from llama_mesh.core.errors import InvalidArgumentError
-from llama_mesh.core.lifecycle import (
+from llama_mesh.core.attempt_policy import (
     DEFAULT_BACKOFF_MULTIPLIER,
     DEFAULT_INITIAL_BACKOFF,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BACKOFF,
     Retries,
 )
+from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.names import check_service_id
 from llama_mesh.v1 import resources_pb2
 

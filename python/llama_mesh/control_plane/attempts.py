@@ -2,7 +2,7 @@
 
 A service takes its tasks with Subscribe on ``topics/tasks.{service}`` and reports
 what happens to each delivery: BeginTaskAttempt, ReportTaskEvent, CompleteTaskAttempt.
-What a delivery and an outcome lead to is decided by core/lifecycle.py, exactly as
+What a delivery and an outcome lead to is decided by core/attempt_policy.py, exactly as
 for a Python replica, and ``jetstream.delivery.settle`` carries it out: the control
 plane records the event, dead-letters the task if it failed for good, and only then
 acks or naks the delivery by its ack id. The caller must act for the task's service
@@ -18,14 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from llama_mesh.control_plane.ack_ids import ACK, AckId, AckIdSigner, nak
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import (
-    FailedPreconditionError,
-    InvalidArgumentError,
-    NotFoundError,
-)
-from llama_mesh.core.lifecycle import (
-    MESH_EVENT_PREFIX,
-    WAITING,
+from llama_mesh.core.attempt_policy import (
     Cancelled,
     DeadlinePassed,
     Decision,
@@ -35,8 +28,17 @@ from llama_mesh.core.lifecycle import (
     Settle,
     Succeeded,
     begin_attempt,
-    check_current_attempt,
     end_attempt,
+)
+from llama_mesh.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from llama_mesh.core.lifecycle import (
+    MESH_EVENT_PREFIX,
+    WAITING,
+    check_current_attempt,
     is_final,
 )
 from llama_mesh.core.limits import (

@@ -1,6 +1,6 @@
 """Carrying out a lifecycle decision for a delivered task: record, dead-letter, settle.
 
-core/lifecycle.py decides what an attempt's outcome means; ``settle`` does it, in
+core/attempt_policy.py decides what an attempt's outcome means; ``settle`` does it, in
 the one order that loses nothing: the event goes into the task's record (and its
 event stream) first, then a dead letter if the task failed for good, and only then
 is the message acked or nakked. The Python worker settles the messages it pulled
@@ -15,8 +15,14 @@ from typing import Protocol
 
 from nats.aio.msg import Msg
 
+from llama_mesh.core.attempt_policy import (
+    Decision,
+    Settle,
+)
 from llama_mesh.core.errors import FailedPreconditionError
-from llama_mesh.core.lifecycle import Decision, Settle, is_final
+from llama_mesh.core.lifecycle import (
+    is_final,
+)
 from llama_mesh.core.names import TaskName
 from llama_mesh.core.status import error_type
 from llama_mesh.jetstream.connection import MeshState

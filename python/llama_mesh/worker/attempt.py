@@ -1,13 +1,13 @@
-"""One attempt of a task on this replica: the I/O around core/lifecycle's decisions.
+"""One attempt of a task on this replica: the I/O around core/attempt_policy's decisions.
 
 ``take`` turns a delivered TaskAssignment into an attempt when
-``lifecycle.begin_attempt`` says to run one (and settles the message at once when it
+``attempt_policy.begin_attempt`` says to run one (and settles the message at once when it
 does not). An ``Attempt`` waits for its turn in the session (jetstream/session_turn.py:
 creation order, giving its delivery slot back while it waits), records RUNNING (the
 workflow runs only once that landed), runs the workflow on the session's saved Context
 (publishing its events; a request for input makes the task WAITING), commits the new
 Context and the result together under its turn's fence, and hands how it ended, an
-``Outcome``, to ``lifecycle.end_attempt``; ``jetstream.delivery.settle`` records that
+``Outcome``, to ``attempt_policy.end_attempt``; ``jetstream.delivery.settle`` records that
 decision and only then acks or naks the message.
 
 An attempt that finds its task's outcome committed already (the replica that committed
@@ -36,11 +36,7 @@ from nats.aio.msg import Msg
 from workflows.handler import WorkflowHandler
 
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import FailedPreconditionError, MeshError, RetryableError
-from llama_mesh.core.failpoints import failpoint
-from llama_mesh.core.json_values import to_python, to_value
-from llama_mesh.core.lifecycle import (
-    WAITING,
+from llama_mesh.core.attempt_policy import (
     Cancelled,
     DeadlinePassed,
     Decision,
@@ -51,6 +47,12 @@ from llama_mesh.core.lifecycle import (
     Succeeded,
     begin_attempt,
     end_attempt,
+)
+from llama_mesh.core.errors import FailedPreconditionError, MeshError, RetryableError
+from llama_mesh.core.failpoints import failpoint
+from llama_mesh.core.json_values import to_python, to_value
+from llama_mesh.core.lifecycle import (
+    WAITING,
 )
 from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
 from llama_mesh.core.names import TaskName

@@ -7,7 +7,7 @@ One runtime for every kind of service. Per replica it
   most ``max_concurrency`` at once (PullConsumer), and runs each as an attempt
   (attempt.py): what a delivery and an attempt's outcome lead to (run, retry with
   backoff, fail with a typed google.rpc.Status and a dead letter, deadline, cancel)
-  is decided by core/lifecycle.py alone;
+  is decided by core/attempt_policy.py alone;
 - stops a task when the control plane signals its cancel;
 - serves the Service API (describe, pause/resume, drain, running tasks).
 
