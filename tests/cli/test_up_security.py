@@ -73,6 +73,26 @@ async def test_up_writes_tokens_only_its_user_reads_and_the_cli_uses_them(
         )
         assert revoked.code != 0 and "Unauthenticated" in revoked.stderr
 
+        # Keys confined to a namespace: one team's session is not the other's to see.
+        teams = {}
+        for team in ("a", "b"):
+            made = await cli(
+                "keys", "create", "--role", "client", "--namespace", f"team-{team}",
+                "-f", str(file), "-o", "json",
+            )  # fmt: skip
+            assert made.code == 0, made.stderr
+            assert made.json()["namespace"] == f"team-{team}"
+            teams[team] = {**up.env, "LLAMA_MESH_TOKEN": made.json()["token"]}
+        at = ("-c", up.control_plane, "-o", "json")
+        mine = await cli("sessions", "create", "reports", *at, env=teams["a"])
+        assert mine.code == 0 and mine.json()["namespace"] == "team-a", mine.stderr
+        theirs = await cli("sessions", "get", "reports", *at, env=teams["b"])
+        assert theirs.code == 3
+        assert theirs.json()["error"]["message"] == "session 'sessions/reports' not found"
+        assert (await cli("sessions", "list", *at, env=teams["b"])).json() == []
+        listed = (await cli("keys", "list", "-f", str(file), "-o", "json")).json()
+        assert sorted(k["namespace"] for k in listed if k["namespace"]) == ["team-a", "team-b"]
+
         # NATS admits only the mesh's components; a service's key cannot wreck it.
         await _nats_is_locked_down(str(up.summary["nats"][0]), auth / "nats")
 

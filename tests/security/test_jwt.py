@@ -23,7 +23,7 @@ from starlette.routing import Route
 from llama_mesh.client import AsyncClient, Credentials
 from llama_mesh.config import SecurityConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
-from llama_mesh.core.errors import PermissionDeniedError, UnauthenticatedError
+from llama_mesh.core.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
 from llama_mesh.launch.nats_server import EmbeddedNats
 
 AUDIENCE = "llama-mesh"
@@ -147,3 +147,21 @@ async def test_a_rotated_issuer_key_is_fetched_when_first_seen(
         async with _client(address, issuer.token("k2", roles=["client"])) as client:
             await client.list_sessions()
         assert issuer.fetches == 2
+
+
+async def test_a_jwts_namespace_claim_confines_it(nats: EmbeddedNats, issuer: Issuer) -> None:
+    issuer.add_key("k1")
+    async with _mesh(nats, issuer) as address:
+        team_a = issuer.token("k1", roles=["client"], namespace="team-a")
+        team_b = issuer.token("k1", sub="bob", roles=["client"], namespace="team-b")
+        async with _client(address, team_a) as a, _client(address, team_b) as b:
+            assert (await a.api_keys.whoami()).namespace == "team-a"
+            session = await a.create_session()
+            assert session.session.namespace == "team-a"
+            with pytest.raises(NotFoundError, match="not found"):
+                await b.get_session(session.name)
+            assert await b.list_sessions() == []
+        # A namespace that is not a namespace name is no identity at all.
+        async with _client(address, issuer.token("k1", roles=["client"], namespace="A B")) as c:
+            with pytest.raises(UnauthenticatedError, match="is not a namespace"):
+                await c.list_sessions()

@@ -28,6 +28,7 @@ def _view(key: auth_pb2.ApiKey) -> dict[str, object]:
         "name": key.name,
         "roles": list(key.roles),
         "description": key.description,
+        "namespace": key.namespace or None,
         "create_time": key.create_time.ToJsonString() if key.HasField("create_time") else None,
     }
 
@@ -36,6 +37,9 @@ def keys_create(
     role: Annotated[list[str], typer.Option(help="admin, client or service:ID (repeat).")],
     key_id: Annotated[str, typer.Option("--id", help="Key id (default: a new one).")] = "",
     description: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    namespace: Annotated[
+        str, typer.Option(help="Confine the key to this namespace's sessions (a tenant).")
+    ] = "",
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
@@ -45,7 +49,9 @@ def keys_create(
     target = Target(control_plane, file, output, connect_timeout)
 
     async def main(client: AsyncClient) -> None:
-        token, key = await client.api_keys.create(role, key_id=key_id, description=description)
+        token, key = await client.api_keys.create(
+            role, key_id=key_id, description=description, namespace=namespace
+        )
         target.emit({**_view(key), "token": token}, lambda: out.print(token, highlight=False))
 
     target.run(main)
@@ -65,7 +71,8 @@ def keys_list(
 
         def text() -> None:
             for k in keys:
-                out.print(f"{k['name']}  {','.join(k['roles'])}  {k['description']}")  # type: ignore[arg-type]
+                confined = f"  namespace {k['namespace']}" if k["namespace"] else ""
+                out.print(f"{k['name']}  {','.join(k['roles'])}  {k['description']}{confined}")  # type: ignore[arg-type]
 
         target.emit(keys, text)
 

@@ -98,7 +98,10 @@ def sessions_get(
         data = {**session_view(found.session), "tasks": tasks}
 
         def text() -> None:
-            out.print(f"{data['name']}  created {data['create_time']}  labels {data['labels']}")
+            confined = f"  namespace {data['namespace']}" if data["namespace"] else ""
+            out.print(
+                f"{data['name']}  created {data['create_time']}  labels {data['labels']}{confined}"
+            )
             budget = found.session.token_budget
             out.print(
                 f"{usage_line(found.session.usage)}"

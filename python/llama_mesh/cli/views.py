@@ -78,6 +78,7 @@ def session_view(session: resources_pb2.Session) -> dict[str, Any]:
     return {
         "name": session.name,
         "labels": dict(session.labels),
+        "namespace": session.namespace or None,
         "create_time": timestamp(session.create_time),
         "token_budget": session.token_budget or None,
         "usage": token_usage.to_json(session.usage),

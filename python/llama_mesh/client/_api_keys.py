@@ -33,9 +33,11 @@ class ApiKeys:
         key_id: str = "",
         description: str = "",
         expires_in: float | None = None,
+        namespace: str = "",
     ) -> tuple[str, auth_pb2.ApiKey]:
-        """Issue a key; (its token, shown only now; the key)."""
-        key = auth_pb2.ApiKey(roles=roles, description=description)
+        """Issue a key; (its token, shown only now; the key). A key with a `namespace`
+        sees only that namespace's sessions and tasks (unless it is admin or a service)."""
+        key = auth_pb2.ApiKey(roles=roles, description=description, namespace=namespace)
         if expires_in is not None:
             key.expire_time.CopyFrom(proto_time.now())
             key.expire_time.FromNanoseconds(key.expire_time.ToNanoseconds() + int(expires_in * 1e9))

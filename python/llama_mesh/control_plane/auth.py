@@ -88,5 +88,7 @@ class AuthAPIServicer(auth_pb2_grpc.AuthAPIServicer):
     ) -> auth_pb2.GetCallerIdentityResponse:
         who = caller()
         return auth_pb2.GetCallerIdentityResponse(
-            identity=auth_pb2.CallerIdentity(subject=who.subject, roles=sorted(who.roles))
+            identity=auth_pb2.CallerIdentity(
+                subject=who.subject, roles=sorted(who.roles), namespace=who.namespace
+            )
         )

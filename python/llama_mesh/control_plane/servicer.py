@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from llama_mesh.config.retention import RetentionConfig
+from llama_mesh.control_plane.namespaces import require_visible
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.control_plane.tasks import Tasks
@@ -142,6 +143,7 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         request: cp.CreateTaskRequest,
         context: grpc.aio.ServicerContext[cp.CreateTaskRequest, cp.CreateTaskResponse],
     ) -> cp.CreateTaskResponse:
+        await require_visible(self.state, request.parent, "parent")
         return await self.tasks.create_task(request)
 
     async def RunTask(
@@ -149,6 +151,7 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         request: cp.RunTaskRequest,
         context: grpc.aio.ServicerContext[cp.RunTaskRequest, cp.RunTaskResponse],
     ) -> cp.RunTaskResponse:
+        await require_visible(self.state, request.parent, "parent")
         return await self.tasks.run_task(request, context.time_remaining())
 
     async def WaitTask(
@@ -156,6 +159,7 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         request: cp.WaitTaskRequest,
         context: grpc.aio.ServicerContext[cp.WaitTaskRequest, cp.WaitTaskResponse],
     ) -> cp.WaitTaskResponse:
+        await require_visible(self.state, request.name)
         return await self.tasks.wait_task(request)
 
     async def GetTask(
@@ -163,6 +167,7 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         request: cp.GetTaskRequest,
         context: grpc.aio.ServicerContext[cp.GetTaskRequest, cp.GetTaskResponse],
     ) -> cp.GetTaskResponse:
+        await require_visible(self.state, request.name)
         return await self.tasks.get_task(request)
 
     async def ListTasks(
@@ -177,6 +182,7 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         request: cp.CancelTaskRequest,
         context: grpc.aio.ServicerContext[cp.CancelTaskRequest, cp.CancelTaskResponse],
     ) -> cp.CancelTaskResponse:
+        await require_visible(self.state, request.name)
         return await self.tasks.cancel_task(request)
 
     def StreamTaskEvents(
@@ -192,4 +198,5 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         request: cp.SendTaskEventRequest,
         context: grpc.aio.ServicerContext[cp.SendTaskEventRequest, cp.SendTaskEventResponse],
     ) -> cp.SendTaskEventResponse:
+        await require_visible(self.state, request.name)
         return await self.tasks.send_task_event(request)

@@ -15,6 +15,7 @@ import time
 from typing import Literal
 
 from llama_mesh.config.retention import DAY, MAX_TTL, RetentionConfig
+from llama_mesh.control_plane.namespaces import require_visible, visible
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import (
@@ -35,6 +36,7 @@ from llama_mesh.core.names import (
 from llama_mesh.core.paging import decode_page_token, encode_page_token, fitting, page_size
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.kv_listing import KvListing
+from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 
@@ -85,6 +87,7 @@ class Sessions:
                 "or 0 for no limit"
             )
         session.ClearField("usage")  # output only: counted by the mesh
+        session.namespace = caller().namespace  # output only: the creator's
         if session.overlap_policy == resources_pb2.OVERLAP_POLICY_UNSPECIFIED:
             session.overlap_policy = resources_pb2.OVERLAP_POLICY_QUEUE
         ttl = _ttl(session, "ttl", self.retention.idle_session_ttl)
@@ -96,15 +99,19 @@ class Sessions:
         if await self.state.sessions.create(session_id, session, ttl=ttl) is not None:
             logger.info("session %s created", session.name)
             return cp.CreateSessionResponse(session=session, created=True)
+        existing = await self.state.sessions.get(session_id, session.name)
+        if not visible(existing):
+            # Another namespace has it; say no more than that the id is taken.
+            raise AlreadyExistsError(f"session id {session_id!r} is taken: choose another")
         if not request.allow_existing:
             raise AlreadyExistsError(
                 f"session {session.name!r} exists already; set allow_existing to get it"
             )
-        existing = await self.state.sessions.get(session_id, session.name)
         return cp.CreateSessionResponse(session=existing, created=False)
 
     async def get_session(self, request: cp.GetSessionRequest) -> cp.GetSessionResponse:
         session_id = parse_session_name(request.name)
+        await require_visible(self.state, request.name)
         session = await self.state.sessions.get(session_id, request.name)
         return cp.GetSessionResponse(session=await self._with_usage(session_id, session))
 
@@ -152,16 +159,21 @@ class Sessions:
         after = _revision(request.page_token)
         listing = KvListing(self.state.js, self.state.topology.bucket("sessions"))
         found, last = await listing.page_after(after, size, scan=size * 4)
-        sessions = [resources_pb2.Session.FromString(value) for _, value, _ in found]
+        # A confined caller's page leaves other namespaces out: it may hold fewer than
+        # page_size (even none) and still go on, as a listing with filters does.
+        read = [(resources_pb2.Session.FromString(value), rev) for _, value, rev in found]
+        seen = [(s, rev) for s, rev in read if visible(s)]
+        sessions = [s for s, _ in seen]
         keep = fitting([s.ByteSize() for s in sessions])
         if keep < len(sessions):  # cut by bytes: continue after the last one kept
-            last, sessions = found[keep - 1][2], sessions[:keep]
+            last, sessions = seen[keep - 1][1], sessions[:keep]
         sessions = [await self._with_usage(parse_session_name(s.name), s) for s in sessions]
         token = encode_page_token(f"r{last}") if last else ""
         return cp.ListSessionsResponse(sessions=sessions, next_page_token=token)
 
     async def delete_session(self, request: cp.DeleteSessionRequest) -> cp.DeleteSessionResponse:
         session_id = parse_session_name(request.name)
+        await require_visible(self.state, request.name)
         await self.state.sessions.get(session_id, request.name)
         tasks = await self.state.tasks.scan(f"{session_id}.*")
         active = [t for _, t in tasks if t.state in ACTIVE_STATES]

@@ -9,6 +9,9 @@ Two sources, both in creation order:
 - the inbox (the `waiting` bucket): when only WAITING_FOR_INPUT tasks are asked for,
   the tasks that wait now, however long the history.
 
+A caller confined to a namespace (control_plane/namespaces.py) sees only the tasks of
+its namespace's sessions: the others are skipped as filtered ones are.
+
 A page holds at most page_size tasks and MAX_PAGE_BYTES, and reads at most SCAN index
 entries: with filters few tasks match, it may hold fewer than page_size (even none)
 and a token to go on. Only an empty next_page_token means the end. A token is
@@ -21,6 +24,7 @@ import asyncio
 import json
 from collections.abc import Collection, Sequence
 
+from llama_mesh.control_plane.namespaces import SessionScope
 from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.lifecycle import WAITING
 from llama_mesh.core.names import TaskName
@@ -83,10 +87,12 @@ async def list_tasks(
     states: Collection[int],
     size: int,
     token: str,
+    scope: SessionScope | None = None,
 ) -> cp.ListTasksResponse:
-    """A page of tasks of one session (or all, with None), newest first."""
+    """A page of tasks of one session (or all, with None), newest first; with a
+    scope, only those of the sessions it sees."""
     if set(states) == {WAITING}:
-        return await _waiting(state, session_id, service, size, _cursor(token, "w"))
+        return await _waiting(state, session_id, service, size, _cursor(token, "w"), scope)
     page = _Page(size)
     before = _cursor(token, "i")
     scanned = 0
@@ -96,7 +102,7 @@ async def list_tasks(
             state.js, state.nc, state.topology, session_id, before=before, want=want
         )
         scanned += len(entries) or want
-        stopped = await _fill(state, page, entries, service, states)
+        stopped = await _fill(state, page, entries, service, states, scope)
         if stopped is not None:
             return _reply(page, f"i{stopped}")
         if not older:
@@ -111,10 +117,16 @@ async def _fill(
     entries: list[Entry],
     service: str,
     states: Collection[int],
+    scope: SessionScope | None,
 ) -> int | None:
     """Add the tasks of `entries` (newest first) that match; if the page fills up
     first, the token's sequence to go on from (None if all were looked at)."""
-    wanted = [e for e in entries if not service or e.service == service]
+    wanted = [
+        e
+        for e in entries
+        if (not service or e.service == service)
+        and (scope is None or await scope.sees(e.session_id))
+    ]
     records = dict(
         zip((e.seq for e in wanted), await _records(state, [e.key for e in wanted]), strict=True)
     )
@@ -123,7 +135,7 @@ async def _fill(
             return entry.seq + 1
         record = records.get(entry.seq)
         if record is None:
-            continue  # another service, expired, or a create that did not finish
+            continue  # another service or namespace, expired, or a create that did not finish
         task = record[0]
         if task.create_sequence and task.create_sequence != entry.seq:
             continue  # a second entry of a create retried after the window
@@ -135,7 +147,12 @@ async def _fill(
 
 
 async def _waiting(
-    state: MeshState, session_id: str | None, service: str, size: int, before: int
+    state: MeshState,
+    session_id: str | None,
+    service: str,
+    size: int,
+    before: int,
+    scope: SessionScope | None,
 ) -> cp.ListTasksResponse:
     """The inbox: tasks waiting for input, newest first."""
     inbox_bucket = KvListing(state.js, state.topology.bucket("waiting"))
@@ -144,6 +161,8 @@ async def _waiting(
     for key, value, revision in found:
         entry = json.loads(value)
         if service and entry.get("s") != service:
+            continue
+        if scope is not None and not await scope.sees(key.partition(".")[0]):
             continue
         created = int(entry.get("c", 0))
         if before and created >= before:

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
+from llama_mesh.control_plane.namespaces import SessionScope, require_visible
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.control_plane.task_answers import answer_task
@@ -189,6 +190,7 @@ class Tasks:
             check_service_id(request.service, "service")
         size = page_size(request.page_size)
         if session_id != ALL_SESSIONS:
+            await require_visible(self.state, request.parent, "parent")
             await self.state.sessions.get(session_id, request.parent)
         return await list_tasks(
             self.state,
@@ -197,6 +199,7 @@ class Tasks:
             set(request.states),
             size,
             request.page_token,
+            SessionScope.of(self.state) if session_id == ALL_SESSIONS else None,
         )
 
     async def cancel_task(self, request: cp.CancelTaskRequest) -> cp.CancelTaskResponse:
@@ -211,6 +214,7 @@ class Tasks:
         name = TaskName.parse(request.name)
         if request.after_sequence < 0:
             raise InvalidArgumentError("after_sequence must not be negative")
+        await require_visible(self.state, request.name)
         task = await self.state.tasks.get(task_key(name), request.name)
         topology = self.state.topology
         if is_final(task.state):

@@ -96,3 +96,16 @@ def opens(stored: auth_pb2.StoredApiKey, secret: str, now: float) -> bool:
         and proto_time.epoch_seconds(stored.previous_expire_time) > now
         and hmac.compare_digest(given, stored.previous_secret_sha256)
     )
+
+
+NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def check_namespace(namespace: str, field: str = "namespace") -> str:
+    """A namespace (tenant) name: a DNS label, as Kubernetes namespaces are."""
+    if not NAMESPACE.fullmatch(namespace):
+        raise InvalidArgumentError(
+            f"{field} {namespace!r} is not a namespace: 1-63 of a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return namespace

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from llama_mesh.core import proto_time
-from llama_mesh.core.access import check_key_id, check_role, key_name, new_secret
+from llama_mesh.core.access import check_key_id, check_namespace, check_role, key_name, new_secret
 from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.jetstream.buckets import ProtoBucket
 from llama_mesh.jetstream.topology import Topology
@@ -100,6 +100,8 @@ class ApiKeyStore:
             raise InvalidArgumentError("api_key.roles is required: e.g. ['client']")
         for role in key.roles:
             check_role(role)
+        if key.namespace:
+            check_namespace(key.namespace, "api_key.namespace")
         made, digest = token or new_secret(key_id)
         stored = auth_pb2.StoredApiKey(secret_sha256=digest)
         stored.api_key.CopyFrom(key)

@@ -31,4 +31,4 @@ class ApiKeyAuthenticator:
             raise UnauthenticatedError(
                 f"API key {key_id!r} is unknown, revoked or expired, or its secret is wrong"
             )
-        return Identity.of(key_name(key_id), stored.api_key.roles)
+        return Identity.of(key_name(key_id), stored.api_key.roles, stored.api_key.namespace)

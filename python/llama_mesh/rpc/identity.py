@@ -24,10 +24,24 @@ class Identity:
 
     subject: str
     roles: frozenset[str]
+    # The namespace (tenant) its sessions belong to; "" for none.
+    namespace: str = ""
 
     @classmethod
-    def of(cls, subject: str, roles: Iterable[str]) -> Identity:
-        return cls(subject, frozenset(roles))
+    def of(cls, subject: str, roles: Iterable[str], namespace: str = "") -> Identity:
+        return cls(subject, frozenset(roles), namespace)
+
+    @property
+    def scope(self) -> str | None:
+        """The namespace it is confined to, or None: it sees every namespace (admin;
+        a service, which runs tasks of every namespace; a caller with none)."""
+        if not self.namespace or self.is_admin or self.services:
+            return None
+        return self.namespace
+
+    def sees(self, namespace: str) -> bool:
+        """Whether it may see a session of `namespace`."""
+        return self.scope is None or self.scope == namespace
 
     @property
     def is_admin(self) -> bool:

@@ -22,9 +22,12 @@ from typing import Any
 import httpx
 import jwt
 
-from llama_mesh.core.access import check_role
+from llama_mesh.core.access import check_namespace, check_role
 from llama_mesh.core.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError
 from llama_mesh.rpc.identity import Identity
+
+# The claim that names the namespace (tenant) the caller is confined to, if any.
+NAMESPACE_CLAIM = "namespace"
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +130,15 @@ class JwtAuthenticator:
             )
         except jwt.InvalidTokenError as err:
             raise UnauthenticatedError(f"the JWT is not valid: {err}") from err
-        identity = Identity.of(f"{claims['sub']}@{s.issuer}", _roles(claims.get(s.roles_claim)))
+        namespace = claims.get(NAMESPACE_CLAIM) or ""
+        try:
+            check_namespace(str(namespace), f"the JWT's {NAMESPACE_CLAIM!r} claim")
+        except InvalidArgumentError as err:
+            if namespace:
+                raise UnauthenticatedError(err.message) from err
+        identity = Identity.of(
+            f"{claims['sub']}@{s.issuer}", _roles(claims.get(s.roles_claim)), str(namespace)
+        )
         if len(self._verified) >= self._MAX_CACHED:
             self._verified = {t: v for t, v in self._verified.items() if v[1] > now}
             if len(self._verified) >= self._MAX_CACHED:

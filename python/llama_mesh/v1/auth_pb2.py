@@ -28,7 +28,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llama_mesh/v1/auth.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x01\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05roles\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brotate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"0\n\x0e\x43\x61llerIdentity\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\"W\n\x13\x43reateApiKeyRequest\x12,\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKeyB\x04\xe2\x41\x01\x02\x12\x12\n\napi_key_id\x18\x02 \x01(\t\"M\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\"&\n\x10GetApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x11GetApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x13RotateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x14RotateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\")\n\x13\x44\x65leteApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14\x44\x65leteApiKeyResponse\"\x1a\n\x18GetCallerIdentityRequest\"L\n\x19GetCallerIdentityResponse\x12/\n\x08identity\x18\x01 \x01(\x0b\x32\x1d.llama_mesh.v1.CallerIdentity\"\xa7\x01\n\x0cStoredApiKey\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\x15\n\rsecret_sha256\x18\x02 \x01(\t\x12\x1e\n\x16previous_secret_sha256\x18\x03 \x01(\t\x12\x38\n\x14previous_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xe3\x05\n\x07\x41uthAPI\x12o\n\x0c\x43reateApiKey\x12\".llama_mesh.v1.CreateApiKeyRequest\x1a#.llama_mesh.v1.CreateApiKeyResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/apiKeys:\x01*\x12u\n\tGetApiKey\x12\x1f.llama_mesh.v1.GetApiKeyRequest\x1a .llama_mesh.v1.GetApiKeyResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x14/v1/{name=apiKeys/*}b\x07\x61pi_key\x12i\n\x0bListApiKeys\x12!.llama_mesh.v1.ListApiKeysRequest\x1a\".llama_mesh.v1.ListApiKeysResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/apiKeys\x12\x7f\n\x0cRotateApiKey\x12\".llama_mesh.v1.RotateApiKeyRequest\x1a#.llama_mesh.v1.RotateApiKeyResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/{name=apiKeys/*}:rotate:\x01*\x12u\n\x0c\x44\x65leteApiKey\x12\".llama_mesh.v1.DeleteApiKeyRequest\x1a#.llama_mesh.v1.DeleteApiKeyResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/{name=apiKeys/*}\x12\x8c\x01\n\x11GetCallerIdentity\x12\'.llama_mesh.v1.GetCallerIdentityRequest\x1a(.llama_mesh.v1.GetCallerIdentityResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x12/v1/callerIdentityb\x08identityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llama_mesh/v1/auth.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05roles\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brotate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x17\n\tnamespace\x18\x07 \x01(\tB\x04\xe2\x41\x01\x05\"C\n\x0e\x43\x61llerIdentity\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"W\n\x13\x43reateApiKeyRequest\x12,\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKeyB\x04\xe2\x41\x01\x02\x12\x12\n\napi_key_id\x18\x02 \x01(\t\"M\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\"&\n\x10GetApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x11GetApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x13RotateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x14RotateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\")\n\x13\x44\x65leteApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14\x44\x65leteApiKeyResponse\"\x1a\n\x18GetCallerIdentityRequest\"L\n\x19GetCallerIdentityResponse\x12/\n\x08identity\x18\x01 \x01(\x0b\x32\x1d.llama_mesh.v1.CallerIdentity\"\xa7\x01\n\x0cStoredApiKey\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.llama_mesh.v1.ApiKey\x12\x15\n\rsecret_sha256\x18\x02 \x01(\t\x12\x1e\n\x16previous_secret_sha256\x18\x03 \x01(\t\x12\x38\n\x14previous_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xe3\x05\n\x07\x41uthAPI\x12o\n\x0c\x43reateApiKey\x12\".llama_mesh.v1.CreateApiKeyRequest\x1a#.llama_mesh.v1.CreateApiKeyResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/apiKeys:\x01*\x12u\n\tGetApiKey\x12\x1f.llama_mesh.v1.GetApiKeyRequest\x1a .llama_mesh.v1.GetApiKeyResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x14/v1/{name=apiKeys/*}b\x07\x61pi_key\x12i\n\x0bListApiKeys\x12!.llama_mesh.v1.ListApiKeysRequest\x1a\".llama_mesh.v1.ListApiKeysResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/apiKeys\x12\x7f\n\x0cRotateApiKey\x12\".llama_mesh.v1.RotateApiKeyRequest\x1a#.llama_mesh.v1.RotateApiKeyResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/{name=apiKeys/*}:rotate:\x01*\x12u\n\x0c\x44\x65leteApiKey\x12\".llama_mesh.v1.DeleteApiKeyRequest\x1a#.llama_mesh.v1.DeleteApiKeyResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/{name=apiKeys/*}\x12\x8c\x01\n\x11GetCallerIdentity\x12\'.llama_mesh.v1.GetCallerIdentityRequest\x1a(.llama_mesh.v1.GetCallerIdentityResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x12/v1/callerIdentityb\x08identityb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['rotate_time']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['rotate_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['namespace']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['namespace']._serialized_options = b'\342A\001\005'
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._serialized_options = b'\342A\001\002'
   _globals['_GETAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
@@ -64,35 +66,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHAPI'].methods_by_name['GetCallerIdentity']._loaded_options = None
   _globals['_AUTHAPI'].methods_by_name['GetCallerIdentity']._serialized_options = b'\202\323\344\223\002\036\022\022/v1/callerIdentityb\010identity'
   _globals['_APIKEY']._serialized_start=172
-  _globals['_APIKEY']._serialized_end=401
-  _globals['_CALLERIDENTITY']._serialized_start=403
-  _globals['_CALLERIDENTITY']._serialized_end=451
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=453
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=540
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=542
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=619
-  _globals['_GETAPIKEYREQUEST']._serialized_start=621
-  _globals['_GETAPIKEYREQUEST']._serialized_end=659
-  _globals['_GETAPIKEYRESPONSE']._serialized_start=661
-  _globals['_GETAPIKEYRESPONSE']._serialized_end=720
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=722
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=781
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=783
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=870
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=872
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=962
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=964
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1041
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=1043
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1084
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1086
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1108
-  _globals['_GETCALLERIDENTITYREQUEST']._serialized_start=1110
-  _globals['_GETCALLERIDENTITYREQUEST']._serialized_end=1136
-  _globals['_GETCALLERIDENTITYRESPONSE']._serialized_start=1138
-  _globals['_GETCALLERIDENTITYRESPONSE']._serialized_end=1214
-  _globals['_STOREDAPIKEY']._serialized_start=1217
-  _globals['_STOREDAPIKEY']._serialized_end=1384
-  _globals['_AUTHAPI']._serialized_start=1387
-  _globals['_AUTHAPI']._serialized_end=2126
+  _globals['_APIKEY']._serialized_end=426
+  _globals['_CALLERIDENTITY']._serialized_start=428
+  _globals['_CALLERIDENTITY']._serialized_end=495
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=497
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=584
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=586
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=663
+  _globals['_GETAPIKEYREQUEST']._serialized_start=665
+  _globals['_GETAPIKEYREQUEST']._serialized_end=703
+  _globals['_GETAPIKEYRESPONSE']._serialized_start=705
+  _globals['_GETAPIKEYRESPONSE']._serialized_end=764
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=766
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=825
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=827
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=914
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=916
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1006
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1008
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1085
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=1087
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1128
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1130
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1152
+  _globals['_GETCALLERIDENTITYREQUEST']._serialized_start=1154
+  _globals['_GETCALLERIDENTITYREQUEST']._serialized_end=1180
+  _globals['_GETCALLERIDENTITYRESPONSE']._serialized_start=1182
+  _globals['_GETCALLERIDENTITYRESPONSE']._serialized_end=1258
+  _globals['_STOREDAPIKEY']._serialized_start=1261
+  _globals['_STOREDAPIKEY']._serialized_end=1428
+  _globals['_AUTHAPI']._serialized_start=1431
+  _globals['_AUTHAPI']._serialized_end=2170
 # @@protoc_insertion_point(module_scope)

@@ -203,7 +203,9 @@ class ControlPlaneAPIServicer:
 
     def ListSessions(self, request, context):
         """Lists sessions, in the order they last changed; a page holds at most
-        page_size sessions and 3 MiB.
+        page_size sessions and 3 MiB. A caller confined to a namespace sees only
+        its namespace's: a page may then hold fewer than page_size (even none)
+        while more follow; only an empty next_page_token means the end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,8 +270,10 @@ class ControlPlaneAPIServicer:
         with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
         person. A page reads a bounded part of the history: it may hold fewer
         than page_size tasks (even none) while more follow, and at most 3 MiB;
-        only an empty next_page_token means the end.
-        Returns NOT_FOUND if the session does not exist.
+        only an empty next_page_token means the end. A caller confined to a
+        namespace sees only the tasks of its namespace's sessions.
+        Returns NOT_FOUND if the session does not exist (or is another
+        namespace's).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -76,7 +76,9 @@ class ControlPlaneAPIStub:
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.ListSessionsRequest, _control_plane_pb2.ListSessionsResponse]
     """Lists sessions, in the order they last changed; a page holds at most
-    page_size sessions and 3 MiB.
+    page_size sessions and 3 MiB. A caller confined to a namespace sees only
+    its namespace's: a page may then hold fewer than page_size (even none)
+    while more follow; only an empty next_page_token means the end.
     """
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.DeleteSessionRequest, _control_plane_pb2.DeleteSessionResponse]
     """Deletes a session, its saved workflow state and its tasks.
@@ -117,8 +119,10 @@ class ControlPlaneAPIStub:
     with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
     person. A page reads a bounded part of the history: it may hold fewer
     than page_size tasks (even none) while more follow, and at most 3 MiB;
-    only an empty next_page_token means the end.
-    Returns NOT_FOUND if the session does not exist.
+    only an empty next_page_token means the end. A caller confined to a
+    namespace sees only the tasks of its namespace's sessions.
+    Returns NOT_FOUND if the session does not exist (or is another
+    namespace's).
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.CancelTaskRequest, _control_plane_pb2.CancelTaskResponse]
     """Cancels a pending or running task: the running workflow is stopped and
@@ -189,7 +193,9 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.ListSessionsRequest, _control_plane_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists sessions, in the order they last changed; a page holds at most
-    page_size sessions and 3 MiB.
+    page_size sessions and 3 MiB. A caller confined to a namespace sees only
+    its namespace's: a page may then hold fewer than page_size (even none)
+    while more follow; only an empty next_page_token means the end.
     """
     DeleteSession: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.DeleteSessionRequest, _control_plane_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session, its saved workflow state and its tasks.
@@ -230,8 +236,10 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
     person. A page reads a bounded part of the history: it may hold fewer
     than page_size tasks (even none) while more follow, and at most 3 MiB;
-    only an empty next_page_token means the end.
-    Returns NOT_FOUND if the session does not exist.
+    only an empty next_page_token means the end. A caller confined to a
+    namespace sees only the tasks of its namespace's sessions.
+    Returns NOT_FOUND if the session does not exist (or is another
+    namespace's).
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.CancelTaskRequest, _control_plane_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a pending or running task: the running workflow is stopped and
@@ -347,7 +355,9 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_plane_pb2.ListSessionsResponse, _abc.Awaitable[_control_plane_pb2.ListSessionsResponse]]:
         """Lists sessions, in the order they last changed; a page holds at most
-        page_size sessions and 3 MiB.
+        page_size sessions and 3 MiB. A caller confined to a namespace sees only
+        its namespace's: a page may then hold fewer than page_size (even none)
+        while more follow; only an empty next_page_token means the end.
         """
 
     @_abc_1.abstractmethod
@@ -424,8 +434,10 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
         person. A page reads a bounded part of the history: it may hold fewer
         than page_size tasks (even none) while more follow, and at most 3 MiB;
-        only an empty next_page_token means the end.
-        Returns NOT_FOUND if the session does not exist.
+        only an empty next_page_token means the end. A caller confined to a
+        namespace sees only the tasks of its namespace's sessions.
+        Returns NOT_FOUND if the session does not exist (or is another
+        namespace's).
         """
 
     @_abc_1.abstractmethod

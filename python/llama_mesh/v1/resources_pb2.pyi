@@ -466,6 +466,7 @@ class Session(_message.Message):
     TTL_FIELD_NUMBER: _builtins.int
     TASK_TTL_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sessions/{session}`."""
     overlap_policy: Global___OverlapPolicy.ValueType
@@ -475,6 +476,11 @@ class Session(_message.Message):
     means no limit. A task does not start once the session has used it up,
     and a running task whose LLM calls cross it fails with
     RESOURCE_EXHAUSTED (the message says how much was used).
+    """
+    namespace: _builtins.str
+    """The namespace of the identity that created it (see ApiKey.namespace):
+    callers confined to another namespace do not see the session or its
+    tasks (NOT_FOUND). Empty: the default namespace.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -523,10 +529,11 @@ class Session(_message.Message):
         ttl: _duration_pb2.Duration | None = ...,
         task_ttl: _duration_pb2.Duration | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "task_ttl", b"task_ttl", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "labels", b"labels", "name", b"name", "overlap_policy", b"overlap_policy", "task_ttl", b"task_ttl", "token_budget", b"token_budget", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "labels", b"labels", "name", b"name", "namespace", b"namespace", "overlap_policy", b"overlap_policy", "task_ttl", b"task_ttl", "token_budget", b"token_budget", "ttl", b"ttl", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

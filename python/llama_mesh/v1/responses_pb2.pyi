@@ -1500,8 +1500,13 @@ class StoredResponse(_message.Message):
     RESPONSE_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     """The task that produces it (`sessions/{session}/tasks/{task}`)."""
+    namespace: _builtins.str
+    """The namespace of its creator (see ApiKey.namespace): callers confined to
+    another namespace do not see it (NOT_FOUND) nor its session.
+    """
     @_builtins.property
     def response(self) -> Global___ResponseObject:
         """The response as last recorded. Its `input` holds the input items of the
@@ -1518,10 +1523,11 @@ class StoredResponse(_message.Message):
         response: Global___ResponseObject | None = ...,
         task: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "response", b"response", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "namespace", b"namespace", "response", b"response", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

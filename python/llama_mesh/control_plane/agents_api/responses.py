@@ -58,6 +58,7 @@ from llama_mesh.core.errors import (
 from llama_mesh.core.json_values import to_python, to_struct, to_value
 from llama_mesh.core.names import AGENTS_SERVICE, TaskName, session_name
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
@@ -76,6 +77,7 @@ class _Run:
     task: resources_pb2.Task
     conversation: list[dict[str, Any]]
     store: bool
+    namespace: str  # its creator's, kept with it
     view: TurnView = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +126,8 @@ class Responses:
     async def _stored(self, response_id: str) -> rs.StoredResponse:
         check_id("response", response_id)
         found = await self.state.responses.find(response_id)
-        if found is None:
+        # Another namespace's response is, to a caller confined to one, not there.
+        if found is None or not caller().sees(found[0].namespace):
             raise not_found("response", response_id, reason="response_not_found")
         return found[0]
 
@@ -138,6 +141,7 @@ class Responses:
             name=session_name(session_id),
             labels={RESPONSE_LABEL: response_id},
             overlap_policy=resources_pb2.OVERLAP_POLICY_QUEUE,
+            namespace=caller().namespace,
         )
         stamp = proto_time.now()
         session.create_time.CopyFrom(stamp)
@@ -198,6 +202,7 @@ class Responses:
             created.task,
             conversation,
             store=request.store or not request.HasField("store"),
+            namespace=caller().namespace,
         )
         await self._save(run)
         logger.info(
@@ -208,7 +213,9 @@ class Responses:
     async def _save(self, run: _Run) -> None:
         if not run.store:
             return
-        stored = rs.StoredResponse(response=run.response, task=run.task.name)
+        stored = rs.StoredResponse(
+            response=run.response, task=run.task.name, namespace=run.namespace
+        )
         stored.response.input.CopyFrom(to_value(run.conversation).list_value)
         stored.create_time.CopyFrom(run.task.create_time)
         await self.state.responses.put(run.response.id, stored)
@@ -342,7 +349,8 @@ class Responses:
         return response
 
     async def _all(self) -> list[rs.StoredResponse]:
-        stored = [s for _, s in await self.state.responses.scan()]
+        who = caller()
+        stored = [s for _, s in await self.state.responses.scan() if who.sees(s.namespace)]
         return sorted(stored, key=lambda s: (s.create_time.ToNanoseconds(), s.response.id))
 
     async def list(self, request: rs.ListResponsesRequest) -> rs.ListResponsesResponse:

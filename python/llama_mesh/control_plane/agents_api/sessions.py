@@ -16,9 +16,11 @@ from llama_mesh.control_plane.agents_api.agents import (
     not_found,
     window,
 )
+from llama_mesh.control_plane.namespaces import visible
 from llama_mesh.control_plane.sessions import Sessions
-from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import agents_pb2, resources_pb2
 from llama_mesh.v1 import control_plane_pb2 as cp
 
@@ -71,14 +73,16 @@ class AgentSessions:
         target = await self.agents.target(agent_id)
         check_id("session", session_id)
         found = await self.state.sessions.find(session_id)
-        if found is None or found[0].labels.get(AGENT_LABEL) != agent_id:
+        if found is None or found[0].labels.get(AGENT_LABEL) != agent_id or not visible(found[0]):
             raise not_found("session", session_id)
         return target, found[0]
 
     async def of_agent(self, agent_id: str) -> list[resources_pb2.Session]:
-        """The agent's sessions, oldest first."""
+        """The agent's sessions the caller sees, oldest first."""
         sessions = [
-            s for _, s in await self.state.sessions.scan() if s.labels.get(AGENT_LABEL) == agent_id
+            s
+            for _, s in await self.state.sessions.scan()
+            if s.labels.get(AGENT_LABEL) == agent_id and visible(s)
         ]
         return sorted(sessions, key=lambda s: (s.create_time.ToNanoseconds(), s.name))
 
@@ -103,6 +107,13 @@ class AgentSessions:
         self, request: agents_pb2.DeleteAgentRequest
     ) -> agents_pb2.DeleteAgentResponse:
         target = await self.agents.deletable(request.agent_id)
+        if caller().scope is not None:
+            # Agents are shared by every namespace, and deleting one deletes its
+            # sessions: only a caller that sees them all may.
+            raise PermissionDeniedError(
+                f"agent {request.agent_id!r} is shared by every namespace: delete it "
+                f"with a key that is not confined to one (yours is to {caller().scope!r})"
+            )
         for session in await self.of_agent(target.agent.agent_id):
             await self.delete(session)
         await self.agents.delete(target)

@@ -47,7 +47,11 @@ type ApiKey struct {
 	// Creation time.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When its secret was last rotated.
-	RotateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=rotate_time,json=rotateTime,proto3" json:"rotate_time,omitempty"`
+	RotateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=rotate_time,json=rotateTime,proto3" json:"rotate_time,omitempty"`
+	// The namespace (tenant) the key is confined to: the sessions it creates
+	// belong to it, and it sees no session of another namespace. Empty: not
+	// confined. A-z, 0-9 and "-", at most 63 characters.
+	Namespace     string `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +128,13 @@ func (x *ApiKey) GetRotateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ApiKey) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 // Who a caller is.
 type CallerIdentity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -131,7 +142,9 @@ type CallerIdentity struct {
 	// JWT (prefixed with its issuer).
 	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	// Its roles.
-	Roles         []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	Roles []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// The namespace it is confined to; empty if none.
+	Namespace     string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +191,13 @@ func (x *CallerIdentity) GetRoles() []string {
 		return x.Roles
 	}
 	return nil
+}
+
+func (x *CallerIdentity) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 // Request of CreateApiKey.
@@ -846,7 +866,7 @@ var File_llama_mesh_v1_auth_proto protoreflect.FileDescriptor
 
 const file_llama_mesh_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x18llama_mesh/v1/auth.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n" +
+	"\x18llama_mesh/v1/auth.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n" +
 	"\x06ApiKey\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x1a\n" +
 	"\x05roles\x18\x02 \x03(\tB\x04\xe2A\x01\x02R\x05roles\x12 \n" +
@@ -856,10 +876,12 @@ const file_llama_mesh_v1_auth_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12A\n" +
 	"\vrotate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"rotateTime\"@\n" +
+	"rotateTime\x12\"\n" +
+	"\tnamespace\x18\a \x01(\tB\x04\xe2A\x01\x05R\tnamespace\"^\n" +
 	"\x0eCallerIdentity\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x14\n" +
-	"\x05roles\x18\x02 \x03(\tR\x05roles\"i\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\"i\n" +
 	"\x13CreateApiKeyRequest\x124\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x15.llama_mesh.v1.ApiKeyB\x04\xe2A\x01\x02R\x06apiKey\x12\x1c\n" +
 	"\n" +

@@ -81,7 +81,9 @@ type ControlPlaneAPIClient interface {
 	// Returns NOT_FOUND if it does not exist.
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
 	// Lists sessions, in the order they last changed; a page holds at most
-	// page_size sessions and 3 MiB.
+	// page_size sessions and 3 MiB. A caller confined to a namespace sees only
+	// its namespace's: a page may then hold fewer than page_size (even none)
+	// while more follow; only an empty next_page_token means the end.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// Deletes a session, its saved workflow state and its tasks.
 	// Returns NOT_FOUND if it does not exist; FAILED_PRECONDITION if tasks
@@ -116,8 +118,10 @@ type ControlPlaneAPIClient interface {
 	// with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
 	// person. A page reads a bounded part of the history: it may hold fewer
 	// than page_size tasks (even none) while more follow, and at most 3 MiB;
-	// only an empty next_page_token means the end.
-	// Returns NOT_FOUND if the session does not exist.
+	// only an empty next_page_token means the end. A caller confined to a
+	// namespace sees only the tasks of its namespace's sessions.
+	// Returns NOT_FOUND if the session does not exist (or is another
+	// namespace's).
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// Cancels a pending or running task: the running workflow is stopped and
 	// the task ends CANCELLED; its child tasks are cancelled too. Cancelling a
@@ -376,7 +380,9 @@ type ControlPlaneAPIServer interface {
 	// Returns NOT_FOUND if it does not exist.
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
 	// Lists sessions, in the order they last changed; a page holds at most
-	// page_size sessions and 3 MiB.
+	// page_size sessions and 3 MiB. A caller confined to a namespace sees only
+	// its namespace's: a page may then hold fewer than page_size (even none)
+	// while more follow; only an empty next_page_token means the end.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// Deletes a session, its saved workflow state and its tasks.
 	// Returns NOT_FOUND if it does not exist; FAILED_PRECONDITION if tasks
@@ -411,8 +417,10 @@ type ControlPlaneAPIServer interface {
 	// with state WAITING_FOR_INPUT alone it is the inbox of tasks waiting for a
 	// person. A page reads a bounded part of the history: it may hold fewer
 	// than page_size tasks (even none) while more follow, and at most 3 MiB;
-	// only an empty next_page_token means the end.
-	// Returns NOT_FOUND if the session does not exist.
+	// only an empty next_page_token means the end. A caller confined to a
+	// namespace sees only the tasks of its namespace's sessions.
+	// Returns NOT_FOUND if the session does not exist (or is another
+	// namespace's).
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// Cancels a pending or running task: the running workflow is stopped and
 	// the task ends CANCELLED; its child tasks are cancelled too. Cancelling a

@@ -734,7 +734,11 @@ type Session struct {
 	// (`control_plane.retention.finished_task_ttl`).
 	TaskTtl *durationpb.Duration `protobuf:"bytes,41,opt,name=task_ttl,json=taskTtl,proto3" json:"task_ttl,omitempty"`
 	// When the session expires unless a task is created in it before.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,42,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,42,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The namespace of the identity that created it (see ApiKey.namespace):
+	// callers confined to another namespace do not see the session or its
+	// tasks (NOT_FOUND). Empty: the default namespace.
+	Namespace     string `protobuf:"bytes,43,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -837,6 +841,13 @@ func (x *Session) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *Session) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 // Tokens counted by the models of LLM calls: of one event, a task or a session.
@@ -1924,7 +1935,7 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\vmax_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxBackoff\x12-\n" +
 	"\x12backoff_multiplier\x18\x04 \x01(\x01R\x11backoffMultiplier\x122\n" +
-	"\x15retryable_error_types\x18\x05 \x03(\tR\x13retryableErrorTypes\"\xeb\x04\n" +
+	"\x15retryable_error_types\x18\x05 \x03(\tR\x13retryableErrorTypes\"\x8f\x05\n" +
 	"\aSession\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12:\n" +
 	"\x06labels\x18\x02 \x03(\v2\".llama_mesh.v1.Session.LabelsEntryR\x06labels\x12C\n" +
@@ -1938,7 +1949,8 @@ const file_llama_mesh_v1_resources_proto_rawDesc = "" +
 	"\x03ttl\x18( \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
 	"\btask_ttl\x18) \x01(\v2\x19.google.protobuf.DurationR\ataskTtl\x12A\n" +
 	"\vexpire_time\x18* \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"expireTime\x1a9\n" +
+	"expireTime\x12\"\n" +
+	"\tnamespace\x18+ \x01(\tB\x04\xe2A\x01\x03R\tnamespace\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x04\x10\x05\"\xb3\x02\n" +

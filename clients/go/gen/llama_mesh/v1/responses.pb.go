@@ -2952,7 +2952,10 @@ type StoredResponse struct {
 	// The task that produces it (`sessions/{session}/tasks/{task}`).
 	Task string `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
 	// When it was created (orders the list).
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The namespace of its creator (see ApiKey.namespace): callers confined to
+	// another namespace do not see it (NOT_FOUND) nor its session.
+	Namespace     string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3006,6 +3009,13 @@ func (x *StoredResponse) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *StoredResponse) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 var File_llama_mesh_v1_responses_proto protoreflect.FileDescriptor
@@ -3249,12 +3259,13 @@ const file_llama_mesh_v1_responses_proto_rawDesc = "" +
 	"\x16DeleteResponseResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted\"\x9c\x01\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\"\xba\x01\n" +
 	"\x0eStoredResponse\x129\n" +
 	"\bresponse\x18\x01 \x01(\v2\x1d.llama_mesh.v1.ResponseObjectR\bresponse\x12\x12\n" +
 	"\x04task\x18\x02 \x01(\tR\x04task\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime*=\n" +
+	"createTime\x12\x1c\n" +
+	"\tnamespace\x18\x04 \x01(\tR\tnamespace*=\n" +
 	"\x05Order\x12\x15\n" +
 	"\x11ORDER_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tORDER_ASC\x10\x01\x12\x0e\n" +
