@@ -142,7 +142,8 @@ def serve_service(
         Path | None,
         typer.Option(
             help="Build the service --name of this deployment file (a tool or human "
-            "service, the orchestrator) instead of loading WORKFLOW."
+            "service, the orchestrator, the built-in agent service) instead of loading "
+            "WORKFLOW."
         ),
     ] = None,
     control_plane: Annotated[str, typer.Option(help="Control plane HOST:PORT.")] = (

@@ -34,7 +34,7 @@ from llama_mesh.config import (
 from llama_mesh.config.fields import matching
 from llama_mesh.config.models import ModelConfig, ModelId
 from llama_mesh.config.restarts import RestartConfig
-from llama_mesh.core.names import ORCHESTRATOR_SERVICE
+from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE
 from llama_mesh.launch.deployment_checks import check_ports_free, check_workflows, cross_checks
 from llama_mesh.launch.deployment_errors import DeploymentError, Located, at, describe
 from llama_mesh.launch.service_specs import OrchestratorSpec, ServiceSpec, StepSpec
@@ -160,10 +160,20 @@ class Deployment(Settings):
     def service_path(self, service: ServiceSpec) -> Path:
         return self.resolve(service.path) if service.path is not None else self.base_dir
 
+    @property
+    def runs_agents_service(self) -> bool:
+        """With `models:`, `up` runs the built-in agent service (AGENTS_SERVICE): the
+        agents the Agents API creates and the Responses API's responses run there."""
+        return bool(self.models) and AGENTS_SERVICE not in self.services
+
     def service_ids(self) -> list[str]:
-        """Every service `up` runs (each has its token and nkey): the file's, then the
-        orchestrator's if the file has one."""
-        return [*self.services, *([ORCHESTRATOR_SERVICE] if self.orchestrator.deployed else [])]
+        """Every service `up` runs (each has its token and nkey): the file's, the
+        built-in agent service if the file has models, the orchestrator if it has one."""
+        return [
+            *self.services,
+            *([AGENTS_SERVICE] if self.runs_agents_service else []),
+            *([ORCHESTRATOR_SERVICE] if self.orchestrator.deployed else []),
+        ]
 
     @property
     def located(self) -> Located:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llama_mesh.core.names import ORCHESTRATOR_SERVICE
+from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE
 from llama_mesh.launch.deployment_errors import DeploymentError, at, dotted
 from llama_mesh.rpc.server import is_loopback
 from llama_mesh.v1 import resources_pb2
@@ -150,6 +150,12 @@ def _kind_checks(d: Deployment) -> Iterator[tuple[tuple[str | int, ...], str]]:
                 )
         if service.prompt is not None and service.kind != resources_pb2.SERVICE_KIND_HUMAN:
             yield (*at, "prompt"), "only a human service has a prompt: add `kind: human`"
+    if d.models and AGENTS_SERVICE in d.services:
+        yield (
+            ("services", AGENTS_SERVICE),
+            f"{AGENTS_SERVICE!r} is the id of the built-in agent service, which `up` runs "
+            "when the file has models: rename this service",
+        )
     orchestrator = d.orchestrator
     at = ("orchestrator",)
     if orchestrator.deployed and ORCHESTRATOR_SERVICE in d.services:
@@ -216,7 +222,7 @@ def check_workflows(d: Deployment, path: Path) -> None:
         service = d.services.get(name)
         env = service.env if service is not None else {}
         if service is None:
-            where: tuple[str, ...] = ("orchestrator",)
+            where: tuple[str, ...] = ("models",) if name == AGENTS_SERVICE else ("orchestrator",)
         elif service.source is not None:
             where = ("services", name, "source")
         else:

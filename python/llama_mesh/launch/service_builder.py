@@ -6,9 +6,10 @@ A service with a `source` runs that Workflow; `kind: tools` runs a ToolService o
 `tools`; `kind: human` a HumanService with its `prompt`; `kind: agent` with a `model`
 an agent built from the model, its `tools`, `mesh_tools` and `system_prompt`; the
 `orchestrator` section (service id "orchestrator") a pipeline of its `steps` or the
-Orchestrator its `source` names. `up` passes each replica the file and the service id
-(`serve service --deployment FILE --name ID`), and `check` builds every one before
-anything starts.
+Orchestrator its `source` names; the `models:` section the built-in agent service
+(service id "agents"), which runs the Agents API's agents and the Responses API.
+`up` passes each replica the file and the service id (`serve service --deployment FILE
+--name ID`), and `check` builds every one before anything starts.
 
 Each kind imports what it runs when it is built: a replica (and `check`) of a file of
 plain workflows does not load llama-index's agents, the orchestrators or the OpenAI
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llama_mesh.core.names import ORCHESTRATOR_SERVICE
+from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.loader import WorkflowLoadError, load_object, load_tool, load_workflow
 
@@ -37,6 +38,10 @@ def build_service(d: Deployment, name: str) -> Workflow | WorkflowRunner:
     """The Workflow service `name` of `d` runs (WorkflowLoadError if it cannot be built)."""
     if name == ORCHESTRATOR_SERVICE and d.orchestrator.deployed and name not in d.services:
         return build_orchestrator(d)
+    if name == AGENTS_SERVICE and d.runs_agents_service:
+        from llama_mesh.worker.configured_agent import ConfiguredAgentRunner
+
+        return ConfiguredAgentRunner(d.models)
     spec = d.services.get(name)
     if spec is None:
         raise WorkflowLoadError(f"the deployment file has no service {name!r}")

@@ -54,7 +54,7 @@ from llama_mesh.config.command_line import (
     to_argv,
 )
 from llama_mesh.config.restarts import RestartConfig
-from llama_mesh.core.names import ORCHESTRATOR_SERVICE, service_name
+from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE, service_name
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
 from llama_mesh.launch.deployment_keys import DeploymentKeys
 from llama_mesh.launch.nats_server import EmbeddedNats
@@ -214,6 +214,33 @@ def orchestrator_specs(
         max_concurrency=section.max_concurrency,
         timeout=section.timeout,
     )
+    return _built_in_specs(d, config, section.replicas, control_plane, keys, users)
+
+
+def agents_specs(
+    d: Deployment,
+    control_plane: str,
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
+) -> list[ChildSpec]:
+    """The built-in agent service on the file's `models:` (none without models): one
+    replica, which the Agents and Responses APIs of the control plane send turns to."""
+    if not d.runs_agents_service:
+        return []
+    return _built_in_specs(d, ServiceConfig(AGENTS_SERVICE), 1, control_plane, keys, users)
+
+
+def _built_in_specs(
+    d: Deployment,
+    config: ServiceConfig,
+    replicas: int,
+    control_plane: str,
+    keys: DeploymentKeys | None,
+    users: NatsUsers | None,
+) -> list[ChildSpec]:
+    """A service the file does not list but `up` runs (built from the file's sections by
+    its replicas: launch/service_builder.py)."""
+    name = config.name
     argv = _serve(
         "service",
         "--deployment",
@@ -223,13 +250,13 @@ def orchestrator_specs(
         *to_argv(
             SERVICE_OPTIONS,
             config,
-            _as_user(d, users, service_user(ORCHESTRATOR_SERVICE)),
+            _as_user(d, users, service_user(name)),
             _security(d, None),
         ),
     )
-    token_file = keys.service_token_file(ORCHESTRATOR_SERVICE) if keys is not None else None
+    token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **_component_env(d, token_file)}
-    return _replicas(control_plane, ORCHESTRATOR_SERVICE, argv, env, section.replicas)
+    return _replicas(control_plane, name, argv, env, replicas)
 
 
 def _replicas(
@@ -343,6 +370,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         for n, spec in d.services.items()
         for s in service_specs(d, n, spec, control_plane, keys, users)
     ]
+    specs += agents_specs(d, control_plane, keys, users)
     specs += orchestrator_specs(d, control_plane, keys, users)
     # The gateway needs only the control plane: it starts beside the services.
     gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
