@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import signal
 import socket
+import sys
 from pathlib import Path
 
 from llama_mesh.client import AsyncClient
@@ -63,3 +67,61 @@ async def test_deploy_core_and_deploy_workflow(tmp_path: Path) -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+_CORE = """
+import asyncio, sys
+from llama_mesh.launch.deploy import ControlPlaneConfig, NatsQueueConfig, deploy_core
+asyncio.run(deploy_core(ControlPlaneConfig(port=0), NatsQueueConfig(data_dir=sys.argv[1], port=-1)))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+async def test_deploy_core_as_a_script_says_when_it_is_ready_and_sigterm_leaves_no_nats_server(
+    tmp_path: Path,
+) -> None:
+    # As llama_deploy's users run it: `python core.py`, data_dir a str, stopped by SIGTERM
+    # (a container runtime, systemd): its nats-server must not outlive it.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CORE, str(tmp_path / "nats"), stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(90):
+            line = ""
+            while not line.startswith("llama-mesh:"):
+                line = (await proc.stderr.readline()).decode()
+                assert line, "deploy_core ended before it said it was ready"
+        assert re.fullmatch(
+            r"llama-mesh: control plane ready at 127\.0\.0\.1:\d+ "
+            r"\(NATS nats://127\.0\.0\.1:\d+\); Ctrl-C stops it\n",
+            line,
+        ), line
+        [nats_pid] = _children(proc.pid)
+        assert os.readlink(f"/proc/{nats_pid}/exe").endswith("nats-server")
+        pidfd = os.pidfd_open(nats_pid)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == -signal.SIGTERM
+            # Not our child, so no wait(): its pidfd turns readable when it has exited.
+            gone = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(pidfd, gone.set)
+            try:
+                async with asyncio.timeout(30):
+                    await gone.wait()
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

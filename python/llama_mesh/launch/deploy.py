@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ class NatsQueueConfig:
     under llama_deploy-style names)."""
 
     urls: list[str] = field(default_factory=list)
-    data_dir: Path = field(default_factory=default_data_dir)
+    data_dir: Path | str = field(default_factory=default_data_dir)
     port: int = NATS_PORT
     prefix: str = default(NatsConfig, "prefix")
     user_credentials: str | None = None
@@ -76,7 +77,7 @@ class NatsQueueConfig:
     def nats_config(self) -> NatsConfig:
         return NatsConfig(
             url=self.urls or None,
-            data_dir=self.data_dir,
+            data_dir=Path(self.data_dir),
             port=self.port,
             prefix=self.prefix,
             credentials=Path(self.user_credentials) if self.user_credentials else None,
@@ -121,11 +122,11 @@ async def deploy_core(
         urls = nats.urls
         if nats.embedded:
             assert nats.data_dir is not None
-            server = await stack.enter_async_context(
+            embedded = await stack.enter_async_context(
                 EmbeddedNats.start(nats.data_dir, host=nats.host, port=nats.port)
             )
-            urls = [server.url]
-        await stack.enter_async_context(
+            urls = [embedded.url]
+        server = await stack.enter_async_context(
             ControlPlaneServer.start(
                 urls,
                 host=cp_config.host,
@@ -135,6 +136,7 @@ async def deploy_core(
                 retention=cp_config.retention,
             )
         )
+        _say(f"control plane ready at {server.address} (NATS {', '.join(urls)})")
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()  # until cancelled
@@ -151,9 +153,19 @@ async def deploy_workflow(
     cp_config = control_plane_config or ControlPlaneConfig()
     config = workflow_config.service_config()
     async with ServiceRuntime.start(workflow, config, cp_config.url) as runtime:
+        _say(
+            f"service {config.name!r} ready at {runtime.address} "
+            f"(replica {runtime.replica_id}, control plane {cp_config.url})"
+        )
         if ready is not None:
             ready.set()
         await runtime.drained.wait()
+
+
+def _say(line: str) -> None:
+    """One line on stderr for the person who started it, as `up` says what runs where:
+    the llama_deploy entry points run as scripts, with no logging configured."""
+    print(f"llama-mesh: {line}; Ctrl-C stops it", file=sys.stderr, flush=True)
 
 
 async def deploy_agent(
