@@ -3,27 +3,25 @@
 >>> app = create_app("127.0.0.1:50051")  # serve it with any ASGI server
 
 Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
-SERVING, 503 otherwise), `GET /openapi.json`, when asked `GET /metrics`
+SERVING, 503 otherwise: upstream_health.py), `GET /openapi.json`, when asked `GET /metrics`
 (Prometheus: requests by gRPC method and HTTP status, metrics.py), and the web
 console's static files under `/console/` (console.py). Every other path is routed by the
-google.api.http rules of the descriptor set. One gRPC channel to the upstream is opened
-at lifespan startup (or at the first request when the server runs no lifespan) and
-closed at lifespan shutdown or by `Gateway.aclose()`.
+google.api.http rules of the descriptor set: a unary call answers with one JSON body,
+a server-streaming one is relayed as SSE or NDJSON (stream_relay.py). One gRPC channel
+to the upstream is opened at lifespan startup (or at the first request when the server
+runs no lifespan) and closed at lifespan shutdown or by `Gateway.aclose()`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import message
-from grpc_health.v1 import health_pb2
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,14 +35,15 @@ from llama_mesh_gateway.status import (
     from_rpc_error,
     invalid_argument,
 )
+from llama_mesh_gateway.stream_relay import relay_stream
 from llama_mesh_gateway.transcode import build_request, response_json
+from llama_mesh_gateway.upstream_health import send_health
 from llama_mesh_gateway.upstream_tls import UpstreamTls
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
-HEALTH_TIMEOUT_SECONDS = 5.0
 # Receive upstream trailers up to 64 KiB (gRPC's default is 8 KiB): an upstream whose
 # error message echoes a long value then still gets its own status, truncated here,
 # instead of RESOURCE_EXHAUSTED from this channel.
@@ -54,7 +53,6 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.absolute_max_metadata_size", _RESPONSE_METADATA_BYTES),
 ]
 _BUILT_IN = frozenset({"/healthz", "/openapi.json", "/metrics"})
-_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also takes "²"
 
 
 class Gateway:
@@ -211,7 +209,7 @@ class Gateway:
         if raw_path in _BUILT_IN:
             scope[metrics.METHOD_KEY] = raw_path
         if raw_path == "/healthz" and method in ("GET", "HEAD"):
-            await self._health(send, head=method == "HEAD")
+            await send_health(self.channel, self.upstream, send, head=method == "HEAD")
             return
         if raw_path == "/openapi.json" and method == "GET":
             await asgi_io.send_body(
@@ -257,7 +255,7 @@ class Gateway:
                 http=501,
             )
         headers = asgi_io.request_headers(scope)
-        body = await self._read_body(receive, headers)
+        body = await asgi_io.read_body(receive, headers, self.max_body_bytes)
         if route.body and body.strip():
             asgi_io.check_content_type(headers.get("content-type", ""))
         query = asgi_io.query_pairs(scope)
@@ -267,7 +265,7 @@ class Gateway:
         if (route.server_streaming or route.stream_twin) and last_event_id:
             field = streaming.resume_field(route.method.input_type)  # twins share it
             if field is not None:
-                if not _DIGITS.fullmatch(last_event_id.strip()):
+                if not asgi_io.DIGITS.fullmatch(last_event_id.strip()):
                     raise invalid_argument("header Last-Event-ID is not a sequence number")
                 overrides[field] = last_event_id.strip()
         request = build_request(match, body, query, self.schema.pool, overrides=overrides)
@@ -279,27 +277,6 @@ class Gateway:
             await self._stream(route, request, md, timeout, headers, receive, send)
         else:
             await self._unary(route, request, md, timeout, receive, send)
-
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        declared = headers.get("content-length")
-        if declared is not None:
-            if not _DIGITS.fullmatch(declared.strip()):
-                raise invalid_argument("header Content-Length is not a number")
-            if int(declared) > self.max_body_bytes:
-                raise asgi_io.too_large(self.max_body_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise asgi_io.Disconnected
-            chunk: bytes = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise asgi_io.too_large(self.max_body_bytes)
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                return b"".join(chunks)
 
     async def _unary(
         self,
@@ -333,82 +310,21 @@ class Gateway:
         receive: Receive,
         send: Send,
     ) -> None:
-        frame = streaming.Frame(
-            streaming.stream_format(headers.get("accept")),
-            route.method_style.sse,
-            route.style.error_format,
-        )
-        seq_path = streaming.sequence_path(route.method.output_type)
         call = self._callable(route)(request, metadata=md, timeout=call_timeout)
         self._streams.add(call)
-        it = call.__aiter__()
-        first = asyncio.create_task(streaming.next_item(it))
-        watcher = asyncio.create_task(asgi_io.wait_disconnect(receive))
         try:
-            # Wait for the first item for up to one heartbeat: an upstream error that
-            # comes at once (NOT_FOUND, INVALID_ARGUMENT) gets its own HTTP status.
-            done, _ = await asyncio.wait(
-                {first, watcher},
-                timeout=self.heartbeat_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+            await relay_stream(
+                call,
+                route,
+                self.schema.pool,
+                headers,
+                self.heartbeat_seconds,
+                self._cancelled,
+                receive,
+                send,
             )
-            if watcher in done:
-                raise asgi_io.Disconnected
-            early = first.exception() if first in done else None
-            if isinstance(early, grpc.aio.AioRpcError):
-                raise from_rpc_error(early, self.schema.pool)
-            if isinstance(early, streaming.CallCancelled):
-                raise self._cancelled()
-            initial = await call.initial_metadata() if first in done and early is None else None
-            out_headers = {
-                "content-type": frame.media_type
-                + ("; charset=utf-8" if frame.media_type == streaming.SSE else ""),
-                "cache-control": "no-cache",
-                "x-accel-buffering": "no",
-                **response_headers(initial),
-            }
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": asgi_io.raw_headers(out_headers),
-                }
-            )
-
-            async def chunks() -> AsyncGenerator[bytes, None]:
-                items = streaming.with_heartbeats(first, it, self.heartbeat_seconds)
-                try:
-                    async for kind, item in items:
-                        if kind == "heartbeat":
-                            yield frame.heartbeat()
-                        else:
-                            value = response_json(route, item, self.schema.pool)
-                            yield frame.item(value, streaming.sequence_of(item, seq_path))
-                    end = frame.end()
-                    if end:
-                        yield end
-                except grpc.aio.AioRpcError as e:
-                    yield frame.error(from_rpc_error(e, self.schema.pool))
-                except streaming.CallCancelled:
-                    yield frame.error(self._cancelled())
-                finally:
-                    await items.aclose()
-
-            pump = asyncio.create_task(asgi_io.pump(chunks(), send))
-            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if pump in done:
-                pump.result()
-            else:
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
-                logger.debug("client left %s: upstream call cancelled", route.grpc_path)
         finally:
             self._streams.discard(call)
-            call.cancel()
-            for task in (first, watcher):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(first, watcher, return_exceptions=True)
 
     def _cancelled(self) -> GatewayError:
         """The error of a stream whose upstream call the gateway cancelled."""
@@ -418,26 +334,6 @@ class Gateway:
                 "the gateway is shutting down; resume with Last-Event-ID",
             )
         return GatewayError(grpc.StatusCode.CANCELLED, "the upstream call was cancelled")
-
-    async def _health(self, send: Send, *, head: bool) -> None:
-        stub = self.channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=_serialize,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
-        body: dict[str, Any] = {"gateway": "SERVING", "upstream": self.upstream}
-        try:
-            resp = await stub(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT_SECONDS)
-            status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-        except grpc.aio.AioRpcError as e:
-            status = "UNREACHABLE" if e.code() == grpc.StatusCode.UNAVAILABLE else "UNKNOWN"
-            body["message"] = f"{e.code().name}: {e.details()}"
-        body["upstreamStatus"] = status
-        code = 200 if status == "SERVING" else 503
-        payload = b"" if head else asgi_io.dumps(body)
-        await asgi_io.send_body(
-            send, code, {"content-type": asgi_io.JSON, "cache-control": "no-cache"}, payload
-        )
 
 
 def _serialize(msg: message.Message) -> bytes:

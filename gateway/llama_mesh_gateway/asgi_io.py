@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -141,3 +142,29 @@ async def send_error(send: Send, error: GatewayError) -> None:
         **error.headers,
     }
     await send_body(send, error.http, headers, dumps(error_body(error, error.format)))
+
+
+DIGITS = re.compile(r"[0-9]{1,19}")  # a header's number; str.isdigit() also takes "²"
+
+
+async def read_body(receive: Receive, headers: dict[str, str], max_bytes: int) -> bytes:
+    """The request's body; 413 (too_large) past `max_bytes`, declared or sent."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not DIGITS.fullmatch(declared.strip()):
+            raise invalid_argument("header Content-Length is not a number")
+        if int(declared) > max_bytes:
+            raise too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise Disconnected
+        chunk: bytes = msg.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
