@@ -22,6 +22,7 @@ from typing import Any
 
 from docs import transcript
 from docs.markdown import Block, Page, Role
+from docs.model_fixture import scripted_model
 from docs.shell import Background, Shell, ShellError, run_program
 from docs.workspace import (
     Addresses,
@@ -39,7 +40,7 @@ DEFAULT_CONTROL_PLANE_PORT = 50051
 # A fixture prepares what a page needs besides a deployment (a model server, say): it
 # may add to `run.env` and `run.addresses` before the page's blocks run.
 Fixture = Callable[["PageRun"], contextlib.AbstractAsyncContextManager[None]]
-FIXTURES: dict[str, Fixture] = {}
+FIXTURES: dict[str, Fixture] = {"scripted-model": scripted_model}
 
 
 class BlockFailed(AssertionError):
