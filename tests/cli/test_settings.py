@@ -33,7 +33,7 @@ from llama_mesh.config.command_line import (
     options,
     to_argv,
 )
-from llama_mesh.launch import up
+from llama_mesh.launch import child_specs
 from llama_mesh.launch.deploy import WorkflowServiceConfig
 from llama_mesh.launch.deployment import ServiceSpec, parse_deployment
 
@@ -177,14 +177,14 @@ services:
 """
     (tmp_path / "mesh.creds").write_text("")
     d = parse_deployment(text, tmp_path / "deployment.yaml")
-    [child] = up.service_specs(d, "echo", d.services["echo"], "127.0.0.1:7000")
+    [child] = child_specs.service_specs(d, "echo", d.services["echo"], "127.0.0.1:7000")
     name, params = parse_command(child.argv[3:])  # after `python -m llama_mesh`
     assert name == "serve service"
     assert params["workflow"] == "quickstart:echo" and params["path"] == QUICKSTART
     assert from_values(ServiceConfig, SERVICE_OPTIONS, params) == d.services["echo"].named("echo")
     assert from_values(NatsConfig, SERVICE_OPTIONS, params).credentials == tmp_path / "mesh.creds"
 
-    _, params = parse_command(up.control_plane_spec(d, ["nats://n:4222"]).argv[3:])
+    _, params = parse_command(child_specs.control_plane_spec(d, ["nats://n:4222"]).argv[3:])
     assert params["nats"] == ["nats://n:4222"]
     assert from_values(NatsConfig, CONTROL_PLANE_OPTIONS, params).prefix == "other"
     assert from_values(ControlPlaneConfig, CONTROL_PLANE_OPTIONS, params) == d.control_plane

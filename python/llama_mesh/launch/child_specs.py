@@ -1,0 +1,313 @@
+"""What `up` starts for each process of a deployment: its ChildSpec (supervisor.py).
+
+The command line of each `python -m llama_mesh serve ...` child, derived from the
+file's settings (config/command_line.py), with the file's paths made absolute (children
+run elsewhere), the environment that lets it reach the control plane (its token, the
+mesh's CA), how a restart binds the port the first run chose, and, for a replica that
+dies, taking it out of the registry. nats-server is `up`'s own child (nats_spec).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from llama_mesh.client import Credentials
+from llama_mesh.client._credentials import (
+    CA_FILE_ENV,
+    CERT_FILE_ENV,
+    KEY_FILE_ENV,
+    TOKEN_FILE_ENV,
+)
+from llama_mesh.config import (
+    GatewayConfig,
+    NatsConfig,
+    SecurityConfig,
+    ServiceConfig,
+)
+from llama_mesh.config.command_line import (
+    CONTROL_PLANE_OPTIONS,
+    GATEWAY_OPTIONS,
+    SERVICE_OPTIONS,
+    to_argv,
+)
+from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE, service_name
+from llama_mesh.launch.deployment import Deployment, ServiceSpec
+from llama_mesh.launch.deployment_keys import DeploymentKeys
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.launch.nats_users import CONTROL_PLANE as CONTROL_PLANE_USER
+from llama_mesh.launch.nats_users import NatsUsers, service_user
+from llama_mesh.launch.supervisor import (
+    Child,
+    ChildSpec,
+    Started,
+)
+from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, resources_pb2
+
+logger = logging.getLogger(__name__)
+
+COMMAND = [sys.executable, "-m", "llama_mesh"]
+
+
+def _with(argv: list[str], option: str, value: str) -> list[str]:
+    """`argv` with `option`'s value replaced (for a restart on the port first bound)."""
+    out = list(argv)
+    out[out.index(option) + 1] = value
+    return out
+
+
+def _port_of(address: str) -> str:
+    return address.rsplit(":", 1)[1]
+
+
+def _serve(component: str, *args: str) -> list[str]:
+    """The command line of a `serve` child; `up` stops it by closing its stdin."""
+    return [*COMMAND, "serve", component, *args, "--watch-stdin"]
+
+
+def _nats_settings(d: Deployment) -> NatsConfig:
+    """The file's NATS settings with its paths made absolute (children run elsewhere)."""
+    credentials = d.resolve(d.nats.credentials) if d.nats.credentials is not None else None
+    return d.nats.model_copy(update={"data_dir": d.nats_data_dir, "credentials": credentials})
+
+
+def _as_user(d: Deployment, users: NatsUsers | None, user: str) -> NatsConfig:
+    """The NATS settings of one component: its own nkey when `up` locked NATS down."""
+    settings = _nats_settings(d)
+    if users is None:
+        return settings
+    return settings.model_copy(update={"nkey_seed": users.seed_file(user)})
+
+
+def nats_spec(d: Deployment, users: NatsUsers | None = None) -> ChildSpec:
+    """nats-server itself, as `up`'s child (a restart binds the port the first run chose)."""
+    settings = _nats_settings(d)
+    data_dir = d.nats_data_dir
+    config = ("-c", str(users.config_file)) if users is not None else ()
+
+    async def start(first_ready: dict[str, Any] | None) -> Started:
+        port = settings.port if first_ready is None else int(_port_of(first_ready["url"]))
+        server = await EmbeddedNats.launch(
+            data_dir, host=settings.host, port=port, extra_args=config
+        )
+        ready = {"component": "nats", "url": server.url, "pid": server.process.pid}
+        return Started(server.process, ready, server.stderr_reader)
+
+    return ChildSpec("nats", critical=True, stop_timeout=15.0, start=start)
+
+
+def _security(d: Deployment, keys: DeploymentKeys | None) -> SecurityConfig:
+    """The file's security settings with its paths made absolute, and the keys `up` made."""
+    paths = {
+        field: d.resolve(value)
+        for field in ("tls_cert", "tls_key", "tls_client_ca")
+        if (value := getattr(d.security, field)) is not None
+    }
+    install = keys.install_file if keys is not None else None
+    return d.security.model_copy(update={**paths, "install_keys": install})
+
+
+def _component_env(d: Deployment, token_file: Path | None) -> dict[str, str]:
+    """How a child reaches the control plane: its token, and the mesh's CA for mTLS."""
+    security = _security(d, None)
+    env: dict[str, str] = {}
+    if token_file is not None:
+        env[TOKEN_FILE_ENV] = str(token_file)
+    if security.tls_client_ca is not None:
+        env[CA_FILE_ENV] = str(security.tls_client_ca)
+        env[CERT_FILE_ENV] = str(security.tls_cert)
+        env[KEY_FILE_ENV] = str(security.tls_key)
+    return env
+
+
+def control_plane_spec(
+    d: Deployment,
+    nats_urls: list[str],
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
+) -> ChildSpec:
+    nats = [arg for url in nats_urls for arg in ("--nats", url)]
+    settings = _as_user(d, users, CONTROL_PLANE_USER)
+    argv = _serve(
+        "control-plane",
+        *nats,
+        *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, settings, _security(d, keys)),
+    )
+    return ChildSpec(
+        "control-plane",
+        argv,
+        critical=True,
+        stop_timeout=20.0,
+        restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["address"])),
+    )
+
+
+def service_specs(
+    d: Deployment,
+    name: str,
+    spec: ServiceSpec,
+    control_plane: str,
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
+) -> list[ChildSpec]:
+    # A service with a source runs it; the others (tools, human) are built from the
+    # file's section by the replica itself (launch/service_builder.py).
+    what = [spec.source] if spec.source is not None else ["--deployment", str(d.file)]
+    argv = _serve(
+        "service",
+        *what,
+        "--control-plane",
+        control_plane,
+        "--path",
+        str(d.service_path(spec)),
+        *to_argv(
+            SERVICE_OPTIONS,
+            spec.named(name),
+            _as_user(d, users, service_user(name)),
+            _security(d, None),
+        ),
+    )
+    token_file = keys.service_token_file(name) if keys is not None else None
+    env = {**os.environ, **spec.env, **_component_env(d, token_file)}
+    return _replicas(control_plane, name, argv, env, spec.replicas)
+
+
+def orchestrator_specs(
+    d: Deployment,
+    control_plane: str,
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
+) -> list[ChildSpec]:
+    """The orchestrator service of the file's `orchestrator` section (none if simple)."""
+    section = d.orchestrator
+    if not section.deployed:
+        return []
+    config = ServiceConfig(
+        ORCHESTRATOR_SERVICE,
+        kind=resources_pb2.SERVICE_KIND_ORCHESTRATOR,
+        max_concurrency=section.max_concurrency,
+        timeout=section.timeout,
+    )
+    return _built_in_specs(d, config, section.replicas, control_plane, keys, users)
+
+
+def agents_specs(
+    d: Deployment,
+    control_plane: str,
+    keys: DeploymentKeys | None = None,
+    users: NatsUsers | None = None,
+) -> list[ChildSpec]:
+    """The built-in agent service on the file's `models:` (none without models): one
+    replica, which the Agents and Responses APIs of the control plane send turns to."""
+    if not d.runs_agents_service:
+        return []
+    return _built_in_specs(d, ServiceConfig(AGENTS_SERVICE), 1, control_plane, keys, users)
+
+
+def _built_in_specs(
+    d: Deployment,
+    config: ServiceConfig,
+    replicas: int,
+    control_plane: str,
+    keys: DeploymentKeys | None,
+    users: NatsUsers | None,
+) -> list[ChildSpec]:
+    """A service the file does not list but `up` runs (built from the file's sections by
+    its replicas: launch/service_builder.py)."""
+    name = config.name
+    argv = _serve(
+        "service",
+        "--deployment",
+        str(d.file),
+        "--control-plane",
+        control_plane,
+        *to_argv(
+            SERVICE_OPTIONS,
+            config,
+            _as_user(d, users, service_user(name)),
+            _security(d, None),
+        ),
+    )
+    token_file = keys.service_token_file(name) if keys is not None else None
+    env = {**os.environ, **_component_env(d, token_file)}
+    return _replicas(control_plane, name, argv, env, replicas)
+
+
+def _replicas(
+    control_plane: str, name: str, argv: list[str], env: dict[str, str], count: int
+) -> list[ChildSpec]:
+    leave = _deregister(control_plane, name, env)
+    return [
+        # A draining replica may finish its tasks for up to 30 s before it exits.
+        ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0, on_exit=leave)
+        for i in range(count)
+    ]
+
+
+def _deregister(
+    control_plane: str, service: str, env: dict[str, str]
+) -> Callable[[Child], Awaitable[None]]:
+    """What `up` does when a replica dies: take it out of the registry at once, with
+    the replica's own credentials (it cannot do it itself any more)."""
+
+    async def leave(child: Child) -> None:
+        replica_id = str(child.ready.get("replica_id", ""))
+        if not replica_id:
+            return
+        credentials = Credentials.from_env(env)
+        async with credentials.channel(control_plane) as channel:
+            stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+            try:
+                await stub.DeregisterService(
+                    control_plane_pb2.DeregisterServiceRequest(
+                        name=service_name(service), replica_id=replica_id
+                    ),
+                    timeout=5,
+                    metadata=credentials.metadata(),
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:  # gone already: fine
+                    raise
+        logger.info("%s: replica %s deregistered", child.name, replica_id)
+
+    return leave
+
+
+def _gateway(d: Deployment) -> GatewayConfig:
+    """The gateway's settings, paths made absolute. With TLS on and no upstream CA of
+    its own, it reaches the control plane as the other components do: the mesh's CA,
+    and the components' certificate for mTLS."""
+    gateway = d.gateway.model_copy(
+        update={
+            field: d.resolve(value)
+            for field in ("upstream_ca", "upstream_cert", "upstream_key")
+            if (value := getattr(d.gateway, field)) is not None
+        }
+    )
+    security = _security(d, None)
+    if not security.tls or gateway.upstream_ca is not None:
+        return gateway
+    return gateway.model_copy(
+        update={
+            "upstream_ca": security.tls_client_ca,
+            "upstream_cert": security.tls_cert,
+            "upstream_key": security.tls_key,
+        }
+    )
+
+
+def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
+    argv = _serve("gateway", "--upstream", control_plane, *to_argv(GATEWAY_OPTIONS, _gateway(d)))
+    return ChildSpec(
+        "gateway",
+        argv,
+        stop_timeout=15.0,
+        stop_first=True,
+        restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["url"])),
+    )
