@@ -27,10 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
-import nats.errors
 from google.protobuf import json_format, struct_pb2
 from nats.aio.msg import Msg
 from workflows.handler import WorkflowHandler
@@ -48,15 +45,12 @@ from llama_mesh.core.attempt_policy import (
     begin_attempt,
     end_attempt,
 )
-from llama_mesh.core.errors import FailedPreconditionError, MeshError, RetryableError
+from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_python, to_value
-from llama_mesh.core.lifecycle import (
-    WAITING,
-)
+from llama_mesh.core.lifecycle import WAITING
 from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
 from llama_mesh.core.names import TaskName
-from llama_mesh.core.tracebacks import debug_info
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
 from llama_mesh.jetstream.journal import task_key, ttl_of
@@ -70,9 +64,10 @@ from llama_mesh.jetstream.session_turn import (
 )
 from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, is_mesh_error
+from llama_mesh.worker.attempt_questions import Questions, raise_swallowed_cancel
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
 from llama_mesh.worker.model_replay import recorded_answers, replaying
-from llama_mesh.worker.task_inputs import TaskInputs
 from llama_mesh.worker.token_ledger import TokenLedger
 from llama_mesh.worker.workflow_runner import WorkflowRunner
 
@@ -109,29 +104,6 @@ class _Ran:
 
 class _AlreadyFinished(Exception):
     """The task reached a final state elsewhere before this attempt started."""
-
-
-class _WorkflowFailed(Exception):
-    """The workflow itself raised (as opposed to the mesh's own calls failing)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _raise_swallowed_cancel() -> None:
-    """Raise again a cancel that a library swallowed. nats-py catches CancelledError
-    while it flushes a publish, so a cancel signal that arrives during one is lost to
-    the await it interrupted; the task still says it is being cancelled."""
-    this = asyncio.current_task()
-    if this is not None and this.cancelling():
-        raise asyncio.CancelledError
-
-
-def _is_mesh_error(err: Exception) -> bool:
-    """Errors of the mesh's own NATS calls made while the workflow ran (e.g. event
-    publishing during a failover)."""
-    return isinstance(err, nats.errors.Error)
 
 
 async def take(
@@ -195,10 +167,16 @@ class Attempt:
         self._run: asyncio.Task[_Ran | Committed] | None = None
         # The write that records the attempt as RUNNING (owned by _run_in_turn).
         self._started: asyncio.Task[Recorded] | None = None
-        # Tasks that pass events sent by clients into the workflow (human in the loop).
-        self._forwards: set[asyncio.Task[None]] = set()
-        # The answers the task got while it waited for input (human in the loop).
-        self._inputs: TaskInputs | None = None
+        # What the workflow asks a person (human in the loop).
+        self._questions = Questions(
+            worker.state,
+            name,
+            self.task,
+            worker.runner.make_event,
+            worker.replica_id,
+            worker.service,
+            self._running,
+        )
         # Charges the tokens of the attempt's LLM calls to the task and its session.
         self._ledger = TokenLedger(worker.state, name, worker.replica_id)
 
@@ -216,9 +194,10 @@ class Attempt:
             await self._attempt()
         finally:
             running.dec()
-            for child in (keepalive, *self._forwards):
+            forwards = self._questions.forwards
+            for child in (keepalive, *forwards):
                 child.cancel()
-            await asyncio.gather(keepalive, *self._forwards, return_exceptions=True)
+            await asyncio.gather(keepalive, *forwards, return_exceptions=True)
 
     async def _keep_alive(self) -> None:
         while True:
@@ -258,8 +237,8 @@ class Attempt:
             with contextlib.suppress(Exception):
                 await self._settle(HandedBack(stopping=True))
             raise
-        except _WorkflowFailed as failed:
-            await self._settle(_failure(failed.error, self.worker.tracebacks))
+        except WorkflowFailed as failed:
+            await self._settle(attempt_failure(failed.error, self.worker.tracebacks))
             return
         except ContextTooLarge as err:
             # The same run would give the same Context: fail once, saying why.
@@ -338,9 +317,9 @@ class Attempt:
                 with replaying(answers):
                     outcome = await self.worker.runner.run(kwargs, held.context, self._on_event)
             except Exception as err:
-                if isinstance(err, _AlreadyFinished) or _is_mesh_error(err):
+                if isinstance(err, _AlreadyFinished) or is_mesh_error(err):
                     raise
-                raise _WorkflowFailed(err) from err
+                raise WorkflowFailed(err) from err
             finally:
                 current_task.reset(token)
             result = to_value(outcome.result, "the workflow's result")
@@ -397,77 +376,19 @@ class Attempt:
         check_bytes(f"the payload of event {out.type}", out.payload.ByteSize(), MAX_EVENT_BYTES)
         if out.state != WAITING:
             await state.journal.publish(self.name, out, ttl=ttl_of(self.task))
-            _raise_swallowed_cancel()
+            raise_swallowed_cancel()
             return
-        # A question an earlier attempt of this task asked and got answered is
-        # answered again from the stored answers (task_inputs.py); only an unanswered
-        # one makes the task WAITING.
-        out.state = resources_pb2.TASK_STATE_UNSPECIFIED
-        if self._inputs is None:
-            self._inputs = TaskInputs(state, self.name, self.worker.runner.make_event)
-        inputs = self._inputs
-        await inputs.turn.acquire()  # released below, or by _forward_input once answered
-        subscription: Any = None
-        try:
-            answer = await inputs.stored()
-            if answer is None:
-                # Listen for the answer before telling anyone we wait.
-                subscription = await inputs.subscribe()
-                out.state = WAITING
-                if self._started is not None:
-                    await _recorded(self._started)
-                await state.journal.record(self.name, out, replica_id=self.worker.replica_id)
-        except BaseException:
-            if subscription is not None:
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
-            inputs.turn.release()
-            raise
-        if answer is not None:
-            inputs.turn.release()
-            await state.journal.publish(self.name, out, ttl=ttl_of(self.task))
-            handler.ctx.send_event(answer)
-            return
-        # Waiting for input until the answer is passed on (or the attempt ends).
-        waiting = metrics.TASKS_WAITING.labels(self.worker.service)
-        waiting.inc()
-        forward = asyncio.create_task(self._forward_input(inputs, subscription, handler))
-        forward.add_done_callback(lambda _: waiting.dec())
-        self._forwards.add(forward)
-        _raise_swallowed_cancel()
+        await self._questions.ask(out, handler)
+
+    async def _running(self) -> None:
+        """Once the attempt's RUNNING record landed (_AlreadyFinished if the task had
+        finished meanwhile)."""
+        if self._started is not None:
+            await _recorded(self._started)
 
     def recheck_inputs(self) -> None:
         """Look for answers again (NATS was away: they reached no subscription)."""
-        if self._inputs is not None:
-            self._inputs.recheck()
-
-    async def _forward_input(
-        self, inputs: TaskInputs, subscription: Any, handler: WorkflowHandler
-    ) -> None:
-        try:
-            handler.ctx.send_event(await inputs.next(subscription))
-        finally:
-            inputs.turn.release()
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
-
-# Frames of these packages above the workflow's own code are the runtime's plumbing:
-# a remote traceback starts where the user's step does.
-_PLUMBING = ("llama_mesh.worker", "workflows", "llama_index_instrumentation", "asyncio")
-
-
-def _failure(err: Exception, tracebacks: bool) -> Failed:
-    """How the workflow's exception fails the attempt: its type, its message (a mesh
-    error's own, without the remote traceback its text adds), and where it was raised."""
-    return Failed(
-        type(err).__name__,
-        err.message if isinstance(err, MeshError) else str(err),
-        retryable=isinstance(err, RetryableError),
-        # A mesh error (a token budget used up...) fails the task with its code.
-        code=err.code if isinstance(err, MeshError) else grpc.StatusCode.UNKNOWN,
-        debug=debug_info(err, _PLUMBING) if tracebacks else None,
-    )
+        self._questions.recheck()
 
 
 async def _recorded(started: asyncio.Task[Recorded]) -> Recorded:
