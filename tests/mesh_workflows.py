@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from workflows import Context, Workflow, step
@@ -225,3 +226,20 @@ class HelperFailingWorkflow(Workflow):
             if ev.get("wrap"):
                 raise RuntimeError("the lookup failed") from err
             raise
+
+
+def announce(word: str) -> None:
+    """A helper of the step that prints (its line is the task's, like the step's)."""
+    print(f"helper saw {word}")
+
+
+class PrintingWorkflow(Workflow):
+    """Prints and logs what it is given, then returns it."""
+
+    @step
+    async def speak(self, ev: StartEvent) -> StopEvent:
+        word = str(ev.get("word"))
+        print(f"step says {word}")
+        announce(word)
+        logging.getLogger("mesh_workflows.printing").info("logged %s", word)
+        return StopEvent(result=word)

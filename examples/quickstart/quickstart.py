@@ -3,7 +3,7 @@
 `deployment.yaml` serves each of them as a service:
 
     echo       returns str(arg1) + "_result" (the llama_deploy README's example)
-    counter    streams `n` Progress events, then returns n
+    counter    streams `n` Progress events (and prints them), then returns n
     approval   asks a person (human in the loop), then returns the answer
     inner      the README's nested pair: `outer` awaits `inner`, which runs as a
     outer      child task of its own service, on any replica
@@ -44,6 +44,7 @@ class CounterWorkflow(Workflow):
         n = int(ev.get("n", 3))
         for i in range(1, n + 1):
             ctx.write_event_to_stream(Progress(step=i, of=n))
+            print(f"counted {i} of {n}")  # a log line of this task: `llama-mesh logs`
         return StopEvent(result=n)
 
 

@@ -93,6 +93,8 @@ class GatewayServer:
             lifespan="on",
             log_level=log_level,
             access_log=False,
+            # uvicorn's lines go where the process's logging goes (its embedder sets it).
+            log_config=None,
             proxy_headers=False,  # the gateway forwards X-Forwarded-For itself
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
         )

@@ -17,7 +17,19 @@ from typing import Annotated
 
 import typer
 
-from llama_mesh.cli import events, inbox, keys, run, serve, sessions, starter, status, tasks, up
+from llama_mesh.cli import (
+    events,
+    inbox,
+    keys,
+    logs,
+    run,
+    serve,
+    sessions,
+    starter,
+    status,
+    tasks,
+    up,
+)
 
 app = typer.Typer(
     help="llama-mesh: llama-index Workflows as services in a gRPC mesh.",
@@ -57,6 +69,7 @@ app.command()(starter.init)
 app.command()(run.run)
 app.command()(run.ask)
 app.command()(status.status)
+app.command()(logs.logs)
 app.command("send-event")(events.send_event)
 app.command()(inbox.inbox)
 app.command()(inbox.answer)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from llama_mesh.cli.flags import parse, settings_flags
+from llama_mesh.cli.logs import Format, Level
 from llama_mesh.cli.target import (
     DEFAULT_CONTROL_PLANE,
     EXIT_ERROR,
@@ -40,11 +40,13 @@ from llama_mesh.config.command_line import (
     NATS_OPTIONS,
     SERVICE_OPTIONS,
 )
+from llama_mesh.config.telemetry import LoggingConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import MeshError, UnavailableError
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.launch.supervisor import until_signalled
+from llama_mesh.telemetry.logs import capture_output, configure_logging, tag_process
 
 WatchStdin = Annotated[
     bool, typer.Option(hidden=True, help="Also stop when stdin closes (used by `up`).")
@@ -56,23 +58,35 @@ def _ready(**fields: object) -> None:
     print(json.dumps({"ready": True, **fields}), flush=True)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+def _logging(level: Level, log_format: Format, component: str, service: str = "") -> None:
+    configure_logging(
+        LoggingConfig.model_validate({"level": level.value, "format": log_format.value}),
+        component=component,
+        service=service,
     )
 
 
-LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+LogLevel = Annotated[
+    Level, typer.Option(help="debug, info, warning or error.", envvar="LLAMA_MESH_LOG_LEVEL")
+]
+LogFormatOption = Annotated[
+    Format,
+    typer.Option(
+        help="text (for people) or json (one object per line, what `up` asks for).",
+        envvar="LLAMA_MESH_LOG_FORMAT",
+    ),
+]
 
 
 @settings_flags(NATS_OPTIONS)
 def serve_nats(
     values: Mapping[str, Any],
-    log_level: LogLevel = "warning",
+    log_level: LogLevel = Level.warning,
+    log_format: LogFormatOption = Format.text,
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run an embedded nats-server with JetStream."""
-    _logging(log_level)
+    _logging(log_level, log_format, "nats")
     settings = parse(NatsConfig, NATS_OPTIONS, values)
     data_dir = settings.data_dir or default_data_dir()
 
@@ -91,11 +105,12 @@ def serve_nats(
 def serve_control_plane(
     nats: Annotated[list[str], typer.Option(help="NATS URL (repeat for a cluster).")],
     values: Mapping[str, Any],
-    log_level: LogLevel = "warning",
+    log_level: LogLevel = Level.warning,
+    log_format: LogFormatOption = Format.text,
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run a control plane (ControlPlane and Queue APIs)."""
-    _logging(log_level)
+    _logging(log_level, log_format, "control-plane")
     settings = parse(ControlPlaneConfig, CONTROL_PLANE_OPTIONS, values)
     nats_settings = parse(NatsConfig, CONTROL_PLANE_OPTIONS, values)
     security = parse(SecurityConfig, CONTROL_PLANE_OPTIONS, values)
@@ -150,12 +165,13 @@ def serve_service(
         DEFAULT_CONTROL_PLANE
     ),
     path: Annotated[Path | None, typer.Option(help="Directory to add to sys.path.")] = None,
-    log_level: LogLevel = "warning",
+    log_level: LogLevel = Level.warning,
+    log_format: LogFormatOption = Format.text,
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run one replica of a workflow service."""
-    _logging(log_level)
     config = parse(ServiceConfig, SERVICE_OPTIONS, values)
+    _logging(log_level, log_format, "service", service=config.name)
     nats_settings = parse(NatsConfig, SERVICE_OPTIONS, values)
     security = parse(SecurityConfig, SERVICE_OPTIONS, values)
     # Imported here: they pull in llama-index workflows, which the other commands
@@ -181,6 +197,11 @@ def serve_service(
         raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
+        # What a task's steps print becomes log lines of that task (telemetry/logs.py).
+        with capture_output():
+            await replica()
+
+    async def replica() -> None:
         async with ServiceRuntime.start(
             loaded,
             config,
@@ -189,6 +210,7 @@ def serve_service(
             nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
             security=security,
         ) as runtime:
+            tag_process(replica=runtime.replica_id)
             _ready(
                 component="service",
                 service=config.name,
@@ -209,11 +231,12 @@ def serve_service(
 def serve_gateway(
     upstream: Annotated[str, typer.Option(help="Control plane HOST:PORT (gRPC).")],
     values: Mapping[str, Any],
-    log_level: LogLevel = "warning",
+    log_level: LogLevel = Level.warning,
+    log_format: LogFormatOption = Format.text,
     watch_stdin: WatchStdin = False,
 ) -> None:
     """Run the REST/JSON gateway (with /openapi.json and /healthz) for a control plane."""
-    _logging(log_level)
+    _logging(log_level, log_format, "gateway")
     settings = parse(GatewayConfig, GATEWAY_OPTIONS, values)
     from llama_mesh_gateway import serve as serve_http
     from llama_mesh_gateway.upstream_tls import UpstreamTls, UpstreamTlsError

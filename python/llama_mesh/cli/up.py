@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from llama_mesh.cli.logs import Level
 from llama_mesh.cli.target import (
     DEPLOYMENT_FILE_NAMES,
     EXIT_USAGE,
@@ -68,6 +69,13 @@ def up(
     fresh: Annotated[
         bool, typer.Option(help="Start from no sessions, tasks or events (`reset` first).")
     ] = False,
+    log_level: Annotated[
+        Level | None,
+        typer.Option(
+            help="Every component's log level (file: logging.level; a component's own "
+            "level in logging.components still wins)."
+        ),
+    ] = None,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
     from llama_mesh.launch.deployment import DeploymentError, check_ports_free
@@ -82,6 +90,9 @@ def up(
     except ValidationError as e:
         error(f"--max-restarts/--restart-window: {e.errors()[0]['msg']}")
         raise typer.Exit(EXIT_USAGE) from None
+    if log_level is not None:
+        levels = deployment.logging.model_copy(update={"level": log_level.value})
+        deployment = deployment.model_copy(update={"logging": levels})
     if fresh:
         _reset_or_exit(deployment, file, say=err)  # stdout is up's (-o json: JSON only)
     busy = check_ports_free(deployment)

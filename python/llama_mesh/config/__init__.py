@@ -19,11 +19,15 @@ from llama_mesh.config.service import (
     ServiceSettings,
     valid_service_id,
 )
+from llama_mesh.config.telemetry import LogFormat, LoggingConfig, LogLevel
 
 __all__ = [  # noqa: RUF022 (grouped by kind)
     # The models
     "ControlPlaneConfig",
     "GatewayConfig",
+    "LoggingConfig",
+    "LogFormat",
+    "LogLevel",
     "ModelConfig",
     "NatsConfig",
     "RestartConfig",

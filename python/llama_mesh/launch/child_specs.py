@@ -9,6 +9,7 @@ dies, taking it out of the registry. nats-server is `up`'s own child (nats_spec)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -85,16 +86,34 @@ def _as_user(d: Deployment, users: NatsUsers | None, user: str) -> NatsConfig:
     return settings.model_copy(update={"nkey_seed": users.seed_file(user)})
 
 
-def nats_spec(d: Deployment, users: NatsUsers | None = None) -> ChildSpec:
-    """nats-server itself, as `up`'s child (a restart binds the port the first run chose)."""
+def _logs(d: Deployment, component: str) -> tuple[str, ...]:
+    """A child's log options: its level from the file, JSON lines for up to collect."""
+    return ("--log-level", d.logging.level_of(component), "--log-format", "json")
+
+
+def nats_spec(
+    d: Deployment,
+    users: NatsUsers | None = None,
+    logs: Callable[[str, bytes], None] | None = None,
+) -> ChildSpec:
+    """nats-server itself, as `up`'s child (a restart binds the port the first run chose);
+    `logs(child, line)` gets what it logs."""
     settings = _nats_settings(d)
     data_dir = d.nats_data_dir
     config = ("-c", str(users.config_file)) if users is not None else ()
+    # nats-server logs info and up; -D adds its debug lines (the collector drops the
+    # lines below the file's level for it: launch/log_capture.py).
+    debug = ("-D",) if d.logging.level_of("nats") == "debug" else ()
+    on_line = None if logs is None else functools.partial(logs, "nats")
 
     async def start(first_ready: dict[str, Any] | None) -> Started:
         port = settings.port if first_ready is None else int(_port_of(first_ready["url"]))
         server = await EmbeddedNats.launch(
-            data_dir, host=settings.host, port=port, extra_args=config
+            data_dir,
+            host=settings.host,
+            port=port,
+            extra_args=(*config, *debug),
+            on_line=on_line,
         )
         ready = {"component": "nats", "url": server.url, "pid": server.process.pid}
         return Started(server.process, ready, server.stderr_reader)
@@ -138,6 +157,7 @@ def control_plane_spec(
         "control-plane",
         *nats,
         *to_argv(CONTROL_PLANE_OPTIONS, d.control_plane, settings, _security(d, keys)),
+        *_logs(d, "control_plane"),
     )
     return ChildSpec(
         "control-plane",
@@ -172,6 +192,7 @@ def service_specs(
             _as_user(d, users, service_user(name)),
             _security(d, None),
         ),
+        *_logs(d, name),
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **spec.env, **_component_env(d, token_file)}
@@ -233,6 +254,7 @@ def _built_in_specs(
             _as_user(d, users, service_user(name)),
             _security(d, None),
         ),
+        *_logs(d, name),
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **_component_env(d, token_file)}
@@ -303,7 +325,13 @@ def _gateway(d: Deployment) -> GatewayConfig:
 
 
 def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
-    argv = _serve("gateway", "--upstream", control_plane, *to_argv(GATEWAY_OPTIONS, _gateway(d)))
+    argv = _serve(
+        "gateway",
+        "--upstream",
+        control_plane,
+        *to_argv(GATEWAY_OPTIONS, _gateway(d)),
+        *_logs(d, "gateway"),
+    )
     return ChildSpec(
         "gateway",
         argv,

@@ -25,6 +25,7 @@ from llama_mesh.config import (
     ControlPlaneConfig,
     DefaultText,
     GatewayConfig,
+    LoggingConfig,
     NatsConfig,
     SecurityConfig,
     Settings,
@@ -99,6 +100,11 @@ class Deployment(Settings):
             "a model by its id."
         ),
     ] = Field(default_factory=dict)
+    logging: Annotated[
+        LoggingConfig,
+        DefaultText("`info`, shown from `warning`"),
+        Field(description="How the components log; `llama-mesh logs` shows it all. See below."),
+    ] = Field(default_factory=LoggingConfig)
     services: Annotated[
         dict[str, ServiceSpec],
         Field(
@@ -151,6 +157,11 @@ class Deployment(Settings):
         if self.nats.data_dir is not None:
             return self.resolve(self.nats.data_dir)
         return default_data_dir(self.state_path)
+
+    @property
+    def log_file(self) -> Path:
+        """Where `up` keeps its children's log lines (JSON, one a line)."""
+        return self.state_path / "logs" / "up.jsonl"
 
     @property
     def run_file(self) -> Path:

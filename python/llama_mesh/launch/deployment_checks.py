@@ -53,6 +53,14 @@ def cross_checks(d: Deployment) -> Iterator[tuple[tuple[str | int, ...], str]]:
             yield loc, f"port {port} is also {dotted(seen[port])}: every server needs its own port"
         else:
             seen[port] = loc
+    services = d.service_ids()
+    for component in d.logging.components:
+        if component not in {"nats", "control_plane", "gateway", *services}:
+            yield (
+                ("logging", "components", component),
+                f"no component {component!r}: nats, control_plane, gateway or a service id "
+                f"({', '.join(sorted(services)) or 'none in this file'})",
+            )
     for name, service in d.services.items():
         for field in ("port", "metrics_port"):
             if getattr(service, field) and service.replicas > 1:

@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,10 +127,13 @@ class EmbeddedNats:
         port: int = -1,
         extra_args: tuple[str, ...] = (),
         startup_timeout: float = 10.0,
+        on_line: Callable[[bytes], None] | None = None,
     ) -> EmbeddedNats:
         """Start nats-server and return once it is ready; the caller must `stop()` it.
 
-        NatsServerError if another server uses `data_dir` (see the module's doc).
+        `on_line` gets each line the server logs (on stderr); without it they are
+        logged at debug level. NatsServerError if another server uses `data_dir` (see
+        the module's doc).
         """
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         lock = await asyncio.to_thread(_lock_data_dir, data_dir)
@@ -173,6 +176,8 @@ class EmbeddedNats:
                             + b"".join(lines[-20:]).decode(errors="replace")
                         )
                     lines.append(line)
+                    if on_line is not None:
+                        on_line(line)
                     if match := _LISTENING.search(line):
                         bound = (match.group(1).decode(), int(match.group(2)))
                     if _READY in line:
@@ -187,14 +192,17 @@ class EmbeddedNats:
             await process.wait()
             raise NatsServerError("nats-server did not report its client port")
         server = cls(process=process, host=bound[0], port=bound[1], data_dir=data_dir)
-        server.stderr_reader = asyncio.create_task(server._drain_stderr())
+        server.stderr_reader = asyncio.create_task(server._drain_stderr(on_line))
         logger.info("nats-server ready at %s (data %s)", server.url, data_dir)
         return server
 
-    async def _drain_stderr(self) -> None:
+    async def _drain_stderr(self, on_line: Callable[[bytes], None] | None) -> None:
         assert self.process.stderr is not None
         while line := await self.process.stderr.readline():
-            logger.debug("nats-server: %s", line.decode(errors="replace").rstrip())
+            if on_line is not None:
+                on_line(line)
+            else:
+                logger.debug("nats-server: %s", line.decode(errors="replace").rstrip())
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop the server: SIGTERM, then SIGKILL if it does not exit in time."""

@@ -42,6 +42,10 @@ from llama_mesh.config.restarts import RestartConfig
 logger = logging.getLogger(__name__)
 
 Report = Callable[[str, "Child", dict[str, Any]], None]
+#: How long a stopped child's stderr is read for its last lines.
+STDERR_DRAIN_SECONDS = 5.0
+#: The longest line read from a child (a log line with a long traceback).
+LINE_LIMIT = 1 << 20
 
 
 async def read_ready_line(
@@ -110,6 +114,7 @@ class Child:
     # When it was restarted, within the restart window.
     restart_times: deque[float] = field(default_factory=deque, repr=False)
     _stdout: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stderr: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -130,10 +135,14 @@ class Supervisor:
         restarts: RestartConfig | None = None,
         ready_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        on_stderr: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        """`on_stderr(child_name, line)` gets each line the children write on stderr
+        (without it, their stderr is the supervisor's)."""
         self._report = report or (lambda kind, child, fields: None)
         self.restarts = restarts or RestartConfig()
         self._clock = clock  # for the restart window
+        self.on_stderr = on_stderr
         self.ready_timeout = ready_timeout
         self.stages: list[list[Child]] = []
         self._watchers: set[asyncio.Task[None]] = set()
@@ -192,11 +201,18 @@ class Supervisor:
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=None,
+            stderr=None if self.on_stderr is None else asyncio.subprocess.PIPE,
             env=spec.env,
             start_new_session=True,
+            limit=LINE_LIMIT,
         )
         assert process.stdout is not None
+        # Read from the start: a child that logs before it is ready must not block.
+        stderr = (
+            None
+            if self.on_stderr is None or process.stderr is None
+            else asyncio.create_task(_lines(process.stderr, spec.name, self.on_stderr))
+        )
         try:
             async with asyncio.timeout(self.ready_timeout):
                 ready = await read_ready_line(process.stdout)
@@ -204,14 +220,14 @@ class Supervisor:
                     code = await process.wait()
                     raise ChildError(f"{spec.name} exited with code {code} before it was ready")
         except TimeoutError:
-            await _kill(process)
+            await _kill(process, stderr)
             raise ChildError(
                 f"{spec.name} did not say it was ready within {self.ready_timeout:g}s"
             ) from None
         except BaseException:
-            await _kill(process)
+            await _kill(process, stderr)
             raise
-        child = Child(spec=spec, process=process, ready=ready)
+        child = Child(spec=spec, process=process, ready=ready, _stderr=stderr)
         child._stdout = asyncio.create_task(_discard(process.stdout, spec.name))
         logger.info("%s ready (pid %d): %s", spec.name, process.pid, ready)
         return child
@@ -221,6 +237,7 @@ class Supervisor:
             code = await child.process.wait()
             if child._stdout is not None:
                 await child._stdout
+            await _drained(child._stderr)
             if self._stopping:
                 return
             self._report("exited", child, {"code": code})
@@ -255,10 +272,11 @@ class Supervisor:
                 except ChildError as err:
                     self._report("restart_failed", child, {"error": str(err)})
                     continue
-                child.process, child.ready, child._stdout = (
+                child.process, child.ready, child._stdout, child._stderr = (
                     fresh.process,
                     fresh.ready,
                     fresh._stdout,
+                    fresh._stderr,
                 )
                 self._report(
                     "restarted",
@@ -295,17 +313,45 @@ class Supervisor:
             child._stdout.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await child._stdout
+        await _drained(child._stderr)
         if process.stdin is not None:
             process.stdin.close()
         logger.info("%s (pid %d) stopped with code %s", child.name, process.pid, process.returncode)
 
 
-async def _kill(process: asyncio.subprocess.Process) -> None:
+async def _kill(
+    process: asyncio.subprocess.Process, stderr: asyncio.Task[None] | None = None
+) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     await process.wait()
     if process.stdin is not None:
         process.stdin.close()
+    await _drained(stderr)
+
+
+async def _drained(reader: asyncio.Task[None] | None) -> None:
+    """Let a stderr reader pass on a stopped child's last lines (how it stopped), but
+    not wait forever on a pipe a grandchild still holds open."""
+    if reader is None:
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(STDERR_DRAIN_SECONDS):
+            await asyncio.shield(reader)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await reader
+
+
+async def _lines(
+    stream: asyncio.StreamReader, name: str, on_line: Callable[[str, bytes], None]
+) -> None:
+    """Pass each line of a child's stderr on, to the end of the pipe."""
+    while line := await stream.readline():
+        try:
+            on_line(name, line)
+        except Exception:
+            logger.exception("%s: a line of its stderr was lost", name)
 
 
 async def _discard(stream: asyncio.StreamReader, name: str) -> None:

@@ -45,6 +45,7 @@ from llama_mesh.launch.child_specs import (
 )
 from llama_mesh.launch.deployment import Deployment
 from llama_mesh.launch.deployment_keys import DeploymentKeys
+from llama_mesh.launch.log_capture import LogCollector, log_socket
 from llama_mesh.launch.nats_users import NatsUsers
 from llama_mesh.launch.supervisor import (
     Child,
@@ -79,7 +80,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         else None
     )
     if d.nats.embedded:
-        [nats] = await supervisor.start_stage([nats_spec(d, users)])
+        [nats] = await supervisor.start_stage([nats_spec(d, users, supervisor.on_stderr)])
         nats_urls = [str(nats.ready["url"])]
         pids[nats.name] = nats.pid
     else:
@@ -204,43 +205,53 @@ async def run_deployment(
         }
         errors.print(f"[bold yellow]llama-mesh up:[/] {escape(messages[kind]())}", highlight=False)
 
-    supervisor = Supervisor(report=report, restarts=restarts)
-    run_file = d.run_file
-    startup = asyncio.create_task(start_children(d, supervisor))
-    stopper = asyncio.create_task(_until_stopped(supervisor))
-    code = 0
-    try:
-        done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if startup not in done:
-            startup.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ChildError):
-                await startup
-            return 1 if stopper.result() else 0
+    logs = LogCollector(
+        d.log_file,
+        show=d.logging.format,
+        show_level=d.logging.terminal_level,
+        levels={"nats": d.logging.level_of("nats")},
+    )
+    supervisor = Supervisor(report=report, restarts=restarts, on_stderr=logs.add)
+    async with logs.serving(log_socket(d.state_path)):
+        run_file = d.run_file
+        startup = asyncio.create_task(start_children(d, supervisor))
+        stopper = asyncio.create_task(_until_stopped(supervisor))
+        code = 0
         try:
-            summary = startup.result()
-        except ChildError as err:
-            errors.print(f"[bold red]llama-mesh up: cannot start {d.name!r}:[/] {escape(str(err))}")
-            return 1
-        await asyncio.to_thread(_write_run_file, run_file, summary)
-        if json_output:
-            print(json.dumps(summary), flush=True)
-        else:
-            console.print(table(summary, deployment_file))
-        failure = await stopper
-        if failure:
-            errors.print(f"[bold red]llama-mesh up: stopping:[/] {escape(failure)}")
-            code = 1
-        return code
-    finally:
-        if not stopper.done():
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopper
-        await supervisor.stop()
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(run_file.unlink)
-        if not json_output:
-            errors.print(f"llama-mesh up: {d.name!r} stopped", highlight=False)
+            done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if startup not in done:
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ChildError):
+                    await startup
+                return 1 if stopper.result() else 0
+            try:
+                summary = startup.result()
+            except ChildError as err:
+                errors.print(
+                    f"[bold red]llama-mesh up: cannot start {d.name!r}:[/] {escape(str(err))}"
+                )
+                return 1
+            summary["logs"] = {"file": str(d.log_file), "socket": str(log_socket(d.state_path))}
+            await asyncio.to_thread(_write_run_file, run_file, summary)
+            if json_output:
+                print(json.dumps(summary), flush=True)
+            else:
+                console.print(table(summary, deployment_file))
+            failure = await stopper
+            if failure:
+                errors.print(f"[bold red]llama-mesh up: stopping:[/] {escape(failure)}")
+                code = 1
+            return code
+        finally:
+            if not stopper.done():
+                stopper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopper
+            await supervisor.stop()
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(run_file.unlink)
+            if not json_output:
+                errors.print(f"llama-mesh up: {d.name!r} stopped", highlight=False)
 
 
 def _write_run_file(path: Path, summary: dict[str, Any]) -> None:

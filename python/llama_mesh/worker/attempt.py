@@ -63,6 +63,7 @@ from llama_mesh.jetstream.session_turn import (
     WhileWaiting,
 )
 from llama_mesh.telemetry import metrics
+from llama_mesh.telemetry.logs import log_scope
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, is_mesh_error
 from llama_mesh.worker.attempt_questions import Questions, raise_swallowed_cancel
@@ -191,7 +192,15 @@ class Attempt:
         running = metrics.TASKS_RUNNING.labels(self.worker.service)
         running.inc()
         try:
-            await self._attempt()
+            # Every line logged (or printed) while the attempt runs, the workflow's own
+            # included (its asyncio tasks inherit the scope), says which task it is of.
+            with log_scope(
+                service=self.worker.service,
+                replica=self.worker.replica_id,
+                session=self.name.session_id,
+                task=str(self.name),
+            ):
+                await self._attempt()
         finally:
             running.dec()
             forwards = self._questions.forwards
