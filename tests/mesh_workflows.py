@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Annotated, Any
 
 from workflows import Context, Workflow, step
@@ -234,12 +235,16 @@ def announce(word: str) -> None:
 
 
 class PrintingWorkflow(Workflow):
-    """Prints and logs what it is given, then returns it."""
+    """Prints (on stdout and stderr) and logs (info and debug) what it is given, then
+    returns it."""
 
     @step
     async def speak(self, ev: StartEvent) -> StopEvent:
         word = str(ev.get("word"))
         print(f"step says {word}")
         announce(word)
-        logging.getLogger("mesh_workflows.printing").info("logged %s", word)
+        logger = logging.getLogger("mesh_workflows.printing")
+        logger.info("logged %s", word)
+        logger.debug("debugged %s", word)
+        print(f"complained {word}", file=sys.stderr)
         return StopEvent(result=word)

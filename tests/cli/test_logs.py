@@ -20,7 +20,7 @@ from .conftest import CLI, ROOT, cli, llama_mesh_up, write_deployment
 TESTS = ROOT / "tests"
 
 
-def printing_deployment(tmp_path: Path) -> Path:
+def printing_deployment(tmp_path: Path, **sections: Any) -> Path:
     return write_deployment(
         tmp_path / "deployment.yaml",
         {
@@ -31,6 +31,7 @@ def printing_deployment(tmp_path: Path) -> Path:
             "services": {
                 "printer": {"source": "mesh_workflows:PrintingWorkflow", "path": str(TESTS)}
             },
+            **sections,
         },
     )
 
@@ -98,8 +99,9 @@ async def test_logs_show_what_a_step_printed_tagged_with_its_task(tmp_path: Path
         assert printed["replica"]
         assert {line["task"] for line in lines} == {task}
 
-        # Kept: shown again without --follow, the helper's print and the step's logger
-        # too, in order, and nothing of the other task.
+        # Kept: shown again without --follow, the helper's print, the step's logger and
+        # its stderr too, in order (not its debug line: the file's level is info), and
+        # nothing of the other task.
         shown = await cli("logs", "--task", task_id, "-o", "json", "-f", str(file))
         assert shown.code == 0, shown.stderr
         messages = [line["message"] for line in shown.lines()]
@@ -107,9 +109,14 @@ async def test_logs_show_what_a_step_printed_tagged_with_its_task(tmp_path: Path
             "step says alpha",
             "helper saw alpha",
             "logged alpha",
+            "complained alpha",
         ]
         assert not any("beta" in m for m in messages)
         assert {line["task"] for line in shown.lines()} == {task}
+        # The control plane's lines about the task carry it too.
+        [created] = [line for line in shown.lines() if line["child"] == "control-plane"]
+        assert created["message"] == f"task {task} created for service printer"
+        assert created["session"] == task.split("/")[1]
 
         # As text, a line a person reads: the service, the short task id, the message.
         text = await cli("logs", "printer", "--task", task_id, "-f", str(file))
@@ -124,6 +131,81 @@ async def test_logs_show_what_a_step_printed_tagged_with_its_task(tmp_path: Path
             [*_, gamma] = await line_saying(stdout, "step says gamma")
             assert gamma["task"] == await third
         assert other != task
+
+    # up's terminal shows the warnings (a step's stderr), not the info lines.
+    terminal = (tmp_path / "up.log").read_text()
+    assert f"printer/1 [task {task_id[:12]}] llama_mesh.task.stderr: complained alpha" in terminal
+    assert "step says alpha" not in terminal
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(sys.platform == "win32", reason="unix socket")
+async def test_each_component_logs_at_its_level(tmp_path: Path) -> None:
+    """The file's level for all, a component's own level over it, `up --log-level`
+    over the file's; nats-server's own lines too, read by `up`."""
+    logging = {"level": "error", "components": {"printer": "debug", "control_plane": "warning"}}
+    file = printing_deployment(tmp_path, logging=logging)
+    async with llama_mesh_up(file, "--log-level", "info", log=tmp_path / "up.log") as up:
+        [replica] = up.summary["services"]["printer"]
+        task = await run_task(file, "delta")
+        shown = await cli("logs", "-o", "json", "-f", str(file))
+        assert shown.code == 0, shown.stderr
+    lines = shown.lines()
+    # The printer at debug (its own level): the step's debug line is kept.
+    printed = [line["message"] for line in lines if line.get("task") == task]
+    assert "debugged delta" in printed
+    # nats at info (up's --log-level over the file's error): its own lines, parsed.
+    [nats_ready] = [line for line in lines if line["message"] == "Server is ready"]
+    assert nats_ready["component"] == "nats"
+    assert nats_ready["level"] == "info"
+    assert nats_ready["logger"] == "nats-server"
+    # The control plane at warning (its own level): none of its info lines.
+    assert [line for line in lines if line["child"] == "control-plane"] == []
+    # Every line kept says where it came from.
+    assert all(line["child"] in {"nats", "control-plane", "printer/1"} for line in lines)
+    # The replica's lines about a task, or about itself, say which replica it is.
+    [serving] = [line for line in lines if " serving (Service API " in line["message"]]
+    assert serving["replica"] == replica["replica_id"]
+    assert {line["replica"] for line in lines if line.get("task") == task} == {
+        replica["replica_id"]
+    }
+
+
+async def test_a_serve_command_logs_text_or_json_at_the_level_given(tmp_path: Path) -> None:
+    """Outside `up`: readable text by default; LLAMA_MESH_LOG_LEVEL/_FORMAT (what a
+    Kubernetes manifest sets) as --log-level/--log-format."""
+
+    async def serve_nats(env: dict[str, str], *args: str) -> list[str]:
+        process = await asyncio.create_subprocess_exec(
+            str(CLI), "serve", "nats", "--data-dir", str(tmp_path / "nats"), *args,
+            "--watch-stdin",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **env},
+        )  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        async with asyncio.timeout(60):
+            ready = json.loads(await process.stdout.readline())
+            assert ready["ready"] is True
+            process.stdin.close()  # what `up` does to stop it
+            _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr
+        return stderr.decode().splitlines()
+
+    text = await serve_nats({}, "--log-level", "info")
+    [ready] = [line for line in text if "nats-server ready at" in line]
+    assert " info    nats llama_mesh.launch.nats_server: nats-server ready at nats://" in ready
+
+    lines = await serve_nats({"LLAMA_MESH_LOG_LEVEL": "info", "LLAMA_MESH_LOG_FORMAT": "json"})
+    [ready_json] = [
+        line for line in map(json.loads, lines) if line["message"].startswith("nats-server ready")
+    ]
+    assert ready_json["component"] == "nats"
+    assert ready_json["level"] == "info"
+    assert ready_json["logger"] == "llama_mesh.launch.nats_server"
+
+    assert await serve_nats({}) == []  # warning by default: nothing to say
 
 
 async def test_logs_of_a_deployment_that_is_not_running_say_so(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from llama_mesh.jetstream.delivery import settle
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.rpc.identity import caller
 from llama_mesh.telemetry import metrics
+from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import resources_pb2
 
@@ -158,7 +159,7 @@ class TaskAttempts:
         if delivery.delivery_count > 1 and found is not None:
             metrics.REDELIVERIES.labels(found[0].service).inc()
         if found is None:
-            logger.info("task %s: gone (session deleted); dropped", name)
+            logger.info("task %s: gone (session deleted); dropped", name, extra=about_task(name))
             await delivery.ack()
             return q.BeginTaskAttemptResponse(run=False)
         start = begin_attempt(found[0], time.time())
@@ -180,7 +181,11 @@ class TaskAttempts:
             return q.BeginTaskAttemptResponse(run=False, task=task)
         metrics.attempt_began(task, start.attempt)
         logger.info(
-            "task %s: attempt %d begun by replica %s", name, start.attempt, request.replica_id
+            "task %s: attempt %d begun by replica %s",
+            name,
+            start.attempt,
+            request.replica_id,
+            extra=about_task(name, task.service),
         )
         return q.BeginTaskAttemptResponse(run=True, attempt=start.attempt, task=task)
 

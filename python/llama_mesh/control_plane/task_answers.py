@@ -23,6 +23,7 @@ from llama_mesh.jetstream.buckets import Unchanged
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
+from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ async def answer_task(
     task, _ = await state.tasks.mutate_from(task_key(name), str(name), change, found)
     if changed:
         await state.journal.unlist_waiting(name)  # out of the inbox: answered
-    logger.info("task %s: event %s sent", name, type)
+    logger.info("task %s: event %s sent", name, type, extra=about_task(name, task.service))
     return task
 
 

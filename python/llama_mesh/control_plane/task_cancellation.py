@@ -21,6 +21,7 @@ from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.jetstream.buckets import Unchanged
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import task_key
+from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -56,5 +57,7 @@ async def cancel_task(
     for _, child in await state.tasks.scan(f"{name.session_id}.*"):
         if child.parent_task == str(name) and child.state in ACTIVE_STATES:
             await cancel_task(state, TaskName.parse(child.name), "parent task cancelled")
-    logger.info("task %s: cancel requested (%s)", name, reason)
+    logger.info(
+        "task %s: cancel requested (%s)", name, reason, extra=about_task(name, task.service)
+    )
     return task, False

@@ -38,6 +38,7 @@ from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.topology import DUPLICATE_WINDOW
 from llama_mesh.telemetry import metrics
+from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ async def create_task(
     metrics.TASKS_CREATED.labels(service_id).inc()
     failpoint("task_creation.recorded")
     await _publish(state, task, service_id, session)
-    logger.info("task %s created for service %s", name, service_id)
+    logger.info(
+        "task %s created for service %s", name, service_id, extra=about_task(name, service_id)
+    )
     return task
 
 

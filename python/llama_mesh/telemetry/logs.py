@@ -64,6 +64,19 @@ def tag_process(**fields: str) -> None:
     _process.update({key: value for key, value in fields.items() if value})
 
 
+def about_task(name: object, service: str = "") -> dict[str, str]:
+    """The fields of a line about task `name` (``sessions/S/tasks/T``) logged outside
+    its scope, e.g. by the control plane: ``logger.info(..., extra=about_task(name))``."""
+    task = str(name)
+    parts = task.split("/")
+    fields = {"task": task}
+    if len(parts) == 4 and parts[0] == "sessions":
+        fields["session"] = parts[1]
+    if service:
+        fields["service"] = service
+    return fields
+
+
 def current_scope() -> LogScope | None:
     return _scope.get()
 

@@ -179,6 +179,11 @@ class ServiceRuntime:
                         yield runtime
                         await runtime.drain(drain_timeout)
 
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """What its own log lines are about: its service and replica (telemetry/logs.py)."""
+        return {"service": self.config.name, "replica": self.replica_id}
+
     async def _lookup_key(self, key_id: str) -> auth_pb2.StoredApiKey | None:
         """The mesh's API keys, for the Service API (readable once connected to NATS)."""
         if self._keys is None:
@@ -210,6 +215,7 @@ class ServiceRuntime:
             self.config.name,
             self.replica_id,
             self.address,
+            extra=self.log_fields,
         )
         try:
             yield
@@ -292,7 +298,12 @@ class ServiceRuntime:
         self.paused = True
         if self._consumer is not None:
             self._consumer.pause()
-        logger.info("service %s: replica %s paused", self.config.name, self.replica_id)
+        logger.info(
+            "service %s: replica %s paused",
+            self.config.name,
+            self.replica_id,
+            extra=self.log_fields,
+        )
 
     async def resume(self) -> None:
         if self.draining:
@@ -300,7 +311,12 @@ class ServiceRuntime:
         self.paused = False
         if self._consumer is not None:
             await self._consumer.resume()
-        logger.info("service %s: replica %s resumed", self.config.name, self.replica_id)
+        logger.info(
+            "service %s: replica %s resumed",
+            self.config.name,
+            self.replica_id,
+            extra=self.log_fields,
+        )
 
     async def drain(self, timeout: float | None = None) -> tuple[int, int]:
         """Stop taking tasks and finish the running ones, handing back those still
@@ -328,7 +344,12 @@ class ServiceRuntime:
                 requeued = consumer.running
                 await consumer.cancel_running()
         self.drained.set()
-        logger.info("service %s: replica %s drained", self.config.name, self.replica_id)
+        logger.info(
+            "service %s: replica %s drained",
+            self.config.name,
+            self.replica_id,
+            extra=self.log_fields,
+        )
         # Handed-back tasks left their handlers too: they are not counted as finished.
         return self.finished_count - before - requeued, requeued
 
