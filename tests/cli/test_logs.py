@@ -118,9 +118,11 @@ async def test_logs_show_what_a_step_printed_tagged_with_its_task(tmp_path: Path
         assert created["message"] == f"task {task} created for service printer"
         assert created["session"] == task.split("/")[1]
 
-        # As text, a line a person reads: the service, the short task id, the message.
-        text = await cli("logs", "printer", "--task", task_id, "-f", str(file))
+        # As text, a line a person reads: the service, the short task id, the message;
+        # the short id as it shows is enough for --task.
+        text = await cli("logs", "printer", "--task", task_id[:12], "-f", str(file))
         assert text.code == 0, text.stderr
+        assert "beta" not in text.stdout
         [said] = [line for line in text.stdout.splitlines() if line.endswith("step says alpha")]
         assert f" printer/1 [task {task_id[:12]}] llama_mesh.task.stdout: step says alpha" in said
 
@@ -213,3 +215,7 @@ async def test_logs_of_a_deployment_that_is_not_running_say_so(tmp_path: Path) -
     shown = await cli("logs", "-f", str(file))
     assert shown.code == 4, (shown.code, shown.stderr)
     assert "deployment 'printing' is not running" in shown.stderr
+
+    unknown = await cli("logs", "printr", "-f", str(file))
+    assert unknown.code == 2, (unknown.code, unknown.stderr)
+    assert "no service 'printr' in deployment 'printing': printer" in unknown.stderr

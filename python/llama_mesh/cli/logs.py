@@ -14,6 +14,7 @@ import contextlib
 import enum
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,7 +56,9 @@ def logs(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", "-t", help="Only this task's lines: its name or its id."),
+        typer.Option(
+            "--task", "-t", help="Only this task's lines: its name, its id or the id's start."
+        ),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep showing new lines until Ctrl-C.")
@@ -73,6 +76,12 @@ def logs(
     from llama_mesh.launch.up import read_run_file
 
     deployment = load_or_exit(file)
+    if service is not None and service not in deployment.services:
+        error(
+            f"no service {service!r} in deployment {deployment.name!r}: "
+            f"{', '.join(sorted(deployment.services)) or 'it has none'}"
+        )
+        raise typer.Exit(EXIT_USAGE)
     running = read_run_file(deployment)
     if running is None or "logs" not in running:
         error(
@@ -89,7 +98,7 @@ def logs(
             raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
-def _printer(output: Output) -> Any:
+def _printer(output: Output) -> Callable[[dict[str, Any]], None]:
     def show(line: dict[str, Any]) -> None:
         line.pop("seq", None)
         text = json.dumps(line, ensure_ascii=False) if output is Output.json else text_line(line)
@@ -99,7 +108,9 @@ def _printer(output: Output) -> Any:
     return show
 
 
-async def _read(socket: Path, request: dict[str, Any], show: Any) -> None:
+async def _read(
+    socket: Path, request: dict[str, Any], show: Callable[[dict[str, Any]], None]
+) -> None:
     reader, writer = await asyncio.open_unix_connection(str(socket), limit=1 << 20)
     try:
         writer.write((json.dumps(request) + "\n").encode())

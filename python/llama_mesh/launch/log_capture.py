@@ -82,12 +82,12 @@ def nats_server_line(text: str) -> dict[str, Any] | None:
 
 def matches(line: dict[str, Any], service: str | None, task: str | None) -> bool:
     """Whether a log line is of `service` (its replicas' lines) and of `task` (a full
-    task name, or its id)."""
+    task name, its id, or the start of its id as text lines show it)."""
     if service is not None and line.get("service") != service:
         return False
     if task is not None:
         about = str(line.get("task", ""))
-        if about != task and about.rpartition("/")[2] != task:
+        if not about or (about != task and not about.rpartition("/")[2].startswith(task)):
             return False
     return True
 
