@@ -76,10 +76,10 @@ def logs(
     from llama_mesh.launch.up import read_run_file
 
     deployment = load_or_exit(file)
-    if service is not None and service not in deployment.services:
+    if service is not None and service not in (services := deployment.service_ids()):
         error(
             f"no service {service!r} in deployment {deployment.name!r}: "
-            f"{', '.join(sorted(deployment.services)) or 'it has none'}"
+            f"{', '.join(sorted(services)) or 'it has none'}"
         )
         raise typer.Exit(EXIT_USAGE)
     running = read_run_file(deployment)
