@@ -219,3 +219,12 @@ async def test_logs_of_a_deployment_that_is_not_running_say_so(tmp_path: Path) -
     unknown = await cli("logs", "printr", "-f", str(file))
     assert unknown.code == 2, (unknown.code, unknown.stderr)
     assert "no service 'printr' in deployment 'printing': printer" in unknown.stderr
+
+
+async def test_a_level_for_a_component_the_file_does_not_have_is_refused(
+    tmp_path: Path,
+) -> None:
+    file = printing_deployment(tmp_path, logging={"components": {"printr": "debug"}})
+    checked = await cli("check", str(file))
+    assert checked.code == 2, (checked.code, checked.stderr)
+    assert "no component 'printr': nats, control_plane, gateway or a service id" in (checked.stderr)
