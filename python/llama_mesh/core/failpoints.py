@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 
 ENV = "LLAMA_MESH_FAILPOINTS"
@@ -74,7 +73,8 @@ def failpoint(name: str) -> None:
     if action is not None:
         if name in _once:
             del _armed[name]
-        print(f"failpoint {name}", file=sys.stderr, flush=True)
+        # To the process's own stderr: inside a task, sys.stderr is the task's log.
+        os.write(2, f"failpoint {name}\n".encode())
         action()
 
 
