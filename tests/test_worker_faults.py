@@ -13,6 +13,9 @@ from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent,
 from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.failpoints import armed
+from llama_mesh.core.names import TaskName
+from llama_mesh.jetstream.journal import TaskJournal
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2, service_pb2, service_pb2_grpc
@@ -147,3 +150,34 @@ async def test_an_answer_is_checked_against_its_event_before_it_is_taken(
             await typed.send_event("Verdict", note="fine")
         await typed.send_event("Verdict", approved=True, note="fine")
         assert await typed.result() == {"approved": True, "note": "fine"}
+
+
+async def test_an_answer_sent_the_moment_the_question_is_seen_is_taken(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The question is published, then numbered in the task's record: an answer that
+    comes in between (a client resuming as soon as it sees the question) waits for the
+    number instead of being refused (it was UNAVAILABLE, "send the answer again")."""
+    numbering = asyncio.Event()
+    number = TaskJournal._number_request
+
+    async def held_number(
+        self: TaskJournal, name: TaskName, sequence: int
+    ) -> tuple[resources_pb2.Task, int]:
+        await numbering.wait()
+        return await number(self, name, sequence)
+
+    monkeypatch.setattr(TaskJournal, "_number_request", held_number)
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        task = await _waiting(session, "approval")  # seen: published, not yet numbered
+        answering = asyncio.Event()
+        with armed("task_answers.awaiting_number", answering.set):
+            answer = asyncio.create_task(task.send_event("HumanResponseEvent", response="yes"))
+            asked = asyncio.create_task(answering.wait())
+            await asyncio.wait([answer, asked], return_when=asyncio.FIRST_COMPLETED)
+            asked.cancel()
+            assert not answer.done(), answer.exception()
+            numbering.set()
+            await answer
+        assert await task.result() == {"answer": "yes"}

@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from llama_mesh.core.errors import FailedPreconditionError, UnavailableError
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import WAITING, accept_input, check_waiting
 from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.buckets import Unchanged
@@ -27,6 +28,10 @@ from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
+
+# How long an answer waits for its question to be numbered (one KV write after the
+# question's publish) before the caller is asked to send it again.
+QUESTION_NUMBERING_TIMEOUT = 5.0
 
 
 async def answer_task(
@@ -43,10 +48,12 @@ async def answer_task(
         # A retried call whose first try went through; the task may have finished since.
         return found[0]
     check_waiting(found[0])
+    if not found[0].input_request.sequence:
+        # The question is published, then numbered in the record (journal.record): a
+        # caller that answers as soon as it sees the question may come in between.
+        found = await _numbered(state, name)
+        check_waiting(found[0])
     question = found[0].input_request.sequence
-    if not question:
-        # The question is recorded and is numbered a moment later (journal.record).
-        raise UnavailableError(f"task {name}'s question is being recorded: send the answer again")
     envelope = resources_pb2.Envelope(id=f"{name.task_id}.answer.{question}", task_input=answer)
     with store_errors(f"sending an event into task {name}"):
         ack = await state.js.publish(
@@ -72,6 +79,20 @@ async def answer_task(
         await state.journal.unlist_waiting(name)  # out of the inbox: answered
     logger.info("task %s: event %s sent", name, type, extra=about_task(name, task.service))
     return task
+
+
+async def _numbered(state: MeshState, name: TaskName) -> tuple[resources_pb2.Task, int]:
+    """The record once its question is numbered (or it stops waiting)."""
+    failpoint("task_answers.awaiting_number")
+    numbered = await state.tasks.wait_for(
+        task_key(name),
+        lambda task: task.state != WAITING or bool(task.input_request.sequence),
+        QUESTION_NUMBERING_TIMEOUT,
+    )
+    if numbered is None:
+        # Its replica stopped between the two writes: a new attempt asks again.
+        raise UnavailableError(f"task {name}'s question is being recorded: send the answer again")
+    return numbered
 
 
 async def _last_answer(state: MeshState, name: TaskName) -> resources_pb2.TaskInput | None:

@@ -11,8 +11,10 @@ sessions expire.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
@@ -156,6 +158,31 @@ class ProtoBucket(Generic[M]):
             except KeyWrongLastSequenceError:
                 continue
             return message, revision
+
+    async def wait_for(
+        self, key: str, done: Callable[[M], bool], timeout: float
+    ) -> tuple[M, int] | None:
+        """The record and its revision once `done` says so, watching the key (no
+        polling); None if it is deleted or `timeout` seconds pass first."""
+        with store_errors(f"watching {self._what} {key!r}"):
+            watcher: Any = await self.kv.watch(key)  # nats-py's KeyWatcher is untyped
+        try:
+            async with asyncio.timeout(timeout):
+                async for entry in watcher:
+                    if entry is None:
+                        continue  # the end of what was there when the watch began
+                    if not entry.value:
+                        return None
+                    message = self._decode(entry.value)
+                    if done(message):
+                        assert entry.revision is not None
+                        return message, entry.revision
+        except TimeoutError:
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        return None
 
     def _copy(self, message: M) -> M:
         copy = self._type()
