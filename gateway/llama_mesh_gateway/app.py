@@ -4,7 +4,8 @@
 
 Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
 SERVING, 503 otherwise: upstream_health.py), `GET /openapi.json`, when asked `GET /metrics`
-(Prometheus: requests by gRPC method and HTTP status, metrics.py), and the web
+(Prometheus: requests by gRPC method and HTTP status, metrics.py), a trace span per
+request when tracing (tracing.py), and the web
 console's static files under `/console/` (console.py). Every other path is routed by the
 google.api.http rules of the descriptor set: a unary call answers with one JSON body,
 a server-streaming one is relayed as SSE or NDJSON (stream_relay.py). One gRPC channel
@@ -25,7 +26,7 @@ from google.protobuf import message
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llama_mesh_gateway import asgi_io, metrics, streaming
+from llama_mesh_gateway import asgi_io, metrics, streaming, tracing
 from llama_mesh_gateway.console import CONSOLE_PATH, ConsoleFiles
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
 from llama_mesh_gateway.openapi import openapi_json
@@ -106,13 +107,18 @@ class Gateway:
     def channel(self) -> grpc.aio.Channel:
         """The one channel to the upstream, opened on first use."""
         if self._channel is None:
+            # When tracing, each call carries the request's trace context.
+            interceptors = tracing.client_interceptors()
             if self._credentials is not None:
                 self._channel = grpc.aio.secure_channel(
-                    self.upstream, self._credentials, options=self._channel_options
+                    self.upstream,
+                    self._credentials,
+                    options=self._channel_options,
+                    interceptors=interceptors,
                 )
             else:
                 self._channel = grpc.aio.insecure_channel(
-                    self.upstream, options=self._channel_options
+                    self.upstream, options=self._channel_options, interceptors=interceptors
                 )
             logger.info("gateway channel to %s opened", self.upstream)
         return self._channel
@@ -152,7 +158,7 @@ class Gateway:
     # -- ASGI ------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
+        await tracing.traced(self._app, scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -248,6 +254,7 @@ class Gateway:
         """Transcode the request of a matched route, call the upstream, answer."""
         route = match.route
         scope[metrics.METHOD_KEY] = route.grpc_path
+        tracing.name_request(route.http_method, route.template.source, route.grpc_path)
         if route.client_streaming:
             raise GatewayError(
                 grpc.StatusCode.UNIMPLEMENTED,

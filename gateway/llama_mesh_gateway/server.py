@@ -21,6 +21,7 @@ from types import TracebackType
 
 import uvicorn
 
+from llama_mesh_gateway import tracing
 from llama_mesh_gateway.app import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -199,10 +200,12 @@ async def serve(
 
     `on_ready(server)` is called once the port is bound and requests are served; with
     port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`;
-    `log_level` is uvicorn's.
+    `log_level` is uvicorn's. It traces when the OTEL_* variables name a collector.
 
     >>> asyncio.run(serve("127.0.0.1:50051", port=8080))  # doctest: +SKIP
     """
+    # Traces go where the OTEL_* variables say (none: not traced).
+    stop_tracing = tracing.configure_tracing()
     server = GatewayServer(
         upstream,
         host=host,
@@ -224,3 +227,5 @@ async def serve(
         await server.wait_closed()
     finally:
         await server.stop()
+        if stop_tracing is not None:
+            stop_tracing()  # exports the spans not sent yet

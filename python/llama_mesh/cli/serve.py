@@ -10,8 +10,9 @@ address it bound) and stops cleanly on SIGINT/SIGTERM, or when stdin closes if g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,10 +44,12 @@ from llama_mesh.config.command_line import (
 from llama_mesh.config.telemetry import LoggingConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import MeshError, UnavailableError
+from llama_mesh.core.names import new_id
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.launch.supervisor import until_signalled
 from llama_mesh.telemetry.logs import capture_output, configure_logging, tag_process
+from llama_mesh.telemetry.tracing import configure_tracing
 
 WatchStdin = Annotated[
     bool, typer.Option(hidden=True, help="Also stop when stdin closes (used by `up`).")
@@ -139,7 +142,8 @@ def serve_control_plane(
             await until_signalled(watch_stdin=watch_stdin)
 
     try:
-        asyncio.run(main())
+        with _traces("control-plane"):
+            asyncio.run(main())
     except (MeshError, OSError) as e:
         error(f"control plane: {e}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None
@@ -196,6 +200,8 @@ def serve_service(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
+    replica_id = new_id()
+
     async def main() -> None:
         # What a task's steps print becomes log lines of that task (telemetry/logs.py).
         with capture_output():
@@ -209,6 +215,7 @@ def serve_service(
             user_credentials=_credentials(nats_settings),
             nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
             security=security,
+            replica_id=replica_id,
         ) as runtime:
             tag_process(replica=runtime.replica_id)
             _ready(
@@ -221,7 +228,8 @@ def serve_service(
             await until_signalled(watch_stdin=watch_stdin, also=runtime.drained.wait())
 
     try:
-        asyncio.run(main())
+        with _traces(config.name, replica_id):
+            asyncio.run(main())
     except UnavailableError as e:
         typer.echo(f"error: service {config.name}: {e}", err=True)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
@@ -282,6 +290,18 @@ def serve_gateway(
     except OSError as e:
         error(f"gateway cannot listen on {settings.host}:{settings.port}: {e.strerror}")
         raise typer.Exit(EXIT_ERROR) from None
+
+
+@contextlib.contextmanager
+def _traces(component: str, instance_id: str = "") -> Iterator[None]:
+    """Export the process's spans where the OTEL_* variables say (`up` sets them from
+    the file's `otel:`); the spans not sent yet go out when it ends."""
+    stop = configure_tracing(component, instance_id=instance_id)
+    try:
+        yield
+    finally:
+        if stop is not None:
+            stop()
 
 
 def _credentials(nats: NatsConfig) -> str | None:

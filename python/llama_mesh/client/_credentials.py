@@ -22,6 +22,8 @@ from typing import Any
 
 import grpc
 
+from llama_mesh.telemetry import tracing
+
 TOKEN_ENV = "LLAMA_MESH_TOKEN"
 TOKEN_FILE_ENV = "LLAMA_MESH_TOKEN_FILE"
 CA_FILE_ENV = "LLAMA_MESH_CA_FILE"
@@ -82,7 +84,11 @@ class Credentials:
 
     def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
         """A channel to `address`: TLS when asked, plaintext otherwise. The token is
-        sent as call metadata (metadata()), which also works on plaintext loopback."""
+        sent as call metadata (metadata()), which also works on plaintext loopback.
+        When this process traces, each call carries the current trace context."""
+        interceptors = tracing.client_interceptors()
         if self.secure:
-            return grpc.aio.secure_channel(address, self.channel_credentials(), options=options)
-        return grpc.aio.insecure_channel(address, options=options)
+            return grpc.aio.secure_channel(
+                address, self.channel_credentials(), options=options, interceptors=interceptors
+            )
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

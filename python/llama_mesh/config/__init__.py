@@ -19,7 +19,7 @@ from llama_mesh.config.service import (
     ServiceSettings,
     valid_service_id,
 )
-from llama_mesh.config.telemetry import LogFormat, LoggingConfig, LogLevel
+from llama_mesh.config.telemetry import LogFormat, LoggingConfig, LogLevel, OtelConfig
 
 __all__ = [  # noqa: RUF022 (grouped by kind)
     # The models
@@ -30,6 +30,7 @@ __all__ = [  # noqa: RUF022 (grouped by kind)
     "LogLevel",
     "ModelConfig",
     "NatsConfig",
+    "OtelConfig",
     "RestartConfig",
     "RetentionConfig",
     "RetryConfig",

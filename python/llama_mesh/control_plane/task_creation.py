@@ -37,7 +37,7 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.topology import DUPLICATE_WINDOW
-from llama_mesh.telemetry import metrics
+from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
@@ -81,7 +81,37 @@ async def create_task(
 ) -> resources_pb2.Task:
     """Create a task; `task_id` if the caller chose it already (as RunTask does, to
     wait on it before it exists), else derived from `request_id` or new.
-    `call_deadline` (epoch seconds) also bounds the task."""
+    `call_deadline` (epoch seconds) also bounds the task.
+
+    Traced as `task.create`: the assignment carries its context in the NATS headers,
+    so every attempt of the task is a child of this span."""
+    with tracing.span("task.create", kind="PRODUCER", **{"llama_mesh.session": parent}) as span:
+        task = await _create_task(
+            state,
+            registry,
+            sessions,
+            parent,
+            requested,
+            request_id,
+            call_deadline=call_deadline,
+            task_id=task_id,
+        )
+        if span is not None:
+            span.set_attributes({"llama_mesh.task": task.name, "llama_mesh.service": task.service})
+        return task
+
+
+async def _create_task(
+    state: MeshState,
+    registry: ServiceRegistry,
+    sessions: Sessions,
+    parent: str,
+    requested: resources_pb2.Task,
+    request_id: str,
+    *,
+    call_deadline: float | None,
+    task_id: str,
+) -> resources_pb2.Task:
     session_id = parse_session_name(parent, "parent")
     if not requested.service:
         requested.service = await registry.orchestrator()
@@ -203,5 +233,6 @@ async def _publish(
         await state.js.publish(
             state.topology.task_subject(service_id),
             envelope.SerializeToString(),
-            headers={"Nats-Msg-Id": task_id},
+            # The trace context too: the attempts continue the creator's trace.
+            headers=tracing.inject({"Nats-Msg-Id": task_id}),
         )

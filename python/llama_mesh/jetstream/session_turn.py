@@ -56,6 +56,7 @@ from llama_mesh.jetstream import task_index
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.kv_ttl import msg_ttl, update_with_ttl
+from llama_mesh.telemetry import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ class SessionTurns:
 
     async def _read(self, key: str) -> tuple[Record, int]:
         try:
-            entry = await self.state.session_state.get(key)
+            with tracing.span("context.load"):
+                entry = await self.state.session_state.get(key)
         except KeyNotFoundError:
             return {}, 0
         except KeyDeletedError as deleted:  # recreated over its deletion marker
@@ -314,7 +316,8 @@ class SessionTurns:
             if not await self._active(session_id, task_id):
                 return
             logger.info("session %s: waiting for task %s to finish", session_id, task_id)
-            await sub.next_msg(timeout=None)
+            with tracing.span("session.wait", **{"llama_mesh.waits_for": task_id}):
+                await sub.next_msg(timeout=None)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -3,8 +3,9 @@
 The command line of each `python -m llama_mesh serve ...` child, derived from the
 file's settings (config/command_line.py), with the file's paths made absolute (children
 run elsewhere), the environment that lets it reach the control plane (its token, the
-mesh's CA), how a restart binds the port the first run chose, and, for a replica that
-dies, taking it out of the registry. nats-server is `up`'s own child (nats_spec).
+mesh's CA) and send its traces (the file's `otel:` as OTEL_* variables), how a
+restart binds the port the first run chose, and, for a replica that dies, taking it
+out of the registry. nats-server is `up`'s own child (nats_spec).
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def control_plane_spec(
     return ChildSpec(
         "control-plane",
         argv,
+        env={**os.environ, **d.otel.environment("control-plane")},
         critical=True,
         stop_timeout=20.0,
         restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["address"])),
@@ -195,7 +197,7 @@ def service_specs(
         *_logs(d, name),
     )
     token_file = keys.service_token_file(name) if keys is not None else None
-    env = {**os.environ, **spec.env, **_component_env(d, token_file)}
+    env = {**os.environ, **spec.env, **_component_env(d, token_file), **d.otel.environment(name)}
     return _replicas(control_plane, name, argv, env, spec.replicas)
 
 
@@ -257,7 +259,7 @@ def _built_in_specs(
         *_logs(d, name),
     )
     token_file = keys.service_token_file(name) if keys is not None else None
-    env = {**os.environ, **_component_env(d, token_file)}
+    env = {**os.environ, **_component_env(d, token_file), **d.otel.environment(name)}
     return _replicas(control_plane, name, argv, env, replicas)
 
 
@@ -335,6 +337,7 @@ def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
     return ChildSpec(
         "gateway",
         argv,
+        env={**os.environ, **d.otel.environment("gateway")},
         stop_timeout=15.0,
         stop_first=True,
         restart_argv=lambda ready: _with(argv, "--port", _port_of(ready["url"])),

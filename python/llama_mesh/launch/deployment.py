@@ -27,6 +27,7 @@ from llama_mesh.config import (
     GatewayConfig,
     LoggingConfig,
     NatsConfig,
+    OtelConfig,
     SecurityConfig,
     Settings,
     default_data_dir,
@@ -105,6 +106,11 @@ class Deployment(Settings):
         DefaultText("`info`, shown from `warning`"),
         Field(description="How the components log; `llama-mesh logs` shows it all. See below."),
     ] = Field(default_factory=LoggingConfig)
+    otel: Annotated[
+        OtelConfig,
+        DefaultText("no traces"),
+        Field(description="Where every process sends its traces (OTLP). See below."),
+    ] = Field(default_factory=OtelConfig)
     services: Annotated[
         dict[str, ServiceSpec],
         Field(

@@ -1,6 +1,6 @@
 """A grpc.aio server with what every llama-mesh server has: authentication and the
-policy table (when asked), the error interceptor, RPC metrics, standard health checking, server
-reflection, and TLS (when asked)."""
+policy table (when asked), the error interceptor, RPC metrics, traces (when a tracer
+provider is in use), standard health checking, server reflection, and TLS (when asked)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from llama_mesh.rpc.auth_interceptor import Authenticator, AuthInterceptor
 from llama_mesh.rpc.error_interceptor import ErrorInterceptor
 from llama_mesh.rpc.metrics_interceptor import MetricsInterceptor
 from llama_mesh.rpc.tls import ServerTls
+from llama_mesh.telemetry import tracing
 
 MAX_MESSAGE_BYTES = 16 << 20
 OPTIONS = [
@@ -98,8 +99,12 @@ async def serve(
     clients retry elsewhere, instead of being cut off.
     """
     check_bind(host, security)
-    # Outermost: the metrics count the code the caller gets, a refusal included.
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    # Outermost: the caller's trace continues in a span around all the rest; the
+    # metrics count the code the caller gets, a refusal included.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        *tracing.server_interceptors(),
+        MetricsInterceptor(),
+    ]
     if security.authenticator is not None:
         interceptors.append(
             AuthInterceptor(

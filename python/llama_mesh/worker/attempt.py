@@ -62,7 +62,7 @@ from llama_mesh.jetstream.session_turn import (
     Superseded,
     WhileWaiting,
 )
-from llama_mesh.telemetry import metrics
+from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.telemetry.logs import log_scope
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, is_mesh_error
@@ -288,15 +288,16 @@ class Attempt:
         failpoint("attempt.began")
         waited = time.perf_counter()
         try:
-            held = await turns.take(
-                self.name,
-                self.number,
-                self.task.create_sequence,
-                child=bool(self.task.parent_task),
-                while_waiting=self.worker.while_waiting,
-                ttl=self.session_ttl,
-                meanwhile=self._record_running,
-            )
+            with tracing.span("session.turn"):
+                held = await turns.take(
+                    self.name,
+                    self.number,
+                    self.task.create_sequence,
+                    child=bool(self.task.parent_task),
+                    while_waiting=self.worker.while_waiting,
+                    ttl=self.session_ttl,
+                    meanwhile=self._record_running,
+                )
         except BaseException:
             await asyncio.shield(self._drop_running())
             raise
@@ -333,9 +334,10 @@ class Attempt:
                 current_task.reset(token)
             result = to_value(outcome.result, "the workflow's result")
             failpoint("attempt.ran")
-            earlier = await turns.commit(
-                self.name, self.number, held, outcome.context, json_format.MessageToDict(result)
-            )
+            with tracing.span("context.save"):
+                earlier = await turns.commit(
+                    self.name, self.number, held, outcome.context, json_format.MessageToDict(result)
+                )
             failpoint("attempt.committed")
             if earlier is not None:
                 return earlier  # another attempt of this task committed first: its outcome

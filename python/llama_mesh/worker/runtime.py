@@ -42,6 +42,7 @@ from llama_mesh.jetstream.session_turn import SessionTurns
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
+from llama_mesh.telemetry import tracing
 from llama_mesh.telemetry.metrics import serve_metrics
 from llama_mesh.v1 import (
     auth_pb2,
@@ -50,6 +51,7 @@ from llama_mesh.v1 import (
     service_pb2,
     service_pb2_grpc,
 )
+from llama_mesh.worker import task_spans
 from llama_mesh.worker.agent_runner import runner_for
 from llama_mesh.worker.attempt import Attempt, Worker, take
 from llama_mesh.worker.child_tasks import ChildCaller
@@ -71,11 +73,13 @@ class ServiceRuntime:
         workflow: Workflow | WorkflowRunner,
         config: ServiceConfig,
         control_plane: str,
+        *,
+        replica_id: str | None = None,
     ) -> None:
         self.runner = runner_for(workflow)
         self.config = config
         self.control_plane = control_plane
-        self.replica_id = new_id()
+        self.replica_id = replica_id or new_id()
         self.address = ""
         # http://HOST:PORT/metrics, when the replica serves metrics (config.metrics_port).
         self.metrics_url: str | None = None
@@ -107,15 +111,19 @@ class ServiceRuntime:
         nkeys_seed: str | None = None,
         credentials: Credentials | None = None,
         security: SecurityConfig = NO_AUTH,
+        replica_id: str | None = None,
     ) -> AsyncIterator[ServiceRuntime]:
         """Run the replica for the duration of the block; drain it on exit.
 
         `credentials` (the service's token, TLS to the control plane) default to the
         environment's (see llama_mesh.client.Credentials); `security` says how its
-        own Service API checks callers (against the mesh's API keys).
+        own Service API checks callers (against the mesh's API keys). `replica_id`
+        is new unless given (`serve` names it first, for its traces' resource).
         """
-        runtime = cls(workflow, config, control_plane)
+        runtime = cls(workflow, config, control_plane, replica_id=replica_id)
         creds = credentials or Credentials.from_env()
+        if tracing.enabled():
+            task_spans.install()  # the workflow's runs and steps as spans
         async with (
             creds.channel(control_plane, CHANNEL_OPTIONS) as channel,
             AsyncClient(control_plane, credentials=creds) as nested_client,
@@ -370,17 +378,18 @@ class ServiceRuntime:
             if assignment.HasField("session_ttl")
             else None
         )
-        attempt = await take(worker, msg, name, session_ttl)
-        if attempt is None:
-            return
-        # Registered before the attempt records RUNNING: a control plane that sees the
-        # task running and signals a cancel finds it here.
-        self._running[name.task_id] = attempt
-        try:
-            await attempt.run()
-        finally:
-            self._running.pop(name.task_id, None)
-            self.finished_count += 1
+        with task_spans.attempt_span(msg, envelope, self.config.name, self.replica_id):
+            attempt = await take(worker, msg, name, session_ttl)
+            if attempt is None:
+                return
+            # Registered before the attempt records RUNNING: a control plane that sees
+            # the task running and signals a cancel finds it here.
+            self._running[name.task_id] = attempt
+            try:
+                await attempt.run()
+            finally:
+                self._running.pop(name.task_id, None)
+                self.finished_count += 1
 
     async def _on_cancel(self, msg: Msg) -> None:
         """A cancel signal for some task: stop it if this replica runs it."""

@@ -1,0 +1,177 @@
+"""OpenTelemetry traces, in one process: the real SDK with an in-memory exporter.
+
+A task through the gateway (real HTTP) to a real control plane and replicas (LocalMesh)
+whose workflow calls another deployed service as a child task yields one trace, one
+tree: gateway -> control plane -> task.create -> (NATS) -> task.attempt -> workflow
+step -> child's task.create -> child's attempt. With tracing off nothing is recorded
+and the queued task carries no trace context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from llama_mesh.launch.local import LocalMesh
+from llama_mesh.telemetry import tracing
+from llama_mesh_gateway import GatewayServer
+from llama_mesh_gateway import tracing as gateway_tracing
+
+from mesh_workflows import InnerWorkflow, make_outer
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """Every span this process records while the test runs (mesh and gateway alike)."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    with tracing.use_provider(provider), gateway_tracing.use_provider(provider):
+        yield spans
+    provider.shutdown()
+
+
+@pytest.fixture
+def no_tracing() -> Iterator[InMemorySpanExporter]:
+    """An exporter nothing uses: tracing stays off (and must stay off)."""
+    assert not tracing.enabled() and not gateway_tracing.enabled()
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    yield spans
+    provider.shutdown()
+
+
+async def run_outer_through_gateway() -> tuple[str, list[str]]:
+    """Run `outer` (which calls `inner` as a child task) through the gateway; its
+    result and the trace context headers its queued assignments carried. Every
+    component has stopped (its spans ended) when this returns."""
+    async with (
+        LocalMesh({"inner": InnerWorkflow(), "outer": make_outer()}) as mesh,
+        GatewayServer(mesh.address, port=0) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+    ):
+        assert mesh.control_plane is not None
+        state = mesh.control_plane.state
+        # What the control plane queues for each service, headers included.
+        queued = await state.nc.subscribe(state.topology.task_subject("*"))
+        session = (await http.post("/v1/sessions", json={})).json()["name"]
+        resp = await http.post(
+            f"/v1/{session}/tasks:run", json={"task": {"service": "outer", "input": {"arg1": "x"}}}
+        )
+        assert resp.status_code == 200, resp.text
+        result = resp.json()["result"]
+        carried = []
+        for _ in ("outer", "inner"):
+            msg = await queued.next_msg(timeout=10)
+            carried.append((msg.headers or {}).get("traceparent", ""))
+        await queued.unsubscribe()
+    return result, carried
+
+
+def tree(spans: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
+    return {s.context.span_id: s for s in spans}
+
+
+def ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[str]:
+    """The names of `span`'s ancestors, nearest first (all must be in the trace)."""
+    names = []
+    while span.parent is not None:
+        span = by_id[span.parent.span_id]
+        names.append(span.name)
+    return names
+
+
+def only(spans: Sequence[ReadableSpan], name: str, **attributes: str) -> ReadableSpan:
+    found = [
+        s
+        for s in spans
+        if s.name == name
+        and all((s.attributes or {}).get(f"llama_mesh.{k}") == v for k, v in attributes.items())
+    ]
+    assert len(found) == 1, (name, attributes, [s.name for s in spans])
+    return found[0]
+
+
+@pytest.mark.timeout(90)
+async def test_one_task_through_the_gateway_is_one_tree(exporter: InMemorySpanExporter) -> None:
+    result, carried = await run_outer_through_gateway()
+    assert result == "x_result_result"
+    assert all(header.startswith("00-") for header in carried)
+
+    spans = exporter.get_finished_spans()
+    request = [s for s in spans if s.name == "POST /v1/{parent=sessions/*}/tasks:run"]
+    assert len(request) == 1
+    root = request[0]
+    assert root.kind is SpanKind.SERVER and root.parent is None
+    trace_id = root.context.trace_id
+    in_trace = [s for s in spans if s.context.trace_id == trace_id]
+    by_id = tree(in_trace)
+    # One tree: every span's parent is in the trace, and the request is the only root.
+    assert [s for s in in_trace if s.parent is None] == [root]
+    for span in in_trace:
+        assert span.parent is None or span.parent.span_id in by_id, span.name
+
+    outer_task = only(in_trace, "task.create", service="outer")
+    inner_task = only(in_trace, "task.create", service="inner")
+    outer_attempt = only(in_trace, "task.attempt", service="outer")
+    inner_attempt = only(in_trace, "task.attempt", service="inner")
+    outer_step = only(in_trace, "workflow.step run_step", workflow="OuterWorkflow")
+    inner_step = only(in_trace, "workflow.step run_step", workflow="InnerWorkflow")
+    run_task = "/llama_mesh.v1.ControlPlaneAPI/RunTask"
+    create_task = "/llama_mesh.v1.ControlPlaneAPI/CreateTask"
+
+    # gateway -> (gRPC) control plane -> task.create -> (NATS) -> the replica's attempt
+    assert ancestors(outer_task, by_id) == [run_task, run_task, root.name]
+    assert ancestors(outer_attempt, by_id) == ["task.create", run_task, run_task, root.name]
+    assert outer_attempt.kind is SpanKind.CONSUMER
+    assert (outer_attempt.attributes or {})["llama_mesh.replica"]
+    # ... -> the workflow's step -> the child task, created from inside the step
+    step_path = ancestors(outer_step, by_id)
+    assert step_path[: step_path.index("task.attempt") + 1] == [
+        "workflow.run OuterWorkflow",
+        "task.attempt",
+    ]
+    assert ancestors(inner_task, by_id)[:3] == [create_task, create_task, outer_step.name]
+    assert outer_step.context.span_id in {
+        s.parent.span_id for s in in_trace if s.name == create_task and s.parent
+    }
+    assert ancestors(inner_attempt, by_id)[0] == "task.create"
+    assert inner_attempt.parent is not None
+    assert inner_attempt.parent.span_id == inner_task.context.span_id
+    assert "task.attempt" in ancestors(inner_step, by_id)
+    # The attempt's phases: queued (a sibling), its session turn, the Context saved.
+    names_under_attempt = {
+        s.name
+        for s in in_trace
+        if s.parent is not None and s.parent.span_id == outer_attempt.context.span_id
+    }
+    assert {"session.turn", "context.save"} <= names_under_attempt
+    queued = only(in_trace, "task.queued", service="outer")
+    assert queued.parent is not None
+    assert queued.parent.span_id == outer_task.context.span_id
+
+
+@pytest.mark.timeout(90)
+async def test_nothing_is_traced_when_tracing_is_off(no_tracing: InMemorySpanExporter) -> None:
+    result, carried = await run_outer_through_gateway()
+    assert result == "x_result_result"
+    assert carried == ["", ""]  # the queued tasks carry no trace context
+    assert no_tracing.get_finished_spans() == ()
+    assert tracing.server_interceptors() == [] and tracing.client_interceptors() == []
+
+
+def test_the_otel_variables_decide_whether_a_process_exports() -> None:
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+    assert not tracing.configured({})
+    assert tracing.configured(endpoint)
+    assert not tracing.configured({**endpoint, "OTEL_SDK_DISABLED": "true"})
+    assert not tracing.configured({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
+    assert tracing.configure_tracing("control-plane", environ={}) is None
+    assert gateway_tracing.configure_tracing({}) is None
