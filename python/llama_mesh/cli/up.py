@@ -3,6 +3,7 @@
 llama-mesh check examples/quickstart/deployment.yaml   # validate, import workflows
 llama-mesh up examples/quickstart/deployment.yaml      # run it until Ctrl-C
 cd examples/quickstart && llama-mesh up                # ./llama-mesh.yaml or ./deployment.yaml
+llama-mesh up --watch                                  # restart what changes as you edit
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def up(
             "level in logging.components still wins)."
         ),
     ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            help="Restart a service's replicas when its source changes (its Python files, "
+            "its section of the deployment file); they drain first."
+        ),
+    ] = False,
 ) -> None:
     """Start a whole deployment: NATS, control plane, services, gateway. Ctrl-C stops it."""
     from llama_mesh.launch.deployment import DeploymentError, check_ports_free
@@ -109,6 +117,7 @@ def up(
             out,
             json_output=output is Output.json,
             restarts=restarts,
+            watch=watch,
         )
     )
     raise typer.Exit(code)

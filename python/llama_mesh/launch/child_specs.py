@@ -198,7 +198,8 @@ def service_specs(
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **spec.env, **_component_env(d, token_file), **d.otel.environment(name)}
-    return _replicas(control_plane, name, argv, env, spec.replicas)
+    fixed_port = bool(spec.port) or bool(spec.metrics_port)
+    return _replicas(control_plane, name, argv, env, spec.replicas, overlap=not fixed_port)
 
 
 def orchestrator_specs(
@@ -264,12 +265,20 @@ def _built_in_specs(
 
 
 def _replicas(
-    control_plane: str, name: str, argv: list[str], env: dict[str, str], count: int
+    control_plane: str,
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    count: int,
+    *,
+    overlap: bool = True,
 ) -> list[ChildSpec]:
     leave = _deregister(control_plane, name, env)
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
-        ChildSpec(f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0, on_exit=leave)
+        ChildSpec(
+            f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0, on_exit=leave, overlap=overlap
+        )
         for i in range(count)
     ]
 

@@ -89,7 +89,8 @@ class ChildSpec:
     child that cannot be kept running stops the whole deployment. A ``stop_first``
     child stops before the others of its stage (the gateway before the services it
     fronts). ``on_exit`` runs after the child died, before it is restarted (e.g. to
-    deregister a dead replica).
+    deregister a dead replica). ``overlap``: replace() may start its fresh process
+    before the old one stops (not with a fixed port).
     """
 
     name: str
@@ -101,6 +102,7 @@ class ChildSpec:
     stop_first: bool = False
     start: Starter | None = None
     on_exit: Callable[[Child], Awaitable[None]] | None = None
+    overlap: bool = True
 
 
 @dataclass
@@ -145,7 +147,9 @@ class Supervisor:
         self.on_stderr = on_stderr
         self.ready_timeout = ready_timeout
         self.stages: list[list[Child]] = []
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._watchers: dict[str, asyncio.Task[None]] = {}  # by child name
+        # Stopping the old processes of replaced children (they drain): replace().
+        self._retiring: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.failed = asyncio.Event()
         self.failure = ""
@@ -175,9 +179,60 @@ class Supervisor:
             raise ChildError("; ".join(str(err) for err in errors))
         self.stages.append(started)
         for child in started:
-            watcher = asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
-            self._watchers.add(watcher)
+            self._watch_child(child)
         return started
+
+    def _watch_child(self, child: Child) -> None:
+        self._watchers[child.name] = asyncio.create_task(
+            self._watch(child), name=f"watch-{child.name}"
+        )
+
+    def child(self, name: str) -> Child | None:
+        """The running child of that name (`echo/2`), if any."""
+        return next((c for stage in self.stages for c in stage if c.name == name), None)
+
+    async def replace(self, child: Child, spec: ChildSpec | None = None) -> int:
+        """Run `child` again, from `spec` if given (its ChildSpec may have changed);
+        return the pid of the process it replaced once the fresh one is ready.
+
+        The fresh process starts first; once it is ready the old one is told to stop
+        (a replica drains: its running tasks finish, or are handed back after its
+        drain timeout; stop() waits for it). A fresh process that cannot start
+        (ChildError) leaves the old one serving. A spec with ``overlap=False`` (a fixed
+        port) has the old process stopped first instead: the child stays down if the
+        fresh one cannot start.
+        """
+        spec = spec or child.spec
+        watcher = self._watchers.pop(child.name, None)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        old = Child(child.spec, child.process, child.ready, _stdout=child._stdout)
+        old._stderr = child._stderr
+        if not spec.overlap:
+            await self._terminate(old)
+        try:
+            fresh = await self._launch(spec, spec.argv, None)
+        except ChildError:
+            if spec.overlap:
+                self._watch_child(child)  # the old process still serves
+            raise
+        child.spec, child.process, child.ready = spec, fresh.process, fresh.ready
+        child._stdout, child._stderr = fresh._stdout, fresh._stderr
+        self._watch_child(child)
+        if old.process.returncode is None:
+            retiring = asyncio.create_task(self._retire(old), name=f"retire-{old.pid}")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+        return old.pid
+
+    async def _retire(self, old: Child) -> None:
+        await self._terminate(old)
+        if old.spec.on_exit is not None:
+            try:
+                await old.spec.on_exit(old)
+            except Exception as err:  # the replica may have left the registry itself
+                logger.warning("%s: after its old process stopped: %r", old.name, err)
 
     async def _launch(
         self, spec: ChildSpec, argv: list[str], first_ready: dict[str, Any] | None
@@ -288,10 +343,11 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop every child, the last stage first; each stage's children together."""
         self._stopping = True
-        for watcher in self._watchers:
+        for watcher in self._watchers.values():
             watcher.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
         self._watchers.clear()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for stage in reversed(self.stages):
             for first in (True, False):
                 await asyncio.gather(

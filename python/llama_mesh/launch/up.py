@@ -50,9 +50,11 @@ from llama_mesh.launch.nats_users import NatsUsers
 from llama_mesh.launch.supervisor import (
     Child,
     ChildError,
+    ChildSpec,
     Supervisor,
     until_signalled,
 )
+from llama_mesh.launch.watch import Respec, SourceWatch
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +91,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     pids[cp.name] = cp.pid
     control_plane = _connectable(str(cp.ready["address"]))
     services: dict[str, list[dict[str, Any]]] = {}
-    specs = [
-        s
-        for n, spec in d.services.items()
-        for s in service_specs(d, n, spec, control_plane, keys, users)
-    ]
-    specs += agents_specs(d, control_plane, keys, users)
-    specs += orchestrator_specs(d, control_plane, keys, users)
+    specs = replica_specs(d, control_plane, keys, users)
     # The gateway needs only the control plane: it starts beside the services.
     gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}
@@ -131,6 +127,38 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         "pids": pids,
         "admin_token_file": str(keys.admin_token_file) if keys is not None else None,
     }
+
+
+def replica_specs(
+    d: Deployment,
+    control_plane: str,
+    keys: DeploymentKeys | None,
+    users: NatsUsers | None,
+) -> list[ChildSpec]:
+    """Every replica of every service `up` runs."""
+    specs = [
+        s
+        for n, spec in d.services.items()
+        for s in service_specs(d, n, spec, control_plane, keys, users)
+    ]
+    specs += agents_specs(d, control_plane, keys, users)
+    specs += orchestrator_specs(d, control_plane, keys, users)
+    return specs
+
+
+def _respec(summary: dict[str, Any]) -> Respec:
+    """The replicas of a changed deployment file (`--watch`), reaching the control plane
+    `up` started with the keys and NATS users start_children made (a file whose
+    security or services changed needs a new `up`: watch.file_changes)."""
+
+    def respec(d: Deployment) -> dict[str, ChildSpec]:
+        auth = d.state_path / "auth"
+        keys = DeploymentKeys(auth) if d.security.auth else None
+        users = NatsUsers(auth / "nats") if d.nats.embedded and d.security.auth else None
+        specs = replica_specs(d, str(summary["control_plane"]), keys, users)
+        return {spec.name: spec for spec in specs}
+
+    return respec
 
 
 def _replica(child: Child) -> dict[str, Any]:
@@ -182,8 +210,10 @@ async def run_deployment(
     *,
     json_output: bool = False,
     restarts: RestartConfig | None = None,
+    watch: bool = False,
 ) -> int:
-    """Run the deployment until SIGINT/SIGTERM; the exit code of `llama-mesh up`."""
+    """Run the deployment until SIGINT/SIGTERM; the exit code of `llama-mesh up`. With
+    `watch`, restart the services whose source changes (launch/watch.py)."""
     errors = Console(stderr=True, soft_wrap=True)
     restarts = restarts or d.restarts
 
@@ -205,6 +235,18 @@ async def run_deployment(
         }
         errors.print(f"[bold yellow]llama-mesh up:[/] {escape(messages[kind]())}", highlight=False)
 
+    def announce(kind: str, fields: dict[str, Any]) -> None:
+        """What --watch did (or could not do): a JSON event, or a line on stderr."""
+        if kind == "reloaded":
+            _reloaded(summary, fields)
+            _write_run_file(run_file, summary)
+        if json_output:
+            print(json.dumps({"event": kind, **fields}), flush=True)
+        colour = "bold red" if kind == "reload_failed" else "bold yellow"
+        errors.print(f"[{colour}]llama-mesh up:[/] {escape(fields['message'])}", highlight=False)
+
+    summary: dict[str, Any] = {}
+    run_file = d.run_file
     logs = LogCollector(
         d.log_file,
         show=d.logging.format,
@@ -213,9 +255,10 @@ async def run_deployment(
     )
     supervisor = Supervisor(report=report, restarts=restarts, on_stderr=logs.add)
     async with logs.serving(log_socket(d.state_path)):
-        run_file = d.run_file
         startup = asyncio.create_task(start_children(d, supervisor))
         stopper = asyncio.create_task(_until_stopped(supervisor))
+        watching: asyncio.Task[None] | None = None
+        stop_watching = asyncio.Event()
         code = 0
         try:
             done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -225,7 +268,7 @@ async def run_deployment(
                     await startup
                 return 1 if stopper.result() else 0
             try:
-                summary = startup.result()
+                summary.update(startup.result())
             except ChildError as err:
                 errors.print(
                     f"[bold red]llama-mesh up: cannot start {d.name!r}:[/] {escape(str(err))}"
@@ -233,6 +276,8 @@ async def run_deployment(
                 return 1
             summary["logs"] = {"file": str(d.log_file), "socket": str(log_socket(d.state_path))}
             await asyncio.to_thread(_write_run_file, run_file, summary)
+            if watch:
+                watching = await _start_watch(d, supervisor, summary, announce, stop_watching)
             if json_output:
                 print(json.dumps(summary), flush=True)
             else:
@@ -247,11 +292,45 @@ async def run_deployment(
                 stopper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stopper
+            if watching is not None:
+                stop_watching.set()  # ends the watch thread; cancel ends a restart
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             await supervisor.stop()
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(run_file.unlink)
             if not json_output:
                 errors.print(f"llama-mesh up: {d.name!r} stopped", highlight=False)
+
+
+async def _start_watch(
+    d: Deployment,
+    supervisor: Supervisor,
+    summary: dict[str, Any],
+    announce: Callable[[str, dict[str, Any]], None],
+    stop: asyncio.Event,
+) -> asyncio.Task[None]:
+    """The --watch task, once its directories are watched (a file saved after `up`
+    says it is ready restarts what it changes)."""
+    source_watch = SourceWatch(d, supervisor, _respec(summary), announce)
+    started = asyncio.Event()
+    watching = asyncio.create_task(source_watch.run(stop, started), name="watch-sources")
+    started_or_failed = asyncio.create_task(started.wait())
+    await asyncio.wait({watching, started_or_failed}, return_when=asyncio.FIRST_COMPLETED)
+    started_or_failed.cancel()
+    if watching.done():
+        watching.result()  # why it could not watch
+    summary["watching"] = [str(path) for path in source_watch.roots]
+    return watching
+
+
+def _reloaded(summary: dict[str, Any], fields: dict[str, Any]) -> None:
+    """The run file's record of a replica that --watch restarted."""
+    summary["pids"][fields["child"]] = fields["pid"]
+    for replica in summary["services"].get(fields["service"], []):
+        if replica["pid"] == fields["old_pid"]:
+            replica.update(pid=fields["pid"], replica_id=fields["replica_id"])
 
 
 def _write_run_file(path: Path, summary: dict[str, Any]) -> None:

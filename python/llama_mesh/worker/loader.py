@@ -33,6 +33,13 @@ def load_object(reference: str, path: str | Path | None = None, what: str = "wor
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise WorkflowLoadError(f"cannot import module {module_name!r}: {err}") from err
+    except SyntaxError as err:
+        # Where, as editors and compilers say it (file:line: what), and the line itself.
+        where = f"{err.filename}:{err.lineno}: " if err.filename else ""
+        line = f"\n    {err.text.rstrip()}" if err.text else ""
+        raise WorkflowLoadError(
+            f"cannot import module {module_name!r}: {where}{err.msg}{line}"
+        ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:
