@@ -157,17 +157,18 @@ class AgentRunner(WorkflowRunner):
             ).model_dump(mode="json")
         )
 
-    async def snapshot(self, handler: WorkflowHandler) -> dict[str, Any]:
+    async def conversation(self, handler: WorkflowHandler) -> list[dict[str, Any]]:
+        """The run's chat memory, as message JSON."""
         memory = await handler.ctx.store.get("memory", default=None)
         history = await memory.aget_all() if isinstance(memory, BaseMemory) else []
+        return [m.model_dump(mode="json") for m in history]
+
+    async def snapshot(self, handler: WorkflowHandler) -> dict[str, Any]:
         with warnings.catch_warnings():
             # llama-index skips the memory (it says so): it is saved just below.
             warnings.simplefilter("ignore", UnserializableKeyWarning)
             context = handler.ctx.to_dict(serializer=self._serializer)
-        return {
-            "workflow": context,
-            "chat_history": [m.model_dump(mode="json") for m in history],
-        }
+        return {"workflow": context, "chat_history": await self.conversation(handler)}
 
 
 def runner_for(workflow: Workflow | WorkflowRunner) -> WorkflowRunner:

@@ -197,8 +197,9 @@ class _TurnRunner(AgentRunner):
         return result
 
     async def snapshot(self, handler: WorkflowHandler) -> dict[str, Any]:
-        saved = await super().snapshot(handler)
-        return {"chat_history": saved["chat_history"]}
+        # Only the conversation: serializing the Context too (its events hold the whole
+        # history) made each turn of a long session cost more than the one before.
+        return {"chat_history": await self.conversation(handler)}
 
 
 class ConfiguredAgentRunner(AgentRunner):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -147,8 +148,16 @@ class WorkflowRunner:
 
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
-        self._serializer = self.serializer()
-        self._events = _event_classes(workflow)
+
+    # Both walk the workflow's steps (inspect.getmembers on the instance): computed when
+    # first needed, not for a runner made per run (the built-in agent service's).
+    @functools.cached_property
+    def _serializer(self) -> JsonSerializer:
+        return self.serializer()
+
+    @functools.cached_property
+    def _events(self) -> dict[str, type[Event]]:
+        return _event_classes(self.workflow)
 
     def serializer(self) -> JsonSerializer:
         """How the session's Context is written and read back: with an allow-list, so
