@@ -12,6 +12,9 @@ Two legs, each on its own embedded nats-server (temporary data directory):
   measure something else. At each size: p50/p95 of ListTasks over all sessions (first
   page and a page deep in the history), of one session, of the inbox
   (WAITING_FOR_INPUT), and of ListSessions. Flat means the page costs the same.
+- **sessions**: ListSessions with 1k, 10k and 100k sessions, created the way
+  CreateSession creates them (in-process, 64 at a time); p50/p95 of the first page
+  (50) for everyone and for a caller confined to a namespace that holds 10 of them.
 - **retention**: 100k echo tasks through a real mesh (control plane and one replica,
   c=64), with finished tasks kept 10 s and idle sessions 20 s. At 10k, 50k and 100k
   tasks: the JetStream store's size (bytes on disk, what the server accounts) and
@@ -38,9 +41,12 @@ from google.protobuf import struct_pb2
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import RetentionConfig, ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core import proto_time
+from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.rpc.identity import Identity, set_caller
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.runtime import ServiceRuntime
@@ -85,6 +91,9 @@ async def _seed(js: Any, topology: Topology, start: int, count: int) -> None:
         if i % TASKS_PER_SESSION == 0:
             session = resources_pb2.Session(name=f"sessions/{session_id}")
             session.create_time.CopyFrom(stamp)
+            # Its entry in the session index first, as CreateSession writes it.
+            entry = json.dumps({"s": session_id, "e": 0}, separators=(",", ":")).encode()
+            pending.append(await js.publish_async(topology.session_subject(""), entry))
             pending.append(
                 await js.publish_async(
                     f"$KV.{topology.bucket('sessions')}.{session_id}", session.SerializeToString()
@@ -174,6 +183,52 @@ async def list_leg(sizes: list[int], runs: int) -> list[dict[str, Any]]:
     return results
 
 
+async def _create_sessions(sessions: Sessions, start: int, count: int) -> None:
+    async def create(i: int) -> None:
+        request = cp.CreateSessionRequest(session_id=f"b{i:07d}")
+        await sessions.create_session(request)
+
+    for first in range(start, start + count, 64):
+        await asyncio.gather(*(create(i) for i in range(first, min(first + 64, start + count))))
+
+
+async def sessions_leg(sizes: list[int], runs: int) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        async with (
+            EmbeddedNats.start(Path(tmp) / "nats") as server,
+            MeshState.connect([server.url]) as state,
+        ):
+            sessions = Sessions(state, RetentionConfig())
+            team = Identity.of("bench team", ["client"], "bench-team")
+            token = set_caller(team)
+            for i in range(10):
+                await sessions.create_session(cp.CreateSessionRequest(session_id=f"team{i}"))
+            token.var.reset(token)
+            created = 0
+            first_page = cp.ListSessionsRequest(page_size=50)
+            for size in sizes:
+                started = time.perf_counter()
+                await _create_sessions(sessions, created, size - created)
+                created = size
+                seeding = time.perf_counter() - started
+                everyone, page = await _timed(sessions.list_sessions, first_page, runs)
+                assert len(page.sessions) == 50
+                token = set_caller(team)
+                confined, page = await _timed(sessions.list_sessions, first_page, runs)
+                token.var.reset(token)
+                row = {
+                    "sessions": size,
+                    "seed_s": round(seeding, 1),
+                    "list_sessions_first_page": everyone,
+                    "list_sessions_one_namespace": confined,
+                    "one_namespace_listed": len(page.sessions),
+                }
+                print(json.dumps(row), flush=True)
+                results.append(row)
+    return results
+
+
 def _store_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -232,9 +287,15 @@ async def retention_leg(checkpoints: list[int], concurrency: int) -> list[dict[s
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000]
     checkpoints = [2_000, 4_000] if args.quick else [10_000, 50_000, 100_000]
+    session_sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out["list"] = await list_leg(sizes, runs=20 if args.quick else 50)
-    out["retention"] = await retention_leg(checkpoints, concurrency=64)
+    legs = args.legs.split(",")
+    if "list" in legs:
+        out["list"] = await list_leg(sizes, runs=20 if args.quick else 50)
+    if "sessions" in legs:
+        out["sessions"] = await sessions_leg(session_sizes, runs=20 if args.quick else 50)
+    if "retention" in legs:
+        out["retention"] = await retention_leg(checkpoints, concurrency=64)
     return out
 
 
@@ -242,6 +303,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "store.json")
+    parser.add_argument(
+        "--legs", default="list,sessions,retention", help="which legs, comma-separated"
+    )
     args = parser.parse_args()
     out = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)

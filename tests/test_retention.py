@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import nats as nats_py
 import pytest
-from nats.js.kv import KV_PURGE
 
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import RetentionConfig, ServiceConfig
@@ -22,20 +20,8 @@ from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.runtime import ServiceRuntime
 
+from kv_markers import expired
 from mesh_workflows import CounterWorkflow, EchoWorkflow
-
-
-async def _expired(url: str, bucket: str, key: str) -> None:
-    """Return once the record `key` of `bucket` expires (its marker: no polling)."""
-    nc = await nats_py.connect(url)
-    try:
-        kv = await nc.jetstream().key_value(bucket)
-        watcher = await kv.watch(key)
-        async for entry in watcher:
-            if entry is not None and entry.operation == KV_PURGE:
-                return
-    finally:
-        await nc.close()
 
 
 @pytest.mark.timeout(60)
@@ -56,7 +42,7 @@ async def test_finished_tasks_and_idle_sessions_expire(nats: EmbeddedNats) -> No
         assert task.expire_time.ToNanoseconds() - task.end_time.ToNanoseconds() == 10**9
         name = TaskName.parse(task.name)
 
-        await _expired(nats.url, "mesh_tasks", f"{name.session_id}.{name.task_id}")
+        await expired(nats.url, "mesh_tasks", f"{name.session_id}.{name.task_id}")
         with pytest.raises(NotFoundError):
             await client.get_task(task.name)
         assert await session.list_tasks() == []
@@ -67,11 +53,11 @@ async def test_finished_tasks_and_idle_sessions_expire(nats: EmbeddedNats) -> No
         assert not events.state.subjects  # its events went with it
 
         # No task for its ttl: the session goes, with its saved workflow state.
-        await _expired(nats.url, "mesh_sessions", name.session_id)
+        await expired(nats.url, "mesh_sessions", name.session_id)
         with pytest.raises(NotFoundError):
             await client.get_session(session.name)
         # Its saved workflow state expires as idle as the session (kept as long).
-        await _expired(nats.url, "mesh_session_state", f"{name.session_id}.counter")
+        await expired(nats.url, "mesh_session_state", f"{name.session_id}.counter")
 
 
 async def test_the_deployment_gives_the_defaults(nats: EmbeddedNats) -> None:

@@ -18,11 +18,15 @@ from llama_mesh.core.errors import (
     TaskFailedError,
     TaskResourceExhaustedError,
 )
+from llama_mesh.core.proto_time import duration
 from llama_mesh.core.status import error_type, status_code
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.testing import Pause, Reply, ScriptedModel, ToolCall, Usage
+from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
+
+from kv_markers import expired
 
 
 async def test_tool_calls_and_results_show_on_the_stream(
@@ -180,6 +184,27 @@ async def test_usage_is_charged_to_the_session_and_its_budget_enforced(
     assert len(model.requests) == 3  # the third run never reached the model
     assert (after.session.usage.total_tokens, after.session.usage.llm_calls) == (65, 2)
     assert after.session.usage.models["scripted"].prompt_tokens == 45
+
+
+@pytest.mark.timeout(60)
+async def test_the_usage_of_a_session_expires_with_it(
+    nats: EmbeddedNats, model: ScriptedModel, model_url: str
+) -> None:
+    model.script(Reply("a", usage=Usage(20, 10)))
+    async with LocalMesh({"assistant": assistant(model_url)}, nats_url=nats.url) as mesh:
+        created = await mesh.client.call(
+            mesh.client.stub.CreateSession,
+            cp.CreateSessionRequest(session=resources_pb2.Session(ttl=duration(4))),
+        )
+        session = await mesh.client.get_session(created.session.name)
+        await session.run("assistant", user_msg="first")
+        usage = mesh.control_plane.state.usage  # type: ignore[union-attr]
+        assert (await usage.get(session.id, session.name)).total_tokens == 30
+        # Idle for its TTL: the session goes, and the count of its tokens with it
+        # (before, the count stayed for good).
+        await expired(nats.url, "mesh_sessions", session.id)
+        await expired(nats.url, "mesh_usage", session.id)
+        assert await usage.find(session.id) is None
 
 
 async def test_bad_input_is_refused(nats: EmbeddedNats, model_url: str) -> None:

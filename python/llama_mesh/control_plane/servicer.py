@@ -29,6 +29,7 @@ from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.control_plane.waiters import FinalEventWaiters
+from llama_mesh.jetstream import session_index
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc
@@ -48,7 +49,9 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         self.tasks = Tasks(state, self.registry, self.waiters, self.shutting_down, self.sessions)
 
     async def start(self) -> None:
-        """Listen for the last event of every task and watch the service registry."""
+        """Index the sessions of an earlier version (once), listen for the last event of
+        every task and watch the service registry."""
+        await session_index.backfill(self.state.js, self.state.topology)
         await self.waiters.start()
         await self.registry.start()
 

@@ -15,6 +15,7 @@ import time
 from typing import Literal
 
 from llama_mesh.config.retention import DAY, MAX_TTL, RetentionConfig
+from llama_mesh.control_plane import session_listing
 from llama_mesh.control_plane.namespaces import require_visible, visible
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.core import proto_time
@@ -33,7 +34,7 @@ from llama_mesh.core.names import (
     parse_session_name,
     session_name,
 )
-from llama_mesh.core.paging import decode_page_token, encode_page_token, fitting, page_size
+from llama_mesh.jetstream import session_index
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.kv_listing import KvListing
 from llama_mesh.rpc.identity import caller
@@ -56,16 +57,6 @@ def _ttl(
             f"session.{field} must be from 1 second to {MAX_TTL / DAY:g} days (got {ttl:g} s)"
         )
     return ttl
-
-
-def _revision(token: str) -> int:
-    """The bucket revision a ListSessions page token continues after."""
-    after = decode_page_token(token)
-    if after and (not after.startswith("r") or not after[1:].isdigit()):
-        raise InvalidArgumentError(
-            "page_token is not valid: pass the next_page_token of the previous page"
-        )
-    return int(after[1:]) if after else 0
 
 
 class Sessions:
@@ -96,9 +87,11 @@ class Sessions:
         session.create_time.CopyFrom(stamp)
         session.update_time.CopyFrom(stamp)
         session.expire_time.CopyFrom(proto_time.timestamp(time.time() + ttl))
+        indexed = await session_index.add(self.state.js, self.state.topology, session, ttl)
         if await self.state.sessions.create(session_id, session, ttl=ttl) is not None:
             logger.info("session %s created", session.name)
             return cp.CreateSessionResponse(session=session, created=True)
+        await session_index.remove(self.state.js, self.state.topology, indexed)
         existing = await self.state.sessions.get(session_id, session.name)
         if not visible(existing):
             # Another namespace has it; say no more than that the id is taken.
@@ -142,34 +135,29 @@ class Sessions:
             return session
         renewed = resources_pb2.Session()
         renewed.CopyFrom(session)
+        renewed.expire_time.CopyFrom(proto_time.timestamp(time.time() + ttl))
 
         def renew(current: resources_pb2.Session) -> None:
             current.ttl.CopyFrom(renewed.ttl)
             current.task_ttl.CopyFrom(renewed.task_ttl)
-            current.expire_time.CopyFrom(proto_time.timestamp(time.time() + ttl))
+            current.expire_time.CopyFrom(renewed.expire_time)
 
-        with contextlib.suppress(NotFoundError):  # expired meanwhile: the task still runs
+        indexed = await session_index.add(self.state.js, self.state.topology, renewed, ttl)
+        try:
             session, _ = await self.state.sessions.mutate_from(
                 session_id, name, renew, found, ttl=lambda _: ttl
             )
+        except NotFoundError:  # expired meanwhile: the task still runs
+            await session_index.remove(self.state.js, self.state.topology, indexed)
+            return session
+        # The tokens its tasks used expire with it (a second later, as the worker's
+        # token_ledger keeps them).
+        with contextlib.suppress(NotFoundError):
+            await self.state.usage.mutate(session_id, name, lambda _: None, ttl=lambda _: ttl + 1)
         return session
 
     async def list_sessions(self, request: cp.ListSessionsRequest) -> cp.ListSessionsResponse:
-        size = page_size(request.page_size)
-        after = _revision(request.page_token)
-        listing = KvListing(self.state.js, self.state.topology.bucket("sessions"))
-        found, last = await listing.page_after(after, size, scan=size * 4)
-        # A confined caller's page leaves other namespaces out: it may hold fewer than
-        # page_size (even none) and still go on, as a listing with filters does.
-        read = [(resources_pb2.Session.FromString(value), rev) for _, value, rev in found]
-        seen = [(s, rev) for s, rev in read if visible(s)]
-        sessions = [s for s, _ in seen]
-        keep = fitting([s.ByteSize() for s in sessions])
-        if keep < len(sessions):  # cut by bytes: continue after the last one kept
-            last, sessions = seen[keep - 1][1], sessions[:keep]
-        sessions = [await self._with_usage(parse_session_name(s.name), s) for s in sessions]
-        token = encode_page_token(f"r{last}") if last else ""
-        return cp.ListSessionsResponse(sessions=sessions, next_page_token=token)
+        return await session_listing.list_sessions(self.state, request)
 
     async def delete_session(self, request: cp.DeleteSessionRequest) -> cp.DeleteSessionResponse:
         session_id = parse_session_name(request.name)

@@ -25,6 +25,7 @@ from llama_mesh.core.errors import NotFoundError
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.kv_listing import KvListing
 from llama_mesh.jetstream.kv_ttl import msg_ttl, update_with_ttl
+from llama_mesh.jetstream.topology import EXPIRY_MARKER_TTL
 
 M = TypeVar("M", bound=Message)
 
@@ -102,8 +103,10 @@ class ProtoBucket(Generic[M]):
             return await self.kv.put(key, message.SerializeToString())
 
     async def delete(self, key: str) -> None:
+        """Delete the record. What marks it deleted (for watchers) expires too: a
+        bucket keeps nothing of what was deleted."""
         with store_errors(f"deleting {self._what} {key!r}"):
-            await self.kv.delete(key)
+            await self.kv.purge(key, msg_ttl=EXPIRY_MARKER_TTL)
 
     async def mutate(
         self,

@@ -5,6 +5,9 @@ sequence on, each saying how many more match after it, then an end marker.
 
     found = await direct_batch(nc, "MESH_CREATED", subject="mesh.created.s1", start=1, batch=50)
 
+With no subject it reads every message from the sequence on: on a stream of many
+subjects that keeps the server from matching a filter against each of them.
+
 nats-py asks for one message per request only; a listing page would be a round trip
 per task.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -23,26 +27,27 @@ from llama_mesh.core.errors import UnavailableError
 
 @dataclass(frozen=True)
 class Stored:
-    """A stored message: its sequence, subject, data, and how many messages on the
-    requested subject come after it."""
+    """A stored message: its sequence, subject, data, how many messages on the
+    requested subject come after it, and when it was stored (epoch seconds)."""
 
     seq: int
     subject: str
     data: bytes
     pending: int
+    stored_at: float = 0.0
 
 
 async def direct_batch(
     nc: NatsClient,
     stream: str,
     *,
-    subject: str,
+    subject: str | None,
     start: int,
     batch: int,
     timeout: float = 10.0,
 ) -> list[Stored]:
-    """Up to `batch` messages on `subject` (wildcards allowed) from sequence `start`
-    on, in order; [] if there are none."""
+    """Up to `batch` messages on `subject` (wildcards allowed; None: any) from
+    sequence `start` on, in order; [] if there are none."""
     if batch < 1:
         return []
     inbox = nc.new_inbox()
@@ -70,12 +75,15 @@ async def direct_batch(
                 subject=headers["Nats-Subject"],
                 data=msg.data,
                 pending=int(headers.get("Nats-Num-Pending", "0")),
+                stored_at=_epoch(headers.get("Nats-Time-Stamp", "")),
             )
         )
 
     sub = await nc.subscribe(inbox, cb=on_reply)
     try:
-        request = {"seq": max(start, 1), "next_by_subj": subject, "batch": batch}
+        request: dict[str, object] = {"seq": max(start, 1), "batch": batch}
+        if subject is not None:
+            request["next_by_subj"] = subject
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
         async with asyncio.timeout(timeout):
             await done
@@ -84,6 +92,14 @@ async def direct_batch(
     finally:
         await sub.unsubscribe()
     return found
+
+
+def _epoch(stamp: str) -> float:
+    """Epoch seconds of the server's RFC 3339 time stamp (0.0 if there is none)."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return 0.0
 
 
 async def count_from(nc: NatsClient, stream: str, subject: str, start: int) -> tuple[int, int]:

@@ -78,35 +78,3 @@ class KvListing:
     async def keys(self, pattern: str) -> list[str]:
         """The live keys matching the subject-style `pattern`."""
         return [key for key, _ in await self.values(pattern, headers_only=True)]
-
-    async def page_after(
-        self, after: int, want: int, *, scan: int, timeout: float = 30.0
-    ) -> tuple[list[tuple[str, bytes, int]], int]:
-        """Up to `want` live records (key, value, revision) written after revision
-        `after`, in the order they were last written, and the revision to continue
-        after (0 at the end).
-
-        The bucket's stream holds one message per live key (its last revision) and
-        one per deletion: a page reads its own records and the deletions among them,
-        at most `scan` messages, however large the bucket.
-        """
-        found: list[tuple[str, bytes, int]] = []
-        last = 0
-        async with messages_so_far(
-            self.js,
-            f"{self.prefix}>",
-            stream=self.stream,
-            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-            config=js_api.ConsumerConfig(opt_start_seq=after + 1),
-            timeout=timeout,
-        ) as messages:
-            async for msg in messages:
-                last = msg.metadata.sequence.stream
-                if not is_deletion(msg):
-                    found.append((msg.subject[len(self.prefix) :], msg.data, last))
-                if msg.metadata.num_pending == 0:
-                    return found, 0
-                scan -= 1
-                if len(found) >= want or scan <= 0:
-                    return found, last
-        return found, last

@@ -14,6 +14,8 @@ process at start-up.
     {p}.dead.{service}           {P}_DEAD      tasks that failed for good
     {p}.created.{session}        {P}_CREATED   one message per task created: the creation
                                                order (task_index.py)
+    {p}.sessions.{namespace}     {P}_SESSIONS  one message per session created or renewed:
+                                               what ListSessions reads (session_index.py)
     {p}.cancel.{task_id}         (core NATS)   cancel signal to the replica running it
 
     bucket                       key
@@ -113,6 +115,14 @@ class Topology:
     def created_all(self) -> str:
         return f"{self.prefix}.created.>"
 
+    @property
+    def session_stream(self) -> str:
+        return f"{self.prefix.upper()}_SESSIONS"
+
+    def session_subject(self, namespace: str) -> str:
+        """The session index's subject of a namespace ("": sessions of none)."""
+        return f"{self.prefix}.sessions.{namespace or '_'}"
+
     def task_subject(self, service_id: str) -> str:
         return f"{self.prefix}.tasks.{service_id}"
 
@@ -197,6 +207,17 @@ class Topology:
                 duplicate_window=DUPLICATE_WINDOW,
             ),
             api.StreamConfig(
+                name=self.session_stream,
+                subjects=[f"{self.prefix}.sessions.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                max_age=MAX_TTL,
+                allow_msg_ttl=True,
+                allow_direct=True,
+                duplicate_window=DUPLICATE_WINDOW,
+            ),
+            api.StreamConfig(
                 name=self.dead_letter_stream,
                 subjects=[f"{self.prefix}.dead.>"],
                 retention=api.RetentionPolicy.LIMITS,
@@ -229,7 +250,7 @@ class Topology:
             ("api_keys", False),
             ("agents", False),
             ("responses", False),
-            ("usage", False),
+            ("usage", True),
             ("secrets", False),
         ):
             try:

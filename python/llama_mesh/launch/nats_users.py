@@ -65,6 +65,8 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
                 f"{prefix}.input.>",
                 # the creation index is written as tasks are created (the turns' order)
                 f"{prefix}.created.>",
+                # the session index, written as sessions are created and renewed
+                f"{prefix}.sessions.>",
                 # the registry, sessions, keys, agents and responses are the control plane's
                 f"$KV.{prefix}_services.>",
                 f"$KV.{prefix}_sessions.>",

@@ -5,15 +5,17 @@ is recorded on the task (the journal adds it to ``Task.usage``) and added to the
 session's count in the usage bucket (``Session.usage`` when read; replicas may not write
 the sessions themselves) with compare-and-set, right after the LLM call: a replica that dies
 mid-run has charged every call it made, and two tasks of one session running at once
-both see the other's tokens. A task does not start in a session that has used its
-budget up; a running task whose call takes the session past it fails with
-RESOURCE_EXHAUSTED (``TokenBudgetExceededError``).
+both see the other's tokens. The count expires with its session. A task does not start
+in a session that has used its budget up; a running task whose call takes the session
+past it fails with RESOURCE_EXHAUSTED (``TokenBudgetExceededError``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
+from llama_mesh.core import proto_time
 from llama_mesh.core.errors import NotFoundError
 from llama_mesh.core.names import TaskName
 from llama_mesh.core.token_usage import add, check_budget
@@ -57,22 +59,34 @@ class TokenLedger:
         add(self.used, event.usage)
         metrics.tokens_used(event.usage)
 
-        total = await self._add_to_session(event.usage)
         found = await self._state.sessions.find(self._name.session_id)
-        if found is not None:
-            session = found[0]
-            session.usage.CopyFrom(total)
-            check_budget(session, running=self.used)
+        if found is None:
+            return  # expired or deleted: no session left to charge
+        session = found[0]
+        session.usage.CopyFrom(await self._add_to_session(event.usage, _usage_ttl(session)))
+        check_budget(session, running=self.used)
 
-    async def _add_to_session(self, usage: resources_pb2.TokenUsage) -> resources_pb2.TokenUsage:
-        """Add `usage` to the session's count (compare-and-set); the new count."""
+    async def _add_to_session(
+        self, usage: resources_pb2.TokenUsage, ttl: float | None
+    ) -> resources_pb2.TokenUsage:
+        """Add `usage` to the session's count (compare-and-set), kept `ttl` seconds;
+        the new count."""
         key = self._name.session_id
         while True:
             try:
                 return await self._state.usage.mutate(
-                    key, self._name.session, lambda counted: add(counted, usage)
+                    key, self._name.session, lambda counted: add(counted, usage), ttl=lambda _: ttl
                 )
             except NotFoundError:
                 # The session's first tokens; a racing first writer makes create fail.
-                if await self._state.usage.create(key, usage) is not None:
+                if await self._state.usage.create(key, usage, ttl=ttl) is not None:
                     return usage
+
+
+def _usage_ttl(session: resources_pb2.Session) -> float | None:
+    """How long the session's token count is kept: until the session expires, and a
+    second more so that it never outlives its count (the control plane pushes both
+    back together when it renews the session)."""
+    if not session.HasField("expire_time"):
+        return None  # made by a version without TTLs: kept until deleted, as it is
+    return max(proto_time.epoch_seconds(session.expire_time) - time.time(), 0.0) + 1.0

@@ -1,0 +1,139 @@
+"""The session index: one small message each time a session's expiry is set (it is
+created, or renewed as tasks are created in it), in that order.
+
+    stream {P}_SESSIONS    subject {p}.sessions.{namespace, or _ for none}
+    message  {"s": session id, "e": the expire_time it set, in ns (0: none)}
+
+ListSessions reads it a page at a time with batched direct gets (direct_get.py, as
+ListTasks reads the task index), so a page reads the entries it returns and not the
+sessions bucket, whose every key is a subject the server would match a filter against.
+A caller confined to a namespace reads that namespace's subject only.
+
+An entry is live while its session's record carries the expiry it names. The others
+are dead and skipped; none makes pages slow for long:
+
+- each entry carries its session's TTL, so it leaves with the session it indexes;
+- an entry whose session was renewed since (the record's expiry is later) is
+  deleted by the reader that finds it, as is one whose record is gone (a deleted
+  session) once `GRACE` has passed (before that, its create may still be writing);
+- a write that did not take (the session existed, or expired meanwhile) deletes the
+  entry it made.
+
+The entry is written before the record it indexes: a crash in between leaves a dead
+entry, never a session the listing cannot see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError as JsNotFoundError
+
+from llama_mesh.jetstream.direct_get import Stored, direct_batch
+from llama_mesh.jetstream.errors import store_errors
+from llama_mesh.jetstream.kv_listing import KvListing
+from llama_mesh.jetstream.kv_ttl import msg_ttl
+from llama_mesh.jetstream.topology import Topology
+from llama_mesh.v1 import resources_pb2
+
+logger = logging.getLogger(__name__)
+
+GRACE = 60.0
+"""Seconds an entry whose session record is missing is left alone: its create may
+still be on its way to the bucket."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One write of a session's expiry."""
+
+    seq: int
+    session_id: str
+    expires: int
+    written: float
+    pending: int
+    """How many entries (on the subject read) follow it."""
+
+
+def expires(session: resources_pb2.Session) -> int:
+    """The session's expire_time in nanoseconds (0: none), as entries name it."""
+    return session.expire_time.ToNanoseconds() if session.HasField("expire_time") else 0
+
+
+async def add(
+    js: JetStreamContext, topology: Topology, session: resources_pb2.Session, ttl: float | None
+) -> int:
+    """Index `session` (its name, namespace and expire_time) before its record is
+    written with that expiry; the entry's sequence."""
+    session_id = session.name.partition("/")[2]
+    entry = {"s": session_id, "e": expires(session)}
+    with store_errors(f"indexing session {session.name}"):
+        ack = await js.publish(
+            topology.session_subject(session.namespace),
+            json.dumps(entry, separators=(",", ":")).encode(),
+            # Two control planes indexing one write (the upgrade's backfill) make one entry.
+            headers={"Nats-Msg-Id": f"{session_id}@{entry['e']}"},
+            msg_ttl=msg_ttl(ttl),
+        )
+    return int(ack.seq)
+
+
+async def remove(js: JetStreamContext, topology: Topology, seq: int) -> None:
+    """Delete the entry at `seq` (dead); gone already is fine."""
+    with contextlib.suppress(JsNotFoundError), store_errors("trimming the session index"):
+        await js.delete_msg(topology.session_stream, seq)
+
+
+def _entry(stored: Stored) -> Entry:
+    data = json.loads(stored.data)
+    return Entry(
+        stored.seq, str(data["s"]), int(data.get("e", 0)), stored.stored_at, stored.pending
+    )
+
+
+async def after(
+    nc: NatsClient, topology: Topology, namespace: str | None, seq: int, batch: int
+) -> list[Entry]:
+    """Up to `batch` entries after sequence `seq`, oldest first: of one namespace
+    ("" for sessions of none), or of all with None."""
+    subject = None if namespace is None else topology.session_subject(namespace)
+    found = await direct_batch(
+        nc, topology.session_stream, subject=subject, start=seq + 1, batch=batch
+    )
+    return [_entry(s) for s in found]
+
+
+def is_live(entry: Entry, session: resources_pb2.Session | None) -> bool:
+    return session is not None and expires(session) == entry.expires
+
+
+def is_dead(entry: Entry, session: resources_pb2.Session | None) -> bool:
+    """Whether `entry` will never be live again (the reader may delete it): its session
+    was renewed since, or is gone and the entry is older than GRACE."""
+    if session is None:
+        return time.time() - entry.written > GRACE
+    return expires(session) > entry.expires
+
+
+async def backfill(js: JetStreamContext, topology: Topology) -> int:
+    """Index the sessions of a deployment written before the index existed (once: when
+    the index never held anything); how many were indexed."""
+    info = await js.stream_info(topology.session_stream)
+    if info.state.last_seq:
+        return 0
+    listing = KvListing(js, topology.bucket("sessions"))
+    records = sorted(await listing.entries(">"), key=lambda found: found[2])
+    now = time.time()
+    for _, value, _ in records:
+        session = resources_pb2.Session.FromString(value)
+        left = max(expires(session) / 1e9 - now, 1.0) if session.HasField("expire_time") else None
+        await add(js, topology, session, left)
+    if records:
+        logger.info("session index: %d sessions of an earlier version indexed", len(records))
+    return len(records)

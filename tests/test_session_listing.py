@@ -1,0 +1,166 @@
+"""ListSessions reads the session index a page at a time: what a listing reads does not
+grow with the sessions of other namespaces, nor with sessions deleted before; expired
+sessions leave it; the sessions of a deployment made before the index are listed after
+the upgrade (issue 12, listings).
+
+What a listing reads is counted as the messages its NATS connection receives while it
+runs (nothing else uses that connection here), not timed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import nats as nats_py
+import pytest
+
+from llama_mesh.client import AsyncClient
+from llama_mesh.config import RetentionConfig
+from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.control_plane.sessions import Sessions
+from llama_mesh.core.proto_time import duration
+from llama_mesh.jetstream import session_index
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.rpc.identity import UNAUTHENTICATED_ADMIN, Identity, set_caller
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2
+
+from kv_markers import expired
+
+ADMIN = UNAUTHENTICATED_ADMIN
+
+
+def _team(namespace: str) -> Identity:
+    return Identity.of(f"team {namespace}", ["client"], namespace)
+
+
+@contextlib.contextmanager
+def _calling_as(identity: Identity) -> Iterator[None]:
+    token = set_caller(identity)
+    try:
+        yield
+    finally:
+        token.var.reset(token)
+
+
+async def _list_all(sessions: Sessions, page_size: int = 10) -> tuple[list[str], int]:
+    """Every session the caller sees, page after page, and how many messages the
+    listing received from NATS."""
+    nc = sessions.state.nc
+    before = nc.stats["in_msgs"]
+    names: list[str] = []
+    token = ""
+    while True:
+        page = await sessions.list_sessions(
+            cp.ListSessionsRequest(page_size=page_size, page_token=token)
+        )
+        names += [s.name for s in page.sessions]
+        token = page.next_page_token
+        if not token:
+            return names, int(nc.stats["in_msgs"] - before)
+
+
+async def _first_page(sessions: Sessions) -> tuple[list[str], int]:
+    nc = sessions.state.nc
+    before = nc.stats["in_msgs"]
+    page = await sessions.list_sessions(cp.ListSessionsRequest(page_size=10))
+    return [s.name for s in page.sessions], int(nc.stats["in_msgs"] - before)
+
+
+async def _create(sessions: Sessions, session_id: str, ttl: float | None = None) -> str:
+    session = resources_pb2.Session(ttl=duration(ttl)) if ttl else resources_pb2.Session()
+    request = cp.CreateSessionRequest(session_id=session_id, session=session)
+    return (await sessions.create_session(request)).session.name
+
+
+@pytest.mark.timeout(120)
+async def test_what_a_page_reads_does_not_grow_with_other_namespaces_sessions(
+    nats: EmbeddedNats,
+) -> None:
+    async with MeshState.connect([nats.url]) as state:
+        sessions = Sessions(state, RetentionConfig())
+        with _calling_as(_team("a")):
+            mine = [await _create(sessions, f"a-{i}") for i in range(3)]
+        with _calling_as(ADMIN):
+            theirs = [await _create(sessions, f"b-{i:03d}") for i in range(20)]
+            first, everyone_reads = await _first_page(sessions)
+        assert first == (mine + theirs)[:10]  # the order they last changed
+        with _calling_as(_team("a")):
+            listed, confined_reads = await _list_all(sessions)
+        assert listed == mine
+
+        with _calling_as(ADMIN):
+            for i in range(20, 220):
+                await _create(sessions, f"b-{i:03d}")
+            assert await _first_page(sessions) == (first, everyone_reads)
+        with _calling_as(_team("a")):
+            # Before the index, a confined caller read every other namespace's too.
+            assert await _list_all(sessions) == (mine, confined_reads)
+
+
+@pytest.mark.timeout(120)
+async def test_deleted_sessions_do_not_weigh_on_listings(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Entries of deleted sessions are trimmed by the first reader past the grace time
+    # (none here), so the listings after it read what they did before the deletes.
+    monkeypatch.setattr(session_index, "GRACE", 0.0)
+    async with MeshState.connect([nats.url]) as state:
+        sessions = Sessions(state, RetentionConfig())
+        kept = [await _create(sessions, f"kept-{i}") for i in range(5)]
+        baseline = await _list_all(sessions)
+        assert baseline[0] == kept
+        for i in range(100):
+            name = await _create(sessions, f"gone-{i:03d}")
+            await sessions.delete_session(cp.DeleteSessionRequest(name=name))
+        assert (await _list_all(sessions))[0] == kept  # trims the dead entries
+        assert await _list_all(sessions) == baseline
+        # Before, each deleted session left a marker in the bucket for good, which
+        # every listing read again.
+        info = await state.js.stream_info(state.topology.session_stream)
+        assert info.state.messages == len(kept)
+
+
+@pytest.mark.timeout(60)
+async def test_an_expired_session_leaves_the_listing(nats: EmbeddedNats) -> None:
+    async with MeshState.connect([nats.url]) as state:
+        sessions = Sessions(state, RetentionConfig())
+        short = await _create(sessions, "short", ttl=1)
+        kept = await _create(sessions, "kept")
+        assert (await _list_all(sessions))[0] == [short, kept]
+        await expired(nats.url, "mesh_sessions", "short")
+        assert (await _list_all(sessions))[0] == [kept]
+
+
+@pytest.mark.timeout(60)
+async def test_sessions_made_before_the_index_are_listed_after_the_upgrade(
+    nats: EmbeddedNats,
+) -> None:
+    async with (
+        ControlPlaneServer.start([nats.url]) as server,
+        AsyncClient(server.address) as client,
+    ):
+        made = [(await client.create_session(f"old-{i}")).name for i in range(3)]
+        deleted = await client.create_session("deleted")
+        await deleted.delete()
+    # The data directory as an earlier version leaves it: the same buckets, no index.
+    nc = await nats_py.connect(nats.url)
+    try:
+        await nc.jetstream().delete_stream("MESH_SESSIONS")
+    finally:
+        await nc.close()
+
+    async with (
+        ControlPlaneServer.start([nats.url]) as server,
+        AsyncClient(server.address) as client,
+    ):
+        assert [s.name for s in await client.list_sessions()] == made
+        again = (await client.create_session("new")).name
+        assert [s.name for s in await client.list_sessions()] == [*made, again]
+    async with (
+        ControlPlaneServer.start([nats.url]) as server,
+        AsyncClient(server.address) as client,
+    ):
+        # Indexed once: a later start does not index them again.
+        assert [s.name for s in await client.list_sessions()] == [*made, again]
