@@ -49,6 +49,7 @@ from typing import Any
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from llama_mesh.core.errors import FailedPreconditionError, ResourceExhaustedError
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import is_final
 from llama_mesh.core.limits import MAX_CONTEXT_BYTES
 from llama_mesh.core.names import TaskName
@@ -343,6 +344,7 @@ class SessionTurns:
                 f"the workflow's Context is {size} bytes, over the limit of "
                 f"{MAX_CONTEXT_BYTES} bytes: keep large data out of the Context"
             )
+        failpoint("session_turn.commit")
         if not held.turn:
             # A child: only over the state it read, and only if nobody held the turn.
             if not held.revision or not await self._write(
@@ -351,6 +353,7 @@ class SessionTurns:
                 logger.info("%s: its Context changes are dropped (the state moved on)", name)
             return None
         if await self._write(held.key, record, held.revision, held.ttl):
+            failpoint("session_turn.committed")
             return None
         current, revision = await self._read(held.key)
         if not current and await self._write(held.key, record, revision, held.ttl):

@@ -45,15 +45,15 @@ from llama_mesh.core.attempt_policy import (
     begin_attempt,
     end_attempt,
 )
-from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import WAITING
 from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
-from llama_mesh.core.names import TaskName
+from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
 from llama_mesh.jetstream.journal import task_key, ttl_of
+from llama_mesh.jetstream.outages import through_outages
 from llama_mesh.jetstream.session_turn import (
     Committed,
     ContextTooLarge,
@@ -69,12 +69,11 @@ from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, 
 from llama_mesh.worker.attempt_questions import Questions, raise_swallowed_cancel
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
 from llama_mesh.worker.model_replay import recorded_answers, replaying
+from llama_mesh.worker.running_record import AlreadyFinished, Recorded, RunningRecord
 from llama_mesh.worker.token_ledger import TokenLedger
 from llama_mesh.worker.workflow_runner import WorkflowRunner
 
 logger = logging.getLogger(__name__)
-
-Recorded = tuple[resources_pb2.Task, int]  # a task record and its revision
 
 
 @dataclass(frozen=True)
@@ -101,10 +100,6 @@ class _Ran:
 
     result: struct_pb2.Value
     recorded: Recorded
-
-
-class _AlreadyFinished(Exception):
-    """The task reached a final state elsewhere before this attempt started."""
 
 
 async def take(
@@ -167,7 +162,7 @@ class Attempt:
         self.cancel_reason = ""
         self._run: asyncio.Task[_Ran | Committed] | None = None
         # The write that records the attempt as RUNNING (owned by _run_in_turn).
-        self._started: asyncio.Task[Recorded] | None = None
+        self._started = RunningRecord(worker.state.journal, name, start, worker.replica_id, known)
         # What the workflow asks a person (human in the loop).
         self._questions = Questions(
             worker.state,
@@ -176,7 +171,7 @@ class Attempt:
             worker.runner.make_event,
             worker.replica_id,
             worker.service,
-            self._running,
+            self._started.landed_if_started,
         )
         # Charges the tokens of the attempt's LLM calls to the task and its session.
         self._ledger = TokenLedger(worker.state, name, worker.replica_id)
@@ -219,14 +214,17 @@ class Attempt:
     ) -> resources_pb2.Task | None:
         """Record how attempt `attempt` (this one unless said) ended, then settle."""
         decision = end_attempt(self.task, attempt or self.number, outcome)
-        return await settle(
-            self.worker.state,
-            self.name,
-            decision,
-            MessageDelivery(self.msg),
-            replica_id=self.worker.replica_id,
-            known=known,
-            ttl=ttl_of(self.task),
+        return await through_outages(
+            lambda: settle(
+                self.worker.state,
+                self.name,
+                decision,
+                MessageDelivery(self.msg),
+                replica_id=self.worker.replica_id,
+                known=known,
+                ttl=ttl_of(self.task),
+            ),
+            f"recording how attempt {attempt or self.number} of {self.name} ended",
         )
 
     async def _attempt(self) -> None:
@@ -253,7 +251,7 @@ class Attempt:
             # The same run would give the same Context: fail once, saying why.
             await self._settle(Failed("ContextTooLarge", err.message))
             return
-        except _AlreadyFinished:
+        except AlreadyFinished:
             await self.msg.ack_sync()
             return
         except Superseded as err:
@@ -264,8 +262,9 @@ class Attempt:
             if isinstance(err, TimeoutError) and scope.expired():
                 await self._settle(DeadlinePassed())
                 return
-            # The mesh's own calls failed (e.g. NATS fails over, its store is full): not
-            # the workflow's fault, so hand the task back instead of failing it.
+            # The mesh's own calls failed (e.g. its store is full; an outage is waited
+            # out where it happens): not the workflow's fault, so hand the task back
+            # instead of failing it.
             logger.warning("task %s: handed back after %r", self.name, err)
             with contextlib.suppress(Exception):
                 await self._settle(HandedBack(stopping=False))
@@ -281,7 +280,9 @@ class Attempt:
     async def _run_in_turn(self, deadline: float | None) -> _Ran | Committed:
         """Take the session's turn, run the workflow, commit its Context and result.
 
-        The turn is given back here on any failure; a commit gives it up itself.
+        The turn is given back here on any failure; a commit gives it up itself. The
+        store not answering for a while (a NATS node died) is waited out at each step
+        (jetstream/outages.py): it is no reason to end the attempt.
         """
         state = self.worker.state
         turns = self.worker.turns
@@ -289,21 +290,23 @@ class Attempt:
         waited = time.perf_counter()
         try:
             with tracing.span("session.turn"):
-                held = await turns.take(
-                    self.name,
-                    self.number,
-                    self.task.create_sequence,
-                    child=bool(self.task.parent_task),
-                    while_waiting=self.worker.while_waiting,
-                    ttl=self.session_ttl,
-                    meanwhile=self._record_running,
+                held = await through_outages(
+                    lambda: turns.take(
+                        self.name,
+                        self.number,
+                        self.task.create_sequence,
+                        child=bool(self.task.parent_task),
+                        while_waiting=self.worker.while_waiting,
+                        ttl=self.session_ttl,
+                        meanwhile=self._started.start,
+                    ),
+                    f"taking the session's turn for {self.name}",
                 )
         except BaseException:
-            await asyncio.shield(self._drop_running())
+            await asyncio.shield(self._started.drop())
             raise
         if isinstance(held, Committed):
-            if self._started is not None:
-                await asyncio.gather(self._started, return_exceptions=True)
+            await self._started.ended()
             return held
         if held.turn:
             metrics.SESSION_LOCK_WAIT.labels(self.worker.service).observe(
@@ -311,32 +314,38 @@ class Attempt:
             )
         metrics.attempt_began(self.task, self.number)
         try:
-            # RUNNING lands before the workflow runs (it went alongside the turn's
-            # write): a store that refuses it (full) hands the task back without
-            # running the workflow, so re-execution stays bounded by the attempts.
-            if self._started is None:
-                self._record_running()
-            assert self._started is not None
-            recorded = await _recorded(self._started)
+            # RUNNING lands before the workflow runs (running_record.py).
+            recorded = await self._started.landed()
             kwargs = to_python(self.task.input)
             token = current_task.set(RunningTask(str(self.name), deadline, self.worker.caller))
             # A new attempt of a turn gets the model answers its earlier attempt got.
-            answers = await recorded_answers(state, self.name, self.number)
+            answers = await through_outages(
+                lambda: recorded_answers(state, self.name, self.number),
+                f"reading the model answers {self.name} got before",
+            )
             try:
-                await self._ledger.check()
+                await through_outages(self._ledger.check, f"checking the budget of {self.name}")
                 with replaying(answers):
                     outcome = await self.worker.runner.run(kwargs, held.context, self._on_event)
             except Exception as err:
-                if isinstance(err, _AlreadyFinished) or is_mesh_error(err):
+                if isinstance(err, AlreadyFinished) or is_mesh_error(err):
                     raise
                 raise WorkflowFailed(err) from err
             finally:
                 current_task.reset(token)
             result = to_value(outcome.result, "the workflow's result")
             failpoint("attempt.ran")
+            # Safe to repeat: a commit that landed without its answer is found there.
             with tracing.span("context.save"):
-                earlier = await turns.commit(
-                    self.name, self.number, held, outcome.context, json_format.MessageToDict(result)
+                earlier = await through_outages(
+                    lambda: turns.commit(
+                        self.name,
+                        self.number,
+                        held,
+                        outcome.context,
+                        json_format.MessageToDict(result),
+                    ),
+                    f"committing attempt {self.number} of {self.name}",
                 )
             failpoint("attempt.committed")
             if earlier is not None:
@@ -346,28 +355,8 @@ class Attempt:
             await asyncio.shield(self._give_back(held))
             raise
 
-    def _record_running(self) -> None:
-        """Start the write that records this attempt RUNNING (once)."""
-        if self._started is None:
-            self._started = asyncio.create_task(
-                self.worker.state.journal.record_from(
-                    self.name,
-                    self.start.event,
-                    replica_id=self.worker.replica_id,
-                    publish=False,
-                    known=self.known,
-                )
-            )
-
-    async def _drop_running(self) -> None:
-        started = self._started
-        if started is not None and not started.done():
-            started.cancel()
-        if started is not None:
-            await asyncio.gather(started, return_exceptions=True)
-
     async def _give_back(self, held: Held) -> None:
-        await self._drop_running()
+        await self._started.drop()
         with contextlib.suppress(Exception):
             await self.worker.turns.give_back(self.name, self.number, held)
 
@@ -378,33 +367,24 @@ class Attempt:
         state = self.worker.state
         out.attempt = self.number
         if out.HasField("usage"):
-            if self._started is not None:
-                await _recorded(self._started)
+            await self._started.landed_if_started()
             await self._ledger.charge(out)
             return
         # Checked before it is published: NATS would refuse it, and the same run would
         # stream it again (the task fails once, saying why).
         check_bytes(f"the payload of event {out.type}", out.payload.ByteSize(), MAX_EVENT_BYTES)
         if out.state != WAITING:
-            await state.journal.publish(self.name, out, ttl=ttl_of(self.task))
+            event_id = new_id()  # the same on a retry: published once
+            await through_outages(
+                lambda: state.journal.publish(
+                    self.name, out, event_id=event_id, ttl=ttl_of(self.task)
+                ),
+                f"publishing event {out.type} of {self.name}",
+            )
             raise_swallowed_cancel()
             return
         await self._questions.ask(out, handler)
 
-    async def _running(self) -> None:
-        """Once the attempt's RUNNING record landed (_AlreadyFinished if the task had
-        finished meanwhile)."""
-        if self._started is not None:
-            await _recorded(self._started)
-
     def recheck_inputs(self) -> None:
         """Look for answers again (NATS was away: they reached no subscription)."""
         self._questions.recheck()
-
-
-async def _recorded(started: asyncio.Task[Recorded]) -> Recorded:
-    """The RUNNING record; _AlreadyFinished if the task had finished meanwhile."""
-    try:
-        return await asyncio.shield(started)
-    except FailedPreconditionError:
-        raise _AlreadyFinished from None
