@@ -4,19 +4,23 @@ in the agent vocabulary, its result, and its memory through a JSON round trip.""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
+import workflows.utils
 from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 from mesh_agents import scripted_llm
 from workflows.handler import WorkflowHandler
 
+from llama_mesh.config import ModelConfig
 from llama_mesh.core import agent_events as ae
 from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.json_values import to_python
 from llama_mesh.testing import Reply, ScriptedModel, ToolCall, Usage
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.agent_runner import AgentRunner
+from llama_mesh.worker.configured_agent import ConfiguredAgentRunner
 from llama_mesh.worker.workflow_runner import ContextTypeNotAllowedError, RunOutcome
 
 
@@ -194,3 +198,30 @@ async def test_a_react_agent_streams_its_text(model: ScriptedModel, model_url: s
     # The step carries what the model said; the result, llama-index's answer.
     assert completed.message.content == "Thought: easy.\nAnswer: 42"
     assert outcome.result["response"] == "42"
+
+
+async def test_a_configured_agent_looks_its_steps_up_once(
+    model: ScriptedModel, model_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library walks the instance (inspect.getmembers) to find the steps each time it
+    asks `_get_steps()`, for every step it runs; a ConfiguredAgent asks it once."""
+    found = workflows.utils.get_steps_from_instance
+    lookups: Counter[int] = Counter()
+
+    def counted(workflow: object) -> Any:
+        lookups[id(workflow)] += 1
+        return found(workflow)
+
+    monkeypatch.setattr("workflows.workflow.get_steps_from_instance", counted)
+    model.script(Reply(tool_calls=[ToolCall("lookup", {"q": "x"})]), "Done.")
+    runner = ConfiguredAgentRunner({"scripted": ModelConfig(base_url=model_url, max_retries=0)})
+    lookups.clear()
+    outcome, events = await _run(
+        runner,
+        agent_id="a",
+        agent_config={"model": "scripted"},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert outcome.result["response"] == "Done."
+    assert len(events) > 5  # inference, a call of a tool it lacks (an error), inference
+    assert list(lookups.values()) == [1]

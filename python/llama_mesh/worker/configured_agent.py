@@ -68,6 +68,15 @@ class ConfiguredAgent(FunctionAgent):
     _pending: PendingClientCalls = PrivateAttr(default_factory=PendingClientCalls)
     # The turn's new messages, which the input shields judge.
     _new_messages: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    _steps: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def _get_steps(self) -> dict[str, Any]:
+        # The library looks the steps up (inspect.getmembers over this pydantic model)
+        # for every step it runs, a tenth of a turn's CPU; an agent's steps never change.
+        # (workflow_internals.py lists this use of the library's private parts.)
+        if self._steps is None:
+            self._steps = super()._get_steps()
+        return self._steps
 
     @step
     async def init_run(self, ctx: Context, ev: AgentWorkflowStartEvent) -> AgentInput | StopEvent:

@@ -20,6 +20,7 @@ from llama_index.llms.openai import OpenAI
 from llama_index.llms.openai_like import OpenAILike
 
 from llama_mesh.config.models import ModelConfig
+from llama_mesh.worker.model_client import ModelClient
 
 # The OpenAI client wants a key even for endpoints that need none.
 NO_KEY = "none"
@@ -68,7 +69,19 @@ def build_llm(
     }
     if config.temperature is not None:
         options["temperature"] = config.temperature
-    return cls(**{**options, **overrides})
+    options = {**options, **overrides}
+    # The client llama-index would make, sending the conversation without the SDK's
+    # per-message walk (model_client.py).
+    options.setdefault(
+        "async_openai_client",
+        ModelClient(
+            api_key=options["api_key"],
+            base_url=options["api_base"],
+            max_retries=options["max_retries"],
+            timeout=options["timeout"],
+        ),
+    )
+    return cls(**options)
 
 
 class ModelRegistry:

@@ -13,6 +13,9 @@ upgrade that changes them fails there first, not in a deployed service.
 - The cached resource values of one workflow instance, to give a step a stand-in
   for a nested workflow: `Workflow._resource_manager`. A resource manager can be
   passed only to `Workflow.__init__`, and the workflow is built by user code.
+- The built-in agent service's ConfiguredAgent (configured_agent.py) overrides
+  `Workflow._get_steps()` to look its steps up once per instance, not once per step
+  run (tests/agents/test_agent_runner.py counts the lookups).
 """
 
 from __future__ import annotations

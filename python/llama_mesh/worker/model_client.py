@@ -1,0 +1,65 @@
+"""The OpenAI client of the mesh's models: the SDK's, sending chat messages as they are.
+
+Before each request the OpenAI SDK walks its body through the parameters' TypedDict
+annotations (``openai._utils._transform``) to rename aliased keys and format dates
+and files. Chat message parameters have neither, so the walk returns the messages
+unchanged, yet it costs a fraction of a millisecond per message on every call: an
+agent sends its whole conversation each time, so the 100th turn of a session paid
+for 200 messages (tens of milliseconds of the replica's CPU) where the first paid for
+two. Here the messages that are plain JSON (what llama-index sends) go in the body as
+they are, through the SDK's documented ``extra_body``; the request is the same bytes.
+
+    llm = OpenAILike(..., async_openai_client=ModelClient(api_key=..., base_url=...))
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from openai import AsyncOpenAI
+from openai.resources.chat import AsyncChat, AsyncCompletions
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_json(value: Any) -> bool:
+    """Plain JSON: dicts with string keys, lists, and scalars (nothing to transform)."""
+    if isinstance(value, _JSON_SCALARS):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    return False
+
+
+class _Completions(AsyncCompletions):
+    async def create(  # type: ignore[override]
+        self,
+        *,
+        messages: Iterable[Any],
+        extra_body: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        sent = list(messages)
+        if not _is_json(sent) or (extra_body and "messages" in extra_body):
+            return await super().create(messages=sent, extra_body=extra_body, **kwargs)
+        # extra_body is merged over the transformed body: `messages` ends up as given.
+        body = {**(extra_body or {}), "messages": sent}
+        return await super().create(messages=[], extra_body=body, **kwargs)
+
+
+class _Chat(AsyncChat):
+    @functools.cached_property
+    def completions(self) -> AsyncCompletions:
+        return _Completions(self._client)
+
+
+class ModelClient(AsyncOpenAI):
+    """AsyncOpenAI whose chat completions send plain-JSON messages untransformed."""
+
+    @functools.cached_property
+    def chat(self) -> AsyncChat:
+        return _Chat(self)

@@ -1,0 +1,117 @@
+"""The models' OpenAI client (worker/model_client.py) sends the request the SDK would,
+without walking the conversation through the SDK's per-message transform."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from llama_index.core.llms import ChatMessage
+from openai import AsyncOpenAI
+from openai._utils._transform import async_maybe_transform
+from openai.types.chat import ChatCompletionMessage
+
+from llama_mesh.config import ModelConfig
+from llama_mesh.testing import ScriptedModel
+from llama_mesh.worker.model_client import ModelClient
+from llama_mesh.worker.models import build_llm
+
+CONVERSATION: list[Any] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": [{"type": "text", "text": "2 + 3?"}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call-1",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call-1", "content": "5"},
+    {"role": "user", "content": "and in words?", "name": "ann"},
+]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two numbers.",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}},
+        },
+    }
+]
+
+
+@pytest.fixture
+def walked(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The messages each request's body held when the SDK walked it."""
+    seen: list[Any] = []
+
+    async def spy(data: Any, expected_type: Any) -> Any:
+        seen.append(list(data.get("messages", [])))
+        return await async_maybe_transform(data, expected_type)
+
+    monkeypatch.setattr("openai.resources.chat.completions.completions.async_maybe_transform", spy)
+    return seen
+
+
+async def _send(client: AsyncOpenAI, messages: list[Any], **more: Any) -> None:
+    stream = await client.chat.completions.create(  # type: ignore[call-overload]
+        model="scripted",
+        messages=messages,
+        tools=TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0.1,
+        **more,
+    )
+    async for _ in stream:
+        pass
+
+
+async def test_the_model_gets_the_request_the_sdk_sends_and_the_walk_is_skipped(
+    model: ScriptedModel, model_url: str, walked: list[Any]
+) -> None:
+    model.script("five", "five")
+    async with (
+        AsyncOpenAI(base_url=model_url, api_key="none", max_retries=0) as sdk,
+        ModelClient(base_url=model_url, api_key="none", max_retries=0) as ours,
+    ):
+        await _send(sdk, CONVERSATION, extra_body={"top_k": 3})
+        await _send(ours, CONVERSATION, extra_body={"top_k": 3})
+    assert model.requests[1].body == model.requests[0].body
+    assert model.requests[1].body["messages"] == CONVERSATION
+    assert model.requests[1].body["top_k"] == 3
+    # The SDK walked the conversation for its own client only.
+    assert walked == [CONVERSATION, []]
+
+
+async def test_messages_that_are_not_plain_json_go_the_sdks_way(
+    model: ScriptedModel, model_url: str, walked: list[Any]
+) -> None:
+    model.script("ok")
+    answer = ChatCompletionMessage(role="assistant", content="five")
+    async with ModelClient(base_url=model_url, api_key="none", max_retries=0) as ours:
+        await _send(ours, [CONVERSATION[0], answer])
+    # The SDK dumped the pydantic message, as it does for any client.
+    assert model.requests[0].messages == [
+        CONVERSATION[0],
+        {"role": "assistant", "content": "five"},
+    ]
+    assert walked == [[CONVERSATION[0], answer]]
+
+
+async def test_a_deployment_model_sends_its_conversation_unwalked(
+    model: ScriptedModel, model_url: str, walked: list[Any]
+) -> None:
+    model.script("Hi.")
+    llm = build_llm("scripted", ModelConfig(base_url=model_url, max_retries=0))
+    await llm.achat([ChatMessage(role="system", content="sys"), ChatMessage(content="hello")])
+    assert model.requests[0].messages == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "hello"},
+    ]
+    assert walked == [[]]
