@@ -18,6 +18,8 @@ from llama_mesh.client import AsyncClient
 from llama_mesh.config import RetentionConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.control_plane.sessions import Sessions
+from llama_mesh.core.limits import MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS
+from llama_mesh.core.paging import MAX_PAGE_BYTES
 from llama_mesh.core.proto_time import duration
 from llama_mesh.jetstream import session_index
 from llama_mesh.jetstream.connection import MeshState
@@ -164,3 +166,26 @@ async def test_sessions_made_before_the_index_are_listed_after_the_upgrade(
     ):
         # Indexed once: a later start does not index them again.
         assert [s.name for s in await client.list_sessions()] == [*made, again]
+
+
+@pytest.mark.timeout(120)
+async def test_a_page_of_large_sessions_is_cut_by_bytes_never_refused(
+    nats: EmbeddedNats,
+) -> None:
+    # 200 sessions with every label at its longest: about 4 MB, over a reply's bound.
+    labels = {
+        f"{i:02d}".ljust(MAX_LABEL_KEY_CHARS, "k"): "v" * MAX_LABEL_VALUE_CHARS
+        for i in range(MAX_LABELS)
+    }
+    async with MeshState.connect([nats.url]) as state:
+        sessions = Sessions(state, RetentionConfig())
+        made = []
+        for i in range(200):
+            request = cp.CreateSessionRequest(
+                session_id=f"big-{i:03d}", session=resources_pb2.Session(labels=labels)
+            )
+            made.append((await sessions.create_session(request)).session.name)
+        first = await sessions.list_sessions(cp.ListSessionsRequest(page_size=1000))
+        assert 0 < len(first.sessions) < 200 and first.next_page_token
+        assert sum(s.ByteSize() for s in first.sessions) <= MAX_PAGE_BYTES
+        assert (await _list_all(sessions, page_size=1000))[0] == made
