@@ -68,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--metrics", action="store_true", help="serve Prometheus metrics at GET /metrics"
     )
+    parser.add_argument(
+        "--metrics-token-file", type=Path, help="/metrics only to a request bearing this token"
+    )
+    parser.add_argument("--tls-cert", type=Path, help="certificate (PEM): serve HTTPS")
+    parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     parser.add_argument("--upstream-ca", type=Path, help="CA of the upstream's certificate: TLS")
     parser.add_argument("--upstream-cert", type=Path, help="client certificate, for mTLS")
     parser.add_argument("--upstream-key", type=Path, help="its private key")
@@ -84,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except UpstreamTlsError as e:
         parser.error(str(e))
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    metrics_token = (
+        args.metrics_token_file.read_text(encoding="utf-8").strip()
+        if args.metrics_token_file
+        else None
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(
         serve(
@@ -97,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             heartbeat_seconds=args.heartbeat_seconds,
             handle_signals=True,
             metrics=args.metrics,
+            metrics_token=metrics_token,
             upstream_tls=upstream_tls,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     )
 

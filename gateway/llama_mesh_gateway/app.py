@@ -4,8 +4,9 @@
 
 Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
 SERVING, 503 otherwise: upstream_health.py), `GET /openapi.json`, when asked `GET /metrics`
-(Prometheus: requests by gRPC method and HTTP status, metrics.py), a trace span per
-request when tracing (tracing.py), and the web
+(Prometheus: requests by gRPC method and HTTP status, metrics.py; given a
+`metrics_token`, only to a request bearing it), a trace span per request when tracing
+(tracing.py), and the web
 console's static files under `/console/` (console.py). Every other path is routed by the
 google.api.http rules of the descriptor set: a unary call answers with one JSON body,
 a server-streaming one is relayed as SSE or NDJSON (stream_relay.py). One gRPC channel
@@ -15,6 +16,7 @@ runs no lifespan) and closed at lifespan shutdown or by `Gateway.aclose()`.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Sequence
@@ -70,11 +72,15 @@ class Gateway:
         cors_origins: Sequence[str] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
         metrics: bool = False,
+        metrics_token: str | None = None,
         upstream_tls: UpstreamTls | None = None,
         console: bool = True,
     ) -> None:
         self.upstream = upstream
         self.metrics = metrics
+        self._metrics_authorization = (
+            f"Bearer {metrics_token}".encode() if metrics_token is not None else None
+        )
         self.upstream_tls = upstream_tls
         self._console = ConsoleFiles() if console else None
         self.schema = schema
@@ -223,6 +229,7 @@ class Gateway:
             )
             return
         if raw_path == "/metrics" and method == "GET" and self.metrics:
+            self._check_metrics_token(asgi_io.request_headers(scope))
             body, content_type = metrics.exposition()
             await asgi_io.send_body(send, 200, {"content-type": content_type}, body)
             return
@@ -249,6 +256,19 @@ class Gateway:
         except GatewayError as e:
             e.format = match.route.style.error_format
             raise
+
+    def _check_metrics_token(self, headers: dict[str, str]) -> None:
+        """/metrics tells what runs and how much: only to the holder of its token."""
+        if self._metrics_authorization is None:
+            return
+        given = headers.get("authorization", "").encode()
+        # Constant time: a comparison that stops at the first wrong byte leaks the token.
+        if not hmac.compare_digest(given, self._metrics_authorization):
+            raise GatewayError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "/metrics needs the metrics token: Authorization: Bearer <token>",
+                headers={"www-authenticate": "Bearer"},
+            )
 
     async def _call(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
         """Transcode the request of a matched route, call the upstream, answer."""
@@ -356,6 +376,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     metrics: bool = False,
+    metrics_token: str | None = None,
     upstream_tls: UpstreamTls | None = None,
     console: bool = True,
 ) -> Gateway:
@@ -365,7 +386,8 @@ def create_app(
     the default is llama_mesh.v1's. `services` limits the routes to those services
     (full or short names). `cors_origins` enables CORS for those origins ("*" for any).
     `max_body_bytes` bounds request bodies (413 above it); `heartbeat_seconds` is the
-    idle interval after which a stream gets a keep-alive. `metrics` serves `GET /metrics`.
+    idle interval after which a stream gets a keep-alive. `metrics` serves `GET /metrics`,
+    to anyone, or with `metrics_token` only to `Authorization: Bearer <metrics_token>`.
     `upstream_tls` makes the gateway reach the upstream over TLS (plaintext without it).
     `console` serves the web console at `/console/` (docs/console.md).
 
@@ -379,6 +401,7 @@ def create_app(
         heartbeat_seconds=heartbeat_seconds,
         cors_origins=cors_origins,
         metrics=metrics,
+        metrics_token=metrics_token,
         upstream_tls=upstream_tls,
         console=console,
     )

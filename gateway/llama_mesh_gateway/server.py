@@ -59,7 +59,8 @@ class _Uvicorn(uvicorn.Server):
 
 
 class GatewayServer:
-    """The gateway served over HTTP by uvicorn on `host:port` (port 0: any free port)."""
+    """The gateway served over HTTP by uvicorn on `host:port` (port 0: any free port);
+    over HTTPS given `tls_cert` and `tls_key` (PEM files)."""
 
     def __init__(
         self,
@@ -75,8 +76,13 @@ class GatewayServer:
         handle_signals: bool = False,
         log_level: str = "warning",
         metrics: bool = False,
+        metrics_token: str | None = None,
         upstream_tls: UpstreamTls | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
         self.app: Gateway = create_app(
             upstream,
             descriptor_set=descriptor_set,
@@ -85,9 +91,11 @@ class GatewayServer:
             max_body_bytes=max_body_bytes,
             heartbeat_seconds=heartbeat_seconds,
             metrics=metrics,
+            metrics_token=metrics_token,
             upstream_tls=upstream_tls,
         )
         self.host = host
+        self.https = tls_cert is not None
         self._port = port
         self._config = uvicorn.Config(
             self.app,
@@ -98,6 +106,8 @@ class GatewayServer:
             log_config=None,
             proxy_headers=False,  # the gateway forwards X-Forwarded-For itself
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
         )
         self._server = _Uvicorn(self._config, handle_signals=handle_signals)
         self._task: asyncio.Task[None] | None = None
@@ -113,9 +123,9 @@ class GatewayServer:
 
     @property
     def url(self) -> str:
-        """`http://host:port` of the running server."""
+        """`http://host:port` (`https://` with TLS) of the running server."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.https else 'http'}://{host}:{self.port}"
 
     async def start(self) -> None:
         """Bind, start serving, and return once uvicorn is ready."""
@@ -193,14 +203,19 @@ async def serve(
     handle_signals: bool = False,
     on_ready: Callable[[GatewayServer], object] | None = None,
     metrics: bool = False,
+    metrics_token: str | None = None,
     upstream_tls: UpstreamTls | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve the gateway until cancelled (or, with handle_signals, until Ctrl-C).
 
     `on_ready(server)` is called once the port is bound and requests are served; with
-    port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`;
-    `log_level` is uvicorn's. It traces when the OTEL_* variables name a collector.
+    port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`
+    (only to `Authorization: Bearer <metrics_token>` when given); `tls_cert` and
+    `tls_key` serve HTTPS; `log_level` is uvicorn's. It traces when the OTEL_*
+    variables name a collector.
 
     >>> asyncio.run(serve("127.0.0.1:50051", port=8080))  # doctest: +SKIP
     """
@@ -218,7 +233,10 @@ async def serve(
         handle_signals=handle_signals,
         log_level=log_level,
         metrics=metrics,
+        metrics_token=metrics_token,
         upstream_tls=upstream_tls,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     await server.start()
     try:

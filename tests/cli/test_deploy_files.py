@@ -121,7 +121,10 @@ def _check_secure(args: list[str]) -> str:
     if name in options:
         security = parse(SecurityConfig, options[name], params)
         if not is_loopback(params["host"]):
-            assert security.auth and security.tls, (name, "needs --auth and --tls-cert/--tls-key")
+            assert security.auth and security.tls_cert, (
+                name,
+                "needs --auth and --tls-cert/--tls-key",
+            )
     elif name == "serve gateway":
         gateway = parse(GatewayConfig, GATEWAY_OPTIONS, params)
         if not is_loopback(params["upstream"].rsplit(":", 1)[0]):
@@ -145,7 +148,7 @@ def test_the_pages_deployment_file_is_valid(tmp_path: Path) -> None:
     (block,) = [b for b in doc_blocks("yaml") if b.startswith("name: quickstart")]
     deployment = parse_deployment(block, tmp_path / "deployment.yaml")  # DeploymentError if not
     assert deployment.control_plane.host == "0.0.0.0"
-    assert deployment.security.auth and deployment.security.tls
+    assert deployment.security.auth and deployment.security.serves_tls
 
 
 def _secrets_the_page_creates() -> dict[str, set[str]]:

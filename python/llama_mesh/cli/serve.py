@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from llama_mesh.cli.target import (
     EXIT_USAGE,
     error,
 )
+from llama_mesh.client._credentials import read_token_file
 from llama_mesh.config import (
     ControlPlaneConfig,
     GatewayConfig,
@@ -262,6 +264,21 @@ def serve_gateway(
         except UpstreamTlsError as e:
             error(f"gateway: {e}")
             raise typer.Exit(EXIT_USAGE) from None
+    metrics_token = None
+    if settings.metrics_token_file is not None:
+        try:
+            metrics_token = read_token_file(settings.metrics_token_file)
+        except OSError as e:
+            error(f"gateway: --metrics-token-file {settings.metrics_token_file}: {e.strerror}")
+            raise typer.Exit(EXIT_USAGE) from None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:  # a certificate that cannot be used fails here, not at the first connection
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                settings.tls_cert, settings.tls_key
+            )
+        except (OSError, ssl.SSLError) as e:
+            error(f"gateway: --tls-cert {settings.tls_cert} / --tls-key: {e}")
+            raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
         def ready(server: Any) -> None:
@@ -280,7 +297,10 @@ def serve_gateway(
             cors_origins=settings.cors_origins,
             on_ready=ready,
             metrics=settings.metrics,
+            metrics_token=metrics_token,
             upstream_tls=upstream_tls,
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
             log_level=log_level,
         )
         await until_signalled(watch_stdin=watch_stdin, also=gateway)

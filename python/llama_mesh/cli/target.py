@@ -149,7 +149,7 @@ class Target:
         from llama_mesh.launch.up import read_run_file
 
         deployment = load_or_exit(file)
-        self._use_deployment_token(deployment.state_path / "auth" / "admin.token")
+        self._use_deployment_credentials(deployment)
         running = read_run_file(deployment)
         if running is not None:
             self.source = f" (where `llama-mesh up {file}` runs it)"
@@ -164,10 +164,15 @@ class Target:
             )
         return deployment.control_plane.address
 
-    def _use_deployment_token(self, path: Path) -> None:
-        """The admin token `up` wrote for the deployment, unless the environment gives one."""
+    def _use_deployment_credentials(self, deployment: Deployment) -> None:
+        """The admin token `up` wrote for the deployment, and the CA and client
+        certificate its components use, unless the environment gives its own."""
+        path = deployment.state_path / "auth" / "admin.token"
         if self.credentials.token is None and path.is_file():
             self.credentials = self.credentials.with_token(read_token_file(path))
+        tls = deployment.component_tls()
+        if tls is not None and self.credentials.ca_file is None and tls[0].is_file():
+            self.credentials = self.credentials.with_tls(*tls)
 
     def fail(
         self, code: int, kind: str, message: str, *, text: str | None = None, **extra: Any

@@ -66,6 +66,10 @@ class Credentials:
     def with_token(self, token: str | None) -> Credentials:
         return self if token is None else replace(self, token=token)
 
+    def with_tls(self, ca_file: Path, cert_file: Path, key_file: Path) -> Credentials:
+        """These, over mTLS: the server's CA, and the client's certificate and key."""
+        return replace(self, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+
     @property
     def secure(self) -> bool:
         return self.tls or self.ca_file is not None or self.cert_file is not None

@@ -152,6 +152,9 @@ def problems(opts: Sequence[Option], error: ValidationError) -> list[str]:
     return out
 
 
+# Settings `up` carries out itself (it makes the certificates, gives the gateway the
+# admin token), which no `serve` command takes.
+_UP_ONLY = ("tls", "open_metrics")
 # What each `serve` command takes besides the addresses it is given.
 NATS_OPTIONS = options(
     NatsConfig,
@@ -163,12 +166,12 @@ CONTROL_PLANE_OPTIONS = [
     *options(NatsConfig, include=("prefix", "replicas", "credentials", "nkey_seed")),
     # `serve` asks for authentication with --auth (on loopback it may run without;
     # beyond loopback it needs TLS and --auth); `up` turns it on by default.
-    *options(SecurityConfig, defaults={"auth": False}),
+    *options(SecurityConfig, exclude=_UP_ONLY, defaults={"auth": False}),
 ]
 SERVICE_OPTIONS = [
     *options(ServiceConfig),
     *options(NatsConfig, include=("credentials", "nkey_seed")),
     # How the replica's own Service API checks callers.
-    *options(SecurityConfig, exclude=("install_keys",), defaults={"auth": False}),
+    *options(SecurityConfig, exclude=("install_keys", *_UP_ONLY), defaults={"auth": False}),
 ]
-GATEWAY_OPTIONS = options(GatewayConfig, exclude=("enabled",))
+GATEWAY_OPTIONS = options(GatewayConfig, exclude=("enabled", "https"))

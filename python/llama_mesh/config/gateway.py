@@ -27,6 +27,26 @@ class GatewayConfig(Settings):
     metrics: Annotated[
         bool, Field(description="Serve Prometheus metrics at `/metrics` on the gateway's port.")
     ] = True
+    metrics_token_file: Annotated[
+        Path | None,
+        Field(
+            description="A file holding the bearer token `/metrics` asks for. Unset: "
+            "anyone who reaches the port may scrape it (`up` with authentication gives "
+            "the admin token's file unless `security.open_metrics`)."
+        ),
+    ] = None
+    https: Annotated[
+        bool,
+        Field(
+            description="Serve HTTPS with the mesh's server certificate (`security.tls_cert`, "
+            "or `tls: auto`'s) (deployment file only)."
+        ),
+    ] = False
+    tls_cert: Annotated[
+        Path | None,
+        Field(description="Certificate (PEM) of the gateway's own listener: serve HTTPS."),
+    ] = None
+    tls_key: Annotated[Path | None, Field(description="Its private key (PEM).")] = None
     upstream_ca: Annotated[
         Path | None,
         Field(
@@ -52,6 +72,8 @@ class GatewayConfig(Settings):
 
     @model_validator(mode="after")
     def _complete(self) -> GatewayConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
         if (self.upstream_cert is None) != (self.upstream_key is None):
             raise ValueError("upstream_cert and upstream_key go together: give both, or neither")
         if self.upstream_cert is not None and self.upstream_ca is None:

@@ -13,7 +13,7 @@ explains each setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -35,6 +35,15 @@ class SecurityConfig(Settings):
         Field(
             description="keys.json of API keys to install at start (id, roles, SHA-256 of "
             "the secret), as `up` writes it under the state directory (control plane only)."
+        ),
+    ] = None
+    tls: Annotated[
+        Literal["auto"] | None,
+        Field(
+            description="`auto`: `up` makes a local CA and certificates under the state "
+            "directory (kept across restarts, renewed before they expire) and gives every "
+            "component mTLS with them (deployment file only; instead of tls_cert, tls_key, "
+            "tls_client_ca)."
         ),
     ] = None
     tls_cert: Annotated[Path | None, Field(description="Server certificate (PEM): serve TLS.")] = (
@@ -71,9 +80,23 @@ class SecurityConfig(Settings):
     open_reflection: Annotated[
         bool, Field(description="Server reflection answers without credentials.")
     ] = True
+    open_metrics: Annotated[
+        bool,
+        Field(
+            description="The gateway's `/metrics` answers without the admin token "
+            "(deployment file only; with authentication on)."
+        ),
+    ] = False
 
     @model_validator(mode="after")
     def _complete(self) -> SecurityConfig:
+        if self.tls == "auto":
+            given = [f for f in ("tls_cert", "tls_key", "tls_client_ca") if getattr(self, f)]
+            if given:
+                raise ValueError(
+                    f"tls: auto makes the certificates itself: remove {', '.join(given)} "
+                    "(or remove `tls: auto` to use your own files)"
+                )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both, or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -84,8 +107,9 @@ class SecurityConfig(Settings):
         return self
 
     @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
+    def serves_tls(self) -> bool:
+        """TLS from files, or (`up`) from the local CA it makes."""
+        return self.tls_cert is not None or self.tls == "auto"
 
 
 NO_AUTH = SecurityConfig(auth=False)

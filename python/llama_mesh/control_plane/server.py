@@ -132,7 +132,7 @@ class ControlPlaneServer:
                         address,
                         nats_urls,
                         "on" if security.auth else "off",
-                        "mTLS" if security.tls_client_ca else "on" if security.tls else "off",
+                        "mTLS" if security.tls_client_ca else "on" if security.tls_cert else "off",
                     )
                     yield cls(address=address, state=state, keys=keys, metrics_url=metrics_url)
             finally:

@@ -123,26 +123,27 @@ def nats_spec(
 
 
 def _security(d: Deployment, keys: DeploymentKeys | None) -> SecurityConfig:
-    """The file's security settings with its paths made absolute, and the keys `up` made."""
+    """The file's security settings with its paths made absolute (`tls: auto`: the
+    local CA's), and the keys `up` made."""
     paths = {
         field: d.resolve(value)
         for field in ("tls_cert", "tls_key", "tls_client_ca")
         if (value := getattr(d.security, field)) is not None
     }
+    if (pki := d.local_pki) is not None:
+        paths = {"tls_cert": pki.server_cert, "tls_key": pki.server_key}
+        paths["tls_client_ca"] = pki.ca_cert
     install = keys.install_file if keys is not None else None
-    return d.security.model_copy(update={**paths, "install_keys": install})
+    return d.security.model_copy(update={**paths, "tls": None, "install_keys": install})
 
 
 def _component_env(d: Deployment, token_file: Path | None) -> dict[str, str]:
     """How a child reaches the control plane: its token, and the mesh's CA for mTLS."""
-    security = _security(d, None)
     env: dict[str, str] = {}
     if token_file is not None:
         env[TOKEN_FILE_ENV] = str(token_file)
-    if security.tls_client_ca is not None:
-        env[CA_FILE_ENV] = str(security.tls_client_ca)
-        env[CERT_FILE_ENV] = str(security.tls_cert)
-        env[KEY_FILE_ENV] = str(security.tls_key)
+    if (tls := d.component_tls()) is not None:
+        env[CA_FILE_ENV], env[CERT_FILE_ENV], env[KEY_FILE_ENV] = map(str, tls)
     return env
 
 
@@ -312,35 +313,45 @@ def _deregister(
     return leave
 
 
-def _gateway(d: Deployment) -> GatewayConfig:
+def _gateway(d: Deployment, keys: DeploymentKeys | None) -> GatewayConfig:
     """The gateway's settings, paths made absolute. With TLS on and no upstream CA of
     its own, it reaches the control plane as the other components do: the mesh's CA,
-    and the components' certificate for mTLS."""
+    and the components' certificate for mTLS. `https`: the mesh's server certificate.
+    With authentication on, /metrics asks for the admin token unless open_metrics."""
     gateway = d.gateway.model_copy(
         update={
             field: d.resolve(value)
-            for field in ("upstream_ca", "upstream_cert", "upstream_key")
+            for field in (
+                "upstream_ca",
+                "upstream_cert",
+                "upstream_key",
+                "metrics_token_file",
+                "tls_cert",
+                "tls_key",
+            )
             if (value := getattr(d.gateway, field)) is not None
         }
     )
+    update: dict[str, Any] = {}
+    tls = d.component_tls()
+    if tls is not None and gateway.upstream_ca is None:
+        update.update(zip(("upstream_ca", "upstream_cert", "upstream_key"), tls, strict=True))
     security = _security(d, None)
-    if not security.tls or gateway.upstream_ca is not None:
-        return gateway
-    return gateway.model_copy(
-        update={
-            "upstream_ca": security.tls_client_ca,
-            "upstream_cert": security.tls_cert,
-            "upstream_key": security.tls_key,
-        }
-    )
+    if gateway.https and gateway.tls_cert is None:
+        update.update(tls_cert=security.tls_cert, tls_key=security.tls_key)
+    if keys is not None and not d.security.open_metrics and gateway.metrics_token_file is None:
+        update["metrics_token_file"] = keys.admin_token_file
+    return gateway.model_copy(update=update)
 
 
-def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
+def gateway_spec(
+    d: Deployment, control_plane: str, keys: DeploymentKeys | None = None
+) -> ChildSpec:
     argv = _serve(
         "gateway",
         "--upstream",
         control_plane,
-        *to_argv(GATEWAY_OPTIONS, _gateway(d)),
+        *to_argv(GATEWAY_OPTIONS, _gateway(d, keys)),
         *_logs(d, "gateway"),
     )
     return ChildSpec(

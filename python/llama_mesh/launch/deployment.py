@@ -14,6 +14,7 @@ checks that need the whole file in deployment_checks.py.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,7 @@ from llama_mesh.config.fields import matching
 from llama_mesh.config.models import ModelConfig, ModelId
 from llama_mesh.config.restarts import RestartConfig
 from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE
+from llama_mesh.launch.certificates import LOOPBACK_NAMES, LocalPki
 from llama_mesh.launch.deployment_checks import check_ports_free, check_workflows, cross_checks
 from llama_mesh.launch.deployment_errors import DeploymentError, Located, at, describe
 from llama_mesh.launch.service_specs import OrchestratorSpec, ServiceSpec, StepSpec
@@ -173,6 +175,34 @@ class Deployment(Settings):
     def run_file(self) -> Path:
         """Where `up` records the addresses it bound while it runs."""
         return self.state_path / "run.json"
+
+    @property
+    def local_pki(self) -> LocalPki | None:
+        """Where `up` keeps the CA and certificates it makes (`security.tls: auto`)."""
+        return LocalPki(self.state_path / "tls") if self.security.tls == "auto" else None
+
+    def tls_hosts(self) -> list[str]:
+        """The names `tls: auto`'s server certificate carries: loopback, every host the
+        file binds, and this machine's name for a wildcard (0.0.0.0) bind."""
+        binds = [self.control_plane.host, self.gateway.host]
+        binds += [s.host for s in self.services.values()]
+        hosts = list(LOOPBACK_NAMES)
+        for host in binds:
+            name = socket.gethostname() if host in ("0.0.0.0", "::", "") else host.strip("[]")
+            if name not in hosts:
+                hosts.append(name)
+        return hosts
+
+    def component_tls(self) -> tuple[Path, Path, Path] | None:
+        """(CA, client certificate, key) with which the mesh's components, and the
+        operator's CLI, reach its servers over mTLS; None without TLS."""
+        if (pki := self.local_pki) is not None:
+            return pki.ca_cert, pki.client_cert, pki.client_key
+        s = self.security
+        if s.tls_client_ca is None or s.tls_cert is None or s.tls_key is None:
+            return None
+        # Files of the operator's own: the server certificate is the components' too.
+        return self.resolve(s.tls_client_ca), self.resolve(s.tls_cert), self.resolve(s.tls_key)
 
     def service_path(self, service: ServiceSpec) -> Path:
         return self.resolve(service.path) if service.path is not None else self.base_dir

@@ -82,23 +82,31 @@ def _security_checks(d: Deployment) -> Iterator[tuple[tuple[str, ...], str]]:
     security = d.security
     if security.install_keys is not None:
         yield ("security", "install_keys"), "`up` makes and installs the keys itself: remove it"
-    if security.tls and security.tls_client_ca is None:
+    if security.tls_cert and security.tls_client_ca is None:
         yield (
             ("security", "tls_client_ca"),
             "`up` gives its components mTLS: name the CA that signed tls_cert (and their "
             "client certificates) here",
+        )
+    gateway = d.gateway
+    if gateway.enabled and gateway.https and not (gateway.tls_cert or security.serves_tls):
+        yield (
+            ("gateway", "https"),
+            "serves HTTPS with the mesh's server certificate: set security.tls: auto "
+            "(or tls_cert and tls_key), or give the gateway its own tls_cert and tls_key",
         )
     servers: list[tuple[tuple[str, ...], str]] = [(("control_plane", "host"), d.control_plane.host)]
     servers += [(("services", n, "host"), s.host) for n, s in d.services.items()]
     if d.gateway.enabled:
         servers.append((("gateway", "host"), d.gateway.host))
     for loc, host in servers:
-        if not is_loopback(host) and not (security.auth and security.tls):
+        if not is_loopback(host) and not (security.auth and security.serves_tls):
             yield (
                 loc,
                 f"listening on {host} without TLS and authentication lets anyone who can "
-                "reach it call every RPC: set security.tls_cert, tls_key and tls_client_ca and "
-                "keep security.auth on, or listen on 127.0.0.1 (docs/security.md)",
+                "reach it call every RPC: set security.tls: auto (or tls_cert, tls_key and "
+                "tls_client_ca) and keep security.auth on, or listen on 127.0.0.1 "
+                "(docs/security.md)",
             )
 
 

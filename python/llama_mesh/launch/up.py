@@ -35,6 +35,7 @@ from llama_mesh.config import (
     connect_host,
 )
 from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.launch.certificates import LocalPki
 from llama_mesh.launch.child_specs import (
     agents_specs,
     control_plane_spec,
@@ -81,6 +82,9 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         if d.nats.embedded and d.security.auth
         else None
     )
+    # `tls: auto`: a local CA and certificates, kept across restarts, renewed if due.
+    if (pki := d.local_pki) is not None:
+        await asyncio.to_thread(LocalPki.create, pki.directory, d.tls_hosts())
     if d.nats.embedded:
         [nats] = await supervisor.start_stage([nats_spec(d, users, supervisor.on_stderr)])
         nats_urls = [str(nats.ready["url"])]
@@ -93,7 +97,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     services: dict[str, list[dict[str, Any]]] = {}
     specs = replica_specs(d, control_plane, keys, users)
     # The gateway needs only the control plane: it starts beside the services.
-    gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
+    gateway_specs = [gateway_spec(d, control_plane, keys)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}
     started = await supervisor.start_stage(specs + gateway_specs) if specs or gateway_specs else []
     # Where each component serves Prometheus metrics, by child name.
@@ -112,6 +116,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
             }
         else:
             services.setdefault(str(child.ready["service"]), []).append(_replica(child))
+    tls = d.component_tls()
     return {
         "ready": True,
         "component": "deployment",
@@ -126,6 +131,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
         "metrics": metrics,
         "pids": pids,
         "admin_token_file": str(keys.admin_token_file) if keys is not None else None,
+        "tls": dict(zip(("ca", "cert", "key"), map(str, tls), strict=True)) if tls else None,
     }
 
 
@@ -189,10 +195,17 @@ def table(summary: dict[str, Any], deployment_file: Path) -> Table:
     for child, url in summary.get("metrics", {}).items():
         out.add_row(f"metrics {child}", url, "")
     token = summary.get("admin_token_file")
-    out.caption = (
-        (f"export LLAMA_MESH_TOKEN=$(cat {token})\n" if token else "")
-        + f"llama-mesh status -f {deployment_file}    "
-        f"grpcurl -plaintext {summary['control_plane']} list    Ctrl-C stops everything"
+    tls = summary.get("tls")
+    grpcurl = "-plaintext"
+    exports = [f"export LLAMA_MESH_TOKEN=$(cat {token})"] if token else []
+    if tls:
+        grpcurl = f"-cacert {tls['ca']} -cert {tls['cert']} -key {tls['key']}"
+        exports += [f"export LLAMA_MESH_CA_FILE={tls['ca']}"]
+        exports += [f"export LLAMA_MESH_CERT_FILE={tls['cert']}"]
+        exports += [f"export LLAMA_MESH_KEY_FILE={tls['key']}"]
+    out.caption = "".join(line + "\n" for line in exports) + (
+        f"llama-mesh status -f {deployment_file}    "
+        f"grpcurl {grpcurl} {summary['control_plane']} list    Ctrl-C stops everything"
     )
     return out
 
