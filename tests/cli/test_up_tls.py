@@ -141,7 +141,9 @@ async def test_tls_auto_is_one_line_and_keeps_its_ca_across_restarts(tmp_path: P
     data["gateway"]["https"] = True
     file = write_deployment(tmp_path / "deployment.yaml", data)
     bare = _without_mesh_settings()
-    async with llama_mesh_up(file, log=tmp_path / "up.log") as up:
+    # A token exported for another deployment does not stand in for the components' own.
+    stale = {"LLAMA_MESH_TOKEN": "lmk_admin.0123", "LLAMA_MESH_CA_FILE": "/nonexistent.pem"}
+    async with llama_mesh_up(file, log=tmp_path / "up.log", env=stale) as up:
         tls = {k: Path(v) for k, v in up.summary["tls"].items()}
         assert tls["ca"] == tmp_path / "state" / "tls" / "ca.pem"
         for key in (tmp_path / "state" / "tls").glob("*.key"):

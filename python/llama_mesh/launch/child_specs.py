@@ -25,6 +25,7 @@ from llama_mesh.client._credentials import (
     CA_FILE_ENV,
     CERT_FILE_ENV,
     KEY_FILE_ENV,
+    TOKEN_ENV,
     TOKEN_FILE_ENV,
 )
 from llama_mesh.config import (
@@ -138,8 +139,10 @@ def _security(d: Deployment, keys: DeploymentKeys | None) -> SecurityConfig:
 
 
 def _component_env(d: Deployment, token_file: Path | None) -> dict[str, str]:
-    """How a child reaches the control plane: its token, and the mesh's CA for mTLS."""
-    env: dict[str, str] = {}
+    """How a child reaches the control plane: its token, and the mesh's CA for mTLS.
+    What the operator exported (a token of another deployment, say) is blanked: it
+    would stand in for the component's own."""
+    env = dict.fromkeys((TOKEN_ENV, TOKEN_FILE_ENV, CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV), "")
     if token_file is not None:
         env[TOKEN_FILE_ENV] = str(token_file)
     if (tls := d.component_tls()) is not None:
