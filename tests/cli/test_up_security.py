@@ -145,4 +145,4 @@ def test_a_deployment_that_listens_beyond_loopback_needs_tls_and_auth(tmp_path: 
         load_deployment(file)
     assert "control_plane.host" in str(caught.value)
     assert "without TLS and authentication" in str(caught.value)
-    assert "security.tls_cert" in str(caught.value)
+    assert "security.tls: auto" in str(caught.value)
