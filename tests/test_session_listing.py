@@ -9,13 +9,16 @@ runs (nothing else uses that connection here), not timed."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import nats as nats_py
 import pytest
 
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import RetentionConfig
+from llama_mesh.control_plane import sessions as sessions_module
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core.limits import MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS
@@ -189,3 +192,23 @@ async def test_a_page_of_large_sessions_is_cut_by_bytes_never_refused(
         assert 0 < len(first.sessions) < 200 and first.next_page_token
         assert sum(s.ByteSize() for s in first.sessions) <= MAX_PAGE_BYTES
         assert (await _list_all(sessions, page_size=1000))[0] == made
+
+
+@pytest.mark.timeout(60)
+async def test_a_renewed_session_moves_to_the_end_and_leaves_one_entry(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with MeshState.connect([nats.url]) as state:
+        sessions = Sessions(state, RetentionConfig())
+        first = await _create(sessions, "first", ttl=100)
+        second = await _create(sessions, "second", ttl=100)
+        assert (await _list_all(sessions))[0] == [first, second]
+        # A task created in it 20 s later (past a tenth of its TTL) renews it.
+        later = time.time() + 20
+        monkeypatch.setattr(sessions_module, "time", SimpleNamespace(time=lambda: later))
+        renewed = await sessions.in_use("first", first)
+        assert renewed.expire_time.ToSeconds() == int(later + 100)
+        # The renewal deleted the entry it replaced: no reader has to.
+        info = await state.js.stream_info(state.topology.session_stream)
+        assert info.state.messages == 2
+        assert (await _list_all(sessions))[0] == [second, first]  # the order they last changed

@@ -142,14 +142,17 @@ class Sessions:
             current.task_ttl.CopyFrom(renewed.task_ttl)
             current.expire_time.CopyFrom(renewed.expire_time)
 
-        indexed = await session_index.add(self.state.js, self.state.topology, renewed, ttl)
+        state = self.state
+        indexed = await session_index.add(state.js, state.topology, renewed, ttl)
+        previous = session
         try:
-            session, _ = await self.state.sessions.mutate_from(
+            session, _ = await state.sessions.mutate_from(
                 session_id, name, renew, found, ttl=lambda _: ttl
             )
         except NotFoundError:  # expired meanwhile: the task still runs
-            await session_index.remove(self.state.js, self.state.topology, indexed)
+            await session_index.remove(state.js, state.topology, indexed)
             return session
+        await session_index.trim(state.nc, state.js, state.topology, previous, ttl)
         # The tokens its tasks used expire with it (a second later, as the worker's
         # token_ledger keeps them).
         with contextlib.suppress(NotFoundError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -44,10 +44,12 @@ async def direct_batch(
     subject: str | None,
     start: int,
     batch: int,
+    start_time: float | None = None,
     timeout: float = 10.0,
 ) -> list[Stored]:
     """Up to `batch` messages on `subject` (wildcards allowed; None: any) from
-    sequence `start` on, in order; [] if there are none."""
+    sequence `start` on (or, with `start_time`, from the first stored at or after
+    that time, in epoch seconds), in order; [] if there are none."""
     if batch < 1:
         return []
     inbox = nc.new_inbox()
@@ -81,7 +83,11 @@ async def direct_batch(
 
     sub = await nc.subscribe(inbox, cb=on_reply)
     try:
-        request: dict[str, object] = {"seq": max(start, 1), "batch": batch}
+        request: dict[str, object] = {"batch": batch}
+        if start_time is None:
+            request["seq"] = max(start, 1)
+        else:
+            request["start_time"] = datetime.fromtimestamp(start_time, UTC).isoformat()
         if subject is not None:
             request["next_by_subj"] = subject
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)

@@ -13,9 +13,10 @@ An entry is live while its session's record carries the expiry it names. The oth
 are dead and skipped; none makes pages slow for long:
 
 - each entry carries its session's TTL, so it leaves with the session it indexes;
-- an entry whose session was renewed since (the record's expiry is later) is
-  deleted by the reader that finds it, as is one whose record is gone (a deleted
-  session) once `GRACE` has passed (before that, its create may still be writing);
+- a renewal deletes the entry of the expiry it replaces (found by the time it was
+  written); one it does not find, the reader that finds it deletes (the record's
+  expiry is later), as it deletes one whose record is gone (a deleted session) once
+  `GRACE` has passed (before that, its create may still be writing);
 - a write that did not take (the session existed, or expired meanwhile) deletes the
   entry it made.
 
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 GRACE = 60.0
 """Seconds an entry whose session record is missing is left alone: its create may
 still be on its way to the bucket."""
+CLOCK_SLACK = 5.0
+"""Seconds a renewal looks back for the entry it replaces beyond when it was due to be
+written (the control plane's and the server's clocks may differ)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,36 @@ async def remove(js: JetStreamContext, topology: Topology, seq: int) -> None:
     """Delete the entry at `seq` (dead); gone already is fine."""
     with contextlib.suppress(JsNotFoundError), store_errors("trimming the session index"):
         await js.delete_msg(topology.session_stream, seq)
+
+
+async def trim(
+    nc: NatsClient,
+    js: JetStreamContext,
+    topology: Topology,
+    previous: resources_pb2.Session,
+    ttl: float,
+) -> None:
+    """Delete the entry of `previous` (the record before a renewal that supersedes it):
+    written about `ttl` before the expiry it names. If it is not among the first of
+    its namespace written since then, readers delete it when they reach it."""
+    old = expires(previous)
+    if not old:
+        return
+    written = old / 1e9 - ttl - CLOCK_SLACK
+    found = await direct_batch(
+        nc,
+        topology.session_stream,
+        subject=topology.session_subject(previous.namespace),
+        start=0,
+        start_time=written,
+        batch=64,
+    )
+    session_id = previous.name.partition("/")[2]
+    for stored in found:
+        entry = _entry(stored)
+        if entry.session_id == session_id and entry.expires == old:
+            await remove(js, topology, entry.seq)
+            return
 
 
 def _entry(stored: Stored) -> Entry:
