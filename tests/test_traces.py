@@ -17,7 +17,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
+from llama_mesh.config import OtelConfig
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.telemetry import tracing
 from llama_mesh_gateway import GatewayServer
@@ -48,10 +50,17 @@ def no_tracing() -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
+# A client's own trace, continued by the gateway (W3C trace context).
+CLIENT_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+CLIENT_SPAN = 0x00F067AA0BA902B7
+TRACEPARENT = f"00-{CLIENT_TRACE:032x}-{CLIENT_SPAN:016x}-01"
+
+
 async def run_outer_through_gateway() -> tuple[str, list[str]]:
-    """Run `outer` (which calls `inner` as a child task) through the gateway; its
-    result and the trace context headers its queued assignments carried. Every
-    component has stopped (its spans ended) when this returns."""
+    """Run `outer` (which calls `inner` as a child task) through the gateway, as part
+    of the client's trace TRACEPARENT; its result and the trace context headers its
+    queued assignments carried. Every component has stopped (its spans ended) when
+    this returns."""
     async with (
         LocalMesh({"inner": InnerWorkflow(), "outer": make_outer()}) as mesh,
         GatewayServer(mesh.address, port=0) as gateway,
@@ -63,7 +72,9 @@ async def run_outer_through_gateway() -> tuple[str, list[str]]:
         queued = await state.nc.subscribe(state.topology.task_subject("*"))
         session = (await http.post("/v1/sessions", json={})).json()["name"]
         resp = await http.post(
-            f"/v1/{session}/tasks:run", json={"task": {"service": "outer", "input": {"arg1": "x"}}}
+            f"/v1/{session}/tasks:run",
+            json={"task": {"service": "outer", "input": {"arg1": "x"}}},
+            headers={"traceparent": TRACEPARENT},
         )
         assert resp.status_code == 200, resp.text
         result = resp.json()["result"]
@@ -80,9 +91,9 @@ def tree(spans: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
 
 
 def ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[str]:
-    """The names of `span`'s ancestors, nearest first (all must be in the trace)."""
+    """The names of `span`'s ancestors in this process, nearest first."""
     names = []
-    while span.parent is not None:
+    while span.parent is not None and span.parent.span_id in by_id:
         span = by_id[span.parent.span_id]
         names.append(span.name)
     return names
@@ -109,14 +120,17 @@ async def test_one_task_through_the_gateway_is_one_tree(exporter: InMemorySpanEx
     request = [s for s in spans if s.name == "POST /v1/{parent=sessions/*}/tasks:run"]
     assert len(request) == 1
     root = request[0]
-    assert root.kind is SpanKind.SERVER and root.parent is None
+    # The request continues the client's trace: its parent is the client's span.
+    assert root.kind is SpanKind.SERVER and root.parent is not None
+    assert (root.parent.span_id, root.parent.is_remote) == (CLIENT_SPAN, True)
     trace_id = root.context.trace_id
+    assert trace_id == CLIENT_TRACE
     in_trace = [s for s in spans if s.context.trace_id == trace_id]
     by_id = tree(in_trace)
-    # One tree: every span's parent is in the trace, and the request is the only root.
-    assert [s for s in in_trace if s.parent is None] == [root]
+    # One tree: every span's parent is in the trace, but the request's (the client's).
+    assert [s for s in in_trace if s.parent is None] == []
     for span in in_trace:
-        assert span.parent is None or span.parent.span_id in by_id, span.name
+        assert span is root or (span.parent and span.parent.span_id in by_id), span.name
 
     outer_task = only(in_trace, "task.create", service="outer")
     inner_task = only(in_trace, "task.create", service="inner")
@@ -175,3 +189,27 @@ def test_the_otel_variables_decide_whether_a_process_exports() -> None:
     assert not tracing.configured({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
     assert tracing.configure_tracing("control-plane", environ={}) is None
     assert gateway_tracing.configure_tracing({}) is None
+
+
+def test_the_otel_section_becomes_the_standard_variables() -> None:
+    settings = OtelConfig(
+        endpoint="http://collector:4318",
+        protocol="http/protobuf",
+        headers={"x-api-key": "a b"},
+        service_name_prefix="shop-",
+        sample_ratio=0.25,
+    )
+    assert settings.environment("echo") == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=a%20b",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_SERVICE_NAME": "shop-echo",
+    }
+    assert OtelConfig().environment("echo") == {}  # up's own OTEL_* variables apply
+    with pytest.raises(ValidationError, match="is not an http:// or https:// URL"):
+        OtelConfig(endpoint="127.0.0.1:4317")
+    with pytest.raises(ValidationError):
+        OtelConfig(endpoint="http://127.0.0.1:4317", sample_ratio=1.5)
