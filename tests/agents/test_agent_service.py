@@ -17,14 +17,18 @@ from llama_mesh.core.errors import (
     InvalidArgumentError,
     TaskFailedError,
     TaskResourceExhaustedError,
+    TokenBudgetExceededError,
 )
+from llama_mesh.core.names import TaskName
 from llama_mesh.core.proto_time import duration
 from llama_mesh.core.status import error_type, status_code
+from llama_mesh.jetstream.journal import task_key
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.testing import Pause, Reply, ScriptedModel, ToolCall, Usage
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.token_ledger import TokenLedger
 
 from kv_markers import expired
 
@@ -230,3 +234,38 @@ async def test_an_agent_from_the_runtime_describes_itself(
     properties = described.input_schema["properties"]
     assert isinstance(properties, struct_pb2.Struct)
     assert set(properties.keys()) == {"user_msg", "chat_history", "max_iterations"}
+
+
+async def test_tasks_of_one_session_charging_in_turn_count_every_token(
+    nats: EmbeddedNats, model_url: str
+) -> None:
+    """Each ledger writes the session's count at the revision it saw last; another
+    task's write in between makes it read the count again, not lose that write."""
+    async with LocalMesh({"assistant": assistant(model_url)}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session(token_budget=100)
+        state = mesh.control_plane.state  # type: ignore[union-attr]
+        names = [TaskName(session.id, task_id) for task_id in ("one", "two")]
+        ledgers = []
+        for name in names:
+            task = resources_pb2.Task(
+                name=str(name), service="assistant", state=resources_pb2.TASK_STATE_RUNNING
+            )
+            assert await state.tasks.create(task_key(name), task) is not None
+            ledgers.append(TokenLedger(state, name, "replica-1"))
+        one, two = ledgers
+        await one.check()
+        await two.check()  # both read the count (none yet)
+
+        def spent(total: int) -> resources_pb2.TaskEvent:
+            usage = resources_pb2.TokenUsage(total_tokens=total, llm_calls=1)
+            return resources_pb2.TaskEvent(type="llama_mesh.TokenUsage", usage=usage)
+
+        await one.charge(spent(30))  # creates the count
+        await two.charge(spent(35))  # its view is stale: read again, then 65
+        await one.charge(spent(5))  # stale again: 70
+        with pytest.raises(TokenBudgetExceededError, match="has used 110 tokens"):
+            await two.charge(spent(40))
+        counted = await state.usage.get(session.id, session.name)
+        records = [(await state.tasks.get(task_key(name), str(name))).usage for name in names]
+    assert (counted.total_tokens, counted.llm_calls) == (110, 4)
+    assert [r.total_tokens for r in records] == [35, 75]

@@ -12,6 +12,7 @@ past it fails with RESOURCE_EXHAUSTED (``TokenBudgetExceededError``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -34,32 +35,34 @@ class TokenLedger:
         self._name = name
         self._replica_id = replica_id
         self.used = resources_pb2.TokenUsage()
+        # The session's count and its revision as last read or written here: the next
+        # charge is then one compare-and-set (a read first only if another task of the
+        # session wrote in between).
+        self._counted: tuple[resources_pb2.TokenUsage, int] | None = None
 
     async def check(self) -> None:
         """Raise TokenBudgetExceededError if the session has no tokens left."""
-        session = await self._session()
-        if session is not None:
-            check_budget(session)
-
-    async def _session(self) -> resources_pb2.Session | None:
-        """The session (its budget) with the usage counted so far."""
-        found = await self._state.sessions.find(self._name.session_id)
+        key = self._name.session_id
+        found, self._counted = await asyncio.gather(
+            self._state.sessions.find(key), self._state.usage.find(key)
+        )
         if found is None:
-            return None
+            return
         session = found[0]
-        usage = await self._state.usage.find(self._name.session_id)
-        if usage is not None:
-            session.usage.CopyFrom(usage[0])
-        return session
+        if self._counted is not None:
+            session.usage.CopyFrom(self._counted[0])
+        check_budget(session)
 
     async def charge(self, event: resources_pb2.TaskEvent) -> None:
         """Record `event` (with its usage) on the task, add the usage to the session,
         then raise TokenBudgetExceededError if the session went past its budget."""
-        await self._state.journal.record(self._name, event, replica_id=self._replica_id)
+        # The session is read again (its expiry moves when it is renewed), alongside.
+        _, found = await asyncio.gather(
+            self._state.journal.record(self._name, event, replica_id=self._replica_id),
+            self._state.sessions.find(self._name.session_id),
+        )
         add(self.used, event.usage)
         metrics.tokens_used(event.usage)
-
-        found = await self._state.sessions.find(self._name.session_id)
         if found is None:
             return  # expired or deleted: no session left to charge
         session = found[0]
@@ -74,12 +77,19 @@ class TokenLedger:
         key = self._name.session_id
         while True:
             try:
-                return await self._state.usage.mutate(
-                    key, self._name.session, lambda counted: add(counted, usage), ttl=lambda _: ttl
+                self._counted = await self._state.usage.mutate_from(
+                    key,
+                    self._name.session,
+                    lambda counted: add(counted, usage),
+                    self._counted,
+                    ttl=lambda _: ttl,
                 )
+                return self._counted[0]
             except NotFoundError:
                 # The session's first tokens; a racing first writer makes create fail.
-                if await self._state.usage.create(key, usage, ttl=ttl) is not None:
+                created = await self._state.usage.create(key, usage, ttl=ttl)
+                if created is not None:
+                    self._counted = (usage, created)
                     return usage
 
 
