@@ -171,6 +171,9 @@ async def test_human_in_the_loop_status_and_sessions(mesh: LocalMesh) -> None:
     assert created.json()["labels"] == {"team": "qa"}
     listed = await cli("sessions", "list", "-o", "json", env=env)
     assert "sessions/mine" in [s["name"] for s in listed.json()]
+    assert len(listed.json()) > 1
+    first = await cli("sessions", "list", "--limit", "1", "-o", "json", env=env)
+    assert [s["name"] for s in first.json()] == [listed.json()[0]["name"]]
     deleted = await cli("sessions", "delete", "mine", env=env)
     assert deleted.code == 0
     gone = await cli("sessions", "get", "mine", env=env)

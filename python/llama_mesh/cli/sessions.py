@@ -27,6 +27,9 @@ from llama_mesh.client import AsyncClient
 
 
 def sessions_list(
+    limit: Annotated[
+        int, typer.Option(help="At most this many (in the order they last changed, oldest first).")
+    ] = 50,
     control_plane: ControlPlaneOption = None,
     file: FileOption = None,
     output: OutputOption = Output.text,
@@ -36,7 +39,8 @@ def sessions_list(
     target = Target(control_plane, file, output, connect_timeout)
 
     async def main(client: AsyncClient) -> None:
-        sessions = [session_view(s) for s in await client.list_sessions()]
+        # One page of `limit`: not every session of the mesh to show a few.
+        sessions = [session_view(s) for s in await client.list_sessions(limit=limit)]
 
         def text() -> None:
             for s in sessions:

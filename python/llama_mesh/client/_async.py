@@ -223,12 +223,16 @@ class AsyncClient:
         response = await self.call(self.stub.GetSession, cp.GetSessionRequest(name=name))
         return AsyncSession(self, response.session)
 
-    async def list_sessions(self) -> list[resources_pb2.Session]:
+    async def list_sessions(self, *, limit: int | None = None) -> list[resources_pb2.Session]:
+        """Sessions in the order they last changed, oldest first: all of them, or the
+        first `limit` (asking only for the pages that hold them)."""
+        size = min(limit, 1000) if limit else 1000
         return await self._all(
             lambda token: self.call(
-                self.stub.ListSessions, cp.ListSessionsRequest(page_size=1000, page_token=token)
+                self.stub.ListSessions, cp.ListSessionsRequest(page_size=size, page_token=token)
             ),
             "sessions",
+            limit,
         )
 
     async def delete_session(self, session: str, *, force: bool = False) -> None:

@@ -82,8 +82,8 @@ class Client:
     def get_session(self, session: str) -> Session:
         return Session(self, self._loop.run(self._async.get_session(session)))
 
-    def list_sessions(self) -> list[resources_pb2.Session]:
-        return self._loop.run(self._async.list_sessions())
+    def list_sessions(self, *, limit: int | None = None) -> list[resources_pb2.Session]:
+        return self._loop.run(self._async.list_sessions(limit=limit))
 
     def delete_session(self, session: str, *, force: bool = False) -> None:
         self._loop.run(self._async.delete_session(session, force=force))
