@@ -16,16 +16,17 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
 from llama_mesh.config import OtelConfig
+from llama_mesh.core.errors import TaskFailedError
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.telemetry import tracing
 from llama_mesh_gateway import GatewayServer
 from llama_mesh_gateway import tracing as gateway_tracing
 
-from mesh_workflows import InnerWorkflow, make_outer
+from mesh_workflows import FailingWorkflow, InnerWorkflow, make_outer
 
 
 @pytest.fixture
@@ -145,6 +146,8 @@ async def test_one_task_through_the_gateway_is_one_tree(exporter: InMemorySpanEx
     assert ancestors(outer_task, by_id) == [run_task, run_task, root.name]
     assert ancestors(outer_attempt, by_id) == ["task.create", run_task, run_task, root.name]
     assert outer_attempt.kind is SpanKind.CONSUMER
+    assert (outer_attempt.attributes or {})["llama_mesh.state"] == "SUCCEEDED"
+    assert outer_attempt.status.status_code is StatusCode.UNSET
     assert (outer_attempt.attributes or {})["llama_mesh.replica"]
     # ... -> the workflow's step -> the child task, created from inside the step
     step_path = ancestors(outer_step, by_id)
@@ -170,6 +173,22 @@ async def test_one_task_through_the_gateway_is_one_tree(exporter: InMemorySpanEx
     queued = only(in_trace, "task.queued", service="outer")
     assert queued.parent is not None
     assert queued.parent.span_id == outer_task.context.span_id
+
+
+@pytest.mark.timeout(60)
+async def test_a_failed_attempt_says_why_on_its_span(exporter: InMemorySpanExporter) -> None:
+    async with LocalMesh({"fail": FailingWorkflow()}) as mesh:
+        session = await mesh.client.create_session()
+        with pytest.raises(TaskFailedError):
+            await session.run("fail", message="no luck")
+    spans = exporter.get_finished_spans()
+    attempt = only(spans, "task.attempt", service="fail")
+    assert (attempt.attributes or {})["llama_mesh.state"] == "FAILED"
+    assert attempt.status.status_code is StatusCode.ERROR
+    assert attempt.status.description == "Boom: no luck"
+    step = only(spans, "workflow.step fail", workflow="FailingWorkflow")
+    assert step.status.status_code is StatusCode.ERROR
+    assert [e.name for e in step.events] == ["exception"]
 
 
 @pytest.mark.timeout(90)

@@ -22,12 +22,13 @@ from llama_mesh.core.attempt_policy import (
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.lifecycle import (
     is_final,
+    state_name,
 )
 from llama_mesh.core.names import TaskName
 from llama_mesh.core.status import error_type
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import task_key
-from llama_mesh.telemetry import metrics
+from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,16 @@ async def settle(
     how long the task's events are kept (a republished final event's).
     """
     event = decision.event
+    if event is not None and tracing.enabled():
+        # On the attempt's span: how it ended (a retry, a failure say why).
+        failed = event.HasField("error") and event.error.code != 0
+        tracing.annotate(
+            error=event.error.message if failed else "",
+            **{
+                "llama_mesh.state": state_name(event.state),
+                "llama_mesh.settle": decision.settle.name,
+            },
+        )
     task: resources_pb2.Task | None = None
     if event is not None and decision.republish:
         await state.journal.publish(name, event, event_id=f"{name.task_id}.final", ttl=ttl)

@@ -227,6 +227,19 @@ def span(
     )
 
 
+def annotate(*, error: str = "", **attributes: str | int | float | bool) -> None:
+    """Add `attributes` to the current span, and mark it failed when `error` says why
+    (nothing when tracing is off)."""
+    if not enabled():
+        return
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    current.set_attributes(attributes)
+    if error:
+        current.set_status(trace.Status(trace.StatusCode.ERROR, error))
+
+
 def record_span(
     name: str,
     start_time: float,
