@@ -26,6 +26,7 @@ from llama_mesh.core.paging import MAX_PAGE_BYTES
 from llama_mesh.core.proto_time import duration
 from llama_mesh.jetstream import session_index
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.topology import EXPIRY_MARKER_TTL
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.rpc.identity import UNAUTHENTICATED_ADMIN, Identity, set_caller
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -121,10 +122,13 @@ async def test_deleted_sessions_do_not_weigh_on_listings(
             await sessions.delete_session(cp.DeleteSessionRequest(name=name))
         assert (await _list_all(sessions))[0] == kept  # trims the dead entries
         assert await _list_all(sessions) == baseline
-        # Before, each deleted session left a marker in the bucket for good, which
-        # every listing read again.
         info = await state.js.stream_info(state.topology.session_stream)
         assert info.state.messages == len(kept)
+        # Before, each deleted session left a marker in the bucket for good (which
+        # every listing read again); now the marker expires too.
+        marker = await state.js.get_last_msg("KV_mesh_sessions", "$KV.mesh_sessions.gone-000")
+        assert marker.headers is not None
+        assert marker.headers.get("Nats-TTL") == str(int(EXPIRY_MARKER_TTL))
 
 
 @pytest.mark.timeout(60)
