@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator
 
 from llama_mesh.config.fields import DefaultText, Settings
 
@@ -45,6 +45,25 @@ class LoggingConfig(Settings):
         LogFormat,
         Field(description="How `up` shows them: `text` for people, `json` one object a line."),
     ] = "text"
+    max_file_size: Annotated[
+        ByteSize,
+        DefaultText("`10MiB`"),
+        Field(
+            ge=4096,
+            description="Size at which `up` starts a new file of the lines it keeps "
+            "(`<state_dir>/logs/up.jsonl`; the one before becomes `up.1.jsonl`), e.g. "
+            "`512KiB`, `50MB` or bytes (at least 4096).",
+        ),
+    ] = ByteSize(10 * 1024 * 1024)
+    max_files: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="Older files kept besides `up.jsonl` (`up.1.jsonl` … `up.N.jsonl`, "
+            "the previous run's included); at most (N + 1) times `max_file_size` on disk.",
+        ),
+    ] = 5
 
     def level_of(self, component: str) -> LogLevel:
         return self.components.get(component, self.level)

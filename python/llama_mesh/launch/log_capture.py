@@ -3,8 +3,10 @@
 `up` asks every child for JSON log lines on stderr (``--log-format json``). Each line
 is tagged with the child it came from (``"child": "echo/2"``), shown on up's own
 stderr in the deployment's format (readable text by default), written to
-``.llama-mesh/logs/up.jsonl`` (this run's; the run before's is ``up.1.jsonl``) and
-passed to every ``llama-mesh logs --follow`` connected to up's log socket. No log
+``.llama-mesh/logs/up.jsonl`` and passed to every ``llama-mesh logs --follow``
+connected to up's log socket. The kept file is bounded: at ``max_bytes`` it becomes
+``up.1.jsonl`` (the one before ``up.2.jsonl``, …, ``backups`` of them; the stdlib's
+RotatingFileHandler), and a run starts with a file of its own the same way. No log
 server to run: up already reads the children's output. nats-server, which cannot log
 JSON, has its own lines read (nats_server_line).
 
@@ -18,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -92,22 +96,47 @@ def matches(line: dict[str, Any], service: str | None, task: str | None) -> bool
     return True
 
 
-def previous_log_file(path: Path) -> Path:
-    """Where the lines of the run before are kept: `up.1.jsonl` beside `up.jsonl`."""
-    return path.with_suffix(f".1{path.suffix}")
+def rotated_log_file(path: Path, number: int) -> Path:
+    """The `number`th file before `up.jsonl`: `up.1.jsonl` is the one before."""
+    return path.with_suffix(f".{number}{path.suffix}")
 
 
-def read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """The lines a collector kept in `path` (none if it does not exist)."""
-    try:
-        with path.open(encoding="utf-8") as kept:
+def read_lines(files: list[TextIO]) -> Iterator[dict[str, Any]]:
+    """The lines kept in these open files, in order; each is closed once read."""
+    for kept in files:
+        with kept:
             for raw in kept:
                 with contextlib.suppress(ValueError):
                     line = json.loads(raw)
                     if isinstance(line, dict):
                         yield line
-    except FileNotFoundError:
-        return
+
+
+class _KeptLines(logging.handlers.RotatingFileHandler):
+    """The file of kept lines (private: it may hold what tasks printed), renamed to
+    `up.1.jsonl` at `max_bytes`, the older ones shifted (`backups` of them kept)."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+        )
+        self.namer = _rotated_name
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.rotations = 0  # in this run
+
+    def _open(self) -> io.TextIOWrapper:
+        # Appends, as the stdlib's does at a size.
+        return open(self.baseFilename, "a", encoding=self.encoding, opener=_private)
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self.rotations += 1
+
+
+def _rotated_name(default: str) -> str:
+    """`up.1.jsonl` for the stdlib's `up.jsonl.1`: the kept files keep their suffix."""
+    base, _, number = default.rpartition(".")
+    return str(rotated_log_file(Path(base), int(number)))
 
 
 class LogCollector:
@@ -121,21 +150,24 @@ class LogCollector:
         show_level: str = "warning",
         levels: dict[str, str] | None = None,
         stream: TextIO | None = None,
+        max_bytes: int = 10 * 1024 * 1024,
+        backups: int = 5,
     ) -> None:
         """`levels`: the least severe level kept of a child that cannot be told its
-        own (nats-server logs info and up), e.g. ``{"nats": "warning"}``."""
+        own (nats-server logs info and up), e.g. ``{"nats": "warning"}``. The kept file
+        starts again at `max_bytes`, `backups` older ones kept."""
         self.path = path
         self._floors = {child: _LEVELS.index(level) for child, level in (levels or {}).items()}
         self.show = show
         self._show_level = _LEVELS.index(show_level)
         self._stream = stream or sys.stderr
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Each run keeps its own lines; the run before's stay beside them (up.1.jsonl),
-        # so the file does not grow run after run.
-        with contextlib.suppress(FileNotFoundError):
-            path.replace(previous_log_file(path))
-        # Closed by close() (serving() calls it); private: it may hold what tasks printed.
-        self._file = open(path, "w", encoding="utf-8", opener=_private)  # noqa: SIM115
+        # Closed by close() (serving() calls it).
+        self._kept = _KeptLines(path, max_bytes, backups)
+        # Each run starts a file of its own; the run before's move along (up.1.jsonl…).
+        if path.exists() and path.stat().st_size:
+            self._kept.doRollover()
+            self._kept.rotations = 0
         self._sequence = 0
         self._followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
@@ -143,7 +175,13 @@ class LogCollector:
         for follower in self._followers:
             with contextlib.suppress(asyncio.QueueFull):
                 follower.put_nowait(None)
-        self._file.close()
+        self._kept.close()
+
+    def kept_files(self) -> list[Path]:
+        """This run's kept files, oldest first (those rotated out beyond `backups` are
+        gone)."""
+        rotated = min(self._kept.rotations, self._kept.backupCount)
+        return [rotated_log_file(self.path, n) for n in range(rotated, 0, -1)] + [self.path]
 
     def add(self, child: str, raw: bytes) -> None:
         """One line a child wrote on stderr (a JSON log line, or any text)."""
@@ -163,8 +201,7 @@ class LogCollector:
         line["child"] = child
         self._sequence += 1
         line["seq"] = self._sequence
-        self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._kept.handle(logging.makeLogRecord({"msg": json.dumps(line, ensure_ascii=False)}))
         if _rank(line) >= self._show_level:
             shown = json.dumps(line) if self.show == "json" else text_line(line)
             self._stream.write(shown + "\n")
@@ -203,7 +240,10 @@ class LogCollector:
                 # Listen before reading what was kept: nothing falls in between.
                 self._followers.add(queue)
             last = 0
-            for line in await asyncio.to_thread(lambda: list(read_lines(self.path))):
+            # Opened here, between two lines kept: a rotation while they are read
+            # renames files, not what was opened.
+            opened = _open_kept(self.kept_files())
+            for line in await asyncio.to_thread(lambda: list(read_lines(opened))):
                 last = max(last, int(line.get("seq", 0)))
                 if matches(line, service, task):
                     writer.write((json.dumps(line) + "\n").encode())
@@ -222,6 +262,14 @@ class LogCollector:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def _open_kept(paths: list[Path]) -> list[TextIO]:
+    opened: list[TextIO] = []
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            opened.append(path.open(encoding="utf-8"))
+    return opened
 
 
 def _fresh(socket_path: Path) -> None:

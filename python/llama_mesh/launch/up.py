@@ -265,6 +265,8 @@ async def run_deployment(
         show=d.logging.format,
         show_level=d.logging.terminal_level,
         levels={"nats": d.logging.level_of("nats")},
+        max_bytes=int(d.logging.max_file_size),
+        backups=d.logging.max_files,
     )
     supervisor = Supervisor(report=report, restarts=restarts, on_stderr=logs.add)
     async with logs.serving(log_socket(d.state_path)):
