@@ -228,3 +228,66 @@ async def test_a_level_for_a_component_the_file_does_not_have_is_refused(
     checked = await cli("check", str(file))
     assert checked.code == 2, (checked.code, checked.stderr)
     assert "no component 'printr': nats, control_plane, gateway or a service id" in (checked.stderr)
+
+
+CHATTY = """
+import threading
+
+from workflows import Workflow, step
+from workflows.events import StartEvent, StopEvent
+
+print("imported chatty")
+_asked = threading.Event()
+
+
+def _background() -> None:
+    _asked.wait()
+    print("from a thread of its own")
+
+
+threading.Thread(target=_background, daemon=True).start()
+
+
+class Chatty(Workflow):
+    @step
+    async def go(self, ev: StartEvent) -> StopEvent:
+        _asked.set()
+        return StopEvent(result="ok")
+
+
+chatty = Chatty()
+"""
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(sys.platform == "win32", reason="unix socket")
+async def test_what_a_replica_prints_outside_a_task_is_a_line_of_its_replica(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "chatty.py").write_text(CHATTY, encoding="utf-8")
+    file = write_deployment(
+        tmp_path / "deployment.yaml",
+        {
+            "name": "chatty",
+            "state_dir": str(tmp_path / "state"),
+            "control_plane": {"port": 0},
+            "gateway": {"enabled": False},
+            "services": {"chatty": {"source": "chatty:chatty"}},
+        },
+    )
+    # `up -o json` keeps its stdout JSON although the module prints as up imports it.
+    async with llama_mesh_up(file, log=tmp_path / "up.log") as up:
+        [replica] = up.summary["services"]["chatty"]
+        async with following("chatty", "-f", str(file)) as stdout:
+            imported = (await line_saying(stdout, "imported chatty"))[-1]
+            ran = await cli("run", "chatty", "-o", "json", "-f", str(file), env=up.env)
+            assert ran.code == 0, ran.stderr
+            threaded = (await line_saying(stdout, "from a thread of its own"))[-1]
+    for line in (imported, threaded):
+        assert line["logger"] == "llama_mesh.stdout"
+        assert line["service"] == "chatty"
+        assert line["replica"] == replica["replica_id"]
+        assert line["child"] == "chatty/1"
+        assert "task" not in line
+    # What up printed while it imported the module went to its stderr.
+    assert "imported chatty" in (tmp_path / "up.log").read_text()

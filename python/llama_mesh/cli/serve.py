@@ -50,7 +50,12 @@ from llama_mesh.core.names import new_id
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.launch.supervisor import until_signalled
-from llama_mesh.telemetry.logs import capture_output, configure_logging, tag_process
+from llama_mesh.telemetry.logs import (
+    capture_output,
+    configure_logging,
+    real_stdout,
+    tag_process,
+)
 from llama_mesh.telemetry.tracing import configure_tracing
 
 WatchStdin = Annotated[
@@ -60,7 +65,7 @@ WatchStdin = Annotated[
 
 def _ready(**fields: object) -> None:
     """One JSON line on stdout that says the component is serving (for supervisors)."""
-    print(json.dumps({"ready": True, **fields}), flush=True)
+    print(json.dumps({"ready": True, **fields}), file=real_stdout(), flush=True)
 
 
 def _logging(level: Level, log_format: Format, component: str, service: str = "") -> None:
@@ -182,59 +187,82 @@ def serve_service(
     security = parse(SecurityConfig, SERVICE_OPTIONS, values)
     # Imported here: they pull in llama-index workflows, which the other commands
     # (and the control plane's process) do not need.
+    replica_id = new_id()
+    # Its lines carry the replica from the start: what the module prints as it is
+    # imported too, which capture_output makes log lines (outside any task).
+    tag_process(replica=replica_id)
+    with capture_output(outside_tasks=True):
+        loaded = _load_service(workflow, deployment, path, config.name)
+        try:
+            with _traces(config.name, replica_id):
+                asyncio.run(
+                    _replica(
+                        loaded,
+                        config,
+                        control_plane,
+                        nats_settings,
+                        security,
+                        replica_id,
+                        watch_stdin,
+                    )
+                )
+        except UnavailableError as e:
+            typer.echo(f"error: service {config.name}: {e}", err=True)
+            raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+def _load_service(
+    workflow: str | None, deployment: Path | None, path: Path | None, name: str
+) -> Any:
+    """The workflow (or the service built from the deployment file) a replica runs;
+    a clear error and exit 2 if it does not load."""
     from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
-    from llama_mesh.worker.runtime import ServiceRuntime
 
     try:
         if workflow is not None:
-            loaded = load_workflow(workflow, path)
-        elif deployment is not None:
+            return load_workflow(workflow, path)
+        if deployment is not None:
             from llama_mesh.launch.deployment import DeploymentError, load_deployment
             from llama_mesh.launch.service_builder import build_service
 
             try:
-                loaded = build_service(load_deployment(deployment), config.name)
+                return build_service(load_deployment(deployment), name)
             except DeploymentError as e:
                 raise WorkflowLoadError(str(e)) from None
-        else:
-            raise WorkflowLoadError("give the workflow (module:attribute) or --deployment")
+        raise WorkflowLoadError("give the workflow (module:attribute) or --deployment")
     except WorkflowLoadError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
-    replica_id = new_id()
 
-    async def main() -> None:
-        # What a task's steps print becomes log lines of that task (telemetry/logs.py).
-        with capture_output():
-            await replica()
+async def _replica(
+    loaded: Any,
+    config: ServiceConfig,
+    control_plane: str,
+    nats_settings: NatsConfig,
+    security: SecurityConfig,
+    replica_id: str,
+    watch_stdin: bool,
+) -> None:
+    from llama_mesh.worker.runtime import ServiceRuntime
 
-    async def replica() -> None:
-        async with ServiceRuntime.start(
-            loaded,
-            config,
-            control_plane,
-            user_credentials=_credentials(nats_settings),
-            nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
-            security=security,
-            replica_id=replica_id,
-        ) as runtime:
-            tag_process(replica=runtime.replica_id)
-            _ready(
-                component="service",
-                service=config.name,
-                replica_id=runtime.replica_id,
-                address=runtime.address,
-                metrics=runtime.metrics_url,
-            )
-            await until_signalled(watch_stdin=watch_stdin, also=runtime.drained.wait())
-
-    try:
-        with _traces(config.name, replica_id):
-            asyncio.run(main())
-    except UnavailableError as e:
-        typer.echo(f"error: service {config.name}: {e}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    async with ServiceRuntime.start(
+        loaded,
+        config,
+        control_plane,
+        user_credentials=_credentials(nats_settings),
+        nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
+        security=security,
+        replica_id=replica_id,
+    ) as runtime:
+        _ready(
+            component="service",
+            service=config.name,
+            replica_id=runtime.replica_id,
+            address=runtime.address,
+            metrics=runtime.metrics_url,
+        )
+        await until_signalled(watch_stdin=watch_stdin, also=runtime.drained.wait())
 
 
 @settings_flags(GATEWAY_OPTIONS)

@@ -12,8 +12,10 @@ when a deployment is about to start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -247,7 +249,10 @@ def check_workflows(d: Deployment, path: Path) -> None:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            build_service(d, name)
+            # What a module prints as it is imported goes to stderr: stdout is the
+            # command's own (`up -o json`, `check -o json` print JSON there).
+            with contextlib.redirect_stdout(sys.stderr):
+                build_service(d, name)
         except WorkflowLoadError as err:
             problems.append(f"{at(located, where)}: {err}")
         except Exception as err:  # user code raised while importing

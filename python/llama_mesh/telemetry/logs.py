@@ -11,8 +11,11 @@ task it is about:
 
 Inside a task's scope, a workflow's ``print()`` is a line of that task too, once
 ``capture_output()`` is on (a replica process turns it on; a notebook's LocalMesh
-leaves the user's stdout alone). Loggers of the workflow's own code need nothing: the
-scope travels with the asyncio tasks the workflow starts.
+leaves the user's stdout alone). A replica prints outside any task too (a module's
+top level as it is imported, a thread of its own): with ``outside_tasks`` those are
+lines of the process (logger ``llama_mesh.stdout``), not lost on a stdout no one
+reads. Loggers of the workflow's own code need nothing: the scope travels with the
+asyncio tasks the workflow starts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import io
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +39,8 @@ SCOPE_FIELDS = ("component", "service", "replica", "session", "task")
 #: The loggers a task's printed output goes to (as lines of that task).
 STDOUT_LOGGER = "llama_mesh.task.stdout"
 STDERR_LOGGER = "llama_mesh.task.stderr"
+#: The logger of what a process prints outside any task (capture_output(outside_tasks)).
+PROCESS_STDOUT_LOGGER = "llama_mesh.stdout"
 
 
 @dataclass
@@ -205,8 +211,9 @@ def configure_logging(
 
 
 def _emit(scope: LogScope, stream: str, text: str) -> None:
-    logger = logging.getLogger(STDOUT_LOGGER if stream == "stdout" else STDERR_LOGGER)
-    level = logging.INFO if stream == "stdout" else logging.WARNING
+    name = {"stdout": STDOUT_LOGGER, "process": PROCESS_STDOUT_LOGGER}.get(stream, STDERR_LOGGER)
+    logger = logging.getLogger(name)
+    level = logging.WARNING if stream == "stderr" else logging.INFO
     if not logger.isEnabledFor(level):
         return
     token = _scope.set(scope)
@@ -218,20 +225,24 @@ def _emit(scope: LogScope, stream: str, text: str) -> None:
 
 class _TaskStream(io.TextIOBase):
     """Stands in for sys.stdout / sys.stderr: text written inside a task's scope
-    becomes lines of that task's log; anything else goes where it always went."""
+    becomes lines of that task's log; anything else goes where it always went, or,
+    given `outside` (a scope of no task), becomes lines of the process."""
 
-    def __init__(self, original: TextIO, name: str) -> None:
+    def __init__(self, original: TextIO, name: str, outside: LogScope | None = None) -> None:
         self.original = original
         self.name = name
+        self.outside = outside
+        self._lock = threading.Lock()  # threads of the user's print outside a task
 
     def write(self, text: str) -> int:
         scope = _scope.get()
-        if scope is None:
+        if scope is not None:
+            _buffer(scope, self.name, self.name, text)
+        elif self.outside is not None:
+            with self._lock:
+                _buffer(self.outside, "process", self.name, text)
+        else:
             return self.original.write(text)
-        *lines, rest = (scope.pending.get(self.name, "") + text).split("\n")
-        scope.pending[self.name] = rest
-        for line in lines:
-            _emit(scope, self.name, line)
         return len(text)
 
     def flush(self) -> None:
@@ -248,15 +259,36 @@ class _TaskStream(io.TextIOBase):
         return self.original.encoding
 
 
+def _buffer(scope: LogScope, stream: str, key: str, text: str) -> None:
+    """Log each line `text` ends; keep what follows the last newline for later."""
+    *lines, rest = (scope.pending.get(key, "") + text).split("\n")
+    scope.pending[key] = rest
+    for line in lines:
+        _emit(scope, stream, line)
+
+
 @contextlib.contextmanager
-def capture_output() -> Iterator[None]:
+def capture_output(*, outside_tasks: bool = False) -> Iterator[None]:
     """While the block runs, what a task prints (``print()``, writes to sys.stderr) is
     logged as lines of that task (loggers ``llama_mesh.task.stdout`` at INFO and
-    ``llama_mesh.task.stderr`` at WARNING)."""
+    ``llama_mesh.task.stderr`` at WARNING). With `outside_tasks`, what is printed on
+    stdout outside any task is logged too (``llama_mesh.stdout``, INFO), tagged with
+    the process's fields (its service and replica); real_stdout() is the stdout that
+    stays the process's own."""
     saved = sys.stdout, sys.stderr
-    sys.stdout = _TaskStream(saved[0], "stdout")
+    outside = LogScope() if outside_tasks else None
+    sys.stdout = _TaskStream(saved[0], "stdout", outside)
     sys.stderr = _TaskStream(saved[1], "stderr")
     try:
         yield
     finally:
         sys.stdout, sys.stderr = saved
+        if outside is not None and outside.pending.get("stdout"):
+            _emit(outside, "process", outside.pending["stdout"])
+
+
+def real_stdout() -> TextIO:
+    """The process's stdout, also while capture_output() stands in for it (a `serve`
+    command's ready line is for its supervisor, not a log line)."""
+    out = sys.stdout
+    return out.original if isinstance(out, _TaskStream) else out
