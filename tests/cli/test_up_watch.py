@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llama_mesh.client import AsyncClient, Credentials
 
@@ -61,7 +62,14 @@ other = Other()
 
 
 def _write(path: Path, text: str) -> None:
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    """Save as editors do: the new content whole, at once (no empty file between)."""
+    saving = path.with_name(path.name + ".saving")
+    saving.write_text(textwrap.dedent(text), encoding="utf-8")
+    saving.replace(path)
+
+
+def _save_deployment(path: Path, data: dict[str, object]) -> None:
+    _write(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def _deployment(tmp_path: Path, greeting: str = "hello") -> dict[str, object]:
@@ -135,7 +143,7 @@ async def test_up_watch_restarts_what_changed_and_loses_nothing(tmp_path: Path) 
 
             # The deployment file: the service whose section changed restarts with it.
             assert await run("other") == "hello"
-            write_deployment(file, _deployment(tmp_path, greeting="bonjour"))
+            _save_deployment(file, _deployment(tmp_path, greeting="bonjour"))
             changed = await up.next_event("reloaded")
             assert (changed["child"], changed["old_pid"]) == ("other/1", other)
             assert changed["file"] == [str(file)]
@@ -143,7 +151,7 @@ async def test_up_watch_restarts_what_changed_and_loses_nothing(tmp_path: Path) 
             # What only a new `up` applies is named, and nothing restarts.
             data = _deployment(tmp_path, greeting="bonjour")
             data["services"]["answer"]["replicas"] = 2  # type: ignore[index]
-            write_deployment(file, data)
+            _save_deployment(file, data)
             needed = await up.next_event("restart_needed")
             assert needed["fields"] == ["services.answer.replicas"]
             assert "stop `up` and start it again" in needed["message"]

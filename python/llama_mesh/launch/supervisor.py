@@ -221,13 +221,17 @@ class Supervisor:
         child._stdout, child._stderr = fresh._stdout, fresh._stderr
         self._watch_child(child)
         if old.process.returncode is None:
+            # Told now, not when the task below first runs: once this returns, the old
+            # process is on its way out (a replica takes no new task once it sees it).
+            with contextlib.suppress(ProcessLookupError):
+                old.process.terminate()
             retiring = asyncio.create_task(self._retire(old), name=f"retire-{old.pid}")
             self._retiring.add(retiring)
             retiring.add_done_callback(self._retiring.discard)
         return old.pid
 
     async def _retire(self, old: Child) -> None:
-        await self._terminate(old)
+        await self._terminate(old, told=True)
         if old.spec.on_exit is not None:
             try:
                 await old.spec.on_exit(old)
@@ -354,11 +358,14 @@ class Supervisor:
                     *(self._terminate(c) for c in stage if c.spec.stop_first is first)
                 )
 
-    async def _terminate(self, child: Child) -> None:
+    async def _terminate(self, child: Child, *, told: bool = False) -> None:
+        """Stop a child (SIGTERM unless `told` already), killing it after its
+        stop_timeout."""
         process = child.process
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+            if not told:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
             try:
                 async with asyncio.timeout(child.spec.stop_timeout):
                     await process.wait()

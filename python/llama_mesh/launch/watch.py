@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.util
 import logging
 from collections.abc import Callable
@@ -86,6 +87,7 @@ class SourceWatch:
         self.sources = service_sources(d)
         self.roots = watched_roots(self.sources, self.file)
         self.as_read = load_deployment(self.file)  # to compare the file with
+        self.seen: dict[Path, str | None] = {}  # a changed file's content, by digest
         python = PythonFilter(ignore_paths=(str(d.state_path),))
         self.keep: Callable[[Any, str], bool] = lambda change, path: (
             Path(path) == self.file or python(change, path)
@@ -106,6 +108,9 @@ class SourceWatch:
 
     async def changed(self, paths: set[Path]) -> None:
         """One batch of saved files: restart what they affect."""
+        # A file saved again as it was (a second event of one save, `touch`, a
+        # checkout) restarts nothing.
+        paths = await asyncio.to_thread(self._new_contents, paths)
         restart: dict[str, list[Path]] = {}
         specs: dict[str, ChildSpec] = {}
         if self.file in paths:
@@ -121,6 +126,20 @@ class SourceWatch:
             restart.setdefault(service, []).extend(files)
         for service, files in restart.items():
             await self.restart(service, files, specs)
+
+    def _new_contents(self, paths: set[Path]) -> set[Path]:
+        """The paths whose content differs from when they were last seen (every path
+        the first time; a removed file has changed)."""
+        out = set()
+        for path in paths:
+            try:
+                digest: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                digest = None
+            if path not in self.seen or self.seen[path] != digest:
+                self.seen[path] = digest
+                out.add(path)
+        return out
 
     async def _reread(self) -> tuple[set[str], dict[str, ChildSpec]] | None:
         shown = self._shown(self.file)
