@@ -15,10 +15,17 @@ an election gives, as many times as the test says.
 
 from __future__ import annotations
 
+import asyncio
+
+import nats as nats_client
 from fault_workflows import RUNS, AppendWorkflow
 from nats.js.errors import NoStreamResponseError
+from workflows import Workflow, step
+from workflows.events import StartEvent, StopEvent
 
-from llama_mesh.core.failpoints import armed
+from llama_mesh.config import ServiceConfig
+from llama_mesh.core.failpoints import FailpointCrash, armed
+from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
@@ -71,3 +78,62 @@ async def test_a_commit_whose_answer_was_lost_is_found_committed(nats: EmbeddedN
         assert (await handle.get()).attempt_count == 1
         assert RUNS == ["x"]
         assert await session.run("append", item="y") == ["x", "y"]
+
+
+RELEASE = asyncio.Event()
+SECOND_RUN = asyncio.Event()
+
+
+class UntilReleased(Workflow):
+    """Records its run, then works until the test releases it."""
+
+    @step
+    async def work(self, ev: StartEvent) -> StopEvent:
+        RUNS.append(ev.get("item"))
+        if len(RUNS) == 2:
+            SECOND_RUN.set()
+        await RELEASE.wait()
+        return StopEvent(result=f"{ev.get('item')} done")
+
+
+def progress_lost() -> None:
+    raise FailpointCrash("the attempt's progress did not reach the consumer's leader")
+
+
+async def test_a_task_delivered_again_while_its_attempt_runs_here_is_the_same_attempt(
+    nats: EmbeddedNats,
+) -> None:
+    # While a consumer elects a leader, the progress its replicas report is lost and
+    # the server delivers their running tasks again, often to the same replica.
+    # Before, each such delivery began attempt n+1, which took the turn over, ran the
+    # workflow again and counted against max_attempts.
+    RELEASE.clear()
+    SECOND_RUN.clear()
+    joined = asyncio.Event()
+    service = (UntilReleased(), ServiceConfig("held", ack_wait=1))
+    async with LocalMesh({"held": service}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        RUNS.clear()
+        with armed("attempt.redelivered", joined.set):
+            with armed("attempt.progress", progress_lost):
+                handle = await session.create_task("held", item="x")
+                # Past the ack wait without progress, the server delivers it again:
+                # the running attempt takes the delivery (before, a second attempt ran).
+                again = [asyncio.create_task(e.wait()) for e in (joined, SECOND_RUN)]
+                _, pending = await asyncio.wait(again, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in pending:
+                    waiting.cancel()
+            RELEASE.set()
+            assert await handle.result() == "x done"
+        assert RUNS == ["x"]
+        assert (await handle.get()).attempt_count == 1
+    # The replica has drained: its ack answered the delivery it took over.
+    nc = await nats_client.connect(nats.url)
+    try:
+        topology = Topology()
+        info = await nc.jetstream().consumer_info(
+            topology.task_stream, topology.service_consumer("held")
+        )
+        assert info.num_ack_pending == 0
+    finally:
+        await nc.close()

@@ -203,10 +203,18 @@ class Attempt:
                 child.cancel()
             await asyncio.gather(keepalive, *forwards, return_exceptions=True)
 
+    def redelivered(self, msg: Msg) -> None:
+        """The task's message came again while this attempt runs: the same attempt goes
+        on, and answers (progress, ack, nak) for the newer delivery."""
+        logger.info("task %s: delivered again while attempt %d runs here", self.name, self.number)
+        self.msg = msg
+        failpoint("attempt.redelivered")
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.worker.ack_wait / 3)
             with contextlib.suppress(Exception):
+                failpoint("attempt.progress")
                 await self.msg.in_progress()
 
     async def _settle(

@@ -373,6 +373,14 @@ class ServiceRuntime:
             return
         assignment = envelope.task_assignment
         name = TaskName.parse(assignment.task.name)
+        running = self._running.get(name.task_id)
+        if running is not None:
+            # Delivered again while its attempt runs here: the server did not hear the
+            # attempt's progress (e.g. its consumer was electing a leader). That attempt
+            # goes on, answering for this delivery; a second one would take its turn
+            # over, count an attempt and run the workflow again.
+            running.redelivered(msg)
+            return
         session_ttl = (
             proto_time.seconds(assignment.session_ttl)
             if assignment.HasField("session_ttl")
