@@ -49,7 +49,7 @@ from llama_mesh.core.errors import MeshError, UnavailableError
 from llama_mesh.core.names import new_id
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.launch.supervisor import until_signalled
+from llama_mesh.launch.signals import until_signalled
 from llama_mesh.telemetry.logs import (
     capture_output,
     configure_logging,

@@ -48,12 +48,12 @@ from llama_mesh.launch.deployment import Deployment
 from llama_mesh.launch.deployment_keys import DeploymentKeys
 from llama_mesh.launch.log_capture import LogCollector, log_socket
 from llama_mesh.launch.nats_users import NatsUsers
+from llama_mesh.launch.signals import until_signalled
 from llama_mesh.launch.supervisor import (
     Child,
     ChildError,
     ChildSpec,
     Supervisor,
-    until_signalled,
 )
 from llama_mesh.launch.watch import Respec, SourceWatch
 
