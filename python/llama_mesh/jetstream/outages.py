@@ -35,7 +35,6 @@ from nats.errors import (
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
 
-from llama_mesh.core.failpoints import failpoint
 from llama_mesh.jetstream.api_errors import CLUSTER_FORMING
 
 logger = logging.getLogger(__name__)
@@ -81,7 +80,6 @@ async def through_outages(call: Callable[[], Awaitable[T]], doing: str) -> T:
             if began is None:
                 began = time.monotonic()
                 logger.warning("%s: the store did not answer (%r); trying again", doing, err)
-                failpoint("store.unavailable")
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY)
             continue
