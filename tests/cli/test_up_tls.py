@@ -9,11 +9,13 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import stat
 import sys
 from pathlib import Path
 
 import grpc
+import nats
 import pytest
 
 from llama_mesh.client import AsyncClient, Credentials
@@ -215,6 +217,17 @@ async def test_tls_auto_is_one_line_and_keeps_its_ca_across_restarts(tmp_path: P
         )  # fmt: skip
         assert code == 0, err
         assert json.loads(out)["identity"]["roles"] == ["admin"]
+
+        # NATS too: a client without a certificate of the CA gets no connection at all.
+        nats_url = up.summary["nats"][0]
+        trusting = ssl.create_default_context(cafile=str(tls["ca"]))
+        for refused_tls in (None, trusting):
+            with pytest.raises(Exception) as nats_error:  # nats-py raises what TLS raised
+                connection = await nats.connect(
+                    nats_url, tls=refused_tls, allow_reconnect=False, connect_timeout=5
+                )
+                await connection.close()
+            assert isinstance(nats_error.value, (ssl.SSLError, OSError)), nats_error.value
         assert await up.stop() == 0
 
     # A second `up` keeps the CA: what trusted it trusts the restarted mesh.

@@ -140,6 +140,7 @@ def serve_control_plane(
             topology=Topology.of(nats_settings),
             user_credentials=_credentials(nats_settings),
             nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
+            nats_tls=nats_settings.tls_context(),
             security=security,
             install_keys=keys,
             metrics_port=settings.metrics_port,
@@ -252,6 +253,7 @@ async def _replica(
         control_plane,
         user_credentials=_credentials(nats_settings),
         nkeys_seed=str(nats_settings.nkey_seed) if nats_settings.nkey_seed else None,
+        nats_tls=nats_settings.tls_context(),
         security=security,
         replica_id=replica_id,
     ) as runtime:

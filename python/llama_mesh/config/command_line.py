@@ -155,6 +155,7 @@ def problems(opts: Sequence[Option], error: ValidationError) -> list[str]:
 # Settings `up` carries out itself (it makes the certificates, gives the gateway the
 # admin token), which no `serve` command takes.
 _UP_ONLY = ("tls", "open_metrics")
+_NATS_TLS = ("tls_ca", "tls_cert", "tls_key")
 # What each `serve` command takes besides the addresses it is given.
 NATS_OPTIONS = options(
     NatsConfig,
@@ -163,14 +164,14 @@ NATS_OPTIONS = options(
 )
 CONTROL_PLANE_OPTIONS = [
     *options(ControlPlaneConfig),
-    *options(NatsConfig, include=("prefix", "replicas", "credentials", "nkey_seed")),
+    *options(NatsConfig, include=("prefix", "replicas", "credentials", "nkey_seed", *_NATS_TLS)),
     # `serve` asks for authentication with --auth (on loopback it may run without;
     # beyond loopback it needs TLS and --auth); `up` turns it on by default.
     *options(SecurityConfig, exclude=_UP_ONLY, defaults={"auth": False}),
 ]
 SERVICE_OPTIONS = [
     *options(ServiceConfig),
-    *options(NatsConfig, include=("credentials", "nkey_seed")),
+    *options(NatsConfig, include=("credentials", "nkey_seed", *_NATS_TLS)),
     # How the replica's own Service API checks callers.
     *options(SecurityConfig, exclude=("install_keys", *_UP_ONLY), defaults={"auth": False}),
 ]

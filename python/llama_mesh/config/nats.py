@@ -7,12 +7,13 @@ NatsConfig(url=["nats://a:4222", "nats://b:4222"], replicas=3)   # an existing c
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from llama_mesh.config.fields import DefaultText, Settings, matching
+from llama_mesh.config.fields import DefaultText, Flag, Settings, matching
 
 NATS_URL = re.compile(r"(nats|tls|ws|wss)://[^\s/]+")
 PREFIX = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -65,6 +66,22 @@ class NatsConfig(Settings):
             "component for its embedded server)."
         ),
     ] = None
+    tls_ca: Annotated[
+        Path | None,
+        Flag("--nats-tls-ca"),
+        Field(
+            description="CA (PEM) that signed the NATS server's certificate: connect over "
+            "TLS (`up` with `security.tls: auto` sets the three for its embedded server)."
+        ),
+    ] = None
+    tls_cert: Annotated[
+        Path | None,
+        Flag("--nats-tls-cert"),
+        Field(description="Client certificate (PEM), for a NATS server that verifies clients."),
+    ] = None
+    tls_key: Annotated[Path | None, Flag("--nats-tls-key"), Field(description="Its key (PEM).")] = (
+        None
+    )
     server_config: Annotated[
         Path | None,
         Field(
@@ -106,6 +123,24 @@ class NatsConfig(Settings):
                     f"{url!r} is not a NATS URL: expected nats://HOST:PORT (or tls://, ws://)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> NatsConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        if self.tls_cert is not None and self.tls_ca is None:
+            raise ValueError("tls_cert (mutual TLS) needs tls_ca")
+        return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS of the connections to NATS, or None (plaintext, or what `tls://` URLs
+        and the system's CAs give)."""
+        if self.tls_ca is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls_ca))
+        if self.tls_cert is not None and self.tls_key is not None:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     @property
     def embedded(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class ControlPlaneServer:
         topology: Topology | None = None,
         user_credentials: str | None = None,
         nkeys_seed: str | None = None,
+        nats_tls: ssl.SSLContext | None = None,
         security: SecurityConfig = NO_AUTH,
         install_keys: Sequence[InstalledKey] = (),
         metrics_port: int | None = None,
@@ -83,6 +85,7 @@ class ControlPlaneServer:
                 name="llama-mesh-control-plane",
                 user_credentials=user_credentials,
                 nkeys_seed=nkeys_seed,
+                tls=nats_tls,
             ) as state,
             ApiKeyStore.open(state.js, state.topology) as keys,
             server_security(security, keys.lookup) as server_security_,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class MeshState:
         name: str = "llama-mesh",
         user_credentials: str | None = None,
         nkeys_seed: str | None = None,
+        tls: ssl.SSLContext | None = None,
         ensure: bool = True,
     ) -> AsyncIterator[MeshState]:
         topology = topology or Topology()
@@ -82,6 +84,7 @@ class MeshState:
                 name=name,
                 user_credentials=user_credentials,
                 nkeys_seed=nkeys_seed,
+                tls=tls,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,

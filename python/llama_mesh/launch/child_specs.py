@@ -75,9 +75,28 @@ def _serve(component: str, *args: str) -> list[str]:
 
 
 def _nats_settings(d: Deployment) -> NatsConfig:
-    """The file's NATS settings with its paths made absolute (children run elsewhere)."""
-    credentials = d.resolve(d.nats.credentials) if d.nats.credentials is not None else None
-    return d.nats.model_copy(update={"data_dir": d.nats_data_dir, "credentials": credentials})
+    """The file's NATS settings with its paths made absolute (children run elsewhere);
+    with `tls: auto`, the embedded server's clients connect over mTLS with the local CA."""
+    paths = {
+        field: d.resolve(value)
+        for field in ("credentials", "tls_ca", "tls_cert", "tls_key")
+        if (value := getattr(d.nats, field)) is not None
+    }
+    if (pki := d.local_pki) is not None and d.nats.embedded:
+        paths.update(tls_ca=pki.ca_cert, tls_cert=pki.client_cert, tls_key=pki.client_key)
+    return d.nats.model_copy(update={"data_dir": d.nats_data_dir, **paths})
+
+
+def _nats_server_tls(d: Deployment) -> tuple[str, ...]:
+    """nats-server's flags for `tls: auto`: the server certificate, and every client
+    must present one the local CA signed."""
+    pki = d.local_pki
+    if pki is None:
+        return ()
+    return (
+        *("--tlsverify", "--tlscert", str(pki.server_cert), "--tlskey", str(pki.server_key)),
+        *("--tlscacert", str(pki.ca_cert)),
+    )
 
 
 def _as_user(d: Deployment, users: NatsUsers | None, user: str) -> NatsConfig:
@@ -114,7 +133,7 @@ def nats_spec(
             data_dir,
             host=settings.host,
             port=port,
-            extra_args=(*config, *debug),
+            extra_args=(*config, *_nats_server_tls(d), *debug),
             on_line=on_line,
         )
         ready = {"component": "nats", "url": server.url, "pid": server.process.pid}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -109,6 +110,7 @@ class ServiceRuntime:
         drain_timeout: float = 30.0,
         user_credentials: str | None = None,
         nkeys_seed: str | None = None,
+        nats_tls: ssl.SSLContext | None = None,
         credentials: Credentials | None = None,
         security: SecurityConfig = NO_AUTH,
         replica_id: str | None = None,
@@ -164,6 +166,7 @@ class ServiceRuntime:
                         name=f"llama-mesh-service-{config.name}",
                         user_credentials=user_credentials,
                         nkeys_seed=nkeys_seed,
+                        tls=nats_tls,
                         # The control plane made the streams and buckets; a replica's
                         # NATS user may not (launch/nats_users.py).
                         ensure=False,
