@@ -15,7 +15,7 @@ import yaml
 
 from llama_mesh.client import AsyncClient, Credentials
 
-from .conftest import alive, llama_mesh_up, write_deployment
+from .conftest import alive, free_port, llama_mesh_up, write_deployment
 
 ANSWER = """
 import asyncio
@@ -157,3 +157,40 @@ async def test_up_watch_restarts_what_changed_and_loses_nothing(tmp_path: Path) 
             assert "stop `up` and start it again" in needed["message"]
         assert await up.stop() == 0
     assert not alive(first)
+
+
+@pytest.mark.timeout(240)
+async def test_a_replica_on_a_fixed_port_stops_first_and_restarts_once_fixed(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path / "answer.py", ANSWER.format(version="v1"))
+    port = free_port()
+    data = _deployment(tmp_path)
+    data["services"] = {"answer": {"source": "answer:answer", "port": port}}
+    file = write_deployment(tmp_path / "deployment.yaml", data)
+    async with llama_mesh_up(file, "--watch", log=tmp_path / "up.log") as up:
+        first = up.summary["pids"]["answer/1"]
+        credentials = Credentials.from_env(up.env)
+        async with AsyncClient(up.control_plane, credentials=credentials) as client:
+
+            async def run() -> object:
+                return await (await client.create_session()).run("answer", timeout=60)
+
+            assert await run() == "v1"
+            # Two processes cannot bind one port: the old one stops, then the new starts.
+            _write(tmp_path / "answer.py", ANSWER.format(version="v2"))
+            reloaded = await up.next_event("reloaded")
+            assert (reloaded["old_pid"], reloaded["child"]) == (first, "answer/1")
+            assert not alive(first)
+            assert up.summary["services"]["answer"][0]["address"].endswith(f":{port}")
+            assert await run() == "v2"
+
+            _write(tmp_path / "answer.py", "def broken(:\n")
+            failed = await up.next_event("reload_failed")
+            assert "it is stopped until answer.py is fixed and saved" in failed["message"]
+            assert not alive(reloaded["pid"])
+            _write(tmp_path / "answer.py", ANSWER.format(version="v3"))
+            fixed = await up.next_event("reloaded")
+            assert fixed["old_pid"] == reloaded["pid"]
+            assert await run() == "v3"
+        assert await up.stop() == 0
