@@ -10,7 +10,9 @@ and the queued task carries no trace context.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import grpc
 import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -23,6 +25,9 @@ from llama_mesh.config import OtelConfig
 from llama_mesh.core.errors import TaskFailedError
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.telemetry import tracing
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import control_plane_pb2_grpc, queue_pb2_grpc, resources_pb2
+from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh_gateway import GatewayServer
 from llama_mesh_gateway import tracing as gateway_tracing
 
@@ -189,6 +194,34 @@ async def test_a_failed_attempt_says_why_on_its_span(exporter: InMemorySpanExpor
     step = only(spans, "workflow.step fail", workflow="FailingWorkflow")
     assert step.status.status_code is StatusCode.ERROR
     assert [e.name for e in step.events] == ["exception"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_queue_api_service_gets_the_trace_to_continue(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A service in another language takes its tasks over the Queue API: each
+    delivery carries the creator's W3C trace context for its own propagator."""
+    async with (
+        LocalMesh() as mesh,
+        grpc.aio.insecure_channel(mesh.address) as channel,
+    ):
+        await control_plane_pb2_grpc.ControlPlaneAPIStub(channel).RegisterService(
+            cp.RegisterServiceRequest(
+                service=resources_pb2.Service(name="services/remote"),
+                replica=resources_pb2.Replica(replica_id="r1", runtime="test"),
+            )
+        )
+        session = await mesh.client.create_session()
+        await session.create_task("remote", text="hi")
+        stream: Any = queue_pb2_grpc.QueueAPIStub(channel).Subscribe(
+            q.SubscribeRequest(topic="topics/tasks.remote", consumer_group="remote")
+        )
+        response: q.SubscribeResponse = await stream.read()
+        stream.cancel()
+    created = only(exporter.get_finished_spans(), "task.create", service="remote")
+    carried = response.message.trace_context["traceparent"]
+    assert carried.startswith(f"00-{created.context.trace_id:032x}-{created.context.span_id:016x}-")
 
 
 @pytest.mark.timeout(90)

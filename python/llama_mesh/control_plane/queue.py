@@ -41,6 +41,7 @@ from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.topology import ensure_consumer, ensure_service_consumer
 from llama_mesh.rpc.identity import caller
+from llama_mesh.telemetry import tracing
 from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import queue_pb2_grpc, resources_pb2
 
@@ -196,6 +197,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                         sequence=meta.sequence.stream,
                         delivery_count=meta.num_delivered,
                         publish_time=published,
+                        trace_context=tracing.trace_headers(msg.headers),
                     )
                 )
         finally:

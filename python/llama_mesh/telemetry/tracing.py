@@ -193,6 +193,17 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The W3C trace context among a message's headers, for a process that continues
+    the trace itself (a Queue API service in another language)."""
+    if not headers:
+        return {}
+    return {k: headers[k] for k in _TRACE_HEADERS if k in headers}
+
+
 def extract(headers: Mapping[str, str] | None) -> Any:
     """The trace context a NATS message's headers carry (None when off or absent)."""
     if not headers or not enabled():

@@ -189,7 +189,11 @@ type QueueMessage struct {
 	// 1 on first delivery, more on redelivery.
 	DeliveryCount int32 `protobuf:"varint,4,opt,name=delivery_count,json=deliveryCount,proto3" json:"delivery_count,omitempty"`
 	// When it was published.
-	PublishTime   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
+	PublishTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
+	// The W3C trace context its publisher sent along (`traceparent`, `tracestate`)
+	// when the mesh traces, e.g. a task's creator: give it to your OpenTelemetry
+	// propagator to continue that trace (docs/operations.md). Empty otherwise.
+	TraceContext  map[string]string `protobuf:"bytes,6,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +259,13 @@ func (x *QueueMessage) GetDeliveryCount() int32 {
 func (x *QueueMessage) GetPublishTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.PublishTime
+	}
+	return nil
+}
+
+func (x *QueueMessage) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -1424,13 +1435,17 @@ const file_llama_mesh_v1_queue_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x1e\n" +
 	"\asubject\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\asubject\x12)\n" +
 	"\rmessage_count\x18\x03 \x01(\x03B\x04\xe2A\x01\x03R\fmessageCount\x12-\n" +
-	"\x0fconsumer_groups\x18\x04 \x03(\tB\x04\xe2A\x01\x03R\x0econsumerGroups\"\xdc\x01\n" +
+	"\x0fconsumer_groups\x18\x04 \x03(\tB\x04\xe2A\x01\x03R\x0econsumerGroups\"\xf1\x02\n" +
 	"\fQueueMessage\x12\x15\n" +
 	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x123\n" +
 	"\benvelope\x18\x02 \x01(\v2\x17.llama_mesh.v1.EnvelopeR\benvelope\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x03R\bsequence\x12%\n" +
 	"\x0edelivery_count\x18\x04 \x01(\x05R\rdeliveryCount\x12=\n" +
-	"\fpublish_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\"g\n" +
+	"\fpublish_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12R\n" +
+	"\rtrace_context\x18\x06 \x03(\v2-.llama_mesh.v1.QueueMessage.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"g\n" +
 	"\x0ePublishRequest\x12\x1a\n" +
 	"\x05topic\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x05topic\x129\n" +
 	"\benvelope\x18\x02 \x01(\v2\x17.llama_mesh.v1.EnvelopeB\x04\xe2A\x01\x02R\benvelope\"K\n" +
@@ -1534,7 +1549,7 @@ func file_llama_mesh_v1_queue_proto_rawDescGZIP() []byte {
 }
 
 var file_llama_mesh_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llama_mesh_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_llama_mesh_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_llama_mesh_v1_queue_proto_goTypes = []any{
 	(AttemptInterruption)(0),            // 0: llama_mesh.v1.AttemptInterruption
 	(*Topic)(nil),                       // 1: llama_mesh.v1.Topic
@@ -1558,52 +1573,54 @@ var file_llama_mesh_v1_queue_proto_goTypes = []any{
 	(*AttemptFailure)(nil),              // 19: llama_mesh.v1.AttemptFailure
 	(*CompleteTaskAttemptRequest)(nil),  // 20: llama_mesh.v1.CompleteTaskAttemptRequest
 	(*CompleteTaskAttemptResponse)(nil), // 21: llama_mesh.v1.CompleteTaskAttemptResponse
-	(*Envelope)(nil),                    // 22: llama_mesh.v1.Envelope
-	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
-	(*Task)(nil),                        // 25: llama_mesh.v1.Task
-	(*structpb.Value)(nil),              // 26: google.protobuf.Value
-	(*TaskEvent)(nil),                   // 27: llama_mesh.v1.TaskEvent
+	nil,                                 // 22: llama_mesh.v1.QueueMessage.TraceContextEntry
+	(*Envelope)(nil),                    // 23: llama_mesh.v1.Envelope
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 25: google.protobuf.Duration
+	(*Task)(nil),                        // 26: llama_mesh.v1.Task
+	(*structpb.Value)(nil),              // 27: google.protobuf.Value
+	(*TaskEvent)(nil),                   // 28: llama_mesh.v1.TaskEvent
 }
 var file_llama_mesh_v1_queue_proto_depIdxs = []int32{
-	22, // 0: llama_mesh.v1.QueueMessage.envelope:type_name -> llama_mesh.v1.Envelope
-	23, // 1: llama_mesh.v1.QueueMessage.publish_time:type_name -> google.protobuf.Timestamp
-	22, // 2: llama_mesh.v1.PublishRequest.envelope:type_name -> llama_mesh.v1.Envelope
-	24, // 3: llama_mesh.v1.SubscribeRequest.ack_wait:type_name -> google.protobuf.Duration
-	2,  // 4: llama_mesh.v1.SubscribeResponse.message:type_name -> llama_mesh.v1.QueueMessage
-	24, // 5: llama_mesh.v1.NakMessagesRequest.delay:type_name -> google.protobuf.Duration
-	1,  // 6: llama_mesh.v1.ListTopicsResponse.topics:type_name -> llama_mesh.v1.Topic
-	25, // 7: llama_mesh.v1.BeginTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
-	26, // 8: llama_mesh.v1.ReportTaskEventRequest.payload:type_name -> google.protobuf.Value
-	27, // 9: llama_mesh.v1.ReportTaskEventResponse.event:type_name -> llama_mesh.v1.TaskEvent
-	26, // 10: llama_mesh.v1.CompleteTaskAttemptRequest.result:type_name -> google.protobuf.Value
-	19, // 11: llama_mesh.v1.CompleteTaskAttemptRequest.failure:type_name -> llama_mesh.v1.AttemptFailure
-	0,  // 12: llama_mesh.v1.CompleteTaskAttemptRequest.interruption:type_name -> llama_mesh.v1.AttemptInterruption
-	25, // 13: llama_mesh.v1.CompleteTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
-	24, // 14: llama_mesh.v1.CompleteTaskAttemptResponse.retry_delay:type_name -> google.protobuf.Duration
-	3,  // 15: llama_mesh.v1.QueueAPI.Publish:input_type -> llama_mesh.v1.PublishRequest
-	5,  // 16: llama_mesh.v1.QueueAPI.Subscribe:input_type -> llama_mesh.v1.SubscribeRequest
-	7,  // 17: llama_mesh.v1.QueueAPI.AckMessages:input_type -> llama_mesh.v1.AckMessagesRequest
-	9,  // 18: llama_mesh.v1.QueueAPI.NakMessages:input_type -> llama_mesh.v1.NakMessagesRequest
-	11, // 19: llama_mesh.v1.QueueAPI.ExtendMessages:input_type -> llama_mesh.v1.ExtendMessagesRequest
-	13, // 20: llama_mesh.v1.QueueAPI.ListTopics:input_type -> llama_mesh.v1.ListTopicsRequest
-	15, // 21: llama_mesh.v1.QueueAPI.BeginTaskAttempt:input_type -> llama_mesh.v1.BeginTaskAttemptRequest
-	17, // 22: llama_mesh.v1.QueueAPI.ReportTaskEvent:input_type -> llama_mesh.v1.ReportTaskEventRequest
-	20, // 23: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:input_type -> llama_mesh.v1.CompleteTaskAttemptRequest
-	4,  // 24: llama_mesh.v1.QueueAPI.Publish:output_type -> llama_mesh.v1.PublishResponse
-	6,  // 25: llama_mesh.v1.QueueAPI.Subscribe:output_type -> llama_mesh.v1.SubscribeResponse
-	8,  // 26: llama_mesh.v1.QueueAPI.AckMessages:output_type -> llama_mesh.v1.AckMessagesResponse
-	10, // 27: llama_mesh.v1.QueueAPI.NakMessages:output_type -> llama_mesh.v1.NakMessagesResponse
-	12, // 28: llama_mesh.v1.QueueAPI.ExtendMessages:output_type -> llama_mesh.v1.ExtendMessagesResponse
-	14, // 29: llama_mesh.v1.QueueAPI.ListTopics:output_type -> llama_mesh.v1.ListTopicsResponse
-	16, // 30: llama_mesh.v1.QueueAPI.BeginTaskAttempt:output_type -> llama_mesh.v1.BeginTaskAttemptResponse
-	18, // 31: llama_mesh.v1.QueueAPI.ReportTaskEvent:output_type -> llama_mesh.v1.ReportTaskEventResponse
-	21, // 32: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:output_type -> llama_mesh.v1.CompleteTaskAttemptResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 0: llama_mesh.v1.QueueMessage.envelope:type_name -> llama_mesh.v1.Envelope
+	24, // 1: llama_mesh.v1.QueueMessage.publish_time:type_name -> google.protobuf.Timestamp
+	22, // 2: llama_mesh.v1.QueueMessage.trace_context:type_name -> llama_mesh.v1.QueueMessage.TraceContextEntry
+	23, // 3: llama_mesh.v1.PublishRequest.envelope:type_name -> llama_mesh.v1.Envelope
+	25, // 4: llama_mesh.v1.SubscribeRequest.ack_wait:type_name -> google.protobuf.Duration
+	2,  // 5: llama_mesh.v1.SubscribeResponse.message:type_name -> llama_mesh.v1.QueueMessage
+	25, // 6: llama_mesh.v1.NakMessagesRequest.delay:type_name -> google.protobuf.Duration
+	1,  // 7: llama_mesh.v1.ListTopicsResponse.topics:type_name -> llama_mesh.v1.Topic
+	26, // 8: llama_mesh.v1.BeginTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
+	27, // 9: llama_mesh.v1.ReportTaskEventRequest.payload:type_name -> google.protobuf.Value
+	28, // 10: llama_mesh.v1.ReportTaskEventResponse.event:type_name -> llama_mesh.v1.TaskEvent
+	27, // 11: llama_mesh.v1.CompleteTaskAttemptRequest.result:type_name -> google.protobuf.Value
+	19, // 12: llama_mesh.v1.CompleteTaskAttemptRequest.failure:type_name -> llama_mesh.v1.AttemptFailure
+	0,  // 13: llama_mesh.v1.CompleteTaskAttemptRequest.interruption:type_name -> llama_mesh.v1.AttemptInterruption
+	26, // 14: llama_mesh.v1.CompleteTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
+	25, // 15: llama_mesh.v1.CompleteTaskAttemptResponse.retry_delay:type_name -> google.protobuf.Duration
+	3,  // 16: llama_mesh.v1.QueueAPI.Publish:input_type -> llama_mesh.v1.PublishRequest
+	5,  // 17: llama_mesh.v1.QueueAPI.Subscribe:input_type -> llama_mesh.v1.SubscribeRequest
+	7,  // 18: llama_mesh.v1.QueueAPI.AckMessages:input_type -> llama_mesh.v1.AckMessagesRequest
+	9,  // 19: llama_mesh.v1.QueueAPI.NakMessages:input_type -> llama_mesh.v1.NakMessagesRequest
+	11, // 20: llama_mesh.v1.QueueAPI.ExtendMessages:input_type -> llama_mesh.v1.ExtendMessagesRequest
+	13, // 21: llama_mesh.v1.QueueAPI.ListTopics:input_type -> llama_mesh.v1.ListTopicsRequest
+	15, // 22: llama_mesh.v1.QueueAPI.BeginTaskAttempt:input_type -> llama_mesh.v1.BeginTaskAttemptRequest
+	17, // 23: llama_mesh.v1.QueueAPI.ReportTaskEvent:input_type -> llama_mesh.v1.ReportTaskEventRequest
+	20, // 24: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:input_type -> llama_mesh.v1.CompleteTaskAttemptRequest
+	4,  // 25: llama_mesh.v1.QueueAPI.Publish:output_type -> llama_mesh.v1.PublishResponse
+	6,  // 26: llama_mesh.v1.QueueAPI.Subscribe:output_type -> llama_mesh.v1.SubscribeResponse
+	8,  // 27: llama_mesh.v1.QueueAPI.AckMessages:output_type -> llama_mesh.v1.AckMessagesResponse
+	10, // 28: llama_mesh.v1.QueueAPI.NakMessages:output_type -> llama_mesh.v1.NakMessagesResponse
+	12, // 29: llama_mesh.v1.QueueAPI.ExtendMessages:output_type -> llama_mesh.v1.ExtendMessagesResponse
+	14, // 30: llama_mesh.v1.QueueAPI.ListTopics:output_type -> llama_mesh.v1.ListTopicsResponse
+	16, // 31: llama_mesh.v1.QueueAPI.BeginTaskAttempt:output_type -> llama_mesh.v1.BeginTaskAttemptResponse
+	18, // 32: llama_mesh.v1.QueueAPI.ReportTaskEvent:output_type -> llama_mesh.v1.ReportTaskEventResponse
+	21, // 33: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:output_type -> llama_mesh.v1.CompleteTaskAttemptResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_queue_proto_init() }
@@ -1623,7 +1640,7 @@ func file_llama_mesh_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llama_mesh_v1_queue_proto_rawDesc), len(file_llama_mesh_v1_queue_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
