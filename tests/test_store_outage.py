@@ -37,7 +37,7 @@ class Election:
     def __init__(self, answers_lost: int) -> None:
         self.left = answers_lost
 
-    def commit(self) -> None:
+    def lose_answer(self) -> None:
         if self.left:
             self.left -= 1
             raise NoStreamResponseError
@@ -51,7 +51,7 @@ async def test_an_election_at_the_commit_uses_no_attempt_and_runs_the_workflow_o
         RUNS.clear()
         # As many failed commits as the retry policy has attempts (3, the default).
         election = Election(answers_lost=3)
-        with armed("session_turn.commit", election.commit):
+        with armed("session_turn.commit", election.lose_answer):
             handle = await session.create_task("append", item="x")
             assert await handle.result() == ["x"]
         assert election.left == 0
@@ -71,7 +71,7 @@ async def test_a_commit_whose_answer_was_lost_is_found_committed(nats: EmbeddedN
         session = await mesh.client.create_session()
         RUNS.clear()
         election = Election(answers_lost=1)
-        with armed("session_turn.committed", election.commit):
+        with armed("session_turn.committed", election.lose_answer):
             handle = await session.create_task("append", item="x")
             assert await handle.result() == ["x"]
         assert election.left == 0
@@ -135,5 +135,34 @@ async def test_a_task_delivered_again_while_its_attempt_runs_here_is_the_same_at
             topology.task_stream, topology.service_consumer("held")
         )
         assert info.num_ack_pending == 0
+    finally:
+        await nc.close()
+
+
+async def test_an_election_as_a_task_is_delivered_is_waited_out_with_that_delivery(
+    nats: EmbeddedNats,
+) -> None:
+    # Before, reading the delivered task failed the handler: the message was left
+    # until its ack wait passed and was delivered again.
+    service = (AppendWorkflow(), ServiceConfig("append", ack_wait=5))
+    async with LocalMesh({"append": service}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        RUNS.clear()
+        election = Election(answers_lost=2)
+        with armed("attempt.read_task", election.lose_answer):
+            handle = await session.create_task("append", item="x")
+            assert await handle.result() == ["x"]
+        assert election.left == 0
+        assert (await handle.get()).attempt_count == 1
+        assert RUNS == ["x"]
+    nc = await nats_client.connect(nats.url)
+    try:
+        topology = Topology()
+        info = await nc.jetstream().consumer_info(
+            topology.task_stream, topology.service_consumer("append")
+        )
+        assert info.delivered is not None
+        # One task, delivered once (the consumer counts every delivery) and acked.
+        assert (info.delivered.consumer_seq, info.num_ack_pending) == (1, 0)
     finally:
         await nc.close()

@@ -112,7 +112,11 @@ async def take(
     metrics.CONSUMER_PENDING.labels(worker.service).set(delivered.num_pending)
     if delivered.num_delivered > 1:
         metrics.REDELIVERIES.labels(worker.service).inc()
-    found = await worker.state.tasks.find(task_key(name))
+    # A store that does not answer is waited out with this delivery (without it the
+    # handler would fail and the task wait for the ack wait to be delivered again).
+    found = await through_outages(
+        lambda: _read_task(worker.state, name), f"reading task {name} as it is delivered"
+    )
     if found is None:
         logger.info("task %s: gone (session deleted); dropped", name)
         await msg.ack_sync()
@@ -127,16 +131,25 @@ async def take(
         return None
     start = begin_attempt(found[0], time.time())
     if isinstance(start, Decision):
-        await settle(
-            worker.state,
-            name,
-            start,
-            MessageDelivery(msg),
-            replica_id=worker.replica_id,
-            ttl=ttl_of(found[0]),
+        task = found[0]
+        await through_outages(
+            lambda: settle(
+                worker.state,
+                name,
+                start,
+                MessageDelivery(msg),
+                replica_id=worker.replica_id,
+                ttl=ttl_of(task),
+            ),
+            f"settling a delivery of {name}",
         )
         return None
     return Attempt(worker, msg, name, found, start, session_ttl)
+
+
+async def _read_task(state: MeshState, name: TaskName) -> Recorded | None:
+    failpoint("attempt.read_task")
+    return await state.tasks.find(task_key(name))
 
 
 class Attempt:
