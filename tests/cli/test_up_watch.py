@@ -102,6 +102,7 @@ async def test_up_watch_restarts_what_changed_and_loses_nothing(tmp_path: Path) 
     async with llama_mesh_up(file, "--watch", log=tmp_path / "up.log") as up:
         assert str(tmp_path) in up.summary["watching"]
         first = up.summary["pids"]["answer/1"]
+        [first_replica] = up.summary["services"]["answer"]
         other = up.summary["pids"]["other/1"]
         credentials = Credentials.from_env(up.env)
         async with AsyncClient(up.control_plane, credentials=credentials) as client:
@@ -157,6 +158,9 @@ async def test_up_watch_restarts_what_changed_and_loses_nothing(tmp_path: Path) 
             assert "stop `up` and start it again" in needed["message"]
         assert await up.stop() == 0
     assert not alive(first)
+    # Paused before the restart was announced: no task after it ran the old code.
+    kept = (tmp_path / "state" / "logs" / "up.jsonl").read_text()
+    assert f"service answer: replica {first_replica['replica_id']} paused" in kept
 
 
 @pytest.mark.timeout(240)

@@ -51,7 +51,13 @@ from llama_mesh.launch.supervisor import (
     ChildSpec,
     Started,
 )
-from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc, resources_pb2
+from llama_mesh.v1 import (
+    control_plane_pb2,
+    control_plane_pb2_grpc,
+    resources_pb2,
+    service_pb2,
+    service_pb2_grpc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +228,10 @@ def service_specs(
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **spec.env, **_component_env(d, token_file), **d.otel.environment(name)}
     fixed_port = bool(spec.port) or bool(spec.metrics_port)
-    return _replicas(control_plane, name, argv, env, spec.replicas, overlap=not fixed_port)
+    admin = keys.admin_token_file if keys is not None else None
+    return _replicas(
+        control_plane, name, argv, env, spec.replicas, overlap=not fixed_port, admin=admin
+    )
 
 
 def orchestrator_specs(
@@ -284,7 +293,8 @@ def _built_in_specs(
     )
     token_file = keys.service_token_file(name) if keys is not None else None
     env = {**os.environ, **_component_env(d, token_file), **d.otel.environment(name)}
-    return _replicas(control_plane, name, argv, env, replicas)
+    admin = keys.admin_token_file if keys is not None else None
+    return _replicas(control_plane, name, argv, env, replicas, admin=admin)
 
 
 def _replicas(
@@ -295,15 +305,41 @@ def _replicas(
     count: int,
     *,
     overlap: bool = True,
+    admin: Path | None = None,
 ) -> list[ChildSpec]:
     leave = _deregister(control_plane, name, env)
+    pause = _pause({**env, TOKEN_FILE_ENV: str(admin)} if admin is not None else env)
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
         ChildSpec(
-            f"{name}/{i + 1}", argv, env=env, stop_timeout=45.0, on_exit=leave, overlap=overlap
+            f"{name}/{i + 1}",
+            argv,
+            env=env,
+            stop_timeout=45.0,
+            on_exit=leave,
+            overlap=overlap,
+            quiesce=pause,
         )
         for i in range(count)
     ]
+
+
+def _pause(env: dict[str, str]) -> Callable[[Child], Awaitable[None]]:
+    """What `up --watch` does to a replica it replaced, before it stops it: pause it
+    (PauseService, the operator's: with the admin token), so that it takes no task
+    after the restart is announced; those it runs finish as it drains."""
+
+    async def pause(child: Child) -> None:
+        address = str(child.ready.get("address", ""))
+        if not address:
+            return
+        credentials = Credentials.from_env(env)
+        async with credentials.channel(address) as channel:
+            await service_pb2_grpc.ServiceAPIStub(channel).PauseService(
+                service_pb2.PauseServiceRequest(), timeout=10, metadata=credentials.metadata()
+            )
+
+    return pause
 
 
 def _deregister(

@@ -88,7 +88,8 @@ class ChildSpec:
     child stops before the others of its stage (the gateway before the services it
     fronts). ``on_exit`` runs after the child died, before it is restarted (e.g. to
     deregister a dead replica). ``overlap``: replace() may start its fresh process
-    before the old one stops (not with a fixed port).
+    before the old one stops (not with a fixed port); ``quiesce``, if given, makes the
+    old one take no new work before replace() returns (a replica pauses).
     """
 
     name: str
@@ -101,6 +102,7 @@ class ChildSpec:
     start: Starter | None = None
     on_exit: Callable[[Child], Awaitable[None]] | None = None
     overlap: bool = True
+    quiesce: Callable[[Child], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -219,8 +221,13 @@ class Supervisor:
         child._stdout, child._stderr = fresh._stdout, fresh._stderr
         self._watch_child(child)
         if old.process.returncode is None:
+            if old.spec.quiesce is not None:
+                try:
+                    await old.spec.quiesce(old)
+                except Exception as err:  # it stops all the same, a moment later
+                    logger.warning("%s (pid %d) did not pause: %r", old.name, old.pid, err)
             # Told now, not when the task below first runs: once this returns, the old
-            # process is on its way out (a replica takes no new task once it sees it).
+            # process is on its way out.
             with contextlib.suppress(ProcessLookupError):
                 old.process.terminate()
             retiring = asyncio.create_task(self._retire(old), name=f"retire-{old.pid}")
