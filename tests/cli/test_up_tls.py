@@ -229,6 +229,9 @@ async def test_tls_auto_is_one_line_and_keeps_its_ca_across_restarts(tmp_path: P
                 await connection.close()
             assert isinstance(nats_error.value, (ssl.SSLError, OSError)), nats_error.value
         assert await up.stop() == 0
+    # Stopping says nothing alarming about the TLS connections that close.
+    stopped = await asyncio.to_thread((tmp_path / "up.log").read_text)
+    assert "eof_received" not in stopped, stopped
 
     # A second `up` keeps the CA: what trusted it trusts the restarted mesh.
     async with llama_mesh_up(file, log=tmp_path / "up2.log") as again:

@@ -26,6 +26,19 @@ from llama_mesh.v1 import agents_pb2, resources_pb2, responses_pb2
 logger = logging.getLogger(__name__)
 
 
+class _TlsUpgradeEof(logging.Filter):
+    """nats-py turns its connection into TLS in place (loop.start_tls), so asyncio's
+    stream protocol never learns it runs over TLS and, when the server closes it,
+    warns that its eof_received's answer has no effect: true, and harmless; it would
+    otherwise print a warning per component each time a mesh with NATS TLS stops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "from eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+_TLS_UPGRADE_EOF = _TlsUpgradeEof()
+
+
 @dataclass
 class MeshState:
     nc: NatsClient
@@ -78,6 +91,8 @@ class MeshState:
             for hook in hooks:
                 await hook()
 
+        if tls is not None:
+            logging.getLogger("asyncio").addFilter(_TLS_UPGRADE_EOF)  # once: same instance
         try:
             nc = await nats.connect(
                 servers=nats_urls,
