@@ -9,7 +9,12 @@ and the queued task carries no trace context.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from otlp_collector import collector
 from pydantic import ValidationError
 
 from llama_mesh.config import OtelConfig
@@ -265,3 +271,66 @@ def test_the_otel_section_becomes_the_standard_variables() -> None:
         OtelConfig(endpoint="127.0.0.1:4317")
     with pytest.raises(ValidationError):
         OtelConfig(endpoint="http://127.0.0.1:4317", sample_ratio=1.5)
+
+
+_DEPLOYED = """
+import asyncio, sys
+from llama_mesh.client import AsyncClient
+from llama_mesh.launch.deploy import (
+    ControlPlaneConfig, NatsQueueConfig, WorkflowServiceConfig, deploy_core, deploy_workflow,
+)
+from mesh_workflows import EchoWorkflow
+
+async def main() -> None:
+    cp = ControlPlaneConfig(port=int(sys.argv[2]))
+    core_ready, echo_ready = asyncio.Event(), asyncio.Event()
+    core = asyncio.create_task(
+        deploy_core(cp, NatsQueueConfig(data_dir=sys.argv[1], port=-1), ready=core_ready)
+    )
+    await core_ready.wait()
+    echo = asyncio.create_task(
+        deploy_workflow(EchoWorkflow(), WorkflowServiceConfig("echo"), cp, ready=echo_ready)
+    )
+    await echo_ready.wait()
+    async with AsyncClient(cp.url) as client:
+        session = await client.create_session()
+        print(await session.run("echo", arg1="traced"))
+    for task in (echo, core):
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_deploy_helpers_export_where_the_otel_variables_say(tmp_path: Path) -> None:
+    """deploy_core and deploy_workflow (one process here) trace to the OTLP collector
+    OTEL_EXPORTER_OTLP_ENDPOINT names, and flush as they stop."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with collector() as (kept, endpoint):
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "PYTHONPATH": str(Path(__file__).parent),
+        }
+        env.pop("OTEL_SERVICE_NAME", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _DEPLOYED,
+            str(tmp_path / "nats"),
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, _ = await proc.communicate()
+    assert (proc.returncode, out.decode().strip()) == (0, "traced_result")
+    attempt = [e for e in kept.spans if e.span.name == "task.attempt"]
+    assert len(attempt) == 1
+    in_trace = {e.span.name for e in kept.spans if e.span.trace_id == attempt[0].span.trace_id}
+    assert {"task.create", "task.attempt", "workflow.step run_step", "context.save"} <= in_trace
+    # The process's first component set its resource: the one provider serves both.
+    assert {e.service for e in kept.spans} == {"llama-mesh-control-plane"}

@@ -10,10 +10,9 @@ address it bound) and stops cleanly on SIGINT/SIGTERM, or when stdin closes if g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,7 +55,7 @@ from llama_mesh.telemetry.logs import (
     real_stdout,
     tag_process,
 )
-from llama_mesh.telemetry.tracing import configure_tracing
+from llama_mesh.telemetry.tracing import exporting
 
 WatchStdin = Annotated[
     bool, typer.Option(hidden=True, help="Also stop when stdin closes (used by `up`).")
@@ -150,7 +149,7 @@ def serve_control_plane(
             await until_signalled(watch_stdin=watch_stdin)
 
     try:
-        with _traces("control-plane"):
+        with exporting("control-plane"):
             asyncio.run(main())
     except (MeshError, OSError) as e:
         error(f"control plane: {e}")
@@ -195,7 +194,7 @@ def serve_service(
     with capture_output(outside_tasks=True):
         loaded = _load_service(workflow, deployment, path, config.name)
         try:
-            with _traces(config.name, replica_id):
+            with exporting(config.name, instance_id=replica_id):
                 asyncio.run(
                     _replica(
                         loaded,
@@ -340,18 +339,6 @@ def serve_gateway(
     except OSError as e:
         error(f"gateway cannot listen on {settings.host}:{settings.port}: {e.strerror}")
         raise typer.Exit(EXIT_ERROR) from None
-
-
-@contextlib.contextmanager
-def _traces(component: str, instance_id: str = "") -> Iterator[None]:
-    """Export the process's spans where the OTEL_* variables say (`up` sets them from
-    the file's `otel:`); the spans not sent yet go out when it ends."""
-    stop = configure_tracing(component, instance_id=instance_id)
-    try:
-        yield
-    finally:
-        if stop is not None:
-            stop()
 
 
 def _credentials(nats: NatsConfig) -> str | None:

@@ -41,10 +41,11 @@ from llama_mesh.config import (
     default_data_dir,
 )
 from llama_mesh.control_plane.server import ControlPlaneServer
-from llama_mesh.core.names import ORCHESTRATOR_SERVICE
+from llama_mesh.core.names import ORCHESTRATOR_SERVICE, new_id
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.orchestrators import Orchestrator, OrchestratorWorkflow
+from llama_mesh.telemetry import tracing
 from llama_mesh.worker.human_service import DEFAULT_PROMPT, HumanService
 from llama_mesh.worker.runtime import ServiceRuntime
 from llama_mesh.worker.tool_service import ToolService
@@ -115,10 +116,12 @@ async def deploy_core(
     *,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Run the message queue (if embedded) and a control plane until cancelled."""
+    """Run the message queue (if embedded) and a control plane until cancelled; its
+    traces go where the OTEL_* variables say (docs/operations.md)."""
     cp_config = control_plane_config or ControlPlaneConfig()
     nats = (message_queue_config or NatsQueueConfig()).nats_config()
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(tracing.exporting("control-plane"))
         urls = nats.urls
         if nats.embedded:
             assert nats.data_dir is not None
@@ -149,10 +152,25 @@ async def deploy_workflow(
     *,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Serve `workflow` as a service until cancelled or drained."""
+    """Serve `workflow` as a service until cancelled or drained; its traces go where
+    the OTEL_* variables say."""
     cp_config = control_plane_config or ControlPlaneConfig()
     config = workflow_config.service_config()
-    async with ServiceRuntime.start(workflow, config, cp_config.url) as runtime:
+    replica_id = new_id()
+    with tracing.exporting(config.name, instance_id=replica_id):
+        await _serve_workflow(workflow, config, cp_config, replica_id, ready)
+
+
+async def _serve_workflow(
+    workflow: Workflow,
+    config: ServiceConfig,
+    cp_config: ControlPlaneConfig,
+    replica_id: str,
+    ready: asyncio.Event | None,
+) -> None:
+    async with ServiceRuntime.start(
+        workflow, config, cp_config.url, replica_id=replica_id
+    ) as runtime:
         _say(
             f"service {config.name!r} ready at {runtime.address} "
             f"(replica {runtime.replica_id}, control plane {cp_config.url})"

@@ -12,9 +12,9 @@ The trace context crosses processes as W3C trace context: in gRPC metadata (the
 OpenTelemetry gRPC instrumentation's interceptors: ``server_interceptors``,
 ``client_interceptors``) and in NATS message headers (``inject`` / ``extract``).
 
-    shutdown = configure_tracing("control-plane")
-    with span("context.load", **{"llama_mesh.task": name}):
-        ...
+    with exporting("control-plane"):  # OTLP, if the OTEL_* variables ask for it
+        with span("context.load", **{"llama_mesh.task": name}):
+            ...
 
 docs/operations.md ("Traces") lists the spans and their attributes.
 """
@@ -109,8 +109,8 @@ def configure_tracing(
     ``service.instance.id``. The sampler, headers, timeouts and batching follow the
     OTEL_* variables as the SDK reads them.
     """
-    if not configured(environ):
-        return None
+    if not configured(environ) or enabled():
+        return None  # not asked for, or this process traces already (its first component)
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -134,6 +134,17 @@ def configure_tracing(
             _provider, _tracer = None, None
 
     return shutdown
+
+
+@contextlib.contextmanager
+def exporting(component: str, *, instance_id: str = "") -> Iterator[None]:
+    """``configure_tracing`` for the block; the spans not sent yet go out as it ends."""
+    stop = configure_tracing(component, instance_id=instance_id)
+    try:
+        yield
+    finally:
+        if stop is not None:
+            stop()
 
 
 def _exporter(environ: Mapping[str, str]) -> Any:
