@@ -60,7 +60,7 @@ async def test_a_full_store_is_resource_exhausted_naming_what_is_full(
         assert raised.value.message.startswith(full + "indexing task sessions/")
         with pytest.raises(ResourceExhaustedError) as raised:
             await mesh.client.create_session()
-        assert raised.value.message.startswith(full + "writing session ")
+        assert raised.value.message.startswith(full + "indexing session ")
 
 
 async def test_a_create_that_crashed_before_its_publish_is_queued_by_its_retry(
