@@ -291,3 +291,39 @@ async def test_what_a_replica_prints_outside_a_task_is_a_line_of_its_replica(
         assert "task" not in line
     # What up printed while it imported the module went to its stderr.
     assert "imported chatty" in (tmp_path / "up.log").read_text()
+
+
+async def test_logs_are_shown_in_time_order_whatever_order_they_reached_up(
+    tmp_path: Path,
+) -> None:
+    """`up` keeps lines as its children's pipes deliver them: a replica's line can come
+    before the control plane's earlier one. Without --follow they are shown by time."""
+    from llama_mesh.cli.logs import _read
+
+    sent = [
+        {"time": "2026-12-01T00:00:00.250Z", "message": "counted 1 of 2"},
+        {"time": "2026-12-01T00:00:00.100Z", "message": "created"},
+        {"time": "2026-12-01T00:00:00.250Z", "message": "counted 2 of 2"},
+    ]
+    asked: list[dict[str, Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(json.loads(await reader.readline()))
+        writer.writelines((json.dumps(line) + "\n").encode() for line in sent)
+        await writer.drain()
+        writer.close()
+
+    socket = tmp_path / "logs.sock"
+    server = await asyncio.start_unix_server(serve, str(socket))
+    async with server:
+        shown: list[dict[str, Any]] = []
+        await _read(socket, {"service": None, "task": None, "follow": False}, shown.append)
+        assert [line["message"] for line in shown] == [
+            "created",
+            "counted 1 of 2",
+            "counted 2 of 2",
+        ]
+        followed: list[dict[str, Any]] = []
+        await _read(socket, {"service": None, "task": None, "follow": True}, followed.append)
+        assert followed == sent  # as they come
+    assert [request["follow"] for request in asked] == [False, True]

@@ -111,13 +111,22 @@ def _printer(output: Output) -> Callable[[dict[str, Any]], None]:
 async def _read(
     socket: Path, request: dict[str, Any], show: Callable[[dict[str, Any]], None]
 ) -> None:
+    """Show the lines `up` sends for `request`: in time order when they are all there
+    (`up` keeps them as they reach it, and two processes' pipes race), as they come
+    with --follow."""
     reader, writer = await asyncio.open_unix_connection(str(socket), limit=1 << 20)
+    kept: list[dict[str, Any]] = []
+    keep = show if request.get("follow") else kept.append
     try:
         writer.write((json.dumps(request) + "\n").encode())
         await writer.drain()
         while raw := await reader.readline():
             with contextlib.suppress(ValueError):
-                show(json.loads(raw))
+                keep(json.loads(raw))
+        # UTC times with milliseconds (telemetry/logs.py): they sort as strings; the
+        # sort is stable, so lines of one millisecond keep their order.
+        for line in sorted(kept, key=lambda line: str(line.get("time", ""))):
+            show(line)
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
