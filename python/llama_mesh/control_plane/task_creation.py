@@ -85,135 +85,110 @@ async def create_task(
 
     Traced as `task.create`: the assignment carries its context in the NATS headers,
     so every attempt of the task is a child of this span."""
-    with tracing.span("task.create", kind="PRODUCER", **{"llama_mesh.session": parent}) as span:
-        task = await _create_task(
-            state,
-            registry,
-            sessions,
-            parent,
-            requested,
-            request_id,
-            call_deadline=call_deadline,
-            task_id=task_id,
-        )
-        if span is not None:
-            span.set_attributes({"llama_mesh.task": task.name, "llama_mesh.service": task.service})
-        return task
-
-
-async def _create_task(
-    state: MeshState,
-    registry: ServiceRegistry,
-    sessions: Sessions,
-    parent: str,
-    requested: resources_pb2.Task,
-    request_id: str,
-    *,
-    call_deadline: float | None,
-    task_id: str,
-) -> resources_pb2.Task:
-    session_id = parse_session_name(parent, "parent")
-    if not requested.service:
-        requested.service = await registry.orchestrator()
-    service_id = check_service_id(requested.service, "task.service")
-    if len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable():
-        raise InvalidArgumentError(
-            f"request_id must be at most {MAX_REQUEST_ID_CHARS} printable characters"
-        )
-    check_labels("task.labels", requested.labels)
-    if requested.parent_task:
-        TaskName.parse(requested.parent_task, "task.parent_task")
-    timeout = proto_time.seconds(requested.timeout)
-    if timeout < 0:
-        raise InvalidArgumentError("task.timeout must not be negative")
-    session, service = await asyncio.gather(
-        sessions.in_use(session_id, parent), registry.lookup(service_id)
-    )
-    check_input(requested, service)
-
-    if not task_id:
-        # With a request id, the id follows from it: a repeated request finds the
-        # task its first call created when it writes the record below.
-        task_id = new_task_id_for(request_id, session_id) if request_id else new_task_id()
-    name = TaskName(session_id, task_id)
-
-    if session.overlap_policy == resources_pb2.OVERLAP_POLICY_REJECT:
-        busy = [
-            t
-            for _, t in await state.tasks.scan(f"{session_id}.*")
-            if t.service == service_id and t.state in ACTIVE_STATES
-        ]
-        if busy:
-            raise FailedPreconditionError(
-                f"session {parent!r} rejects overlapping tasks and {busy[0].name!r} "
-                f"of service {service_id!r} is still active"
+    with tracing.span("task.create", kind="PRODUCER", **{"llama_mesh.session": parent}):
+        session_id = parse_session_name(parent, "parent")
+        if not requested.service:
+            requested.service = await registry.orchestrator()
+        service_id = check_service_id(requested.service, "task.service")
+        if len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable():
+            raise InvalidArgumentError(
+                f"request_id must be at most {MAX_REQUEST_ID_CHARS} printable characters"
             )
+        check_labels("task.labels", requested.labels)
+        if requested.parent_task:
+            TaskName.parse(requested.parent_task, "task.parent_task")
+        timeout = proto_time.seconds(requested.timeout)
+        if timeout < 0:
+            raise InvalidArgumentError("task.timeout must not be negative")
+        session, service = await asyncio.gather(
+            sessions.in_use(session_id, parent), registry.lookup(service_id)
+        )
+        check_input(requested, service)
 
-    task = resources_pb2.Task()
-    task.CopyFrom(requested)
-    task.name = str(name)
-    task.state = PENDING
-    task.ClearField("timeout")
-    for field in (
-        "result",
-        "error",
-        "input_request",
-        "start_time",
-        "end_time",
-        "expire_time",
-    ):
-        task.ClearField(field)
-    task.ttl.CopyFrom(session.task_ttl)
-    task.attempt_count = 0
-    task.cancel_requested = False
-    task.replica_id = ""
-    policy = resources_pb2.RetryPolicy()
-    policy.CopyFrom(service.retry_policy)
-    policy.MergeFrom(requested.retry_policy)
-    task.retry_policy.CopyFrom(policy)
-    default = proto_time.seconds(service.default_timeout)
-    if default and (not timeout or requested.parent_task):
-        # A child's timeout is what remains of its parent's, not a choice: the
-        # service's own timeout (e.g. how long a person may take) still bounds it.
-        timeout = min(timeout, default) if timeout else default
-    deadlines = []
-    if timeout:
-        deadlines.append(time.time() + timeout)
-    if call_deadline is not None:
-        deadlines.append(call_deadline)
-    if deadlines:
-        task.deadline.CopyFrom(proto_time.timestamp(min(deadlines)))
-    stamp = proto_time.now()
-    task.create_time.CopyFrom(stamp)
-    task.update_time.CopyFrom(stamp)
-    # Its place in the creation order; the index entry lives as long as the session
-    # might, plus the time the task is kept once finished.
-    task.create_sequence = await task_index.add(
-        state.js,
-        state.topology,
-        name,
-        service_id,
-        child=bool(task.parent_task),
-        ttl=proto_time.seconds(session.ttl) + proto_time.seconds(session.task_ttl),
-    )
+        if not task_id:
+            # With a request id, the id follows from it: a repeated request finds the
+            # task its first call created when it writes the record below.
+            task_id = new_task_id_for(request_id, session_id) if request_id else new_task_id()
+        name = TaskName(session_id, task_id)
+        tracing.annotate(**{"llama_mesh.task": str(name), "llama_mesh.service": service_id})
 
-    if await state.tasks.create(task_key(name), task) is None:
-        # The same request_id was seen before (or a concurrent call won the race).
-        task = await state.tasks.get(task_key(name), str(name))
-        age = time.time() - proto_time.epoch_seconds(task.create_time)
-        if task.state == PENDING and task.attempt_count == 0 and age < DUPLICATE_WINDOW:
-            # Maybe never queued: the first call may have ended before its publish.
-            # Within the window JetStream drops the copy if it was queued after all.
-            await _publish(state, task, service_id, session)
+        if session.overlap_policy == resources_pb2.OVERLAP_POLICY_REJECT:
+            busy = [
+                t
+                for _, t in await state.tasks.scan(f"{session_id}.*")
+                if t.service == service_id and t.state in ACTIVE_STATES
+            ]
+            if busy:
+                raise FailedPreconditionError(
+                    f"session {parent!r} rejects overlapping tasks and {busy[0].name!r} "
+                    f"of service {service_id!r} is still active"
+                )
+
+        task = resources_pb2.Task()
+        task.CopyFrom(requested)
+        task.name = str(name)
+        task.state = PENDING
+        task.ClearField("timeout")
+        for field in (
+            "result",
+            "error",
+            "input_request",
+            "start_time",
+            "end_time",
+            "expire_time",
+        ):
+            task.ClearField(field)
+        task.ttl.CopyFrom(session.task_ttl)
+        task.attempt_count = 0
+        task.cancel_requested = False
+        task.replica_id = ""
+        policy = resources_pb2.RetryPolicy()
+        policy.CopyFrom(service.retry_policy)
+        policy.MergeFrom(requested.retry_policy)
+        task.retry_policy.CopyFrom(policy)
+        default = proto_time.seconds(service.default_timeout)
+        if default and (not timeout or requested.parent_task):
+            # A child's timeout is what remains of its parent's, not a choice: the
+            # service's own timeout (e.g. how long a person may take) still bounds it.
+            timeout = min(timeout, default) if timeout else default
+        deadlines = []
+        if timeout:
+            deadlines.append(time.time() + timeout)
+        if call_deadline is not None:
+            deadlines.append(call_deadline)
+        if deadlines:
+            task.deadline.CopyFrom(proto_time.timestamp(min(deadlines)))
+        stamp = proto_time.now()
+        task.create_time.CopyFrom(stamp)
+        task.update_time.CopyFrom(stamp)
+        # Its place in the creation order; the index entry lives as long as the session
+        # might, plus the time the task is kept once finished.
+        task.create_sequence = await task_index.add(
+            state.js,
+            state.topology,
+            name,
+            service_id,
+            child=bool(task.parent_task),
+            ttl=proto_time.seconds(session.ttl) + proto_time.seconds(session.task_ttl),
+        )
+
+        if await state.tasks.create(task_key(name), task) is None:
+            # The same request_id was seen before (or a concurrent call won the race).
+            task = await state.tasks.get(task_key(name), str(name))
+            age = time.time() - proto_time.epoch_seconds(task.create_time)
+            if task.state == PENDING and task.attempt_count == 0 and age < DUPLICATE_WINDOW:
+                # Maybe never queued: the first call may have ended before its publish.
+                # Within the window JetStream drops the copy if it was queued after all.
+                await _publish(state, task, service_id, session)
+            return task
+        # Counted with its record, once: a retried create finds the record above.
+        metrics.TASKS_CREATED.labels(service_id).inc()
+        failpoint("task_creation.recorded")
+        await _publish(state, task, service_id, session)
+        logger.info(
+            "task %s created for service %s", name, service_id, extra=about_task(name, service_id)
+        )
         return task
-    # Counted with its record, once: a retried create finds the record above.
-    metrics.TASKS_CREATED.labels(service_id).inc()
-    failpoint("task_creation.recorded")
-    await _publish(state, task, service_id, session)
-    logger.info(
-        "task %s created for service %s", name, service_id, extra=about_task(name, service_id)
-    )
-    return task
 
 
 async def _publish(
