@@ -20,15 +20,19 @@ import asyncio
 import nats as nats_client
 from fault_workflows import RUNS, AppendWorkflow
 from nats.js.errors import NoStreamResponseError
-from workflows import Workflow, step
-from workflows.events import StartEvent, StopEvent
+from workflows import Context, Workflow, step
+from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 
+from llama_mesh.client import TaskHandle
 from llama_mesh.config import ServiceConfig
+from llama_mesh.core.errors import RetryableError
 from llama_mesh.core.failpoints import FailpointCrash, armed
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
+
+from mesh_workflows import ApprovalWorkflow
 
 
 class Election:
@@ -166,3 +170,93 @@ async def test_an_election_as_a_task_is_delivered_is_waited_out_with_that_delive
         assert (info.delivered.consumer_seq, info.num_ack_pending) == (1, 0)
     finally:
         await nc.close()
+
+
+# ------------------------------------------------------- questions (human in the loop)
+
+
+async def _asked(handle: TaskHandle) -> resources_pb2.Task:
+    """The task's record once its question is seen (recorded WAITING, then published)."""
+    async for event in handle.events():
+        if event.type == "InputRequiredEvent":
+            return await handle.get()
+    raise AssertionError("the task never asked")
+
+
+async def test_an_election_as_a_task_asks_leaves_it_waiting_with_its_question(
+    nats: EmbeddedNats,
+) -> None:
+    # Before, the WAITING record was written bare: the attempt failed on the first
+    # lost answer and the task was handed back (its question asked again).
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        # As many lost answers as the retry policy has attempts (3, the default).
+        election = Election(answers_lost=3)
+        with armed("questions.waiting", election.lose_answer):
+            handle = await session.create_task("approval", question="ship it?")
+            task = await _asked(handle)
+        assert election.left == 0
+        assert task.state == resources_pb2.TASK_STATE_WAITING_FOR_INPUT
+        assert task.input_request.event_type == "InputRequiredEvent"
+        assert task.attempt_count == 1
+        await handle.send_event("HumanResponseEvent", response="yes")
+        assert await handle.result() == {"answer": "yes"}
+        assert [e.type async for e in handle.events()] == ["InputRequiredEvent", "StopEvent"]
+
+
+async def test_a_question_whose_answer_was_lost_is_asked_once(nats: EmbeddedNats) -> None:
+    # The WAITING record and the question landed, the answer did not come back: the
+    # write made again publishes the same event (its Nats-Msg-Id), not a second one.
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        election = Election(answers_lost=1)
+        with armed("questions.waiting_recorded", election.lose_answer):
+            handle = await session.create_task("approval")
+            task = await _asked(handle)
+            await handle.send_event("HumanResponseEvent", response="yes")
+        assert election.left == 0
+        assert task.attempt_count == 1
+        assert await handle.result() == {"answer": "yes"}
+        assert [e.type async for e in handle.events()] == ["InputRequiredEvent", "StopEvent"]
+
+
+ASKED_IN: list[int] = []
+
+
+class AskThenRetry(Workflow):
+    """Asks, and fails its first attempt once answered: the second finds the answer."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        verdict = await ctx.wait_for_event(
+            HumanResponseEvent,
+            waiter_event=InputRequiredEvent(prefix="ok?"),  # type: ignore[call-arg]
+        )
+        ASKED_IN.append(1)
+        if len(ASKED_IN) == 1:
+            raise RetryableError("the first attempt fails after its answer")
+        return StopEvent(result=verdict.response)
+
+
+async def test_an_election_as_an_answered_question_is_published_again_is_waited_out(
+    nats: EmbeddedNats,
+) -> None:
+    ASKED_IN.clear()
+    async with LocalMesh({"ask": AskThenRetry()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        handle = await session.create_task("ask")
+        await _asked(handle)
+        election = Election(answers_lost=3)
+        with armed("questions.answered_published", election.lose_answer):
+            await handle.send_event("HumanResponseEvent", response="yes")
+            assert await handle.result() == "yes"
+        assert election.left == 0
+        assert (await handle.get()).attempt_count == 2  # the retry, not the election
+        # The second attempt's question, answered from the store, is published once.
+        types = [e.type async for e in handle.events()]
+        assert types == [
+            "InputRequiredEvent",
+            "llama_mesh.AttemptFailed",
+            "InputRequiredEvent",
+            "StopEvent",
+        ]

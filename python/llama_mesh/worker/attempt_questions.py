@@ -4,6 +4,11 @@ A question an earlier attempt of the task asked and got answered is answered aga
 the stored answers (task_inputs.py); only an unanswered one makes the task WAITING, and
 its answer is passed into the workflow once it comes. attempt.py hands each request for
 input of the run here.
+
+Like every other write of an attempt, these wait out a store that does not answer
+(jetstream/outages.py): an election while the task asks costs time, not an attempt.
+The question keeps its event id across tries, so one whose answer was lost is
+published once.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Any
 
 from workflows.handler import WorkflowHandler
 
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import WAITING
-from llama_mesh.core.names import TaskName
+from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import ttl_of
+from llama_mesh.jetstream.outages import through_outages
 from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.task_inputs import MakeEvent, TaskInputs
@@ -71,14 +78,18 @@ class Questions:
         inputs = self._inputs
         await inputs.turn.acquire()  # released below, or by _forward once answered
         subscription: Any = None
+        event_id = new_id()  # the same on a retry: asked once
         try:
-            answer = await inputs.stored()
+            answer = await through_outages(inputs.stored, f"reading the answers of {self.name}")
             if answer is None:
                 # Listen for the answer before telling anyone we wait.
                 subscription = await inputs.subscribe()
                 out.state = WAITING
                 await self.running()
-                await state.journal.record(self.name, out, replica_id=self.replica_id)
+                await through_outages(
+                    lambda: self._record_waiting(out, event_id),
+                    f"recording {self.name} waiting for input",
+                )
         except BaseException:
             if subscription is not None:
                 with contextlib.suppress(Exception):
@@ -87,7 +98,10 @@ class Questions:
             raise
         if answer is not None:
             inputs.turn.release()
-            await state.journal.publish(self.name, out, ttl=ttl_of(self.task))
+            await through_outages(
+                lambda: self._publish_answered(out, event_id),
+                f"publishing the answered question of {self.name}",
+            )
             handler.ctx.send_event(answer)
             return
         # Waiting for input until the answer is passed on (or the attempt ends).
@@ -97,6 +111,17 @@ class Questions:
         forward.add_done_callback(lambda _: waiting.dec())
         self.forwards.add(forward)
         raise_swallowed_cancel()
+
+    async def _record_waiting(self, out: resources_pb2.TaskEvent, event_id: str) -> None:
+        failpoint("questions.waiting")
+        await self.state.journal.record(
+            self.name, out, replica_id=self.replica_id, event_id=event_id
+        )
+        failpoint("questions.waiting_recorded")
+
+    async def _publish_answered(self, out: resources_pb2.TaskEvent, event_id: str) -> None:
+        await self.state.journal.publish(self.name, out, event_id=event_id, ttl=ttl_of(self.task))
+        failpoint("questions.answered_published")
 
     def recheck(self) -> None:
         """Look for answers again (NATS was away: they reached no subscription)."""
