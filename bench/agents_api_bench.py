@@ -14,9 +14,11 @@ bench/llama_stack/run.yaml.
 
 Legs: a plain streamed turn (p50/p99, and the first text delta: from the request, and
 from the model writing its first chunk); a client-tool turn including its resume; 16
-concurrent sessions (turns/s, CPU per turn summed over the server's processes); turn
-latency at the start and at the end of one long session; Responses create p50 and a
-chain of 10 with previous_response_id.
+concurrent sessions (turns/s, CPU per turn summed over the server's processes and per
+process); turn latency at the start and at the end of one long session; Responses
+create p50 and a chain of 10 with previous_response_id. `--legs` runs some of them
+(`--only mesh --legs concurrent --concurrent-turns 60` is ~20 s of steady turns, long
+enough to profile the processes).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ TOOL = {
 }
 PLAIN = {"model": "scripted", "instructions": "You are terse."}
 WITH_TOOL = {**PLAIN, "client_tools": [TOOL]}
+LEGS = ["plain", "client_tool", "concurrent", "long_session", "responses"]
 
 
 def respond(request: RecordedRequest) -> Reply:
@@ -80,7 +83,9 @@ def ms(ns: float) -> float:
 
 
 @asynccontextmanager
-async def mesh(procs: Procs, tmp: Path, model_url: str) -> AsyncIterator[tuple[str, list[int]]]:
+async def mesh(
+    procs: Procs, tmp: Path, model_url: str
+) -> AsyncIterator[tuple[str, dict[str, int]]]:
     nats = await procs.start("nats", [*CLI, "serve", "nats", "--data-dir", str(tmp / "nats")])
     cp = await procs.start(
         "control-plane",
@@ -107,7 +112,13 @@ async def mesh(procs: Procs, tmp: Path, model_url: str) -> AsyncIterator[tuple[s
             ready_timeout=180,
         ),
     )
-    pids = [int(nats.ready["pid"]), nats.pid, cp.pid, gateway.pid, service.pid]
+    pids = {
+        "nats-server": int(nats.ready["pid"]),
+        "nats launcher": nats.pid,
+        "control plane": cp.pid,
+        "gateway": gateway.pid,
+        "replica": service.pid,
+    }
     yield str(gateway.ready["url"]), pids
 
 
@@ -125,7 +136,7 @@ def ensure_llama_stack() -> None:
 @asynccontextmanager
 async def llama_stack(
     procs: Procs, tmp: Path, model_url: str
-) -> AsyncIterator[tuple[str, list[int]]]:
+) -> AsyncIterator[tuple[str, dict[str, int]]]:
     await asyncio.to_thread(ensure_llama_stack)
     port = free_port()
     server = await procs.start(
@@ -152,7 +163,7 @@ async def llama_stack(
                 return False
 
         await wait_until(up, timeout=300)
-    yield url, [server.pid]
+    yield url, {"server": server.pid}
 
 
 # ------------------------------------------------------------------ the legs
@@ -240,7 +251,11 @@ async def tool_turns(client: AsyncLlamaStackClient, runs: int) -> dict[str, Any]
 
 
 async def concurrent(
-    client: AsyncLlamaStackClient, model: ScriptedModel, pids: list[int], sessions: int, turns: int
+    client: AsyncLlamaStackClient,
+    model: ScriptedModel,
+    pids: dict[str, int],
+    sessions: int,
+    turns: int,
 ) -> dict[str, Any]:
     agent_id = (await client.agents.create(agent_config=PLAIN)).agent_id
     ids = [
@@ -252,17 +267,20 @@ async def concurrent(
         for _ in range(turns):
             await streamed_turn(client, agent_id, session_id, model)
 
-    cpu_before = sum(cpu_seconds(p) for p in pids)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.perf_counter()
     await asyncio.gather(*(worker(s) for s in ids))
     elapsed = time.perf_counter() - start
-    cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     done = sessions * turns
     return {
         "sessions": sessions,
         "turns": done,
         "turns_per_s": round(done / elapsed, 2),
-        "cpu_ms_per_turn": round(cpu / done * 1000, 2),
+        "cpu_ms_per_turn": round(sum(cpu.values()) / done * 1000, 2),
+        "cpu_ms_per_turn_by_process": {
+            name: round(seconds / done * 1000, 2) for name, seconds in cpu.items()
+        },
     }
 
 
@@ -302,7 +320,7 @@ async def responses(oai: openai.AsyncOpenAI, runs: int) -> dict[str, Any]:
 
 
 async def measure(
-    name: str, url: str, pids: list[int], model: ScriptedModel, args: argparse.Namespace
+    name: str, url: str, pids: dict[str, int], model: ScriptedModel, args: argparse.Namespace
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"system": name}
     async with (
@@ -312,11 +330,16 @@ async def measure(
             base_url=f"{url}/v1/openai/v1", api_key="none", http_client=http, max_retries=0
         ) as oai,
     ):
-        out["plain"] = await plain_turns(client, model, args.runs)
-        out["client_tool"] = await tool_turns(client, max(5, args.runs // 2))
-        out["concurrent"] = await concurrent(client, model, pids, 16, args.concurrent_turns)
-        out["long_session"] = await long_session(client, model, args.long_turns)
-        out["responses"] = await responses(oai, args.runs)
+        legs = {
+            "plain": lambda: plain_turns(client, model, args.runs),
+            "client_tool": lambda: tool_turns(client, max(5, args.runs // 2)),
+            "concurrent": lambda: concurrent(client, model, pids, 16, args.concurrent_turns),
+            "long_session": lambda: long_session(client, model, args.long_turns),
+            "responses": lambda: responses(oai, args.runs),
+        }
+        for leg, run_leg in legs.items():
+            if not args.legs or leg in args.legs:
+                out[leg] = await run_leg()
     return out
 
 
@@ -342,7 +365,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> None:
     mesh_r, ls_r = results.get("mesh"), results.get("llama-stack")
-    if not (mesh_r and ls_r):
+    if mesh_r and "concurrent" in mesh_r:
+        print("llama-mesh CPU ms per turn (16 sessions), by process:")
+        for name, cpu_ms in mesh_r["concurrent"]["cpu_ms_per_turn_by_process"].items():
+            print(f"  {name:40} {cpu_ms:>12}")
+    if not (mesh_r and ls_r) or any(leg not in r for leg in LEGS for r in (mesh_r, ls_r)):
         return
     rows = [
         ("plain turn p50 ms", mesh_r["plain"]["turn"]["p50_ms"], ls_r["plain"]["turn"]["p50_ms"]),
@@ -417,6 +444,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--concurrent-turns", type=int, default=10)
     parser.add_argument("--long-turns", type=int, default=200)
+    parser.add_argument(
+        "--legs",
+        nargs="+",
+        choices=LEGS,
+        help="run only these legs (the side-by-side table needs all of them)",
+    )
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if args.quick:
