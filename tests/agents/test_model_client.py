@@ -115,3 +115,26 @@ async def test_a_deployment_model_sends_its_conversation_unwalked(
         {"role": "user", "content": "hello"},
     ]
     assert walked == [[]]
+
+
+async def test_streamed_answers_share_one_connection(model: ScriptedModel, model_url: str) -> None:
+    model.script("one", "two", "three", "four")
+    async with AsyncOpenAI(base_url=model_url, api_key="none", max_retries=0) as sdk:
+        await _send(sdk, CONVERSATION)
+        await _send(sdk, CONVERSATION)
+    async with ModelClient(base_url=model_url, api_key="none", max_retries=0) as client:
+        config = ModelConfig(base_url=model_url, max_retries=0)
+        llm = build_llm("scripted", config, async_openai_client=client)
+        for _ in range(2):
+            answer = await llm.astream_chat([ChatMessage(content="hello")])
+            async for _chunk in answer:
+                pass
+    sdk_peers, our_peers = (
+        {r.peer for r in model.requests[:2]},
+        {r.peer for r in model.requests[2:]},
+    )
+    # The SDK's own client stops reading at [DONE]: its connection is closed each time.
+    assert len(sdk_peers) == 2
+    # Ours reads the body to its end: the second call goes on the first one's connection.
+    assert len(our_peers) == 1
+    assert [r.texts()[-1] for r in model.requests[2:]] == ["hello", "hello"]

@@ -133,6 +133,8 @@ class RecordedRequest:
     received_at: float
     # time.perf_counter() right before each text chunk was written (streaming only).
     chunk_times: list[float] = field(default_factory=list)
+    # The client's (host, port): requests sent on one kept-alive connection share it.
+    peer: tuple[str, int] | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:

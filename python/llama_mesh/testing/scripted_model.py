@@ -207,6 +207,7 @@ class ScriptedModel:
                 headers=dict(request.headers),
                 body=body,
                 received_at=time.perf_counter(),
+                peer=(request.client.host, request.client.port) if request.client else None,
             )
             self._requests.append(recorded)
             self._received.notify_all()

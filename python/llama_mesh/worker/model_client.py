@@ -9,16 +9,23 @@ for 200 messages (tens of milliseconds of the replica's CPU) where the first pai
 two. Here the messages that are plain JSON (what llama-index sends) go in the body as
 they are, through the SDK's documented ``extra_body``; the request is the same bytes.
 
+A streamed answer ends with ``data: [DONE]``, where the SDK stops reading and closes
+the response: the rest of the body (the chunked encoding's last chunk) is left
+unread, so httpx closes the connection and every call opened a new one. Here the
+``[DONE]`` event is handed to the SDK once the body is read to its end (a well-formed
+server ends it right after), and the connection goes back to the pool.
+
     llm = OpenAILike(..., async_openai_client=ModelClient(api_key=..., base_url=...))
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from openai import AsyncOpenAI
+from openai._streaming import ServerSentEvent, SSEBytesDecoder, SSEDecoder
 from openai.resources.chat import AsyncChat, AsyncCompletions
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -57,9 +64,29 @@ class _Chat(AsyncChat):
         return _Completions(self._client)
 
 
+class _ReadToEnd(SSEDecoder):
+    """Server-sent events, `[DONE]` given only once the body has been read to its end."""
+
+    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+        done: ServerSentEvent | None = None
+        async for sse in super().aiter_bytes(iterator):
+            if done is not None:
+                continue  # nothing follows [DONE] that the SDK would read
+            if sse.data.startswith("[DONE]"):
+                done = sse
+            else:
+                yield sse
+        if done is not None:
+            yield done
+
+
 class ModelClient(AsyncOpenAI):
-    """AsyncOpenAI whose chat completions send plain-JSON messages untransformed."""
+    """AsyncOpenAI whose chat completions send plain-JSON messages untransformed, and
+    whose streamed answers leave their connection open for the next call."""
 
     @functools.cached_property
     def chat(self) -> AsyncChat:
         return _Chat(self)
+
+    def _make_sse_decoder(self) -> SSEDecoder | SSEBytesDecoder:
+        return _ReadToEnd()
