@@ -14,16 +14,21 @@ whose task stopped waiting, should the process that changed it have died first).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from llama_mesh.core import proto_time
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, is_final
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
@@ -35,6 +40,13 @@ from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
+
+# How long a batch of events waits for its acknowledgements (the connection's JetStream
+# context waits as long for one: jetstream/connection.py).
+ACK_TIMEOUT = 10.0
+
+# An event to publish and its id (Nats-Msg-Id: the stream stores one event per id).
+Outgoing = tuple[resources_pb2.TaskEvent, str]
 
 
 def task_key(name: TaskName) -> str:
@@ -152,8 +164,60 @@ class TaskJournal:
         ttl: float | None = None,
     ) -> int:
         """Publish `event` on the task's subject (no state change), kept `ttl` seconds
-        (the task's: ttl_of(task)); its stream sequence. An event that names no state is
-        one of a running task: it says RUNNING, the task's state after it."""
+        (the task's: ttl_of(task)); its stream sequence."""
+        subject, envelope = self._envelope(name, event, event_id)
+        with store_errors(f"publishing an event of task {name}"):
+            ack = await self.js.publish(
+                subject,
+                envelope.SerializeToString(),
+                headers={"Nats-Msg-Id": envelope.id},
+                msg_ttl=msg_ttl(ttl),
+            )
+        return int(ack.seq)
+
+    async def publish_many(
+        self, name: TaskName, events: Sequence[Outgoing], *, ttl: float | None = None
+    ) -> list[int]:
+        """Publish `events` (each with its id) on the task's subjects, in this order, as
+        `publish` does one; their stream sequences.
+
+        All are sent, back to back on the one connection (so the stream stores them in
+        this order), before any acknowledgement is awaited: a batch costs one round
+        trip to the store, not one per event. Each keeps its id, so the same batch
+        published again (after an outage) stores each event once. The first event in
+        order the store did not store raises (a timeout: one not acknowledged), and
+        events after it may be stored: the caller fails the run instead of going on.
+        """
+        acks: list[asyncio.Future[PubAck]] = []
+        try:
+            with store_errors(f"publishing {len(events)} events of task {name}"):
+                failpoint("journal.publish_many")
+                for event, event_id in events:
+                    subject, envelope = self._envelope(name, event, event_id)
+                    acks.append(
+                        await self.js.publish_async(
+                            subject,
+                            envelope.SerializeToString(),
+                            headers={"Nats-Msg-Id": envelope.id},
+                            msg_ttl=msg_ttl(ttl),
+                        )
+                    )
+                failpoint("journal.batch_sent")
+                if acks:
+                    await asyncio.wait(acks, timeout=ACK_TIMEOUT)
+                return [int(_acknowledged(ack).seq) for ack in acks]
+        finally:
+            # An acknowledgement that never came holds one of the context's slots for
+            # pending publishes until its future is done.
+            for ack in acks:
+                ack.cancel()
+
+    def _envelope(
+        self, name: TaskName, event: resources_pb2.TaskEvent, event_id: str
+    ) -> tuple[str, resources_pb2.Envelope]:
+        """The subject and envelope `event` of task `name` is published in. An event
+        that names no state is one of a running task: it says RUNNING, the task's state
+        after it."""
         event.task = str(name)
         if event.state == resources_pb2.TASK_STATE_UNSPECIFIED:
             event.state = resources_pb2.TASK_STATE_RUNNING
@@ -166,14 +230,14 @@ class TaskJournal:
             if is_final(event.state)
             else self.topology.event_subject(name.task_id)
         )
-        with store_errors(f"publishing an event of task {name}"):
-            ack = await self.js.publish(
-                subject,
-                envelope.SerializeToString(),
-                headers={"Nats-Msg-Id": envelope.id},
-                msg_ttl=msg_ttl(ttl),
-            )
-        return int(ack.seq)
+        return subject, envelope
+
+
+def _acknowledged(ack: asyncio.Future[PubAck]) -> PubAck:
+    """The store's acknowledgement of one publish; what it refused it with, or a timeout."""
+    if not ack.done():
+        raise NatsTimeoutError
+    return ack.result()
 
 
 def ttl_of(task: resources_pb2.Task) -> float | None:

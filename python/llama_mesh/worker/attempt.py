@@ -5,8 +5,9 @@
 does not). An ``Attempt`` waits for its turn in the session (jetstream/session_turn.py:
 creation order, giving its delivery slot back while it waits), records RUNNING (the
 workflow runs only once that landed), runs the workflow on the session's saved Context
-(publishing its events; a request for input makes the task WAITING), commits the new
-Context and the result together under its turn's fence, and hands how it ended, an
+(its events go out through an ordered outbox, event_outbox.py; a request for input makes
+the task WAITING), commits the new Context and the result together under its turn's
+fence once every event of the run is stored, and hands how it ended, an
 ``Outcome``, to ``attempt_policy.end_attempt``; ``jetstream.delivery.settle`` records that
 decision and only then acks or naks the message.
 
@@ -49,7 +50,7 @@ from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_python, to_value
 from llama_mesh.core.lifecycle import WAITING
 from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
-from llama_mesh.core.names import TaskName, new_id
+from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
 from llama_mesh.jetstream.journal import task_key, ttl_of
@@ -66,8 +67,9 @@ from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.telemetry.logs import log_scope
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, is_mesh_error
-from llama_mesh.worker.attempt_questions import Questions, raise_swallowed_cancel
+from llama_mesh.worker.attempt_questions import Questions
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
+from llama_mesh.worker.event_outbox import EventOutbox
 from llama_mesh.worker.model_replay import recorded_answers, replaying
 from llama_mesh.worker.running_record import AlreadyFinished, Recorded, RunningRecord
 from llama_mesh.worker.token_ledger import TokenLedger
@@ -188,6 +190,8 @@ class Attempt:
         )
         # Charges the tokens of the attempt's LLM calls to the task and its session.
         self._ledger = TokenLedger(worker.state, name, worker.replica_id)
+        # The run's events on their way to the task's stream (its sender lives in `run`).
+        self._outbox = EventOutbox(worker.state.journal, name, ttl_of(self.task))
 
     def cancel(self, reason: str) -> None:
         """The task was cancelled: stop the workflow."""
@@ -208,13 +212,20 @@ class Attempt:
                 session=self.name.session_id,
                 task=str(self.name),
             ):
-                await self._attempt()
+                async with self._outbox:
+                    await self._attempt()
         finally:
             running.dec()
             forwards = self._questions.forwards
             for child in (keepalive, *forwards):
                 child.cancel()
             await asyncio.gather(keepalive, *forwards, return_exceptions=True)
+
+    async def publish(self, event: resources_pb2.TaskEvent, event_id: str = "") -> None:
+        """Publish an event on the task's stream from outside the run's event stream
+        (a child announced, a decision): after the run's events so far; returns once
+        stored."""
+        await self._outbox.publish(event, event_id)
 
     def redelivered(self, msg: Msg) -> None:
         """The task's message came again while this attempt runs: the same attempt goes
@@ -259,6 +270,7 @@ class Attempt:
                 ran = await run
         except asyncio.CancelledError:
             if self.cancel_reason:
+                await self._events_stored()
                 await self._settle(Cancelled(self.cancel_reason))
                 return
             # The replica itself is stopping: hand the task back for another replica.
@@ -281,6 +293,7 @@ class Attempt:
             return
         except Exception as err:
             if isinstance(err, TimeoutError) and scope.expired():
+                await self._events_stored()
                 await self._settle(DeadlinePassed())
                 return
             # The mesh's own calls failed (e.g. its store is full; an outage is waited
@@ -297,6 +310,12 @@ class Attempt:
             await self._settle(Succeeded(result), attempt=ran.attempt)
             return
         await self._settle(Succeeded(ran.result), ran.recorded)
+
+    async def _events_stored(self) -> None:
+        """Before a run cut short is recorded as ended: its events so far are stored
+        first, if the store takes them (the outbox logged why not)."""
+        with contextlib.suppress(Exception):
+            await self._outbox.flushed()
 
     async def _run_in_turn(self, deadline: float | None) -> _Ran | Committed:
         """Take the session's turn, run the workflow, commit its Context and result.
@@ -347,7 +366,15 @@ class Attempt:
             try:
                 await through_outages(self._ledger.check, f"checking the budget of {self.name}")
                 with replaying(answers):
-                    outcome = await self.worker.runner.run(kwargs, held.context, self._on_event)
+                    try:
+                        outcome = await self.worker.runner.run(kwargs, held.context, self._on_event)
+                    except Exception:
+                        # Its failure is recorded after its events (the outbox's own
+                        # failure, if one was not stored, is raised instead).
+                        await self._outbox.flushed()
+                        raise
+                # Nothing of the run is committed before all its events are stored.
+                await self._outbox.flushed()
             except Exception as err:
                 if isinstance(err, AlreadyFinished) or is_mesh_error(err):
                     raise
@@ -385,25 +412,20 @@ class Attempt:
         """Publish an event of the run (the runner mapped it); tokens are charged to the
         task and its session as they are spent; a request for input makes the task
         WAITING and starts forwarding the answer."""
-        state = self.worker.state
         out.attempt = self.number
         if out.HasField("usage"):
             await self._started.landed_if_started()
+            # Recorded (and published) after the events before it are stored.
+            await self._outbox.flushed()
             await self._ledger.charge(out)
             return
         # Checked before it is published: NATS would refuse it, and the same run would
         # stream it again (the task fails once, saying why).
         check_bytes(f"the payload of event {out.type}", out.payload.ByteSize(), MAX_EVENT_BYTES)
         if out.state != WAITING:
-            event_id = new_id()  # the same on a retry: published once
-            await through_outages(
-                lambda: state.journal.publish(
-                    self.name, out, event_id=event_id, ttl=ttl_of(self.task)
-                ),
-                f"publishing event {out.type} of {self.name}",
-            )
-            raise_swallowed_cancel()
+            await self._outbox.put(out)
             return
+        await self._outbox.flushed()  # WAITING once everything before the question is out
         await self._questions.ask(out, handler)
 
     def recheck_inputs(self) -> None:

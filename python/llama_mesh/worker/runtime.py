@@ -426,11 +426,12 @@ class ServiceRuntime:
         name = TaskName.parse(task)
         running = self._running.get(name.task_id)
         if running is not None:
-            record: resources_pb2.Task | None = running.task
-        else:
-            found = await state.tasks.find(task_key(name))
-            record = found[0] if found is not None else None
-        ttl = ttl_of(record) if record is not None else None
+            # In order with the events its run streams (announced after the tool call
+            # that made the child, say).
+            await running.publish(event, event_id)
+            return
+        found = await state.tasks.find(task_key(name))
+        ttl = ttl_of(found[0]) if found is not None else None
         await state.journal.publish(name, event, event_id=event_id, ttl=ttl)
 
     @contextlib.asynccontextmanager
