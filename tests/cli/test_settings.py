@@ -106,6 +106,7 @@ SECURITY = SecurityConfig(
     jwt_refetch_interval=1.0,
     open_health=False,
     open_reflection=False,
+    open_metrics=True,
 )
 
 

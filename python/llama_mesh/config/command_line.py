@@ -152,9 +152,9 @@ def problems(opts: Sequence[Option], error: ValidationError) -> list[str]:
     return out
 
 
-# Settings `up` carries out itself (it makes the certificates, gives the gateway the
-# admin token), which no `serve` command takes.
-_UP_ONLY = ("tls", "open_metrics")
+# Settings `up` carries out itself (it makes the certificates), which no `serve`
+# command takes.
+_UP_ONLY = ("tls",)
 _NATS_TLS = ("tls_ca", "tls_cert", "tls_key")
 # What each `serve` command takes besides the addresses it is given.
 NATS_OPTIONS = options(

@@ -83,8 +83,8 @@ class SecurityConfig(Settings):
     open_metrics: Annotated[
         bool,
         Field(
-            description="The gateway's `/metrics` answers without the admin token "
-            "(deployment file only; with authentication on)."
+            description="`/metrics` of the control plane, the replicas and (under `up`) "
+            "the gateway answers without the admin token (with authentication on)."
         ),
     ] = False
 

@@ -23,9 +23,10 @@ from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.secrets import shared_key
 from llama_mesh.jetstream.topology import Topology
+from llama_mesh.rpc.metrics_access import metrics_access
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
-from llama_mesh.telemetry.metrics import serve_metrics
+from llama_mesh.telemetry.metrics_endpoint import serve_metrics
 from llama_mesh.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -77,7 +78,8 @@ class ControlPlaneServer:
         retention: RetentionConfig | None = None,
     ) -> AsyncIterator[ControlPlaneServer]:
         """Serve until the block ends; `metrics_port` (0: a free one) serves Prometheus
-        metrics at /metrics on `host`."""
+        metrics at /metrics on `host`, to admins only with authentication on (unless
+        `security.open_metrics`), over HTTPS with TLS on."""
         async with (
             MeshState.connect(
                 nats_urls,
@@ -128,7 +130,11 @@ class ControlPlaneServer:
                         on_shutdown=control_plane.shutting_down.set,
                         security=server_security_,
                     ) as (address, _),
-                    serve_metrics(host, metrics_port) as metrics_url,
+                    serve_metrics(
+                        host,
+                        metrics_port,
+                        metrics_access(server_security_, open_metrics=security.open_metrics),
+                    ) as metrics_url,
                 ):
                     logger.info(
                         "control plane serving at %s (NATS %s, auth %s, TLS %s)",

@@ -63,6 +63,21 @@ def bearer_token(metadata: Sequence[Any] | None) -> str | None:
     return None
 
 
+async def identify(authenticator: Authenticator, metadata: Sequence[Any] | None) -> Identity:
+    """The caller that `metadata`'s bearer token names; UnauthenticatedError without
+    one, or for a token no authenticator accepts (the metrics endpoints ask the same)."""
+    token = bearer_token(metadata)
+    if token is None:
+        raise UnauthenticatedError(
+            "this call needs credentials: send 'authorization: Bearer <token>' "
+            "(an API key of the mesh or a JWT of its issuer)"
+        )
+    identity = await authenticator.authenticate(token)
+    if identity is None:
+        raise UnauthenticatedError("the bearer token is neither an API key nor a JWT")
+    return identity
+
+
 def _denied(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     """A handler of the same shape as `handler` that fails the call with `code`."""
 
@@ -99,18 +114,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             REFLECTION_METHODS if open_reflection else frozenset()
         )
 
-    async def _identify(self, metadata: Sequence[Any] | None) -> Identity:
-        token = bearer_token(metadata)
-        if token is None:
-            raise UnauthenticatedError(
-                "this call needs credentials: send 'authorization: Bearer <token>' "
-                "(an API key of the mesh or a JWT of its issuer)"
-            )
-        identity = await self.authenticator.authenticate(token)
-        if identity is None:
-            raise UnauthenticatedError("the bearer token is neither an API key nor a JWT")
-        return identity
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -121,7 +124,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method in self.open:
             return handler
         try:
-            identity = await self._identify(handler_call_details.invocation_metadata)
+            identity = await identify(self.authenticator, handler_call_details.invocation_metadata)
         except MeshError as err:
             return _denied(handler, err.code, err.message)
         rule = self.policy.get(method)

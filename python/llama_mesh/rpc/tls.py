@@ -3,10 +3,12 @@
 tls = ServerTls(cert_file=Path("server.pem"), key_file=Path("server.key"),
                 client_ca_file=Path("ca.pem"))   # client_ca_file: require mTLS
 server.add_secure_port("127.0.0.1:0", tls.credentials())
+context = tls.ssl_context()   # the same, for an HTTP server (the metrics endpoint)
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,3 +35,12 @@ class ServerTls:
             root_certificates=ca,
             require_client_auth=ca is not None,
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same certificate and client check, for a server of the standard library."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file is not None:
+            context.load_verify_locations(cafile=self.client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context

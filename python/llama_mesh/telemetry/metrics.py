@@ -1,12 +1,11 @@
-"""Prometheus metrics of the mesh's processes, and the HTTP endpoint that serves them.
+"""Prometheus metrics of the mesh's processes (metrics_endpoint.py serves them).
 
 Each process counts what it does itself (prometheus-client's default registry); a
 Prometheus server scrapes every process and sums across them. The names, their labels
-and what each counts are listed in docs/operations.md; deploy/grafana-dashboard.json
+and what each counts are listed in docs/operations.md; deploy/grafana/llama-mesh-dashboard.json
 charts them.
 
-    async with serve_metrics("127.0.0.1", 0) as url:  # http://127.0.0.1:PORT/metrics
-        TASKS_CREATED.labels(service="echo").inc()
+    TASKS_CREATED.labels(service="echo").inc()
 
 prometheus-client adds ``_total`` to a counter's name when it exposes it
 (``llama_mesh_tasks_created_total``) and ``_bucket``/``_sum``/``_count`` to a
@@ -15,12 +14,9 @@ histogram's.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from llama_mesh.core.lifecycle import state_name
 from llama_mesh.core.proto_time import epoch_seconds
@@ -145,22 +141,3 @@ def tokens_used(usage: resources_pb2.TokenUsage) -> None:
     for model, used in models.items():
         LLM_TOKENS.labels(model, "input").inc(used.prompt_tokens)
         LLM_TOKENS.labels(model, "output").inc(used.completion_tokens)
-
-
-@contextlib.asynccontextmanager
-async def serve_metrics(host: str, port: int | None) -> AsyncIterator[str | None]:
-    """Serve ``GET /metrics`` on `host`:`port` (0: a free port; None: not at all) while
-    the block runs; yields its URL. A thread of its own answers, so a busy event loop
-    never delays a scrape."""
-    if port is None:
-        yield None
-        return
-    server, thread = start_http_server(port, addr=host)
-    shown = f"[{host}]" if ":" in host else host
-    try:
-        yield f"http://{shown}:{server.server_port}/metrics"
-    finally:
-        # shutdown() waits for the serving thread's next poll (up to half a second).
-        await asyncio.to_thread(server.shutdown)
-        server.server_close()
-        thread.join()

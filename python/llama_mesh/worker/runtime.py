@@ -41,10 +41,11 @@ from llama_mesh.jetstream.journal import task_key, ttl_of
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.session_turn import SessionTurns
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
+from llama_mesh.rpc.metrics_access import metrics_access
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
 from llama_mesh.telemetry import tracing
-from llama_mesh.telemetry.metrics import serve_metrics
+from llama_mesh.telemetry.metrics_endpoint import serve_metrics
 from llama_mesh.v1 import (
     auth_pb2,
     control_plane_pb2_grpc,
@@ -153,7 +154,11 @@ class ServiceRuntime:
                     port=config.port,
                     security=service_security,
                 ) as (address, _),
-                serve_metrics(config.host, config.metrics_port) as metrics_url,
+                serve_metrics(
+                    config.host,
+                    config.metrics_port,
+                    metrics_access(service_security, open_metrics=security.open_metrics),
+                ) as metrics_url,
             ):
                 runtime.address = address
                 runtime.metrics_url = metrics_url
