@@ -239,6 +239,8 @@ class PageRun:
             self.addresses.add(deployment.doc_control_plane, int(real.rsplit(":", 1)[1]))
             if deployment.doc_gateway and deployment.gateway:
                 self.addresses.add(deployment.doc_gateway, deployment.gateway)
+            for doc_port, real_port in deployment.moved.items():
+                self.addresses.add(doc_port, real_port)
 
     async def _learn_addresses(self) -> None:
         self._discover()

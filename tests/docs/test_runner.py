@@ -150,7 +150,8 @@ def test_a_deployment_file_moves_to_free_ports_and_keeps_its_comments(tmp_path: 
     path = tmp_path / "deployment.yaml"
     path.write_text(
         "name: q   # the name\nnats:\n  port: 4222\ncontrol_plane:\n  port: 50051  # gRPC\n"
-        "gateway: {port: 8080}\nservices:\n  echo: {source: 'm:echo', port: 7000}\n",
+        "  metrics_port: 9464\ngateway: {port: 8080}\n"
+        "services:\n  echo: {source: 'm:echo', port: 7000, metrics_port: 9465}\n",
         encoding="utf-8",
     )
     moved = rewrite_deployment(path)
@@ -164,6 +165,12 @@ def test_a_deployment_file_moves_to_free_ports_and_keeps_its_comments(tmp_path: 
     assert len(str(moved.gateway)) == 4  # tables keep their widths
     assert "# the name" in text and "# gRPC" in text
     assert (moved.doc_control_plane, moved.doc_gateway) == (50051, 8080)
+    # Metrics ports the page scrapes: free ones of as many digits, mapped.
+    assert moved.moved == {
+        9464: data["control_plane"]["metrics_port"],
+        9465: data["services"]["echo"]["metrics_port"],
+    }
+    assert all(len(str(port)) == 4 for port in moved.moved.values())
 
 
 def test_a_deployment_without_ports_gets_them(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ state (`.llama-mesh/`) into the copy and every page starts from a clean one.
 
 The docs say `127.0.0.1:50051` and `localhost:8080`; tests never use fixed ports. Before
 a page starts a deployment, its file is rewritten: the control plane on port 0 (the
-real address is read from the run file `up` writes), the gateway on a free port with as
-many digits as the documented one (so tables keep their widths), any other fixed port
-free. `Addresses` then maps the documented addresses to the real ones in commands and
-code, and back in output.
+real address is read from the run file `up` writes), the gateway and the metrics ports
+on free ports with as many digits as the documented ones (so tables keep their widths),
+any other fixed port free. `Addresses` then maps the documented addresses to the real
+ones in commands and code, and back in output.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import random
 import re
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class DeploymentFile:
     doc_control_plane: int  # the port the doc's version of the file gives
     doc_gateway: int | None
     gateway: int | None  # the free port it now has
+    # Other fixed ports the file gives (metrics ports): documented -> the free one now.
+    moved: dict[int, int] = field(default_factory=dict)
 
     def run_file(self) -> Path:
         from llama_mesh.launch.deployment import load_deployment
@@ -162,18 +164,27 @@ def rewrite_deployment(path: Path) -> DeploymentFile | None:
     if isinstance(nats_port, yaml.ScalarNode) and nats_port.value not in ("-1", "0"):
         edits.append((nats_port, "-1"))
     services = _mapping(root, "services")
+    metrics_ports = [_mapping(cp, "metrics_port")]
     if isinstance(services, yaml.MappingNode):
         for _, service in services.value:
             port = _mapping(service, "port")
             if isinstance(port, yaml.ScalarNode) and port.value != "0":
                 edits.append((port, "0"))
+            metrics_ports.append(_mapping(service, "metrics_port"))
+    # A metrics port the page scrapes: a free one of as many digits, mapped like the
+    # gateway's.
+    moved: dict[int, int] = {}
+    for node in metrics_ports:
+        if isinstance(node, yaml.ScalarNode) and node.value.isdigit() and node.value != "0":
+            moved[int(node.value)] = free_port(len(node.value))
+            edits.append((node, str(moved[int(node.value)])))
 
     for node, value in sorted(edits, key=lambda e: e[0].start_mark.index, reverse=True):
         text = _replace_scalar(text, node, value)
     if appended:
         text = text.rstrip("\n") + "\n" + "".join(appended)
     path.write_text(text, encoding="utf-8")
-    return DeploymentFile(path, doc_cp, doc_gw, new_gw)
+    return DeploymentFile(path, doc_cp, doc_gw, new_gw, moved)
 
 
 def deployment_files(workspace: Path) -> list[Path]:
