@@ -15,10 +15,15 @@ Two legs, each on its own embedded nats-server (temporary data directory):
 - **sessions**: ListSessions with 1k, 10k and 100k sessions, created the way
   CreateSession creates them (in-process, 64 at a time); p50/p95 of the first page
   (50) for everyone and for a caller confined to a namespace that holds 10 of them.
+- **agent_sessions**: ListAgentSessions (AgentSessions.of_agent) of an agent with 10
+  sessions among 1k and 10k sessions of other agents or none; p50/p95.
 - **retention**: 100k echo tasks through a real mesh (control plane and one replica,
   c=64), with finished tasks kept 10 s and idle sessions 20 s. At 10k, 50k and 100k
-  tasks: the JetStream store's size (bytes on disk, what the server accounts) and
-  nats-server's RSS. Flat means nothing grows with history.
+  tasks (--checkpoints): the JetStream store's size (bytes on disk, what the server
+  accounts), nats-server's RSS, what its monitoring says each stream holds (messages,
+  subjects, interior deletes) and its Go runtime's memory counters (live heap, heap
+  kept from the OS); --profiles saves a heap profile at each. Flat means nothing grows
+  with history.
 
 Results go to bench/results/store.json. Every process is stopped at the end.
 """
@@ -27,11 +32,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,9 @@ from google.protobuf import struct_pb2
 
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import RetentionConfig, ServiceConfig
+from llama_mesh.control_plane.agents_api.agents import Agents
+from llama_mesh.control_plane.agents_api.sessions import AgentSessions
+from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core import proto_time
@@ -54,7 +66,7 @@ from llama_mesh.worker.runtime import ServiceRuntime
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from procs import memory_kib  # noqa: E402
+from procs import free_port, memory_kib  # noqa: E402
 
 from mesh_workflows import EchoWorkflow  # noqa: E402
 
@@ -229,6 +241,47 @@ async def sessions_leg(sizes: list[int], runs: int) -> list[dict[str, Any]]:
     return results
 
 
+AGENT_SESSIONS = 10
+"""Sessions of the agent whose listing is timed, whatever the number of others."""
+
+
+async def agent_sessions_leg(sizes: list[int], runs: int) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        async with (
+            EmbeddedNats.start(Path(tmp) / "nats") as server,
+            MeshState.connect([server.url]) as state,
+        ):
+            sessions = Sessions(state, RetentionConfig())
+            agents = AgentSessions(state, Agents(state, ServiceRegistry(state)), sessions)
+
+            async def create(i: int) -> None:
+                # The first few are the timed agent's; the others another agent's or none's.
+                agent = "timed" if i < AGENT_SESSIONS else ("other" if i % 2 else "")
+                session = resources_pb2.Session(labels={"agent_id": agent} if agent else {})
+                request = cp.CreateSessionRequest(session_id=f"a{i:07d}", session=session)
+                await sessions.create_session(request)
+
+            created = 0
+            for size in sizes:
+                started = time.perf_counter()
+                for first in range(created, size, 64):
+                    await asyncio.gather(*(create(i) for i in range(first, min(first + 64, size))))
+                created = size
+                seeding = time.perf_counter() - started
+                listed, found = await _timed(agents.of_agent, "timed", runs)
+                assert len(found) == AGENT_SESSIONS
+                row = {
+                    "sessions": size,
+                    "seed_s": round(seeding, 1),
+                    "load_average": os.getloadavg()[0],
+                    "list_agent_sessions": listed,
+                }
+                print(json.dumps(row), flush=True)
+                results.append(row)
+    return results
+
+
 def _store_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -251,19 +304,84 @@ async def _run_tasks(client: AsyncClient, first: int, last: int, concurrency: in
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def retention_leg(checkpoints: list[int], concurrency: int) -> list[dict[str, Any]]:
+def _monitor(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as reply:
+        return json.load(reply)
+
+
+async def _server_state(port: int) -> dict[str, Any]:
+    """What nats-server says it holds: its memory and, per stream, what keeps state
+    (messages, subjects, interior deletes, consumers)."""
+    varz = await asyncio.to_thread(_monitor, port, "/varz")
+    jsz = await asyncio.to_thread(_monitor, port, "/jsz?streams=true")
+    streams = {}
+    for account in jsz.get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            state = stream["state"]
+            streams[stream["name"]] = {
+                "messages": state.get("messages", 0),
+                "bytes": state.get("bytes", 0),
+                "num_subjects": state.get("num_subjects", 0),
+                "num_deleted": state.get("num_deleted", 0),
+                "consumers": state.get("consumer_count", 0),
+            }
+    return {"varz_mem": varz["mem"], "streams": streams}
+
+
+GO_MEMSTATS = ("HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "Sys", "NumGC")
+
+
+async def _go_memstats(port: int) -> dict[str, int]:
+    """The Go runtime's memory counters of nats-server (from its heap profile's text
+    form): how much of its RSS is live heap, and how much is heap kept from the OS."""
+
+    def fetch() -> str:
+        url = f"http://127.0.0.1:{port}/debug/pprof/heap?debug=1"
+        with urllib.request.urlopen(url, timeout=60) as reply:
+            return str(reply.read().decode())
+
+    found = {}
+    for line in (await asyncio.to_thread(fetch)).splitlines():
+        key, _, value = line.removeprefix("# ").partition(" = ")
+        if key in GO_MEMSTATS:
+            found[key] = int(value.split()[0])
+    return found
+
+
+async def _heap_profile(port: int, out: Path) -> None:
+    """nats-server's Go heap profile (read it with `go tool pprof -top FILE`)."""
+
+    def fetch() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        url = f"http://127.0.0.1:{port}/debug/pprof/heap"
+        with urllib.request.urlopen(url, timeout=60) as reply:
+            out.write_bytes(reply.read())
+
+    await asyncio.to_thread(fetch)
+
+
+async def retention_leg(
+    checkpoints: list[int], concurrency: int, profiles: Path | None, gomemlimit: str
+) -> list[dict[str, Any]]:
     results = []
     retention = RetentionConfig(finished_task_ttl=10, idle_session_ttl=20)
     service = ServiceConfig("echo", max_concurrency=64)
+    monitor, profiler = free_port(), free_port()
+    args = ("--http_port", str(monitor), "--profile", str(profiler))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "nats"
-        async with (
-            EmbeddedNats.start(data) as server,
-            ControlPlaneServer.start([server.url], retention=retention) as cp_server,
-            ServiceRuntime.start(EchoWorkflow(), service, cp_server.address),
-            AsyncClient(cp_server.address, timeout=60) as client,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            with _environment("GOMEMLIMIT", gomemlimit):
+                server = await stack.enter_async_context(EmbeddedNats.start(data, extra_args=args))
+            cp_server = await stack.enter_async_context(
+                ControlPlaneServer.start([server.url], retention=retention)
+            )
+            await stack.enter_async_context(
+                ServiceRuntime.start(EchoWorkflow(), service, cp_server.address)
+            )
+            client = await stack.enter_async_context(AsyncClient(cp_server.address, timeout=60))
             nc = await nats.connect(server.url)
+            stack.push_async_callback(nc.close)
             js = nc.jetstream()
             done = 0
             started = time.perf_counter()
@@ -274,14 +392,33 @@ async def retention_leg(checkpoints: list[int], concurrency: int) -> list[dict[s
                 row = {
                     "tasks": done,
                     "elapsed_s": round(time.perf_counter() - started, 1),
+                    "load_average": os.getloadavg()[0],
                     "store_bytes_on_disk": _store_bytes(data),
                     "jetstream_storage_bytes": account.storage,
                     "nats_server_rss_kib": memory_kib(server.process.pid).get("VmRSS"),
+                    **await _server_state(monitor),
+                    "go": await _go_memstats(profiler),
                 }
+                if profiles is not None:
+                    await _heap_profile(profiler, profiles / f"heap-{done}.pprof")
                 print(json.dumps(row), flush=True)
                 results.append(row)
-            await nc.close()
     return results
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` (unless empty) for what starts in the block."""
+    before = os.environ.get(name)
+    if value:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,8 +431,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out["list"] = await list_leg(sizes, runs=20 if args.quick else 50)
     if "sessions" in legs:
         out["sessions"] = await sessions_leg(session_sizes, runs=20 if args.quick else 50)
+    if "agent_sessions" in legs:
+        out["agent_sessions"] = await agent_sessions_leg(
+            session_sizes[:2], runs=20 if args.quick else 50
+        )
     if "retention" in legs:
-        out["retention"] = await retention_leg(checkpoints, concurrency=64)
+        if args.checkpoints:
+            checkpoints = [int(n) for n in args.checkpoints.split(",")]
+        out["retention"] = await retention_leg(
+            checkpoints,
+            concurrency=args.concurrency,
+            profiles=args.profiles,
+            gomemlimit=args.gomemlimit,
+        )
     return out
 
 
@@ -304,7 +452,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "store.json")
     parser.add_argument(
-        "--legs", default="list,sessions,retention", help="which legs, comma-separated"
+        "--legs",
+        default="list,sessions,agent_sessions,retention",
+        help="which legs, comma-separated",
+    )
+    parser.add_argument(
+        "--checkpoints", default="", help="retention: task counts, e.g. 25000,50000"
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="retention: tasks at once")
+    parser.add_argument(
+        "--profiles", type=Path, default=None, help="retention: save heap profiles here"
+    )
+    parser.add_argument(
+        "--gomemlimit", default="", help="retention: GOMEMLIMIT for nats-server (e.g. 64MiB)"
     )
     args = parser.parse_args()
     out = asyncio.run(main_async(args))

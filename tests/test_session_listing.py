@@ -19,6 +19,9 @@ import pytest
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import RetentionConfig
 from llama_mesh.control_plane import sessions as sessions_module
+from llama_mesh.control_plane.agents_api.agents import Agents
+from llama_mesh.control_plane.agents_api.sessions import AgentSessions
+from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core.limits import MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS
@@ -26,7 +29,7 @@ from llama_mesh.core.paging import MAX_PAGE_BYTES
 from llama_mesh.core.proto_time import duration
 from llama_mesh.jetstream import session_index
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.jetstream.topology import EXPIRY_MARKER_TTL
+from llama_mesh.jetstream.topology import EXPIRY_MARKER_TTL, Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.rpc.identity import UNAUTHENTICATED_ADMIN, Identity, set_caller
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -216,3 +219,86 @@ async def test_a_renewed_session_moves_to_the_end_and_leaves_one_entry(
         info = await state.js.stream_info(state.topology.session_stream)
         assert info.state.messages == 2
         assert (await _list_all(sessions))[0] == [second, first]  # the order they last changed
+
+
+async def _create_for(sessions: Sessions, session_id: str, agent: str) -> str:
+    labels = {session_index.AGENT_LABEL: agent} if agent else {}
+    # A TTL that a test can renew (past a tenth of it).
+    session = resources_pb2.Session(labels=labels, ttl=duration(100))
+    request = cp.CreateSessionRequest(session_id=session_id, session=session)
+    return (await sessions.create_session(request)).session.name
+
+
+async def _of_agent(state: MeshState, agent: str) -> tuple[list[str], int]:
+    """The agent's sessions the caller sees (as ListAgentSessions reads them), and how
+    many messages reading them took."""
+    sessions = Sessions(state, RetentionConfig())
+    agents = AgentSessions(state, Agents(state, ServiceRegistry(state)), sessions)
+    before = state.nc.stats["in_msgs"]
+    listed = await agents.of_agent(agent)
+    return [s.name for s in listed], int(state.nc.stats["in_msgs"] - before)
+
+
+@pytest.mark.timeout(120)
+async def test_what_an_agents_listing_reads_does_not_grow_with_other_sessions(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, ListAgentSessions read every session of the mesh for each call.
+    async with MeshState.connect([nats.url]) as state:
+        sessions = Sessions(state, RetentionConfig())
+        mine = [await _create_for(sessions, f"mine-{i}", "helper") for i in range(3)]
+        with _calling_as(_team("a")):
+            confined = await _create_for(sessions, "team-a", "helper")
+        await _create_for(sessions, "other-0", "planner")
+        listed, reads = await _of_agent(state, "helper")
+        assert listed == [*mine, confined]  # oldest first
+        with _calling_as(_team("a")):
+            assert (await _of_agent(state, "helper"))[0] == [confined]
+
+        for i in range(200):
+            await _create_for(sessions, f"other-{i + 1:03d}", "planner" if i % 2 else "")
+        assert await _of_agent(state, "helper") == (listed, reads)
+        # A renewal moves a session to the end of the index, not of the listing.
+        later = time.time() + 20
+        monkeypatch.setattr(sessions_module, "time", SimpleNamespace(time=lambda: later))
+        await sessions.in_use("mine-0", mine[0])
+        entries = await session_index.after(state.nc, state.topology, None, 0, 10, "helper")
+        assert [e.session_id for e in entries][-1] == "mine-0"
+        assert (await _of_agent(state, "helper"))[0] == listed
+
+
+@pytest.mark.timeout(60)
+async def test_an_index_without_agents_is_rewritten_once_at_start(nats: EmbeddedNats) -> None:
+    async with (
+        ControlPlaneServer.start([nats.url]) as server,
+        AsyncClient(server.address) as client,
+    ):
+        plain = (await client.create_session("plain")).name
+        helped = (await client.create_session("helped", labels={"agent_id": "helper"})).name
+    # The index as the version before leaves it: one subject per namespace.
+    nc = await nats_py.connect(nats.url)
+    try:
+        js = nc.jetstream()
+        await js.delete_stream("MESH_SESSIONS")
+        await Topology().ensure(js)
+        for name in (plain, helped):
+            record = await js.get_last_msg("KV_mesh_sessions", f"$KV.mesh_sessions.{name[9:]}")
+            session = resources_pb2.Session.FromString(record.data or b"")
+            entry = f'{{"s":"{name[9:]}","e":{session_index.expires(session)}}}'.encode()
+            await js.publish("mesh.sessions._", entry, headers={"Nats-Msg-Id": name[9:]})
+    finally:
+        await nc.close()
+
+    for _ in range(2):  # the second start finds nothing to rewrite
+        async with (
+            ControlPlaneServer.start([nats.url]) as server,
+            AsyncClient(server.address) as client,
+            MeshState.connect([nats.url]) as state,
+        ):
+            assert [s.name for s in await client.list_sessions()] == [plain, helped]
+            assert (await _of_agent(state, "helper"))[0] == [helped]
+            info = await state.js.stream_info("MESH_SESSIONS", subjects_filter=">")
+            assert sorted((info.state.subjects or {}).keys()) == [
+                "mesh.sessions._._",
+                "mesh.sessions._.helper",
+            ]

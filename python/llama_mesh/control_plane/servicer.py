@@ -51,7 +51,7 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     async def start(self) -> None:
         """Index the sessions of an earlier version (once), listen for the last event of
         every task and watch the service registry."""
-        await session_index.backfill(self.state.js, self.state.topology)
+        await session_index.backfill(self.state.nc, self.state.js, self.state.topology)
         await self.waiters.start()
         await self.registry.start()
 

@@ -11,6 +11,10 @@ A page holds at most page_size sessions and MAX_PAGE_BYTES, and reads at most SC
 entries: where many entries are dead it may hold fewer than page_size (even none)
 and a token to go on. Only an empty next_page_token means the end. A token is
 ``s{n}`` (entries after sequence n).
+
+ListAgentSessions pages by position, oldest created first (llama-stack's shape): it
+reads the agent's entries only (`of_agent`), so it costs what that agent's sessions
+cost, whatever the number of other sessions.
 """
 
 from __future__ import annotations
@@ -57,6 +61,39 @@ async def _with_usage(state: MeshState, sessions: list[resources_pb2.Session]) -
             session.usage.CopyFrom(found[0])
 
 
+async def _live(
+    state: MeshState, entries: list[session_index.Entry]
+) -> list[tuple[session_index.Entry, resources_pb2.Session]]:
+    """The entries whose record carries the expiry they name and the caller sees, with
+    their records; the dead ones are deleted."""
+    records = await _records(state, entries)
+    dead = [e.seq for e, r in zip(entries, records, strict=True) if session_index.is_dead(e, r)]
+    await asyncio.gather(*(session_index.remove(state.js, state.topology, s) for s in dead))
+    return [
+        (e, r)
+        for e, r in zip(entries, records, strict=True)
+        if r is not None and session_index.is_live(e, r) and visible(r)
+    ]
+
+
+async def of_agent(state: MeshState, agent_id: str) -> list[resources_pb2.Session]:
+    """The sessions of agent `agent_id` the caller sees, oldest created first."""
+    namespace = caller().scope
+    sessions: list[resources_pb2.Session] = []
+    after = 0
+    while True:
+        entries = await session_index.after(
+            state.nc, state.topology, namespace, after, SCAN, agent=agent_id
+        )
+        if not entries:
+            break
+        sessions += [r for _, r in await _live(state, entries)]
+        if entries[-1].pending == 0:
+            break
+        after = entries[-1].seq
+    return sorted(sessions, key=lambda s: (s.create_time.ToNanoseconds(), s.name))
+
+
 async def list_sessions(
     state: MeshState, request: cp.ListSessionsRequest
 ) -> cp.ListSessionsResponse:
@@ -72,14 +109,7 @@ async def list_sessions(
         if not entries:
             return _reply(sessions, 0)
         scanned += len(entries)
-        records = await _records(state, entries)
-        dead = [e.seq for e, r in zip(entries, records, strict=True) if session_index.is_dead(e, r)]
-        await asyncio.gather(*(session_index.remove(state.js, state.topology, s) for s in dead))
-        live = [
-            (e, r)
-            for e, r in zip(entries, records, strict=True)
-            if r is not None and session_index.is_live(e, r) and visible(r)
-        ]
+        live = await _live(state, entries)
         await _with_usage(state, [r for _, r in live])
         for entry, session in live:
             if len(sessions) >= size:

@@ -1,13 +1,15 @@
 """The session index: one small message each time a session's expiry is set (it is
 created, or renewed as tasks are created in it), in that order.
 
-    stream {P}_SESSIONS    subject {p}.sessions.{namespace, or _ for none}
+    stream {P}_SESSIONS    subject {p}.sessions.{namespace}.{agent}  (_ for none)
     message  {"s": session id, "e": the expire_time it set, in ns (0: none)}
 
 ListSessions reads it a page at a time with batched direct gets (direct_get.py, as
 ListTasks reads the task index), so a page reads the entries it returns and not the
 sessions bucket, whose every key is a subject the server would match a filter against.
-A caller confined to a namespace reads that namespace's subject only.
+A caller confined to a namespace reads that namespace's subjects only. The agent is
+the session's `agent_id` label (the Agents API's sessions): an agent's sessions are
+one filtered read (`{p}.sessions.*.{agent}`), whatever the number of others.
 
 An entry is live while its session's record carries the expiry it names. The others
 are dead and skipped; none makes pages slow for long:
@@ -22,6 +24,9 @@ are dead and skipped; none makes pages slow for long:
 
 The entry is written before the record it indexes: a crash in between leaves a dead
 entry, never a session the listing cannot see.
+
+An earlier version wrote entries on `{p}.sessions.{namespace}`, without the agent: a
+control plane that finds one at start indexes every session again and deletes those.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -48,6 +54,9 @@ logger = logging.getLogger(__name__)
 GRACE = 60.0
 """Seconds an entry whose session record is missing is left alone: its create may
 still be on its way to the bucket."""
+AGENT_LABEL = "agent_id"
+"""The label that makes a session one of an agent's (set by the Agents API)."""
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 CLOCK_SLACK = 5.0
 """Seconds a renewal looks back for the entry it replaces beyond when it was due to be
 written (the control plane's and the server's clocks may differ)."""
@@ -70,19 +79,33 @@ def expires(session: resources_pb2.Session) -> int:
     return session.expire_time.ToNanoseconds() if session.HasField("expire_time") else 0
 
 
+def agent_of(session: resources_pb2.Session) -> str:
+    """The agent whose session it is ("": none; a label that cannot be an agent id is
+    none's)."""
+    agent = session.labels.get(AGENT_LABEL, "")
+    return agent if _TOKEN.fullmatch(agent) else ""
+
+
+def _subject(topology: Topology, session: resources_pb2.Session) -> str:
+    return topology.session_subject(session.namespace, agent_of(session))
+
+
 async def add(
     js: JetStreamContext, topology: Topology, session: resources_pb2.Session, ttl: float | None
 ) -> int:
-    """Index `session` (its name, namespace and expire_time) before its record is
-    written with that expiry; the entry's sequence."""
+    """Index `session` (its name, namespace, agent and expire_time) before its record
+    is written with that expiry; the entry's sequence."""
     session_id = session.name.partition("/")[2]
     entry = {"s": session_id, "e": expires(session)}
+    subject = _subject(topology, session)
     with store_errors(f"indexing session {session.name}"):
         ack = await js.publish(
-            topology.session_subject(session.namespace),
+            subject,
             json.dumps(entry, separators=(",", ":")).encode(),
-            # Two control planes indexing one write (the upgrade's backfill) make one entry.
-            headers={"Nats-Msg-Id": f"{session_id}@{entry['e']}"},
+            # Two control planes indexing one write (the upgrade's backfill) make one
+            # entry. The subject is in the id: an earlier layout's entry of the same
+            # write is not this one.
+            headers={"Nats-Msg-Id": f"{subject}:{session_id}@{entry['e']}"},
             msg_ttl=msg_ttl(ttl),
         )
     return int(ack.seq)
@@ -111,7 +134,7 @@ async def trim(
     found = await direct_batch(
         nc,
         topology.session_stream,
-        subject=topology.session_subject(previous.namespace),
+        subject=_subject(topology, previous),
         start=0,
         start_time=written,
         batch=64,
@@ -132,11 +155,17 @@ def _entry(stored: Stored) -> Entry:
 
 
 async def after(
-    nc: NatsClient, topology: Topology, namespace: str | None, seq: int, batch: int
+    nc: NatsClient,
+    topology: Topology,
+    namespace: str | None,
+    seq: int,
+    batch: int,
+    agent: str | None = None,
 ) -> list[Entry]:
     """Up to `batch` entries after sequence `seq`, oldest first: of one namespace
-    ("" for sessions of none), or of all with None."""
-    subject = None if namespace is None else topology.session_subject(namespace)
+    ("" for sessions of none; None: any) and one agent (the same)."""
+    everyone = namespace is None and agent is None
+    subject = None if everyone else topology.sessions_of(namespace, agent)
     found = await direct_batch(
         nc, topology.session_stream, subject=subject, start=seq + 1, batch=batch
     )
@@ -155,11 +184,15 @@ def is_dead(entry: Entry, session: resources_pb2.Session | None) -> bool:
     return expires(session) > entry.expires
 
 
-async def backfill(js: JetStreamContext, topology: Topology) -> int:
-    """Index the sessions of a deployment written before the index existed (once: when
-    the index never held anything); how many were indexed."""
+async def backfill(nc: NatsClient, js: JetStreamContext, topology: Topology) -> int:
+    """Index the sessions of a deployment written before the index existed (when the
+    index never held anything) or before it named the agent (when it holds an entry
+    of that layout, deleted then); how many were indexed."""
     info = await js.stream_info(topology.session_stream)
-    if info.state.last_seq:
+    earlier = f"{topology.prefix}.sessions.*"
+    if info.state.last_seq and not await direct_batch(
+        nc, topology.session_stream, subject=earlier, start=1, batch=1
+    ):
         return 0
     listing = KvListing(js, topology.bucket("sessions"))
     records = sorted(await listing.entries(">"), key=lambda found: found[2])
@@ -168,6 +201,9 @@ async def backfill(js: JetStreamContext, topology: Topology) -> int:
         session = resources_pb2.Session.FromString(value)
         left = max(expires(session) / 1e9 - now, 1.0) if session.HasField("expire_time") else None
         await add(js, topology, session, left)
+    # Listed twice until now (a reader of everyone's sees both layouts), once from now.
+    with contextlib.suppress(JsNotFoundError), store_errors("trimming the session index"):
+        await js.purge_stream(topology.session_stream, subject=earlier)
     if records:
         logger.info("session index: %d sessions of an earlier version indexed", len(records))
     return len(records)

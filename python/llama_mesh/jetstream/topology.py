@@ -14,8 +14,10 @@ process at start-up.
     {p}.dead.{service}           {P}_DEAD      tasks that failed for good
     {p}.created.{session}        {P}_CREATED   one message per task created: the creation
                                                order (task_index.py)
-    {p}.sessions.{namespace}     {P}_SESSIONS  one message per session created or renewed:
-                                               what ListSessions reads (session_index.py)
+    {p}.sessions.{ns}.{agent}    {P}_SESSIONS  one message per session created or renewed,
+                                               by namespace and agent (`_`: none): what
+                                               ListSessions and ListAgentSessions read
+                                               (session_index.py)
     {p}.cancel.{task_id}         (core NATS)   cancel signal to the replica running it
 
     bucket                       key
@@ -119,9 +121,15 @@ class Topology:
     def session_stream(self) -> str:
         return f"{self.prefix.upper()}_SESSIONS"
 
-    def session_subject(self, namespace: str) -> str:
-        """The session index's subject of a namespace ("": sessions of none)."""
-        return f"{self.prefix}.sessions.{namespace or '_'}"
+    def session_subject(self, namespace: str, agent: str = "") -> str:
+        """The session index's subject of the sessions of a namespace and an agent (""
+        for none)."""
+        return f"{self.prefix}.sessions.{namespace or '_'}.{agent or '_'}"
+
+    def sessions_of(self, namespace: str | None, agent: str | None) -> str:
+        """The session index's subjects of one namespace and one agent (None: any)."""
+        ns = "*" if namespace is None else namespace or "_"
+        return f"{self.prefix}.sessions.{ns}.{'*' if agent is None else agent or '_'}"
 
     def task_subject(self, service_id: str) -> str:
         return f"{self.prefix}.tasks.{service_id}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from llama_mesh.control_plane import session_listing
 from llama_mesh.control_plane.agents_api.agents import (
     Agents,
     AgentTarget,
@@ -20,13 +21,13 @@ from llama_mesh.control_plane.namespaces import visible
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.session_index import AGENT_LABEL
 from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import agents_pb2, resources_pb2
 from llama_mesh.v1 import control_plane_pb2 as cp
 
 logger = logging.getLogger(__name__)
 
-AGENT_LABEL = "agent_id"
 NAME_LABEL = "session_name"
 # Set on a session made by ForkAgentSession: `{session_id}/{turn_id}` it was forked at.
 FORKED_FROM_LABEL = "forked_from"
@@ -78,13 +79,9 @@ class AgentSessions:
         return target, found[0]
 
     async def of_agent(self, agent_id: str) -> list[resources_pb2.Session]:
-        """The agent's sessions the caller sees, oldest first."""
-        sessions = [
-            s
-            for _, s in await self.state.sessions.scan()
-            if s.labels.get(AGENT_LABEL) == agent_id and visible(s)
-        ]
-        return sorted(sessions, key=lambda s: (s.create_time.ToNanoseconds(), s.name))
+        """The agent's sessions the caller sees, oldest first (read from the session
+        index: the agent's entries only)."""
+        return await session_listing.of_agent(self.state, agent_id)
 
     async def list_sessions(
         self, request: agents_pb2.ListAgentSessionsRequest
