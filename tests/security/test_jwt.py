@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import uvicorn
@@ -165,3 +166,27 @@ async def test_a_jwts_namespace_claim_confines_it(nats: EmbeddedNats, issuer: Is
         async with _client(address, issuer.token("k1", roles=["client"], namespace="A B")) as c:
             with pytest.raises(UnauthenticatedError, match="is not a namespace"):
                 await c.list_sessions()
+
+
+async def test_a_jwt_admin_scrapes_metrics_and_a_jwt_client_does_not(
+    nats: EmbeddedNats, issuer: Issuer
+) -> None:
+    """/metrics asks the same authenticators as every RPC: the issuer's JWTs too."""
+    issuer.add_key("k1")
+    settings = SecurityConfig(
+        jwt_issuer=issuer.url,
+        jwt_audience=AUDIENCE,
+        jwt_jwks_url=f"{issuer.url}/.well-known/jwks.json",
+    )
+    async with (
+        ControlPlaneServer.start([nats.url], security=settings, metrics_port=0) as cp,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        assert cp.metrics_url is not None
+        for roles, status in ((["client"], 403), (["admin"], 200)):
+            token = issuer.token("k1", roles=roles)
+            scraped = await http.get(cp.metrics_url, headers={"Authorization": f"Bearer {token}"})
+            assert scraped.status_code == status, (roles, scraped.text)
+        expired = issuer.token("k1", roles=["admin"], exp=int(time.time()) - 600)
+        refused = await http.get(cp.metrics_url, headers={"Authorization": f"Bearer {expired}"})
+        assert refused.status_code == 401

@@ -43,7 +43,8 @@ class ControlPlaneConfig(Settings):
         Port | None,
         Field(
             description="Serve Prometheus metrics at `http://HOST:PORT/metrics` (`0`: a free "
-            "port, shown by `up`). None: no metrics endpoint."
+            "port, shown by `up`): HTTPS with TLS on, to admins only with authentication on. "
+            "None: no metrics endpoint."
         ),
     ] = None
 

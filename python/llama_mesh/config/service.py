@@ -153,7 +153,8 @@ class ServiceSettings(Settings):
         Port | None,
         Field(
             description="Serve Prometheus metrics at `http://HOST:PORT/metrics` (`0`: a free "
-            "port, shown by `up`; a fixed port serves one replica). None: no metrics endpoint."
+            "port, shown by `up`; a fixed port serves one replica): HTTPS with TLS on, to "
+            "admins only with authentication on. None: no metrics endpoint."
         ),
     ] = None
 
