@@ -18,6 +18,7 @@ the default style costs nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -67,6 +68,17 @@ class _Plan:
     tags: dict[str, str] = field(default_factory=dict)  # member name -> tag
 
 
+@dataclass
+class _OutStep:
+    """What `Shaper._out` does with one field's JSON."""
+
+    nullable: bool = False  # written as null when unset
+    convert: Callable[[Any], Any] | None = None  # None: the value as it is
+    tag: str = ""  # a json_discriminator member: its tag, the key, its type
+    discriminator: str = ""
+    member: Descriptor | None = None
+
+
 def _type(f: FieldDescriptor) -> Descriptor:
     """The message type of a message field."""
     return cast(Descriptor, f.message_type)
@@ -102,6 +114,7 @@ class Shaper:
         self._needs: dict[str, bool] = {}
         self._plans: dict[str, _Plan] = {}
         self._enums: dict[str, _Enum] = {}
+        self._steps: dict[str, list[tuple[str, _OutStep]]] = {}
 
     # -- what needs shaping ------------------------------------------------------
 
@@ -236,40 +249,63 @@ class Shaper:
         return self._out(desc, value)
 
     def _out(self, desc: Descriptor, obj: dict[str, Any]) -> dict[str, Any]:
-        plan = self.plan(desc)
         out: dict[str, Any] = {}
-        for f in desc.fields:
-            key = plan.keys[f.name]
-            if f.name in plan.tags:
+        for key, step in self._out_steps(desc):
+            if step.member is not None:
                 if key in obj:
-                    out[plan.discriminator] = plan.tags[f.name]
-                    out.update(self._out(_type(f), obj[key]))
-                continue
-            if key in obj:
-                out[key] = self._value_out(f, obj[key])
-            elif f.name in plan.nullable:
+                    out[step.discriminator] = step.tag
+                    out.update(self._out(step.member, obj[key]))
+            elif key in obj:
+                value = obj[key]
+                out[key] = value if step.convert is None else step.convert(value)
+            elif step.nullable:
                 out[key] = None
         return out
 
-    def _value_out(self, f: FieldDescriptor, value: Any) -> Any:
-        if _is_map(f):
-            inner = _map_value(f)
-            return {k: self._single_out(inner, v) for k, v in value.items()}
-        if f.is_repeated:
-            return [self._single_out(f, v) for v in value]
-        return self._single_out(f, value)
+    def _out_steps(self, desc: Descriptor) -> list[tuple[str, _OutStep]]:
+        """What `_out` does with each field of `desc`, in field order (planned once:
+        the gateway shapes every message of a streamed turn)."""
+        steps = self._steps.get(desc.full_name)
+        if steps is None:
+            plan = self.plan(desc)
+            steps = []
+            for f in desc.fields:
+                step = _OutStep(nullable=f.name in plan.nullable)
+                if f.name in plan.tags:
+                    step.tag, step.discriminator = plan.tags[f.name], plan.discriminator
+                    step.member = _type(f)
+                else:
+                    step.convert = self._value_out(f)
+                steps.append((plan.keys[f.name], step))
+            self._steps[desc.full_name] = steps
+        return steps
 
-    def _single_out(self, f: FieldDescriptor, value: Any) -> Any:
+    def _value_out(self, f: FieldDescriptor) -> Callable[[Any], Any] | None:
+        """The conversion of a field's JSON value (None: it is written as it is)."""
+        if _is_map(f):
+            entry = self._single_out(_map_value(f))
+            if entry is None:
+                return None
+            return lambda value: {k: entry(v) for k, v in value.items()}
+        single = self._single_out(f)
+        if single is None or not f.is_repeated:
+            return single
+        return lambda value: [single(v) for v in value]
+
+    def _single_out(self, f: FieldDescriptor) -> Callable[[Any], Any] | None:
         if f.message_type is not None:
-            if _is_message(f) and isinstance(value, dict) and self.needs(_type(f)):
-                return self._out(_type(f), value)
-            return value
-        if f.enum_type is not None and isinstance(value, str):
+            if not _is_message(f) or not self.needs(_type(f)):
+                return None
+            inner = _type(f)
+            return lambda value: self._out(inner, value) if isinstance(value, dict) else value
+        if f.enum_type is not None:
             names = self.enum(f.enum_type).out
-            return names.get(value, value) if names else value
-        if f.type in _INT64 and self.style.int64_as_number and isinstance(value, str):
-            return int(value)
-        return value
+            if not names:
+                return None
+            return lambda value: names.get(value, value) if isinstance(value, str) else value
+        if f.type in _INT64 and self.style.int64_as_number:
+            return lambda value: int(value) if isinstance(value, str) else value
+        return None
 
     # -- requests ----------------------------------------------------------------
 

@@ -263,14 +263,18 @@ def response_json(route: Route, msg: message.Message, pool: DescriptorPool) -> A
 _EXACT = 2**53  # beyond this a double is not an exact integer any more
 
 
+_WALKED = (float, dict, list)  # what `integral` changes or looks into
+
+
 def integral(value: Any) -> Any:
     """`value` with every float that holds an exact integer made an int."""
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) <= _EXACT else value
+    # Strings, ints, bools and None are kept without a call each.
     if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
+        return {k: integral(v) if isinstance(v, _WALKED) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [integral(v) for v in value]
+        return [integral(v) if isinstance(v, _WALKED) else v for v in value]
     return value
 
 
