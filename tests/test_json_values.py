@@ -3,8 +3,15 @@ same, whatever process decodes it."""
 
 from __future__ import annotations
 
-from google.protobuf import struct_pb2
+import json
+import math
+import random
+from typing import Any
 
+import pytest
+from google.protobuf import json_format, struct_pb2
+
+from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.json_values import to_python, to_struct, to_value
 
 
@@ -23,3 +30,63 @@ def test_fields_come_back_sorted_by_key() -> None:
     decoded = struct_pb2.Struct.FromString(struct.SerializeToString())
     assert list(to_python(decoded)) == sorted(keys)
     assert list(to_python(to_value({"b": {"z": 1, "a": 2}, "a": 0}))["b"]) == ["a", "z"]
+
+
+def _json_format_way(message: struct_pb2.Struct | struct_pb2.Value) -> Any:
+    """What to_python gave when it went through json_format (its reference)."""
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            return int(value)
+        if isinstance(value, dict):
+            return {k: restore(value[k]) for k in sorted(value)}
+        if isinstance(value, list):
+            return [restore(v) for v in value]
+        return value
+
+    return restore(json_format.MessageToDict(message))
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["null", "bool", "int", "float", "str"] + (["dict", "list"] if depth < 4 else [])
+    kind = rng.choice(kinds)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.choice([0, -7, 2**53, 2**53 + 2, rng.randint(-(10**6), 10**6)])
+    if kind == "float":
+        return rng.choice([0.5, -1e300, 1e-9, rng.random()])
+    if kind == "str":
+        return rng.choice(["", "é", "a b", "x" * 30])
+    if kind == "dict":
+        keys = rng.sample(["z", "a", "é", "B", "k_1", ""], rng.randint(0, 4))
+        return {k: _random_json(rng, depth + 1) for k in keys}
+    if kind == "list":
+        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return None
+
+
+def test_values_convert_as_json_format_converts_them() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        data = {"v": _random_json(rng), "w": _random_json(rng)}
+        struct = to_struct(data)
+        assert struct == json_format.ParseDict(data, struct_pb2.Struct())
+        decoded = to_python(struct)
+        assert json.dumps(decoded) == json.dumps(_json_format_way(struct))
+        value = to_value(data["v"])
+        assert json.dumps(to_python(value)) == json.dumps(_json_format_way(value))
+
+
+def test_what_is_not_json_is_named_with_where_it_is() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"input is not JSON: .*b'x'.*\.a\.b"):
+        to_struct({"a": {"b": b"x"}})
+    with pytest.raises(InvalidArgumentError, match="must be a JSON object, not list"):
+        to_struct([1])  # type: ignore[arg-type]
+
+
+def test_a_number_json_cannot_write_is_refused() -> None:
+    with pytest.raises(ValueError, match="inf"):
+        to_python(struct_pb2.Value(number_value=math.inf))
+    with pytest.raises(ValueError, match="nan"):
+        to_python(to_struct({"a": [math.nan]}))

@@ -8,6 +8,7 @@ sorted by key, so the same value always prints the same.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -17,25 +18,55 @@ from llama_mesh.core.errors import InvalidArgumentError
 _EXACT = 2**53
 
 
-def _restore_ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _restore_ints(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_restore_ints(v) for v in value]
-    return value
-
-
 def to_python(message: struct_pb2.Struct | struct_pb2.Value) -> Any:
-    """A Struct or Value as Python JSON values."""
-    return _restore_ints(json_format.MessageToDict(message))
+    """A Struct or Value as Python JSON values.
+
+    Read field by field rather than through json_format.MessageToDict, which costs
+    several times as much: every event of every task is read this way.
+    """
+    if message.DESCRIPTOR.full_name == "google.protobuf.Struct":
+        return _struct(message)
+    return _value(message)
+
+
+def _struct(message: Any) -> dict[str, Any]:
+    fields = message.fields
+    return {k: _value(fields[k]) for k in sorted(fields)}
+
+
+def _value(message: Any) -> Any:
+    kind = message.WhichOneof("kind")
+    if kind == "string_value":
+        return message.string_value
+    if kind == "number_value":
+        number: float = message.number_value
+        if number.is_integer() and abs(number) <= _EXACT:
+            return int(number)
+        if math.isinf(number) or math.isnan(number):
+            # As json_format: JSON has no such number (nor would it read back).
+            raise ValueError(f"Fail to serialize {number} for Value.number_value")
+        return number
+    if kind == "bool_value":
+        return message.bool_value
+    if kind == "struct_value":
+        return _struct(message.struct_value)
+    if kind == "list_value":
+        return [_value(v) for v in message.list_value.values]
+    return None  # null_value, or no kind set
 
 
 def to_struct(data: dict[str, Any], what: str = "input") -> struct_pb2.Struct:
     if not isinstance(data, dict):
         raise InvalidArgumentError(f"{what} must be a JSON object, not {type(data).__name__}")
+    struct = struct_pb2.Struct()
     try:
+        # Struct.update costs a fraction of json_format.ParseDict...
+        struct.update(data)
+        return struct
+    except (TypeError, ValueError):
+        pass
+    try:
+        # ...whose error names the value that is not JSON, and where it is.
         return json_format.ParseDict(data, struct_pb2.Struct())
     except (json_format.ParseError, TypeError, ValueError) as err:
         raise InvalidArgumentError(f"{what} is not JSON: {err}") from err
