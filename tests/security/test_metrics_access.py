@@ -5,6 +5,7 @@ only (and a client certificate for mTLS) with TLS on."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
@@ -146,6 +147,12 @@ async def test_with_mtls_metrics_are_https_with_a_client_certificate(
         admin = bearer(tokens["admin"])
         for url in urls:
             assert url.startswith("https://127.0.0.1:"), url
+            # A client that connects and says nothing (no TLS handshake) holds up no
+            # other scrape: each connection shakes hands in its own thread.
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            _, silent = await asyncio.open_connection("127.0.0.1", port)
+            assert (await http.get(url, headers=admin)).status_code == 200
+            silent.close()
             # Plain HTTP to the TLS port gets no answer at all.
             with pytest.raises(httpx.TransportError):
                 await plain.get(url.replace("https://", "http://"), headers=admin)
