@@ -46,8 +46,9 @@ class OutboxClosedError(RuntimeError):
 class EventOutbox:
     """The events of one attempt of task `name`, published in order, kept `ttl` seconds.
 
-    Its sending task lives while the outbox is entered (``async with``): its attempt
-    owns it, and cancels it when it ends.
+    Events are taken while the outbox is entered (``async with``); its sending task
+    starts with the first event (a run may have none) and is cancelled on leaving:
+    its attempt owns it.
     """
 
     def __init__(self, journal: TaskJournal, name: TaskName, ttl: float | None) -> None:
@@ -60,10 +61,11 @@ class EventOutbox:
         self._failure: Exception | None = None
         self._changed = asyncio.Condition()  # _stored grew, or _failure was set
         self._wake = asyncio.Event()  # events were put
+        self._open = False
         self._sender: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> EventOutbox:
-        self._sender = asyncio.create_task(self._send(), name=f"events of {self._name}")
+        self._open = True
         return self
 
     async def __aexit__(
@@ -72,6 +74,7 @@ class EventOutbox:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._open = False
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.cancel()
@@ -87,6 +90,8 @@ class EventOutbox:
         self._gathered.append((event, event_id or new_id()))
         self._put += 1
         self._wake.set()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name=f"events of {self._name}")
         if self._put - self._stored > MAX_GATHERED:
             behind = self._put - MAX_GATHERED
             await self._until(lambda: self._stored >= behind)
@@ -107,7 +112,7 @@ class EventOutbox:
     def _check(self) -> None:
         if self._failure is not None:
             raise self._failure
-        if self._sender is None:
+        if not self._open:
             raise OutboxClosedError(f"the events of {self._name} are no longer sent")
 
     async def _until(self, stored: Callable[[], bool]) -> None:
