@@ -1,7 +1,7 @@
 """A run's events go out through an ordered outbox (worker/event_outbox.py): the run does
 not wait for each event's PubAck, and still the stream holds its events in the order the
-run produced them, nothing recorded after an event (a question, a decision, the final
-event) overtakes it, and an event the store did not take is never followed by the
+run produced them, nothing recorded after an event (a question, a decision, the tokens
+charged, the final event, a cancellation) overtakes it, and an event the store did not take is never followed by the
 task's success (issue 14, token latency).
 
 Faults are injected at the exact point (core/failpoints.py): the batch publish of the
@@ -33,6 +33,7 @@ from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.child_tasks import publish_event
+from llama_mesh.worker.llm_usage import LLMCallUsage
 
 # Called by the workflows below once they have written their events (and before they
 # ask or decide anything): the tests arm their faults there.
@@ -92,6 +93,33 @@ class DecideAfterBurstWorkflow(Workflow):
             await wait()
         await publish_event("test.Decision", {"to": "nowhere"})
         return StopEvent(result="decided")
+
+
+class ChargeAfterBurstWorkflow(Workflow):
+    """Writes `n` Token events, an LLM call's tokens, then 5 Token events more."""
+
+    @step
+    async def charge(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        n = int(ev.get("n", 20))
+        for i in range(n):
+            ctx.write_event_to_stream(Token(n=i))
+        after_events()
+        ctx.write_event_to_stream(LLMCallUsage(model="m", prompt_tokens=7, completion_tokens=3))
+        for i in range(n, n + 5):
+            ctx.write_event_to_stream(Token(n=i))
+        return StopEvent(result="charged")
+
+
+class CancelledAfterBurstWorkflow(Workflow):
+    """Writes `n` Token events, then works until it is cancelled."""
+
+    @step
+    async def work(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        for i in range(int(ev.get("n", 20))):
+            ctx.write_event_to_stream(Token(n=i))
+        after_events()
+        await asyncio.Event().wait()  # until the task is cancelled
+        return StopEvent(result="never")
 
 
 class Unanswered:
@@ -207,6 +235,40 @@ async def test_a_decision_published_by_the_run_comes_after_its_events(
         types = [e.type.rpartition(".")[2] for e in events]
         assert types == ["Token"] * 20 + ["Decision", "StopEvent"]
         assert _tokens(events) == list(range(20))
+
+
+async def test_tokens_are_charged_after_the_events_before_them(nats: EmbeddedNats) -> None:
+    async with LocalMesh({"charge": ChargeAfterBurstWorkflow()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        with unanswered_after_events("journal.publish_many", lost=4):
+            handle = await session.create_task("charge", n=20)
+            assert await handle.result() == "charged"
+        events = await _stream(mesh, handle.name)
+        types = [e.type.rpartition(".")[2] for e in events]
+        assert types == ["Token"] * 20 + ["TokenUsage"] + ["Token"] * 5 + ["StopEvent"]
+        assert _tokens(events) == list(range(25))
+        task = await handle.get()
+        assert (task.usage.prompt_tokens, task.usage.completion_tokens) == (7, 3)
+
+
+async def test_a_cancelled_run_is_recorded_cancelled_after_its_events(
+    nats: EmbeddedNats,
+) -> None:
+    workflow = CancelledAfterBurstWorkflow()
+    async with LocalMesh({"cancelled": workflow}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        with unanswered_after_events("journal.publish_many", lost=4) as election:
+            handle = await session.create_task("cancelled", n=20)
+            await election.held.wait()  # its events are held by the store
+            await handle.cancel("enough")
+            task = await handle.wait()
+        assert task.state == resources_pb2.TASK_STATE_CANCELLED
+        events = await _stream(mesh, handle.name)
+        assert _tokens(events) == list(range(20))
+        assert events[-1].state == resources_pb2.TASK_STATE_CANCELLED
+        assert len(events) == 21
+    # The outbox's sending task ended with its attempt.
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("events of")]
 
 
 async def test_a_refused_batch_hands_the_attempt_back_and_the_next_one_runs_whole(
