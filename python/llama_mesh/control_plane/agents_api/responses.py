@@ -47,7 +47,6 @@ from llama_mesh.control_plane.agents_api.response_request import (
 from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
 from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.control_plane.tasks import Tasks
-from llama_mesh.control_plane.waiters import until_shutdown
 from llama_mesh.core import proto_time
 from llama_mesh.core.agent_turns import TurnInput
 from llama_mesh.core.errors import (
@@ -225,8 +224,8 @@ class Responses:
     async def _deltas(self, run: _Run) -> AsyncIterator[str]:
         """The text deltas of the response's task, until it ends."""
         view = run.view
-        async with self.turns.events(view.turn_id) as sub:
-            async for msg in until_shutdown(sub.messages, self.turns.shutting_down):
+        async with self.turns.events(view.turn_id) as messages:
+            async for msg in messages:
                 event = resources_pb2.Envelope.FromString(msg.data).task_event
                 for payload in view.feed(event):
                     progress = payload.step_progress

@@ -17,19 +17,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
+from nats.aio.msg import Msg
+from nats.errors import BadSubscriptionError
 from nats.js import api as js_api
 
 from llama_mesh.control_plane.agents_api.agents import AgentTarget, check_id, not_found
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions
 from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
 from llama_mesh.control_plane.tasks import Tasks
-from llama_mesh.control_plane.waiters import until_shutdown
 from llama_mesh.core import agent_config
 from llama_mesh.core import agent_events as ae
 from llama_mesh.core.agent_turns import TurnInput
 from llama_mesh.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
+    UnavailableError,
     UnimplementedError,
     error_for_code,
 )
@@ -175,8 +177,9 @@ class Turns:
     # -- following a turn's events --------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def events(self, task_id: str) -> AsyncIterator[Any]:
-        """A subscription to the task's events from its first, in order."""
+    async def events(self, task_id: str) -> AsyncIterator[AsyncIterator[Msg]]:
+        """The task's events from its first, in order; UNAVAILABLE once the server
+        shuts down (the caller calls again on another replica)."""
         topology = self.state.topology
         sub = await self.state.js.subscribe(
             topology.task_events(task_id),
@@ -184,10 +187,26 @@ class Turns:
             deliver_policy=js_api.DeliverPolicy.ALL,
             stream=topology.event_stream,
         )
+        # One watcher per stream ends the subscription at shutdown, which ends its
+        # iteration: racing every message against the shutdown cost a task each.
+        watcher = asyncio.create_task(self._unsubscribe_at_shutdown(sub))
         try:
-            yield sub
+            yield self._until_shutdown(sub)
         finally:
-            await sub.unsubscribe()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            with contextlib.suppress(BadSubscriptionError):  # the watcher's already
+                await sub.unsubscribe()
+
+    async def _unsubscribe_at_shutdown(self, sub: Any) -> None:
+        await self.shutting_down.wait()
+        await sub.unsubscribe()
+
+    async def _until_shutdown(self, sub: Any) -> AsyncIterator[Msg]:
+        async for msg in sub.messages:
+            yield msg
+        if self.shutting_down.is_set():
+            raise UnavailableError("the control plane is shutting down; resume the stream")
 
     async def _follow(
         self, view: TurnView, *, resume: ae.ClientToolResponses | None = None
@@ -196,8 +215,8 @@ class Turns:
         completes or waits for client tools. With `resume`, the events until the wait
         are folded silently, then the responses are sent and what follows is yielded."""
         silent = resume is not None
-        async with self.events(view.turn_id) as sub:
-            async for msg in until_shutdown(sub.messages, self.shutting_down):
+        async with self.events(view.turn_id) as messages:
+            async for msg in messages:
                 event = resources_pb2.Envelope.FromString(msg.data).task_event
                 event.sequence = msg.metadata.sequence.stream
                 payloads = view.feed(event)
