@@ -1,8 +1,8 @@
 """A run's events go out through an ordered outbox (worker/event_outbox.py): the run does
 not wait for each event's PubAck, and still the stream holds its events in the order the
 run produced them, nothing recorded after an event (a question, a decision, the tokens
-charged, the final event, a cancellation) overtakes it, and an event the store did not take is never followed by the
-task's success (issue 14, token latency).
+charged, the final event, a cancellation) overtakes it, and an event the store did not
+take is never followed by the task's success (issue 14, token latency).
 
 Faults are injected at the exact point (core/failpoints.py): the batch publish of the
 outbox (`journal.publish_many`) gets no answer before it is sent, loses its answers
