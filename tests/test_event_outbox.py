@@ -33,6 +33,7 @@ from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.child_tasks import publish_event
+from llama_mesh.worker.event_outbox import MAX_GATHERED
 from llama_mesh.worker.llm_usage import LLMCallUsage
 
 # Called by the workflows below once they have written their events (and before they
@@ -198,10 +199,11 @@ async def test_the_final_event_waits_for_every_event_before_it(nats: EmbeddedNat
     async with LocalMesh({"burst": BurstWorkflow()}, nats_url=nats.url) as mesh:
         session = await mesh.client.create_session()
         with unanswered_after_events("journal.publish_many", lost=4) as election:
-            handle = await session.create_task("burst", n=50)
-            assert await handle.result() == 50
+            # More than MAX_GATHERED: the run is held back until the store answers.
+            handle = await session.create_task("burst", n=MAX_GATHERED * 2)
+            assert await handle.result() == MAX_GATHERED * 2
         events = await _stream(mesh, handle.name)
-        assert _tokens(events) == list(range(50))
+        assert _tokens(events) == list(range(MAX_GATHERED * 2))
         assert events[-1].type == "StopEvent"
         assert events[-1].state == resources_pb2.TASK_STATE_SUCCEEDED
         assert election.lost == 0  # the run ended while its events waited
