@@ -15,7 +15,8 @@ or `python -m llama_mesh_gateway --upstream 127.0.0.1:50051 --port 8080`.
 from __future__ import annotations
 
 from llama_mesh_gateway.app import Gateway, create_app
+from llama_mesh_gateway.metrics_access import MetricsAccess
 from llama_mesh_gateway.server import GatewayServer, serve
 from llama_mesh_gateway.upstream_tls import UpstreamTls
 
-__all__ = ["Gateway", "GatewayServer", "UpstreamTls", "create_app", "serve"]
+__all__ = ["Gateway", "GatewayServer", "MetricsAccess", "UpstreamTls", "create_app", "serve"]

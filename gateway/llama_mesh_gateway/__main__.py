@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llama_mesh_gateway.app import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_MAX_BODY_BYTES
+from llama_mesh_gateway.metrics_access import DEFAULT_CACHE_SECONDS, MetricsAccess, MetricsGuard
 from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Schema
 from llama_mesh_gateway.server import serve
@@ -69,7 +70,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--metrics", action="store_true", help="serve Prometheus metrics at GET /metrics"
     )
     parser.add_argument(
-        "--metrics-token-file", type=Path, help="/metrics only to a request bearing this token"
+        "--metrics-access",
+        metavar="/PACKAGE.SERVICE/METHOD",
+        help="/metrics only to callers this upstream RPC admits (called with their credentials)",
+    )
+    parser.add_argument(
+        "--metrics-require",
+        metavar="FIELD=VALUE",
+        help="and whose answer's FIELD holds VALUE, e.g. identity.roles=admin",
+    )
+    parser.add_argument(
+        "--metrics-cache-seconds",
+        type=float,
+        default=DEFAULT_CACHE_SECONDS,
+        help="how long an admitted credential is remembered",
     )
     parser.add_argument("--tls-cert", type=Path, help="certificate (PEM): serve HTTPS")
     parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
@@ -91,11 +105,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(e))
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
-    metrics_token = (
-        args.metrics_token_file.read_text(encoding="utf-8").strip()
-        if args.metrics_token_file
-        else None
-    )
+    metrics_access = None
+    if args.metrics_access:
+        try:
+            metrics_access = MetricsAccess.parse(
+                args.metrics_access, args.metrics_require, cache_seconds=args.metrics_cache_seconds
+            )
+            # The method and the field must be in the descriptor set: say so now.
+            MetricsGuard(metrics_access, Schema.load(args.descriptor_set).pool)
+        except ValueError as e:
+            parser.error(f"--metrics-access: {e}")
+    elif args.metrics_require:
+        parser.error("--metrics-require needs --metrics-access")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(
         serve(
@@ -109,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             heartbeat_seconds=args.heartbeat_seconds,
             handle_signals=True,
             metrics=args.metrics,
-            metrics_token=metrics_token,
+            metrics_access=metrics_access,
             upstream_tls=upstream_tls,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,

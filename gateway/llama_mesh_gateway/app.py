@@ -5,7 +5,8 @@
 Built-in endpoints: `GET /healthz` (the upstream's grpc.health.v1 status; 200 when it is
 SERVING, 503 otherwise: upstream_health.py), `GET /openapi.json`, when asked `GET /metrics`
 (Prometheus: requests by gRPC method and HTTP status, metrics.py; given a
-`metrics_token`, only to a request bearing it), a trace span per request when tracing
+`metrics_access`, only to a caller an upstream RPC admits: metrics_access.py), a trace
+span per request when tracing
 (tracing.py), and the web
 console's static files under `/console/` (console.py). Every other path is routed by the
 google.api.http rules of the descriptor set: a unary call answers with one JSON body,
@@ -16,7 +17,6 @@ runs no lifespan) and closed at lifespan shutdown or by `Gateway.aclose()`.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Sequence
@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llama_mesh_gateway import asgi_io, metrics, streaming, tracing
 from llama_mesh_gateway.console import CONSOLE_PATH, ConsoleFiles
 from llama_mesh_gateway.metadata import Metadata, request_metadata, response_headers
+from llama_mesh_gateway.metrics_access import MetricsAccess, MetricsGuard
 from llama_mesh_gateway.openapi import openapi_json
 from llama_mesh_gateway.routes import Match, MethodNotAllowed, Route, RouteTable, Schema
 from llama_mesh_gateway.status import (
@@ -72,14 +73,15 @@ class Gateway:
         cors_origins: Sequence[str] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
         metrics: bool = False,
-        metrics_token: str | None = None,
+        metrics_access: MetricsAccess | None = None,
         upstream_tls: UpstreamTls | None = None,
         console: bool = True,
     ) -> None:
         self.upstream = upstream
         self.metrics = metrics
-        self._metrics_authorization = (
-            f"Bearer {metrics_token}".encode() if metrics_token is not None else None
+        # Built now, so a method the descriptor set lacks fails at start.
+        self._metrics_guard = (
+            MetricsGuard(metrics_access, schema.pool) if metrics_access is not None else None
         )
         self.upstream_tls = upstream_tls
         self._console = ConsoleFiles() if console else None
@@ -229,7 +231,9 @@ class Gateway:
             )
             return
         if raw_path == "/metrics" and method == "GET" and self.metrics:
-            self._check_metrics_token(asgi_io.request_headers(scope))
+            if self._metrics_guard is not None:
+                md, _ = request_metadata(scope.get("headers", []), scope.get("client"))
+                await self._metrics_guard.check(self.channel, md)
             body, content_type = metrics.exposition()
             await asgi_io.send_body(send, 200, {"content-type": content_type}, body)
             return
@@ -256,19 +260,6 @@ class Gateway:
         except GatewayError as e:
             e.format = match.route.style.error_format
             raise
-
-    def _check_metrics_token(self, headers: dict[str, str]) -> None:
-        """/metrics tells what runs and how much: only to the holder of its token."""
-        if self._metrics_authorization is None:
-            return
-        given = headers.get("authorization", "").encode()
-        # Constant time: a comparison that stops at the first wrong byte leaks the token.
-        if not hmac.compare_digest(given, self._metrics_authorization):
-            raise GatewayError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "/metrics needs the metrics token: Authorization: Bearer <token>",
-                headers={"www-authenticate": "Bearer"},
-            )
 
     async def _call(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
         """Transcode the request of a matched route, call the upstream, answer."""
@@ -376,7 +367,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     metrics: bool = False,
-    metrics_token: str | None = None,
+    metrics_access: MetricsAccess | None = None,
     upstream_tls: UpstreamTls | None = None,
     console: bool = True,
 ) -> Gateway:
@@ -387,7 +378,7 @@ def create_app(
     (full or short names). `cors_origins` enables CORS for those origins ("*" for any).
     `max_body_bytes` bounds request bodies (413 above it); `heartbeat_seconds` is the
     idle interval after which a stream gets a keep-alive. `metrics` serves `GET /metrics`,
-    to anyone, or with `metrics_token` only to `Authorization: Bearer <metrics_token>`.
+    to anyone, or with `metrics_access` only to the callers an upstream RPC admits.
     `upstream_tls` makes the gateway reach the upstream over TLS (plaintext without it).
     `console` serves the web console at `/console/` (docs/console.md).
 
@@ -401,7 +392,7 @@ def create_app(
         heartbeat_seconds=heartbeat_seconds,
         cors_origins=cors_origins,
         metrics=metrics,
-        metrics_token=metrics_token,
+        metrics_access=metrics_access,
         upstream_tls=upstream_tls,
         console=console,
     )

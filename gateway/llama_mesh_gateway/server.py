@@ -28,6 +28,7 @@ from llama_mesh_gateway.app import (
     Gateway,
     create_app,
 )
+from llama_mesh_gateway.metrics_access import MetricsAccess
 from llama_mesh_gateway.upstream_tls import UpstreamTls
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class GatewayServer:
         handle_signals: bool = False,
         log_level: str = "warning",
         metrics: bool = False,
-        metrics_token: str | None = None,
+        metrics_access: MetricsAccess | None = None,
         upstream_tls: UpstreamTls | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
@@ -91,7 +92,7 @@ class GatewayServer:
             max_body_bytes=max_body_bytes,
             heartbeat_seconds=heartbeat_seconds,
             metrics=metrics,
-            metrics_token=metrics_token,
+            metrics_access=metrics_access,
             upstream_tls=upstream_tls,
         )
         self.host = host
@@ -203,7 +204,7 @@ async def serve(
     handle_signals: bool = False,
     on_ready: Callable[[GatewayServer], object] | None = None,
     metrics: bool = False,
-    metrics_token: str | None = None,
+    metrics_access: MetricsAccess | None = None,
     upstream_tls: UpstreamTls | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
@@ -213,7 +214,7 @@ async def serve(
 
     `on_ready(server)` is called once the port is bound and requests are served; with
     port 0, `server.port` / `server.url` tell where. `metrics` serves `GET /metrics`
-    (only to `Authorization: Bearer <metrics_token>` when given); `tls_cert` and
+    (given `metrics_access`, only to the callers an upstream RPC admits); `tls_cert` and
     `tls_key` serve HTTPS; `log_level` is uvicorn's. It traces when the OTEL_*
     variables name a collector.
 
@@ -233,7 +234,7 @@ async def serve(
         handle_signals=handle_signals,
         log_level=log_level,
         metrics=metrics,
-        metrics_token=metrics_token,
+        metrics_access=metrics_access,
         upstream_tls=upstream_tls,
         tls_cert=tls_cert,
         tls_key=tls_key,

@@ -85,7 +85,6 @@ GATEWAY = GatewayConfig(
     port=8181,
     cors_origins=["http://a", "http://b"],
     metrics=False,
-    metrics_token_file=Path("/secrets/metrics.token"),
     tls_cert=Path("/secrets/https.pem"),
     tls_key=Path("/secrets/https.key"),
     upstream_ca=Path("/secrets/ca.pem"),
@@ -135,7 +134,8 @@ def test_every_service_setting_is_an_option_and_the_examples_leave_no_default() 
         *((o, SERVICE) for o in service_options),
         *((o, NATS) for o in NATS_OPTIONS + CONTROL_PLANE_OPTIONS if o.model is NatsConfig),
         *((o, CONTROL_PLANE) for o in CONTROL_PLANE_OPTIONS if o.model is ControlPlaneConfig),
-        *((o, GATEWAY) for o in GATEWAY_OPTIONS),
+        *((o, GATEWAY) for o in GATEWAY_OPTIONS if o.model is GatewayConfig),
+        *((o, SECURITY) for o in GATEWAY_OPTIONS if o.model is SecurityConfig),
         *((o, SECURITY) for o in CONTROL_PLANE_OPTIONS if o.model is SecurityConfig),
     ]:
         assert _value(settings, option) != option.default, option.flag
@@ -150,7 +150,11 @@ def test_every_service_setting_is_an_option_and_the_examples_leave_no_default() 
             CONTROL_PLANE_OPTIONS,
             [CONTROL_PLANE, NATS, SECURITY],
         ),
-        (["serve", "gateway", "--upstream", "cp:50051"], GATEWAY_OPTIONS, [GATEWAY]),
+        (
+            ["serve", "gateway", "--upstream", "cp:50051"],
+            GATEWAY_OPTIONS,
+            [GATEWAY, SECURITY],
+        ),
         (["serve", "nats"], NATS_OPTIONS, [NATS]),
     ],
     ids=["service", "control-plane", "gateway", "nats"],

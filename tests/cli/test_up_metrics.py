@@ -1,7 +1,7 @@
-"""`up` closes every Prometheus endpoint it runs, not only the gateway's: with
-authentication on, the control plane's and the replicas' /metrics answer the admin
-token only, over HTTPS with `tls: auto`; `security.open_metrics: true` opens all
-three."""
+"""`up` closes every Prometheus endpoint it runs: with authentication on, the control
+plane's, the replicas' and the gateway's /metrics answer an admin only (the first two
+over HTTPS with `tls: auto`; the gateway asks the control plane who the scraper is);
+`security.open_metrics: true` opens all three."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from .conftest import cli, llama_mesh_up, quickstart, write_deployment
 
 SCRAPED = "# TYPE llama_mesh_rpcs_total counter"
+GATEWAY_SCRAPED = "# TYPE llama_mesh_gateway_requests_total counter"
 
 
 def _metered(tmp_path: Path) -> dict[str, object]:
@@ -61,6 +62,13 @@ async def test_up_with_tls_auto_serves_metrics_over_https_to_the_admin_only(
                 scraped = await http.get(url, headers=admin)
                 assert scraped.status_code == 200, (name, scraped.text)
                 assert SCRAPED in scraped.text
+            # The gateway asks the control plane (over its mTLS channel) who scrapes.
+            gateway = str(urls["gateway"])
+            assert (await plain.get(gateway)).status_code == 401
+            assert (await plain.get(gateway, headers=client)).status_code == 403
+            scraped = await plain.get(gateway, headers=admin)
+            assert scraped.status_code == 200, scraped.text
+            assert GATEWAY_SCRAPED in scraped.text
         assert await up.stop() == 0
 
 

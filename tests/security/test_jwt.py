@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import jwt
 import pytest
-import uvicorn
-from cryptography.hazmat.primitives.asymmetric import rsa
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from llama_mesh.client import AsyncClient, Credentials
 from llama_mesh.config import SecurityConfig
@@ -27,61 +16,13 @@ from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
 from llama_mesh.launch.nats_server import EmbeddedNats
 
-AUDIENCE = "llama-mesh"
-
-
-@dataclass
-class Issuer:
-    """A JWT issuer: signing keys by key id, and its JWKS endpoint's hits."""
-
-    url: str = ""
-    keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
-    published: list[str] = field(default_factory=list)
-    fetches: int = 0
-
-    def add_key(self, kid: str, *, publish: bool = True) -> None:
-        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if publish:
-            self.published.append(kid)
-
-    def jwks(self) -> dict[str, Any]:
-        keys = []
-        for kid in self.published:
-            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.keys[kid].public_key()))
-            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
-        return {"keys": keys}
-
-    def token(self, kid: str, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": self.url, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300}
-        return jwt.encode(
-            {**body, **claims}, self.keys[kid], algorithm="RS256", headers={"kid": kid}
-        )
+from jwt_issuer import AUDIENCE, Issuer, serving_issuer
 
 
 @pytest.fixture
 async def issuer() -> AsyncIterator[Issuer]:
-    found = Issuer()
-
-    async def jwks(request: Request) -> JSONResponse:
-        found.fetches += 1
-        return JSONResponse(found.jwks())
-
-    app = Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
-    # The socket listens before uvicorn starts: a request made at once waits in the
-    # backlog instead of failing, so nothing needs to wait for readiness.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    found.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
+    async with serving_issuer() as found:
         yield found
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
 
 
 @contextlib.asynccontextmanager

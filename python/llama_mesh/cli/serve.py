@@ -27,7 +27,6 @@ from llama_mesh.cli.target import (
     EXIT_USAGE,
     error,
 )
-from llama_mesh.client._credentials import read_token_file
 from llama_mesh.config import (
     ControlPlaneConfig,
     GatewayConfig,
@@ -44,6 +43,7 @@ from llama_mesh.config.command_line import (
 )
 from llama_mesh.config.telemetry import LoggingConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core.access import ADMIN
 from llama_mesh.core.errors import MeshError, UnavailableError
 from llama_mesh.core.names import new_id
 from llama_mesh.jetstream.topology import Topology
@@ -56,6 +56,9 @@ from llama_mesh.telemetry.logs import (
     tag_process,
 )
 from llama_mesh.telemetry.tracing import exporting
+
+# The RPC the gateway asks who a scraper of its /metrics is.
+_CALLER_IDENTITY = "/llama_mesh.v1.AuthAPI/GetCallerIdentity"
 
 WatchStdin = Annotated[
     bool, typer.Option(hidden=True, help="Also stop when stdin closes (used by `up`).")
@@ -277,6 +280,7 @@ def serve_gateway(
     """Run the REST/JSON gateway (with /openapi.json and /healthz) for a control plane."""
     _logging(log_level, log_format, "gateway")
     settings = parse(GatewayConfig, GATEWAY_OPTIONS, values)
+    from llama_mesh_gateway import MetricsAccess
     from llama_mesh_gateway import serve as serve_http
     from llama_mesh_gateway.upstream_tls import UpstreamTls, UpstreamTlsError
 
@@ -293,13 +297,11 @@ def serve_gateway(
         except UpstreamTlsError as e:
             error(f"gateway: {e}")
             raise typer.Exit(EXIT_USAGE) from None
-    metrics_token = None
-    if settings.metrics_token_file is not None:
-        try:
-            metrics_token = read_token_file(settings.metrics_token_file)
-        except OSError as e:
-            error(f"gateway: --metrics-token-file {settings.metrics_token_file}: {e.strerror}")
-            raise typer.Exit(EXIT_USAGE) from None
+    # Who reads /metrics is the control plane's answer, as for every route: an admin
+    # (with authentication off, every caller is one).
+    metrics_access = None
+    if not parse(SecurityConfig, GATEWAY_OPTIONS, values).open_metrics:
+        metrics_access = MetricsAccess.parse(_CALLER_IDENTITY, f"identity.roles={ADMIN}")
     if settings.tls_cert is not None and settings.tls_key is not None:
         try:  # a certificate that cannot be used fails here, not at the first connection
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
@@ -326,7 +328,7 @@ def serve_gateway(
             cors_origins=settings.cors_origins,
             on_ready=ready,
             metrics=settings.metrics,
-            metrics_token=metrics_token,
+            metrics_access=metrics_access,
             upstream_tls=upstream_tls,
             tls_cert=settings.tls_cert,
             tls_key=settings.tls_key,

@@ -175,4 +175,8 @@ SERVICE_OPTIONS = [
     # How the replica's own Service API checks callers.
     *options(SecurityConfig, exclude=("install_keys", *_UP_ONLY), defaults={"auth": False}),
 ]
-GATEWAY_OPTIONS = options(GatewayConfig, exclude=("enabled", "https"))
+GATEWAY_OPTIONS = [
+    *options(GatewayConfig, exclude=("enabled", "https")),
+    # The gateway asks the control plane who a scraper is, unless /metrics is open.
+    *options(SecurityConfig, include=("open_metrics",)),
+]

@@ -25,16 +25,12 @@ class GatewayConfig(Settings):
         Field(description='Origins allowed by CORS; `"*"` for any. Empty: no CORS headers.'),
     ] = Field(default_factory=list)
     metrics: Annotated[
-        bool, Field(description="Serve Prometheus metrics at `/metrics` on the gateway's port.")
-    ] = True
-    metrics_token_file: Annotated[
-        Path | None,
+        bool,
         Field(
-            description="A file holding the bearer token `/metrics` asks for. Unset: "
-            "anyone who reaches the port may scrape it (`up` with authentication gives "
-            "the admin token's file unless `security.open_metrics`)."
+            description="Serve Prometheus metrics at `/metrics` on the gateway's port, to "
+            "the callers the control plane says are `admin` (unless `security.open_metrics`)."
         ),
-    ] = None
+    ] = True
     https: Annotated[
         bool,
         Field(

@@ -83,8 +83,8 @@ class SecurityConfig(Settings):
     open_metrics: Annotated[
         bool,
         Field(
-            description="`/metrics` of the control plane, the replicas and (under `up`) "
-            "the gateway answers without the admin token (with authentication on)."
+            description="`/metrics` of the control plane, the replicas and the gateway "
+            "answers without an admin's token (with authentication on)."
         ),
     ] = False
 

@@ -371,11 +371,10 @@ def _deregister(
     return leave
 
 
-def _gateway(d: Deployment, keys: DeploymentKeys | None) -> GatewayConfig:
+def _gateway(d: Deployment) -> GatewayConfig:
     """The gateway's settings, paths made absolute. With TLS on and no upstream CA of
     its own, it reaches the control plane as the other components do: the mesh's CA,
-    and the components' certificate for mTLS. `https`: the mesh's server certificate.
-    With authentication on, /metrics asks for the admin token unless open_metrics."""
+    and the components' certificate for mTLS. `https`: the mesh's server certificate."""
     gateway = d.gateway.model_copy(
         update={
             field: d.resolve(value)
@@ -383,7 +382,6 @@ def _gateway(d: Deployment, keys: DeploymentKeys | None) -> GatewayConfig:
                 "upstream_ca",
                 "upstream_cert",
                 "upstream_key",
-                "metrics_token_file",
                 "tls_cert",
                 "tls_key",
             )
@@ -397,19 +395,15 @@ def _gateway(d: Deployment, keys: DeploymentKeys | None) -> GatewayConfig:
     security = _security(d, None)
     if gateway.https and gateway.tls_cert is None:
         update.update(tls_cert=security.tls_cert, tls_key=security.tls_key)
-    if keys is not None and not d.security.open_metrics and gateway.metrics_token_file is None:
-        update["metrics_token_file"] = keys.admin_token_file
     return gateway.model_copy(update=update)
 
 
-def gateway_spec(
-    d: Deployment, control_plane: str, keys: DeploymentKeys | None = None
-) -> ChildSpec:
+def gateway_spec(d: Deployment, control_plane: str) -> ChildSpec:
     argv = _serve(
         "gateway",
         "--upstream",
         control_plane,
-        *to_argv(GATEWAY_OPTIONS, _gateway(d, keys)),
+        *to_argv(GATEWAY_OPTIONS, _gateway(d), d.security),
         *_logs(d, "gateway"),
     )
     return ChildSpec(

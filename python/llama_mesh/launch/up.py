@@ -97,7 +97,7 @@ async def start_children(d: Deployment, supervisor: Supervisor) -> dict[str, Any
     services: dict[str, list[dict[str, Any]]] = {}
     specs = replica_specs(d, control_plane, keys, users)
     # The gateway needs only the control plane: it starts beside the services.
-    gateway_specs = [gateway_spec(d, control_plane, keys)] if d.gateway.enabled else []
+    gateway_specs = [gateway_spec(d, control_plane)] if d.gateway.enabled else []
     gateway: dict[str, Any] = {}
     started = await supervisor.start_stage(specs + gateway_specs) if specs or gateway_specs else []
     # Where each component serves Prometheus metrics, by child name.
