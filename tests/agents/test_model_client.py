@@ -3,6 +3,8 @@ without walking the conversation through the SDK's per-message transform."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -138,3 +140,51 @@ async def test_streamed_answers_share_one_connection(model: ScriptedModel, model
     # Ours reads the body to its end: the second call goes on the first one's connection.
     assert len(our_peers) == 1
     assert [r.texts()[-1] for r in model.requests[2:]] == ["hello", "hello"]
+
+
+async def test_a_body_held_open_after_done_ends_the_answer_all_the_same() -> None:
+    """A server that sends [DONE] and keeps the body open: the answer ends after a
+    moment (DRAIN_SECONDS), not when the client's read timeout runs out."""
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "Hi."}, "finish_reason": "stop"}],
+    }
+    hold = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        for frame in (json.dumps(chunk), "[DONE]"):
+            data = f"data: {frame}\n\n".encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+        await hold.wait()  # the body never ends
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ModelClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=20
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            texts = [c.choices[0].delta.content async for c in stream]
+        assert texts == ["Hi."]
+    finally:
+        hold.set()
+        server.close()
+        await server.wait_closed()

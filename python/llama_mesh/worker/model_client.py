@@ -13,13 +13,17 @@ A streamed answer ends with ``data: [DONE]``, where the SDK stops reading and cl
 the response: the rest of the body (the chunked encoding's last chunk) is left
 unread, so httpx closes the connection and every call opened a new one. Here the
 ``[DONE]`` event is handed to the SDK once the body is read to its end (a well-formed
-server ends it right after), and the connection goes back to the pool.
+server ends it right after), and the connection goes back to the pool. A server that
+keeps the body open after ``[DONE]`` is waited for a moment only (``DRAIN_SECONDS``);
+then its connection is closed, as the SDK would.
 
     llm = OpenAILike(..., async_openai_client=ModelClient(api_key=..., base_url=...))
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -64,20 +68,25 @@ class _Chat(AsyncChat):
         return _Completions(self._client)
 
 
+DRAIN_SECONDS = 0.25  # how long the body's end is waited for after [DONE]
+
+
 class _ReadToEnd(SSEDecoder):
-    """Server-sent events, `[DONE]` given only once the body has been read to its end."""
+    """Server-sent events, `[DONE]` given once the body has been read to its end."""
 
     async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
-        done: ServerSentEvent | None = None
-        async for sse in super().aiter_bytes(iterator):
-            if done is not None:
-                continue  # nothing follows [DONE] that the SDK would read
-            if sse.data.startswith("[DONE]"):
-                done = sse
-            else:
+        events = super().aiter_bytes(iterator)
+        async for sse in events:
+            if not sse.data.startswith("[DONE]"):
                 yield sse
-        if done is not None:
-            yield done
+                continue
+            # Nothing after [DONE] is read by the SDK: read it only to reach the end.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_SECONDS):
+                    async for _ in events:
+                        pass
+            yield sse
+            return
 
 
 class ModelClient(AsyncOpenAI):
