@@ -19,6 +19,7 @@ from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import new_secret
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh_gateway import GatewayServer, MetricsAccess, create_app
+from llama_mesh_gateway.metrics_access import DEFAULT_CACHE_SIZE
 
 from jwt_issuer import AUDIENCE, Issuer, serving_issuer
 
@@ -52,16 +53,22 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def scraped_gateway(nats: EmbeddedNats) -> AsyncIterator[Scraped]:
+async def scraped_gateway(
+    nats: EmbeddedNats, *, cache_size: int = DEFAULT_CACHE_SIZE
+) -> AsyncIterator[Scraped]:
     """A control plane that takes API keys and an issuer's JWTs, and a gateway whose
-    /metrics asks it, remembering an admitted token CACHE_SECONDS on `clock`."""
+    /metrics asks it, remembering `cache_size` admitted tokens CACHE_SECONDS on `clock`."""
     tokens, installed = {}, []
     for key_id, roles in ROLES.items():
         tokens[key_id], digest = new_secret(key_id)
         installed.append((key_id, roles, digest))
     clock = Clock()
     access = MetricsAccess(
-        CALLER_IDENTITY, ("identity.roles", "admin"), cache_seconds=CACHE_SECONDS, clock=clock
+        CALLER_IDENTITY,
+        ("identity.roles", "admin"),
+        cache_seconds=CACHE_SECONDS,
+        cache_size=cache_size,
+        clock=clock,
     )
     async with serving_issuer() as issuer:
         issuer.add_key("k1")
@@ -136,6 +143,21 @@ async def test_a_revoked_admin_key_scrapes_no_more_once_the_gateway_forgets_it(
         # The other admin was never affected.
         admin_scrape = await mesh.http.get("/metrics", headers=bearer(mesh.tokens["admin"]))
         assert admin_scrape.status_code == 200
+
+
+async def test_the_gateway_remembers_at_most_cache_size_tokens(nats: EmbeddedNats) -> None:
+    async with scraped_gateway(nats, cache_size=1) as mesh:
+        spare, admin = bearer(mesh.tokens["spare-admin"]), bearer(mesh.tokens["admin"])
+        assert (await mesh.http.get("/metrics", headers=spare)).status_code == 200
+        # The admin's scrape takes the one place: the spare admin's is forgotten ...
+        assert (await mesh.http.get("/metrics", headers=admin)).status_code == 200
+        async with AsyncClient(
+            mesh.control_plane, credentials=Credentials(token=mesh.tokens["admin"])
+        ) as client:
+            await client.api_keys.delete("spare-admin")
+        # ... so the control plane is asked again at once, though no time has passed.
+        assert (await mesh.http.get("/metrics", headers=spare)).status_code == 401
+        assert (await mesh.http.get("/metrics", headers=admin)).status_code == 200
 
 
 async def test_a_control_plane_out_of_reach_is_a_503_that_says_so() -> None:
