@@ -160,6 +160,21 @@ async def test_the_gateway_remembers_at_most_cache_size_tokens(nats: EmbeddedNat
         assert (await mesh.http.get("/metrics", headers=admin)).status_code == 200
 
 
+async def test_with_authentication_off_the_control_plane_admits_every_scrape(
+    nats: EmbeddedNats,
+) -> None:
+    """What `serve gateway` does by default in front of a control plane without auth."""
+    access = MetricsAccess(CALLER_IDENTITY, ("identity.roles", "admin"))
+    async with (
+        ControlPlaneServer.start([nats.url]) as cp,
+        GatewayServer(cp.address, port=0, metrics=True, metrics_access=access) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as http,
+    ):
+        scraped = await http.get("/metrics")
+        assert scraped.status_code == 200, scraped.text
+        assert SCRAPED in scraped.text
+
+
 async def test_a_control_plane_out_of_reach_is_a_503_that_says_so() -> None:
     access = MetricsAccess(CALLER_IDENTITY, ("identity.roles", "admin"))
     async with (
