@@ -61,13 +61,18 @@ def message_dict(
         return _slow(msg, pool, proto_field_names)
 
 
+# By pool and field-name style: a gateway has one pool. Bounded, since a writer keeps
+# its pool alive (upb pools take no weak references) and tests make many.
 _WRITERS: dict[tuple[int, bool], _Writer] = {}
+_MAX_WRITERS = 8
 
 
 def _writer(pool: DescriptorPool, proto_field_names: bool) -> _Writer:
     key = (id(pool), proto_field_names)
     writer = _WRITERS.get(key)
     if writer is None or writer.pool is not pool:
+        while len(_WRITERS) >= _MAX_WRITERS:
+            del _WRITERS[next(iter(_WRITERS))]  # the oldest
         writer = _WRITERS[key] = _Writer(pool, proto_field_names)
     return writer
 
