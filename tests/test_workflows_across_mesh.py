@@ -21,7 +21,7 @@ from llama_mesh.core.errors import (
 )
 from llama_mesh.core.lifecycle import accept_input
 from llama_mesh.core.names import TaskName
-from llama_mesh.jetstream.journal import TaskJournal
+from llama_mesh.jetstream.remote_journal import RemoteJournal
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
@@ -204,10 +204,10 @@ async def test_a_cancel_swallowed_by_a_nats_call_still_cancels(
     # nats-py catches CancelledError while it flushes a publish (Client._flush_pending):
     # a cancel signal that arrives then is lost to the await that was interrupted. Here
     # it arrives exactly there: while the replica records that the task waits for input.
-    original = TaskJournal.record
+    original = RemoteJournal.record  # a replica's journal
 
     async def record(
-        self: TaskJournal, name: TaskName, event: resources_pb2.TaskEvent, **kwargs: Any
+        self: RemoteJournal, name: TaskName, event: resources_pb2.TaskEvent, **kwargs: Any
     ) -> resources_pb2.Task:
         if event.state == WAITING and kwargs.get("replica_id"):
             this = asyncio.current_task()
@@ -220,7 +220,7 @@ async def test_a_cancel_swallowed_by_a_nats_call_still_cancels(
                 pass  # as nats-py does
         return await original(self, name, event, **kwargs)
 
-    monkeypatch.setattr(TaskJournal, "record", record)
+    monkeypatch.setattr(RemoteJournal, "record", record)
     async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
         handle = await (await mesh.client.create_session()).create_task("approval")
         with pytest.raises(TaskCancelledError, match="cancelled mid-publish"):

@@ -17,6 +17,7 @@ from llama_mesh.config.retention import RetentionConfig
 from llama_mesh.control_plane.ack_ids import AckIdSigner
 from llama_mesh.control_plane.agents_api.servicer import AgentsAPIServicer, ResponsesAPIServicer
 from llama_mesh.control_plane.auth import AuthAPIServicer
+from llama_mesh.control_plane.journal_service import JournalService
 from llama_mesh.control_plane.queue import QueueAPIServicer
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
 from llama_mesh.jetstream.api_keys import ApiKeyStore
@@ -90,6 +91,8 @@ class ControlPlaneServer:
                 tls=nats_tls,
             ) as state,
             ApiKeyStore.open(state.js, state.topology) as keys,
+            # Records what replicas report on their tasks (they write none themselves).
+            JournalService.serving(state),
             server_security(security, keys.lookup) as server_security_,
         ):
             for key_id, roles, digest in install_keys:

@@ -23,7 +23,7 @@ from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.buckets import Unchanged
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
-from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.journal import task_key, unlist_waiting
 from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
@@ -76,7 +76,7 @@ async def answer_task(
 
     task, _ = await state.tasks.mutate_from(task_key(name), str(name), change, found)
     if changed:
-        await state.journal.unlist_waiting(name)  # out of the inbox: answered
+        await unlist_waiting(state.waiting, name)  # out of the inbox: answered
     logger.info("task %s: event %s sent", name, type, extra=about_task(name, task.service))
     return task
 

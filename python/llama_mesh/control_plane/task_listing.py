@@ -31,6 +31,7 @@ from llama_mesh.core.names import TaskName
 from llama_mesh.core.paging import MAX_PAGE_BYTES, decode_page_token, encode_page_token
 from llama_mesh.jetstream import task_index
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import unlist_waiting
 from llama_mesh.jetstream.kv_listing import KvListing
 from llama_mesh.jetstream.task_index import Entry
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -180,7 +181,7 @@ async def _waiting(
             if record is None or record[0].state != WAITING:
                 # Its task stopped waiting and the process that changed it died first.
                 session, _, task_id = key.partition(".")
-                await state.journal.unlist_waiting(TaskName(session, task_id), revision)
+                await unlist_waiting(state.waiting, TaskName(session, task_id), revision)
                 continue
             if not page.add(record[0]):
                 return _reply(page, f"w{created + 1}")

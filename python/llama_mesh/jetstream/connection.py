@@ -20,6 +20,8 @@ from nats.js.kv import KeyValue
 from llama_mesh.core.errors import UnavailableError
 from llama_mesh.jetstream.buckets import ProtoBucket
 from llama_mesh.jetstream.journal import TaskJournal
+from llama_mesh.jetstream.remote_journal import Journal, RemoteJournal
+from llama_mesh.jetstream.session_usage import SessionUsage
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.v1 import agents_pb2, resources_pb2, responses_pb2
 
@@ -48,7 +50,9 @@ class MeshState:
     services: ProtoBucket[resources_pb2.Service]
     sessions: ProtoBucket[resources_pb2.Session]
     tasks: ProtoBucket[resources_pb2.Task]
-    journal: TaskJournal
+    # What records task events: the journal itself in a control plane, a request to
+    # one in a service replica (`connect(..., replica_of=...)`).
+    journal: Journal
     # {session}.{service}: whose turn it is, the Context, the last outcome (worker).
     session_state: KeyValue
     # {session}.{task} of the tasks waiting for input: the inbox.
@@ -72,7 +76,10 @@ class MeshState:
         nkeys_seed: str | None = None,
         tls: ssl.SSLContext | None = None,
         ensure: bool = True,
+        replica_of: str | None = None,
     ) -> AsyncIterator[MeshState]:
+        """Connect; a replica of a service (`replica_of`) records its tasks' events
+        through a control plane, which checks that they are its own."""
         topology = topology or Topology()
 
         async def on_error(err: Exception) -> None:
@@ -115,6 +122,17 @@ class MeshState:
                 await topology.ensure(js)
             tasks = await ProtoBucket.open(js, topology.bucket("tasks"), resources_pb2.Task, "task")
             waiting = await js.key_value(topology.bucket("waiting"))
+            sessions = await ProtoBucket.open(
+                js, topology.bucket("sessions"), resources_pb2.Session, "session"
+            )
+            usage = await ProtoBucket.open(
+                js, topology.bucket("usage"), resources_pb2.TokenUsage, "token usage"
+            )
+            journal: Journal = (
+                TaskJournal(js, topology, tasks, waiting, SessionUsage(usage, sessions))
+                if replica_of is None
+                else RemoteJournal(nc, topology, replica_of)
+            )
             state = cls(
                 nc=nc,
                 js=js,
@@ -126,14 +144,9 @@ class MeshState:
                     resources_pb2.Service,
                     "service",
                 ),
-                sessions=await ProtoBucket.open(
-                    js,
-                    topology.bucket("sessions"),
-                    resources_pb2.Session,
-                    "session",
-                ),
+                sessions=sessions,
                 tasks=tasks,
-                journal=TaskJournal(js, topology, tasks, waiting),
+                journal=journal,
                 session_state=await js.key_value(topology.bucket("session_state")),
                 waiting=waiting,
                 agents=await ProtoBucket.open(
@@ -142,9 +155,7 @@ class MeshState:
                 responses=await ProtoBucket.open(
                     js, topology.bucket("responses"), responses_pb2.StoredResponse, "response"
                 ),
-                usage=await ProtoBucket.open(
-                    js, topology.bucket("usage"), resources_pb2.TokenUsage, "token usage"
-                ),
+                usage=usage,
                 reconnect_hooks=hooks,
             )
             yield state

@@ -35,6 +35,7 @@ from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.kv_ttl import msg_ttl
+from llama_mesh.jetstream.session_usage import SessionUsage
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.telemetry import metrics
 from llama_mesh.v1 import resources_pb2
@@ -61,6 +62,10 @@ class TaskJournal:
     topology: Topology
     tasks: ProtoBucket[resources_pb2.Task]
     waiting: KeyValue
+    usage: SessionUsage
+    # Whether a task it finishes is counted here (metrics.task_finished): not in a
+    # control plane that records for a replica, which counts it itself.
+    count_finished: bool = True
 
     async def record(
         self,
@@ -114,7 +119,7 @@ class TaskJournal:
         task, revision = await self.tasks.mutate_from(
             task_key(name), str(name), change, known, ttl=kept_for
         )
-        if changed and is_final(task.state):
+        if changed and is_final(task.state) and self.count_finished:
             # Counted by whoever recorded it, once: a final state takes no other.
             metrics.task_finished(task)
         # In the inbox before anyone hears that it waits; out once it says otherwise.
@@ -130,6 +135,15 @@ class TaskJournal:
             logger.info("task %s %s", name, TaskState.Name(event.state))
         return task, revision
 
+    async def charge(
+        self, name: TaskName, event: resources_pb2.TaskEvent, *, replica_id: str = ""
+    ) -> tuple[resources_pb2.Task, resources_pb2.TokenUsage | None]:
+        """Record `event`, which carries the tokens of an LLM call, on the task and add
+        them to its session's count; the task and the count (None: no session left)."""
+        return await asyncio.gather(
+            self.record(name, event, replica_id=replica_id), self.usage.add(name, event.usage)
+        )
+
     async def list_waiting(self, task: resources_pb2.Task) -> None:
         """Put a waiting task in the inbox (the `waiting` bucket)."""
         name = TaskName.parse(task.name)
@@ -139,8 +153,7 @@ class TaskJournal:
 
     async def unlist_waiting(self, name: TaskName, revision: int | None = None) -> None:
         """Take a task out of the inbox (only if its entry is still at `revision`)."""
-        with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError, BadRequestError):
-            await self.waiting.delete(task_key(name), last=revision)
+        await unlist_waiting(self.waiting, name, revision)
 
     async def _number_request(
         self, name: TaskName, sequence: int
@@ -238,6 +251,13 @@ def _acknowledged(ack: asyncio.Future[PubAck]) -> PubAck:
     if not ack.done():
         raise NatsTimeoutError
     return ack.result()
+
+
+async def unlist_waiting(waiting: KeyValue, name: TaskName, revision: int | None = None) -> None:
+    """Take a task out of the inbox, the `waiting` bucket (only if its entry is still
+    at `revision`)."""
+    with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError, BadRequestError):
+        await waiting.delete(task_key(name), last=revision)
 
 
 def ttl_of(task: resources_pb2.Task) -> float | None:

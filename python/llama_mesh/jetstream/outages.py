@@ -35,6 +35,7 @@ from nats.errors import (
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
 
+from llama_mesh.core.errors import UnavailableError
 from llama_mesh.jetstream.api_errors import CLUSTER_FORMING
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,16 @@ _NO_ANSWER = (
 SERVICE_UNAVAILABLE = 503
 
 
+class StoreOutageError(UnavailableError):
+    """The store did not answer a control plane that wrote for this process (a
+    replica's journal, jetstream/remote_journal.py): an outage like any other."""
+
+
 def is_outage(err: BaseException) -> bool:
     """Whether `err` says the store did not answer (no stream leader, no connection)
     rather than refused the request."""
+    if isinstance(err, StoreOutageError):
+        return True
     if isinstance(err, APIError):
         return err.code == SERVICE_UNAVAILABLE or err.err_code in CLUSTER_FORMING
     return isinstance(err, _NO_ANSWER)

@@ -19,6 +19,9 @@ process at start-up.
                                                ListSessions and ListAgentSessions read
                                                (session_index.py)
     {p}.cancel.{task_id}         (core NATS)   cancel signal to the replica running it
+    {p}.journal.{service}        (core NATS)   a replica's requests to record its tasks'
+                                               events (journal.proto), answered by a
+                                               control plane (request/reply)
 
     bucket                       key
     {p}_services                 {service}
@@ -32,8 +35,8 @@ process at start-up.
     {p}_agents                   {agent id}            agents created by the Agents API
     {p}_responses                {response id}         stored responses (Responses API)
     {p}_usage                    {session}             tokens the session's tasks used
-                                                       (TokenUsage; written by replicas,
-                                                       which may not write sessions)
+                                                       (TokenUsage; written as the journal
+                                                       charges them, session_usage.py)
     {p}_secrets                  {name}                keys only control planes read
                                                        (e.g. the one that signs ack ids)
 
@@ -154,6 +157,10 @@ class Topology:
 
     def dead_letter_subject(self, service_id: str) -> str:
         return f"{self.prefix}.dead.{service_id}"
+
+    def journal_subject(self, service_id: str) -> str:
+        """Where replicas of `service_id` ask a control plane to record (`*`: all)."""
+        return f"{self.prefix}.journal.{service_id}"
 
     def cancel_subject(self, task_id: str) -> str:
         return f"{self.prefix}.cancel.{task_id}"

@@ -3,9 +3,10 @@
 `up` makes one nkey per component (the control plane, each service) and a
 nats-server config that admits those keys and no one else: an anonymous client is
 refused at connect. The control plane may do everything in the account (it creates
-the streams and buckets and serves the Queue API); a service replica may not create,
-change, purge or delete streams and consumers other than its own, publish tasks or
-answers, or write the registry, sessions or API keys.
+the streams and buckets, records every task's events and serves the Queue API); a
+service replica may publish only what `service_permissions` lists: reads, its own
+tasks' consumer, its own service's session state, and requests to a control plane to
+record the rest (jetstream/remote_journal.py).
 
     users = NatsUsers.ensure(state_dir / "auth" / "nats", "mesh", ["echo"])
     users.config_file              # nats-server -c
@@ -45,41 +46,72 @@ def _public_key(seed: bytes) -> str:
         key.wipe()
 
 
+# The buckets a replica reads: all but the control planes' secrets.
+READABLE_BUCKETS = (
+    "services",
+    "sessions",
+    "tasks",
+    "session_state",
+    "waiting",
+    "api_keys",
+    "agents",
+    "responses",
+    "usage",
+)
+
+
 def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
-    """What a replica of `service_id` may not do (everything else it needs, it may)."""
+    """All a replica of `service_id` may do on NATS, and nothing else.
+
+    It reads the mesh's state (not the control planes' secrets), takes its tasks from
+    its own durable consumer and acks them, writes its own service's session state
+    (keys ``{session}.{service}``) and dead letters, and asks a control plane to
+    record its tasks' events and token usage (``journal.{service}``). It publishes no
+    task, event or answer, writes no task record, session, count or index, and touches
+    no stream or consumer but its own. It may not listen on task subjects (another
+    service's work) or journal subjects (the control planes' queue group).
+    """
+    api = "$JS.API"
     big = prefix.upper()
+    tasks = f"{big}_TASKS"
+    consumer = f"svc_{service_id}"
+    streams = [
+        *(f"KV_{prefix}_{bucket}" for bucket in READABLE_BUCKETS),
+        f"{big}_EVENTS",
+        f"{big}_CREATED",
+    ]
+    publish = [
+        # reading: stream info, messages by key or sequence, ordered consumers (watches)
+        *(f"{api}.STREAM.INFO.{stream}" for stream in streams),
+        *(f"{api}.STREAM.MSG.GET.{stream}" for stream in streams),
+        *(f"{api}.DIRECT.GET.{stream}" for stream in streams),
+        *(f"{api}.DIRECT.GET.{stream}.>" for stream in streams),
+        *(f"{api}.CONSUMER.CREATE.{stream}" for stream in streams),
+        *(f"{api}.CONSUMER.CREATE.{stream}.>" for stream in streams),
+        *(f"{api}.CONSUMER.INFO.{stream}.*" for stream in streams),
+        "$JS.FC.>",
+        # its own tasks: its durable consumer, pulled and acked
+        f"{api}.CONSUMER.DURABLE.CREATE.{tasks}.{consumer}",
+        f"{api}.CONSUMER.INFO.{tasks}.{consumer}",
+        f"{api}.CONSUMER.MSG.NEXT.{tasks}.{consumer}",
+        f"$JS.ACK.{tasks}.{consumer}.>",
+        # its own service's session state, and its own dead letters
+        f"$KV.{prefix}_session_state.*.{service_id}",
+        f"{prefix}.dead.{service_id}",
+        # everything else it records goes through a control plane
+        f"{prefix}.journal.{service_id}",
+    ]
     return {
-        "publish": {
+        "publish": {"allow": publish},
+        "subscribe": {
             "allow": [">"],
             "deny": [
-                # the mesh's streams and buckets: no creating, changing or deleting
-                "$JS.API.STREAM.CREATE.>",
-                "$JS.API.STREAM.UPDATE.>",
-                "$JS.API.STREAM.DELETE.>",
-                "$JS.API.STREAM.PURGE.>",
-                "$JS.API.STREAM.MSG.DELETE.>",
-                # durable consumers of other services' tasks
-                f"$JS.API.CONSUMER.DELETE.{big}_TASKS.>",
-                # tasks are created, and answers sent, by the control plane only
                 f"{prefix}.tasks.>",
-                f"{prefix}.input.>",
-                # the creation index is written as tasks are created (the turns' order)
-                f"{prefix}.created.>",
-                # the session index, written as sessions are created and renewed
-                f"{prefix}.sessions.>",
-                # the registry, sessions, keys, agents and responses are the control plane's
-                f"$KV.{prefix}_services.>",
-                f"$KV.{prefix}_sessions.>",
-                f"$KV.{prefix}_api_keys.>",
-                f"$KV.{prefix}_agents.>",
-                f"$KV.{prefix}_responses.>",
+                f"{prefix}.journal.>",
+                f"$KV.{prefix}_secrets.>",
+                "$JS.API.>",
             ],
         },
-        # A task that waits for a person listens for the answer on its input subject
-        # (worker/task_inputs.py); answers are in the event stream, which replicas read,
-        # so only the task subjects (a work queue no replica can read but its own
-        # service's) are closed to them.
-        "subscribe": {"allow": [">"], "deny": [f"{prefix}.tasks.>"]},
     }
 
 

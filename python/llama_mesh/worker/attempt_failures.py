@@ -10,6 +10,8 @@ import nats.errors
 from llama_mesh.core.attempt_policy import Failed
 from llama_mesh.core.errors import MeshError, RetryableError
 from llama_mesh.core.tracebacks import debug_info
+from llama_mesh.jetstream.outages import StoreOutageError
+from llama_mesh.jetstream.remote_journal import JournalFailedError
 
 
 class WorkflowFailed(Exception):
@@ -21,9 +23,9 @@ class WorkflowFailed(Exception):
 
 
 def is_mesh_error(err: Exception) -> bool:
-    """Errors of the mesh's own NATS calls made while the workflow ran (e.g. event
-    publishing during a failover)."""
-    return isinstance(err, nats.errors.Error)
+    """Errors of the mesh's own calls made while the workflow ran (e.g. event
+    publishing during a failover, or a control plane that could not record it)."""
+    return isinstance(err, nats.errors.Error | StoreOutageError | JournalFailedError)
 
 
 # Frames of these packages above the workflow's own code are the runtime's plumbing:

@@ -27,8 +27,9 @@ from types import TracebackType
 
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
-from llama_mesh.jetstream.journal import Outgoing, TaskJournal
+from llama_mesh.jetstream.journal import Outgoing
 from llama_mesh.jetstream.outages import through_outages
+from llama_mesh.jetstream.remote_journal import Journal
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.attempt_questions import raise_swallowed_cancel
 
@@ -51,7 +52,7 @@ class EventOutbox:
     its attempt owns it.
     """
 
-    def __init__(self, journal: TaskJournal, name: TaskName, ttl: float | None) -> None:
+    def __init__(self, journal: Journal, name: TaskName, ttl: float | None) -> None:
         self._journal = journal
         self._name = name
         self._ttl = ttl

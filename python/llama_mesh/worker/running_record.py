@@ -14,8 +14,8 @@ import asyncio
 from llama_mesh.core.attempt_policy import Run
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.names import TaskName
-from llama_mesh.jetstream.journal import TaskJournal
 from llama_mesh.jetstream.outages import through_outages
+from llama_mesh.jetstream.remote_journal import Journal
 from llama_mesh.v1 import resources_pb2
 
 Recorded = tuple[resources_pb2.Task, int]  # a task record and its revision
@@ -30,7 +30,7 @@ class RunningRecord:
     when the task was delivered)."""
 
     def __init__(
-        self, journal: TaskJournal, name: TaskName, start: Run, replica_id: str, known: Recorded
+        self, journal: Journal, name: TaskName, start: Run, replica_id: str, known: Recorded
     ) -> None:
         self._journal = journal
         self._name = name

@@ -175,6 +175,9 @@ class ServiceRuntime:
                         # The control plane made the streams and buckets; a replica's
                         # NATS user may not (launch/nats_users.py).
                         ensure=False,
+                        # It writes no task record or event itself: a control plane
+                        # records them, for this service's tasks only.
+                        replica_of=config.name,
                     ) as state,
                     ApiKeyStore.open(state.js, state.topology) as keys,
                 ):
