@@ -66,7 +66,7 @@ from llama_mesh.worker.runtime import ServiceRuntime
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from procs import free_port, memory_kib  # noqa: E402
+from procs import cpu_seconds, free_port, memory_kib  # noqa: E402
 
 from mesh_workflows import EchoWorkflow  # noqa: E402
 
@@ -396,6 +396,7 @@ async def retention_leg(
                     "store_bytes_on_disk": _store_bytes(data),
                     "jetstream_storage_bytes": account.storage,
                     "nats_server_rss_kib": memory_kib(server.process.pid).get("VmRSS"),
+                    "nats_server_cpu_s": round(cpu_seconds(server.process.pid), 1),
                     **await _server_state(monitor),
                     "go": await _go_memstats(profiler),
                 }
@@ -464,7 +465,9 @@ def main() -> None:
         "--profiles", type=Path, default=None, help="retention: save heap profiles here"
     )
     parser.add_argument(
-        "--gomemlimit", default="", help="retention: GOMEMLIMIT for nats-server (e.g. 64MiB)"
+        "--gomemlimit",
+        default="",
+        help="retention: GOMEMLIMIT for nats-server (e.g. 64MiB, off; default: the mesh's)",
     )
     args = parser.parse_args()
     out = asyncio.run(main_async(args))
