@@ -30,8 +30,10 @@ HANGS_ON_STOP = textwrap.dedent(
 
     async def main() -> None:
         asyncio.get_running_loop().create_task(stubborn())
+        waiting = asyncio.create_task(signals.until_signalled(watch_stdin=True))
+        await asyncio.sleep(0)  # one step: its signal handlers are in place
         print("ready", flush=True)
-        await signals.until_signalled(watch_stdin=True)
+        await waiting
 
     asyncio.run(main())
     """
