@@ -1,4 +1,4 @@
-"""The services of bench/agents_bench.py, served by `llama-mesh serve service` children
+"""The services of bench/agent_tools_bench.py, served by `llama-mesh serve service` children
 (PYTHONPATH=bench): a tool service, the loop that calls its tool, a human service and
 an agent that asks it (on the scripted model at $SCRIPTED_MODEL_URL).
 

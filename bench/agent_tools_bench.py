@@ -1,7 +1,7 @@
 """Agent legs: what a tool call through the mesh costs over the same tool in-process, and
 the memory of agent runs that wait on a person's answer.
 
-    .venv/bin/python bench/agents_bench.py [--calls 500] [--waiting 1000]
+    .venv/bin/python bench/agent_tools_bench.py [--calls 500] [--waiting 1000]
 
 Every component runs in its own process (`llama-mesh serve ...`, services from
 bench/agent_services.py); the scripted model server runs in this one.

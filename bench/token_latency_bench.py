@@ -1,7 +1,7 @@
 """Agent legs: how long a model's token takes to reach the client through the mesh.
 
-    .venv/bin/python bench/agent_bench.py            # full
-    .venv/bin/python bench/agent_bench.py --quick    # reduced
+    .venv/bin/python bench/token_latency_bench.py            # full
+    .venv/bin/python bench/token_latency_bench.py --quick    # reduced
 
 Every component runs in its own process (`llama-mesh serve nats | control-plane |
 service`), the agent `mesh_agents:talker` (a FunctionAgent on an OpenAILike LLM) in
