@@ -8,7 +8,8 @@ One runtime for every kind of service. Per replica it
   (attempt.py): what a delivery and an attempt's outcome lead to (run, retry with
   backoff, fail with a typed google.rpc.Status and a dead letter, deadline, cancel)
   is decided by core/attempt_policy.py alone;
-- stops a task when the control plane signals its cancel;
+- knows its running attempts by task, to stop one when the control plane signals its
+  cancel (running_attempts.py);
 - serves the Service API (describe, pause/resume, drain, running tasks).
 
     async with ServiceRuntime.start(EchoWorkflow(), ServiceConfig("echo"), "127.0.0.1:50051"):
@@ -33,11 +34,9 @@ from llama_mesh.client._async import CHANNEL_OPTIONS
 from llama_mesh.config import ServiceConfig
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, UnavailableError
-from llama_mesh.core.json_values import to_value
-from llama_mesh.core.names import TaskName, new_id, service_name
+from llama_mesh.core.names import new_id, service_name
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.jetstream.journal import task_key, ttl_of
 from llama_mesh.jetstream.pull_consumer import PullConsumer
 from llama_mesh.jetstream.session_turn import SessionTurns
 from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
@@ -55,10 +54,11 @@ from llama_mesh.v1 import (
 )
 from llama_mesh.worker import task_spans
 from llama_mesh.worker.agent_runner import runner_for
-from llama_mesh.worker.attempt import Attempt, Worker, take
+from llama_mesh.worker.attempt import Worker
 from llama_mesh.worker.child_tasks import ChildCaller
 from llama_mesh.worker.nested import use_mesh_for_nested
 from llama_mesh.worker.registration import Registration
+from llama_mesh.worker.running_attempts import RunningAttempts
 from llama_mesh.worker.service_api import ServiceAPIServicer
 from llama_mesh.worker.workflow_runner import WorkflowRunner
 
@@ -88,8 +88,7 @@ class ServiceRuntime:
         self.paused = False
         self.draining = False
         self.drained = asyncio.Event()
-        self.finished_count = 0
-        self._running: dict[str, Attempt] = {}
+        self._attempts = RunningAttempts()
         self._state: MeshState | None = None
         self._worker: Worker | None = None
         self._consumer: PullConsumer | None = None
@@ -224,10 +223,12 @@ class ServiceRuntime:
             capacity=self.config.max_concurrency,
         )
         # One subscription for every task's cancel signal (cheaper than one per task).
-        cancels = await state.nc.subscribe(state.topology.cancel_subject("*"), cb=self._on_cancel)
+        cancels = await state.nc.subscribe(
+            state.topology.cancel_subject("*"), cb=self._attempts.on_cancel
+        )
         await self._consumer.start()
         state.reconnect_hooks.append(self._consumer.reconnected)
-        state.reconnect_hooks.append(self._recheck_inputs)
+        state.reconnect_hooks.append(self._attempts.recheck_inputs)
         lease = asyncio.create_task(registration.keep_lease(), name=f"lease-{self.config.name}")
         logger.info(
             "service %s: replica %s serving (Service API %s)",
@@ -284,7 +285,7 @@ class ServiceRuntime:
             description=self.config.description or self.runner.description,
             input_schema=json_format.ParseDict(self.runner.input_schema(), struct_pb2.Struct()),
             replica=self.replica(),
-            running_task_count=len(self._running),
+            running_task_count=len(self._attempts),
             paused=self.paused,
             accepted_event_types=self.runner.accepted_event_types,
         )
@@ -301,7 +302,7 @@ class ServiceRuntime:
             replica_id=self.replica_id,
             address=self.address,
             state=state,
-            running_task_count=len(self._running),
+            running_task_count=len(self._attempts),
             max_concurrency=self.config.max_concurrency,
             runtime="python",
         )
@@ -309,7 +310,7 @@ class ServiceRuntime:
     # ------------------------------------------------------------ steering
 
     def running_tasks(self) -> list[resources_pb2.Task]:
-        return [attempt.task for attempt in self._running.values()]
+        return self._attempts.tasks()
 
     def pause(self) -> None:
         if self.draining:
@@ -351,7 +352,7 @@ class ServiceRuntime:
         return await asyncio.shield(self._draining)
 
     async def _drain(self, timeout: float | None) -> tuple[int, int]:
-        before = self.finished_count
+        before = self._attempts.finished_count
         consumer = self._consumer
         requeued = 0
         if consumer is not None:
@@ -370,77 +371,21 @@ class ServiceRuntime:
             extra=self.log_fields,
         )
         # Handed-back tasks left their handlers too: they are not counted as finished.
-        return self.finished_count - before - requeued, requeued
+        return self._attempts.finished_count - before - requeued, requeued
 
     # ------------------------------------------------------------ tasks
 
     async def _handle(self, msg: Msg) -> None:
         worker = self._worker
         assert worker is not None
-        envelope = resources_pb2.Envelope.FromString(msg.data)
-        if not envelope.HasField("task_assignment"):
-            logger.error("service %s: not a task on %s; dropped", self.config.name, msg.subject)
-            await msg.term()
-            return
-        assignment = envelope.task_assignment
-        name = TaskName.parse(assignment.task.name)
-        running = self._running.get(name.task_id)
-        if running is not None:
-            # Delivered again while its attempt runs here: the server did not hear the
-            # attempt's progress (e.g. its consumer was electing a leader). That attempt
-            # goes on, answering for this delivery; a second one would take its turn
-            # over, count an attempt and run the workflow again.
-            running.redelivered(msg)
-            return
-        session_ttl = (
-            proto_time.seconds(assignment.session_ttl)
-            if assignment.HasField("session_ttl")
-            else None
-        )
-        with task_spans.attempt_span(msg, envelope, self.config.name, self.replica_id):
-            attempt = await take(worker, msg, name, session_ttl)
-            if attempt is None:
-                return
-            # Registered before the attempt records RUNNING: a control plane that sees
-            # the task running and signals a cancel finds it here.
-            self._running[name.task_id] = attempt
-            try:
-                await attempt.run()
-            finally:
-                self._running.pop(name.task_id, None)
-                self.finished_count += 1
-
-    async def _on_cancel(self, msg: Msg) -> None:
-        """A cancel signal for some task: stop it if this replica runs it."""
-        attempt = self._running.get(msg.subject.rpartition(".")[2])
-        if attempt is not None:
-            signal = resources_pb2.Envelope.FromString(msg.data).task_cancellation
-            attempt.cancel(signal.reason)
-
-    async def _recheck_inputs(self) -> None:
-        """After a reconnect: answers sent meanwhile reached no subscription."""
-        for attempt in self._running.values():
-            attempt.recheck_inputs()
+        await self._attempts.run(worker, msg)
 
     async def _publish_event(
         self, task: str, type: str, payload: dict[str, Any], event_id: str
     ) -> None:
-        """Publish an event on a task's stream for a running task (a child announced,
-        an orchestrator's decision); `event_id` de-duplicates a replayed one."""
         state = self._state
         assert state is not None
-        event = resources_pb2.TaskEvent(type=type)
-        event.payload.CopyFrom(to_value(payload, f"event {type}"))
-        name = TaskName.parse(task)
-        running = self._running.get(name.task_id)
-        if running is not None:
-            # In order with the events its run streams (announced after the tool call
-            # that made the child, say).
-            await running.publish(event, event_id)
-            return
-        found = await state.tasks.find(task_key(name))
-        ttl = ttl_of(found[0]) if found is not None else None
-        await state.journal.publish(name, event, event_id=event_id, ttl=ttl)
+        await self._attempts.publish_event(state, task, type, payload, event_id)
 
     @contextlib.asynccontextmanager
     async def _slot_given_back(self) -> AsyncIterator[None]:
