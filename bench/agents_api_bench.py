@@ -16,7 +16,9 @@ Legs: a plain streamed turn (p50/p99, and the first text delta: from the request
 from the model writing its first chunk); a client-tool turn including its resume; 16
 concurrent sessions (turns/s, CPU per turn summed over the server's processes and per
 process); turn latency at the start and at the end of one long session; Responses
-create p50 and a chain of 10 with previous_response_id. `--legs` runs some of them
+create p50 and a chain of 10 with previous_response_id. And once, before either
+system, the floor (bench/agents_api_floor.py): the same agent turn in a process of its
+own with no mesh, printed beside the targets it bounds. `--legs` runs some of them
 (`--only mesh --legs concurrent --concurrent-turns 60` is ~20 s of steady turns, long
 enough to profile the processes).
 """
@@ -40,6 +42,7 @@ from typing import Any
 
 import httpx
 import openai
+from agents_api_floor import beside_targets, floor
 from llama_stack_client import AsyncLlamaStackClient
 from procs import Procs, cpu_seconds, free_port, wait_until
 from stats import summary
@@ -60,7 +63,8 @@ TOOL = {
 }
 PLAIN = {"model": "scripted", "instructions": "You are terse."}
 WITH_TOOL = {**PLAIN, "client_tools": [TOOL]}
-LEGS = ["plain", "client_tool", "concurrent", "long_session", "responses"]
+LEGS = ["floor", "plain", "client_tool", "concurrent", "long_session", "responses"]
+SYSTEM_LEGS = LEGS[1:]  # the floor runs once, without either system
 
 
 def respond(request: RecordedRequest) -> Reply:
@@ -348,9 +352,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     model.respond_with(respond)
     results: dict[str, Any] = {"load_average_start": round(os.getloadavg()[0], 2)}
     with model.serve_in_thread() as model_url, tempfile.TemporaryDirectory() as tmp:
+        if not args.legs or "floor" in args.legs:
+            results["floor"] = await floor(model, model_url, args.runs)
+            print(json.dumps({"floor": results["floor"]}, indent=1), flush=True)
         systems = {"mesh": mesh, "llama-stack": llama_stack}
         for name, system in systems.items():
-            if args.only and args.only != name:
+            if (args.only and args.only != name) or args.legs == ["floor"]:
                 continue
             procs = Procs(BENCH / "results" / "logs" / "agents_api" / name)
             try:
@@ -369,7 +376,10 @@ def report(results: dict[str, Any]) -> None:
         print("llama-mesh CPU ms per turn (16 sessions), by process:")
         for name, cpu_ms in mesh_r["concurrent"]["cpu_ms_per_turn_by_process"].items():
             print(f"  {name:40} {cpu_ms:>12}")
-    if not (mesh_r and ls_r) or any(leg not in r for leg in LEGS for r in (mesh_r, ls_r)):
+    if "floor" in results:
+        for line in beside_targets(results["floor"], mesh_r, ls_r):
+            print(line)
+    if not (mesh_r and ls_r) or any(leg not in r for leg in SYSTEM_LEGS for r in (mesh_r, ls_r)):
         return
     rows = [
         ("plain turn p50 ms", mesh_r["plain"]["turn"]["p50_ms"], ls_r["plain"]["turn"]["p50_ms"]),
