@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_mesh.launch.supervisor import read_ready_line
+from llama_mesh.launch.child_pipes import read_ready_line
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_mesh.launch.supervisor import read_ready_line
+from llama_mesh.launch.child_pipes import read_ready_line
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

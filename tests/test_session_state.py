@@ -25,9 +25,9 @@ from llama_mesh.client import AsyncClient
 from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.failpoints import ENV, armed, crash
+from llama_mesh.launch.child_pipes import read_ready_line
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.launch.supervisor import read_ready_line
 
 TESTS = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "llama-mesh"

@@ -5,22 +5,18 @@ file's settings (config/command_line.py), with the file's paths made absolute (c
 run elsewhere), the environment that lets it reach the control plane (its token, the
 mesh's CA) and send its traces (the file's `otel:` as OTEL_* variables), how a
 restart binds the port the first run chose, and, for a replica that dies, taking it
-out of the registry. nats-server is `up`'s own child (nats_spec).
+out of the registry (replica_hooks.py). nats-server is `up`'s own child (nats_spec).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from llama_mesh.client import Credentials
 from llama_mesh.client._credentials import (
     CA_FILE_ENV,
     CERT_FILE_ENV,
@@ -40,26 +36,15 @@ from llama_mesh.config.command_line import (
     SERVICE_OPTIONS,
     to_argv,
 )
-from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE, service_name
+from llama_mesh.core.names import AGENTS_SERVICE, ORCHESTRATOR_SERVICE
 from llama_mesh.launch.deployment import Deployment, ServiceSpec
 from llama_mesh.launch.deployment_keys import DeploymentKeys
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.launch.nats_users import CONTROL_PLANE as CONTROL_PLANE_USER
 from llama_mesh.launch.nats_users import NatsUsers, service_user
-from llama_mesh.launch.supervisor import (
-    Child,
-    ChildSpec,
-    Started,
-)
-from llama_mesh.v1 import (
-    control_plane_pb2,
-    control_plane_pb2_grpc,
-    resources_pb2,
-    service_pb2,
-    service_pb2_grpc,
-)
-
-logger = logging.getLogger(__name__)
+from llama_mesh.launch.replica_hooks import deregister_replica, pause_replica
+from llama_mesh.launch.supervisor import ChildSpec, Started
+from llama_mesh.v1 import resources_pb2
 
 COMMAND = [sys.executable, "-m", "llama_mesh"]
 
@@ -307,8 +292,8 @@ def _replicas(
     overlap: bool = True,
     admin: Path | None = None,
 ) -> list[ChildSpec]:
-    leave = _deregister(control_plane, name, env)
-    pause = _pause({**env, TOKEN_FILE_ENV: str(admin)} if admin is not None else env)
+    leave = deregister_replica(control_plane, name, env)
+    pause = pause_replica({**env, TOKEN_FILE_ENV: str(admin)} if admin is not None else env)
     return [
         # A draining replica may finish its tasks for up to 30 s before it exits.
         ChildSpec(
@@ -322,53 +307,6 @@ def _replicas(
         )
         for i in range(count)
     ]
-
-
-def _pause(env: dict[str, str]) -> Callable[[Child], Awaitable[None]]:
-    """What `up --watch` does to a replica it replaced, before it stops it: pause it
-    (PauseService, the operator's: with the admin token), so that it takes no task
-    after the restart is announced; those it runs finish as it drains."""
-
-    async def pause(child: Child) -> None:
-        address = str(child.ready.get("address", ""))
-        if not address:
-            return
-        credentials = Credentials.from_env(env)
-        async with credentials.channel(address) as channel:
-            await service_pb2_grpc.ServiceAPIStub(channel).PauseService(
-                service_pb2.PauseServiceRequest(), timeout=10, metadata=credentials.metadata()
-            )
-
-    return pause
-
-
-def _deregister(
-    control_plane: str, service: str, env: dict[str, str]
-) -> Callable[[Child], Awaitable[None]]:
-    """What `up` does when a replica dies: take it out of the registry at once, with
-    the replica's own credentials (it cannot do it itself any more)."""
-
-    async def leave(child: Child) -> None:
-        replica_id = str(child.ready.get("replica_id", ""))
-        if not replica_id:
-            return
-        credentials = Credentials.from_env(env)
-        async with credentials.channel(control_plane) as channel:
-            stub = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
-            try:
-                await stub.DeregisterService(
-                    control_plane_pb2.DeregisterServiceRequest(
-                        name=service_name(service), replica_id=replica_id
-                    ),
-                    timeout=5,
-                    metadata=credentials.metadata(),
-                )
-            except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.NOT_FOUND:  # gone already: fine
-                    raise
-        logger.info("%s: replica %s deregistered", child.name, replica_id)
-
-    return leave
 
 
 def _gateway(d: Deployment) -> GatewayConfig:

@@ -2,12 +2,12 @@
 restarted when they die (at a bounded rate), stopped in reverse order.
 
 Each child is a `llama-mesh serve ...` command that prints one JSON line
-``{"ready": true, ...}`` on stdout once it serves; nothing waits on a timer. Children
-run in their own session (a Ctrl-C in the terminal reaches only the supervisor, which
-then stops them in order) and get a pipe on stdin that they watch: if the supervisor
-dies without stopping them, the pipe closes and they exit too. A child with its own
-way to start (``ChildSpec.start``: nats-server, which says it is ready on stderr) is
-a direct child all the same, so its death is seen at once.
+``{"ready": true, ...}`` on stdout once it serves (its pipes: child_pipes.py); nothing
+waits on a timer. Children run in their own session (a Ctrl-C in the terminal reaches
+only the supervisor, which then stops them in order) and get a pipe on stdin that they
+watch: if the supervisor dies without stopping them, the pipe closes and they exit too.
+A child with its own way to start (``ChildSpec.start``: nats-server, which says it is
+ready on stderr) is a direct child all the same, so its death is seen at once.
 
 A child that dies is restarted unless it was restarted ``max_restarts`` times within
 the last ``window`` seconds (RestartConfig): a rate, not a count over the whole life
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -36,29 +35,18 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.launch.child_pipes import (
+    LINE_LIMIT,
+    discard,
+    drained,
+    kill,
+    pass_lines,
+    read_ready_line,
+)
 
 logger = logging.getLogger(__name__)
 
 Report = Callable[[str, "Child", dict[str, Any]], None]
-#: How long a stopped child's stderr is read for its last lines.
-STDERR_DRAIN_SECONDS = 5.0
-#: The longest line read from a child (a log line with a long traceback).
-LINE_LIMIT = 1 << 20
-
-
-async def read_ready_line(
-    stdout: asyncio.StreamReader, on_other_line: Callable[[bytes], None] | None = None
-) -> dict[str, Any] | None:
-    """The component's ready line (`{"ready": true, ...}` on stdout), or None if its
-    output ends first. Other lines go to `on_other_line`."""
-    while line := await stdout.readline():
-        with contextlib.suppress(ValueError):
-            message = json.loads(line)
-            if isinstance(message, dict) and message.get("ready") is True:
-                return message
-        if on_other_line is not None:
-            on_other_line(line)
-    return None
 
 
 class ChildError(RuntimeError):
@@ -275,7 +263,7 @@ class Supervisor:
         stderr = (
             None
             if self.on_stderr is None or process.stderr is None
-            else asyncio.create_task(_lines(process.stderr, spec.name, self.on_stderr))
+            else asyncio.create_task(pass_lines(process.stderr, spec.name, self.on_stderr))
         )
         try:
             async with asyncio.timeout(self.ready_timeout):
@@ -284,15 +272,15 @@ class Supervisor:
                     code = await process.wait()
                     raise ChildError(f"{spec.name} exited with code {code} before it was ready")
         except TimeoutError:
-            await _kill(process, stderr)
+            await kill(process, stderr)
             raise ChildError(
                 f"{spec.name} did not say it was ready within {self.ready_timeout:g}s"
             ) from None
         except BaseException:
-            await _kill(process, stderr)
+            await kill(process, stderr)
             raise
         child = Child(spec=spec, process=process, ready=ready, _stderr=stderr)
-        child._stdout = asyncio.create_task(_discard(process.stdout, spec.name))
+        child._stdout = asyncio.create_task(discard(process.stdout, spec.name))
         logger.info("%s ready (pid %d): %s", spec.name, process.pid, ready)
         return child
 
@@ -301,7 +289,7 @@ class Supervisor:
             code = await child.process.wait()
             if child._stdout is not None:
                 await child._stdout
-            await _drained(child._stderr)
+            await drained(child._stderr)
             if self._stopping:
                 return
             self._report("exited", child, {"code": code})
@@ -376,53 +364,12 @@ class Supervisor:
                     await process.wait()
             except TimeoutError:
                 logger.warning("%s (pid %d) did not stop; killing it", child.name, process.pid)
-                await _kill(process)
+                await kill(process)
         if child._stdout is not None:
             child._stdout.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await child._stdout
-        await _drained(child._stderr)
+        await drained(child._stderr)
         if process.stdin is not None:
             process.stdin.close()
         logger.info("%s (pid %d) stopped with code %s", child.name, process.pid, process.returncode)
-
-
-async def _kill(
-    process: asyncio.subprocess.Process, stderr: asyncio.Task[None] | None = None
-) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    await process.wait()
-    if process.stdin is not None:
-        process.stdin.close()
-    await _drained(stderr)
-
-
-async def _drained(reader: asyncio.Task[None] | None) -> None:
-    """Let a stderr reader pass on a stopped child's last lines (how it stopped), but
-    not wait forever on a pipe a grandchild still holds open."""
-    if reader is None:
-        return
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(STDERR_DRAIN_SECONDS):
-            await asyncio.shield(reader)
-    reader.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await reader
-
-
-async def _lines(
-    stream: asyncio.StreamReader, name: str, on_line: Callable[[str, bytes], None]
-) -> None:
-    """Pass each line of a child's stderr on, to the end of the pipe."""
-    while line := await stream.readline():
-        try:
-            on_line(name, line)
-        except Exception:
-            logger.exception("%s: a line of its stderr was lost", name)
-
-
-async def _discard(stream: asyncio.StreamReader, name: str) -> None:
-    """Keep reading a child's stdout so it never blocks on a full pipe."""
-    while line := await stream.readline():
-        logger.debug("%s: %s", name, line.decode(errors="replace").rstrip())
