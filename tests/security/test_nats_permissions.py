@@ -7,8 +7,9 @@ task, a question answered. Then, as counter's NATS user, the test tries every wa
 write a task of `approval` that waits for its person: its record, its events (and
 final event), its inbox entry, its session's token count, its dead letters, a
 journal request in approval's name or, in counter's own name, about approval's task,
-listening in on approval's journal requests or tasks, and the control planes'
-secrets. NATS refuses each (a permissions violation), the control plane refuses the
+listening in on approval's journal requests or tasks, the control planes' secrets,
+and its consumer of the task stream pointed at approval's tasks (or any other made,
+or approval's deleted). NATS refuses each (a permissions violation), the control plane refuses the
 request about a task that is not counter's (PERMISSION_DENIED), and approval's task
 is exactly as it was, and still answers to its person.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,23 @@ async def _stored(mesh: LockedMesh, key: str) -> bytes:
         await nc.close()
 
 
+async def _task_consumers(mesh: LockedMesh) -> dict[str, str]:
+    """The consumers of the task stream and their filters, read as a control plane."""
+    nc = await nats.connect(mesh.nats.url, nkeys_seed=str(mesh.users.seed_file(CONTROL_PLANE)))
+    try:
+        infos = await nc.jetstream().consumers_info("MESH_TASKS")
+        return {i.name: i.config.filter_subject or "" for i in infos}
+    finally:
+        await nc.close()
+
+
+def _consumer_request(durable: str | None, filter_subject: str) -> bytes:
+    config: dict[str, Any] = {"filter_subject": filter_subject, "ack_policy": "explicit"}
+    if durable is not None:
+        config["durable_name"] = durable
+    return json.dumps({"stream_name": "MESH_TASKS", "config": config}).encode()
+
+
 async def _until_waiting(handle: TaskHandle) -> AsyncIterator[Any]:
     async for event in handle.events():
         yield event
@@ -200,6 +219,27 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
             "$js.api.consumer.msg.next.mesh_tasks.svc_approval": nc.request(
                 "$JS.API.CONSUMER.MSG.NEXT.MESH_TASKS.svc_approval", b"{}", timeout=1
             ),
+            # counter's consumer filtered on approval's tasks (JetStream's create of a
+            # durable that exists updates it), any other consumer of the task stream,
+            # or approval's deleted
+            "$js.api.consumer.durable.create.mesh_tasks.svc_counter": nc.request(
+                "$JS.API.CONSUMER.DURABLE.CREATE.MESH_TASKS.svc_counter",
+                _consumer_request("svc_counter", "mesh.tasks.approval"),
+                timeout=1,
+            ),
+            "$js.api.consumer.create.mesh_tasks.svc_counter.mesh.tasks.approval": nc.request(
+                "$JS.API.CONSUMER.CREATE.MESH_TASKS.svc_counter.mesh.tasks.approval",
+                _consumer_request("svc_counter", "mesh.tasks.approval"),
+                timeout=1,
+            ),
+            '"$js.api.consumer.create.mesh_tasks"': nc.request(
+                "$JS.API.CONSUMER.CREATE.MESH_TASKS",
+                _consumer_request(None, "mesh.tasks.approval"),
+                timeout=1,
+            ),
+            "$js.api.consumer.delete.mesh_tasks.svc_approval": nc.request(
+                "$JS.API.CONSUMER.DELETE.MESH_TASKS.svc_approval", b"", timeout=1
+            ),
             # deleting the mesh's streams
             "$js.api.stream.delete.mesh_events": nc.request(
                 "$JS.API.STREAM.DELETE.MESH_EVENTS", b"", timeout=1
@@ -244,6 +284,10 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
     finally:
         await nc.close()
 
+    # Each service's consumer takes its own service's tasks, and there is no other.
+    assert await _task_consumers(mesh) == {
+        f"svc_{service}": f"mesh.tasks.{service}" for service in SERVICES
+    }
     # The victim is as it was, and still answers to its person.
     assert await _stored(mesh, key) == stored_before
     assert [(e.sequence, e.type) async for e in _until_waiting(victim)] == events_before

@@ -39,7 +39,8 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
-from llama_mesh.jetstream.topology import ensure_consumer, ensure_service_consumer
+from llama_mesh.jetstream.service_consumer import ensure_service_consumer
+from llama_mesh.jetstream.topology import ensure_consumer
 from llama_mesh.rpc.identity import caller
 from llama_mesh.telemetry import tracing
 from llama_mesh.v1 import queue_pb2 as q

@@ -33,6 +33,7 @@ from llama_mesh.core.limits import (
 from llama_mesh.core.names import parse_service_name
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.service_consumer import place_service_consumer
 from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
@@ -88,6 +89,21 @@ def _check_sizes(request: cp.RegisterServiceRequest) -> None:
     check_chars("replica.replica_id", replica.replica_id, MAX_ID_CHARS)
     check_chars("replica.address", replica.address, MAX_ADDRESS_CHARS)
     check_chars("replica.runtime", replica.runtime, MAX_ID_CHARS)
+
+
+MAX_ACK_WAIT = 24 * 3600.0
+
+
+def _ack_wait(request: cp.RegisterServiceRequest) -> float | None:
+    """The ack wait the replica asks for (None: whatever the consumer has)."""
+    if not request.HasField("ack_wait"):
+        return None
+    ack_wait = proto_time.seconds(request.ack_wait)
+    if not 0 < ack_wait <= MAX_ACK_WAIT:
+        raise InvalidArgumentError(
+            f"ack_wait must be positive and at most {MAX_ACK_WAIT:.0f}s, not {ack_wait}s"
+        )
+    return ack_wait
 
 
 class ServiceRegistry:
@@ -156,6 +172,8 @@ class ServiceRegistry:
         lease = proto_time.seconds(request.lease_duration) or DEFAULT_LEASE
         if lease < 0:
             raise InvalidArgumentError("lease_duration must not be negative")
+        ack_wait = _ack_wait(request)
+        await self._place_consumer(service_id, request.replica.replica_id, ack_wait)
         expire = proto_time.timestamp(time.time() + lease)
         replica = resources_pb2.Replica()
         replica.CopyFrom(request.replica)
@@ -196,6 +214,22 @@ class ServiceRegistry:
             service=service,
             lease_expire_time=expire,
             queue_config=self.state.topology.queue_config(self.state.nats_urls),
+        )
+
+    async def _place_consumer(
+        self, service_id: str, replica_id: str, ack_wait: float | None
+    ) -> None:
+        """Create or correct the service's task consumer before its replica is
+        registered (a replica may not touch it: launch/nats_users.py). The ack wait the
+        replica asks for applies when no other replica is live, else the consumer's
+        stays (the replicas running keep their tasks alive by it)."""
+        found = await self.state.services.find(service_id)
+        if found is not None:
+            live_replicas(found[0])
+            if any(r.replica_id != replica_id for r in found[0].replicas):
+                ack_wait = None
+        await place_service_consumer(
+            self.state.js, self.state.topology, service_id, ack_wait=ack_wait
         )
 
     async def renew_service_lease(

@@ -15,6 +15,9 @@ JS_CONSUMER_NAME_EXIST = 10013
 """JSConsumerNameExistErr: the consumer name is already in use."""
 JS_CONSUMER_ALREADY_EXISTS = 10148
 """JSConsumerAlreadyExists: a consumer of this name exists with another config."""
+JS_CONSUMER_WQ_NOT_UNIQUE = 10100
+"""JSConsumerWQConsumerNotUniqueErr: "filtered consumer not unique on workqueue stream"
+(another consumer of a work queue takes some of the same subjects)."""
 
 # Compare-and-set writes (expected last sequence per subject) that lost the race.
 JS_STREAM_WRONG_LAST_SEQUENCE = 10071

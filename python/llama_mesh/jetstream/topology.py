@@ -243,7 +243,7 @@ class Topology:
         ]
         for config in streams:
             try:
-                await _while_forming(functools.partial(js.add_stream, config))
+                await while_forming(functools.partial(js.add_stream, config))
             except BadRequestError as err:
                 # A stream with this name exists with another config (an older
                 # version's): bring it up to date where JetStream allows it, else keep it.
@@ -269,7 +269,7 @@ class Topology:
             ("secrets", False),
         ):
             try:
-                await _while_forming(
+                await while_forming(
                     functools.partial(
                         js.create_key_value,
                         bucket=self.bucket(name),
@@ -286,7 +286,7 @@ class Topology:
                     raise
 
 
-async def _while_forming(create: Callable[[], Awaitable[T]], *, budget: float = 30.0) -> T:
+async def while_forming(create: Callable[[], Awaitable[T]], *, budget: float = 30.0) -> T:
     """Run `create`, retrying with backoff while the cluster is still forming."""
     delay = 0.05
     loop = asyncio.get_running_loop()
@@ -303,42 +303,15 @@ async def _while_forming(create: Callable[[], Awaitable[T]], *, budget: float = 
             delay = min(delay * 2, 1.0)
 
 
-async def ensure_service_consumer(
-    js: JetStreamContext,
-    topology: Topology,
-    service_id: str,
-    *,
-    ack_wait: float = 30.0,
-    max_ack_pending: int = 10_000,
-) -> str:
-    """Create (or keep) the durable consumer that all replicas of a service share.
-
-    ``max_deliver`` is unlimited here: the runtime counts attempts against each task's
-    own retry policy and dead-letters the task itself.
-    """
-    durable = topology.service_consumer(service_id)
-    config = api.ConsumerConfig(
-        durable_name=durable,
-        filter_subject=topology.task_subject(service_id),
-        ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=ack_wait,
-        max_deliver=-1,
-        max_ack_pending=max_ack_pending,
-        max_waiting=4096,
-    )
-    return await ensure_consumer(js, topology.task_stream, config)
-
-
 async def ensure_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> str:
-    """Create (or keep) a durable consumer; its name.
+    """Create a durable consumer, or update it to `config`; its name.
 
-    The first creator's config wins: a member that asks for another (e.g. another
-    ack_wait) joins the consumer as it is.
+    JetStream's create of a durable that exists updates what it can (e.g. the ack
+    wait), so the last caller's config applies.
     """
     assert config.durable_name is not None
     try:
-        await _while_forming(functools.partial(js.add_consumer, stream, config))
+        await while_forming(functools.partial(js.add_consumer, stream, config))
     except BadRequestError as err:
         if err.err_code not in CONSUMER_EXISTS:
             raise

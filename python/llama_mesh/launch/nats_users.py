@@ -64,12 +64,13 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
     """All a replica of `service_id` may do on NATS, and nothing else.
 
     It reads the mesh's state (not the control planes' secrets), takes its tasks from
-    its own durable consumer and acks them, writes its own service's session state
-    (keys ``{session}.{service}``) and dead letters, and asks a control plane to
-    record its tasks' events and token usage (``journal.{service}``). It publishes no
-    task, event or answer, writes no task record, session, count or index, and touches
-    no stream or consumer but its own. It may not listen on task subjects (another
-    service's work) or journal subjects (the control planes' queue group).
+    its service's durable consumer (which a control plane made) and acks them,
+    writes its own service's session state (keys ``{session}.{service}``) and dead
+    letters, and asks a control plane to record its tasks' events and token usage
+    (``journal.{service}``). It publishes no task, event or answer, writes no task
+    record, session, count or index, changes no stream, and creates or changes no
+    consumer of the task stream. It may not listen on task subjects (another service's
+    work) or journal subjects (the control planes' queue group).
     """
     api = "$JS.API"
     big = prefix.upper()
@@ -90,8 +91,10 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
         *(f"{api}.CONSUMER.CREATE.{stream}.>" for stream in streams),
         *(f"{api}.CONSUMER.INFO.{stream}.*" for stream in streams),
         "$JS.FC.>",
-        # its own tasks: its durable consumer, pulled and acked
-        f"{api}.CONSUMER.DURABLE.CREATE.{tasks}.{consumer}",
+        # its own tasks: its service's durable consumer, pulled and acked. A control
+        # plane makes it (service_consumer.py): a replica that could create or update
+        # it could filter it on another service's tasks, and JetStream cannot restrict
+        # a consumer's config in a permission.
         f"{api}.CONSUMER.INFO.{tasks}.{consumer}",
         f"{api}.CONSUMER.MSG.NEXT.{tasks}.{consumer}",
         f"$JS.ACK.{tasks}.{consumer}.>",

@@ -34,6 +34,7 @@ class RegisterServiceRequest(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    ACK_WAIT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def service(self) -> _resources_pb2.Service:
         """The service; its name is `services/{service}` where {service} matches
@@ -48,16 +49,27 @@ class RegisterServiceRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """How long the lease lasts without renewal. Default 10s."""
 
+    @_builtins.property
+    def ack_wait(self) -> _duration_pb2.Duration:
+        """How long a task taken by a replica of the service may go without a sign
+        of life before it is delivered to another replica (the ack wait of the
+        service's consumer, which the control plane creates). It applies when no
+        other replica of the service is live; a replica that joins running ones
+        takes the consumer's ack wait as it is. Unset: the consumer's, or 30s for
+        a new one. Must be positive and at most a day.
+        """
+
     def __init__(
         self,
         *,
         service: _resources_pb2.Service | None = ...,
         replica: _resources_pb2.Replica | None = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        ack_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "replica", b"replica", "service", b"service"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_wait", b"ack_wait", "lease_duration", b"lease_duration", "replica", b"replica", "service", b"service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "replica", b"replica", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_wait", b"ack_wait", "lease_duration", b"lease_duration", "replica", b"replica", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -143,7 +143,10 @@ class ControlPlaneAPIServicer:
         """Registers a replica of a service, creating the service on first use,
         and grants it a lease that RenewServiceLease keeps alive. Registering
         again with the same replica_id replaces that replica.
-        Returns INVALID_ARGUMENT if the service id or replica is malformed.
+        Creates the service's task consumer, or corrects it, before the replica
+        is registered: replicas only take tasks from it.
+        Returns INVALID_ARGUMENT if the service id, replica or ack_wait is
+        malformed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,10 @@ class ControlPlaneAPIStub:
     """Registers a replica of a service, creating the service on first use,
     and grants it a lease that RenewServiceLease keeps alive. Registering
     again with the same replica_id replaces that replica.
-    Returns INVALID_ARGUMENT if the service id or replica is malformed.
+    Creates the service's task consumer, or corrects it, before the replica
+    is registered: replicas only take tasks from it.
+    Returns INVALID_ARGUMENT if the service id, replica or ack_wait is
+    malformed.
     """
     RenewServiceLease: _grpc.UnaryUnaryMultiCallable[_control_plane_pb2.RenewServiceLeaseRequest, _control_plane_pb2.RenewServiceLeaseResponse]
     """Renews a replica's lease and reports its load.
@@ -162,7 +165,10 @@ class ControlPlaneAPIAsyncStub(ControlPlaneAPIStub):
     """Registers a replica of a service, creating the service on first use,
     and grants it a lease that RenewServiceLease keeps alive. Registering
     again with the same replica_id replaces that replica.
-    Returns INVALID_ARGUMENT if the service id or replica is malformed.
+    Creates the service's task consumer, or corrects it, before the replica
+    is registered: replicas only take tasks from it.
+    Returns INVALID_ARGUMENT if the service id, replica or ack_wait is
+    malformed.
     """
     RenewServiceLease: _aio.UnaryUnaryMultiCallable[_control_plane_pb2.RenewServiceLeaseRequest, _control_plane_pb2.RenewServiceLeaseResponse]  # type: ignore[assignment]
     """Renews a replica's lease and reports its load.
@@ -282,7 +288,10 @@ class ControlPlaneAPIServicer(metaclass=_abc_1.ABCMeta):
         """Registers a replica of a service, creating the service on first use,
         and grants it a lease that RenewServiceLease keeps alive. Registering
         again with the same replica_id replaces that replica.
-        Returns INVALID_ARGUMENT if the service id or replica is malformed.
+        Creates the service's task consumer, or corrects it, before the replica
+        is registered: replicas only take tasks from it.
+        Returns INVALID_ARGUMENT if the service id, replica or ack_wait is
+        malformed.
         """
 
     @_abc_1.abstractmethod

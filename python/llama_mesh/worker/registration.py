@@ -1,5 +1,8 @@
 """A replica's place in the control plane's registry: register, keep the lease, leave.
 
+Registering also has the control plane create (or correct) the service's task
+consumer, with the ack wait the replica asks for: a replica may only bind to it.
+
 The lease is the replica's heartbeat: renewed every third of its length (room for
 two misses); a renewal that finds the replica gone (NOT_FOUND, e.g. after the lease
 lapsed) registers it again.
@@ -35,6 +38,7 @@ class Registration:
         replica: Callable[[], resources_pb2.Replica],
         lease: float,
         metadata: list[tuple[str, str]],
+        ack_wait: float | None = None,
     ) -> None:
         self._stub = stub
         self._control_plane = control_plane
@@ -44,6 +48,7 @@ class Registration:
         self._replica = replica
         self._lease = lease
         self._metadata = metadata  # the replica's credentials
+        self._ack_wait = ack_wait  # for the service's consumer, which the control plane makes
 
     async def register(self) -> resources_pb2.QueueConfig:
         """Join the registry; where the mesh's queue is."""
@@ -53,6 +58,9 @@ class Registration:
                     service=self._service(),
                     replica=self._replica(),
                     lease_duration=proto_time.duration(self._lease),
+                    ack_wait=(
+                        None if self._ack_wait is None else proto_time.duration(self._ack_wait)
+                    ),
                 ),
                 timeout=10,
                 metadata=self._metadata,

@@ -38,8 +38,9 @@ from llama_mesh.core.names import new_id, service_name
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.pull_consumer import PullConsumer
+from llama_mesh.jetstream.service_consumer import bind_service_consumer
 from llama_mesh.jetstream.session_turn import SessionTurns
-from llama_mesh.jetstream.topology import Topology, ensure_service_consumer
+from llama_mesh.jetstream.topology import Topology
 from llama_mesh.rpc.metrics_access import metrics_access
 from llama_mesh.rpc.security import NO_AUTH, SecurityConfig, server_security
 from llama_mesh.rpc.server import serve
@@ -144,6 +145,7 @@ class ServiceRuntime:
                 runtime.replica,
                 config.lease,
                 creds.metadata(),
+                ack_wait=config.ack_wait,
             )
             servicer = ServiceAPIServicer(runtime)
             async with (
@@ -182,12 +184,16 @@ class ServiceRuntime:
                 ):
                     runtime._state = state
                     runtime._keys = keys
+                    # Its signs of life go by the ack wait of its service's consumer.
+                    ack_wait = await bind_service_consumer(
+                        state.js, state.topology, config.name, config.ack_wait
+                    )
                     runtime._worker = Worker(
                         state,
                         runtime.runner,
                         config.name,
                         runtime.replica_id,
-                        config.ack_wait,
+                        ack_wait,
                         SessionTurns(state, config.name),
                         runtime._slot_given_back,
                         caller,
@@ -212,13 +218,10 @@ class ServiceRuntime:
     async def _serving(self, registration: Registration) -> AsyncIterator[None]:
         state = self._state
         assert state is not None
-        durable = await ensure_service_consumer(
-            state.js, state.topology, self.config.name, ack_wait=self.config.ack_wait
-        )
         self._consumer = PullConsumer(
             state.nc,
             state.topology.task_stream,
-            durable,
+            state.topology.service_consumer(self.config.name),
             self._handle,
             capacity=self.config.max_concurrency,
         )

@@ -39,6 +39,13 @@ type RegisterServiceRequest struct {
 	Replica *Replica `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
 	// How long the lease lasts without renewal. Default 10s.
 	LeaseDuration *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
+	// How long a task taken by a replica of the service may go without a sign
+	// of life before it is delivered to another replica (the ack wait of the
+	// service's consumer, which the control plane creates). It applies when no
+	// other replica of the service is live; a replica that joins running ones
+	// takes the consumer's ack wait as it is. Unset: the consumer's, or 30s for
+	// a new one. Must be positive and at most a day.
+	AckWait       *durationpb.Duration `protobuf:"bytes,4,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -90,6 +97,13 @@ func (x *RegisterServiceRequest) GetReplica() *Replica {
 func (x *RegisterServiceRequest) GetLeaseDuration() *durationpb.Duration {
 	if x != nil {
 		return x.LeaseDuration
+	}
+	return nil
+}
+
+func (x *RegisterServiceRequest) GetAckWait() *durationpb.Duration {
+	if x != nil {
+		return x.AckWait
 	}
 	return nil
 }
@@ -1953,11 +1967,12 @@ var File_llama_mesh_v1_control_plane_proto protoreflect.FileDescriptor
 
 const file_llama_mesh_v1_control_plane_proto_rawDesc = "" +
 	"\n" +
-	"!llama_mesh/v1/control_plane.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dllama_mesh/v1/resources.proto\"\xca\x01\n" +
+	"!llama_mesh/v1/control_plane.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dllama_mesh/v1/resources.proto\"\x80\x02\n" +
 	"\x16RegisterServiceRequest\x126\n" +
 	"\aservice\x18\x01 \x01(\v2\x16.llama_mesh.v1.ServiceB\x04\xe2A\x01\x02R\aservice\x126\n" +
 	"\areplica\x18\x02 \x01(\v2\x16.llama_mesh.v1.ReplicaB\x04\xe2A\x01\x02R\areplica\x12@\n" +
-	"\x0elease_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\"\xd2\x01\n" +
+	"\x0elease_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x124\n" +
+	"\back_wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aackWait\"\xd2\x01\n" +
 	"\x17RegisterServiceResponse\x120\n" +
 	"\aservice\x18\x01 \x01(\v2\x16.llama_mesh.v1.ServiceR\aservice\x12F\n" +
 	"\x11lease_expire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12=\n" +
@@ -2154,73 +2169,74 @@ var file_llama_mesh_v1_control_plane_proto_depIdxs = []int32{
 	36, // 0: llama_mesh.v1.RegisterServiceRequest.service:type_name -> llama_mesh.v1.Service
 	37, // 1: llama_mesh.v1.RegisterServiceRequest.replica:type_name -> llama_mesh.v1.Replica
 	38, // 2: llama_mesh.v1.RegisterServiceRequest.lease_duration:type_name -> google.protobuf.Duration
-	36, // 3: llama_mesh.v1.RegisterServiceResponse.service:type_name -> llama_mesh.v1.Service
-	39, // 4: llama_mesh.v1.RegisterServiceResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	40, // 5: llama_mesh.v1.RegisterServiceResponse.queue_config:type_name -> llama_mesh.v1.QueueConfig
-	41, // 6: llama_mesh.v1.RenewServiceLeaseRequest.state:type_name -> llama_mesh.v1.ReplicaState
-	38, // 7: llama_mesh.v1.RenewServiceLeaseRequest.lease_duration:type_name -> google.protobuf.Duration
-	39, // 8: llama_mesh.v1.RenewServiceLeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	36, // 9: llama_mesh.v1.GetServiceResponse.service:type_name -> llama_mesh.v1.Service
-	36, // 10: llama_mesh.v1.ListServicesResponse.services:type_name -> llama_mesh.v1.Service
-	42, // 11: llama_mesh.v1.CreateSessionRequest.session:type_name -> llama_mesh.v1.Session
-	42, // 12: llama_mesh.v1.CreateSessionResponse.session:type_name -> llama_mesh.v1.Session
-	42, // 13: llama_mesh.v1.GetSessionResponse.session:type_name -> llama_mesh.v1.Session
-	42, // 14: llama_mesh.v1.ListSessionsResponse.sessions:type_name -> llama_mesh.v1.Session
-	43, // 15: llama_mesh.v1.CreateTaskRequest.task:type_name -> llama_mesh.v1.Task
-	43, // 16: llama_mesh.v1.CreateTaskResponse.task:type_name -> llama_mesh.v1.Task
-	43, // 17: llama_mesh.v1.RunTaskRequest.task:type_name -> llama_mesh.v1.Task
-	43, // 18: llama_mesh.v1.RunTaskResponse.task:type_name -> llama_mesh.v1.Task
-	38, // 19: llama_mesh.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
-	43, // 20: llama_mesh.v1.WaitTaskResponse.task:type_name -> llama_mesh.v1.Task
-	43, // 21: llama_mesh.v1.GetTaskResponse.task:type_name -> llama_mesh.v1.Task
-	44, // 22: llama_mesh.v1.ListTasksRequest.states:type_name -> llama_mesh.v1.TaskState
-	43, // 23: llama_mesh.v1.ListTasksResponse.tasks:type_name -> llama_mesh.v1.Task
-	43, // 24: llama_mesh.v1.CancelTaskResponse.task:type_name -> llama_mesh.v1.Task
-	45, // 25: llama_mesh.v1.StreamTaskEventsResponse.event:type_name -> llama_mesh.v1.TaskEvent
-	46, // 26: llama_mesh.v1.SendTaskEventRequest.payload:type_name -> google.protobuf.Struct
-	43, // 27: llama_mesh.v1.SendTaskEventResponse.task:type_name -> llama_mesh.v1.Task
-	40, // 28: llama_mesh.v1.GetQueueConfigResponse.queue_config:type_name -> llama_mesh.v1.QueueConfig
-	0,  // 29: llama_mesh.v1.ControlPlaneAPI.RegisterService:input_type -> llama_mesh.v1.RegisterServiceRequest
-	2,  // 30: llama_mesh.v1.ControlPlaneAPI.RenewServiceLease:input_type -> llama_mesh.v1.RenewServiceLeaseRequest
-	4,  // 31: llama_mesh.v1.ControlPlaneAPI.DeregisterService:input_type -> llama_mesh.v1.DeregisterServiceRequest
-	6,  // 32: llama_mesh.v1.ControlPlaneAPI.GetService:input_type -> llama_mesh.v1.GetServiceRequest
-	8,  // 33: llama_mesh.v1.ControlPlaneAPI.ListServices:input_type -> llama_mesh.v1.ListServicesRequest
-	10, // 34: llama_mesh.v1.ControlPlaneAPI.CreateSession:input_type -> llama_mesh.v1.CreateSessionRequest
-	12, // 35: llama_mesh.v1.ControlPlaneAPI.GetSession:input_type -> llama_mesh.v1.GetSessionRequest
-	14, // 36: llama_mesh.v1.ControlPlaneAPI.ListSessions:input_type -> llama_mesh.v1.ListSessionsRequest
-	16, // 37: llama_mesh.v1.ControlPlaneAPI.DeleteSession:input_type -> llama_mesh.v1.DeleteSessionRequest
-	18, // 38: llama_mesh.v1.ControlPlaneAPI.CreateTask:input_type -> llama_mesh.v1.CreateTaskRequest
-	20, // 39: llama_mesh.v1.ControlPlaneAPI.RunTask:input_type -> llama_mesh.v1.RunTaskRequest
-	22, // 40: llama_mesh.v1.ControlPlaneAPI.WaitTask:input_type -> llama_mesh.v1.WaitTaskRequest
-	24, // 41: llama_mesh.v1.ControlPlaneAPI.GetTask:input_type -> llama_mesh.v1.GetTaskRequest
-	26, // 42: llama_mesh.v1.ControlPlaneAPI.ListTasks:input_type -> llama_mesh.v1.ListTasksRequest
-	28, // 43: llama_mesh.v1.ControlPlaneAPI.CancelTask:input_type -> llama_mesh.v1.CancelTaskRequest
-	30, // 44: llama_mesh.v1.ControlPlaneAPI.StreamTaskEvents:input_type -> llama_mesh.v1.StreamTaskEventsRequest
-	32, // 45: llama_mesh.v1.ControlPlaneAPI.SendTaskEvent:input_type -> llama_mesh.v1.SendTaskEventRequest
-	34, // 46: llama_mesh.v1.ControlPlaneAPI.GetQueueConfig:input_type -> llama_mesh.v1.GetQueueConfigRequest
-	1,  // 47: llama_mesh.v1.ControlPlaneAPI.RegisterService:output_type -> llama_mesh.v1.RegisterServiceResponse
-	3,  // 48: llama_mesh.v1.ControlPlaneAPI.RenewServiceLease:output_type -> llama_mesh.v1.RenewServiceLeaseResponse
-	5,  // 49: llama_mesh.v1.ControlPlaneAPI.DeregisterService:output_type -> llama_mesh.v1.DeregisterServiceResponse
-	7,  // 50: llama_mesh.v1.ControlPlaneAPI.GetService:output_type -> llama_mesh.v1.GetServiceResponse
-	9,  // 51: llama_mesh.v1.ControlPlaneAPI.ListServices:output_type -> llama_mesh.v1.ListServicesResponse
-	11, // 52: llama_mesh.v1.ControlPlaneAPI.CreateSession:output_type -> llama_mesh.v1.CreateSessionResponse
-	13, // 53: llama_mesh.v1.ControlPlaneAPI.GetSession:output_type -> llama_mesh.v1.GetSessionResponse
-	15, // 54: llama_mesh.v1.ControlPlaneAPI.ListSessions:output_type -> llama_mesh.v1.ListSessionsResponse
-	17, // 55: llama_mesh.v1.ControlPlaneAPI.DeleteSession:output_type -> llama_mesh.v1.DeleteSessionResponse
-	19, // 56: llama_mesh.v1.ControlPlaneAPI.CreateTask:output_type -> llama_mesh.v1.CreateTaskResponse
-	21, // 57: llama_mesh.v1.ControlPlaneAPI.RunTask:output_type -> llama_mesh.v1.RunTaskResponse
-	23, // 58: llama_mesh.v1.ControlPlaneAPI.WaitTask:output_type -> llama_mesh.v1.WaitTaskResponse
-	25, // 59: llama_mesh.v1.ControlPlaneAPI.GetTask:output_type -> llama_mesh.v1.GetTaskResponse
-	27, // 60: llama_mesh.v1.ControlPlaneAPI.ListTasks:output_type -> llama_mesh.v1.ListTasksResponse
-	29, // 61: llama_mesh.v1.ControlPlaneAPI.CancelTask:output_type -> llama_mesh.v1.CancelTaskResponse
-	31, // 62: llama_mesh.v1.ControlPlaneAPI.StreamTaskEvents:output_type -> llama_mesh.v1.StreamTaskEventsResponse
-	33, // 63: llama_mesh.v1.ControlPlaneAPI.SendTaskEvent:output_type -> llama_mesh.v1.SendTaskEventResponse
-	35, // 64: llama_mesh.v1.ControlPlaneAPI.GetQueueConfig:output_type -> llama_mesh.v1.GetQueueConfigResponse
-	47, // [47:65] is the sub-list for method output_type
-	29, // [29:47] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	38, // 3: llama_mesh.v1.RegisterServiceRequest.ack_wait:type_name -> google.protobuf.Duration
+	36, // 4: llama_mesh.v1.RegisterServiceResponse.service:type_name -> llama_mesh.v1.Service
+	39, // 5: llama_mesh.v1.RegisterServiceResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	40, // 6: llama_mesh.v1.RegisterServiceResponse.queue_config:type_name -> llama_mesh.v1.QueueConfig
+	41, // 7: llama_mesh.v1.RenewServiceLeaseRequest.state:type_name -> llama_mesh.v1.ReplicaState
+	38, // 8: llama_mesh.v1.RenewServiceLeaseRequest.lease_duration:type_name -> google.protobuf.Duration
+	39, // 9: llama_mesh.v1.RenewServiceLeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	36, // 10: llama_mesh.v1.GetServiceResponse.service:type_name -> llama_mesh.v1.Service
+	36, // 11: llama_mesh.v1.ListServicesResponse.services:type_name -> llama_mesh.v1.Service
+	42, // 12: llama_mesh.v1.CreateSessionRequest.session:type_name -> llama_mesh.v1.Session
+	42, // 13: llama_mesh.v1.CreateSessionResponse.session:type_name -> llama_mesh.v1.Session
+	42, // 14: llama_mesh.v1.GetSessionResponse.session:type_name -> llama_mesh.v1.Session
+	42, // 15: llama_mesh.v1.ListSessionsResponse.sessions:type_name -> llama_mesh.v1.Session
+	43, // 16: llama_mesh.v1.CreateTaskRequest.task:type_name -> llama_mesh.v1.Task
+	43, // 17: llama_mesh.v1.CreateTaskResponse.task:type_name -> llama_mesh.v1.Task
+	43, // 18: llama_mesh.v1.RunTaskRequest.task:type_name -> llama_mesh.v1.Task
+	43, // 19: llama_mesh.v1.RunTaskResponse.task:type_name -> llama_mesh.v1.Task
+	38, // 20: llama_mesh.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	43, // 21: llama_mesh.v1.WaitTaskResponse.task:type_name -> llama_mesh.v1.Task
+	43, // 22: llama_mesh.v1.GetTaskResponse.task:type_name -> llama_mesh.v1.Task
+	44, // 23: llama_mesh.v1.ListTasksRequest.states:type_name -> llama_mesh.v1.TaskState
+	43, // 24: llama_mesh.v1.ListTasksResponse.tasks:type_name -> llama_mesh.v1.Task
+	43, // 25: llama_mesh.v1.CancelTaskResponse.task:type_name -> llama_mesh.v1.Task
+	45, // 26: llama_mesh.v1.StreamTaskEventsResponse.event:type_name -> llama_mesh.v1.TaskEvent
+	46, // 27: llama_mesh.v1.SendTaskEventRequest.payload:type_name -> google.protobuf.Struct
+	43, // 28: llama_mesh.v1.SendTaskEventResponse.task:type_name -> llama_mesh.v1.Task
+	40, // 29: llama_mesh.v1.GetQueueConfigResponse.queue_config:type_name -> llama_mesh.v1.QueueConfig
+	0,  // 30: llama_mesh.v1.ControlPlaneAPI.RegisterService:input_type -> llama_mesh.v1.RegisterServiceRequest
+	2,  // 31: llama_mesh.v1.ControlPlaneAPI.RenewServiceLease:input_type -> llama_mesh.v1.RenewServiceLeaseRequest
+	4,  // 32: llama_mesh.v1.ControlPlaneAPI.DeregisterService:input_type -> llama_mesh.v1.DeregisterServiceRequest
+	6,  // 33: llama_mesh.v1.ControlPlaneAPI.GetService:input_type -> llama_mesh.v1.GetServiceRequest
+	8,  // 34: llama_mesh.v1.ControlPlaneAPI.ListServices:input_type -> llama_mesh.v1.ListServicesRequest
+	10, // 35: llama_mesh.v1.ControlPlaneAPI.CreateSession:input_type -> llama_mesh.v1.CreateSessionRequest
+	12, // 36: llama_mesh.v1.ControlPlaneAPI.GetSession:input_type -> llama_mesh.v1.GetSessionRequest
+	14, // 37: llama_mesh.v1.ControlPlaneAPI.ListSessions:input_type -> llama_mesh.v1.ListSessionsRequest
+	16, // 38: llama_mesh.v1.ControlPlaneAPI.DeleteSession:input_type -> llama_mesh.v1.DeleteSessionRequest
+	18, // 39: llama_mesh.v1.ControlPlaneAPI.CreateTask:input_type -> llama_mesh.v1.CreateTaskRequest
+	20, // 40: llama_mesh.v1.ControlPlaneAPI.RunTask:input_type -> llama_mesh.v1.RunTaskRequest
+	22, // 41: llama_mesh.v1.ControlPlaneAPI.WaitTask:input_type -> llama_mesh.v1.WaitTaskRequest
+	24, // 42: llama_mesh.v1.ControlPlaneAPI.GetTask:input_type -> llama_mesh.v1.GetTaskRequest
+	26, // 43: llama_mesh.v1.ControlPlaneAPI.ListTasks:input_type -> llama_mesh.v1.ListTasksRequest
+	28, // 44: llama_mesh.v1.ControlPlaneAPI.CancelTask:input_type -> llama_mesh.v1.CancelTaskRequest
+	30, // 45: llama_mesh.v1.ControlPlaneAPI.StreamTaskEvents:input_type -> llama_mesh.v1.StreamTaskEventsRequest
+	32, // 46: llama_mesh.v1.ControlPlaneAPI.SendTaskEvent:input_type -> llama_mesh.v1.SendTaskEventRequest
+	34, // 47: llama_mesh.v1.ControlPlaneAPI.GetQueueConfig:input_type -> llama_mesh.v1.GetQueueConfigRequest
+	1,  // 48: llama_mesh.v1.ControlPlaneAPI.RegisterService:output_type -> llama_mesh.v1.RegisterServiceResponse
+	3,  // 49: llama_mesh.v1.ControlPlaneAPI.RenewServiceLease:output_type -> llama_mesh.v1.RenewServiceLeaseResponse
+	5,  // 50: llama_mesh.v1.ControlPlaneAPI.DeregisterService:output_type -> llama_mesh.v1.DeregisterServiceResponse
+	7,  // 51: llama_mesh.v1.ControlPlaneAPI.GetService:output_type -> llama_mesh.v1.GetServiceResponse
+	9,  // 52: llama_mesh.v1.ControlPlaneAPI.ListServices:output_type -> llama_mesh.v1.ListServicesResponse
+	11, // 53: llama_mesh.v1.ControlPlaneAPI.CreateSession:output_type -> llama_mesh.v1.CreateSessionResponse
+	13, // 54: llama_mesh.v1.ControlPlaneAPI.GetSession:output_type -> llama_mesh.v1.GetSessionResponse
+	15, // 55: llama_mesh.v1.ControlPlaneAPI.ListSessions:output_type -> llama_mesh.v1.ListSessionsResponse
+	17, // 56: llama_mesh.v1.ControlPlaneAPI.DeleteSession:output_type -> llama_mesh.v1.DeleteSessionResponse
+	19, // 57: llama_mesh.v1.ControlPlaneAPI.CreateTask:output_type -> llama_mesh.v1.CreateTaskResponse
+	21, // 58: llama_mesh.v1.ControlPlaneAPI.RunTask:output_type -> llama_mesh.v1.RunTaskResponse
+	23, // 59: llama_mesh.v1.ControlPlaneAPI.WaitTask:output_type -> llama_mesh.v1.WaitTaskResponse
+	25, // 60: llama_mesh.v1.ControlPlaneAPI.GetTask:output_type -> llama_mesh.v1.GetTaskResponse
+	27, // 61: llama_mesh.v1.ControlPlaneAPI.ListTasks:output_type -> llama_mesh.v1.ListTasksResponse
+	29, // 62: llama_mesh.v1.ControlPlaneAPI.CancelTask:output_type -> llama_mesh.v1.CancelTaskResponse
+	31, // 63: llama_mesh.v1.ControlPlaneAPI.StreamTaskEvents:output_type -> llama_mesh.v1.StreamTaskEventsResponse
+	33, // 64: llama_mesh.v1.ControlPlaneAPI.SendTaskEvent:output_type -> llama_mesh.v1.SendTaskEventResponse
+	35, // 65: llama_mesh.v1.ControlPlaneAPI.GetQueueConfig:output_type -> llama_mesh.v1.GetQueueConfigResponse
+	48, // [48:66] is the sub-list for method output_type
+	30, // [30:48] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_control_plane_proto_init() }

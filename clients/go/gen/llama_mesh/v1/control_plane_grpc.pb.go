@@ -56,7 +56,10 @@ type ControlPlaneAPIClient interface {
 	// Registers a replica of a service, creating the service on first use,
 	// and grants it a lease that RenewServiceLease keeps alive. Registering
 	// again with the same replica_id replaces that replica.
-	// Returns INVALID_ARGUMENT if the service id or replica is malformed.
+	// Creates the service's task consumer, or corrects it, before the replica
+	// is registered: replicas only take tasks from it.
+	// Returns INVALID_ARGUMENT if the service id, replica or ack_wait is
+	// malformed.
 	RegisterService(ctx context.Context, in *RegisterServiceRequest, opts ...grpc.CallOption) (*RegisterServiceResponse, error)
 	// Renews a replica's lease and reports its load.
 	// Returns NOT_FOUND if the service or replica is not registered (or its
@@ -355,7 +358,10 @@ type ControlPlaneAPIServer interface {
 	// Registers a replica of a service, creating the service on first use,
 	// and grants it a lease that RenewServiceLease keeps alive. Registering
 	// again with the same replica_id replaces that replica.
-	// Returns INVALID_ARGUMENT if the service id or replica is malformed.
+	// Creates the service's task consumer, or corrects it, before the replica
+	// is registered: replicas only take tasks from it.
+	// Returns INVALID_ARGUMENT if the service id, replica or ack_wait is
+	// malformed.
 	RegisterService(context.Context, *RegisterServiceRequest) (*RegisterServiceResponse, error)
 	// Renews a replica's lease and reports its load.
 	// Returns NOT_FOUND if the service or replica is not registered (or its
