@@ -357,7 +357,9 @@ class Attempt:
             # RUNNING lands before the workflow runs (running_record.py).
             recorded = await self._started.landed()
             kwargs = to_python(self.task.input)
-            token = current_task.set(RunningTask(str(self.name), deadline, self.worker.caller))
+            token = current_task.set(
+                RunningTask(str(self.name), deadline, self.worker.caller, self._outbox.flushed)
+            )
             # A new attempt of a turn gets the model answers its earlier attempt got.
             answers = await through_outages(
                 lambda: recorded_answers(state, self.name, self.number),

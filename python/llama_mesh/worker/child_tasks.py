@@ -6,6 +6,11 @@ orchestrator's hop. The child runs in the parent's session with ``parent_task`` 
 the parent's remaining deadline; cancelling the parent cancels it (the control plane
 does that); the parent's event stream announces it (``llama_mesh.ChildTaskCreated``).
 
+A child is created only once every event its parent wrote before the call is stored on
+the parent's stream (the agent's ToolCall, say): a replica that crashed in between would
+otherwise leave a child whose cause is on no stream, and a reader of the stream could
+see the child's result with no call before it (stream_marks.py).
+
 A child's request id derives from the parent task, what was called and how many
 identical calls came before it in this attempt. A parent that runs again (its replica
 crashed or restarted, or it is retried) therefore finds the children its earlier attempt
@@ -29,9 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle, task_result
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import CHILD_TASK_CREATED, SUCCEEDED, is_final
 from llama_mesh.core.names import TaskName
 from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.stream_marks import events_handed_on
 
 Task = resources_pb2.Task
 
@@ -56,6 +63,8 @@ class RunningTask:
     name: str
     deadline: float | None  # seconds since the epoch
     caller: ChildCaller | None = None
+    # Returns once every event of the attempt handed on so far is stored (its outbox).
+    stored: Callable[[], Awaitable[None]] | None = None
     # Calls made so far in this attempt, by call key: the n-th identical call of a
     # replayed attempt maps to the n-th child of the earlier one.
     calls: Counter[str] = field(default_factory=Counter)
@@ -116,6 +125,15 @@ class Child:
         )
 
 
+async def _cause_stored(parent: RunningTask) -> None:
+    """Return once every event the calling step wrote, and every event of the parent's
+    run handed on before, is stored on the parent's stream."""
+    failpoint("child_tasks.awaiting_cause")
+    await events_handed_on()
+    if parent.stored is not None:
+        await parent.stored()
+
+
 async def create_child(
     service: str,
     input: dict[str, Any],
@@ -128,6 +146,7 @@ async def create_child(
     parent = parent or running_task(f"a call to service {service!r}")
     caller = parent.caller
     assert caller is not None
+    await _cause_stored(parent)
     key = call_key(service, input)
     occurrence = parent.calls[key]
     parent.calls[key] += 1

@@ -34,6 +34,7 @@ from workflows.handler import WorkflowHandler
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.event_mapper import EventMapper, event_payload
 from llama_mesh.worker.llm_usage import UsageSink, collect_usage
+from llama_mesh.worker.stream_marks import StreamMark, StreamMarks, reading_marks
 from llama_mesh.worker.workflow_internals import steps
 
 logger = logging.getLogger(__name__)
@@ -269,9 +270,10 @@ class WorkflowRunner:
         ctx, run_kwargs = self.restore(kwargs, saved_context)
         mapper = self.mapper()
         sink = UsageSink()
-        with collect_usage(sink):
+        marks = StreamMarks()
+        with collect_usage(sink), reading_marks(marks):
             handler = self.workflow.run(ctx=ctx, **run_kwargs)
-            sink.run_id = handler.run_id
+            sink.run_id = marks.run_id = handler.run_id
 
             async def publish(events: list[Event]) -> None:
                 for event in events:
@@ -281,7 +283,9 @@ class WorkflowRunner:
             try:
                 async for event in handler.stream_events():
                     await publish([*sink.take_pending()])
-                    if not isinstance(event, StopEvent):
+                    if isinstance(event, StreamMark):
+                        marks.reached(event)  # a step awaits it (child_tasks.py)
+                    elif not isinstance(event, StopEvent):
                         await publish([event])
                 result = await handler
                 await publish([*sink.take_pending()])
