@@ -380,6 +380,41 @@ async def test_control_plane_restart_keeps_waits_sessions_and_tasks(
         await first_cp.aclose()
 
 
+async def test_a_stream_ends_unavailable_when_its_control_plane_stops(
+    nats: EmbeddedNats,
+) -> None:
+    """An open event stream ends with UNAVAILABLE as its control plane shuts down (the
+    client resumes it on another), not cut off once the grace period is over."""
+    first_cp = contextlib.AsyncExitStack()
+    first = await first_cp.enter_async_context(ControlPlaneServer.start([nats.url]))
+    port = int(first.address.rpartition(":")[2])
+    try:
+        async with (
+            AsyncClient(first.address) as client,
+            ServiceRuntime.start(SlowWorkflow(), ServiceConfig("slow"), first.address),
+        ):
+            session = await client.create_session()
+            handle = await session.create_task("slow", arg1="r", seconds=60)
+            call = client.stub.StreamTaskEvents(cp.StreamTaskEventsRequest(name=handle.name))
+            started = False
+            while not started:
+                response = await call.read()
+                assert isinstance(response, cp.StreamTaskEventsResponse)
+                started = response.event.type == "SlowStarted"
+            stopping = asyncio.create_task(first_cp.aclose())
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    assert await call.read() is not grpc.aio.EOF
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "resume the stream" in str(ended.value.details())
+            await stopping
+            async with ControlPlaneServer.start([nats.url], port=port):
+                await handle.cancel()  # the replica has nothing left to wait for
+                assert (await handle.wait()).state == resources_pb2.TASK_STATE_CANCELLED
+    finally:
+        await first_cp.aclose()
+
+
 async def test_idle_mesh_sends_no_messages(nats: EmbeddedNats) -> None:
     import nats as nats_py
 

@@ -24,7 +24,7 @@ from llama_mesh.control_plane.task_answers import answer_task
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.control_plane.task_creation import create_task, new_task_id, new_task_id_for
 from llama_mesh.control_plane.task_listing import list_tasks
-from llama_mesh.control_plane.waiters import FinalEventWaiters, until_set, until_shutdown
+from llama_mesh.control_plane.waiters import Deliveries, FinalEventWaiters, until_set
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from llama_mesh.core.lifecycle import (
@@ -244,25 +244,27 @@ class Tasks:
             start: int | None = request.after_sequence + 1
         else:
             policy, start = js_api.DeliverPolicy.ALL, None
-        sub = await self.state.js.subscribe(
-            topology.task_events(name.task_id),
-            ordered_consumer=True,
-            deliver_policy=policy,
-            config=js_api.ConsumerConfig(opt_start_seq=start) if start else None,
-            stream=self.state.topology.event_stream,
-        )
-        try:
-            async for msg in until_shutdown(sub.messages, self.shutting_down):
-                envelope = resources_pb2.Envelope.FromString(msg.data)
-                event = envelope.task_event
-                event.sequence = msg.metadata.sequence.stream
-                if event.state == WAITING:
-                    await self._numbered(name, event.sequence)
-                yield cp.StreamTaskEventsResponse(event=event)
-                if is_final(event.state):
-                    return
-        finally:
-            await sub.unsubscribe()
+        async with Deliveries(self.shutting_down) as deliveries:
+            sub = await self.state.js.subscribe(
+                topology.task_events(name.task_id),
+                ordered_consumer=True,
+                deliver_policy=policy,
+                config=js_api.ConsumerConfig(opt_start_seq=start) if start else None,
+                stream=self.state.topology.event_stream,
+                cb=deliveries.put,
+            )
+            try:
+                async for msg in deliveries:
+                    envelope = resources_pb2.Envelope.FromString(msg.data)
+                    event = envelope.task_event
+                    event.sequence = msg.metadata.sequence.stream
+                    if event.state == WAITING:
+                        await self._numbered(name, event.sequence)
+                    yield cp.StreamTaskEventsResponse(event=event)
+                    if is_final(event.state):
+                        return
+            finally:
+                await sub.unsubscribe()
 
     async def _numbered(self, name: TaskName, sequence: int) -> None:
         """Return once the task's record names the request for input at `sequence`.

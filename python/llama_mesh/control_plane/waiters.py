@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -73,32 +74,46 @@ async def until_set(done: asyncio.Event, shutting_down: asyncio.Event) -> None:
         raise UnavailableError("the control plane is shutting down; call again")
 
 
-async def until_shutdown(
-    items: AsyncIterator[Msg], shutting_down: asyncio.Event
-) -> AsyncIterator[Msg]:
-    """Items of `items`; UnavailableError if the server shuts down first."""
-    stop = asyncio.ensure_future(shutting_down.wait())
-    item: asyncio.Future[Msg] | None = None
-    try:
-        while True:
-            item = asyncio.ensure_future(anext(items))
-            await asyncio.wait({stop, item}, return_when=asyncio.FIRST_COMPLETED)
-            if not item.done():
-                raise UnavailableError("the control plane is shutting down; resume the stream")
-            try:
-                yield item.result()
-            except StopAsyncIteration:
-                return
-    finally:
-        stop.cancel()
-        if item is not None:
-            # Also when the call itself is cancelled (the client went away): the
-            # pending read must not outlive it, nor end unread when the
-            # subscription closes.
-            item.cancel()
-            item.add_done_callback(_consume)
+class Deliveries:
+    """A subscription's messages for one reader, until the server shuts down.
 
+    Subscribe with ``cb=deliveries.put`` inside ``async with``: the reader awaits each
+    message as it comes (nats.py's ``sub.messages`` takes a task per message, and
+    racing that against the shutdown took another: two more turns of the event loop
+    on every event of a stream). At most `limit` wait here; beyond that the
+    subscription's own queue holds them, as with ``sub.messages``. Once the server
+    shuts down, reading raises UnavailableError.
+    """
 
-def _consume(future: asyncio.Future[Msg]) -> None:
-    if not future.cancelled():
-        future.exception()
+    def __init__(self, shutting_down: asyncio.Event, limit: int = 256) -> None:
+        self._queue: asyncio.Queue[Msg | None] = asyncio.Queue(limit)
+        self._shutting_down = shutting_down
+        self._stop: asyncio.Task[Literal[True]] | None = None
+
+    async def __aenter__(self) -> Deliveries:
+        stop = asyncio.ensure_future(self._shutting_down.wait())
+        stop.add_done_callback(self._stopped)
+        self._stop = stop
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._stop is not None:
+            self._stop.remove_done_callback(self._stopped)
+            self._stop.cancel()
+
+    async def put(self, msg: Msg) -> None:
+        await self._queue.put(msg)
+
+    def _stopped(self, _: object) -> None:
+        # Wakes a reader that waits (one that does not sees the shutdown next).
+        if not self._queue.full():
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> Deliveries:
+        return self
+
+    async def __anext__(self) -> Msg:
+        msg = await self._queue.get()
+        if msg is None or self._shutting_down.is_set():
+            raise UnavailableError("the control plane is shutting down; resume the stream")
+        return msg
