@@ -15,14 +15,16 @@ import asyncio
 import hashlib
 import logging
 import time
+from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError
 from llama_mesh.core.failpoints import failpoint
+from llama_mesh.core.json_values import to_python
 from llama_mesh.core.lifecycle import ACTIVE_STATES, PENDING
 from llama_mesh.core.limits import (
     MAX_INPUT_BYTES,
@@ -59,13 +61,27 @@ def check_input(task: resources_pb2.Task, service: resources_pb2.Service) -> Non
         "task.input", task.input.ByteSize(), MAX_INPUT_BYTES, "pass large data by reference"
     )
     check_object(
-        json_format.MessageToDict(task.input),
-        json_format.MessageToDict(service.input_schema),
+        dict.fromkeys(task.input.fields),
+        _top_level(service.input_schema),
         "task.input",
         f"service {task.service!r}",
         # Start events may convert what they get (pydantic's lax mode): only fields here.
         types=False,
     )
+
+
+def _top_level(schema: struct_pb2.Struct) -> dict[str, Any]:
+    """What check_object reads of a schema when it checks fields only: the required
+    ones, the names of the declared ones, whether others are allowed. (Converting
+    the whole input and schema to check their keys cost ~0.2 ms per agent turn.)"""
+    fields = schema.fields
+    out: dict[str, Any] = {}
+    for key in ("required", "additionalProperties"):
+        if key in fields:
+            out[key] = to_python(fields[key])
+    if "properties" in fields:
+        out["properties"] = dict.fromkeys(fields["properties"].struct_value.fields)
+    return out
 
 
 async def create_task(
