@@ -172,27 +172,55 @@ async def next_item(it: AsyncIterator[Any]) -> Any:
 async def with_heartbeats(
     first: asyncio.Task[Any], it: AsyncIterator[Any], interval: float
 ) -> AsyncGenerator[tuple[str, Any], None]:
-    """("item", x) for each item, ("heartbeat", None) after each idle interval.
+    """("item", x) for each item, ("heartbeat", None) while the stream is idle.
 
     `first` is the already started fetch of the first item. Ends when the iterator
-    ends; an exception of the iterator is raised to the caller. The pending fetch is
+    ends; an exception of the iterator is raised to the caller. The reading is
     cancelled if the consumer stops early.
+
+    One task reads the whole stream, at most one item ahead of the consumer, and one
+    timer ticks every interval: a tick that finds no item since the one before and
+    none waiting yields a heartbeat, so an idle stream gets one each interval, the
+    first 1-2 intervals after its last item. (A task and a timed wait per item were
+    ~6% of the gateway's CPU on a streamed agent turn.)
     """
-    pending: asyncio.Task[Any] | None = first
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
+    quiet = True  # no item since the last tick
+
+    async def read() -> None:
+        nonlocal quiet
+        try:
+            item = await first
+            while True:
+                await ready.put(("item", item))
+                quiet = False
+                item = await next_item(it)
+        except StopAsyncIteration:
+            await ready.put(("end", None))
+        except Exception as error:  # the caller's to handle (an upstream error)
+            await ready.put(("error", error))
+
+    timer: asyncio.TimerHandle
+
+    def tick() -> None:
+        nonlocal quiet, timer
+        if quiet and ready.empty():
+            ready.put_nowait(("heartbeat", None))
+        quiet = True
+        timer = loop.call_later(interval, tick)
+
+    reader = asyncio.create_task(read())
+    timer = loop.call_later(interval, tick)
     try:
-        while pending is not None:
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield ("heartbeat", None)
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                pending = None
+        while True:
+            kind, item = await ready.get()
+            if kind == "end":
                 return
-            pending = asyncio.create_task(next_item(it))
-            yield ("item", item)
+            if kind == "error":
+                raise item
+            yield (kind, item)
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+        timer.cancel()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
