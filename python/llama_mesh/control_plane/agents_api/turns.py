@@ -181,32 +181,43 @@ class Turns:
         """The task's events from its first, in order; UNAVAILABLE once the server
         shuts down (the caller calls again on another replica)."""
         topology = self.state.topology
+        # The subscription's callback hands each message over through a queue that
+        # ends with None: nats' own message iterator starts a task and a wait per
+        # message (~3% of the control plane's CPU on streamed turns).
+        arrived: asyncio.Queue[Msg | None] = asyncio.Queue()
+
+        async def deliver(msg: Msg) -> None:
+            arrived.put_nowait(msg)
+
         sub = await self.state.js.subscribe(
             topology.task_events(task_id),
+            cb=deliver,
             ordered_consumer=True,
             deliver_policy=js_api.DeliverPolicy.ALL,
             stream=topology.event_stream,
         )
         # One watcher per stream ends the subscription at shutdown, which ends its
         # iteration: racing every message against the shutdown cost a task each.
-        watcher = asyncio.create_task(self._unsubscribe_at_shutdown(sub))
+        watcher = asyncio.create_task(self._unsubscribe_at_shutdown(sub, arrived))
         try:
-            yield self._until_shutdown(sub)
+            yield self._until_shutdown(arrived)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             with contextlib.suppress(BadSubscriptionError):  # the watcher's already
                 await sub.unsubscribe()
 
-    async def _unsubscribe_at_shutdown(self, sub: Any) -> None:
+    async def _unsubscribe_at_shutdown(self, sub: Any, arrived: asyncio.Queue[Msg | None]) -> None:
         await self.shutting_down.wait()
-        await sub.unsubscribe()
+        try:
+            await sub.unsubscribe()
+        finally:  # even if the connection is gone already
+            arrived.put_nowait(None)
 
-    async def _until_shutdown(self, sub: Any) -> AsyncIterator[Msg]:
-        async for msg in sub.messages:
+    async def _until_shutdown(self, arrived: asyncio.Queue[Msg | None]) -> AsyncIterator[Msg]:
+        while (msg := await arrived.get()) is not None:
             yield msg
-        if self.shutting_down.is_set():
-            raise UnavailableError("the control plane is shutting down; resume the stream")
+        raise UnavailableError("the control plane is shutting down; resume the stream")
 
     async def _follow(
         self, view: TurnView, *, resume: ae.ClientToolResponses | None = None
