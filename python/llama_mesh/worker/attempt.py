@@ -1,15 +1,16 @@
 """One attempt of a task on this replica: the I/O around core/attempt_policy's decisions.
 
 ``take`` turns a delivered TaskAssignment into an attempt when
-``attempt_policy.begin_attempt`` says to run one (and settles the message at once when it
-does not). An ``Attempt`` waits for its turn in the session (jetstream/session_turn.py:
-creation order, giving its delivery slot back while it waits), records RUNNING (the
-workflow runs only once that landed), runs the workflow on the session's saved Context
-(its events go out through an ordered outbox, event_outbox.py; a request for input makes
-the task WAITING), commits the new Context and the result together under its turn's
-fence once every event of the run is stored, and hands how it ended, an
-``Outcome``, to ``attempt_policy.end_attempt``; ``jetstream.delivery.settle`` records that
-decision and only then acks or naks the message.
+``attempt_policy.begin_attempt`` says to run one (attempt_delivery.py; the message is
+settled at once when it does not). An ``Attempt`` waits for its turn in the session
+(jetstream/session_turn.py: creation order, giving its delivery slot back while it
+waits), records RUNNING (the workflow runs only once that landed), runs the workflow on
+the session's saved Context (its events go out through an ordered outbox,
+event_outbox.py; a request for input makes the task WAITING), commits the new Context
+and the result together under its turn's fence once every event of the run is stored,
+and hands how it ended, an ``Outcome``, to ``attempt_policy.end_attempt``;
+``jetstream.delivery.settle`` records that decision and only then acks or naks the
+message.
 
 An attempt that finds its task's outcome committed already (the replica that committed
 it died first) records that outcome without running again; one whose turn was taken
@@ -37,13 +38,11 @@ from llama_mesh.core import proto_time
 from llama_mesh.core.attempt_policy import (
     Cancelled,
     DeadlinePassed,
-    Decision,
     Failed,
     HandedBack,
     Outcome,
     Run,
     Succeeded,
-    begin_attempt,
     end_attempt,
 )
 from llama_mesh.core.failpoints import failpoint
@@ -53,7 +52,7 @@ from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
 from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.delivery import MessageDelivery, settle
-from llama_mesh.jetstream.journal import task_key, ttl_of
+from llama_mesh.jetstream.journal import ttl_of
 from llama_mesh.jetstream.outages import through_outages
 from llama_mesh.jetstream.session_turn import (
     Committed,
@@ -66,6 +65,7 @@ from llama_mesh.jetstream.session_turn import (
 from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.telemetry.logs import log_scope
 from llama_mesh.v1 import resources_pb2
+from llama_mesh.worker.attempt_delivery import begin_delivered
 from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, is_mesh_error
 from llama_mesh.worker.attempt_questions import Questions
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
@@ -108,50 +108,13 @@ async def take(
     worker: Worker, msg: Msg, name: TaskName, session_ttl: float | None = None
 ) -> Attempt | None:
     """The attempt to run for this delivery of task `name`, or None when the message
-    was settled at once (task gone, finished, cancelled, out of attempts or time).
-    `session_ttl`: how long the session's saved state is kept once idle."""
-    delivered = msg.metadata
-    metrics.CONSUMER_PENDING.labels(worker.service).set(delivered.num_pending)
-    if delivered.num_delivered > 1:
-        metrics.REDELIVERIES.labels(worker.service).inc()
-    # A store that does not answer is waited out with this delivery (without it the
-    # handler would fail and the task wait for the ack wait to be delivered again).
-    found = await through_outages(
-        lambda: _read_task(worker.state, name), f"reading task {name} as it is delivered"
-    )
-    if found is None:
-        logger.info("task %s: gone (session deleted); dropped", name)
-        await msg.ack_sync()
+    was settled at once (attempt_delivery.py). `session_ttl`: how long the session's
+    saved state is kept once idle."""
+    begun = await begin_delivered(worker.state, worker.service, worker.replica_id, msg, name)
+    if begun is None:
         return None
-    if found[0].service != worker.service:
-        # Only the control plane publishes tasks, each on its own service's subject: a
-        # task of another service here was forged or misrouted. Never run it.
-        logger.error(
-            "task %s: of service %s, not %s; refused", name, found[0].service, worker.service
-        )
-        await msg.term()
-        return None
-    start = begin_attempt(found[0], time.time())
-    if isinstance(start, Decision):
-        task = found[0]
-        await through_outages(
-            lambda: settle(
-                worker.state,
-                name,
-                start,
-                MessageDelivery(msg),
-                replica_id=worker.replica_id,
-                ttl=ttl_of(task),
-            ),
-            f"settling a delivery of {name}",
-        )
-        return None
+    found, start = begun
     return Attempt(worker, msg, name, found, start, session_ttl)
-
-
-async def _read_task(state: MeshState, name: TaskName) -> Recorded | None:
-    failpoint("attempt.read_task")
-    return await state.tasks.find(task_key(name))
 
 
 class Attempt:
