@@ -2,7 +2,9 @@
 stream (issue 14): an agent's ToolCall before the tool's child task, a workflow's event
 before the nested workflow it then awaits. Otherwise a replica that crashed in between
 would leave a child whose cause is on no stream, and a reader of the parent's stream
-(the Agents API's turns) could see a tool's result with no call before it.
+(the Agents API's turns) could see a tool's result with no call before it. Likewise an
+event a step publishes directly (an orchestrator's decision) comes after the events the
+step wrote into the workflow's stream before it.
 
 The fault is injected at the exact point (core/failpoints.py): from the moment the
 model answers with the tool call (or the step has written its event), the store gives
@@ -34,7 +36,7 @@ from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.testing import RecordedRequest, Reply, ScriptedModel, ToolCall
 from llama_mesh.v1 import resources_pb2
-from llama_mesh.worker.child_tasks import call_service
+from llama_mesh.worker.child_tasks import call_service, publish_event
 from llama_mesh.worker.mesh_tools import MeshTools
 
 from agent_services import SECRET_FACT, secret_tools
@@ -236,3 +238,34 @@ async def test_a_call_from_a_run_whose_stream_the_task_does_not_read_goes_on(
     async with LocalMesh(services, nats_url=nats.url) as mesh:
         session = await mesh.client.create_session()
         assert await session.run("outer", timeout=60) == "answered: how?"
+
+
+# ---------------------------------------------------------------- an event published directly
+
+
+class Token(Event):
+    n: int
+
+
+class DecideAfterTokens(Workflow):
+    """Writes Token events, then at once publishes a decision, as an orchestrator does
+    (not through the workflow's stream)."""
+
+    @step
+    async def decide(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        for n in range(20):
+            ctx.write_event_to_stream(Token(n=n))
+        await publish_event("test.Decision", {"after": 20})
+        return StopEvent(result="decided")
+
+
+async def test_an_event_a_step_publishes_comes_after_the_events_it_wrote(
+    nats: EmbeddedNats,
+) -> None:
+    async with LocalMesh({"decide": DecideAfterTokens()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        run = await session.create_task("decide")
+        assert await run.result() == "decided"
+        events = await stream(mesh, run.name)
+    types = [e.type.rpartition(".")[2] for e in events]
+    assert types == ["Token"] * 20 + ["Decision", "StopEvent"]

@@ -172,9 +172,11 @@ async def create_child(
 
 async def publish_event(type: str, payload: dict[str, Any]) -> None:
     """Publish an event on the running task's stream now (not through the workflow's
-    event stream, so it is out before whatever the caller does next)."""
+    event stream, so it is out before whatever the caller does next), after the events
+    the calling step wrote into the workflow's stream before."""
     task = running_task(f"publishing a {type} event")
     assert task.caller is not None
+    await events_handed_on()
     await task.caller.publish(task.name, type, payload, "")
 
 
