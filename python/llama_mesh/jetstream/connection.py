@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from llama_mesh.core.errors import UnavailableError
 from llama_mesh.jetstream.buckets import ProtoBucket
+from llama_mesh.jetstream.closing import close_connection
 from llama_mesh.jetstream.journal import TaskJournal
 from llama_mesh.jetstream.remote_journal import Journal, RemoteJournal
 from llama_mesh.jetstream.session_usage import SessionUsage
@@ -161,4 +162,4 @@ class MeshState:
             yield state
         finally:
             closing = True
-            await nc.close()
+            await close_connection(nc)
