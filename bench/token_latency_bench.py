@@ -4,14 +4,16 @@
     .venv/bin/python bench/token_latency_bench.py --quick    # reduced
 
 Every component runs in its own process (`llama-mesh serve nats | control-plane |
-service`), the agent `mesh_agents:talker` (a FunctionAgent on an OpenAILike LLM) in
-one replica; the scripted model server runs in a thread of this process and the client
-in its event loop. The model streams each answer a token at a time, one every
+service`), the agent `mesh_agents:talker` (a FunctionAgent on the LLM a deployment's
+`models:` entry makes: OpenAILike on the mesh's model client) in one replica; the
+scripted model server runs in a thread of this process and the client in its event
+loop. The model streams each answer a token at a time, one every
 `--interval-ms`, like a model generating ~100 tokens/s; the figure is, per token, the
 time from the server writing its chunk (time.perf_counter() just before the write) to
 the client receiving its `llama_mesh.agent.TextDelta` (time.perf_counter() on receipt):
-HTTP to the replica, llama-index's stream, the mapper, a JetStream publish, the control
-plane's subscription and the gRPC stream.
+HTTP to the replica, llama-index's stream, the mapper, the replica's journal request to
+the control plane, its JetStream publish, the control plane's subscription and the
+gRPC stream.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The models' OpenAI client (worker/model_client.py) sends the request the SDK would,
-without walking the conversation through the SDK's per-message transform."""
+without walking the conversation through the SDK's per-message transform, and reads
+the answers the SDK would, validated instead of built by the SDK's walk."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import asyncio
 import json
 from typing import Any
 
+import pydantic
 import pytest
 from llama_index.core.llms import ChatMessage
 from openai import AsyncOpenAI
+from openai._models import construct_type
 from openai._utils._transform import async_maybe_transform
-from openai.types.chat import ChatCompletionMessage
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
 
 from llama_mesh.config import ModelConfig
 from llama_mesh.testing import ScriptedModel
@@ -186,5 +189,77 @@ async def test_a_body_held_open_after_done_ends_the_answer_all_the_same() -> Non
         assert texts == ["Hi."]
     finally:
         hold.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_answers_are_validated_into_what_the_sdk_builds(
+    model: ScriptedModel, model_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model.script("one two three", "one two three")
+    built: list[Any] = []
+
+    def spy(*, type_: Any, value: object) -> object:
+        built.append(type_)
+        return construct_type(type_=type_, value=value)
+
+    monkeypatch.setattr("openai._base_client.construct_type", spy)
+    read: list[list[dict[str, Any]]] = []
+    for client in (
+        AsyncOpenAI(base_url=model_url, api_key="none", max_retries=0),
+        ModelClient(base_url=model_url, api_key="none", max_retries=0),
+    ):
+        async with client:
+            stream = await client.chat.completions.create(
+                model="scripted", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            # All but what differs by answer (its id, when it was made).
+            read.append([chunk.model_dump(exclude={"id", "created"}) async for chunk in stream])
+        built.append("--")
+    assert read[1] == read[0]
+    texts = [c["choices"][0]["delta"]["content"] or "" for c in read[1] if c["choices"]]
+    assert "".join(texts) == "one two three"
+    # The SDK built each chunk with its walk; ours validated every one.
+    assert built.count(ChatCompletionChunk) == len(read[0])
+    assert built[-1] == "--" and built[-2] == "--"
+
+
+async def test_a_chunk_that_does_not_validate_is_read_the_sdks_way() -> None:
+    """A server that leaves out fields the OpenAI types require (here the chunk's id,
+    created and object): the chunk is built leniently, as the SDK does."""
+    chunk = {"model": "m", "choices": [{"delta": {"content": "Hi."}, "finish_reason": "stop"}]}
+    with pytest.raises(pydantic.ValidationError):
+        ChatCompletionChunk.model_validate(chunk)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        body = "".join(f"data: {frame}\n\n" for frame in (json.dumps(chunk), "[DONE]")).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ModelClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            texts = [c.choices[0].delta.content async for c in stream]
+        assert texts == ["Hi."]
+    finally:
         server.close()
         await server.wait_closed()

@@ -17,6 +17,12 @@ server ends it right after), and the connection goes back to the pool. A server 
 keeps the body open after ``[DONE]`` is waited for a moment only (``DRAIN_SECONDS``);
 then its connection is closed, as the SDK would.
 
+Each answer, and each chunk of a streamed one, the SDK builds with its lenient
+``construct_type``, a walk in Python over the type's annotations: ~90 us a chunk, on
+the way of every token. Here a chat completion (or chunk) is validated by pydantic
+first, the SDK's strict mode (~5 us, the same object); one that does not validate (an
+OpenAI-compatible server that leaves out a field) is built the SDK's lenient way.
+
     llm = OpenAILike(..., async_openai_client=ModelClient(api_key=..., base_url=...))
 """
 
@@ -28,11 +34,17 @@ import functools
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import httpx
+import pydantic
 from openai import AsyncOpenAI
+from openai._models import validate_type
 from openai._streaming import ServerSentEvent, SSEBytesDecoder, SSEDecoder
 from openai.resources.chat import AsyncChat, AsyncCompletions
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+# The answers validated before the SDK builds them its own way (see above).
+_VALIDATED = (ChatCompletion, ChatCompletionChunk)
 
 
 def _is_json(value: Any) -> bool:
@@ -99,3 +111,11 @@ class ModelClient(AsyncOpenAI):
 
     def _make_sse_decoder(self) -> SSEDecoder | SSEBytesDecoder:
         return _ReadToEnd()
+
+    def _process_response_data(
+        self, *, data: object, cast_to: type[Any], response: httpx.Response
+    ) -> Any:
+        if cast_to in _VALIDATED and data is not None:
+            with contextlib.suppress(pydantic.ValidationError):
+                return validate_type(type_=cast_to, value=data)
+        return super()._process_response_data(data=data, cast_to=cast_to, response=response)
