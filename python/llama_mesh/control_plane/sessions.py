@@ -117,11 +117,18 @@ class Sessions:
             session.usage.CopyFrom(found[0])
         return session
 
-    async def in_use(self, session_id: str, name: str) -> resources_pb2.Session:
+    async def in_use(
+        self,
+        session_id: str,
+        name: str,
+        found: tuple[resources_pb2.Session, int] | None = None,
+    ) -> resources_pb2.Session:
         """The session, for a task about to be created in it: its expiry is pushed
         back when a tenth of its TTL has passed since it last was. A session made
-        without TTLs (by an older version) takes the deployment's."""
-        found = await self.state.sessions.find(session_id)
+        without TTLs (by an older version) takes the deployment's. `found` is the
+        session's record and revision if the caller has just read them."""
+        if found is None:
+            found = await self.state.sessions.find(session_id)
         if found is None:
             raise NotFoundError(f"session {name!r} not found")
         session = found[0]

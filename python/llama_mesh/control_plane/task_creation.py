@@ -94,10 +94,13 @@ async def create_task(
     *,
     call_deadline: float | None = None,
     task_id: str = "",
+    session_found: tuple[resources_pb2.Session, int] | None = None,
 ) -> resources_pb2.Task:
     """Create a task; `task_id` if the caller chose it already (as RunTask does, to
     wait on it before it exists), else derived from `request_id` or new.
-    `call_deadline` (epoch seconds) also bounds the task.
+    `call_deadline` (epoch seconds) also bounds the task. `session_found`: the
+    session's record and revision if the caller has just read them (the Agents API
+    has, to check the session is its agent's), so they are not read again.
 
     Traced as `task.create`: the assignment carries its context in the NATS headers,
     so every attempt of the task is a child of this span."""
@@ -117,7 +120,7 @@ async def create_task(
         if timeout < 0:
             raise InvalidArgumentError("task.timeout must not be negative")
         session, service = await asyncio.gather(
-            sessions.in_use(session_id, parent), registry.lookup(service_id)
+            sessions.in_use(session_id, parent, session_found), registry.lookup(service_id)
         )
         check_input(requested, service)
 

@@ -71,12 +71,19 @@ class AgentSessions:
         self, agent_id: str, session_id: str
     ) -> tuple[AgentTarget, resources_pb2.Session]:
         """The agent and its session; NOT_FOUND for either, or a session of another agent."""
+        target, (session, _) = await self.find_record(agent_id, session_id)
+        return target, session
+
+    async def find_record(
+        self, agent_id: str, session_id: str
+    ) -> tuple[AgentTarget, tuple[resources_pb2.Session, int]]:
+        """As `find`, with the session's revision: a turn's task is created from it."""
         target = await self.agents.target(agent_id)
         check_id("session", session_id)
         found = await self.state.sessions.find(session_id)
         if found is None or found[0].labels.get(AGENT_LABEL) != agent_id or not visible(found[0]):
             raise not_found("session", session_id)
-        return target, found[0]
+        return target, found
 
     async def of_agent(self, agent_id: str) -> list[resources_pb2.Session]:
         """The agent's sessions the caller sees, oldest first (read from the session

@@ -24,6 +24,7 @@ from nats.js import api as js_api
 from llama_mesh.control_plane.agents_api.agents import AgentTarget, check_id, not_found
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions
 from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
+from llama_mesh.control_plane.task_creation import create_task
 from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.core import agent_config
 from llama_mesh.core import agent_events as ae
@@ -144,18 +145,22 @@ class Turns:
         return turn.model_dump(mode="json", exclude_defaults=True)
 
     async def _create(self, request: ag.CreateTurnRequest) -> resources_pb2.Task:
-        target, session = await self.sessions.find(request.agent_id, request.session_id)
+        target, found = await self.sessions.find_record(request.agent_id, request.session_id)
         task_input = await self._turn_input(target, request)
-        created = await self.tasks.create_task(
-            cp.CreateTaskRequest(
-                parent=session.name,
-                task=resources_pb2.Task(
-                    service=target.service, input=to_struct(task_input, "the turn's input")
-                ),
-            )
+        tasks = self.tasks
+        task = await create_task(
+            tasks.state,
+            tasks.registry,
+            tasks.sessions,
+            found[0].name,
+            resources_pb2.Task(
+                service=target.service, input=to_struct(task_input, "the turn's input")
+            ),
+            "",
+            session_found=found,  # read just now: not read again
         )
-        logger.info("turn %s of agent %s created", created.task.name, request.agent_id)
-        return created.task
+        logger.info("turn %s of agent %s created", task.name, request.agent_id)
+        return task
 
     async def stream(self, request: ag.CreateTurnRequest) -> AsyncIterator[ag.TurnEventPayload]:
         """The turn's events: `turn_start`, its steps, and `turn_complete` or
