@@ -32,6 +32,7 @@ from llama_mesh.core.limits import (
 )
 from llama_mesh.core.names import parse_service_name
 from llama_mesh.core.paging import page_size, paginate
+from llama_mesh.core.tasks import cancel_and_wait
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.service_consumer import place_service_consumer
 from llama_mesh.rpc.identity import caller
@@ -121,9 +122,7 @@ class ServiceRegistry:
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_and_wait(self._watch)
             self._watch = None
 
     async def _follow(self, watcher: Any) -> None:

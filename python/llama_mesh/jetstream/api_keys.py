@@ -26,6 +26,7 @@ from nats.js.errors import KeyNotFoundError
 from llama_mesh.core import proto_time
 from llama_mesh.core.access import check_key_id, check_namespace, check_role, key_name, new_secret
 from llama_mesh.core.errors import InvalidArgumentError
+from llama_mesh.core.tasks import cancel_and_wait
 from llama_mesh.jetstream.buckets import ProtoBucket
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.v1 import auth_pb2
@@ -55,9 +56,7 @@ class ApiKeyStore:
         try:
             yield store
         finally:
-            store._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await store._watch
+            await cancel_and_wait(store._watch)
 
     def _learn(self, key_id: str, revision: int, stored: auth_pb2.StoredApiKey | None) -> None:
         known = self._known.get(key_id)

@@ -39,6 +39,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llama_mesh.core.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+):(\d+)")
@@ -228,7 +230,5 @@ class EmbeddedNats:
                     self.process.kill()
                 await self.process.wait()
         if self.stderr_reader is not None:
-            self.stderr_reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.stderr_reader
+            await cancel_and_wait(self.stderr_reader)
         logger.info("nats-server at %s stopped", self.url)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.core.tasks import cancel_and_wait
 from llama_mesh.launch.child_pipes import (
     LINE_LIMIT,
     discard,
@@ -366,9 +367,7 @@ class Supervisor:
                 logger.warning("%s (pid %d) did not stop; killing it", child.name, process.pid)
                 await kill(process)
         if child._stdout is not None:
-            child._stdout.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await child._stdout
+            await cancel_and_wait(child._stdout)
         await drained(child._stderr)
         if process.stdin is not None:
             process.stdin.close()

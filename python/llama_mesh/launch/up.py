@@ -35,6 +35,7 @@ from llama_mesh.config import (
     connect_host,
 )
 from llama_mesh.config.restarts import RestartConfig
+from llama_mesh.core.tasks import cancel_and_wait
 from llama_mesh.launch.certificates import LocalPki
 from llama_mesh.launch.child_specs import (
     agents_specs,
@@ -304,14 +305,10 @@ async def run_deployment(
             return code
         finally:
             if not stopper.done():
-                stopper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await stopper
+                await cancel_and_wait(stopper)
             if watching is not None:
                 stop_watching.set()  # ends the watch thread; cancel ends a restart
-                watching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watching
+                await cancel_and_wait(watching)
             await supervisor.stop()
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(run_file.unlink)

@@ -35,6 +35,7 @@ from llama_mesh.config import ServiceConfig
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, UnavailableError
 from llama_mesh.core.names import new_id, service_name
+from llama_mesh.core.tasks import cancel_and_wait
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.pull_consumer import PullConsumer
@@ -243,9 +244,7 @@ class ServiceRuntime:
         try:
             yield
         finally:
-            lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease
+            await cancel_and_wait(lease)
             await self._consumer.stop()
             await self._consumer.cancel_running()
             with contextlib.suppress(Exception):
