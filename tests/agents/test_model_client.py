@@ -145,6 +145,17 @@ async def test_streamed_answers_share_one_connection(model: ScriptedModel, model
     assert [r.texts()[-1] for r in model.requests[2:]] == ["hello", "hello"]
 
 
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    """Read one HTTP request, its head and its body, off `reader`."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+
+
 async def test_a_body_held_open_after_done_ends_the_answer_all_the_same() -> None:
     """A server that sends [DONE] and keeps the body open: the answer ends after a
     moment (DRAIN_SECONDS), not when the client's read timeout runs out."""
@@ -158,13 +169,7 @@ async def test_a_body_held_open_after_done_ends_the_answer_all_the_same() -> Non
     hold = asyncio.Event()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await _read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
@@ -232,13 +237,7 @@ async def test_a_chunk_that_does_not_validate_is_read_the_sdks_way() -> None:
         ChatCompletionChunk.model_validate(chunk)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await _read_request(reader)
         body = "".join(f"data: {frame}\n\n" for frame in (json.dumps(chunk), "[DONE]")).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
