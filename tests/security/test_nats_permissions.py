@@ -7,7 +7,8 @@ task, a question answered. Then, as counter's NATS user, the test tries every wa
 write a task of `approval` that waits for its person: its record, its events (and
 final event), its inbox entry, its session's token count, its dead letters, a
 journal request in approval's name or, in counter's own name, about approval's task,
-listening in on approval's journal requests or tasks, the control planes' secrets,
+listening in on approval's journal requests or tasks or on the replies to anyone's
+requests but its own (approval's, a control plane's), the control planes' secrets,
 and its consumer of the task stream pointed at approval's tasks (or any other made,
 or approval's deleted). NATS refuses each (a permissions violation), the control plane refuses the
 request about a task that is not counter's (PERMISSION_DENIED), and approval's task
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +30,21 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from workflows import Workflow
 
 from llama_mesh.client import AsyncClient, TaskHandle
 from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.launch.nats_users import CONTROL_PLANE, NatsUsers, service_user
+from llama_mesh.launch.nats_users import (
+    CONTROL_PLANE,
+    NatsUsers,
+    service_permissions,
+    service_user,
+)
 from llama_mesh.v1 import journal_pb2, resources_pb2
 from llama_mesh.worker.runtime import ServiceRuntime
 
@@ -103,13 +113,32 @@ class Violations:
     async def of(self, subject: str) -> None:
         """Once a violation naming `subject` came (the server's -ERR is asynchronous)."""
         async with self._changed:
-            await self._changed.wait_for(lambda: any(subject in v for v in self.seen))
+            await self._changed.wait_for(lambda: any(subject.lower() in v for v in self.seen))
 
 
-async def _as_user(mesh: LockedMesh, user: str, violations: Violations) -> NatsClient:
+async def _as_service(mesh: LockedMesh, service: str, violations: Violations) -> NatsClient:
+    """A connection as `service`'s replicas make it: its NATS user, its inbox prefix."""
     return await nats.connect(
-        mesh.nats.url, nkeys_seed=str(mesh.users.seed_file(user)), error_cb=violations.add
+        mesh.nats.url,
+        nkeys_seed=str(mesh.users.seed_file(service_user(service))),
+        inbox_prefix=Topology().inbox_prefix(service),
+        error_cb=violations.add,
     )
+
+
+async def _as_control_plane(
+    mesh: LockedMesh, request: Callable[[JetStreamContext], Awaitable[object]]
+) -> None:
+    """Make `request` as a control plane does: its NATS user, its inbox prefix."""
+    nc = await nats.connect(
+        mesh.nats.url,
+        nkeys_seed=str(mesh.users.seed_file(CONTROL_PLANE)),
+        inbox_prefix=Topology().inbox_prefix(),
+    )
+    try:
+        await request(nc.jetstream())
+    finally:
+        await nc.close()
 
 
 async def _stored(mesh: LockedMesh, key: str) -> bytes:
@@ -171,6 +200,9 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
     ] * 3
     assert await streamed.result() == 3
     assert await session.run("outer", arg1="x") == "x_result_result"  # a child task
+    # A task that waits for the session's earlier one (on its final event).
+    third, fourth = [await session.create_task("counter") for _ in range(2)]
+    assert [await third.result(), await fourth.result()] == [3, 4]
 
     victim = await session.create_task("approval", question="ship it?")
     events_before = [(e.sequence, e.type) async for e in _until_waiting(victim)]
@@ -188,7 +220,7 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
     usage = resources_pb2.TokenUsage(total_tokens=-1000).SerializeToString()
 
     violations = Violations()
-    nc = await _as_user(mesh, service_user("counter"), violations)
+    nc = await _as_service(mesh, "counter", violations)
     try:
         js = nc.jetstream(timeout=1)
         kv_tasks = await js.key_value("mesh_tasks")  # reading is allowed
@@ -255,10 +287,36 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
             with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
                 await attempt
             await violations.of(subject)
-        # Listening in: as a control plane of the journal, or on approval's tasks.
-        for subject, queue in (("mesh.journal.approval", "control-plane"), ("mesh.tasks.>", "")):
-            await nc.subscribe(subject, queue=queue)
+        # Listening in: as a control plane of the journal, on approval's tasks, or on
+        # the replies to anyone's requests but its own.
+        overheard: list[str] = []
+
+        async def overhear(msg: Msg) -> None:
+            overheard.append(msg.subject)
+
+        for subject, queue in (
+            ("mesh.journal.approval", "control-plane"),
+            ("mesh.tasks.>", ""),
+            ("_INBOX.>", ""),
+            ("_INBOX.mesh.svc.approval.>", ""),
+            ("_INBOX.mesh.cp.>", ""),
+            (">", ""),
+        ):
+            await nc.subscribe(subject, queue=queue, cb=overhear)
             await violations.of(f'subscription to "{subject}"')
+        # A control plane asks about the secrets bucket: counter hears nothing of the
+        # reply (its own replies it does hear).
+        own: list[str] = []
+
+        async def own_reply(msg: Msg) -> None:
+            own.append(msg.subject)
+
+        await nc.subscribe("_INBOX.mesh.svc.counter.>", cb=own_reply)
+        await _as_control_plane(mesh, lambda js: js.stream_info("KV_mesh_secrets"))
+        await js.stream_info("KV_mesh_tasks")
+        await nc.flush()  # anything the server sent counter before now has arrived
+        assert overheard == []
+        assert own and all(s.startswith("_INBOX.mesh.svc.counter.") for s in own)
         # Its cancel signal (core NATS: no reply to wait for).
         await nc.publish(f"mesh.cancel.{task_id}", b"")
         await violations.of(f"mesh.cancel.{task_id}")
@@ -295,3 +353,28 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
     assert await victim.result() == {"answer": "yes"}
     # And the mesh's own components were refused nothing all along.
     assert not [r for r in caplog.records if "permissions violation" in r.getMessage().lower()]
+
+
+def test_the_external_cluster_permissions_in_the_docs_are_the_ones_up_gives() -> None:
+    """docs/security.md's `authorization` block for an external cluster, with its
+    `{stream}` entries written out for each stream it names, is `service_permissions`."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = page[page.index("For an external cluster") :]
+    streams = re.findall(r"`((?:KV_mesh_\w+)|(?:MESH_[A-Z]+))`", section[: section.index("```")])
+    block = section[section.index("```json") + len("```json") : section.index("```\n", 10)]
+    [_, echo] = json.loads(block)["authorization"]["users"]
+
+    def written_out(subjects: list[str]) -> list[str]:
+        return sorted(
+            s.replace("{stream}", stream)
+            for s in subjects
+            for stream in (streams if "{stream}" in s else [""])
+        )
+
+    given: dict[str, Any] = service_permissions("mesh", "echo")
+    for direction in ("publish", "subscribe"):
+        assert written_out(echo["permissions"][direction]["allow"]) == sorted(
+            given[direction]["allow"]
+        ), direction
+        assert "deny" not in echo["permissions"][direction]
+        assert "deny" not in given[direction]

@@ -108,6 +108,9 @@ class MeshState:
                 user_credentials=user_credentials,
                 nkeys_seed=nkeys_seed,
                 tls=tls,
+                # Its own, so that a replica's NATS user may listen for its replies
+                # and for no one else's (launch/nats_users.py).
+                inbox_prefix=topology.inbox_prefix(replica_of),
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,

@@ -22,6 +22,9 @@ process at start-up.
     {p}.journal.{service}        (core NATS)   a replica's requests to record its tasks'
                                                events (journal.proto), answered by a
                                                control plane (request/reply)
+    _INBOX.{p}.svc.{service}.>   (core NATS)   replies to a replica's requests, and its
+                                               deliveries (pull requests, watches)
+    _INBOX.{p}.cp.>              (core NATS)   the same for the control planes
 
     bucket                       key
     {p}_services                 {service}
@@ -167,6 +170,14 @@ class Topology:
 
     def service_consumer(self, service_id: str) -> str:
         return f"svc_{service_id}"
+
+    def inbox_prefix(self, service_id: str | None = None) -> str:
+        """Where the replies to a component's requests come: a replica of `service_id`'s
+        own (its NATS user may listen there and on nothing of anyone else's), or a
+        control plane's (None)."""
+        if service_id is None:
+            return f"_INBOX.{self.prefix}.cp"
+        return f"_INBOX.{self.prefix}.svc.{service_id}"
 
     def bucket(self, name: str) -> str:
         return f"{self.prefix}_{name}"

@@ -6,7 +6,8 @@ refused at connect. The control plane may do everything in the account (it creat
 the streams and buckets, records every task's events and serves the Queue API); a
 service replica may publish only what `service_permissions` lists: reads, its own
 tasks' consumer, its own service's session state, and requests to a control plane to
-record the rest (jetstream/remote_journal.py).
+record the rest (jetstream/remote_journal.py); and it may listen only on its own inbox
+prefix and the few signals its runs wait on.
 
     users = NatsUsers.ensure(state_dir / "auth" / "nats", "mesh", ["echo"])
     users.config_file              # nats-server -c
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import nkeys
 
+from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.certificates import write_private
 
 CONTROL_PLANE = "control-plane"
@@ -69,9 +71,12 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
     letters, and asks a control plane to record its tasks' events and token usage
     (``journal.{service}``). It publishes no task, event or answer, writes no task
     record, session, count or index, changes no stream, and creates or changes no
-    consumer of the task stream. It may not listen on task subjects (another service's
-    work) or journal subjects (the control planes' queue group).
+    consumer of the task stream. It listens only on its own inbox prefix and the few
+    subjects its runs wait on: not on task subjects (another service's work), journal
+    subjects (the control planes' queue group) or the replies to anyone else's
+    requests.
     """
+    topology = Topology(prefix)
     api = "$JS.API"
     big = prefix.upper()
     tasks = f"{big}_TASKS"
@@ -104,18 +109,20 @@ def service_permissions(prefix: str, service_id: str) -> dict[str, object]:
         # everything else it records goes through a control plane
         f"{prefix}.journal.{service_id}",
     ]
-    return {
-        "publish": {"allow": publish},
-        "subscribe": {
-            "allow": [">"],
-            "deny": [
-                f"{prefix}.tasks.>",
-                f"{prefix}.journal.>",
-                f"$KV.{prefix}_secrets.>",
-                "$JS.API.>",
-            ],
-        },
-    }
+    subscribe = [
+        # replies to its requests, its deliveries and watches: its own inbox prefix
+        # (jetstream/connection.py), never another component's
+        f"{topology.inbox_prefix(service_id)}.>",
+        # a new leader of its consumer (jetstream/pull_consumer.py asks again)
+        f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{tasks}.{consumer}",
+        # signals about tasks it may run: cancels, answers to the questions of waiting
+        # tasks, and a session's earlier task ending (all also in the event stream,
+        # which it reads)
+        topology.cancel_subject("*"),
+        topology.input_subject("*"),
+        topology.final_event_subject("*"),
+    ]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
 @dataclass(frozen=True)
