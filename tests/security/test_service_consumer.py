@@ -4,7 +4,8 @@ change a consumer of the task stream: test_nats_permissions.py).
 
 A consumer that is not what it must be (left by an older version, or pointed at another
 service's tasks while replicas could still change it) is corrected at the next
-registration, even one JetStream cannot update in place (a push consumer). Its ack wait
+registration, even one JetStream cannot update in place (a push consumer), and so is
+another service's consumer that took its tasks. Its ack wait
 is the one the replica asks for when no other replica of the service runs; a replica
 that joins running ones goes by the consumer's.
 """
@@ -75,6 +76,35 @@ async def test_registration_corrects_a_consumer_pointed_elsewhere(
                 session = await client.create_session()
                 assert await session.run("echo", arg1="hi") == "hi_result"
     assert "consumer svc_echo was filtered on mesh.tasks.other, not mesh.tasks.echo" in caplog.text
+
+
+async def test_registration_takes_its_tasks_back_from_another_service_s_consumer(
+    nats: EmbeddedNats,
+) -> None:
+    async with ControlPlaneServer.start([nats.url]) as cp:
+        nc = await nats_py.connect(nats.url)
+        try:
+            # What a replica of `evil` could do before echo was deployed: its consumer
+            # filtered on echo's tasks (echo's own then cannot be made: the task stream
+            # is a work queue, one consumer per subject).
+            await nc.jetstream().add_consumer(
+                "MESH_TASKS",
+                api.ConsumerConfig(
+                    durable_name="svc_evil",
+                    filter_subject="mesh.tasks.echo",
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                ),
+            )
+            async with _replica(cp, ack_wait=12.0), AsyncClient(cp.address) as client:
+                session = await client.create_session()
+                assert await session.run("echo", arg1="hi") == "hi_result"
+                infos = await nc.jetstream().consumers_info("MESH_TASKS")
+                assert {i.name: i.config.filter_subject for i in infos} == {
+                    "svc_evil": "mesh.tasks.evil",
+                    "svc_echo": "mesh.tasks.echo",
+                }
+        finally:
+            await nc.close()
 
 
 async def test_the_first_replica_sets_the_ack_wait_and_others_go_by_it(

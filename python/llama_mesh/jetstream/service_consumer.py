@@ -99,16 +99,36 @@ async def place_service_consumer(
         return await while_forming(functools.partial(js.add_consumer, stream, config))
     except APIError as err:  # e.g. "max waiting can not be updated" is a 500
         if err.err_code == JS_CONSUMER_WQ_NOT_UNIQUE:
-            raise FailedPreconditionError(
-                f"another consumer of stream {stream} takes tasks on "
-                f"{config.filter_subject}, so {durable} cannot: find it with "
-                f"`nats consumer ls {stream}` and delete it"
-            ) from err
+            # Another consumer takes this service's tasks: a service's consumer
+            # pointed elsewhere (by a replica, before they lost the right) is put back.
+            if not await _correct_others(js, topology, durable):
+                raise FailedPreconditionError(
+                    f"another consumer of stream {stream} takes tasks on "
+                    f"{config.filter_subject}, so {durable} cannot: find it with "
+                    f"`nats consumer ls {stream}` and delete it"
+                ) from err
+            return await while_forming(functools.partial(js.add_consumer, stream, config))
         if current is None or err.err_code in CONSUMER_EXISTS:
             raise
         logger.warning("consumer %s cannot be updated (%s): making it again", durable, err)
     await js.delete_consumer(stream, durable)
     return await while_forming(functools.partial(js.add_consumer, stream, config))
+
+
+async def _correct_others(js: JetStreamContext, topology: Topology, durable: str) -> bool:
+    """Correct the other services' consumers that are not filtered on their own
+    service's tasks; whether there was one."""
+    prefix = topology.service_consumer("")
+    wrong = [
+        info.name.removeprefix(prefix)
+        for info in await js.consumers_info(topology.task_stream)
+        if info.name != durable
+        and info.name.startswith(prefix)
+        and info.config.filter_subject != topology.task_subject(info.name.removeprefix(prefix))
+    ]
+    for service_id in wrong:
+        await place_service_consumer(js, topology, service_id, ack_wait=None)
+    return bool(wrong)
 
 
 async def bind_service_consumer(
