@@ -15,6 +15,7 @@ from typing import Any
 
 from llama_mesh.config.retention import RetentionConfig
 from llama_mesh.control_plane.ack_ids import AckIdSigner
+from llama_mesh.control_plane.agents_api.agent_cache import AgentCache
 from llama_mesh.control_plane.agents_api.servicer import AgentsAPIServicer, ResponsesAPIServicer
 from llama_mesh.control_plane.auth import AuthAPIServicer
 from llama_mesh.control_plane.journal_service import JournalService
@@ -93,13 +94,14 @@ class ControlPlaneServer:
             ApiKeyStore.open(state.js, state.topology) as keys,
             # Records what replicas report on their tasks (they write none themselves).
             JournalService.serving(state),
+            AgentCache.following(state) as agent_cache,
             server_security(security, keys.lookup) as server_security_,
         ):
             for key_id, roles, digest in install_keys:
                 await keys.install(key_id, roles, digest)
             control_plane = ControlPlaneAPIServicer(state, retention or RetentionConfig())
             signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
-            agents_api = AgentsAPIServicer(control_plane)
+            agents_api = AgentsAPIServicer(control_plane, agent_cache)
             servicers: list[tuple[Any, Any, str]] = [
                 (
                     control_plane_pb2_grpc.add_ControlPlaneAPIServicer_to_server,

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TypeVar
 
+from llama_mesh.control_plane.agents_api.agent_cache import AgentCache
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.core import agent_config, proto_time
 from llama_mesh.core.errors import (
@@ -74,9 +75,13 @@ def is_agent_service(service: resources_pb2.Service) -> bool:
 class Agents:
     """Create, get, list and delete agents."""
 
-    def __init__(self, state: MeshState, registry: ServiceRegistry) -> None:
+    def __init__(
+        self, state: MeshState, registry: ServiceRegistry, cache: AgentCache | None = None
+    ) -> None:
         self.state = state
         self.registry = registry
+        # A control plane's (server.py): without one, every lookup reads the store.
+        self.cache = cache
 
     async def models(self) -> list[str]:
         """The models the built-in agent service runs agents on."""
@@ -129,9 +134,13 @@ class Agents:
     async def target(self, agent_id: str) -> AgentTarget:
         """The agent and where its turns run; NOT_FOUND if there is none."""
         check_id("agent", agent_id)
-        found = await self.state.agents.find(agent_id)
-        if found is not None:
-            return AgentTarget(found[0], AGENTS_SERVICE, created=True)
+        if self.cache is not None:
+            agent = await self.cache.find(agent_id)
+        else:
+            found = await self.state.agents.find(agent_id)
+            agent = None if found is None else found[0]
+        if agent is not None:
+            return AgentTarget(agent, AGENTS_SERVICE, created=True)
         if SERVICE_ID.fullmatch(agent_id):
             try:
                 service = await self.registry.lookup(agent_id)
@@ -168,6 +177,8 @@ class Agents:
     async def delete(self, target: AgentTarget) -> None:
         """Delete a created agent's record (its sessions are the caller's)."""
         await self.state.agents.delete(target.agent.agent_id)
+        if self.cache is not None:  # here at once; other control planes as they see it
+            self.cache.forget(target.agent.agent_id)
         logger.info("agent %s deleted", target.agent.agent_id)
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from llama_mesh.control_plane.agents_api.agent_cache import AgentCache
 from llama_mesh.control_plane.agents_api.agents import Agents
 from llama_mesh.control_plane.agents_api.fork import fork_session
 from llama_mesh.control_plane.agents_api.responses import Responses
@@ -21,8 +22,10 @@ from llama_mesh.v1 import responses_pb2 as rs
 class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
     """Agents, sessions, turns and steps over the control plane's parts."""
 
-    def __init__(self, control_plane: ControlPlaneAPIServicer) -> None:
-        self.agents = Agents(control_plane.state, control_plane.registry)
+    def __init__(
+        self, control_plane: ControlPlaneAPIServicer, agent_cache: AgentCache | None = None
+    ) -> None:
+        self.agents = Agents(control_plane.state, control_plane.registry, agent_cache)
         self.sessions = AgentSessions(control_plane.state, self.agents, control_plane.sessions)
         self.turns = Turns(
             control_plane.state, self.sessions, control_plane.tasks, control_plane.shutting_down
