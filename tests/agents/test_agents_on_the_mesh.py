@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from google.protobuf import json_format
 from llama_index.core.agent.workflow import FunctionAgent
@@ -38,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "What is the secret fact?"
 
 
-def llm(url: str) -> OpenAILike:
+def llm(url: str, http: httpx.AsyncClient) -> OpenAILike:
+    """An LLM on the scripted model whose HTTP connections the test owns (and closes)."""
     return OpenAILike(
         model="scripted",
         api_base=url,
@@ -47,6 +49,7 @@ def llm(url: str) -> OpenAILike:
         is_function_calling_model=True,
         max_retries=0,
         timeout=60,
+        async_http_client=http,
     )
 
 
@@ -61,6 +64,12 @@ def tool_messages(request: RecordedRequest) -> list[str]:
 @pytest.fixture
 def scripted() -> ScriptedModel:
     return ScriptedModel()
+
+
+@pytest.fixture
+async def model_http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http:
+        yield http
 
 
 @pytest.fixture
@@ -88,13 +97,14 @@ def get_the_secret_fact() -> str:
 
 
 async def test_the_llama_agents_readme_example_through_the_agentic_orchestrator(
-    nats: EmbeddedNats, scripted: ScriptedModel, scripted_url: str
+    nats: EmbeddedNats, scripted: ScriptedModel, scripted_url: str, model_http: httpx.AsyncClient
 ) -> None:
     scripted.respond_with(readme_model)
     agent1 = FunctionAgent(
-        tools=[FunctionTool.from_defaults(fn=get_the_secret_fact)], llm=llm(scripted_url)
+        tools=[FunctionTool.from_defaults(fn=get_the_secret_fact)],
+        llm=llm(scripted_url, model_http),
     )
-    agent2 = FunctionAgent(tools=[], llm=llm(scripted_url))
+    agent2 = FunctionAgent(tools=[], llm=llm(scripted_url, model_http))
     services = {
         "secret_fact_agent": (
             agent1,
@@ -105,7 +115,7 @@ async def test_the_llama_agents_readme_example_through_the_agentic_orchestrator(
             ServiceConfig("dumb_fact_agent", description="Useful for getting random dumb facts."),
         ),
     }
-    orchestrator = AgenticOrchestrator(llm=llm(scripted_url))
+    orchestrator = AgenticOrchestrator(llm=llm(scripted_url, model_http))
     async with LocalMesh(services, nats_url=nats.url, orchestrator=orchestrator) as mesh:
         assert await mesh.client.run(QUESTION) == SECRET_FACT
 
@@ -170,8 +180,8 @@ async def agent_with_remote_tools(
 ) -> AsyncIterator[AsyncClient]:
     """The tool service in a process of its own; the agent, using it through MeshTools,
     in this one."""
-    agent = FunctionAgent(name="agent", tool_retriever=MeshTools(*services), llm=llm(url))
-    async with ControlPlaneServer.start([nats.url]) as cp:
+    async with httpx.AsyncClient() as http, ControlPlaneServer.start([nats.url]) as cp:
+        agent = FunctionAgent(name="agent", tool_retriever=MeshTools(*services), llm=llm(url, http))
         tools = ("serve", "service", "agent_services:secret_tools", "--name", "secret_tools")
         async with (
             component(*tools, "--control-plane", cp.address),
@@ -316,10 +326,13 @@ async def test_an_agent_asks_a_human_and_waits_for_the_answer_over_rest(
     nats: EmbeddedNats,
     scripted: ScriptedModel,
     scripted_url: str,
+    model_http: httpx.AsyncClient,
     restart_control_plane: bool,
 ) -> None:
     scripted.respond_with(asks_a_human)
-    agent = FunctionAgent(name="asker", tool_retriever=MeshTools("human"), llm=llm(scripted_url))
+    agent = FunctionAgent(
+        name="asker", tool_retriever=MeshTools("human"), llm=llm(scripted_url, model_http)
+    )
     first = contextlib.AsyncExitStack()
     cp = await first.enter_async_context(ControlPlaneServer.start([nats.url]))
     port = int(cp.address.rpartition(":")[2])
