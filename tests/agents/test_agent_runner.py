@@ -3,6 +3,7 @@ in the agent vocabulary, its result, and its memory through a JSON round trip.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from typing import Any
@@ -215,13 +216,14 @@ async def test_a_configured_agent_looks_its_steps_up_once(
     monkeypatch.setattr("workflows.workflow.get_steps_from_instance", counted)
     model.script(Reply(tool_calls=[ToolCall("lookup", {"q": "x"})]), "Done.")
     runner = ConfiguredAgentRunner({"scripted": ModelConfig(base_url=model_url, max_retries=0)})
-    lookups.clear()
-    outcome, events = await _run(
-        runner,
-        agent_id="a",
-        agent_config={"model": "scripted"},
-        messages=[{"role": "user", "content": "hi"}],
-    )
+    async with contextlib.aclosing(runner):
+        lookups.clear()
+        outcome, events = await _run(
+            runner,
+            agent_id="a",
+            agent_config={"model": "scripted"},
+            messages=[{"role": "user", "content": "hi"}],
+        )
     assert outcome.result["response"] == "Done."
     assert len(events) > 5  # inference, a call of a tool it lacks (an error), inference
     assert list(lookups.values()) == [1]

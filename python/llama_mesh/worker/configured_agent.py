@@ -24,6 +24,7 @@ from llama_index.core.agent.workflow.workflow_events import AgentInput, AgentWor
 from llama_index.core.llms import LLM, ChatMessage, TextBlock
 from llama_index.core.tools import BaseTool, ToolOutput, ToolSelection
 from llama_index.core.utils import get_tokenizer
+from openai import AsyncOpenAI
 from pydantic import PrivateAttr, ValidationError
 from workflows import Context, step
 from workflows.events import Event, HumanResponseEvent, StopEvent
@@ -45,7 +46,7 @@ from llama_mesh.worker.client_tools import (
 )
 from llama_mesh.worker.event_mapper import EventMapper
 from llama_mesh.worker.mesh_tools import MeshTools
-from llama_mesh.worker.models import ModelKeyMissingError, build_llm
+from llama_mesh.worker.models import ModelKeyMissingError, build_llm, model_client
 from llama_mesh.worker.replaying_llm import ReplayingLLM
 from llama_mesh.worker.shields import judge
 from llama_mesh.worker.workflow_runner import OnEvent, RunOutcome
@@ -155,9 +156,12 @@ class ConfiguredAgent(FunctionAgent):
         self._pending.answer(ev)
 
 
-def chat_model(model_id: str, model: ModelConfig, sampling: dict[str, Any]) -> LLM:
+def chat_model(
+    model_id: str, model: ModelConfig, sampling: dict[str, Any], clients: list[AsyncOpenAI]
+) -> LLM:
     """The llama-index LLM of a deployment model (worker/models.build_llm, the one builder),
-    with these sampling settings; it replays a turn's recorded answers (replaying_llm)."""
+    with these sampling settings; it replays a turn's recorded answers (replaying_llm).
+    Its OpenAI client is added to `clients`, for the caller to close."""
     extra: dict[str, Any] = {}
     fields: dict[str, Any] = {}
     for key, value in sampling.items():
@@ -168,9 +172,18 @@ def chat_model(model_id: str, model: ModelConfig, sampling: dict[str, Any]) -> L
         else:
             extra[key] = value
     try:
-        return build_llm(model_id, model, ReplayingLLM, additional_kwargs=extra, **fields)
+        client = model_client(model_id, model)
     except ModelKeyMissingError as err:
         raise FailedPreconditionError(str(err)) from None
+    clients.append(client)
+    return build_llm(
+        model_id,
+        model,
+        ReplayingLLM,
+        async_openai_client=client,
+        additional_kwargs=extra,
+        **fields,
+    )
 
 
 def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +232,7 @@ class ConfiguredAgentRunner(AgentRunner):
             raise ValueError("the built-in agent service needs at least one model")
         self._models = dict(models)
         self._llms: dict[tuple[str, str], LLM] = {}
+        self._clients: list[AsyncOpenAI] = []  # of the LLMs built here, closed by aclose
         first = next(iter(self._models))
         super().__init__(
             ConfiguredAgent(name=AGENTS_SERVICE, llm=self.llm(first, {}), timeout=None)
@@ -249,6 +263,13 @@ class ConfiguredAgentRunner(AgentRunner):
             return HumanResponseEvent(**payload)
         raise KeyError(type_name)
 
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the models built here (an LLM given as one is
+        its giver's to close); the runner serves no turn after."""
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.close()
+
     def llm(self, model_id: str, sampling: dict[str, Any]) -> LLM:
         """The model `model_id` with these sampling settings: one instance each, so that
         its HTTP connections are kept and reused."""
@@ -262,7 +283,10 @@ class ConfiguredAgentRunner(AgentRunner):
                     f"({self.models()})",
                     field="agent_config.model",
                 )
-            llm = model if isinstance(model, LLM) else chat_model(model_id, model, sampling)
+            if isinstance(model, LLM):
+                llm = model
+            else:
+                llm = chat_model(model_id, model, sampling, self._clients)
             self._llms[key] = llm
         return llm
 

@@ -71,17 +71,27 @@ def build_llm(
         options["temperature"] = config.temperature
     options = {**options, **overrides}
     # The client llama-index would make, sending the conversation without the SDK's
-    # per-message walk (model_client.py).
-    options.setdefault(
-        "async_openai_client",
-        ModelClient(
+    # per-message walk (model_client.py); made only if not given (not setdefault's
+    # argument: that one would be made, never used and never closed).
+    if "async_openai_client" not in options:
+        options["async_openai_client"] = ModelClient(
             api_key=options["api_key"],
             base_url=options["api_base"],
             max_retries=options["max_retries"],
             timeout=options["timeout"],
-        ),
-    )
+        )
     return cls(**options)
+
+
+def model_client(model_id: str, config: ModelConfig) -> ModelClient:
+    """The OpenAI client of model `model_id` (its endpoint, key and limits), for an LLM
+    whose owner closes it (``build_llm(..., async_openai_client=client)``)."""
+    return ModelClient(
+        api_key=api_key(model_id, config),
+        base_url=config.base_url,
+        max_retries=config.max_retries,
+        timeout=config.timeout,
+    )
 
 
 class ModelRegistry:
