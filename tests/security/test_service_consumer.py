@@ -7,7 +7,9 @@ service's tasks while replicas could still change it) is corrected at the next
 registration, even one JetStream cannot update in place (a push consumer), and so is
 another service's consumer that took its tasks. Its ack wait
 is the one the replica asks for when no other replica of the service runs; a replica
-that joins running ones goes by the consumer's.
+that joins running ones goes by the consumer's. A replica in another language that
+subscribes through the Queue API places the consumer by the same rule, and each message
+it gets says the ack wait to keep it alive by.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import grpc
 import nats as nats_py
 import pytest
 from nats.js import api
@@ -23,7 +26,11 @@ from nats.js import api
 from llama_mesh.client import AsyncClient
 from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
+from llama_mesh.core import proto_time
 from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import control_plane_pb2 as cp_pb
+from llama_mesh.v1 import control_plane_pb2_grpc, queue_pb2_grpc, resources_pb2
+from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.worker.runtime import ServiceRuntime
 
 from mesh_workflows import EchoWorkflow
@@ -37,10 +44,10 @@ async def _replica(cp: ControlPlaneServer, ack_wait: float) -> AsyncIterator[Ser
         yield runtime
 
 
-async def _consumer(server: EmbeddedNats) -> api.ConsumerConfig:
+async def _consumer(server: EmbeddedNats, service: str = "echo") -> api.ConsumerConfig:
     nc = await nats_py.connect(server.url)
     try:
-        info: api.ConsumerInfo = await nc.jetstream().consumer_info("MESH_TASKS", "svc_echo")
+        info: api.ConsumerInfo = await nc.jetstream().consumer_info("MESH_TASKS", f"svc_{service}")
         return info.config
     finally:
         await nc.close()
@@ -124,3 +131,74 @@ async def test_the_first_replica_sets_the_ack_wait_and_others_go_by_it(
         async with _replica(cp, ack_wait=9.0) as third:
             assert (await _consumer(nats)).ack_wait == 9.0
             assert third._worker is not None and third._worker.ack_wait == 9.0
+
+
+async def test_a_queue_api_subscriber_places_the_consumer_by_the_same_rule(
+    nats: EmbeddedNats,
+) -> None:
+    async with (
+        ControlPlaneServer.start([nats.url]) as cp,
+        grpc.aio.insecure_channel(cp.address) as channel,
+        AsyncClient(cp.address) as client,
+    ):
+        control = control_plane_pb2_grpc.ControlPlaneAPIStub(channel)
+        queue = queue_pb2_grpc.QueueAPIStub(channel)
+        await control.RegisterService(
+            cp_pb.RegisterServiceRequest(
+                service=resources_pb2.Service(name="services/remote"),
+                replica=resources_pb2.Replica(replica_id="r1", runtime="node"),
+                ack_wait=proto_time.duration(5.0),
+            )
+        )
+        session = await client.create_session()
+
+        async def subscribe(replica_id: str, ack_wait: float) -> q.QueueMessage:
+            """One member's first message, then it leaves (the message handed back)."""
+            stream = queue.Subscribe(
+                q.SubscribeRequest(
+                    topic="topics/tasks.remote",
+                    consumer_group="remote",
+                    ack_wait=proto_time.duration(ack_wait),
+                    replica_id=replica_id,
+                )
+            )
+            try:
+                await session.create_task("remote")
+                response = await stream.read()
+                assert isinstance(response, q.SubscribeResponse)
+                await queue.NakMessages(
+                    q.NakMessagesRequest(
+                        topic="topics/tasks.remote", ack_ids=[response.message.ack_id]
+                    )
+                )
+                return response.message
+            finally:
+                stream.cancel()
+
+        # r1 is live: another member's ack wait does not change the one r1 goes by,
+        # and the member is told the group's.
+        message = await subscribe("r2", 7.0)
+        assert proto_time.seconds(message.ack_wait) == 5.0
+        assert (await _consumer(nats, "remote")).ack_wait == 5.0
+        # A member that names no replica counts every live one as other.
+        message = await subscribe("", 7.0)
+        assert proto_time.seconds(message.ack_wait) == 5.0
+        # r1 alone, subscribing itself: its ack wait applies.
+        message = await subscribe("r1", 8.0)
+        assert proto_time.seconds(message.ack_wait) == 8.0
+        assert (await _consumer(nats, "remote")).ack_wait == 8.0
+
+        for bad in (0.0, 2 * 24 * 3600.0):
+            stream = queue.Subscribe(
+                q.SubscribeRequest(
+                    topic="topics/tasks.remote",
+                    consumer_group="remote",
+                    ack_wait=proto_time.duration(bad),
+                    replica_id="r1",
+                )
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stream.read()
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "ack_wait must be positive" in (raised.value.details() or "")
+        assert (await _consumer(nats, "remote")).ack_wait == 8.0

@@ -21,7 +21,7 @@
  * naks the delivery itself. Long tasks are kept alive with ExtendMessages.
  */
 import { fromJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { durationFromMs, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
 
 import { ReplicaState, ServiceKind, type Task } from "./gen/llama_mesh/v1/resources_pb.js";
@@ -84,7 +84,11 @@ export interface ServiceOptions {
   retryPolicy?: RetryPolicy;
   /** Lease on the registration, renewed every third of it. Default 30 s. */
   leaseMs?: number;
-  /** Redelivery delay of unacked tasks, kept alive every third of it. Default 30 s. */
+  /**
+   * Redelivery delay of unacked tasks asked for; default 30 s. It applies when no other
+   * replica of the service runs, else theirs stays: each task is kept alive every third
+   * of the ack wait its message carries.
+   */
   ackWaitMs?: number;
   /** Logs go here (stderr by default). */
   log?: (line: string) => void;
@@ -232,6 +236,7 @@ export class QueueService {
         consumerGroup: this.options.name,
         maxInFlight: this.options.maxConcurrency,
         ackWait: durationFromMs(this.options.ackWaitMs),
+        replicaId: this.replicaId,
       },
       { signal },
     );
@@ -263,12 +268,14 @@ export class QueueService {
   }
 
   private async handle(message: QueueMessage): Promise<void> {
+    // The group's ack wait, not necessarily the one asked for (replicas running set it).
+    const ackWaitMs = message.ackWait ? durationMs(message.ackWait) : this.options.ackWaitMs;
     const extend = setInterval(
       () =>
         void this.mesh.queue
           .extendMessages({ topic: this.topic, ackIds: [message.ackId] })
           .catch(() => undefined),
-      this.options.ackWaitMs / 3,
+      ackWaitMs / 3,
     );
     await this.slot(); // never rejects: it only waits for release()
     try {

@@ -2,9 +2,13 @@
 
 A topic is a subject without the mesh prefix (`tasks.echo`, `events.{task_id}`).
 Subscribe binds a durable pull consumer named after the consumer group; its members
-share the messages. An ack id is the message's JetStream reply subject signed for the
-subscriber and its topic (ack_ids.py), so any control-plane replica can ack, nak or
-extend it, and nobody else's ack id (or a made-up one) does anything.
+share the messages. On a service's tasks topic that is the service's own consumer,
+placed by the registry's rule (registry.py: the ack wait asked for applies only when
+no other replica is live), and each message says the ack wait to keep it alive by.
+
+An ack id is the message's JetStream reply subject signed for the subscriber and its
+topic (ack_ids.py), so any control-plane replica can ack, nak or extend it, and nobody
+else's ack id (or a made-up one) does anything.
 
 Nothing a client or a service publishes here becomes a task, an event or an answer:
 tasks are created by CreateTask, answers sent by SendTaskEvent, and what happens to a
@@ -30,16 +34,17 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 
 from llama_mesh.control_plane.ack_ids import ACK, IN_PROGRESS, AckIdSigner, nak
 from llama_mesh.control_plane.attempts import TaskAttempts
+from llama_mesh.control_plane.registry import ServiceRegistry, asked_ack_wait
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import InvalidArgumentError, PermissionDeniedError
-from llama_mesh.core.limits import MAX_ENVELOPE_BYTES, check_bytes
+from llama_mesh.core.limits import MAX_ENVELOPE_BYTES, MAX_ID_CHARS, check_bytes, check_chars
 from llama_mesh.core.names import TaskName, check_service_id, new_id
 from llama_mesh.core.paging import page_size, paginate
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.errors import store_errors
 from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.pull_consumer import PullConsumer
-from llama_mesh.jetstream.service_consumer import ensure_service_consumer
+from llama_mesh.jetstream.service_consumer import DEFAULT_ACK_WAIT
 from llama_mesh.jetstream.topology import ensure_consumer
 from llama_mesh.rpc.identity import caller
 from llama_mesh.telemetry import tracing
@@ -68,9 +73,10 @@ def parse_topic(name: str, field: str = "topic") -> tuple[str, str]:
 class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
     """The QueueAPI servicer."""
 
-    def __init__(self, state: MeshState, signer: AckIdSigner) -> None:
+    def __init__(self, state: MeshState, signer: AckIdSigner, registry: ServiceRegistry) -> None:
         self.state = state
         self._signer = signer
+        self._registry = registry
         # Messages delivered by this replica and not yet answered, by reply subject.
         self._in_flight: dict[str, asyncio.Event] = {}
         self._attempts = TaskAttempts(state, signer, self._answer)
@@ -116,8 +122,13 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
             )
         return q.PublishResponse(sequence=int(ack.seq), duplicate=bool(ack.duplicate))
 
-    async def _consumer(self, kind: str, ident: str, group: str, ack_wait: float) -> str:
+    async def _consumer(
+        self, request: q.SubscribeRequest, kind: str, ident: str
+    ) -> tuple[str, float]:
+        """The durable consumer that `request` binds to, and its ack wait."""
         topology = self.state.topology
+        group = request.consumer_group
+        asked = asked_ack_wait(request)
         if kind == "tasks":
             if group != ident:
                 raise InvalidArgumentError(
@@ -125,13 +136,18 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                     f"service: use consumer_group {ident!r}"
                 )
             check_service_id(ident, "topic")
-            return await ensure_service_consumer(self.state.js, topology, ident, ack_wait=ack_wait)
+            check_chars("replica_id", request.replica_id, MAX_ID_CHARS)
+            # The one rule RegisterService follows: the ack wait asked for applies
+            # when no other replica runs, else the running replicas' stays.
+            info = await self._registry.place_consumer(ident, request.replica_id, asked)
+            return info.name, info.config.ack_wait or DEFAULT_ACK_WAIT
         subject = (
             topology.task_events(ident)
             if kind == "events"
             else topology.topic_subject(f"{kind}.{ident}")
         )
-        return await ensure_consumer(
+        ack_wait = asked or DEFAULT_ACK_WAIT
+        durable = await ensure_consumer(
             self.state.js,
             self._stream_for(kind),
             js_api.ConsumerConfig(
@@ -142,6 +158,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                 inactive_threshold=3600.0,
             ),
         )
+        return durable, ack_wait
 
     async def Subscribe(
         self,
@@ -155,11 +172,11 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
             )
         if request.max_in_flight < 0:
             raise InvalidArgumentError("max_in_flight must not be negative")
-        ack_wait = proto_time.seconds(request.ack_wait) if request.HasField("ack_wait") else 30.0
         subscriber = caller()
         if kind != "tasks":
             subscriber.require_admin(f"subscribe to {request.topic}")
-        durable = await self._consumer(kind, ident, request.consumer_group, ack_wait)
+        durable, ack_wait = await self._consumer(request, kind, ident)
+        ack_wait_duration = proto_time.duration(ack_wait)
         delivered: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def hold(msg: Msg) -> None:
@@ -199,6 +216,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                         delivery_count=meta.num_delivered,
                         publish_time=published,
                         trace_context=tracing.trace_headers(msg.headers),
+                        ack_wait=ack_wait_duration,
                     )
                 )
         finally:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from nats.js.api import ConsumerInfo
 
 from llama_mesh.control_plane.routing import orchestrator_for_unnamed, orchestrators
 from llama_mesh.core import proto_time
@@ -37,6 +38,7 @@ from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.service_consumer import place_service_consumer
 from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import queue_pb2 as q
 from llama_mesh.v1 import resources_pb2
 
 logger = logging.getLogger(__name__)
@@ -95,8 +97,8 @@ def _check_sizes(request: cp.RegisterServiceRequest) -> None:
 MAX_ACK_WAIT = 24 * 3600.0
 
 
-def _ack_wait(request: cp.RegisterServiceRequest) -> float | None:
-    """The ack wait the replica asks for (None: whatever the consumer has)."""
+def asked_ack_wait(request: cp.RegisterServiceRequest | q.SubscribeRequest) -> float | None:
+    """The ack wait a replica asks for (None: whatever the consumer has)."""
     if not request.HasField("ack_wait"):
         return None
     ack_wait = proto_time.seconds(request.ack_wait)
@@ -171,8 +173,8 @@ class ServiceRegistry:
         lease = proto_time.seconds(request.lease_duration) or DEFAULT_LEASE
         if lease < 0:
             raise InvalidArgumentError("lease_duration must not be negative")
-        ack_wait = _ack_wait(request)
-        await self._place_consumer(service_id, request.replica.replica_id, ack_wait)
+        ack_wait = asked_ack_wait(request)
+        await self.place_consumer(service_id, request.replica.replica_id, ack_wait)
         expire = proto_time.timestamp(time.time() + lease)
         replica = resources_pb2.Replica()
         replica.CopyFrom(request.replica)
@@ -215,19 +217,20 @@ class ServiceRegistry:
             queue_config=self.state.topology.queue_config(self.state.nats_urls),
         )
 
-    async def _place_consumer(
+    async def place_consumer(
         self, service_id: str, replica_id: str, ack_wait: float | None
-    ) -> None:
+    ) -> ConsumerInfo:
         """Create or correct the service's task consumer before its replica is
-        registered (a replica may not touch it: launch/nats_users.py). The ack wait the
-        replica asks for applies when no other replica is live, else the consumer's
-        stays (the replicas running keep their tasks alive by it)."""
+        registered, or subscribes through the Queue API (a replica may not touch it:
+        launch/nats_users.py). The ack wait the replica asks for applies when no other
+        replica is live, else the consumer's stays (the replicas running keep their
+        tasks alive by it). An empty `replica_id` counts every live replica as other."""
         found = await self.state.services.find(service_id)
         if found is not None:
             live_replicas(found[0])
             if any(r.replica_id != replica_id for r in found[0].replicas):
                 ack_wait = None
-        await place_service_consumer(
+        return await place_service_consumer(
             self.state.js, self.state.topology, service_id, ack_wait=ack_wait
         )
 

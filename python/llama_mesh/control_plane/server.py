@@ -110,7 +110,7 @@ class ControlPlaneServer:
                 ),
                 (
                     queue_pb2_grpc.add_QueueAPIServicer_to_server,
-                    QueueAPIServicer(state, signer),
+                    QueueAPIServicer(state, signer, control_plane.registry),
                     QUEUE_SERVICE,
                 ),
                 (auth_pb2_grpc.add_AuthAPIServicer_to_server, AuthAPIServicer(keys), AUTH_SERVICE),

@@ -19,7 +19,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.jetstream.api_errors import CONSUMER_EXISTS, JS_CONSUMER_WQ_NOT_UNIQUE
-from llama_mesh.jetstream.topology import Topology, ensure_consumer, while_forming
+from llama_mesh.jetstream.topology import Topology, while_forming
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +49,6 @@ def service_consumer_config(
         max_ack_pending=max_ack_pending,
         max_waiting=4096,
     )
-
-
-async def ensure_service_consumer(
-    js: JetStreamContext,
-    topology: Topology,
-    service_id: str,
-    *,
-    ack_wait: float = DEFAULT_ACK_WAIT,
-    max_ack_pending: int = 10_000,
-) -> str:
-    """Create the service's durable consumer, or update it to this config."""
-    config = service_consumer_config(
-        topology, service_id, ack_wait=ack_wait, max_ack_pending=max_ack_pending
-    )
-    return await ensure_consumer(js, topology.task_stream, config)
 
 
 async def place_service_consumer(

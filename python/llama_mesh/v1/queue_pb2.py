@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from llama_mesh.v1 import resources_pb2 as llama__mesh_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llama_mesh/v1/queue.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dllama_mesh/v1/resources.proto\"n\n\x05Topic\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07subject\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rmessage_count\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onsumer_groups\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\"\xa0\x02\n\x0cQueueMessage\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.llama_mesh.v1.Envelope\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x16\n\x0e\x64\x65livery_count\x18\x04 \x01(\x05\x12\x30\n\x0cpublish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x44\n\rtrace_context\x18\x06 \x03(\x0b\x32-.llama_mesh.v1.QueueMessage.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0ePublishRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.llama_mesh.v1.EnvelopeB\x04\xe2\x41\x01\x02\"6\n\x0fPublishResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x89\x01\n\x10SubscribeRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x63onsumer_group\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12+\n\x08\x61\x63k_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"A\n\x11SubscribeResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.llama_mesh.v1.QueueMessage\"@\n\x12\x41\x63kMessagesRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63k_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x41\x63kMessagesResponse\"j\n\x12NakMessagesRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63k_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x15\n\x13NakMessagesResponse\"C\n\x15\x45xtendMessagesRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63k_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"\x18\n\x16\x45xtendMessagesResponse\":\n\x11ListTopicsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListTopicsResponse\x12$\n\x06topics\x18\x01 \x03(\x0b\x32\x14.llama_mesh.v1.Topic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x17\x42\x65ginTaskAttemptRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63k_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nreplica_id\x18\x03 \x01(\t\"[\n\x18\x42\x65ginTaskAttemptResponse\x12\x0b\n\x03run\x18\x01 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12!\n\x04task\x18\x03 \x01(\x0b\x32\x13.llama_mesh.v1.Task\"\xae\x01\n\x16ReportTaskEventRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63k_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x12\n\x04type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x07payload\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x16\n\x0einput_required\x18\x06 \x01(\x08\"\\\n\x17ReportTaskEventResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.llama_mesh.v1.TaskEvent\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"N\n\x0e\x41ttemptFailure\x12\x18\n\nerror_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x80\x02\n\x1a\x43ompleteTaskAttemptRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63k_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12(\n\x06result\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x30\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x1d.llama_mesh.v1.AttemptFailureH\x00\x12:\n\x0cinterruption\x18\x06 \x01(\x0e\x32\".llama_mesh.v1.AttemptInterruptionH\x00\x42\t\n\x07outcome\"p\n\x1b\x43ompleteTaskAttemptResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.llama_mesh.v1.Task\x12.\n\x0bretry_delay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration*\xdf\x01\n\x13\x41ttemptInterruption\x12$\n ATTEMPT_INTERRUPTION_UNSPECIFIED\x10\x00\x12*\n&ATTEMPT_INTERRUPTION_DEADLINE_EXCEEDED\x10\x01\x12\"\n\x1e\x41TTEMPT_INTERRUPTION_CANCELLED\x10\x02\x12)\n%ATTEMPT_INTERRUPTION_REPLICA_STOPPING\x10\x03\x12\'\n#ATTEMPT_INTERRUPTION_REPLICA_FAILED\x10\x04\x32\xbb\t\n\x08QueueAPI\x12q\n\x07Publish\x12\x1d.llama_mesh.v1.PublishRequest\x1a\x1e.llama_mesh.v1.PublishResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{topic=topics/*}:publish:\x01*\x12x\n\tSubscribe\x12\x1f.llama_mesh.v1.SubscribeRequest\x1a .llama_mesh.v1.SubscribeResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{topic=topics/*}:subscribe0\x01\x12y\n\x0b\x41\x63kMessages\x12!.llama_mesh.v1.AckMessagesRequest\x1a\".llama_mesh.v1.AckMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{topic=topics/*}:ack:\x01*\x12y\n\x0bNakMessages\x12!.llama_mesh.v1.NakMessagesRequest\x1a\".llama_mesh.v1.NakMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{topic=topics/*}:nak:\x01*\x12\x85\x01\n\x0e\x45xtendMessages\x12$.llama_mesh.v1.ExtendMessagesRequest\x1a%.llama_mesh.v1.ExtendMessagesResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/{topic=topics/*}:extend:\x01*\x12\x65\n\nListTopics\x12 .llama_mesh.v1.ListTopicsRequest\x1a!.llama_mesh.v1.ListTopicsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/topics\x12\x9a\x01\n\x10\x42\x65ginTaskAttempt\x12&.llama_mesh.v1.BeginTaskAttemptRequest\x1a\'.llama_mesh.v1.BeginTaskAttemptResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{name=sessions/*/tasks/*}:beginAttempt:\x01*\x12\x96\x01\n\x0fReportTaskEvent\x12%.llama_mesh.v1.ReportTaskEventRequest\x1a&.llama_mesh.v1.ReportTaskEventResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/{name=sessions/*/tasks/*}:reportEvent:\x01*\x12\xa6\x01\n\x13\x43ompleteTaskAttempt\x12).llama_mesh.v1.CompleteTaskAttemptRequest\x1a*.llama_mesh.v1.CompleteTaskAttemptResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/{name=sessions/*/tasks/*}:completeAttempt:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llama_mesh/v1/queue.proto\x12\rllama_mesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dllama_mesh/v1/resources.proto\"n\n\x05Topic\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07subject\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rmessage_count\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onsumer_groups\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\"\xd3\x02\n\x0cQueueMessage\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.llama_mesh.v1.Envelope\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x16\n\x0e\x64\x65livery_count\x18\x04 \x01(\x05\x12\x30\n\x0cpublish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x44\n\rtrace_context\x18\x06 \x03(\x0b\x32-.llama_mesh.v1.QueueMessage.TraceContextEntry\x12\x31\n\x08\x61\x63k_wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0ePublishRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.llama_mesh.v1.EnvelopeB\x04\xe2\x41\x01\x02\"6\n\x0fPublishResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x9d\x01\n\x10SubscribeRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x63onsumer_group\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12+\n\x08\x61\x63k_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nreplica_id\x18\x05 \x01(\t\"A\n\x11SubscribeResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.llama_mesh.v1.QueueMessage\"@\n\x12\x41\x63kMessagesRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63k_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x41\x63kMessagesResponse\"j\n\x12NakMessagesRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63k_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x15\n\x13NakMessagesResponse\"C\n\x15\x45xtendMessagesRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63k_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"\x18\n\x16\x45xtendMessagesResponse\":\n\x11ListTopicsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListTopicsResponse\x12$\n\x06topics\x18\x01 \x03(\x0b\x32\x14.llama_mesh.v1.Topic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x17\x42\x65ginTaskAttemptRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63k_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nreplica_id\x18\x03 \x01(\t\"[\n\x18\x42\x65ginTaskAttemptResponse\x12\x0b\n\x03run\x18\x01 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12!\n\x04task\x18\x03 \x01(\x0b\x32\x13.llama_mesh.v1.Task\"\xae\x01\n\x16ReportTaskEventRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63k_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x12\n\x04type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x07payload\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x16\n\x0einput_required\x18\x06 \x01(\x08\"\\\n\x17ReportTaskEventResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.llama_mesh.v1.TaskEvent\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"N\n\x0e\x41ttemptFailure\x12\x18\n\nerror_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x80\x02\n\x1a\x43ompleteTaskAttemptRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63k_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12(\n\x06result\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x30\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x1d.llama_mesh.v1.AttemptFailureH\x00\x12:\n\x0cinterruption\x18\x06 \x01(\x0e\x32\".llama_mesh.v1.AttemptInterruptionH\x00\x42\t\n\x07outcome\"p\n\x1b\x43ompleteTaskAttemptResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.llama_mesh.v1.Task\x12.\n\x0bretry_delay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration*\xdf\x01\n\x13\x41ttemptInterruption\x12$\n ATTEMPT_INTERRUPTION_UNSPECIFIED\x10\x00\x12*\n&ATTEMPT_INTERRUPTION_DEADLINE_EXCEEDED\x10\x01\x12\"\n\x1e\x41TTEMPT_INTERRUPTION_CANCELLED\x10\x02\x12)\n%ATTEMPT_INTERRUPTION_REPLICA_STOPPING\x10\x03\x12\'\n#ATTEMPT_INTERRUPTION_REPLICA_FAILED\x10\x04\x32\xbb\t\n\x08QueueAPI\x12q\n\x07Publish\x12\x1d.llama_mesh.v1.PublishRequest\x1a\x1e.llama_mesh.v1.PublishResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{topic=topics/*}:publish:\x01*\x12x\n\tSubscribe\x12\x1f.llama_mesh.v1.SubscribeRequest\x1a .llama_mesh.v1.SubscribeResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{topic=topics/*}:subscribe0\x01\x12y\n\x0b\x41\x63kMessages\x12!.llama_mesh.v1.AckMessagesRequest\x1a\".llama_mesh.v1.AckMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{topic=topics/*}:ack:\x01*\x12y\n\x0bNakMessages\x12!.llama_mesh.v1.NakMessagesRequest\x1a\".llama_mesh.v1.NakMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{topic=topics/*}:nak:\x01*\x12\x85\x01\n\x0e\x45xtendMessages\x12$.llama_mesh.v1.ExtendMessagesRequest\x1a%.llama_mesh.v1.ExtendMessagesResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/{topic=topics/*}:extend:\x01*\x12\x65\n\nListTopics\x12 .llama_mesh.v1.ListTopicsRequest\x1a!.llama_mesh.v1.ListTopicsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/topics\x12\x9a\x01\n\x10\x42\x65ginTaskAttempt\x12&.llama_mesh.v1.BeginTaskAttemptRequest\x1a\'.llama_mesh.v1.BeginTaskAttemptResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{name=sessions/*/tasks/*}:beginAttempt:\x01*\x12\x96\x01\n\x0fReportTaskEvent\x12%.llama_mesh.v1.ReportTaskEventRequest\x1a&.llama_mesh.v1.ReportTaskEventResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/{name=sessions/*/tasks/*}:reportEvent:\x01*\x12\xa6\x01\n\x13\x43ompleteTaskAttempt\x12).llama_mesh.v1.CompleteTaskAttemptRequest\x1a*.llama_mesh.v1.CompleteTaskAttemptResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/{name=sessions/*/tasks/*}:completeAttempt:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPIC'].fields_by_name['consumer_groups']._serialized_options = b'\342A\001\003'
   _globals['_QUEUEMESSAGE_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_QUEUEMESSAGE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_QUEUEMESSAGE'].fields_by_name['ack_wait']._loaded_options = None
+  _globals['_QUEUEMESSAGE'].fields_by_name['ack_wait']._serialized_options = b'\342A\001\003'
   _globals['_PUBLISHREQUEST'].fields_by_name['topic']._loaded_options = None
   _globals['_PUBLISHREQUEST'].fields_by_name['topic']._serialized_options = b'\342A\001\002'
   _globals['_PUBLISHREQUEST'].fields_by_name['envelope']._loaded_options = None
@@ -105,52 +107,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUEAPI'].methods_by_name['ReportTaskEvent']._serialized_options = b'\202\323\344\223\002.\")/v1/{name=sessions/*/tasks/*}:reportEvent:\001*'
   _globals['_QUEUEAPI'].methods_by_name['CompleteTaskAttempt']._loaded_options = None
   _globals['_QUEUEAPI'].methods_by_name['CompleteTaskAttempt']._serialized_options = b'\202\323\344\223\0022\"-/v1/{name=sessions/*/tasks/*}:completeAttempt:\001*'
-  _globals['_ATTEMPTINTERRUPTION']._serialized_start=2354
-  _globals['_ATTEMPTINTERRUPTION']._serialized_end=2577
+  _globals['_ATTEMPTINTERRUPTION']._serialized_start=2425
+  _globals['_ATTEMPTINTERRUPTION']._serialized_end=2648
   _globals['_TOPIC']._serialized_start=233
   _globals['_TOPIC']._serialized_end=343
   _globals['_QUEUEMESSAGE']._serialized_start=346
-  _globals['_QUEUEMESSAGE']._serialized_end=634
-  _globals['_QUEUEMESSAGE_TRACECONTEXTENTRY']._serialized_start=583
-  _globals['_QUEUEMESSAGE_TRACECONTEXTENTRY']._serialized_end=634
-  _globals['_PUBLISHREQUEST']._serialized_start=636
-  _globals['_PUBLISHREQUEST']._serialized_end=722
-  _globals['_PUBLISHRESPONSE']._serialized_start=724
-  _globals['_PUBLISHRESPONSE']._serialized_end=778
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=781
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=918
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=920
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=985
-  _globals['_ACKMESSAGESREQUEST']._serialized_start=987
-  _globals['_ACKMESSAGESREQUEST']._serialized_end=1051
-  _globals['_ACKMESSAGESRESPONSE']._serialized_start=1053
-  _globals['_ACKMESSAGESRESPONSE']._serialized_end=1074
-  _globals['_NAKMESSAGESREQUEST']._serialized_start=1076
-  _globals['_NAKMESSAGESREQUEST']._serialized_end=1182
-  _globals['_NAKMESSAGESRESPONSE']._serialized_start=1184
-  _globals['_NAKMESSAGESRESPONSE']._serialized_end=1205
-  _globals['_EXTENDMESSAGESREQUEST']._serialized_start=1207
-  _globals['_EXTENDMESSAGESREQUEST']._serialized_end=1274
-  _globals['_EXTENDMESSAGESRESPONSE']._serialized_start=1276
-  _globals['_EXTENDMESSAGESRESPONSE']._serialized_end=1300
-  _globals['_LISTTOPICSREQUEST']._serialized_start=1302
-  _globals['_LISTTOPICSREQUEST']._serialized_end=1360
-  _globals['_LISTTOPICSRESPONSE']._serialized_start=1362
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=1445
-  _globals['_BEGINTASKATTEMPTREQUEST']._serialized_start=1447
-  _globals['_BEGINTASKATTEMPTREQUEST']._serialized_end=1534
-  _globals['_BEGINTASKATTEMPTRESPONSE']._serialized_start=1536
-  _globals['_BEGINTASKATTEMPTRESPONSE']._serialized_end=1627
-  _globals['_REPORTTASKEVENTREQUEST']._serialized_start=1630
-  _globals['_REPORTTASKEVENTREQUEST']._serialized_end=1804
-  _globals['_REPORTTASKEVENTRESPONSE']._serialized_start=1806
-  _globals['_REPORTTASKEVENTRESPONSE']._serialized_end=1898
-  _globals['_ATTEMPTFAILURE']._serialized_start=1900
-  _globals['_ATTEMPTFAILURE']._serialized_end=1978
-  _globals['_COMPLETETASKATTEMPTREQUEST']._serialized_start=1981
-  _globals['_COMPLETETASKATTEMPTREQUEST']._serialized_end=2237
-  _globals['_COMPLETETASKATTEMPTRESPONSE']._serialized_start=2239
-  _globals['_COMPLETETASKATTEMPTRESPONSE']._serialized_end=2351
-  _globals['_QUEUEAPI']._serialized_start=2580
-  _globals['_QUEUEAPI']._serialized_end=3791
+  _globals['_QUEUEMESSAGE']._serialized_end=685
+  _globals['_QUEUEMESSAGE_TRACECONTEXTENTRY']._serialized_start=634
+  _globals['_QUEUEMESSAGE_TRACECONTEXTENTRY']._serialized_end=685
+  _globals['_PUBLISHREQUEST']._serialized_start=687
+  _globals['_PUBLISHREQUEST']._serialized_end=773
+  _globals['_PUBLISHRESPONSE']._serialized_start=775
+  _globals['_PUBLISHRESPONSE']._serialized_end=829
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=832
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=989
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=991
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1056
+  _globals['_ACKMESSAGESREQUEST']._serialized_start=1058
+  _globals['_ACKMESSAGESREQUEST']._serialized_end=1122
+  _globals['_ACKMESSAGESRESPONSE']._serialized_start=1124
+  _globals['_ACKMESSAGESRESPONSE']._serialized_end=1145
+  _globals['_NAKMESSAGESREQUEST']._serialized_start=1147
+  _globals['_NAKMESSAGESREQUEST']._serialized_end=1253
+  _globals['_NAKMESSAGESRESPONSE']._serialized_start=1255
+  _globals['_NAKMESSAGESRESPONSE']._serialized_end=1276
+  _globals['_EXTENDMESSAGESREQUEST']._serialized_start=1278
+  _globals['_EXTENDMESSAGESREQUEST']._serialized_end=1345
+  _globals['_EXTENDMESSAGESRESPONSE']._serialized_start=1347
+  _globals['_EXTENDMESSAGESRESPONSE']._serialized_end=1371
+  _globals['_LISTTOPICSREQUEST']._serialized_start=1373
+  _globals['_LISTTOPICSREQUEST']._serialized_end=1431
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=1433
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=1516
+  _globals['_BEGINTASKATTEMPTREQUEST']._serialized_start=1518
+  _globals['_BEGINTASKATTEMPTREQUEST']._serialized_end=1605
+  _globals['_BEGINTASKATTEMPTRESPONSE']._serialized_start=1607
+  _globals['_BEGINTASKATTEMPTRESPONSE']._serialized_end=1698
+  _globals['_REPORTTASKEVENTREQUEST']._serialized_start=1701
+  _globals['_REPORTTASKEVENTREQUEST']._serialized_end=1875
+  _globals['_REPORTTASKEVENTRESPONSE']._serialized_start=1877
+  _globals['_REPORTTASKEVENTRESPONSE']._serialized_end=1969
+  _globals['_ATTEMPTFAILURE']._serialized_start=1971
+  _globals['_ATTEMPTFAILURE']._serialized_end=2049
+  _globals['_COMPLETETASKATTEMPTREQUEST']._serialized_start=2052
+  _globals['_COMPLETETASKATTEMPTREQUEST']._serialized_end=2308
+  _globals['_COMPLETETASKATTEMPTRESPONSE']._serialized_start=2310
+  _globals['_COMPLETETASKATTEMPTRESPONSE']._serialized_end=2422
+  _globals['_QUEUEAPI']._serialized_start=2651
+  _globals['_QUEUEAPI']._serialized_end=3862
 # @@protoc_insertion_point(module_scope)

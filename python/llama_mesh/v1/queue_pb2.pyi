@@ -147,6 +147,7 @@ class QueueMessage(_message.Message):
     DELIVERY_COUNT_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    ACK_WAIT_FIELD_NUMBER: _builtins.int
     ack_id: _builtins.str
     """Pass to AckMessages, NakMessages or ExtendMessages (and the attempt RPCs
     for a task). Opaque, and signed by the control plane for the identity that
@@ -171,6 +172,13 @@ class QueueMessage(_message.Message):
         propagator to continue that trace (docs/operations.md). Empty otherwise.
         """
 
+    @_builtins.property
+    def ack_wait(self) -> _duration_pb2.Duration:
+        """The consumer group's ack wait: answer the message, or keep it alive with
+        ExtendMessages, well within it (e.g. every third of it). It can differ
+        from the ack_wait this member asked for (SubscribeRequest.ack_wait).
+        """
+
     def __init__(
         self,
         *,
@@ -180,10 +188,11 @@ class QueueMessage(_message.Message):
         delivery_count: _builtins.int = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ack_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "publish_time", b"publish_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_wait", b"ack_wait", "envelope", b"envelope", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_id", b"ack_id", "delivery_count", b"delivery_count", "envelope", b"envelope", "publish_time", b"publish_time", "sequence", b"sequence", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_id", b"ack_id", "ack_wait", b"ack_wait", "delivery_count", b"delivery_count", "envelope", b"envelope", "publish_time", b"publish_time", "sequence", b"sequence", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,6 +262,7 @@ class SubscribeRequest(_message.Message):
     CONSUMER_GROUP_FIELD_NUMBER: _builtins.int
     MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     ACK_WAIT_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     """`topics/{topic}`."""
     consumer_group: _builtins.str
@@ -261,10 +271,18 @@ class SubscribeRequest(_message.Message):
     """
     max_in_flight: _builtins.int
     """At most this many unacknowledged messages to this member. Default 1."""
+    replica_id: _builtins.str
+    """On a service's tasks topic: the replica that subscribes, as registered
+    (RegisterServiceRequest.replica.replica_id), so that it does not count
+    as another live replica. Unset: every live replica counts.
+    """
     @_builtins.property
     def ack_wait(self) -> _duration_pb2.Duration:
-        """Redelivery delay for messages not acked in time (group-wide; set by the
-        first member). Default 30s.
+        """Redelivery delay for messages not acked in time (group-wide). On a
+        service's tasks topic it applies only when no other replica of the
+        service is live (as RegisterService's ack_wait); a member that joins
+        running ones goes by the group's, which each message carries. Unset:
+        the group's, or 30s for a new group. Must be positive and at most a day.
         """
 
     def __init__(
@@ -274,10 +292,11 @@ class SubscribeRequest(_message.Message):
         consumer_group: _builtins.str = ...,
         max_in_flight: _builtins.int = ...,
         ack_wait: _duration_pb2.Duration | None = ...,
+        replica_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ack_wait", b"ack_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_wait", b"ack_wait", "consumer_group", b"consumer_group", "max_in_flight", b"max_in_flight", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_wait", b"ack_wait", "consumer_group", b"consumer_group", "max_in_flight", b"max_in_flight", "replica_id", b"replica_id", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

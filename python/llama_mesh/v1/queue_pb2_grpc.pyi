@@ -60,9 +60,12 @@ class QueueAPIStub:
     """Streams a topic's messages to one member of a consumer group: the
     members of a group share the messages, each going to one member. Each
     message must be acked (AckMessages), nakked (NakMessages) or kept alive
-    (ExtendMessages) within ack_wait, or it is delivered again. At most
-    max_in_flight unacknowledged messages are sent to this member.
-    Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
+    (ExtendMessages) within the ack wait it carries, or it is delivered
+    again. At most max_in_flight unacknowledged messages are sent to this
+    member. On `topics/tasks.{service}` the service's task consumer is
+    created or corrected as RegisterService does it.
+    Returns INVALID_ARGUMENT for an unknown topic, a bad group name, or an
+    ack_wait that is not positive or over a day.
     """
     AckMessages: _grpc.UnaryUnaryMultiCallable[_queue_pb2.AckMessagesRequest, _queue_pb2.AckMessagesResponse]
     """Acknowledges messages: they are done and not delivered again.
@@ -152,9 +155,12 @@ class QueueAPIAsyncStub(QueueAPIStub):
     """Streams a topic's messages to one member of a consumer group: the
     members of a group share the messages, each going to one member. Each
     message must be acked (AckMessages), nakked (NakMessages) or kept alive
-    (ExtendMessages) within ack_wait, or it is delivered again. At most
-    max_in_flight unacknowledged messages are sent to this member.
-    Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
+    (ExtendMessages) within the ack wait it carries, or it is delivered
+    again. At most max_in_flight unacknowledged messages are sent to this
+    member. On `topics/tasks.{service}` the service's task consumer is
+    created or corrected as RegisterService does it.
+    Returns INVALID_ARGUMENT for an unknown topic, a bad group name, or an
+    ack_wait that is not positive or over a day.
     """
     AckMessages: _aio.UnaryUnaryMultiCallable[_queue_pb2.AckMessagesRequest, _queue_pb2.AckMessagesResponse]  # type: ignore[assignment]
     """Acknowledges messages: they are done and not delivered again.
@@ -253,9 +259,12 @@ class QueueAPIServicer(metaclass=_abc_1.ABCMeta):
         """Streams a topic's messages to one member of a consumer group: the
         members of a group share the messages, each going to one member. Each
         message must be acked (AckMessages), nakked (NakMessages) or kept alive
-        (ExtendMessages) within ack_wait, or it is delivered again. At most
-        max_in_flight unacknowledged messages are sent to this member.
-        Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
+        (ExtendMessages) within the ack wait it carries, or it is delivered
+        again. At most max_in_flight unacknowledged messages are sent to this
+        member. On `topics/tasks.{service}` the service's task consumer is
+        created or corrected as RegisterService does it.
+        Returns INVALID_ARGUMENT for an unknown topic, a bad group name, or an
+        ack_wait that is not positive or over a day.
         """
 
     @_abc_1.abstractmethod

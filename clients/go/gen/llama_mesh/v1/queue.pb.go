@@ -193,7 +193,11 @@ type QueueMessage struct {
 	// The W3C trace context its publisher sent along (`traceparent`, `tracestate`)
 	// when the mesh traces, e.g. a task's creator: give it to your OpenTelemetry
 	// propagator to continue that trace (docs/operations.md). Empty otherwise.
-	TraceContext  map[string]string `protobuf:"bytes,6,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TraceContext map[string]string `protobuf:"bytes,6,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The consumer group's ack wait: answer the message, or keep it alive with
+	// ExtendMessages, well within it (e.g. every third of it). It can differ
+	// from the ack_wait this member asked for (SubscribeRequest.ack_wait).
+	AckWait       *durationpb.Duration `protobuf:"bytes,7,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +270,13 @@ func (x *QueueMessage) GetPublishTime() *timestamppb.Timestamp {
 func (x *QueueMessage) GetTraceContext() map[string]string {
 	if x != nil {
 		return x.TraceContext
+	}
+	return nil
+}
+
+func (x *QueueMessage) GetAckWait() *durationpb.Duration {
+	if x != nil {
+		return x.AckWait
 	}
 	return nil
 }
@@ -390,9 +401,16 @@ type SubscribeRequest struct {
 	ConsumerGroup string `protobuf:"bytes,2,opt,name=consumer_group,json=consumerGroup,proto3" json:"consumer_group,omitempty"`
 	// At most this many unacknowledged messages to this member. Default 1.
 	MaxInFlight int32 `protobuf:"varint,3,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
-	// Redelivery delay for messages not acked in time (group-wide; set by the
-	// first member). Default 30s.
-	AckWait       *durationpb.Duration `protobuf:"bytes,4,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
+	// Redelivery delay for messages not acked in time (group-wide). On a
+	// service's tasks topic it applies only when no other replica of the
+	// service is live (as RegisterService's ack_wait); a member that joins
+	// running ones goes by the group's, which each message carries. Unset:
+	// the group's, or 30s for a new group. Must be positive and at most a day.
+	AckWait *durationpb.Duration `protobuf:"bytes,4,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
+	// On a service's tasks topic: the replica that subscribes, as registered
+	// (RegisterServiceRequest.replica.replica_id), so that it does not count
+	// as another live replica. Unset: every live replica counts.
+	ReplicaId     string `protobuf:"bytes,5,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +471,13 @@ func (x *SubscribeRequest) GetAckWait() *durationpb.Duration {
 		return x.AckWait
 	}
 	return nil
+}
+
+func (x *SubscribeRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
 }
 
 // One item of Subscribe.
@@ -1435,14 +1460,15 @@ const file_llama_mesh_v1_queue_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x1e\n" +
 	"\asubject\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\asubject\x12)\n" +
 	"\rmessage_count\x18\x03 \x01(\x03B\x04\xe2A\x01\x03R\fmessageCount\x12-\n" +
-	"\x0fconsumer_groups\x18\x04 \x03(\tB\x04\xe2A\x01\x03R\x0econsumerGroups\"\xf1\x02\n" +
+	"\x0fconsumer_groups\x18\x04 \x03(\tB\x04\xe2A\x01\x03R\x0econsumerGroups\"\xad\x03\n" +
 	"\fQueueMessage\x12\x15\n" +
 	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x123\n" +
 	"\benvelope\x18\x02 \x01(\v2\x17.llama_mesh.v1.EnvelopeR\benvelope\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x03R\bsequence\x12%\n" +
 	"\x0edelivery_count\x18\x04 \x01(\x05R\rdeliveryCount\x12=\n" +
 	"\fpublish_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12R\n" +
-	"\rtrace_context\x18\x06 \x03(\v2-.llama_mesh.v1.QueueMessage.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\rtrace_context\x18\x06 \x03(\v2-.llama_mesh.v1.QueueMessage.TraceContextEntryR\ftraceContext\x12:\n" +
+	"\back_wait\x18\a \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\aackWait\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"g\n" +
@@ -1451,12 +1477,14 @@ const file_llama_mesh_v1_queue_proto_rawDesc = "" +
 	"\benvelope\x18\x02 \x01(\v2\x17.llama_mesh.v1.EnvelopeB\x04\xe2A\x01\x02R\benvelope\"K\n" +
 	"\x0fPublishResponse\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xb5\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xd4\x01\n" +
 	"\x10SubscribeRequest\x12\x1a\n" +
 	"\x05topic\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x05topic\x12+\n" +
 	"\x0econsumer_group\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\rconsumerGroup\x12\"\n" +
 	"\rmax_in_flight\x18\x03 \x01(\x05R\vmaxInFlight\x124\n" +
-	"\back_wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aackWait\"J\n" +
+	"\back_wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aackWait\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x05 \x01(\tR\treplicaId\"J\n" +
 	"\x11SubscribeResponse\x125\n" +
 	"\amessage\x18\x01 \x01(\v2\x1b.llama_mesh.v1.QueueMessageR\amessage\"O\n" +
 	"\x12AckMessagesRequest\x12\x1a\n" +
@@ -1585,42 +1613,43 @@ var file_llama_mesh_v1_queue_proto_depIdxs = []int32{
 	23, // 0: llama_mesh.v1.QueueMessage.envelope:type_name -> llama_mesh.v1.Envelope
 	24, // 1: llama_mesh.v1.QueueMessage.publish_time:type_name -> google.protobuf.Timestamp
 	22, // 2: llama_mesh.v1.QueueMessage.trace_context:type_name -> llama_mesh.v1.QueueMessage.TraceContextEntry
-	23, // 3: llama_mesh.v1.PublishRequest.envelope:type_name -> llama_mesh.v1.Envelope
-	25, // 4: llama_mesh.v1.SubscribeRequest.ack_wait:type_name -> google.protobuf.Duration
-	2,  // 5: llama_mesh.v1.SubscribeResponse.message:type_name -> llama_mesh.v1.QueueMessage
-	25, // 6: llama_mesh.v1.NakMessagesRequest.delay:type_name -> google.protobuf.Duration
-	1,  // 7: llama_mesh.v1.ListTopicsResponse.topics:type_name -> llama_mesh.v1.Topic
-	26, // 8: llama_mesh.v1.BeginTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
-	27, // 9: llama_mesh.v1.ReportTaskEventRequest.payload:type_name -> google.protobuf.Value
-	28, // 10: llama_mesh.v1.ReportTaskEventResponse.event:type_name -> llama_mesh.v1.TaskEvent
-	27, // 11: llama_mesh.v1.CompleteTaskAttemptRequest.result:type_name -> google.protobuf.Value
-	19, // 12: llama_mesh.v1.CompleteTaskAttemptRequest.failure:type_name -> llama_mesh.v1.AttemptFailure
-	0,  // 13: llama_mesh.v1.CompleteTaskAttemptRequest.interruption:type_name -> llama_mesh.v1.AttemptInterruption
-	26, // 14: llama_mesh.v1.CompleteTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
-	25, // 15: llama_mesh.v1.CompleteTaskAttemptResponse.retry_delay:type_name -> google.protobuf.Duration
-	3,  // 16: llama_mesh.v1.QueueAPI.Publish:input_type -> llama_mesh.v1.PublishRequest
-	5,  // 17: llama_mesh.v1.QueueAPI.Subscribe:input_type -> llama_mesh.v1.SubscribeRequest
-	7,  // 18: llama_mesh.v1.QueueAPI.AckMessages:input_type -> llama_mesh.v1.AckMessagesRequest
-	9,  // 19: llama_mesh.v1.QueueAPI.NakMessages:input_type -> llama_mesh.v1.NakMessagesRequest
-	11, // 20: llama_mesh.v1.QueueAPI.ExtendMessages:input_type -> llama_mesh.v1.ExtendMessagesRequest
-	13, // 21: llama_mesh.v1.QueueAPI.ListTopics:input_type -> llama_mesh.v1.ListTopicsRequest
-	15, // 22: llama_mesh.v1.QueueAPI.BeginTaskAttempt:input_type -> llama_mesh.v1.BeginTaskAttemptRequest
-	17, // 23: llama_mesh.v1.QueueAPI.ReportTaskEvent:input_type -> llama_mesh.v1.ReportTaskEventRequest
-	20, // 24: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:input_type -> llama_mesh.v1.CompleteTaskAttemptRequest
-	4,  // 25: llama_mesh.v1.QueueAPI.Publish:output_type -> llama_mesh.v1.PublishResponse
-	6,  // 26: llama_mesh.v1.QueueAPI.Subscribe:output_type -> llama_mesh.v1.SubscribeResponse
-	8,  // 27: llama_mesh.v1.QueueAPI.AckMessages:output_type -> llama_mesh.v1.AckMessagesResponse
-	10, // 28: llama_mesh.v1.QueueAPI.NakMessages:output_type -> llama_mesh.v1.NakMessagesResponse
-	12, // 29: llama_mesh.v1.QueueAPI.ExtendMessages:output_type -> llama_mesh.v1.ExtendMessagesResponse
-	14, // 30: llama_mesh.v1.QueueAPI.ListTopics:output_type -> llama_mesh.v1.ListTopicsResponse
-	16, // 31: llama_mesh.v1.QueueAPI.BeginTaskAttempt:output_type -> llama_mesh.v1.BeginTaskAttemptResponse
-	18, // 32: llama_mesh.v1.QueueAPI.ReportTaskEvent:output_type -> llama_mesh.v1.ReportTaskEventResponse
-	21, // 33: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:output_type -> llama_mesh.v1.CompleteTaskAttemptResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	25, // 3: llama_mesh.v1.QueueMessage.ack_wait:type_name -> google.protobuf.Duration
+	23, // 4: llama_mesh.v1.PublishRequest.envelope:type_name -> llama_mesh.v1.Envelope
+	25, // 5: llama_mesh.v1.SubscribeRequest.ack_wait:type_name -> google.protobuf.Duration
+	2,  // 6: llama_mesh.v1.SubscribeResponse.message:type_name -> llama_mesh.v1.QueueMessage
+	25, // 7: llama_mesh.v1.NakMessagesRequest.delay:type_name -> google.protobuf.Duration
+	1,  // 8: llama_mesh.v1.ListTopicsResponse.topics:type_name -> llama_mesh.v1.Topic
+	26, // 9: llama_mesh.v1.BeginTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
+	27, // 10: llama_mesh.v1.ReportTaskEventRequest.payload:type_name -> google.protobuf.Value
+	28, // 11: llama_mesh.v1.ReportTaskEventResponse.event:type_name -> llama_mesh.v1.TaskEvent
+	27, // 12: llama_mesh.v1.CompleteTaskAttemptRequest.result:type_name -> google.protobuf.Value
+	19, // 13: llama_mesh.v1.CompleteTaskAttemptRequest.failure:type_name -> llama_mesh.v1.AttemptFailure
+	0,  // 14: llama_mesh.v1.CompleteTaskAttemptRequest.interruption:type_name -> llama_mesh.v1.AttemptInterruption
+	26, // 15: llama_mesh.v1.CompleteTaskAttemptResponse.task:type_name -> llama_mesh.v1.Task
+	25, // 16: llama_mesh.v1.CompleteTaskAttemptResponse.retry_delay:type_name -> google.protobuf.Duration
+	3,  // 17: llama_mesh.v1.QueueAPI.Publish:input_type -> llama_mesh.v1.PublishRequest
+	5,  // 18: llama_mesh.v1.QueueAPI.Subscribe:input_type -> llama_mesh.v1.SubscribeRequest
+	7,  // 19: llama_mesh.v1.QueueAPI.AckMessages:input_type -> llama_mesh.v1.AckMessagesRequest
+	9,  // 20: llama_mesh.v1.QueueAPI.NakMessages:input_type -> llama_mesh.v1.NakMessagesRequest
+	11, // 21: llama_mesh.v1.QueueAPI.ExtendMessages:input_type -> llama_mesh.v1.ExtendMessagesRequest
+	13, // 22: llama_mesh.v1.QueueAPI.ListTopics:input_type -> llama_mesh.v1.ListTopicsRequest
+	15, // 23: llama_mesh.v1.QueueAPI.BeginTaskAttempt:input_type -> llama_mesh.v1.BeginTaskAttemptRequest
+	17, // 24: llama_mesh.v1.QueueAPI.ReportTaskEvent:input_type -> llama_mesh.v1.ReportTaskEventRequest
+	20, // 25: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:input_type -> llama_mesh.v1.CompleteTaskAttemptRequest
+	4,  // 26: llama_mesh.v1.QueueAPI.Publish:output_type -> llama_mesh.v1.PublishResponse
+	6,  // 27: llama_mesh.v1.QueueAPI.Subscribe:output_type -> llama_mesh.v1.SubscribeResponse
+	8,  // 28: llama_mesh.v1.QueueAPI.AckMessages:output_type -> llama_mesh.v1.AckMessagesResponse
+	10, // 29: llama_mesh.v1.QueueAPI.NakMessages:output_type -> llama_mesh.v1.NakMessagesResponse
+	12, // 30: llama_mesh.v1.QueueAPI.ExtendMessages:output_type -> llama_mesh.v1.ExtendMessagesResponse
+	14, // 31: llama_mesh.v1.QueueAPI.ListTopics:output_type -> llama_mesh.v1.ListTopicsResponse
+	16, // 32: llama_mesh.v1.QueueAPI.BeginTaskAttempt:output_type -> llama_mesh.v1.BeginTaskAttemptResponse
+	18, // 33: llama_mesh.v1.QueueAPI.ReportTaskEvent:output_type -> llama_mesh.v1.ReportTaskEventResponse
+	21, // 34: llama_mesh.v1.QueueAPI.CompleteTaskAttempt:output_type -> llama_mesh.v1.CompleteTaskAttemptResponse
+	26, // [26:35] is the sub-list for method output_type
+	17, // [17:26] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_llama_mesh_v1_queue_proto_init() }

@@ -62,9 +62,12 @@ type QueueAPIClient interface {
 	// Streams a topic's messages to one member of a consumer group: the
 	// members of a group share the messages, each going to one member. Each
 	// message must be acked (AckMessages), nakked (NakMessages) or kept alive
-	// (ExtendMessages) within ack_wait, or it is delivered again. At most
-	// max_in_flight unacknowledged messages are sent to this member.
-	// Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
+	// (ExtendMessages) within the ack wait it carries, or it is delivered
+	// again. At most max_in_flight unacknowledged messages are sent to this
+	// member. On `topics/tasks.{service}` the service's task consumer is
+	// created or corrected as RegisterService does it.
+	// Returns INVALID_ARGUMENT for an unknown topic, a bad group name, or an
+	// ack_wait that is not positive or over a day.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// Acknowledges messages: they are done and not delivered again.
 	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
@@ -255,9 +258,12 @@ type QueueAPIServer interface {
 	// Streams a topic's messages to one member of a consumer group: the
 	// members of a group share the messages, each going to one member. Each
 	// message must be acked (AckMessages), nakked (NakMessages) or kept alive
-	// (ExtendMessages) within ack_wait, or it is delivered again. At most
-	// max_in_flight unacknowledged messages are sent to this member.
-	// Returns INVALID_ARGUMENT for an unknown topic or a bad group name.
+	// (ExtendMessages) within the ack wait it carries, or it is delivered
+	// again. At most max_in_flight unacknowledged messages are sent to this
+	// member. On `topics/tasks.{service}` the service's task consumer is
+	// created or corrected as RegisterService does it.
+	// Returns INVALID_ARGUMENT for an unknown topic, a bad group name, or an
+	// ack_wait that is not positive or over a day.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// Acknowledges messages: they are done and not delivered again.
 	// Returns INVALID_ARGUMENT for a malformed ack id; PERMISSION_DENIED for an
