@@ -117,13 +117,17 @@ class ScriptedModel:
     # ------------------------------------------------------------ serving
 
     @contextlib.asynccontextmanager
-    async def serve(self) -> AsyncIterator[str]:
-        """Serve on 127.0.0.1 (a free port) in this event loop; yield the base URL
-        (``http://127.0.0.1:PORT/v1``)."""
+    async def serve(self, port: int = 0) -> AsyncIterator[str]:
+        """Serve on 127.0.0.1 (`port`, a free one by default) in this event loop; yield
+        the base URL (``http://127.0.0.1:PORT/v1``)."""
         # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only then.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
         # Listening before uvicorn starts: connections wait in the backlog, so the URL
         # is usable at once.
         sock.listen(512)
