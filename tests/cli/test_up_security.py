@@ -43,6 +43,15 @@ async def test_up_writes_tokens_only_its_user_reads_and_the_cli_uses_them(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.ListSessions(control_plane_pb2.ListSessionsRequest())
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # The CLI without one says where it reads a token from, not which header to send.
+        bare = await cli("sessions", "list", "-c", up.control_plane, env={"LLAMA_MESH_TOKEN": ""})
+        assert bare.code == 5
+        assert bare.stderr == (
+            f"error: UnauthenticatedError: the control plane at {up.control_plane} asks for "
+            "a token and none was given: export LLAMA_MESH_TOKEN (the line `llama-mesh up` "
+            "prints), set LLAMA_MESH_TOKEN_FILE, or give the deployment file with --file "
+            "(its admin token)\n"
+        )
         service_token = (auth / "services" / "echo.token").read_text().strip()
         denied = await cli(
             "keys",

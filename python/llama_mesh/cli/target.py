@@ -40,6 +40,7 @@ from llama_mesh.core.errors import (
     NotFoundError,
     TaskError,
     TaskFailedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -218,6 +219,19 @@ class Target:
             self.fail(EXIT_NOT_FOUND, "NotFoundError", e.message)
         except InvalidArgumentError as e:
             self.fail(EXIT_USAGE, "InvalidArgumentError", e.message)
+        except UnauthenticatedError as e:
+            if self.credentials.token is not None:
+                self.fail(EXIT_ERROR, "UnauthenticatedError", e.message, grpc_code=e.code.name)
+            # The server's message is about the header; a CLI user sets no headers.
+            self.fail(
+                EXIT_ERROR,
+                "UnauthenticatedError",
+                f"the control plane at {self.address} asks for a token and none was given: "
+                "export LLAMA_MESH_TOKEN (the line `llama-mesh up` prints), set "
+                "LLAMA_MESH_TOKEN_FILE, or give the deployment file with --file "
+                "(its admin token)",
+                grpc_code=e.code.name,
+            )
         except TaskError as e:
             # The message names the error's type already ("task … failed: KeyError: …").
             self.fail(
