@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pydantic
 import pytest
 from llama_index.core.llms import ChatMessage
-from openai import AsyncOpenAI
+from openai import APIConnectionError, AsyncOpenAI
 from openai._models import construct_type
 from openai._utils._transform import async_maybe_transform
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
@@ -262,3 +263,21 @@ async def test_a_chunk_that_does_not_validate_is_read_the_sdks_way() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_model_that_cannot_be_reached_is_named_in_the_error(stream: bool) -> None:
+    """What a turn fails with when the deployment's model is not running: the SDK's
+    "Connection error." alone leaves the reader guessing which endpoint."""
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        async with ModelClient(base_url=url, api_key="none", max_retries=0) as client:
+            with pytest.raises(APIConnectionError) as caught:
+                await client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}], stream=stream
+                )
+    assert str(caught.value) == (
+        f"cannot connect to the model at {url}/ (All connection attempts failed): "
+        "is its server running?"
+    )

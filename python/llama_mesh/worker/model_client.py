@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
+import openai
 import pydantic
 from openai import AsyncOpenAI
 from openai._models import validate_type
@@ -67,11 +68,22 @@ class _Completions(AsyncCompletions):
         **kwargs: Any,
     ) -> Any:
         sent = list(messages)
-        if not _is_json(sent) or (extra_body and "messages" in extra_body):
-            return await super().create(messages=sent, extra_body=extra_body, **kwargs)
-        # extra_body is merged over the transformed body: `messages` ends up as given.
-        body = {**(extra_body or {}), "messages": sent}
-        return await super().create(messages=[], extra_body=body, **kwargs)
+        try:
+            if not _is_json(sent) or (extra_body and "messages" in extra_body):
+                return await super().create(messages=sent, extra_body=extra_body, **kwargs)
+            # extra_body is merged over the transformed body: `messages` ends up as given.
+            body = {**(extra_body or {}), "messages": sent}
+            return await super().create(messages=[], extra_body=body, **kwargs)
+        except openai.APIConnectionError as e:
+            if type(e) is not openai.APIConnectionError:
+                raise  # a timeout says so itself
+            # The SDK says only "Connection error.": the task's error names the endpoint.
+            cause = f" ({e.__cause__})" if e.__cause__ else ""
+            raise openai.APIConnectionError(
+                message=f"cannot connect to the model at {self._client.base_url}{cause}: "
+                "is its server running?",
+                request=e.request,
+            ) from e
 
 
 class _Chat(AsyncChat):
