@@ -172,6 +172,51 @@ async def test_an_election_as_a_task_is_delivered_is_waited_out_with_that_delive
         await nc.close()
 
 
+class HeldUntil(Workflow):
+    """Records its run, then works until `release` is set."""
+
+    def __init__(self, release: asyncio.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    @step
+    async def work(self, ev: StartEvent) -> StopEvent:
+        RUNS.append(ev.get("item"))
+        await self.release.wait()
+        return StopEvent(result=f"{ev.get('item')} done")
+
+
+async def test_a_final_event_lost_after_its_record_is_published_again_and_the_session_goes_on(
+    nats: EmbeddedNats,
+) -> None:
+    # The cluster failover flake: a NATS node died after a task's final record was
+    # written and before its final event was stored (the event stream had no leader).
+    # The replica's retry of its outcome was refused, the task having finished, and
+    # nobody published the event: the next run in the session, waiting for it, waited
+    # forever (its replica kept it alive), and so did the first task's WaitTask.
+    RUNS.clear()
+    release, second_waits = asyncio.Event(), asyncio.Event()
+    async with LocalMesh({"held": HeldUntil(release)}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        election = Election(answers_lost=1)
+        with (
+            armed("session_turn.waiting", second_waits.set),
+            armed("journal.final_recorded", election.lose_answer),
+        ):
+            first = await session.create_task("held", item="x")
+            second = await session.create_task("held", item="y")
+            await second_waits.wait()  # the second run waits for the first's final event
+            release.set()
+            async with asyncio.timeout(30):  # before: forever
+                assert await first.result() == "x done"
+                assert await second.result() == "y done"
+        assert election.left == 0
+        assert RUNS == ["x", "y"]
+        assert [(await h.get()).attempt_count for h in (first, second)] == [1, 1]
+        # Published again, stored once.
+        assert [e.type async for e in first.events()] == ["StopEvent"]
+
+
 # ------------------------------------------------------- questions (human in the loop)
 
 

@@ -221,6 +221,8 @@ class JournalService:
         try:
             task, revision = await record(known=known)
         except FailedPreconditionError:
+            if is_final(known[0].state):
+                raise  # finished: nothing to read again (journal.py saw its final event out)
             # Refused by the lifecycle: as the record is now, not as it was here.
             task, revision = await record(known=None)
         if not is_final(task.state):

@@ -20,7 +20,7 @@ from llama_mesh.core.lifecycle import (
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.jetstream.buckets import Unchanged
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.journal import final_event_id, task_key
 from llama_mesh.telemetry.logs import about_task
 from llama_mesh.v1 import resources_pb2
 
@@ -45,7 +45,7 @@ async def cancel_task(
     if steps[-1] is CancelStep.NOW:
         event = cancelled_event(task.attempt_count, reason)
         try:
-            task = await state.journal.record(name, event, event_id=f"{name.task_id}.final")
+            task = await state.journal.record(name, event, event_id=final_event_id(name))
         except FailedPreconditionError:
             return await state.tasks.get(task_key(name), str(name)), True
         # It was PENDING; a replica may have taken it meanwhile: tell it too.

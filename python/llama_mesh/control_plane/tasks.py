@@ -51,7 +51,7 @@ from llama_mesh.core.names import (
 from llama_mesh.core.object_schema import check_object
 from llama_mesh.core.paging import page_size
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.journal import final_event_id, task_key
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 
@@ -176,7 +176,7 @@ class Tasks:
         """A task whose deadline passed before any replica took it fails here."""
         event = deadline_event(0, "the task's deadline passed before a replica took it")
         try:
-            return await self.state.journal.record(name, event, event_id=f"{name.task_id}.final")
+            return await self.state.journal.record(name, event, event_id=final_event_id(name))
         except FailedPreconditionError:
             return await self.state.tasks.get(task_key(name), str(name))
 

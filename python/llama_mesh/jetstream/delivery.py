@@ -27,7 +27,7 @@ from llama_mesh.core.lifecycle import (
 from llama_mesh.core.names import TaskName
 from llama_mesh.core.status import error_type
 from llama_mesh.jetstream.connection import MeshState
-from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.journal import final_event_id, task_key
 from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.v1 import resources_pb2
 
@@ -98,14 +98,14 @@ async def settle(
         )
     task: resources_pb2.Task | None = None
     if event is not None and decision.republish:
-        await state.journal.publish(name, event, event_id=f"{name.task_id}.final", ttl=ttl)
+        await state.journal.publish(name, event, event_id=final_event_id(name), ttl=ttl)
     elif event is not None:
         try:
             task, _ = await state.journal.record_from(
                 name,
                 event,
                 replica_id=replica_id,
-                event_id=f"{name.task_id}.final" if is_final(event.state) else "",
+                event_id=final_event_id(name) if is_final(event.state) else "",
                 known=known,
             )
         except FailedPreconditionError:

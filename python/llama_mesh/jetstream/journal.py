@@ -10,6 +10,13 @@ A finished task's record and its events carry the task's TTL: they expire togeth
 A task that waits for input is listed in the `waiting` bucket (the inbox) once its
 record says so, and taken out once it no longer does (a listing also drops an entry
 whose task stopped waiting, should the process that changed it have died first).
+
+Whoever finishes a task publishes its final event under one id (``final_event_id``).
+A writer can lose its answer between the record and the event (a NATS node died):
+its retry, or anyone's later attempt to finish the task, is refused (it has
+finished), and first publishes the final event from the record if the stream does not
+have it, so that nobody waiting for that event (a WaitTask, the next run in the
+session) waits forever.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.kv import KeyValue
 
 from llama_mesh.core import proto_time
+from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.core.failpoints import failpoint
-from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, is_final
+from llama_mesh.core.lifecycle import WAITING, TaskState, apply_event, final_event, is_final
 from llama_mesh.core.names import TaskName, new_id
 from llama_mesh.core.proto_time import now
 from llama_mesh.jetstream.buckets import ProtoBucket, Unchanged
@@ -52,6 +61,11 @@ Outgoing = tuple[resources_pb2.TaskEvent, str]
 
 def task_key(name: TaskName) -> str:
     return f"{name.session_id}.{name.task_id}"
+
+
+def final_event_id(name: TaskName) -> str:
+    """The id (Nats-Msg-Id) of a task's final event, whoever publishes it."""
+    return f"{name.task_id}.final"
 
 
 @dataclass
@@ -105,20 +119,27 @@ class TaskJournal:
 
         changed = False
         was_waiting: list[bool] = []
+        finished: list[resources_pb2.Task] = []
 
         def change(task: resources_pb2.Task) -> None:
             nonlocal changed
             changed = False
             was_waiting[:] = [task.state == WAITING]
+            finished[:] = [task] if is_final(task.state) else []
             if not apply_event(task, event):
                 raise Unchanged
             if replica_id:
                 task.replica_id = replica_id
             changed = True
 
-        task, revision = await self.tasks.mutate_from(
-            task_key(name), str(name), change, known, ttl=kept_for
-        )
+        try:
+            task, revision = await self.tasks.mutate_from(
+                task_key(name), str(name), change, known, ttl=kept_for
+            )
+        except FailedPreconditionError:
+            if publish and is_final(event.state) and finished:
+                await self._final_event_out(name, finished[0])
+            raise
         if changed and is_final(task.state) and self.count_finished:
             # Counted by whoever recorded it, once: a final state takes no other.
             metrics.task_finished(task)
@@ -128,12 +149,27 @@ class TaskJournal:
         elif was_waiting and was_waiting[0]:
             await self.unlist_waiting(name)
         if publish and event.type:
+            if is_final(event.state):
+                failpoint("journal.final_recorded")
             sequence = await self.publish(name, event, event_id=event_id, ttl=ttl_of(task))
             if event.state == WAITING:
                 task, revision = await self._number_request(name, sequence)
         if is_final(event.state):
             logger.info("task %s %s", name, TaskState.Name(event.state))
         return task, revision
+
+    async def _final_event_out(self, name: TaskName, task: resources_pb2.Task) -> None:
+        """Publish finished `task`'s final event from its record, unless the stream has
+        it: its writer may have lost its answer between the record and the event (see
+        the module's doc)."""
+        subject = self.topology.final_event_subject(name.task_id)
+        try:
+            await self.js.get_last_msg(self.topology.event_stream, subject)
+            return
+        except JsNotFoundError:
+            pass
+        await self.publish(name, final_event(task), event_id=final_event_id(name), ttl=ttl_of(task))
+        logger.info("task %s: its final event was missing; published from its record", name)
 
     async def charge(
         self, name: TaskName, event: resources_pb2.TaskEvent, *, replica_id: str = ""

@@ -317,6 +317,7 @@ class SessionTurns:
             if not await self._active(session_id, task_id):
                 return
             logger.info("session %s: waiting for task %s to finish", session_id, task_id)
+            failpoint("session_turn.waiting")
             with tracing.span("session.wait", **{"llama_mesh.waits_for": task_id}):
                 await sub.next_msg(timeout=None)
         finally:
