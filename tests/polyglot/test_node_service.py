@@ -216,12 +216,14 @@ async def test_a_node_replica_refuses_a_task_of_another_service(
         )
         # One slot: the forged message is dealt with before the next task starts.
         assert await session.run("upper", text="after") == "AFTER"
-        info = await state.js.consumer_info(state.topology.task_stream, "svc_upper")
-        assert info.ack_floor.stream_seq >= ack.seq  # dropped (acked), not left to redeliver
-        assert info.num_ack_pending == 0 and info.num_redelivered == 0
         task = await target.get()
         assert task.state == resources_pb2.TASK_STATE_WAITING_FOR_INPUT
         assert task.attempt_count == 1  # only approval's own replica ran it
         await target.send_event("HumanResponseEvent", response="yes")
         assert await target.result() == {"answer": "yes"}
+        # Stopped, the replica has settled every delivery it took: the "after" task's
+        # ack comes once its result is published, so after run() returned, not before.
         assert await stop(service) == 0
+    info = await state.js.consumer_info(state.topology.task_stream, "svc_upper")
+    assert info.ack_floor.stream_seq >= ack.seq  # dropped (acked), not left to redeliver
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0
