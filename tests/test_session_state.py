@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -25,9 +26,14 @@ from llama_mesh.client import AsyncClient
 from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.failpoints import ENV, armed, crash
+from llama_mesh.core.names import TaskName
+from llama_mesh.jetstream import task_index
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.session_turn import Held, SessionTurns, Superseded
 from llama_mesh.launch.child_pipes import read_ready_line
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.v1 import resources_pb2
 
 TESTS = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "llama-mesh"
@@ -161,3 +167,36 @@ async def test_tasks_run_in_creation_order_and_list_newest_first(nats: EmbeddedN
         assert [t.name for t in await session.list_tasks(limit=5)] == listed[:5]
         newest = await mesh.client.list_tasks("-", limit=3)
         assert [t.name for t in newest] == listed[:3]
+
+
+async def test_a_turn_taken_over_by_the_same_attempt_on_another_replica_stays_taken(
+    nats: EmbeddedNats,
+) -> None:
+    # While a task waited for its turn, its consumer elected a new leader (a NATS node
+    # died): its progress was lost and the task was delivered again to the other
+    # replica, where it began with the same attempt number (RUNNING is recorded as the
+    # turn is taken). Both took the turn, the second over the first. Before, the first,
+    # its commit refused, gave back the turn it no longer held: the second's. The
+    # second's commit was then refused too, neither recorded the run, and the task
+    # waited out its ack wait to run a third time (seen in the 3-node cluster test).
+    async with MeshState.connect([nats.url]) as state:
+        name = TaskName("s1", "t1")
+        sequence = await task_index.add(
+            state.js, state.topology, name, "svc", child=False, ttl=3600
+        )
+        task = resources_pb2.Task(
+            name=str(name), service="svc", state=resources_pb2.TASK_STATE_PENDING
+        )
+        await state.tasks.create(f"{name.session_id}.{name.task_id}", task)
+        first, second = SessionTurns(state, "svc", "r1"), SessionTurns(state, "svc", "r2")
+        held_first = await first.take(name, 1, sequence)
+        held_second = await second.take(name, 1, sequence)  # the delivery that came again
+        assert isinstance(held_first, Held) and isinstance(held_second, Held)
+        with pytest.raises(Superseded):
+            await first.commit(name, 1, held_first, {"by": "r1"}, "r1")
+        await first.give_back(name, 1, held_first)  # as the attempt does when it stops
+        assert await second.commit(name, 1, held_second, {"by": "r2"}, "r2") is None
+        entry = await state.session_state.get(first.key(name))
+        record = json.loads(entry.value or b"{}")
+        assert record["turn"] is None
+        assert (record["committed"]["result"], record["context"]) == ("r2", {"by": "r2"})

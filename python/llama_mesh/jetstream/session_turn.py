@@ -4,7 +4,8 @@ one record per (session, service) fences every change to the session's workflow 
 Delivery is at least once; the effect of a run on its session is exactly once. The
 record (bucket `session_state`, key `{session}.{service}`, JSON) holds
 
-    turn       the attempt that may change the state: {"task", "attempt"}, or null
+    turn       the attempt that may change the state: {"task", "attempt", "replica"},
+               or null
     cursor     the creation sequence of the last task that took its turn
     committed  the last run's outcome: {"task", "attempt", "result"}
     context    the workflow's saved Context
@@ -23,7 +24,10 @@ record (bucket `session_state`, key `{session}.{service}`, JSON) holds
 - Turns follow the creation sequence (jetstream/task_index.py), not ids and not the
   order of delivery: a task waits for every earlier task of its service in the
   session to finish, and for the task holding the turn. A redelivered attempt of the
-  task holding the turn takes it over (the older attempt's fence is void).
+  task holding the turn takes it over (the older attempt's fence is void). The turn
+  names the replica too: a task delivered again to another replica while it waited
+  for its turn (its RUNNING not yet recorded) has the same attempt number there, and
+  the attempt taken over must not give back the turn its successor holds.
 - A child task (a nested call: a tool, an inner workflow) takes no turn: calls run in
   parallel (an agent's tool calls do). It runs on the saved state and commits its
   Context and outcome only if nobody held the turn when it read the state and nothing
@@ -102,9 +106,11 @@ async def _no_release() -> AsyncIterator[None]:
     yield
 
 
-def _holder(record: Record) -> tuple[str, int] | None:
+def _holder(record: Record) -> tuple[str, int, str] | None:
     turn = record.get("turn")
-    return (str(turn["task"]), int(turn["attempt"])) if turn else None
+    if not turn:
+        return None
+    return str(turn["task"]), int(turn["attempt"]), str(turn.get("replica", ""))
 
 
 class _Known:
@@ -136,13 +142,17 @@ class _Known:
 class SessionTurns:
     """Turns of one service's runs in its sessions."""
 
-    def __init__(self, state: MeshState, service: str) -> None:
+    def __init__(self, state: MeshState, service: str, replica_id: str = "") -> None:
         self.state = state
         self.service = service
+        self.replica_id = replica_id  # whose attempts hold the turns taken here
         self._known = _Known()
 
     def key(self, name: TaskName) -> str:
         return f"{name.session_id}.{self.service}"
+
+    def _turn(self, name: TaskName, attempt: int) -> Record:
+        return {"task": name.task_id, "attempt": attempt, "replica": self.replica_id}
 
     async def _read(self, key: str) -> tuple[Record, int]:
         try:
@@ -220,7 +230,9 @@ class SessionTurns:
             if holder is not None and holder[0] == name.task_id:
                 if holder[1] > attempt:
                     raise Superseded(f"attempt {holder[1]} of {name} holds the turn")
-                blocker = None  # an earlier attempt of this task: taken over
+                # An earlier attempt of this task, or the same one delivered again to
+                # another replica: taken over.
+                blocker = None
             elif holder is not None and await self._active(name.session_id, holder[0]):
                 blocker = holder[0]
             else:
@@ -232,7 +244,7 @@ class SessionTurns:
                     await self._finished(name.session_id, blocker)
                 continue
             taken = dict(record)
-            taken["turn"] = {"task": name.task_id, "attempt": attempt}
+            taken["turn"] = self._turn(name, attempt)
             taken["cursor"] = max(int(record.get("cursor", 0)), create_sequence)
             if meanwhile is not None:
                 meanwhile()
@@ -270,7 +282,7 @@ class SessionTurns:
         if record.get("turn") or (record.get("committed") or {}).get("task") == name.task_id:
             return None
         key = self.key(name)
-        taken = {**record, "turn": {"task": name.task_id, "attempt": attempt}}
+        taken = {**record, "turn": self._turn(name, attempt)}
         taken["cursor"] = max(int(record.get("cursor", 0)), create_sequence)
         if meanwhile is not None:
             meanwhile()
@@ -382,7 +394,7 @@ class SessionTurns:
         revision = held.revision
         record = held.record
         while True:
-            if _holder(record) != (name.task_id, attempt):
+            if _holder(record) != (name.task_id, attempt, self.replica_id):
                 return
             cleared = {**record, "turn": None}
             if await self._write(held.key, cleared, revision, held.ttl):

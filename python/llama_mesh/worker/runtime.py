@@ -195,7 +195,7 @@ class ServiceRuntime:
                         config.name,
                         runtime.replica_id,
                         ack_wait,
-                        SessionTurns(state, config.name),
+                        SessionTurns(state, config.name, runtime.replica_id),
                         runtime._slot_given_back,
                         caller,
                         tracebacks=config.tracebacks,
