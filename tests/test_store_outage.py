@@ -16,6 +16,7 @@ an election gives, as many times as the test says.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import nats as nats_client
 from fault_workflows import RUNS, AppendWorkflow
@@ -26,7 +27,7 @@ from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent,
 from llama_mesh.client import TaskHandle
 from llama_mesh.config import ServiceConfig
 from llama_mesh.core.errors import RetryableError
-from llama_mesh.core.failpoints import FailpointCrash, armed
+from llama_mesh.core.failpoints import FailpointCrash, armed, crash
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
@@ -215,6 +216,40 @@ async def test_a_final_event_lost_after_its_record_is_published_again_and_the_se
         assert [(await h.get()).attempt_count for h in (first, second)] == [1, 1]
         # Published again, stored once.
         assert [e.type async for e in first.events()] == ["StopEvent"]
+
+
+async def test_a_final_event_missed_while_nats_was_away_is_found_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    # A run waiting for an earlier task of its session listens for that task's final
+    # event; one published while its replica's connection was away reached no
+    # subscription, and the run waited forever (its replica kept its message alive).
+    # The event is lost at the exact point (its callback); then NATS restarts and
+    # every connection reconnects.
+    RUNS.clear()
+    release, second_waits = asyncio.Event(), asyncio.Event()
+    data = tmp_path / "nats"
+    nats = await EmbeddedNats.launch(data)
+    try:
+        async with LocalMesh({"held": HeldUntil(release)}, nats_url=nats.url) as mesh:
+            session = await mesh.client.create_session()
+            with (
+                armed("session_turn.waiting", second_waits.set),
+                armed("session_turn.final_heard", crash),
+            ):
+                first = await session.create_task("held", item="x")
+                second = await session.create_task("held", item="y")
+                await second_waits.wait()
+                release.set()
+                assert await first.result() == "x done"  # its final event went unheard
+            port = nats.port
+            await nats.stop()
+            nats = await EmbeddedNats.launch(data, port=port)
+            async with asyncio.timeout(30):  # before: forever
+                assert await second.result() == "y done"
+            assert RUNS == ["x", "y"]
+    finally:
+        await nats.stop()
 
 
 # ------------------------------------------------------- questions (human in the loop)

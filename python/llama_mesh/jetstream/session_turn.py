@@ -35,8 +35,10 @@ record (bucket `session_state`, key `{session}.{service}`, JSON) holds
   changes are dropped and its result stands.
 
 Waiting for a task is waiting for its final event (a plain NATS subscription), not a
-poll; the caller may give up its delivery slot while it waits (``while_waiting``), so
-that later tasks waiting for an earlier one never keep that one from being delivered.
+poll; after NATS reconnects, the wait reads the task again (an event published while
+the connection was away reached no subscription). The caller may give up its
+delivery slot while it waits (``while_waiting``), so that later tasks waiting for an
+earlier one never keep that one from being delivered.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nats.aio.msg import Msg
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from llama_mesh.core.errors import FailedPreconditionError, ResourceExhaustedError
@@ -146,6 +149,7 @@ class SessionTurns:
         self.state = state
         self.service = service
         self.replica_id = replica_id  # whose attempts hold the turns taken here
+        self._waits: set[asyncio.Event] = set()  # of the runs waiting for a task (_finished)
         self._known = _Known()
 
     def key(self, name: TaskName) -> str:
@@ -323,18 +327,38 @@ class SessionTurns:
     async def _finished(self, session_id: str, task_id: str) -> None:
         """Return once the task has finished (its final event), or is gone."""
         subject = self.state.topology.final_event_subject(task_id)
-        sub = await self.state.nc.subscribe(subject, max_msgs=1)
+        wake = asyncio.Event()
+        heard = False
+
+        async def on_final(msg: Msg) -> None:
+            nonlocal heard
+            failpoint("session_turn.final_heard")
+            heard = True
+            wake.set()
+
+        sub = await self.state.nc.subscribe(subject, cb=on_final, max_msgs=1)
+        self._waits.add(wake)
         try:
-            # Subscribed first: a final event published from now on is not missed.
-            if not await self._active(session_id, task_id):
-                return
-            logger.info("session %s: waiting for task %s to finish", session_id, task_id)
-            failpoint("session_turn.waiting")
-            with tracing.span("session.wait", **{"llama_mesh.waits_for": task_id}):
-                await sub.next_msg(timeout=None)
+            # Subscribed first: a final event published from now on is not missed,
+            # unless NATS was away meanwhile (then ``recheck_waits`` wakes this).
+            while not heard:
+                wake.clear()
+                if not await self._active(session_id, task_id):
+                    return
+                logger.info("session %s: waiting for task %s to finish", session_id, task_id)
+                failpoint("session_turn.waiting")
+                with tracing.span("session.wait", **{"llama_mesh.waits_for": task_id}):
+                    await wake.wait()
         finally:
+            self._waits.discard(wake)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def recheck_waits(self) -> None:
+        """After NATS reconnected: a final event published while it was away reached no
+        subscription, so every wait for one reads its task's record again."""
+        for wake in self._waits:
+            wake.set()
 
     async def commit(
         self,

@@ -217,8 +217,8 @@ class ServiceRuntime:
 
     @contextlib.asynccontextmanager
     async def _serving(self, registration: Registration) -> AsyncIterator[None]:
-        state = self._state
-        assert state is not None
+        state, worker = self._state, self._worker
+        assert state is not None and worker is not None
         self._consumer = PullConsumer(
             state.nc,
             state.topology.task_stream,
@@ -233,6 +233,7 @@ class ServiceRuntime:
         await self._consumer.start()
         state.reconnect_hooks.append(self._consumer.reconnected)
         state.reconnect_hooks.append(self._attempts.recheck_inputs)
+        state.reconnect_hooks.append(worker.turns.recheck_waits)
         lease = asyncio.create_task(registration.keep_lease(), name=f"lease-{self.config.name}")
         logger.info(
             "service %s: replica %s serving (Service API %s)",
