@@ -252,6 +252,38 @@ async def test_a_final_event_missed_while_nats_was_away_is_found_once_it_is_back
         await nats.stop()
 
 
+async def test_a_wait_whose_final_event_was_missed_while_nats_was_away_ends_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    # The same on the control plane: WaitTask (and RunTask) wait for the task's final
+    # event on one subscription; one published while the control plane's connection was
+    # away reached none, and the call waited until its client gave up (a day).
+    release, waits, lost = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def lose() -> None:
+        lost.set()
+        crash()
+
+    data = tmp_path / "nats"
+    nats = await EmbeddedNats.launch(data)
+    try:
+        async with LocalMesh({"held": HeldUntil(release)}, nats_url=nats.url) as mesh:
+            session = await mesh.client.create_session()
+            handle = await session.create_task("held", item="x")
+            with armed("tasks.waiting", waits.set), armed("waiters.final_heard", lose):
+                result = asyncio.create_task(handle.result())
+                await waits.wait()  # the control plane waits for the final event
+                release.set()
+                await lost.wait()
+            port = nats.port
+            await nats.stop()
+            nats = await EmbeddedNats.launch(data, port=port)
+            async with asyncio.timeout(30):  # before: until the client gave up
+                assert await result == "x done"
+    finally:
+        await nats.stop()
+
+
 # ------------------------------------------------------- questions (human in the loop)
 
 

@@ -27,6 +27,7 @@ from llama_mesh.control_plane.task_listing import list_tasks
 from llama_mesh.control_plane.waiters import Deliveries, FinalEventWaiters, until_set
 from llama_mesh.core import proto_time
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import (
     PENDING,
     WAITING,
@@ -150,18 +151,35 @@ class Tasks:
             else None
         )
         first = [t for t in (left, until_deadline) if t is not None]
-        if await self._until(done, min(first) if first else None):
-            return await self.state.tasks.get(task_key(name), str(name))
+        failpoint("tasks.waiting")
+        found = await self._final(name, done, loop.time() + min(first) if first else None)
+        if found is not None:
+            return found
         task = await self.state.tasks.get(task_key(name), str(name))
         expired = task.HasField("deadline") and task.deadline.ToNanoseconds() <= time.time_ns()
         if is_final(task.state) or not expired:
             return task  # WaitTask's timeout passed first
         if task.state == PENDING:
             return await self._expire_pending(name)
-        left = None if give_up is None else max(give_up - loop.time(), 0)
-        if left != 0:
-            await self._until(done, left)
+        if give_up is None or give_up > loop.time():
+            found = await self._final(name, done, give_up)
+            if found is not None:
+                return found
         return await self.state.tasks.get(task_key(name), str(name))
+
+    async def _final(
+        self, name: TaskName, done: asyncio.Event, until: float | None
+    ) -> resources_pb2.Task | None:
+        """The task's record once final, or None if loop time `until` comes first.
+        `done` is set by its final event, or to read the record again (NATS
+        reconnected: a final event published meanwhile reached no subscription)."""
+        loop = asyncio.get_running_loop()
+        while await self._until(done, None if until is None else until - loop.time()):
+            done.clear()  # before the read: a final event from now on sets it again
+            task = await self.state.tasks.get(task_key(name), str(name))
+            if is_final(task.state):
+                return task
+        return None
 
     async def _until(self, done: asyncio.Event, limit: float | None) -> bool:
         """Wait for `done` at most `limit` seconds; whether it came."""

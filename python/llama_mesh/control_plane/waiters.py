@@ -2,8 +2,10 @@
 
 WaitTask and RunTask wait for a task's last event, published on
 `events.{task}.end`; one subscription to all of them wakes the waiting calls of this
-control-plane replica. A wait or a stream also ends, with UNAVAILABLE, when the
-server shuts down, so that the client calls again on another replica.
+control-plane replica, and so does NATS reconnecting (a last event published while the
+connection was away reached no subscription): a woken call reads the task's record. A
+wait or a stream also ends, with UNAVAILABLE, when the server shuts down, so that the
+client calls again on another replica.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from llama_mesh.core.errors import UnavailableError
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.jetstream.connection import MeshState
 
 
@@ -33,14 +36,25 @@ class FinalEventWaiters:
         self._finals = await self.state.nc.subscribe(
             self.state.topology.final_events, cb=self._on_final
         )
+        self.state.reconnect_hooks.append(self.recheck)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.state.reconnect_hooks.remove(self.recheck)
         if self._finals is not None:
             with contextlib.suppress(Exception):
                 await self._finals.unsubscribe()
             self._finals = None
 
+    async def recheck(self) -> None:
+        """After NATS reconnected: a last event published while it was away reached no
+        subscription, so every wait reads its task's record again."""
+        for waiting in self._waiters.values():
+            for done in waiting:
+                done.set()
+
     async def _on_final(self, msg: Msg) -> None:
+        failpoint("waiters.final_heard")
         task_id = msg.subject.split(".")[-2]
         for done in self._waiters.get(task_id, ()):
             done.set()
