@@ -1,22 +1,74 @@
-"""Following a turn's events (Turns.events): from the task's first event, in order,
-and ended with UNAVAILABLE when the control plane shuts down."""
+"""Following a turn's events (Turns.events, jetstream/live_events.py): from the task's
+first event, in order, none lost and none twice, without a consumer per turn, and
+ended with UNAVAILABLE when the control plane shuts down.
+
+Live messages are lost at the exact point where they arrive (the follower's
+subscription callback), or held back there and delivered late, as a dropped
+connection or a slow reader would have it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
 from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.core.errors import UnavailableError
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.live_events import LiveEvents, StoredEvent
 from llama_mesh.launch.nats_server import EmbeddedNats
 
 
-async def _publish(state: MeshState, task_id: str, n: int) -> None:
-    subject = state.topology.task_events(task_id).replace("*", f"e{n}")
-    await state.js.publish(subject, f"event {n}".encode())
+async def _publish(state: MeshState, task_id: str, n: int, *, final: bool = False) -> int:
+    """Publish event `n` of the task (its last if `final`); its stream sequence."""
+    topology = state.topology
+    subject = topology.final_event_subject if final else topology.event_subject
+    ack = await state.js.publish(subject(task_id), f"event {n}".encode())
+    return int(ack.seq)
+
+
+def _turns(state: MeshState, shutting_down: asyncio.Event) -> Turns:
+    unused: Any = None  # following events needs neither sessions nor tasks
+    return Turns(state, sessions=unused, tasks=unused, shutting_down=shutting_down)
+
+
+def _live_messages(
+    state: MeshState, monkeypatch: pytest.MonkeyPatch, take: Callable[[Msg], bool]
+) -> list[Callable[[Msg], Awaitable[None]]]:
+    """From now on, a live message reaches its follower only if `take(msg)`; the
+    followers' own callbacks, to hand one on later."""
+    subscribe = state.nc.subscribe
+    callbacks: list[Callable[[Msg], Awaitable[None]]] = []
+
+    async def hooked(subject: str, cb: Any = None, **kwargs: Any) -> Any:
+        if cb is not None and ".live." in subject:
+            deliver = cb
+            callbacks.append(deliver)
+
+            async def cb(msg: Msg) -> None:
+                if take(msg):
+                    await deliver(msg)
+
+        return await subscribe(subject, cb=cb, **kwargs)
+
+    monkeypatch.setattr(state.nc, "subscribe", hooked)
+    return callbacks
+
+
+def _number(msg: Msg) -> int:
+    return int(msg.data.decode().split()[1])
+
+
+async def _read(events: AsyncIterator[StoredEvent], n: int) -> list[StoredEvent]:
+    return [await asyncio.wait_for(anext(events), 10) for _ in range(n)]
+
+
+async def _consumers(state: MeshState) -> int:
+    info = await state.js.stream_info(state.topology.event_stream)
+    return int(info.state.consumer_count)
 
 
 async def test_a_turns_events_from_its_first_then_unavailable_at_shutdown(
@@ -24,21 +76,108 @@ async def test_a_turns_events_from_its_first_then_unavailable_at_shutdown(
 ) -> None:
     async with MeshState.connect([nats.url]) as state:
         shutting_down = asyncio.Event()
-        # Following events needs neither sessions nor tasks.
-        unused: Any = None
-        turns = Turns(state, sessions=unused, tasks=unused, shutting_down=shutting_down)
-        await _publish(state, "t1", 1)  # before the stream: read from the first
+        turns = _turns(state, shutting_down)
+        await _publish(state, "t1", 1)  # before the stream: read from the stream
         await _publish(state, "t2", 1)  # another task's: not read
-        async with turns.events("t1") as messages:
-            assert (await anext(messages)).data == b"event 1"
+        async with turns.events("t1", history=True) as events:
+            assert (await anext(events)).data == b"event 1"
             await _publish(state, "t1", 2)
-            assert (await anext(messages)).data == b"event 2"
-            waiting = asyncio.ensure_future(anext(messages))
+            second = await anext(events)
+            assert (second.data, second.newest, second.final) == (b"event 2", True, False)
+            waiting = asyncio.ensure_future(anext(events))
             shutting_down.set()
             with pytest.raises(UnavailableError, match="shutting down"):
                 await waiting
         # A stream that starts during the shutdown ends at once, the same way.
-        async with turns.events("t1") as messages:
+        async with turns.events("t1", history=True) as events:
             with pytest.raises(UnavailableError):
-                async for _ in messages:
+                async for _ in events:
                     pass
+
+
+async def test_a_new_turn_is_followed_without_a_consumer(nats: EmbeddedNats) -> None:
+    async with MeshState.connect([nats.url]) as state:
+        turns = _turns(state, asyncio.Event())
+        async with turns.events("t1", history=False) as events:
+            sequences = [await _publish(state, "t1", n) for n in (1, 2)]
+            await _publish(state, "t2", 1)
+            sequences.append(await _publish(state, "t1", 3, final=True))
+            read = await _read(events, 3)
+            assert [(e.seq, e.data, e.final) for e in read] == [
+                (sequences[0], b"event 1", False),
+                (sequences[1], b"event 2", False),
+                (sequences[2], b"event 3", True),
+            ]
+            assert await _consumers(state) == 0
+
+
+async def test_events_lost_live_are_read_from_the_stream_in_order_once(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first event, one in the middle and the one just before the last are lost
+    live; another task's events come in between, so the last event's sequence is not
+    next to the one before it."""
+    async with MeshState.connect([nats.url]) as state:
+        lost = {1, 3, 5}
+        _live_messages(state, monkeypatch, lambda msg: _number(msg) not in lost)
+        live = LiveEvents(state)
+        async with live.follow("t1", history=False, stop=asyncio.Event()) as events:
+            sequences = []
+            for n in range(1, 6):
+                sequences.append(await _publish(state, "t1", n))
+                await _publish(state, "t2", n)
+            sequences.append(await _publish(state, "t1", 6, final=True))
+            read = await _read(events, 6)
+        assert [e.seq for e in read] == sequences
+        assert [e.data for e in read] == [f"event {n}".encode() for n in range(1, 7)]
+        assert read[-1].final
+
+
+async def test_an_event_read_from_the_stream_and_delivered_live_later_is_handed_on_once(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection came back (the reconnect hook) while event 2 was still on its
+    way: what was stored meanwhile is read, and event 2 arriving after is dropped."""
+    async with MeshState.connect([nats.url]) as state:
+        held: list[Msg] = []
+        arrived = asyncio.Event()
+
+        def take(msg: Msg) -> bool:
+            if _number(msg) != 2:
+                return True
+            held.append(msg)
+            arrived.set()
+            return False
+
+        callbacks = _live_messages(state, monkeypatch, take)
+        live = LiveEvents(state)
+        async with live.follow("t1", history=False, stop=asyncio.Event()) as events:
+            await _publish(state, "t1", 1)
+            assert (await anext(events)).data == b"event 1"
+            await _publish(state, "t1", 2)
+            await asyncio.wait_for(arrived.wait(), 10)  # its live copy is held back
+            for hook in state.reconnect_hooks:
+                await hook()
+            caught_up = await asyncio.wait_for(anext(events), 10)
+            assert (caught_up.data, caught_up.newest) == (b"event 2", True)
+            await callbacks[0](held[0])  # the late live copy of event 2
+            await _publish(state, "t1", 3, final=True)
+            last = await asyncio.wait_for(anext(events), 10)
+            assert (last.data, last.final) == (b"event 3", True)
+
+
+async def test_a_resumed_follow_reads_what_came_before_and_then_what_comes(
+    nats: EmbeddedNats,
+) -> None:
+    async with MeshState.connect([nats.url]) as state:
+        live = LiveEvents(state)
+        first = await _publish(state, "t1", 1)
+        await _publish(state, "t1", 2)
+        async with live.follow("t1", history=True, stop=asyncio.Event()) as events:
+            before = await _read(events, 2)
+            assert [(e.data, e.newest) for e in before] == [(b"event 1", False), (b"event 2", True)]
+            await _publish(state, "t1", 3)
+            assert (await anext(events)).data == b"event 3"
+        # From a sequence on: what the caller saw is not read again.
+        async with live.follow("t1", after=first, history=True, stop=asyncio.Event()) as events:
+            assert [e.data for e in await _read(events, 2)] == [b"event 2", b"event 3"]

@@ -11,6 +11,10 @@ process at start-up.
     {p}.events.{task_id}.end     {P}_EVENTS    a task's last event (its final state), apart
                                                so control planes can wait on `events.*.end`
     {p}.input.{task_id}          {P}_EVENTS    events sent into waiting tasks
+    {p}.live.{task_id}.e|end     (core NATS)   each task event again once stored, with its
+                                               stream sequence (the stream republishes
+                                               them): what turn streams follow
+                                               (live_events.py)
     {p}.dead.{service}           {P}_DEAD      tasks that failed for good
     {p}.created.{session}        {P}_CREATED   one message per task created: the creation
                                                order (task_index.py)
@@ -150,6 +154,10 @@ class Topology:
         """Every event of one task, in order (a filter)."""
         return f"{self.prefix}.events.{task_id}.*"
 
+    def live_task_events(self, task_id: str) -> str:
+        """Every event of one task, republished by the stream as it stores them."""
+        return f"{self.prefix}.live.{task_id}.*"
+
     @property
     def final_events(self) -> str:
         """The last event of every task (a filter)."""
@@ -220,6 +228,11 @@ class Topology:
                 max_age=MAX_TTL,
                 allow_msg_ttl=True,
                 duplicate_window=DUPLICATE_WINDOW,
+                # Each event again on a plain subject once stored, with its sequence:
+                # a turn stream follows it without a consumer (live_events.py).
+                republish=api.RePublish(
+                    src=f"{self.prefix}.events.>", dest=f"{self.prefix}.live.>"
+                ),
             ),
             api.StreamConfig(
                 name=self.created_stream,

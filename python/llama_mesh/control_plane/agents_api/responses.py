@@ -46,6 +46,7 @@ from llama_mesh.control_plane.agents_api.response_request import (
 )
 from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
 from llama_mesh.control_plane.agents_api.turns import Turns
+from llama_mesh.control_plane.task_creation import create_task, new_task_id
 from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.core import proto_time
 from llama_mesh.core.agent_turns import TurnInput
@@ -57,9 +58,9 @@ from llama_mesh.core.errors import (
 from llama_mesh.core.json_values import to_python, to_struct, to_value
 from llama_mesh.core.names import AGENTS_SERVICE, TaskName, session_name
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.live_events import StoredEvent
 from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import agents_pb2 as ag
-from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.v1 import responses_pb2 as rs
 
@@ -148,9 +149,9 @@ class Responses:
         await self.state.sessions.create(session_id, session)
         return session_id
 
-    async def _start(self, request: rs.CreateResponseRequest) -> _Run:
-        """Check the request, create the task; INVALID_ARGUMENT / NOT_FOUND before
-        anything runs."""
+    async def _start(self, request: rs.CreateResponseRequest, task_id: str) -> _Run:
+        """Check the request, create the task (`task_id`); INVALID_ARGUMENT / NOT_FOUND
+        before anything runs."""
         config, agent_id = await self._config(request.model)
         apply_sampling(config, request)
         tools, choice = function_tools(request)
@@ -184,28 +185,32 @@ class Responses:
         )
         response_id = new_id("resp-")
         session_id = await self._session(previous, response_id)
-        created = await self.tasks.create_task(
-            cp.CreateTaskRequest(
-                parent=session_name(session_id),
-                task=resources_pb2.Task(
-                    service=AGENTS_SERVICE,
-                    input=to_struct(
-                        turn.model_dump(mode="json", exclude_defaults=True), "the response's input"
-                    ),
+        tasks = self.tasks
+        task = await create_task(
+            tasks.state,
+            tasks.registry,
+            tasks.sessions,
+            session_name(session_id),
+            resources_pb2.Task(
+                service=AGENTS_SERVICE,
+                input=to_struct(
+                    turn.model_dump(mode="json", exclude_defaults=True), "the response's input"
                 ),
-            )
+            ),
+            "",
+            task_id=task_id,
         )
         response = response_object(request, response_id)
         run = _Run(
             response,
-            created.task,
+            task,
             conversation,
             store=request.store or not request.HasField("store"),
             namespace=caller().namespace,
         )
         await self._save(run)
         logger.info(
-            "response %s: task %s created (model %s)", response_id, created.task.name, request.model
+            "response %s: task %s created (model %s)", response_id, task.name, request.model
         )
         return run
 
@@ -221,18 +226,17 @@ class Responses:
 
     # -- following the task -------------------------------------------------------------
 
-    async def _deltas(self, run: _Run) -> AsyncIterator[str]:
+    async def _deltas(self, run: _Run, events: AsyncIterator[StoredEvent]) -> AsyncIterator[str]:
         """The text deltas of the response's task, until it ends."""
         view = run.view
-        async with self.turns.events(view.turn_id) as messages:
-            async for msg in messages:
-                event = resources_pb2.Envelope.FromString(msg.data).task_event
-                for payload in view.feed(event):
-                    progress = payload.step_progress
-                    if payload.HasField("step_progress") and progress.delta.HasField("text"):
-                        yield progress.delta.text.text
-                if view.final is not None:
-                    return
+        async for stored in events:
+            event = resources_pb2.Envelope.FromString(stored.data).task_event
+            for payload in view.feed(event):
+                progress = payload.step_progress
+                if payload.HasField("step_progress") and progress.delta.HasField("text"):
+                    yield progress.delta.text.text
+            if view.final is not None:
+                return
 
     async def _finish(self, run: _Run) -> None:
         """The response once its task ended: completed with its output, or failed."""
@@ -262,16 +266,27 @@ class Responses:
     # -- the RPCs ---------------------------------------------------------------------------
 
     async def create(self, request: rs.CreateResponseRequest) -> rs.ResponseObject:
-        run = await self._start(request)
-        async for _ in self._deltas(run):
-            pass
+        task_id = new_task_id()
+        # Followed from before the task exists: its events need no read of the stream.
+        async with self.turns.events(task_id, history=False) as events:
+            run = await self._start(request, task_id)
+            async for _ in self._deltas(run, events):
+                pass
         await self._finish(run)
         return run.response
 
     async def stream(
         self, request: rs.CreateResponseRequest
     ) -> AsyncIterator[rs.StreamResponseResponse]:
-        run = await self._start(request)
+        task_id = new_task_id()
+        async with self.turns.events(task_id, history=False) as events:
+            run = await self._start(request, task_id)
+            async for event in self._stream(run, events):
+                yield event
+
+    async def _stream(
+        self, run: _Run, events: AsyncIterator[StoredEvent]
+    ) -> AsyncIterator[rs.StreamResponseResponse]:
         sequence = 0
 
         def numbered(**event: Any) -> rs.StreamResponseResponse:
@@ -288,7 +303,7 @@ class Responses:
         yield numbered(in_progress=lifecycle(run.response))
         message_id, text = new_id("msg_"), list[str]()
         part = rs.OutputContent(output_text=rs.OutputText())
-        async for delta in self._deltas(run):
+        async for delta in self._deltas(run, events):
             if not text:
                 added = item_proto(message_item(message_id, "", "in_progress"))
                 yield numbered(output_item_added=rs.OutputItemEvent(output_index=0, item=added))

@@ -13,18 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
-from nats.aio.msg import Msg
-from nats.errors import BadSubscriptionError
-from nats.js import api as js_api
 
 from llama_mesh.control_plane.agents_api.agents import AgentTarget, check_id, not_found
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions
 from llama_mesh.control_plane.agents_api.turn_view import TurnView, error_message
-from llama_mesh.control_plane.task_creation import create_task
+from llama_mesh.control_plane.task_creation import create_task, new_task_id
 from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.core import agent_config
 from llama_mesh.core import agent_events as ae
@@ -43,6 +40,7 @@ from llama_mesh.core.status import status_code
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.event_history import events_so_far
 from llama_mesh.jetstream.journal import task_key
+from llama_mesh.jetstream.live_events import LiveEvents, StoredEvent
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
@@ -99,6 +97,7 @@ class Turns:
         self.sessions = sessions
         self.tasks = tasks
         self.shutting_down = shutting_down
+        self.live = LiveEvents(state)
 
     # -- creating -------------------------------------------------------------------
 
@@ -144,7 +143,7 @@ class Turns:
         )
         return turn.model_dump(mode="json", exclude_defaults=True)
 
-    async def _create(self, request: ag.CreateTurnRequest) -> resources_pb2.Task:
+    async def _create(self, request: ag.CreateTurnRequest, task_id: str) -> resources_pb2.Task:
         target, found = await self.sessions.find_record(request.agent_id, request.session_id)
         task_input = await self._turn_input(target, request)
         tasks = self.tasks
@@ -157,6 +156,7 @@ class Turns:
                 service=target.service, input=to_struct(task_input, "the turn's input")
             ),
             "",
+            task_id=task_id,
             session_found=found,  # read just now: not read again
         )
         logger.info("turn %s of agent %s created", task.name, request.agent_id)
@@ -165,91 +165,68 @@ class Turns:
     async def stream(self, request: ag.CreateTurnRequest) -> AsyncIterator[ag.TurnEventPayload]:
         """The turn's events: `turn_start`, its steps, and `turn_complete` or
         `turn_awaiting_input`."""
-        task = await self._create(request)
-        view = TurnView(task)
-        yield ag.TurnEventPayload(turn_start=ag.TurnStartPayload(turn_id=view.turn_id))
-        async for payload in self._follow(view):
-            yield payload
+        task_id = new_task_id()
+        # Followed from before the task exists: its events need no read of the stream.
+        async with self.events(task_id, history=False) as events:
+            task = await self._create(request, task_id)
+            view = TurnView(task)
+            yield ag.TurnEventPayload(turn_start=ag.TurnStartPayload(turn_id=view.turn_id))
+            async for payload in self._follow(view, events):
+                yield payload
 
     async def create(self, request: ag.CreateTurnRequest) -> ag.Turn:
         """The turn, once it completed or waits for client tools."""
-        task = await self._create(request)
-        view = TurnView(task)
-        async for _ in self._follow(view):
-            pass
+        task_id = new_task_id()
+        async with self.events(task_id, history=False) as events:
+            view = TurnView(await self._create(request, task_id))
+            async for _ in self._follow(view, events):
+                pass
         return view.turn()
 
     # -- following a turn's events --------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def events(self, task_id: str) -> AsyncIterator[AsyncIterator[Msg]]:
-        """The task's events from its first, in order; UNAVAILABLE once the server
+    async def events(
+        self, task_id: str, *, history: bool
+    ) -> AsyncIterator[AsyncIterator[StoredEvent]]:
+        """The task's events in order, as they are stored (from its first: enter this
+        before the task is created, or with `history`); UNAVAILABLE once the server
         shuts down (the caller calls again on another replica)."""
-        topology = self.state.topology
-        # The subscription's callback hands each message over through a queue that
-        # ends with None: nats' own message iterator starts a task and a wait per
-        # message (~3% of the control plane's CPU on streamed turns).
-        arrived: asyncio.Queue[Msg | None] = asyncio.Queue()
-
-        async def deliver(msg: Msg) -> None:
-            arrived.put_nowait(msg)
-
-        sub = await self.state.js.subscribe(
-            topology.task_events(task_id),
-            cb=deliver,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-            stream=topology.event_stream,
-        )
-        # One watcher per stream ends the subscription at shutdown, which ends its
-        # iteration: racing every message against the shutdown cost a task each.
-        watcher = asyncio.create_task(self._unsubscribe_at_shutdown(sub, arrived))
-        try:
-            yield self._until_shutdown(arrived)
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            with contextlib.suppress(BadSubscriptionError):  # the watcher's already
-                await sub.unsubscribe()
-
-    async def _unsubscribe_at_shutdown(self, sub: Any, arrived: asyncio.Queue[Msg | None]) -> None:
-        await self.shutting_down.wait()
-        try:
-            await sub.unsubscribe()
-        finally:  # even if the connection is gone already
-            arrived.put_nowait(None)
-
-    async def _until_shutdown(self, arrived: asyncio.Queue[Msg | None]) -> AsyncIterator[Msg]:
-        while (msg := await arrived.get()) is not None:
-            yield msg
-        raise UnavailableError("the control plane is shutting down; resume the stream")
+        async with (
+            self.live.follow(task_id, history=history, stop=self.shutting_down) as events,
+            contextlib.aclosing(_until_shutdown(events)) as until_shutdown,
+        ):
+            yield until_shutdown
 
     async def _follow(
-        self, view: TurnView, *, resume: ae.ClientToolResponses | None = None
+        self,
+        view: TurnView,
+        events: AsyncIterator[StoredEvent],
+        *,
+        resume: ae.ClientToolResponses | None = None,
     ) -> AsyncIterator[ag.TurnEventPayload]:
         """Fold the turn's events into `view`, yielding their payloads, until the turn
         completes or waits for client tools. With `resume`, the events until the wait
         are folded silently, then the responses are sent and what follows is yielded."""
         silent = resume is not None
-        async with self.events(view.turn_id) as messages:
-            async for msg in messages:
-                event = resources_pb2.Envelope.FromString(msg.data).task_event
-                event.sequence = msg.metadata.sequence.stream
-                payloads = view.feed(event)
-                if silent:
-                    if msg.metadata.num_pending == 0 and view.awaiting_input:
-                        silent = False
-                        assert resume is not None
-                        await self._send(view, resume)
-                    continue
-                for payload in payloads:
-                    yield payload
-                if view.final is not None:
-                    if not view.result:
-                        raise _failure(await self.task_of(view))
-                    return
-                if view.awaiting_input and msg.metadata.num_pending == 0:
-                    return
+        async for stored in events:
+            event = resources_pb2.Envelope.FromString(stored.data).task_event
+            event.sequence = stored.seq
+            payloads = view.feed(event)
+            if silent:
+                if stored.newest and view.awaiting_input:
+                    silent = False
+                    assert resume is not None
+                    await self._send(view, resume)
+                continue
+            for payload in payloads:
+                yield payload
+            if view.final is not None:
+                if not view.result:
+                    raise _failure(await self.task_of(view))
+                return
+            if view.awaiting_input and stored.newest:
+                return
 
     async def task_of(self, view: TurnView) -> resources_pb2.Task:
         name = TaskName(view.session_id, view.turn_id)
@@ -349,14 +326,22 @@ class Turns:
     ) -> AsyncIterator[ag.TurnEventPayload]:
         """Send the tool responses; the turn's events after them."""
         view, responses = await self._resumable(request)
-        async for payload in self._follow(view, resume=responses):
-            yield payload
+        async with self.events(view.turn_id, history=True) as events:
+            async for payload in self._follow(view, events, resume=responses):
+                yield payload
 
     async def resume(self, request: ag.ResumeTurnRequest) -> ag.Turn:
         view, responses = await self._resumable(request)
-        async for _ in self._follow(view, resume=responses):
-            pass
+        async with self.events(view.turn_id, history=True) as events:
+            async for _ in self._follow(view, events, resume=responses):
+                pass
         return view.turn()
+
+
+async def _until_shutdown(events: AsyncIterator[StoredEvent]) -> AsyncGenerator[StoredEvent]:
+    async for event in events:
+        yield event
+    raise UnavailableError("the control plane is shutting down; resume the stream")
 
 
 __all__ = ["FAILED", "Turns"]
