@@ -8,6 +8,7 @@ agent service answers on the scripted model."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,8 +16,11 @@ import httpx
 import openai
 import pytest
 from llama_stack_client import AsyncLlamaStackClient
+from nats import connect as nats_connect
+from nats.aio.msg import Msg
 
-from llama_mesh.testing import RecordedRequest, Reply, ToolCall
+from llama_mesh.launch.nats_server import EmbeddedNats
+from llama_mesh.testing import Pause, RecordedRequest, Reply, ToolCall
 from llama_mesh.v1 import responses_pb2, responses_pb2_grpc
 
 from .conftest import AgentsMesh, echo
@@ -105,6 +109,48 @@ async def test_a_streamed_response_is_openais_event_sequence(
     item_ids = {e.item_id for e in events if e.type == "response.output_text.delta"}
     assert item_ids == {completed.output[0].id}
     assert (await oai.responses.retrieve(completed.id)).output_text == text
+
+
+async def test_a_response_is_stored_once_when_it_ends_never_while_it_runs(
+    agents_mesh: AgentsMesh,
+    oai: openai.AsyncOpenAI,
+    client: AsyncLlamaStackClient,
+    nats: EmbeddedNats,
+) -> None:
+    """While a response runs the store holds nothing of it (a control plane that
+    stopped then would leave no response saying it is in progress); it is written
+    once, when it ends."""
+    pause = Pause()
+    agents_mesh.model.script(Reply(chunks=["Hello ", pause, "there."]), "Once.")
+    writes: Counter[str] = Counter()
+    watcher = await nats_connect(nats.url)
+    try:
+
+        async def count(msg: Msg) -> None:
+            writes[msg.subject.rpartition(".")[2]] += 1
+
+        await watcher.subscribe("$KV.mesh_responses.>", cb=count)
+        stream = await oai.responses.create(model="scripted", input="hi", stream=True)
+        async for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta" and event.delta == "Hello ":
+                # The model holds the rest: the response runs, and is not stored.
+                assert [r.id for r in (await client.responses.list()).data] == []
+                with pytest.raises(openai.NotFoundError):
+                    await oai.responses.retrieve(response_id)
+                pause.release()
+            if event.type == "response.completed":
+                streamed = event.response
+        created = await oai.responses.create(model="scripted", input="again")
+        await watcher.flush()
+        stored = await oai.responses.retrieve(streamed.id)
+        assert (stored.status, stored.output_text) == ("completed", "Hello there.")
+        assert stored.output[0].id == streamed.output[0].id  # the item the deltas named
+        assert (await oai.responses.retrieve(created.id)).output_text == "Once."
+        assert writes == {streamed.id: 1, created.id: 1}
+    finally:
+        await watcher.close()
 
 
 async def test_a_chain_sends_the_model_the_whole_conversation(

@@ -208,7 +208,6 @@ class Responses:
             store=request.store or not request.HasField("store"),
             namespace=caller().namespace,
         )
-        await self._save(run)
         logger.info(
             "response %s: task %s created (model %s)", response_id, task.name, request.model
         )
@@ -238,8 +237,11 @@ class Responses:
             if view.final is not None:
                 return
 
-    async def _finish(self, run: _Run) -> None:
-        """The response once its task ended: completed with its output, or failed."""
+    async def _finish(self, run: _Run, message_id: str = "") -> None:
+        """The response once its task ended, completed with its output (its message
+        item `message_id`, if the stream named one) or failed; stored (the one write
+        of a response: nothing is stored while it runs, so that a control plane that
+        stops meanwhile leaves no response that says it is still in progress)."""
         view, response = run.view, run.response
         task = await self.turns.task_of(view)
         usage = task.usage
@@ -255,6 +257,8 @@ class Responses:
             del response.output[:]
             response.output.extend(item_proto(i) for i in items)
             response.status = "completed"
+            if message_id and response.output and response.output[0].HasField("message"):
+                response.output[0].message.id = message_id  # the item the deltas named
         else:
             response.status = "failed"
             response.error.CopyFrom(
@@ -314,13 +318,11 @@ class Responses:
             yield numbered(
                 output_text_delta=rs.OutputTextDeltaEvent(item_id=message_id, delta=delta)
             )
-        await self._finish(run)
+        await self._finish(run, message_id if text else "")
         output = run.response.output
         if run.response.status != "completed":
             yield numbered(failed=lifecycle(run.response))
             return
-        if text and output and output[0].HasField("message"):
-            output[0].message.id = message_id  # the item the deltas named
         for index, item in enumerate(output):
             if item.HasField("message"):
                 done_text = "".join(p.output_text.text for p in item.message.content)
@@ -354,7 +356,6 @@ class Responses:
                     )
                 )
             yield numbered(output_item_done=rs.OutputItemEvent(output_index=index, item=item))
-        await self._save(run)
         yield numbered(completed=lifecycle(run.response))
 
     async def get(self, request: rs.GetResponseRequest) -> rs.ResponseObject:
