@@ -30,9 +30,9 @@ async def _publish(state: MeshState, task_id: str, n: int, *, final: bool = Fals
     return int(ack.seq)
 
 
-def _turns(state: MeshState, shutting_down: asyncio.Event) -> Turns:
+def _turns(state: MeshState, shutting_down: asyncio.Event, live: LiveEvents) -> Turns:
     unused: Any = None  # following events needs neither sessions nor tasks
-    return Turns(state, sessions=unused, tasks=unused, shutting_down=shutting_down)
+    return Turns(state, sessions=unused, tasks=unused, shutting_down=shutting_down, live=live)
 
 
 def _live_messages(
@@ -74,9 +74,9 @@ async def _consumers(state: MeshState) -> int:
 async def test_a_turns_events_from_its_first_then_unavailable_at_shutdown(
     nats: EmbeddedNats,
 ) -> None:
-    async with MeshState.connect([nats.url]) as state:
+    async with MeshState.connect([nats.url]) as state, LiveEvents.following(state) as live:
         shutting_down = asyncio.Event()
-        turns = _turns(state, shutting_down)
+        turns = _turns(state, shutting_down, live)
         await _publish(state, "t1", 1)  # before the stream: read from the stream
         await _publish(state, "t2", 1)  # another task's: not read
         async with turns.events("t1", history=True) as events:
@@ -96,8 +96,8 @@ async def test_a_turns_events_from_its_first_then_unavailable_at_shutdown(
 
 
 async def test_a_new_turn_is_followed_without_a_consumer(nats: EmbeddedNats) -> None:
-    async with MeshState.connect([nats.url]) as state:
-        turns = _turns(state, asyncio.Event())
+    async with MeshState.connect([nats.url]) as state, LiveEvents.following(state) as live:
+        turns = _turns(state, asyncio.Event(), live)
         async with turns.events("t1", history=False) as events:
             sequences = [await _publish(state, "t1", n) for n in (1, 2)]
             await _publish(state, "t2", 1)
@@ -120,8 +120,10 @@ async def test_events_lost_live_are_read_from_the_stream_in_order_once(
     async with MeshState.connect([nats.url]) as state:
         lost = {1, 3, 5}
         _live_messages(state, monkeypatch, lambda msg: _number(msg) not in lost)
-        live = LiveEvents(state)
-        async with live.follow("t1", history=False, stop=asyncio.Event()) as events:
+        async with (
+            LiveEvents.following(state) as live,
+            live.follow("t1", history=False, stop=asyncio.Event()) as events,
+        ):
             sequences = []
             for n in range(1, 6):
                 sequences.append(await _publish(state, "t1", n))
@@ -150,8 +152,10 @@ async def test_an_event_read_from_the_stream_and_delivered_live_later_is_handed_
             return False
 
         callbacks = _live_messages(state, monkeypatch, take)
-        live = LiveEvents(state)
-        async with live.follow("t1", history=False, stop=asyncio.Event()) as events:
+        async with (
+            LiveEvents.following(state) as live,
+            live.follow("t1", history=False, stop=asyncio.Event()) as events,
+        ):
             await _publish(state, "t1", 1)
             assert (await anext(events)).data == b"event 1"
             await _publish(state, "t1", 2)
@@ -169,8 +173,7 @@ async def test_an_event_read_from_the_stream_and_delivered_live_later_is_handed_
 async def test_a_resumed_follow_reads_what_came_before_and_then_what_comes(
     nats: EmbeddedNats,
 ) -> None:
-    async with MeshState.connect([nats.url]) as state:
-        live = LiveEvents(state)
+    async with MeshState.connect([nats.url]) as state, LiveEvents.following(state) as live:
         first = await _publish(state, "t1", 1)
         await _publish(state, "t1", 2)
         async with live.follow("t1", history=True, stop=asyncio.Event()) as events:
@@ -181,3 +184,26 @@ async def test_a_resumed_follow_reads_what_came_before_and_then_what_comes(
         # From a sequence on: what the caller saw is not read again.
         async with live.follow("t1", after=first, history=True, stop=asyncio.Event()) as events:
             assert [e.data for e in await _read(events, 2)] == [b"event 2", b"event 3"]
+
+
+async def test_a_last_event_never_republished_is_read_once_the_stream_has_a_new_leader(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream leader that stops between storing an event and republishing it leaves
+    it unannounced: the next leader's election (its advisory) has followers read it."""
+    async with MeshState.connect([nats.url]) as state:
+        _live_messages(state, monkeypatch, lambda msg: not msg.subject.endswith(".end"))
+        async with (
+            LiveEvents.following(state) as live,
+            live.follow("t1", history=False, stop=asyncio.Event()) as events,
+        ):
+            await _publish(state, "t1", 1)
+            assert (await asyncio.wait_for(anext(events), 10)).data == b"event 1"
+            await _publish(state, "t1", 2, final=True)
+            waiting = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            stream = state.topology.event_stream
+            await state.nc.publish(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}", b"{}")
+            last = await asyncio.wait_for(waiting, 10)
+            assert (last.data, last.final, last.newest) == (b"event 2", True, True)

@@ -23,6 +23,7 @@ from llama_mesh.control_plane.queue import QueueAPIServicer
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
 from llama_mesh.jetstream.api_keys import ApiKeyStore
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.live_events import LiveEvents
 from llama_mesh.jetstream.secrets import shared_key
 from llama_mesh.jetstream.topology import Topology
 from llama_mesh.rpc.metrics_access import metrics_access
@@ -95,13 +96,15 @@ class ControlPlaneServer:
             # Records what replicas report on their tasks (they write none themselves).
             JournalService.serving(state),
             AgentCache.following(state) as agent_cache,
+            # Streamed turns follow their tasks' events (one hook for all of them).
+            LiveEvents.following(state) as live_events,
             server_security(security, keys.lookup) as server_security_,
         ):
             for key_id, roles, digest in install_keys:
                 await keys.install(key_id, roles, digest)
             control_plane = ControlPlaneAPIServicer(state, retention or RetentionConfig())
             signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
-            agents_api = AgentsAPIServicer(control_plane, agent_cache)
+            agents_api = AgentsAPIServicer(control_plane, live_events, agent_cache)
             servicers: list[tuple[Any, Any, str]] = [
                 (
                     control_plane_pb2_grpc.add_ControlPlaneAPIServicer_to_server,

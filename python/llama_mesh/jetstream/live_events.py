@@ -16,11 +16,13 @@ from the stream (an ordered consumer, only then):
   if that one was not handed on, the events between are read first. The last event
   (``.end``) names only its own subject's, so one read of the stream says whether
   an event came between (none if the two sequences are adjacent);
-- after a reconnect, what was stored meanwhile is read (a reconnect hook);
+- after a reconnect, or once the stream has a new leader, what was stored meanwhile is
+  read;
 - from a sequence on (`after`), or with what the task published before the follower
   started (`history`; subscribe first, then read: an event in both is handed on once).
 
-    live = LiveEvents(state)
+    async with LiveEvents.following(state) as live:     # with the process
+        ...
     async with live.follow(task_id, history=False, stop=shutting_down) as events:
         async for event in events:       # ends once `stop` is set
             ...
@@ -62,19 +64,43 @@ class _Marker:
     """A queue entry that is not a message."""
 
 
-_CATCH_UP: Final = _Marker()  # the connection came back: read what was stored meanwhile
+_CATCH_UP: Final = _Marker()  # read what the stream stored meanwhile
 _STOP: Final = _Marker()
 
 
 class LiveEvents:
-    """The task event followers of one process (one reconnect hook for all)."""
+    """The task event followers of one process: one reconnect hook and one
+    subscription to the event stream's leader changes for all of them."""
 
     def __init__(self, state: MeshState) -> None:
         self.state = state
         self._open: set[asyncio.Queue[Msg | _Marker]] = set()
-        state.reconnect_hooks.append(self._reconnected)
 
-    async def _reconnected(self) -> None:
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def following(cls, state: MeshState) -> AsyncIterator[LiveEvents]:
+        """Followers that catch up after a reconnect, and after the event stream
+        changes leader (a leader that stopped between storing an event and
+        republishing it left one unannounced, perhaps a task's last)."""
+        live = cls(state)
+        state.reconnect_hooks.append(live.catch_up)
+
+        async def on_leader(_: Msg) -> None:
+            await live.catch_up()
+
+        advisories = await state.nc.subscribe(
+            f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{state.topology.event_stream}",
+            cb=on_leader,
+        )
+        try:
+            yield live
+        finally:
+            state.reconnect_hooks.remove(live.catch_up)
+            with contextlib.suppress(BadSubscriptionError):  # the connection is gone
+                await advisories.unsubscribe()
+
+    async def catch_up(self) -> None:
+        """Have every follower read what the stream stored that it may have missed."""
         for queue in self._open:
             queue.put_nowait(_CATCH_UP)
 

@@ -14,6 +14,7 @@ from llama_mesh.control_plane.agents_api.responses import Responses
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions, agent_session
 from llama_mesh.control_plane.agents_api.turns import Turns
 from llama_mesh.control_plane.servicer import ControlPlaneAPIServicer
+from llama_mesh.jetstream.live_events import LiveEvents
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import agents_pb2_grpc, responses_pb2_grpc
 from llama_mesh.v1 import responses_pb2 as rs
@@ -23,12 +24,19 @@ class AgentsAPIServicer(agents_pb2_grpc.AgentsAPIServicer):
     """Agents, sessions, turns and steps over the control plane's parts."""
 
     def __init__(
-        self, control_plane: ControlPlaneAPIServicer, agent_cache: AgentCache | None = None
+        self,
+        control_plane: ControlPlaneAPIServicer,
+        live_events: LiveEvents,
+        agent_cache: AgentCache | None = None,
     ) -> None:
         self.agents = Agents(control_plane.state, control_plane.registry, agent_cache)
         self.sessions = AgentSessions(control_plane.state, self.agents, control_plane.sessions)
         self.turns = Turns(
-            control_plane.state, self.sessions, control_plane.tasks, control_plane.shutting_down
+            control_plane.state,
+            self.sessions,
+            control_plane.tasks,
+            control_plane.shutting_down,
+            live_events,
         )
 
     # ----------------------------------------------------------------- agents

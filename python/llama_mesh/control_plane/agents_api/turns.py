@@ -92,12 +92,13 @@ class Turns:
         sessions: AgentSessions,
         tasks: Tasks,
         shutting_down: asyncio.Event,
+        live: LiveEvents,
     ) -> None:
         self.state = state
         self.sessions = sessions
         self.tasks = tasks
         self.shutting_down = shutting_down
-        self.live = LiveEvents(state)
+        self.live = live
 
     # -- creating -------------------------------------------------------------------
 
