@@ -226,6 +226,17 @@ async def test_a_bad_option_names_itself_and_what_is_valid() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["control-plane", "service", "gateway", "nats"])
+async def test_every_option_of_serve_shows_a_plain_type(command: str) -> None:
+    """A constrained setting (a port: `Annotated[int, Field(ge=0, le=65535)] | None`)
+    shows `<int>` in `--help`, not the repr of its annotation."""
+    result = await cli("serve", command, "--help", env={"COLUMNS": "200"})
+    assert result.code == 0, result.stderr
+    shown = dict(re.findall(r"(--[\w-]+)(?: +--no-[\w-]+)? +(<[^>\n]*>?)", result.stdout))
+    assert shown["--log-level"] == "<debug|info|warning|error>"
+    assert {s for s in shown.values() if not re.fullmatch(r"<[\w|\[\]]+>", s)} == set(), shown
+
+
 def test_the_settings_tables_in_the_docs_are_generated_from_the_models() -> None:
     names = set()
     for path in (reference.DOCS / name for name in ("deployment.md", "cli.md", "security.md")):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -24,8 +27,19 @@ from llama_mesh.config.command_line import REQUIRED, Option, from_values, proble
 S = TypeVar("S", bound=Settings)
 
 
+def _plain(annotation: Any) -> Any:
+    """The type without its pydantic constraints (`Annotated[int, Field(ge=0)] | None`
+    -> `int | None`): typer shows an Annotated it does not know as its repr, and the
+    model checks the constraints anyway."""
+    if typing.get_origin(annotation) is Annotated:
+        return _plain(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, map(_plain, typing.get_args(annotation)))
+    return annotation
+
+
 def _parameter(option: Option) -> inspect.Parameter:
-    annotation = option.annotation
+    annotation = _plain(option.annotation)
     default = None if option.repeated else option.default
     help = f"{option.help} Repeatable." if option.repeated else option.help
     if option.repeated:
