@@ -157,7 +157,13 @@ class AsyncClient:
         ):
             await self._reconnected(err, attempt)
             return
-        raise error_for_code(err.code(), err.details() or str(err.code())) from err
+        message = err.details() or str(err.code())
+        if err.code() == grpc.StatusCode.UNAUTHENTICATED and not any(
+            key == "authorization" for key, _ in self._metadata
+        ):
+            # The server's advice is a header; this client's user gives a token.
+            message += " (this client sent none: set LLAMA_MESH_TOKEN, or pass token=...)"
+        raise error_for_code(err.code(), message) from err
 
     def open_stream(self, method: Callable[..., T], request: Any) -> T:
         """Open a server-streaming RPC with this client's credentials; the caller
