@@ -54,7 +54,7 @@ gen: ## Regenerate Python code, the descriptor set, openapi.json and the TS/Go c
 	@$(MAKE) --no-print-directory console
 
 .PHONY: console
-console: ## Compile the web console's TypeScript (console/src -> $(CONSOLE_JS)).
+console: ## Compile the web console's TypeScript (console/src -> gateway/llama_mesh_gateway/console_static/js).
 	@if [ -x node_modules/.bin/tsc ]; then \
 	  rm -rf $(CONSOLE_JS) && node_modules/.bin/tsc -p console/tsconfig.json; \
 	else echo "node_modules/.bin/tsc missing (npm ci): the console not recompiled"; fi
