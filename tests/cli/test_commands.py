@@ -3,12 +3,16 @@ JSON output for scripts and the exit codes of docs/cli.md."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import typer
 
+from llama_mesh.cli.app import app
 from llama_mesh.client import AsyncClient
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
@@ -192,3 +196,20 @@ async def test_the_deployment_file_names_the_control_plane(tmp_path: Path, mesh:
     result = await cli("status", "-f", str(zero))
     assert result.code == 4
     assert "is not running: start it with `llama-mesh up" in result.stderr
+
+
+@pytest.mark.parametrize("group", [(), ("serve",), ("sessions",), ("tasks",), ("keys",)])
+async def test_help_lists_each_command_with_its_whole_summary_on_one_line(
+    group: tuple[str, ...],
+) -> None:
+    """The summary is the first paragraph of the command's docstring, unbroken (typer
+    kept the docstring's line breaks: `reset`'s read "... The" and went on below)."""
+    shown = await cli(*group, "--help", env={"COLUMNS": "400"})
+    assert shown.code == 0, shown.stderr
+    click_group = typer.main.get_command(app)
+    for name in group:
+        click_group = click_group.commands[name]  # type: ignore[attr-defined]
+    for name, command in click_group.commands.items():  # type: ignore[attr-defined]
+        first = (inspect.getdoc(command.callback) or command.help or "").split("\n\n")[0]
+        summary = " ".join(first.split())
+        assert re.search(rf"│ {re.escape(name)} +{re.escape(summary)} +│", shown.stdout), name

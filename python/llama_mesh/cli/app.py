@@ -12,6 +12,7 @@ output, exit codes), views.py how resources are shown. docs/cli.md describes the
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Annotated
 
@@ -97,6 +98,22 @@ keys_app.command("create")(keys.keys_create)
 keys_app.command("list")(keys.keys_list)
 keys_app.command("rotate")(keys.keys_rotate)
 keys_app.command("delete")(keys.keys_delete)
+
+
+def _summaries(group: typer.Typer) -> None:
+    """Each command's line in its group's `--help`: the first paragraph of its docstring
+    on one line (in rich markup mode typer keeps the docstring's line breaks there, so
+    summaries broke mid-sentence)."""
+    for info in group.registered_commands:
+        if info.short_help is None and info.callback is not None:
+            first = (inspect.getdoc(info.callback) or "").split("\n\n")[0]
+            info.short_help = " ".join(first.split())
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _summaries(sub.typer_instance)
+
+
+_summaries(app)
 
 
 def main() -> None:
