@@ -284,6 +284,54 @@ async def test_a_wait_whose_final_event_was_missed_while_nats_was_away_ends_once
         await nats.stop()
 
 
+async def test_a_task_delivered_again_while_its_delivery_is_read_runs_once(
+    nats: EmbeddedNats,
+) -> None:
+    # The store did not answer for longer than the ack wait while a delivery read its
+    # task, and the server delivered the task again meanwhile: each delivery read the
+    # task and began an attempt of its own on the same replica (its running attempts
+    # are known only once read), each running the workflow (three attempts of one task
+    # on one replica in the 3-node cluster test: one more and it would have failed).
+    # Now the attempt the first read begins answers for the newer delivery.
+    deliveries = 0
+    joined = asyncio.Event()
+
+    def delivered() -> None:
+        nonlocal deliveries
+        deliveries += 1
+
+    def until_delivered_again() -> None:
+        if deliveries < 2:
+            raise NoStreamResponseError
+
+    service = (AppendWorkflow(), ServiceConfig("append", ack_wait=1))
+    async with LocalMesh({"append": service}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        RUNS.clear()
+        with (
+            armed("attempt.delivered", delivered),
+            armed("attempt.read_task", until_delivered_again),
+            armed("attempt.redelivered", joined.set),
+        ):
+            handle = await session.create_task("append", item="x")
+            assert await handle.result() == ["x"]
+        assert deliveries >= 2
+        assert joined.is_set()  # before: the second delivery began an attempt itself
+        assert RUNS == ["x"]
+        assert (await handle.get()).attempt_count == 1
+    nc = await nats_client.connect(nats.url)
+    try:
+        topology = Topology()
+        info = await nc.jetstream().consumer_info(
+            topology.task_stream, topology.service_consumer("append")
+        )
+        assert info.delivered is not None
+        assert info.delivered.consumer_seq >= 2  # it was delivered again meanwhile
+        assert info.num_ack_pending == 0  # and the newest delivery was acked
+    finally:
+        await nc.close()
+
+
 # ------------------------------------------------------- questions (human in the loop)
 
 

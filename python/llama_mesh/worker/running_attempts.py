@@ -2,7 +2,8 @@
 
 A delivery becomes an attempt here (attempt.take) and is known by its task's id while it
 runs: a second delivery of the same task, a cancel signal and the events a child or an
-orchestrator publishes for the task find it by that id.
+orchestrator publishes for the task find it by that id. A second delivery that comes
+while the first is still being read is handed to the attempt that read begins.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from llama_mesh.core import proto_time
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_value
 from llama_mesh.core.names import TaskName
 from llama_mesh.jetstream.connection import MeshState
@@ -29,6 +31,8 @@ class RunningAttempts:
 
     def __init__(self) -> None:
         self._by_task: dict[str, Attempt] = {}
+        # Tasks whose delivery is being read (attempt.take), and their newest delivery.
+        self._arriving: dict[str, Msg] = {}
         self.finished_count = 0
 
     def __len__(self) -> int:
@@ -46,6 +50,7 @@ class RunningAttempts:
             return
         assignment = envelope.task_assignment
         name = TaskName.parse(assignment.task.name)
+        failpoint("attempt.delivered")
         running = self._by_task.get(name.task_id)
         if running is not None:
             # Delivered again while its attempt runs here: the server did not hear the
@@ -54,15 +59,27 @@ class RunningAttempts:
             # over, count an attempt and run the workflow again.
             running.redelivered(msg)
             return
+        if name.task_id in self._arriving:
+            # Delivered again while its first delivery is still being read (the store
+            # did not answer for longer than the ack wait): the attempt that reading
+            # begins answers for this one.
+            self._arriving[name.task_id] = msg
+            return
         session_ttl = (
             proto_time.seconds(assignment.session_ttl)
             if assignment.HasField("session_ttl")
             else None
         )
         with task_spans.attempt_span(msg, envelope, worker.service, worker.replica_id):
-            attempt = await take(worker, msg, name, session_ttl)
+            self._arriving[name.task_id] = msg
+            try:
+                attempt = await take(worker, msg, name, session_ttl)
+            finally:
+                newest = self._arriving.pop(name.task_id)
             if attempt is None:
-                return
+                return  # settled (a newer delivery is, as it comes again)
+            if newest is not msg:
+                attempt.redelivered(newest)
             # Registered before the attempt records RUNNING: a control plane that sees
             # the task running and signals a cancel finds it here.
             self._by_task[name.task_id] = attempt
