@@ -21,11 +21,11 @@ from the stream (an ordered consumer, only then):
 - from a sequence on (`after`), or with what the task published before the follower
   started (`history`; subscribe first, then read: an event in both is handed on once).
 
-    async with LiveEvents.following(state) as live:     # with the process
-        ...
-    async with live.follow(task_id, history=False, stop=shutting_down) as events:
-        async for event in events:       # ends once `stop` is set
-            ...
+    async with LiveEvents.following(state) as live:     # as long as the process
+        async with live.follow(task_id, history=False, stop=shutting_down) as events:
+            ...                              # create the task
+            async for event in events:       # ends once `stop` is set
+                ...
 """
 
 from __future__ import annotations
