@@ -16,7 +16,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from llama_mesh.control_plane.agents_api.turns import Turns
-from llama_mesh.core.errors import UnavailableError
+from llama_mesh.core.errors import FailedPreconditionError, UnavailableError
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.live_events import LiveEvents, StoredEvent
 from llama_mesh.launch.nats_server import EmbeddedNats
@@ -207,3 +207,17 @@ async def test_a_last_event_never_republished_is_read_once_the_stream_has_a_new_
             await state.nc.publish(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}", b"{}")
             last = await asyncio.wait_for(waiting, 10)
             assert (last.data, last.final, last.newest) == (b"event 2", True, True)
+
+
+async def test_a_control_plane_refuses_to_follow_on_an_event_stream_without_the_republish(
+    nats: EmbeddedNats,
+) -> None:
+    """Followers would wait for ever: the control plane stops at start, saying why."""
+    async with MeshState.connect([nats.url]) as state:
+        info = await state.js.stream_info(state.topology.event_stream)
+        config = info.config
+        config.republish = None
+        await state.js.update_stream(config)
+        with pytest.raises(FailedPreconditionError, match=r"does not republish mesh\.events"):
+            async with LiveEvents.following(state):
+                pass

@@ -42,6 +42,7 @@ from nats.errors import BadSubscriptionError
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.messages_so_far import messages_so_far
 
@@ -82,6 +83,7 @@ class LiveEvents:
         """Followers that catch up after a reconnect, and after the event stream
         changes leader (a leader that stopped between storing an event and
         republishing it left one unannounced, perhaps a task's last)."""
+        await _check_republished(state)
         live = cls(state)
         state.reconnect_hooks.append(live.catch_up)
 
@@ -132,6 +134,22 @@ class LiveEvents:
             await asyncio.gather(watcher, return_exceptions=True)
             with contextlib.suppress(BadSubscriptionError):  # the connection is gone
                 await sub.unsubscribe()
+
+
+async def _check_republished(state: MeshState) -> None:
+    """FailedPreconditionError unless the event stream republishes what it stores where
+    followers listen: without it every follower would wait for ever."""
+    topology = state.topology
+    info = await state.js.stream_info(topology.event_stream)
+    republish = info.config.republish
+    wanted = (f"{topology.prefix}.events.>", f"{topology.prefix}.live.>")
+    if republish is None or (republish.src, republish.dest) != wanted:
+        raise FailedPreconditionError(
+            f"stream {topology.event_stream} does not republish {wanted[0]} on {wanted[1]}, "
+            "where turn streams follow their tasks: it exists with a config JetStream would "
+            "not bring up to this version's (see the warning about it above); give it that "
+            "republish and start again"
+        )
 
 
 async def _put_when_set(stop: asyncio.Event, queue: asyncio.Queue[Msg | _Marker]) -> None:
