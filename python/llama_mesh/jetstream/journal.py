@@ -237,6 +237,14 @@ class TaskJournal:
         order the store did not store raises (a timeout: one not acknowledged), and
         events after it may be stored: the caller fails the run instead of going on.
         """
+        return await self.acknowledged(name, await self.send_many(name, events, ttl=ttl))
+
+    async def send_many(
+        self, name: TaskName, events: Sequence[Outgoing], *, ttl: float | None = None
+    ) -> list[asyncio.Future[PubAck]]:
+        """Send `events` as `publish_many` does, without waiting for the store: their
+        acknowledgements to come, for `acknowledged`. Nothing here waits unless the
+        connection holds too many unacknowledged publishes already."""
         acks: list[asyncio.Future[PubAck]] = []
         try:
             with store_errors(f"publishing {len(events)} events of task {name}"):
@@ -252,14 +260,23 @@ class TaskJournal:
                         )
                     )
                 failpoint("journal.batch_sent")
+        except BaseException:
+            _forget(acks)
+            raise
+        return acks
+
+    async def acknowledged(
+        self, name: TaskName, acks: Sequence[asyncio.Future[PubAck]]
+    ) -> list[int]:
+        """The stream sequences of the events `send_many` sent, once the store has
+        acknowledged them (ACK_TIMEOUT at most); raises as `publish_many` does."""
+        try:
+            with store_errors(f"publishing {len(acks)} events of task {name}"):
                 if acks:
                     await asyncio.wait(acks, timeout=ACK_TIMEOUT)
                 return [int(_acknowledged(ack).seq) for ack in acks]
         finally:
-            # An acknowledgement that never came holds one of the context's slots for
-            # pending publishes until its future is done.
-            for ack in acks:
-                ack.cancel()
+            _forget(acks)
 
     def _envelope(
         self, name: TaskName, event: resources_pb2.TaskEvent, event_id: str
@@ -280,6 +297,13 @@ class TaskJournal:
             else self.topology.event_subject(name.task_id)
         )
         return subject, envelope
+
+
+def _forget(acks: Sequence[asyncio.Future[PubAck]]) -> None:
+    # An acknowledgement that never came holds one of the context's slots for pending
+    # publishes until its future is done.
+    for ack in acks:
+        ack.cancel()
 
 
 def _acknowledged(ack: asyncio.Future[PubAck]) -> PubAck:
