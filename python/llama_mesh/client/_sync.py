@@ -13,11 +13,12 @@ import threading
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
+from llama_mesh.client._api_keys import ApiKeys
 from llama_mesh.client._async import AsyncClient
 from llama_mesh.client._session import AsyncSession
 from llama_mesh.client._task_handle import TaskHandle
 from llama_mesh.client._task_view import StreamedEvent
-from llama_mesh.v1 import resources_pb2
+from llama_mesh.v1 import auth_pb2, resources_pb2
 
 T = TypeVar("T")
 Task = resources_pb2.Task
@@ -44,6 +45,35 @@ class _LoopThread:
         self.loop.close()
 
 
+class SyncApiKeys:
+    """`client.api_keys` of the blocking client: AsyncClient's ApiKeys, blocking.
+
+    token, key = client.api_keys.create(["client"], key_id="ci")
+    """
+
+    def __init__(self, loop: _LoopThread, keys: ApiKeys) -> None:
+        self._loop = loop
+        self._keys = keys
+
+    def create(self, roles: list[str], **kwargs: Any) -> tuple[str, auth_pb2.ApiKey]:
+        return self._loop.run(self._keys.create(roles, **kwargs))
+
+    def get(self, key_id: str) -> auth_pb2.ApiKey:
+        return self._loop.run(self._keys.get(key_id))
+
+    def list(self) -> list[auth_pb2.ApiKey]:
+        return self._loop.run(self._keys.list())
+
+    def rotate(self, key_id: str, *, grace: float = 0.0) -> tuple[str, auth_pb2.ApiKey]:
+        return self._loop.run(self._keys.rotate(key_id, grace=grace))
+
+    def delete(self, key_id: str) -> None:
+        self._loop.run(self._keys.delete(key_id))
+
+    def whoami(self) -> auth_pb2.CallerIdentity:
+        return self._loop.run(self._keys.whoami())
+
+
 class Client:
     """Blocking client with the same methods as AsyncClient.
 
@@ -55,6 +85,7 @@ class Client:
     def __init__(self, address: str = "127.0.0.1:50051", **kwargs: Any) -> None:
         self._loop = _LoopThread()
         self._async = self._loop.run(self._make(address, kwargs))
+        self.api_keys = SyncApiKeys(self._loop, self._async.api_keys)
 
     @staticmethod
     async def _make(address: str, kwargs: dict[str, Any]) -> AsyncClient:
