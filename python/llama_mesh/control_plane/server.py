@@ -96,13 +96,16 @@ class ControlPlaneServer:
             # Records what replicas report on their tasks (they write none themselves).
             JournalService.serving(state),
             AgentCache.following(state) as agent_cache,
-            # Streamed turns follow their tasks' events (one hook for all of them).
+            # Event streams and streamed turns follow their tasks' events (one hook for
+            # all of them).
             LiveEvents.following(state) as live_events,
             server_security(security, keys.lookup) as server_security_,
         ):
             for key_id, roles, digest in install_keys:
                 await keys.install(key_id, roles, digest)
-            control_plane = ControlPlaneAPIServicer(state, retention or RetentionConfig())
+            control_plane = ControlPlaneAPIServicer(
+                state, live_events, retention or RetentionConfig()
+            )
             signer = AckIdSigner(await shared_key(state.js, state.topology, "ack_ids"))
             agents_api = AgentsAPIServicer(control_plane, live_events, agent_cache)
             servicers: list[tuple[Any, Any, str]] = [

@@ -31,6 +31,7 @@ from llama_mesh.control_plane.tasks import Tasks
 from llama_mesh.control_plane.waiters import FinalEventWaiters
 from llama_mesh.jetstream import session_index
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.live_events import LiveEvents
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import control_plane_pb2_grpc
 
@@ -38,7 +39,12 @@ from llama_mesh.v1 import control_plane_pb2_grpc
 class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
     """The ControlPlaneAPI servicer."""
 
-    def __init__(self, state: MeshState, retention: RetentionConfig | None = None) -> None:
+    def __init__(
+        self,
+        state: MeshState,
+        live_events: LiveEvents,
+        retention: RetentionConfig | None = None,
+    ) -> None:
         self.state = state
         self.retention = retention or RetentionConfig()
         # Set as the server shuts down: waits and streams end with UNAVAILABLE.
@@ -46,7 +52,9 @@ class ControlPlaneAPIServicer(control_plane_pb2_grpc.ControlPlaneAPIServicer):
         self.registry = ServiceRegistry(state)
         self.waiters = FinalEventWaiters(state)
         self.sessions = Sessions(state, self.retention)
-        self.tasks = Tasks(state, self.registry, self.waiters, self.shutting_down, self.sessions)
+        self.tasks = Tasks(
+            state, self.registry, self.waiters, self.shutting_down, self.sessions, live_events
+        )
 
     async def start(self) -> None:
         """Index the sessions of an earlier version (once), listen for the last event of

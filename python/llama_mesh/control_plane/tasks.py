@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 
 from google.protobuf import json_format
-from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from llama_mesh.control_plane.namespaces import SessionScope, require_visible
@@ -24,9 +23,14 @@ from llama_mesh.control_plane.task_answers import answer_task
 from llama_mesh.control_plane.task_cancellation import cancel_task
 from llama_mesh.control_plane.task_creation import create_task, new_task_id, new_task_id_for
 from llama_mesh.control_plane.task_listing import list_tasks
-from llama_mesh.control_plane.waiters import Deliveries, FinalEventWaiters, until_set
+from llama_mesh.control_plane.waiters import FinalEventWaiters, until_set
 from llama_mesh.core import proto_time
-from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from llama_mesh.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.lifecycle import (
     PENDING,
@@ -53,6 +57,7 @@ from llama_mesh.core.object_schema import check_object
 from llama_mesh.core.paging import page_size
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.journal import final_event_id, task_key
+from llama_mesh.jetstream.live_events import LiveEvents
 from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import resources_pb2
 
@@ -69,8 +74,10 @@ class Tasks:
         waiters: FinalEventWaiters,
         shutting_down: asyncio.Event,
         sessions: Sessions,
+        live: LiveEvents,
     ) -> None:
         self.state = state
+        self.live = live
         self.registry = registry
         self.waiters = waiters
         self.shutting_down = shutting_down
@@ -257,32 +264,22 @@ class Tasks:
                 return
             if last_seq and last_seq <= request.after_sequence:
                 return
-        if request.after_sequence:
-            policy = js_api.DeliverPolicy.BY_START_SEQUENCE
-            start: int | None = request.after_sequence + 1
-        else:
-            policy, start = js_api.DeliverPolicy.ALL, None
-        async with Deliveries(self.shutting_down) as deliveries:
-            sub = await self.state.js.subscribe(
-                topology.task_events(name.task_id),
-                ordered_consumer=True,
-                deliver_policy=policy,
-                config=js_api.ConsumerConfig(opt_start_seq=start) if start else None,
-                stream=self.state.topology.event_stream,
-                cb=deliveries.put,
-            )
-            try:
-                async for msg in deliveries:
-                    envelope = resources_pb2.Envelope.FromString(msg.data)
-                    event = envelope.task_event
-                    event.sequence = msg.metadata.sequence.stream
-                    if event.state == WAITING:
-                        await self._numbered(name, event.sequence)
-                    yield cp.StreamTaskEventsResponse(event=event)
-                    if is_final(event.state):
-                        return
-            finally:
-                await sub.unsubscribe()
+        # Followed as the event stream republishes them, and what it stored before (or
+        # meanwhile: after a reconnect or a new leader) read from it (live_events.py):
+        # an ordered consumer here went silent for two missed heartbeats (10-20 s) when
+        # the control plane's NATS connection came back.
+        async with self.live.follow(
+            name.task_id, after=request.after_sequence, history=True, stop=self.shutting_down
+        ) as events:
+            async for stored in events:
+                event = resources_pb2.Envelope.FromString(stored.data).task_event
+                event.sequence = stored.seq
+                if event.state == WAITING:
+                    await self._numbered(name, event.sequence)
+                yield cp.StreamTaskEventsResponse(event=event)
+                if is_final(event.state):
+                    return
+        raise UnavailableError("the control plane is shutting down; resume the stream")
 
     async def _numbered(self, name: TaskName, sequence: int) -> None:
         """Return once the task's record names the request for input at `sequence`.

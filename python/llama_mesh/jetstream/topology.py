@@ -13,7 +13,7 @@ process at start-up.
     {p}.input.{task_id}          {P}_EVENTS    events sent into waiting tasks
     {p}.live.{task_id}.e|end     (core NATS)   each task event again once stored, with its
                                                stream sequence (the stream republishes
-                                               them): what turn streams follow
+                                               them): what event streams and turns follow
                                                (live_events.py)
     {p}.dead.{service}           {P}_DEAD      tasks that failed for good
     {p}.created.{session}        {P}_CREATED   one message per task created: the creation
