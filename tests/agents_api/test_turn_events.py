@@ -221,3 +221,26 @@ async def test_a_control_plane_refuses_to_follow_on_an_event_stream_without_the_
         with pytest.raises(FailedPreconditionError, match=r"does not republish mesh\.events"):
             async with LiveEvents.following(state):
                 pass
+
+
+async def test_an_update_that_drops_the_republish_is_undone_and_followers_go_on(
+    nats: EmbeddedNats,
+) -> None:
+    """A control plane of an earlier version that starts during a rolling upgrade
+    updates the event stream to its own config, without the republish (its
+    Topology.ensure): followers would hear nothing more, not even a task's last event.
+    The republish is given back and what was stored without it is read."""
+    async with MeshState.connect([nats.url]) as state, LiveEvents.following(state) as live:
+        async with live.follow("t1", history=False, stop=asyncio.Event()) as events:
+            await _publish(state, "t1", 1)
+            assert (await asyncio.wait_for(anext(events), 10)).data == b"event 1"
+            info = await state.js.stream_info(state.topology.event_stream)
+            config = info.config
+            config.republish = None
+            await state.js.update_stream(config)
+            await _publish(state, "t1", 2)
+            await _publish(state, "t1", 3, final=True)
+            rest = await _read(events, 2)  # before: timed out
+            assert [(e.data, e.final) for e in rest] == [(b"event 2", False), (b"event 3", True)]
+        info = await state.js.stream_info(state.topology.event_stream)
+        assert info.config.republish == state.topology.event_republish

@@ -40,11 +40,12 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.errors import BadSubscriptionError
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from llama_mesh.core.errors import FailedPreconditionError
 from llama_mesh.jetstream.connection import MeshState
 from llama_mesh.jetstream.messages_so_far import messages_so_far
+from llama_mesh.jetstream.topology import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class LiveEvents:
     async def following(cls, state: MeshState) -> AsyncIterator[LiveEvents]:
         """Followers that catch up after a reconnect, and after the event stream
         changes leader (a leader that stopped between storing an event and
-        republishing it left one unannounced, perhaps a task's last)."""
+        republishing it left one unannounced, perhaps a task's last). An update of the
+        stream that drops its republish is undone."""
         await _check_republished(state)
         live = cls(state)
         state.reconnect_hooks.append(live.catch_up)
@@ -90,16 +92,26 @@ class LiveEvents:
         async def on_leader(_: Msg) -> None:
             await live.catch_up()
 
-        advisories = await state.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{state.topology.event_stream}",
-            cb=on_leader,
-        )
+        async def on_updated(_: Msg) -> None:
+            # A control plane of an earlier version that starts during a rolling
+            # upgrade updates the stream to its own config, without the republish:
+            # followers would hear nothing more, not even a task's last event.
+            if await _restore_republish(state):
+                await live.catch_up()  # what was stored without it
+
+        advisory = "$JS.EVENT.ADVISORY.STREAM"
+        stream = state.topology.event_stream
+        advisories = [
+            await state.nc.subscribe(f"{advisory}.LEADER_ELECTED.{stream}", cb=on_leader),
+            await state.nc.subscribe(f"{advisory}.UPDATED.{stream}", cb=on_updated),
+        ]
         try:
             yield live
         finally:
             state.reconnect_hooks.remove(live.catch_up)
-            with contextlib.suppress(BadSubscriptionError):  # the connection is gone
-                await advisories.unsubscribe()
+            for sub in advisories:
+                with contextlib.suppress(BadSubscriptionError):  # the connection is gone
+                    await sub.unsubscribe()
 
     async def catch_up(self) -> None:
         """Have every follower read what the stream stored that it may have missed."""
@@ -141,15 +153,48 @@ async def _check_republished(state: MeshState) -> None:
     followers listen: without it every follower would wait for ever."""
     topology = state.topology
     info = await state.js.stream_info(topology.event_stream)
-    republish = info.config.republish
-    wanted = (f"{topology.prefix}.events.>", f"{topology.prefix}.live.>")
-    if republish is None or (republish.src, republish.dest) != wanted:
+    if not _republishes(info.config, topology):
         raise FailedPreconditionError(
-            f"stream {topology.event_stream} does not republish {wanted[0]} on {wanted[1]}, "
-            "where turn streams follow their tasks: it exists with a config JetStream would "
-            "not bring up to this version's (see the warning about it above); give it that "
-            "republish and start again"
+            f"stream {topology.event_stream} does not republish {topology.prefix}.events.> "
+            f"on {topology.prefix}.live.>, where turn streams follow their tasks: it exists "
+            "with a config JetStream would not bring up to this version's (see the warning "
+            "about it above); give it that republish and start again"
         )
+
+
+def _republishes(config: js_api.StreamConfig, topology: Topology) -> bool:
+    republish, wanted = config.republish, topology.event_republish
+    return republish is not None and (republish.src, republish.dest) == (
+        wanted.src,
+        wanted.dest,
+    )
+
+
+async def _restore_republish(state: MeshState) -> bool:
+    """Give the event stream its republish again if an update took it away; whether
+    it did."""
+    topology = state.topology
+    info = await state.js.stream_info(topology.event_stream)
+    if _republishes(info.config, topology):
+        return False
+    config = info.config
+    config.republish = topology.event_republish
+    try:
+        await state.js.update_stream(config)
+    except APIError as err:
+        logger.error(
+            "stream %s was updated without its republish and cannot have it again (%s): "
+            "turn and event streams wait for their events",
+            topology.event_stream,
+            err,
+        )
+        return False
+    logger.warning(
+        "stream %s was updated without its republish (a control plane of an earlier "
+        "version started?); given it again",
+        topology.event_stream,
+    )
+    return True
 
 
 async def _put_when_set(stop: asyncio.Event, queue: asyncio.Queue[Msg | _Marker]) -> None:

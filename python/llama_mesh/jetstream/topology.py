@@ -159,6 +159,11 @@ class Topology:
         return f"{self.prefix}.live.{task_id}.*"
 
     @property
+    def event_republish(self) -> api.RePublish:
+        """The event stream's republish of every event it stores, to the live subjects."""
+        return api.RePublish(src=f"{self.prefix}.events.>", dest=f"{self.prefix}.live.>")
+
+    @property
     def final_events(self) -> str:
         """The last event of every task (a filter)."""
         return f"{self.prefix}.events.*.end"
@@ -230,9 +235,7 @@ class Topology:
                 duplicate_window=DUPLICATE_WINDOW,
                 # Each event again on a plain subject once stored, with its sequence:
                 # a turn stream follows it without a consumer (live_events.py).
-                republish=api.RePublish(
-                    src=f"{self.prefix}.events.>", dest=f"{self.prefix}.live.>"
-                ),
+                republish=self.event_republish,
             ),
             api.StreamConfig(
                 name=self.created_stream,
