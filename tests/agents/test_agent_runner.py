@@ -11,17 +11,22 @@ from typing import Any
 import pytest
 import workflows.utils
 from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
+from llama_index.llms.openai import OpenAI
 from mesh_agents import scripted_llm
 from workflows.handler import WorkflowHandler
 
-from llama_mesh.config import ModelConfig
+from llama_mesh.config import ModelConfig, ServiceConfig
+from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core import agent_events as ae
 from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.json_values import to_python
+from llama_mesh.core.names import AGENTS_SERVICE
+from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.testing import Reply, ScriptedModel, ToolCall, Usage
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.agent_runner import AgentRunner
 from llama_mesh.worker.configured_agent import ConfiguredAgentRunner
+from llama_mesh.worker.runtime import ServiceRuntime
 from llama_mesh.worker.workflow_runner import ContextTypeNotAllowedError, RunOutcome
 
 
@@ -227,3 +232,29 @@ async def test_a_configured_agent_looks_its_steps_up_once(
     assert outcome.result["response"] == "Done."
     assert len(events) > 5  # inference, a call of a tool it lacks (an error), inference
     assert list(lookups.values()) == [1]
+
+
+async def test_a_replica_closes_its_runner_s_model_connections_when_it_stops(
+    nats: EmbeddedNats, model: ScriptedModel, model_url: str
+) -> None:
+    """The replica owns its runner: what the built-in agent service's runner opened to
+    the model (a kept-alive connection after a turn) is closed once the replica stops,
+    not left to the garbage collector after the event loop is gone."""
+    model.script("hello")
+    runner = ConfiguredAgentRunner({"scripted": ModelConfig(base_url=model_url, max_retries=0)})
+    llm = runner.llm("scripted", {})
+    assert isinstance(llm, OpenAI)
+    client = llm._get_aclient()
+    async with (
+        ControlPlaneServer.start([nats.url]) as cp,
+        ServiceRuntime.start(runner, ServiceConfig(AGENTS_SERVICE), cp.address),
+    ):
+        outcome, _ = await _run(
+            runner,
+            agent_id="a",
+            agent_config={"model": "scripted"},
+            messages=[{"role": "user", "content": "hi"}],
+        )
+        assert outcome.result["response"] == "hello"
+        assert not client.is_closed()
+    assert client.is_closed()

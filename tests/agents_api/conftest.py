@@ -93,10 +93,8 @@ def model() -> ScriptedModel:
 async def agents_service(cp: str, model_url: str) -> AsyncIterator[ServiceRuntime]:
     """The built-in agent service (one replica, in this process) on the scripted model."""
     runner = ConfiguredAgentRunner({"scripted": ModelConfig(base_url=model_url, max_retries=0)})
-    async with (
-        contextlib.aclosing(runner),
-        ServiceRuntime.start(runner, ServiceConfig(AGENTS_SERVICE), cp) as runtime,
-    ):
+    # The replica closes its runner (the model's connections) as it stops.
+    async with ServiceRuntime.start(runner, ServiceConfig(AGENTS_SERVICE), cp) as runtime:
         yield runtime
 
 

@@ -123,12 +123,16 @@ class ServiceRuntime:
         environment's (see llama_mesh.client.Credentials); `security` says how its
         own Service API checks callers (against the mesh's API keys). `replica_id`
         is new unless given (`serve` names it first, for its traces' resource).
+        The runner (`workflow` if it is one, e.g. the built-in agent service's) is
+        closed when the replica stops: give each replica its own.
         """
         runtime = cls(workflow, config, control_plane, replica_id=replica_id)
         creds = credentials or Credentials.from_env()
         if tracing.enabled():
             task_spans.install()  # the workflow's runs and steps as spans
         async with (
+            # The runner is the replica's: closed (its model clients) once it has stopped.
+            contextlib.aclosing(runtime.runner),
             creds.channel(control_plane, CHANNEL_OPTIONS) as channel,
             AsyncClient(control_plane, credentials=creds) as nested_client,
             server_security(security, runtime._lookup_key) as service_security,

@@ -200,6 +200,10 @@ class WorkflowRunner:
         """The deployment models the service runs agents on (the built-in agent service)."""
         return []
 
+    async def aclose(self) -> None:
+        """Release what the runner holds (a model's HTTP connections): the replica that
+        runs it calls this once it has stopped (worker/runtime.py). Nothing here."""
+
     def input_schema(self) -> dict[str, Any]:
         declared = getattr(self.workflow, "mesh_input_schema", None)
         if declared is not None:
