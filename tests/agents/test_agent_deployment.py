@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 from llama_index.core.tools import BaseTool
+from llama_index.llms.openai import OpenAI
 from workflows import Workflow
 
 from llama_mesh.client import AsyncClient
@@ -34,7 +35,9 @@ from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.launch.service_builder import build_service
 from llama_mesh.testing import Reply, ScriptedModel, ToolCall
 from llama_mesh.v1 import resources_pb2
-from llama_mesh.worker.models import build_llm
+from llama_mesh.worker.agent_runner import AgentRunner
+from llama_mesh.worker.models import build_llm, model_client
+from llama_mesh.worker.workflow_runner import WorkflowRunner
 
 from agent_services import SECRET_FACT, secret_tools
 from mesh_workflows import EchoWorkflow
@@ -79,20 +82,25 @@ async def test_an_agent_of_the_file_uses_its_model_tools_mesh_tools_and_prompt(
 ) -> None:
     monkeypatch.setenv("SCRIPTED_MODEL_KEY", "sk-from-the-environment")
     d = parse_deployment(deployment_text(model_url), tmp_path / "deployment.yaml")
-    agent = build_service(d, "helper")
-    assert isinstance(agent, FunctionAgent)
+    runner = build_service(d, "helper")
+    assert isinstance(runner, AgentRunner) and isinstance(runner.agent, FunctionAgent)
+    llm = runner.agent.llm
+    assert isinstance(llm, OpenAI)
+    client = llm._get_aclient()
     model.script(
         Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 3}), ToolCall("get_the_secret_fact", {})]),
         Reply("2 + 3 = 5, and a baby llama is a cria."),
     )
-    services: dict[str, Workflow | tuple[Workflow, ServiceConfig]] = {
-        "helper": (agent, ServiceConfig("helper")),
+    services: dict[str, Workflow | tuple[Workflow | WorkflowRunner, ServiceConfig]] = {
+        "helper": (runner, ServiceConfig("helper")),
         "secret_tools": secret_tools,
     }
     async with LocalMesh(services, nats_url=nats.url) as mesh:
         registered = await mesh.client.get_service("helper")
         session = await mesh.client.create_session()
         result = await session.run("helper", user_msg="What is 2 + 3, and the secret fact?")
+    # The replica owned the model's client: closed when it stopped.
+    assert client.is_closed()
     assert registered.kind == resources_pb2.SERVICE_KIND_AGENT
     assert registered.description == "Adds numbers and knows the secret fact."
     assert result["response"] == "2 + 3 = 5, and a baby llama is a cria."
@@ -117,7 +125,9 @@ def test_function_calling_off_builds_a_react_agent(tmp_path: Path, model_url: st
     d = parse_deployment(text, tmp_path / "deployment.yaml")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SCRIPTED_MODEL_KEY", "x")
-        agent = build_service(d, "helper")
+        runner = build_service(d, "helper")
+    assert isinstance(runner, AgentRunner)
+    agent = runner.agent
     assert isinstance(agent, ReActAgent)
     assert agent.name == "helper"
     assert [t.metadata.name for t in agent.tools or [] if isinstance(t, BaseTool)] == ["add"]
@@ -179,11 +189,13 @@ async def test_deploy_agent_serves_an_agent_and_refuses_a_plain_workflow(
 ) -> None:
     control_plane = ControlPlaneConfig(port=_free_port())
     queue = NatsQueueConfig(data_dir=tmp_path / "nats", port=-1)
-    llm = build_llm("scripted", ModelConfig(base_url=model_url, max_retries=0))
+    config = ModelConfig(base_url=model_url, max_retries=0)
+    http = model_client("scripted", config)  # the test's to close (below)
+    llm = build_llm("scripted", config, async_openai_client=http)
     agent = FunctionAgent(tools=[], llm=llm, system_prompt="Be brief.")
     model.script("Hello from the mesh.", "Hello again.")
     core_ready, agent_ready = asyncio.Event(), asyncio.Event()
-    async with asyncio.TaskGroup() as group:
+    async with http, asyncio.TaskGroup() as group:
         core = group.create_task(deploy_core(control_plane, queue, ready=core_ready))
         await core_ready.wait()
         served = group.create_task(

@@ -115,7 +115,9 @@ async def test_a_deployment_model_sends_its_conversation_unwalked(
 ) -> None:
     model.script("Hi.")
     llm = build_llm("scripted", ModelConfig(base_url=model_url, max_retries=0))
-    await llm.achat([ChatMessage(role="system", content="sys"), ChatMessage(content="hello")])
+    # The client build_llm made is the caller's to close.
+    async with llm._get_aclient():
+        await llm.achat([ChatMessage(role="system", content="sys"), ChatMessage(content="hello")])
     assert model.requests[0].messages == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "hello"},

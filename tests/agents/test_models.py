@@ -19,6 +19,7 @@ from llama_mesh.worker.models import (
     ModelRegistry,
     UnknownModelError,
     build_llm,
+    model_client,
 )
 
 
@@ -40,8 +41,11 @@ async def test_an_agent_on_a_model_of_the_deployment_reaches_the_endpoint_as_con
         max_retries=0,
     )
     model.script(Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 3})]), Reply("2 + 3 = 5"))
-    agent = FunctionAgent(tools=[add], llm=build_llm("local", config))
-    assert str(await agent.run(user_msg="What is 2 + 3?")) == "2 + 3 = 5"
+    async with model_client("local", config) as client:
+        agent = FunctionAgent(
+            tools=[add], llm=build_llm("local", config, async_openai_client=client)
+        )
+        assert str(await agent.run(user_msg="What is 2 + 3?")) == "2 + 3 = 5"
     first, second = model.requests
     assert first.headers["authorization"] == "Bearer sk-test-123"
     assert first.body["model"] == "llama3.1"
@@ -54,8 +58,10 @@ async def test_the_model_name_defaults_to_the_id_and_no_key_is_sent_without_api_
     model: ScriptedModel, model_url: str
 ) -> None:
     model.script("hi")
-    llm = build_llm("llama3.1", ModelConfig(base_url=model_url))
-    await llm.achat([ChatMessage(role="user", content="hello")])
+    config = ModelConfig(base_url=model_url)
+    async with model_client("llama3.1", config) as client:
+        llm = build_llm("llama3.1", config, async_openai_client=client)
+        await llm.achat([ChatMessage(role="user", content="hello")])
     [request] = model.requests
     assert request.body["model"] == "llama3.1"
     assert request.headers["authorization"] == "Bearer none"
@@ -65,8 +71,10 @@ async def test_a_failed_request_is_retried_max_retries_times(
     model: ScriptedModel, model_url: str
 ) -> None:
     model.script(Reply.failure(503, "overloaded"), "after a retry")
-    llm = build_llm("m", ModelConfig(base_url=model_url, max_retries=1))
-    response = await llm.achat([ChatMessage(role="user", content="hello")])
+    config = ModelConfig(base_url=model_url, max_retries=1)
+    async with model_client("m", config) as client:
+        llm = build_llm("m", config, async_openai_client=client)
+        response = await llm.achat([ChatMessage(role="user", content="hello")])
     assert response.message.content == "after a retry"
     assert len(model.requests) == 2
 
@@ -103,14 +111,23 @@ def test_a_key_variable_that_is_not_set_is_named(monkeypatch: pytest.MonkeyPatch
         build_llm("gpt", config)
 
 
-def test_the_registry_builds_each_model_once_and_takes_any_llm() -> None:
+async def test_the_registry_builds_each_model_once_takes_any_llm_and_closes_what_it_built(
+    model: ScriptedModel, model_url: str
+) -> None:
+    model.script("hi")
     mock = MockLLM()
-    registry = ModelRegistry({"local": ModelConfig(base_url="http://127.0.0.1:1/v1"), "mock": mock})
-    assert registry.llm("local") is registry.llm("local")
+    registry = ModelRegistry({"local": ModelConfig(base_url=model_url), "mock": mock})
+    llm = registry.llm("local")
+    assert llm is registry.llm("local")
     assert registry.llm("mock") is mock
     assert "local" in registry and "other" not in registry
     with pytest.raises(UnknownModelError, match=r"'other' is not a model .*models: local, mock"):
         registry.llm("other")
+    assert isinstance(llm, OpenAILike)
+    client = llm._get_aclient()
+    await llm.achat([ChatMessage(role="user", content="hello")])  # a kept-alive connection
+    await registry.aclose()
+    assert client.is_closed()
 
 
 def test_the_models_section_names_each_problem_with_its_line(tmp_path: Path) -> None:

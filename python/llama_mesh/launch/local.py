@@ -29,8 +29,10 @@ from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.orchestrators import Orchestrator, OrchestratorWorkflow
 from llama_mesh.worker.runtime import ServiceRuntime
+from llama_mesh.worker.workflow_runner import WorkflowRunner
 
-ServiceSpec = Workflow | tuple[Workflow, ServiceConfig]
+# A workflow, or a runner built for it (e.g. a deployment file's agent: service_builder).
+ServiceSpec = Workflow | WorkflowRunner | tuple[Workflow | WorkflowRunner, ServiceConfig]
 
 
 class LocalMesh:
@@ -103,7 +105,9 @@ class LocalMesh:
             raise
         return self
 
-    async def add_service(self, workflow: Workflow, config: ServiceConfig) -> ServiceRuntime:
+    async def add_service(
+        self, workflow: Workflow | WorkflowRunner, config: ServiceConfig
+    ) -> ServiceRuntime:
         """Start one more replica of a service; it stops with the mesh."""
         runtime = await self._stack.enter_async_context(
             ServiceRuntime.start(workflow, config, self.address, drain_timeout=5.0)

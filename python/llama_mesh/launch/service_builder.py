@@ -4,7 +4,8 @@
 
 A service with a `source` runs that Workflow; `kind: tools` runs a ToolService of its
 `tools`; `kind: human` a HumanService with its `prompt`; `kind: agent` with a `model`
-an agent built from the model, its `tools`, `mesh_tools` and `system_prompt`; the
+an agent (in an AgentRunner that closes the model's client with the replica) built from
+the model, its `tools`, `mesh_tools` and `system_prompt`; the
 `orchestrator` section (service id "orchestrator") a pipeline of its `steps` or the
 Orchestrator its `source` names; the `models:` section the built-in agent service
 (service id "agents"), which runs the Agents API's agents and the Responses API.
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from llama_mesh.launch.deployment import Deployment
     from llama_mesh.launch.service_specs import ServiceSpec
     from llama_mesh.orchestrators import OrchestratorWorkflow
+    from llama_mesh.worker.models import ModelRegistry
     from llama_mesh.worker.workflow_runner import WorkflowRunner
 
 
@@ -56,19 +58,26 @@ def build_service(d: Deployment, name: str) -> Workflow | WorkflowRunner:
 
         return HumanService(spec.prompt or DEFAULT_PROMPT, description=spec.description or "")
     if spec.kind == resources_pb2.SERVICE_KIND_AGENT and spec.model is not None:
-        return build_agent(d, name, spec)
+        from llama_mesh.worker.agent_runner import AgentRunner
+        from llama_mesh.worker.models import ModelRegistry
+
+        # The runner owns the model clients built for the agent: the replica closes it.
+        models = ModelRegistry(d.models)
+        return AgentRunner(build_agent(d, name, spec, models), models)
     if spec.source is None:
         raise WorkflowLoadError(f"service {name!r} has no source")
     return load_workflow(spec.source, path)
 
 
-def build_agent(d: Deployment, name: str, spec: ServiceSpec) -> FunctionAgent | ReActAgent:
-    """The agent of `kind: agent` service `name`, built from its `model`: a FunctionAgent,
-    or a ReActAgent when the model does not take OpenAI `tools` (`function_calling: false`)."""
+def build_agent(
+    d: Deployment, name: str, spec: ServiceSpec, models: ModelRegistry
+) -> FunctionAgent | ReActAgent:
+    """The agent of `kind: agent` service `name`, built from its `model` (an LLM of
+    `models`, whose owner closes it): a FunctionAgent, or a ReActAgent when the model
+    does not take OpenAI `tools` (`function_calling: false`)."""
     from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 
     from llama_mesh.worker.mesh_tools import MeshTools
-    from llama_mesh.worker.models import ModelRegistry
 
     assert spec.model is not None
     config = d.models[spec.model]
@@ -76,7 +85,7 @@ def build_agent(d: Deployment, name: str, spec: ServiceSpec) -> FunctionAgent | 
     options: dict[str, Any] = {
         "name": name,
         "tools": [load_tool(reference, path) for reference in spec.tools],
-        "llm": ModelRegistry(d.models).llm(spec.model),
+        "llm": models.llm(spec.model),
     }
     if spec.mesh_tools:
         options["tool_retriever"] = MeshTools(*spec.mesh_tools)

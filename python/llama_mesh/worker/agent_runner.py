@@ -17,7 +17,7 @@ An agent (``BaseWorkflowAgent``: FunctionAgent, ReActAgent, ...; or an
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.agent.workflow import (
     AgentInput,
@@ -48,6 +48,9 @@ from llama_mesh.worker.agent_mapper import AgentEventMapper
 from llama_mesh.worker.event_mapper import EventMapper
 from llama_mesh.worker.llm_usage import ask_for_stream_usage
 from llama_mesh.worker.workflow_runner import WorkflowRunner, declared_types, to_json
+
+if TYPE_CHECKING:
+    from llama_mesh.worker.models import ModelRegistry
 
 Agent = BaseWorkflowAgent | AgentWorkflow
 
@@ -90,9 +93,12 @@ def _messages(raw: Any, what: str) -> list[ChatMessage]:
 class AgentRunner(WorkflowRunner):
     """Runs an agent for the mesh."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, models: ModelRegistry | None = None) -> None:
+        """`models`: the registry the agent's LLMs were built from, if the runner owns
+        it (an agent of the deployment file): closed with the runner."""
         super().__init__(agent)
         self.agent = agent
+        self._model_registry = models
         for each in agents_of(agent):
             ask_for_stream_usage(each.llm)
         # The memory's tokenizer loads its encoding on first use, for seconds on a busy
@@ -102,6 +108,10 @@ class AgentRunner(WorkflowRunner):
     @property
     def kind(self) -> int | None:
         return resources_pb2.SERVICE_KIND_AGENT
+
+    async def aclose(self) -> None:
+        if self._model_registry is not None:
+            await self._model_registry.aclose()
 
     def serializer(self) -> JsonSerializer:
         return JsonSerializer(allowed_types=[*declared_types(self.workflow), *ALLOWED_TYPES])

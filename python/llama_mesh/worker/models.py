@@ -3,6 +3,7 @@
     llm = build_llm("local", ModelConfig(base_url="http://127.0.0.1:11434/v1"))
     llms = ModelRegistry({"local": ModelConfig(...), "mine": MyLLM()})
     llms.llm("local")          # one instance per id: its HTTP connections are reused
+    await llms.aclose()        # ... and closed
 
 Python users may give any llama-index ``LLM`` instead of a ModelConfig. OpenAI-style
 LLMs are asked for their streamed token usage by the agent runner
@@ -97,12 +98,20 @@ def model_client(model_id: str, config: ModelConfig) -> ModelClient:
 class ModelRegistry:
     """The models an agent may name, by id: each built once, when first asked for.
 
-    Values given as LLMs are used as they are.
+    Values given as LLMs are used as they are (and are their giver's to close); the
+    HTTP clients of the LLMs it built are its own, closed by ``aclose``.
     """
 
     def __init__(self, models: Mapping[str, ModelConfig | LLM] | None = None) -> None:
         self._models = dict(models or {})
         self._built: dict[str, LLM] = {}
+        self._clients: list[ModelClient] = []
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the LLMs built here; build none after."""
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.close()
 
     def config(self, model_id: str) -> ModelConfig | LLM:
         """What `model_id` was given as; UnknownModelError names the ids there are."""
@@ -119,7 +128,12 @@ class ModelRegistry:
         built = self._built.get(model_id)
         if built is None:
             given = self.config(model_id)
-            built = given if isinstance(given, LLM) else build_llm(model_id, given)
+            if isinstance(given, LLM):
+                built = given
+            else:
+                client = model_client(model_id, given)
+                self._clients.append(client)
+                built = build_llm(model_id, given, async_openai_client=client)
             self._built[model_id] = built
         return built
 
