@@ -5,7 +5,7 @@ and permissions `up` gives it (launch/nats_users.py). Everything the replicas ne
 works under those permissions: Contexts kept across runs, events streamed, a child
 task, a question answered. Then, as counter's NATS user, the test tries every way to
 write a task of `approval` that waits for its person: its record, its events (and
-final event), its inbox entry, its session's token count, its dead letters, a
+final event, also on the live subject streams follow), its inbox entry, its session's token count, its dead letters, a
 journal request in approval's name or, in counter's own name, about approval's task,
 listening in on approval's journal requests or tasks or on the replies to anyone's
 requests but its own (approval's, a control plane's), the control planes' secrets,
@@ -320,6 +320,15 @@ async def test_a_replica_cannot_write_a_task_or_event_of_another_service(
         # Its cancel signal (core NATS: no reply to wait for).
         await nc.publish(f"mesh.cancel.{task_id}", b"")
         await violations.of(f"mesh.cancel.{task_id}")
+        # Its last event on the live subject that streams follow (turns, responses,
+        # StreamTaskEvents: live_events.py), with made-up sequences as the stream's
+        # republish gives them.
+        await nc.publish(
+            f"mesh.live.{task_id}.end",
+            envelope,
+            headers={"Nats-Sequence": "999999999", "Nats-Last-Sequence": "0"},
+        )
+        await violations.of(f"mesh.live.{task_id}.end")
 
         # On counter's own journal subject, about approval's task: refused by the
         # control plane, whatever the operation.
