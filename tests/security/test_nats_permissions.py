@@ -5,14 +5,15 @@ and permissions `up` gives it (launch/nats_users.py). Everything the replicas ne
 works under those permissions: Contexts kept across runs, events streamed, a child
 task, a question answered. Then, as counter's NATS user, the test tries every way to
 write a task of `approval` that waits for its person: its record, its events (and
-final event, also on the live subject streams follow), its inbox entry, its session's token count, its dead letters, a
-journal request in approval's name or, in counter's own name, about approval's task,
-listening in on approval's journal requests or tasks or on the replies to anyone's
-requests but its own (approval's, a control plane's), the control planes' secrets,
-and its consumer of the task stream pointed at approval's tasks (or any other made,
-or approval's deleted). NATS refuses each (a permissions violation), the control plane refuses the
-request about a task that is not counter's (PERMISSION_DENIED), and approval's task
-is exactly as it was, and still answers to its person.
+final event, also on the live subject streams follow), its inbox entry, its session's
+token count, its dead letters, a journal request in approval's name or, in counter's
+own name, about approval's task, listening in on approval's journal requests or tasks
+or on the replies to anyone's requests but its own (approval's, a control plane's),
+the control planes' secrets, and its consumer of the task stream pointed at approval's
+tasks (or any other made, or approval's deleted). NATS refuses each (a permissions
+violation), the control plane refuses the request about a task that is not counter's
+(PERMISSION_DENIED), and approval's task is exactly as it was, and still answers to
+its person.
 """
 
 from __future__ import annotations
