@@ -209,6 +209,25 @@ async def test_a_last_event_never_republished_is_read_once_the_stream_has_a_new_
             assert (last.data, last.final, last.newest) == (b"event 2", True, True)
 
 
+async def test_a_last_event_lost_live_with_nothing_after_it_is_read_once_the_follower_is_idle(
+    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live message lost with neither a reconnect nor a new leader (a route between
+    cluster nodes that broke and came back) and no later one to show the gap, as a
+    task's last: the follower, idle for `idle_check`, asks the stream and reads it."""
+    async with MeshState.connect([nats.url]) as state:
+        _live_messages(state, monkeypatch, lambda msg: not msg.subject.endswith(".end"))
+        async with (
+            LiveEvents.following(state, idle_check=0.2) as live,
+            live.follow("t1", history=False, stop=asyncio.Event()) as events,
+        ):
+            await _publish(state, "t1", 1)
+            assert (await asyncio.wait_for(anext(events), 10)).data == b"event 1"
+            await _publish(state, "t1", 2, final=True)
+            last = await asyncio.wait_for(anext(events), 10)  # before: timed out
+            assert (last.data, last.final, last.newest) == (b"event 2", True, True)
+
+
 async def test_a_control_plane_refuses_to_follow_on_an_event_stream_without_the_republish(
     nats: EmbeddedNats,
 ) -> None:

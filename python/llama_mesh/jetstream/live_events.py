@@ -18,6 +18,11 @@ from the stream (an ordered consumer, only then):
   an event came between (none if the two sequences are adjacent);
 - after a reconnect, or once the stream has a new leader, what was stored meanwhile is
   read;
+- a live message lost with neither (a route between cluster nodes that broke and came
+  back), when no later one shows the gap (a task's last event, or the last before it
+  waits for input): a follower that handed on nothing for `idle_check` seconds asks the
+  stream, in one read, whether it holds a newer event (what an ordered consumer's idle
+  heartbeat did; a follower that is handed events asks nothing);
 - from a sequence on (`after`), or with what the task published before the follower
   started (`history`; subscribe first, then read: an event in both is handed on once).
 
@@ -68,25 +73,32 @@ class _Marker:
 
 _CATCH_UP: Final = _Marker()  # read what the stream stored meanwhile
 _STOP: Final = _Marker()
+_IDLE: Final = _Marker()  # nothing handed on for a while: is a newer one stored?
+
+IDLE_CHECK = 5.0
+"""Seconds a follower hands on nothing before it asks the stream for a newer event."""
 
 
 class LiveEvents:
     """The task event followers of one process: one reconnect hook and one
     subscription to the event stream's leader changes for all of them."""
 
-    def __init__(self, state: MeshState) -> None:
+    def __init__(self, state: MeshState, *, idle_check: float = IDLE_CHECK) -> None:
         self.state = state
+        self.idle_check = idle_check
         self._open: set[asyncio.Queue[Msg | _Marker]] = set()
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def following(cls, state: MeshState) -> AsyncIterator[LiveEvents]:
+    async def following(
+        cls, state: MeshState, *, idle_check: float = IDLE_CHECK
+    ) -> AsyncIterator[LiveEvents]:
         """Followers that catch up after a reconnect, and after the event stream
         changes leader (a leader that stopped between storing an event and
         republishing it left one unannounced, perhaps a task's last). An update of the
         stream that drops its republish is undone."""
         await _check_republished(state)
-        live = cls(state)
+        live = cls(state, idle_check=idle_check)
         state.reconnect_hooks.append(live.catch_up)
 
         async def on_leader(_: Msg) -> None:
@@ -133,10 +145,11 @@ class LiveEvents:
 
         sub = await self.state.nc.subscribe(topology.live_task_events(task_id), cb=deliver)
         self._open.add(queue)
+        follower = _Follower(self.state, task_id, after, queue)
         # One watcher per follower ends it at `stop` (racing each message against
-        # `stop` cost a task per message).
-        watcher = asyncio.create_task(_put_when_set(stop, queue))
-        events = _Follower(self.state, task_id, after, queue).events(history=history)
+        # `stop` cost a task per message), and has it check when it is idle.
+        watcher = asyncio.create_task(_watch(stop, follower, self.idle_check))
+        events = follower.events(history=history)
         try:
             yield events
         finally:
@@ -197,9 +210,21 @@ async def _restore_republish(state: MeshState) -> bool:
     return True
 
 
-async def _put_when_set(stop: asyncio.Event, queue: asyncio.Queue[Msg | _Marker]) -> None:
-    await stop.wait()
-    queue.put_nowait(_STOP)
+async def _watch(stop: asyncio.Event, follower: _Follower, idle_check: float) -> None:
+    """Ends the follower once `stop` is set; until then, has it ask the stream for a
+    newer event after each `idle_check` seconds in which it handed none on."""
+    last = follower.last
+    while True:
+        try:
+            async with asyncio.timeout(idle_check):
+                await stop.wait()
+        except TimeoutError:
+            if follower.last == last and follower.queue.empty():
+                follower.queue.put_nowait(_IDLE)
+            last = follower.last
+            continue
+        follower.queue.put_nowait(_STOP)
+        return
 
 
 class _Follower:
@@ -220,7 +245,9 @@ class _Follower:
             msg = await self.queue.get()
             if msg is _STOP:
                 return
-            if isinstance(msg, _Marker):  # _CATCH_UP
+            if msg is _IDLE and not await self._stored_before(None):
+                continue
+            if isinstance(msg, _Marker):  # _CATCH_UP, or _IDLE with a newer one stored
                 async with contextlib.aclosing(self._stored(before=None)) as stored:
                     async for event in stored:
                         yield event
@@ -241,9 +268,10 @@ class _Follower:
             self.last = seq
             yield StoredEvent(seq, msg.data, final, newest=True)
 
-    async def _stored_before(self, seq: int) -> bool:
+    async def _stored_before(self, seq: int | None) -> bool:
         """Whether the stream holds an event of the task between the last one handed
-        on and `seq` (one read of the stream's leader)."""
+        on and `seq` (None: after the last one handed on; one read of the stream's
+        leader)."""
         topology = self.state.topology
         try:
             first = await self.state.js.get_msg(
@@ -254,7 +282,7 @@ class _Follower:
             )
         except NotFoundError:  # expired meanwhile: nothing to read
             return False
-        return first.seq is not None and first.seq < seq
+        return first.seq is not None and (seq is None or first.seq < seq)
 
     async def _stored(self, *, before: int | None) -> AsyncGenerator[StoredEvent]:
         """The task's stored events after the last one handed on (and before sequence
