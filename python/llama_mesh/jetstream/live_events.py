@@ -245,9 +245,12 @@ class _Follower:
             msg = await self.queue.get()
             if msg is _STOP:
                 return
-            if msg is _IDLE and not await self._stored_before(None):
+            # A read of the stream is a consumer; one look (a message get) says
+            # whether there is anything to read: after an election every follower
+            # of every control plane would otherwise make one at once.
+            if isinstance(msg, _Marker) and not await self._stored_before(None):
                 continue
-            if isinstance(msg, _Marker):  # _CATCH_UP, or _IDLE with a newer one stored
+            if isinstance(msg, _Marker):  # _CATCH_UP or _IDLE, a newer one stored
                 async with contextlib.aclosing(self._stored(before=None)) as stored:
                     async for event in stored:
                         yield event
