@@ -234,23 +234,26 @@ async def test_a_catch_up_with_nothing_missed_reads_no_stream(
     """After a reconnect or an election every follower catches up at once: one that
     missed nothing makes no consumer to read the stream (one message get says so)."""
     stop = asyncio.Event()
-    async with MeshState.connect([nats.url]) as state, LiveEvents.following(state) as live:
-        async with live.follow("t1", history=False, stop=stop) as events:
-            await _publish(state, "t1", 1)
-            assert (await asyncio.wait_for(anext(events), 10)).data == b"event 1"
-            reads: list[str] = []
-            subscribe = state.js.subscribe
+    async with (
+        MeshState.connect([nats.url]) as state,
+        LiveEvents.following(state) as live,
+        live.follow("t1", history=False, stop=stop) as events,
+    ):
+        await _publish(state, "t1", 1)
+        assert (await asyncio.wait_for(anext(events), 10)).data == b"event 1"
+        reads: list[str] = []
+        subscribe = state.js.subscribe
 
-            async def counted(subject: str, **kwargs: Any) -> Any:
-                reads.append(subject)
-                return await subscribe(subject, **kwargs)
+        async def counted(subject: str, **kwargs: Any) -> Any:
+            reads.append(subject)
+            return await subscribe(subject, **kwargs)
 
-            monkeypatch.setattr(state.js, "subscribe", counted)
-            await live.catch_up()
-            stop.set()  # the follower ends once it has caught up
-            with pytest.raises(StopAsyncIteration):
-                await asyncio.wait_for(anext(events), 10)
-            assert reads == []  # before: one read of the stream
+        monkeypatch.setattr(state.js, "subscribe", counted)
+        await live.catch_up()
+        stop.set()  # the follower ends once it has caught up
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(events), 10)
+        assert reads == []  # before: one read of the stream
 
 
 async def test_a_control_plane_refuses_to_follow_on_an_event_stream_without_the_republish(
