@@ -177,3 +177,13 @@ models:
     assert llama.name("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
     assert (llama.timeout, llama.max_retries, llama.function_calling) == (120.0, 2, True)
     assert d.models["gpt"].name("gpt") == "gpt-4o-mini"
+
+
+def test_an_optional_setting_given_as_none_is_its_default(tmp_path: Path) -> None:
+    """`api_key_env: null` (or None from Python) means no key, as leaving it out does: its
+    pattern check raised TypeError on None."""
+    config = ModelConfig(base_url="http://127.0.0.1:1/v1", api_key_env=None)
+    assert config.api_key_env is None
+    text = "name: demo\nmodels:\n  local: {base_url: 'http://127.0.0.1:1/v1', api_key_env: null}\n"
+    d = parse_deployment(text, tmp_path / "deployment.yaml")
+    assert d.models["local"].api_key_env is None

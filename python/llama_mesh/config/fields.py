@@ -46,8 +46,9 @@ def matching(pattern: re.Pattern[str], what: str, expected: str) -> AfterValidat
         prefix: Annotated[str, matching(PREFIX, "a valid prefix", "1-32 of a-z")]
     """
 
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
+    def check(value: str | None) -> str | None:
+        # An optional field's None (its default, written out) has nothing to match.
+        if value is not None and not pattern.fullmatch(value):
             raise ValueError(f"{value!r} is not {what}: {expected}")
         return value
 
