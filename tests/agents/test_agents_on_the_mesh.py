@@ -163,6 +163,34 @@ async def test_the_readme_example_file_runs_against_an_openai_compatible_endpoin
     assert len(scripted.requests) == 4
 
 
+@pytest.mark.timeout(300)  # a whole mesh in one new process: slow to start on a busy machine
+async def test_the_readme_example_file_without_a_model_server_fails_naming_the_endpoint() -> None:
+    """What a reader sees who runs it before starting Ollama: the model's endpoint and
+    the question to ask, after the retries of a deployment's `models:` entry (OpenAILike's
+    own took ~37 s and ended in "Connection error.")."""
+    import asyncio
+    import socket
+
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "examples" / "agents" / "secret_fact.py"),
+            env={**os.environ, "OPENAI_BASE_URL": url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(240):  # a hang guard only
+            out, err = await process.communicate()
+    assert (process.returncode, out) == (1, b"")
+    failed = [line for line in err.decode().splitlines() if "TaskFailedError" in line]
+    assert failed[-1].endswith(
+        f"failed: APIConnectionError: cannot connect to the model at {url}/ "
+        "(All connection attempts failed): is its server running?"
+    )
+
+
 def tools_model(calls: list[ToolCall], final: str = "Done.") -> Any:
     """A model that asks for `calls` (in one reply), then answers `final`."""
 
