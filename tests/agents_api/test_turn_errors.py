@@ -98,7 +98,8 @@ async def test_resume_of_a_turn_that_does_not_wait_is_a_400(
                 stream=stream,
             )
         assert refused.value.body == {
-            "detail": f"turn {turn.turn_id!r} is not waiting for tool responses (it is succeeded)"
+            "detail": f"turn {turn.turn_id!r} is not awaiting tool responses: it has "
+            "completed; only a turn that ended with turn_awaiting_input can be resumed"
         }
     assert len(agents_mesh.model.requests) == 1  # nothing ran again
 

@@ -83,6 +83,17 @@ def _failure(task: resources_pb2.Task) -> Exception:
     return error_for_code(code, error_message(task))
 
 
+# What a turn that cannot be resumed is doing, as ResumeTurn's refusal says it (a turn
+# waiting for something other than client tools' responses gets the default).
+_NOT_AWAITING = {
+    resources_pb2.TASK_STATE_PENDING: "it has not started yet",
+    resources_pb2.TASK_STATE_RUNNING: "it is still running",
+    resources_pb2.TASK_STATE_SUCCEEDED: "it has completed",
+    resources_pb2.TASK_STATE_FAILED: "it has failed",
+    resources_pb2.TASK_STATE_CANCELLED: "it was cancelled",
+}
+
+
 class Turns:
     """Create, stream, resume and read turns and their steps."""
 
@@ -293,9 +304,10 @@ class Turns:
     ) -> tuple[TurnView, ae.ClientToolResponses]:
         task = await self.turn_task(request.agent_id, request.session_id, request.turn_id)
         if task.state != WAITING or task.input_request.event_type != ae.AwaitingClientTools.TYPE:
-            state = resources_pb2.TaskState.Name(task.state).removeprefix("TASK_STATE_").lower()
+            now = _NOT_AWAITING.get(task.state, "it waits for another kind of input")
             raise FailedPreconditionError(
-                f"turn {request.turn_id!r} is not waiting for tool responses (it is {state})"
+                f"turn {request.turn_id!r} is not awaiting tool responses: {now}; only a "
+                "turn that ended with turn_awaiting_input can be resumed"
             )
         awaited = ae.AwaitingClientTools.model_validate(to_python(task.input_request.payload))
         expected = {c.call_id for c in awaited.tool_calls}
