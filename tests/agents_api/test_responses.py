@@ -19,6 +19,7 @@ from llama_stack_client import AsyncLlamaStackClient
 from nats import connect as nats_connect
 from nats.aio.msg import Msg
 
+from llama_mesh.core.failpoints import armed, crash
 from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.testing import Pause, RecordedRequest, Reply, ToolCall
 from llama_mesh.v1 import responses_pb2, responses_pb2_grpc
@@ -111,15 +112,14 @@ async def test_a_streamed_response_is_openais_event_sequence(
     assert (await oai.responses.retrieve(completed.id)).output_text == text
 
 
-async def test_a_response_is_stored_once_when_it_ends_never_while_it_runs(
+async def test_a_response_is_stored_as_it_starts_and_as_it_ends(
     agents_mesh: AgentsMesh,
     oai: openai.AsyncOpenAI,
     client: AsyncLlamaStackClient,
     nats: EmbeddedNats,
 ) -> None:
-    """While a response runs the store holds nothing of it (a control plane that
-    stopped then would leave no response saying it is in progress); it is written
-    once, when it ends."""
+    """A response's id is found from the moment it is handed out: in progress while
+    it runs, completed once it ends (two writes, no more)."""
     pause = Pause()
     agents_mesh.model.script(Reply(chunks=["Hello ", pause, "there."]), "Once.")
     writes: Counter[str] = Counter()
@@ -135,10 +135,11 @@ async def test_a_response_is_stored_once_when_it_ends_never_while_it_runs(
             if event.type == "response.created":
                 response_id = event.response.id
             if event.type == "response.output_text.delta" and event.delta == "Hello ":
-                # The model holds the rest: the response runs, and is not stored.
-                assert [r.id for r in (await client.responses.list()).data] == []
-                with pytest.raises(openai.NotFoundError):
-                    await oai.responses.retrieve(response_id)
+                # The model holds the rest: the response runs, and says so.
+                listed = (await client.responses.list()).data
+                assert [(r.id, r.status) for r in listed] == [(response_id, "in_progress")]
+                running = await oai.responses.retrieve(response_id)
+                assert (running.status, running.output) == ("in_progress", [])
                 pause.release()
             if event.type == "response.completed":
                 streamed = event.response
@@ -148,9 +149,36 @@ async def test_a_response_is_stored_once_when_it_ends_never_while_it_runs(
         assert (stored.status, stored.output_text) == ("completed", "Hello there.")
         assert stored.output[0].id == streamed.output[0].id  # the item the deltas named
         assert (await oai.responses.retrieve(created.id)).output_text == "Once."
-        assert writes == {streamed.id: 1, created.id: 1}
+        assert writes == {streamed.id: 2, created.id: 2}
     finally:
         await watcher.close()
+
+
+async def test_a_response_whose_end_was_never_stored_is_completed_from_its_task(
+    agents_mesh: AgentsMesh, oai: openai.AsyncOpenAI, client: AsyncLlamaStackClient
+) -> None:
+    """The control plane that ran a response stops between its task's end and storing
+    it (a failpoint raises there, as a crash would end the call): the response is not
+    lost, nor left in progress for ever; the next read completes it from its task."""
+    agents_mesh.model.respond_with(echo)
+    with armed("responses.ended", crash), pytest.raises(openai.InternalServerError):
+        await oai.responses.create(model="scripted", input="not lost")
+    [listed] = (await client.responses.list()).data
+    assert (listed.status, listed.output[0].content[0].text) == ("completed", "ECHO(1): not lost")
+    again = await oai.responses.retrieve(listed.id)
+    assert (again.status, again.output_text) == ("completed", "ECHO(1): not lost")
+    assert again.output[0].id == listed.output[0].id  # completed once, then read as stored
+    assert again.usage is not None and again.usage.total_tokens > 0
+    # The chain goes on from it: the model is sent the exchange the caller never saw.
+    follow = await oai.responses.create(
+        model="scripted", input="and then", previous_response_id=listed.id
+    )
+    assert follow.output_text == "ECHO(2): and then"
+    assert _roles(agents_mesh.model.requests[-1]) == [
+        ("user", "not lost"),
+        ("assistant", "ECHO(1): not lost"),
+        ("user", "and then"),
+    ]
 
 
 async def test_a_chain_sends_the_model_the_whole_conversation(

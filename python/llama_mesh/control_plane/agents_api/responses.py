@@ -9,6 +9,11 @@ the run ends with them, for the caller to answer in its next request). A stored
 response (`responses` bucket) keeps its conversation's input items, so that
 `previous_response_id` continues it, with the model reading all of it again.
 
+A response is stored as it starts (in progress) and again as it ends. One whose end
+nobody stored (its caller left, or its control plane stopped, before the task ended)
+is completed from its task when it is next read: a response id a client was given is
+always found, and says what its task did.
+
 Differences from llama-stack 0.2.12: unknown responses are NOT_FOUND (400 there);
 `previous_response_id` is returned as sent (null there); the stream carries OpenAI's
 whole event sequence (output_item, content_part, output_text.done as well).
@@ -16,6 +21,7 @@ whole event sequence (output_item, content_part, output_text.done as well).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -55,9 +61,13 @@ from llama_mesh.core.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_python, to_struct, to_value
+from llama_mesh.core.lifecycle import is_final
 from llama_mesh.core.names import AGENTS_SERVICE, TaskName, session_name
+from llama_mesh.jetstream.buckets import Unchanged
 from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import task_key
 from llama_mesh.jetstream.live_events import StoredEvent
 from llama_mesh.rpc.identity import caller
 from llama_mesh.v1 import agents_pb2 as ag
@@ -67,6 +77,9 @@ from llama_mesh.v1 import responses_pb2 as rs
 logger = logging.getLogger(__name__)
 
 RESPONSE_LABEL = "response_chain"  # on the sessions responses run in: the chain's first
+# Reading the events of a response's ended task to complete it (_settled): they are all
+# stored, so this bounds only a store that does not answer.
+SETTLE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -123,13 +136,66 @@ class Responses:
         config.CopyFrom(target.agent.agent_config)
         return config, target.agent.agent_id
 
-    async def _stored(self, response_id: str) -> rs.StoredResponse:
+    async def _stored(self, response_id: str, *, settle: bool = True) -> rs.StoredResponse:
         check_id("response", response_id)
         found = await self.state.responses.find(response_id)
         # Another namespace's response is, to a caller confined to one, not there.
         if found is None or not caller().sees(found[0].namespace):
             raise not_found("response", response_id, reason="response_not_found")
-        return found[0]
+        return await self._settled(*found) if settle else found[0]
+
+    async def _settled(self, stored: rs.StoredResponse, revision: int) -> rs.StoredResponse:
+        """`stored`, completed (or failed) from its task if the task ended with nobody
+        there to store the end: its caller left, or its control plane stopped."""
+        if stored.response.status != "in_progress":
+            return stored
+        name = TaskName.parse(stored.task, "task")
+        task = await self.state.tasks.get(task_key(name), str(name))
+        if not is_final(task.state):
+            return stored  # still running: in progress is the truth
+        response = rs.ResponseObject()
+        response.CopyFrom(stored.response)  # `stored` stays what was read, for the write
+        run = _Run(
+            response,
+            task,
+            stored_items(stored.response.input),
+            store=True,
+            namespace=stored.namespace,
+        )
+        try:
+            # The task has ended, so its events end with its last: a short read.
+            async with (
+                asyncio.timeout(SETTLE_TIMEOUT),
+                self.turns.events(name.task_id, history=True) as events,
+            ):
+                async for _ in self._deltas(run, events):
+                    pass
+        except TimeoutError:
+            logger.warning(
+                "response %s: the events of its ended task %s were not all read in %s s; "
+                "left in progress",
+                stored.response.id,
+                name,
+                SETTLE_TIMEOUT,
+            )
+            return stored
+        settled = await self._finish(run, write=False)
+
+        def complete(current: rs.StoredResponse) -> None:
+            if current.response.status != "in_progress":
+                raise Unchanged  # its caller (or another reader) stored the end first
+            current.CopyFrom(settled)
+
+        final, _ = await self.state.responses.mutate_from(
+            stored.response.id,
+            stored.response.id,
+            complete,
+            (stored, revision),
+        )
+        logger.info(
+            "response %s %s (completed from its task)", final.response.id, final.response.status
+        )
+        return final
 
     async def _session(self, previous: rs.StoredResponse | None, response_id: str) -> str:
         """The session the response runs in: its chain's (so a chain's responses run
@@ -208,20 +274,24 @@ class Responses:
             store=request.store or not request.HasField("store"),
             namespace=caller().namespace,
         )
+        # Stored before its id is handed out, so that the id is always found (_settled).
+        await self._save(run)
         logger.info(
             "response %s: task %s created (model %s)", response_id, task.name, request.model
         )
         return run
 
-    async def _save(self, run: _Run) -> None:
-        if not run.store:
-            return
+    def _record(self, run: _Run) -> rs.StoredResponse:
         stored = rs.StoredResponse(
             response=run.response, task=run.task.name, namespace=run.namespace
         )
         stored.response.input.CopyFrom(to_value(run.conversation).list_value)
         stored.create_time.CopyFrom(run.task.create_time)
-        await self.state.responses.put(run.response.id, stored)
+        return stored
+
+    async def _save(self, run: _Run) -> None:
+        if run.store:
+            await self.state.responses.put(run.response.id, self._record(run))
 
     # -- following the task -------------------------------------------------------------
 
@@ -237,11 +307,12 @@ class Responses:
             if view.final is not None:
                 return
 
-    async def _finish(self, run: _Run, message_id: str = "") -> None:
+    async def _finish(
+        self, run: _Run, message_id: str = "", *, write: bool = True
+    ) -> rs.StoredResponse:
         """The response once its task ended, completed with its output (its message
-        item `message_id`, if the stream named one) or failed; stored (the one write
-        of a response: nothing is stored while it runs, so that a control plane that
-        stops meanwhile leaves no response that says it is still in progress)."""
+        item `message_id`, if the stream named one) or failed; stored if `write`;
+        its record returned."""
         view, response = run.view, run.response
         task = await self.turns.task_of(view)
         usage = task.usage
@@ -264,8 +335,11 @@ class Responses:
             response.error.CopyFrom(
                 rs.ResponseError(code="server_error", message=error_message(task))
             )
-        await self._save(run)
-        logger.info("response %s %s", response.id, response.status)
+        if write:
+            failpoint("responses.ended")  # the task ended; the response not yet stored
+            await self._save(run)
+            logger.info("response %s %s", response.id, response.status)
+        return self._record(run)
 
     # -- the RPCs ---------------------------------------------------------------------------
 
@@ -365,7 +439,11 @@ class Responses:
 
     async def _all(self) -> list[rs.StoredResponse]:
         who = caller()
-        stored = [s for _, s in await self.state.responses.scan() if who.sees(s.namespace)]
+        stored = [
+            s if s.response.status != "in_progress" else await self._stored(s.response.id)
+            for _, s in await self.state.responses.scan()
+            if who.sees(s.namespace)
+        ]
         return sorted(stored, key=lambda s: (s.create_time.ToNanoseconds(), s.response.id))
 
     async def list(self, request: rs.ListResponsesRequest) -> rs.ListResponsesResponse:
@@ -375,7 +453,7 @@ class Responses:
         return input_items_page(await self._stored(request.response_id), request)
 
     async def delete(self, request: rs.DeleteResponseRequest) -> rs.DeleteResponseResponse:
-        await self._stored(request.response_id)
+        await self._stored(request.response_id, settle=False)
         await self.state.responses.delete(request.response_id)
         logger.info("response %s deleted", request.response_id)
         return rs.DeleteResponseResponse(id=request.response_id, object="response", deleted=True)
