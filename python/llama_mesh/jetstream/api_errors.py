@@ -11,6 +11,9 @@ from __future__ import annotations
 # Creating streams, buckets and consumers that another process may have created first.
 JS_STREAM_NAME_EXIST = 10058
 """JSStreamNameExistErr: a stream (or KV bucket) of this name exists with another config."""
+JS_STREAM_INVALID_CONFIG = 10052
+"""JSStreamInvalidConfigF: a config the server refuses, such as an update of what may not
+change ("stream configuration update can not change storage type")."""
 JS_CONSUMER_NAME_EXIST = 10013
 """JSConsumerNameExistErr: the consumer name is already in use."""
 JS_CONSUMER_ALREADY_EXISTS = 10148

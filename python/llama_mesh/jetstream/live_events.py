@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -167,11 +168,27 @@ async def _check_republished(state: MeshState) -> None:
     topology = state.topology
     info = await state.js.stream_info(topology.event_stream)
     if not _republishes(info.config, topology):
+        # Whatever took it away (JetStream refused this version's whole config, an
+        # older control plane started meanwhile, an edit by hand), only the republish
+        # is missing, and an edit of that alone gives it back.
+        source, dest = str(topology.event_republish.src), str(topology.event_republish.dest)
+        edit = shlex.join(
+            [
+                "nats",
+                "stream",
+                "edit",
+                topology.event_stream,
+                "--republish-source",
+                source,
+                "--republish-destination",
+                dest,
+            ]
+        )
         raise FailedPreconditionError(
-            f"stream {topology.event_stream} does not republish {topology.prefix}.events.> "
-            f"on {topology.prefix}.live.>, where turn streams follow their tasks: it exists "
-            "with a config JetStream would not bring up to this version's (see the warning "
-            "about it above); give it that republish and start again"
+            f"stream {topology.event_stream} does not republish {source} on {dest}, where "
+            "event streams and streamed turns follow their tasks: stop every control plane "
+            "of an earlier version (one takes the republish away as it starts), give "
+            f"the stream that republish ({edit}) and start again"
         )
 
 

@@ -70,6 +70,7 @@ from llama_mesh.config.nats import PREFIX
 from llama_mesh.jetstream.api_errors import (
     CLUSTER_FORMING,
     CONSUMER_EXISTS,
+    JS_STREAM_INVALID_CONFIG,
     JS_STREAM_NAME_EXIST,
 )
 from llama_mesh.v1 import resources_pb2
@@ -279,8 +280,18 @@ class Topology:
                 try:
                     await js.update_stream(config)
                     logger.info("stream %s updated to this version's config", config.name)
-                except BadRequestError:
-                    logger.warning("stream %s exists with another config; keeping it", config.name)
+                except APIError as refused:
+                    # What an update may not change (the storage, a work queue's
+                    # retention) JetStream refuses as an invalid config, a 500.
+                    if not isinstance(refused, BadRequestError) and (
+                        refused.err_code != JS_STREAM_INVALID_CONFIG
+                    ):
+                        raise
+                    logger.warning(
+                        "stream %s exists with another config; keeping it (%s)",
+                        config.name,
+                        refused.description,
+                    )
         # Buckets whose records expire (per-message TTLs) leave a marker for a while
         # when one does, so that a watch sees the expiry as a deletion.
         for name, expiring in (
