@@ -11,6 +11,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.llms import ChatMessage
 from openai import APIConnectionError, AsyncOpenAI
 from openai._models import construct_type
@@ -18,9 +19,13 @@ from openai._utils._transform import async_maybe_transform
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
 
 from llama_mesh.config import ModelConfig
+from llama_mesh.core.errors import TaskFailedError
+from llama_mesh.launch.local import LocalMesh
 from llama_mesh.testing import ScriptedModel
 from llama_mesh.worker.model_client import ModelClient
-from llama_mesh.worker.models import build_llm
+from llama_mesh.worker.models import build_llm, model_client
+
+from processes import CLI, run
 
 CONVERSATION: list[Any] = [
     {"role": "system", "content": "You are terse."},
@@ -283,3 +288,40 @@ async def test_a_model_that_cannot_be_reached_is_named_in_the_error(stream: bool
         f"cannot connect to the model at {url}/ (All connection attempts failed): "
         "is its server running?"
     )
+
+
+async def test_a_task_whose_model_cannot_be_reached_stores_one_clear_cause() -> None:
+    """What `llama-mesh tasks get` shows of an agent's turn whose model is not running:
+    the one exception that names the endpoint and what failed, where the agent called
+    the model. It showed the chain under it as well: httpcore's and httpx's frames, then
+    the SDK's "Connection error.", each "the direct cause of the following exception"."""
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        config = ModelConfig(base_url=url, max_retries=0)
+        async with model_client("m", config) as client:
+            llm = build_llm("m", config, async_openai_client=client)
+            async with LocalMesh({"agent": FunctionAgent(tools=[], llm=llm)}) as mesh:
+                session = await mesh.client.create_session()
+                with pytest.raises(TaskFailedError) as failed:
+                    await session.run("agent", user_msg="hi")
+                shown = await run(
+                    str(CLI),
+                    "tasks",
+                    "get",
+                    failed.value.task.name,
+                    env={"LLAMA_MESH_CONTROL_PLANE": mesh.address},
+                )
+    cause = (
+        f"openai.APIConnectionError: cannot connect to the model at {url}/ "
+        "(All connection attempts failed): is its server running?"
+    )
+    stored = failed.value.traceback
+    assert stored.count("Traceback (most recent call last):") == 1
+    assert "The above exception" not in stored and "During handling" not in stored
+    assert "Connection error." not in stored
+    assert "httpcore" not in stored and "httpx" not in stored
+    assert stored.splitlines()[-1] == cause
+    assert "function_agent.py" in stored  # where the agent called its model
+    assert shown.code == 0, shown.stderr
+    assert shown.stdout.split("The task's traceback, on its replica:\n", 1)[1] == stored + "\n"

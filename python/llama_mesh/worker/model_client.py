@@ -77,13 +77,16 @@ class _Completions(AsyncCompletions):
         except openai.APIConnectionError as e:
             if type(e) is not openai.APIConnectionError:
                 raise  # a timeout says so itself
-            # The SDK says only "Connection error.": the task's error names the endpoint.
+            # The SDK says only "Connection error.": the task's error names the endpoint,
+            # and what failed (httpx's error) in its message. Printed alone (from None):
+            # a failed task's traceback showed the chain under it too, httpcore's
+            # frames to the SDK's "Connection error." (it stays its __context__).
             cause = f" ({e.__cause__})" if e.__cause__ else ""
             raise openai.APIConnectionError(
                 message=f"cannot connect to the model at {self._client.base_url}{cause}: "
                 "is its server running?",
                 request=e.request,
-            ) from e
+            ) from None
 
 
 class _Chat(AsyncChat):
