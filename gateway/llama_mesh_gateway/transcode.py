@@ -26,6 +26,7 @@ from llama_mesh_gateway.routes import RouteTable, Schema
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -93,6 +94,28 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _double(text: str) -> float:
+    # A number protobuf can hold: JSON numbers become doubles (Value) or integers that
+    # fit one; Python's json would give inf, which no JSON document carries back.
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"{text[:40]} is out of the range of a JSON number")
+    return number
+
+
+def _integer(text: str) -> int:
+    number = int(text)
+    try:
+        float(number)
+    except OverflowError:
+        raise ValueError(f"{text[:40]}… is out of the range of a JSON number") from None
+    return number
+
+
 def parse_json(body: bytes) -> Any:
     """A JSON document from bytes; GatewayError (400) naming what is wrong."""
     try:
@@ -100,7 +123,13 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise invalid_argument(f"request body is not UTF-8: {e}") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_not_json,
+            parse_float=_double,
+            parse_int=_integer,
+        )
     except json.JSONDecodeError as e:
         raise invalid_argument(f"malformed JSON in request body: {e}") from None
     except (ValueError, RecursionError) as e:

@@ -124,6 +124,11 @@ async def test_repeated_key_for_a_singular_field(client: httpx.AsyncClient) -> N
         (b"\xff\xfe", "UTF-8"),
         (b"[" * 100_000 + b"]" * 100_000, "JSON"),
         (b'{"attrs": ' + b'{"a":' * 200 + b"1" + b"}" * 201, "attrs"),
+        # Python's json reads these; JSON has no such numbers, nor has a Struct.
+        (b'{"attrs": {"a": NaN}}', "NaN is not a JSON number"),
+        (b'{"attrs": {"a": -Infinity}}', "-Infinity is not a JSON number"),
+        (b'{"attrs": {"a": 1e999}}', "1e999 is out of the range of a JSON number"),
+        (b'{"attrs": {"a": 1' + b"0" * 400 + b"}}", "is out of the range of a JSON number"),
     ],
 )
 async def test_bad_json_bodies(client: httpx.AsyncClient, content: bytes, fragment: str) -> None:
