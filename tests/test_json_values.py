@@ -12,7 +12,10 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from llama_mesh.core.errors import InvalidArgumentError
-from llama_mesh.core.json_values import to_python, to_struct, to_value
+from llama_mesh.core.json_values import check_finite, to_python, to_struct, to_value
+from llama_mesh.v1 import agents_pb2 as ag
+from llama_mesh.v1 import control_plane_pb2 as cp
+from llama_mesh.v1 import resources_pb2
 
 
 def test_integral_numbers_come_back_as_integers() -> None:
@@ -90,3 +93,21 @@ def test_a_number_json_cannot_write_is_refused() -> None:
         to_python(struct_pb2.Value(number_value=math.inf))
     with pytest.raises(ValueError, match="nan"):
         to_python(to_struct({"a": [math.nan]}))
+
+
+def test_a_message_holding_a_number_json_cannot_write_is_refused_naming_it() -> None:
+    request = cp.CreateTaskRequest(task=resources_pb2.Task(input=to_struct({"a": [1, math.inf]})))
+    with pytest.raises(InvalidArgumentError, match=r"^task\.input\.a\[1\] is Infinity") as inf:
+        check_finite(request)
+    assert inf.value.field == "task.input.a[1]"
+    nan = struct_pb2.Value(number_value=math.nan)
+    tool = ag.ToolDef(name="t", parameters=[ag.ToolParameter(name="p", default=nan)])
+    with pytest.raises(InvalidArgumentError, match=r"tools\[0\]\.parameters\[0\]\.default is NaN"):
+        check_finite(ag.CreateAgentRequest(agent_config=ag.AgentConfig(client_tools=[tool])))
+    schemas = resources_pb2.Service()
+    schemas.event_schemas["E"].update({"x": -math.inf})
+    with pytest.raises(InvalidArgumentError, match=r"event_schemas\['E'\]\.x is -Infinity"):
+        check_finite(cp.RegisterServiceRequest(service=schemas))
+    finite = to_struct({"a": [1.5, -2, 1e308], "b": {"c": None}})
+    check_finite(cp.CreateTaskRequest(task=resources_pb2.Task(input=finite)))
+    check_finite(cp.GetTaskRequest(name="sessions/s/tasks/t"))  # nothing to walk

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
 
 from llama_mesh.core.errors import InvalidArgumentError
 
@@ -77,3 +78,97 @@ def to_value(data: Any, what: str = "value") -> struct_pb2.Value:
         return json_format.ParseDict(data, struct_pb2.Value())
     except (json_format.ParseError, TypeError, ValueError) as err:
         raise InvalidArgumentError(f"{what} is not JSON: {err}") from err
+
+
+_JSON_TYPES = frozenset(
+    {"google.protobuf.Value", "google.protobuf.Struct", "google.protobuf.ListValue"}
+)
+_HOLDS_JSON: dict[str, bool] = {}
+
+
+def _holds_json(descriptor: Any) -> bool:
+    """Whether a message of this type can hold a JSON value (Struct, Value, ListValue)
+    at any depth; known per type after its first message."""
+    name = descriptor.full_name
+    known = _HOLDS_JSON.get(name)
+    if known is not None:
+        return known
+    _HOLDS_JSON[name] = False  # a type that holds itself holds JSON only through others
+    found = name in _JSON_TYPES or any(
+        f.message_type is not None and _holds_json(f.message_type) for f in descriptor.fields
+    )
+    _HOLDS_JSON[name] = found
+    return found
+
+
+def check_finite(message: Message) -> None:
+    """InvalidArgumentError naming the first JSON number in `message` (its Struct,
+    Value and ListValue fields, at any depth) that is NaN or infinite.
+
+    JSON has no such numbers: a Value holding one cannot be written as JSON (the
+    gateway, the Python client and the workflows all read values as JSON), so it is
+    refused as it comes in, not stored to fail every later reader.
+
+    >>> check_finite(struct_pb2.Value(number_value=float("nan")))
+    Traceback (most recent call last):
+    ...
+    llama_mesh.core.errors.InvalidArgumentError: value is NaN, which JSON cannot hold: ...
+    """
+    if not _holds_json(message.DESCRIPTOR):
+        return
+    where = _non_finite(message, "")
+    if where is not None:
+        path, number = where
+        field = path.lstrip(".") or "value"
+        raise InvalidArgumentError(
+            f"{field} is {_json_name(number)}, which JSON cannot hold: send a finite number",
+            field=field,
+        )
+
+
+def _json_name(number: float) -> str:
+    if math.isnan(number):
+        return "NaN"
+    return "Infinity" if number > 0 else "-Infinity"
+
+
+def _non_finite(message: Any, path: str) -> tuple[str, float] | None:
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Value":
+        kind = message.WhichOneof("kind")
+        if kind == "number_value":
+            number: float = message.number_value
+            return None if math.isfinite(number) else (path, number)
+        if kind == "struct_value":
+            return _non_finite(message.struct_value, path)
+        if kind == "list_value":
+            return _non_finite(message.list_value, path)
+        return None
+    if name == "google.protobuf.Struct":
+        for key, value in message.fields.items():
+            found = _non_finite(value, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if name == "google.protobuf.ListValue":
+        for index, value in enumerate(message.values):
+            found = _non_finite(value, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    for field, value in message.ListFields():
+        kind = field.message_type
+        if kind is None or not _holds_json(kind):
+            continue
+        here = f"{path}.{field.name}"
+        if kind.GetOptions().map_entry:
+            items = [(f"{here}[{k!r}]", v) for k, v in value.items()]
+        elif field.is_repeated:
+            items = [(f"{here}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(here, value)]
+        for item_path, item in items:
+            found = _non_finite(item, item_path)
+            if found is not None:
+                return found
+    return None

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from llama_mesh.rpc.auth_interceptor import Authenticator, AuthInterceptor
 from llama_mesh.rpc.error_interceptor import ErrorInterceptor
 from llama_mesh.rpc.metrics_interceptor import MetricsInterceptor
+from llama_mesh.rpc.request_checks import RequestCheckInterceptor
 from llama_mesh.rpc.tls import ServerTls
 from llama_mesh.telemetry import tracing
 
@@ -113,7 +114,8 @@ async def serve(
                 open_reflection=security.open_reflection,
             )
         )
-    interceptors.append(ErrorInterceptor())
+    # Innermost: what it refuses, the ErrorInterceptor maps to a status.
+    interceptors += [ErrorInterceptor(), RequestCheckInterceptor()]
     server = grpc.aio.server(interceptors=interceptors, options=OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
