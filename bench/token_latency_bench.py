@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import Procs
+from procs import Procs, cpu_seconds
 from stats import summary
 
 from llama_mesh.client import AsyncClient
@@ -73,13 +73,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 nats = await procs.start(
                     "nats", [*CLI, "serve", "nats", "--data-dir", str(Path(tmp) / "nats")]
                 )
+                pids = {"nats-server": int(nats.ready["pid"])}
                 cp = await procs.start(
                     "control-plane",
                     [*CLI, "serve", "control-plane", "--nats", nats.ready["url"], "--port", "0"],
                 )
+                pids["control plane"] = cp.pid
                 address = str(cp.ready["address"])
                 env = {**os.environ, "SCRIPTED_MODEL_URL": model_url}
-                await procs.start(
+                replica = await procs.start(
                     "service-talker",
                     [
                         *CLI,
@@ -98,9 +100,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 async with AsyncClient(address) as client:
                     # One run to warm up imports and connections.
                     await token_latency(client, model, 1, 5, args.interval_ms / 1000)
-                    results["token_latency"] = await token_latency(
+                    pids["replica"] = replica.pid
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    latency = await token_latency(
                         client, model, args.runs, args.tokens, args.interval_ms / 1000
                     )
+                    # Steadier than the latency on a shared machine: it moves with the
+                    # work per token more than with the load. The runs' other work (a
+                    # task, its records, its end) is in it too.
+                    latency["cpu_us_per_token_by_process"] = {
+                        name: round((cpu_seconds(pid) - before[name]) / latency["tokens"] * 1e6)
+                        for name, pid in pids.items()
+                    }
+                    results["token_latency"] = latency
             finally:
                 await procs.stop_all()
     return results
@@ -127,6 +139,11 @@ def main() -> None:
         f"p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms "
         f"(target p50 <= 2 ms); load average {results['load_average_start']} -> "
         f"{results['load_average_end']} on {results['cpus']} CPUs"
+    )
+    cpu = latency["cpu_us_per_token_by_process"]
+    print(
+        "CPU per token (us, with the runs' other work): "
+        + ", ".join(f"{name} {us}" for name, us in cpu.items())
     )
     out = BENCH / "results" / "agents.json"
     out.parent.mkdir(parents=True, exist_ok=True)
