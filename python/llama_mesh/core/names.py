@@ -7,7 +7,7 @@ like, so a malformed name never reaches the store.
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from dataclasses import dataclass
 
 from llama_mesh.core.errors import InvalidArgumentError
@@ -25,8 +25,9 @@ ORCHESTRATOR_SERVICE = "orchestrator"
 
 
 def new_id() -> str:
-    """A fresh random id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh random id (32 hex characters): 128 random bits, as uuid4().hex had 122,
+    without building a UUID (~8x the cost, on every event of a run)."""
+    return secrets.token_hex(16)
 
 
 def check_service_id(service_id: str, field: str = "service") -> str:

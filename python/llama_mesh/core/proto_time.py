@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from google.protobuf import duration_pb2, timestamp_pb2
 
 
 def now() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.GetCurrentTime()
-    return ts
+    """The current time, to the microsecond as Timestamp.GetCurrentTime gives it (JSON
+    writes it with 6 digits), without its timezone-aware datetime: ~4x the cost, on
+    every event of a run, token deltas included."""
+    micros = time.time_ns() // 1000
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
 
 
 def timestamp(at: float) -> timestamp_pb2.Timestamp:
