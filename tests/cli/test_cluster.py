@@ -1,6 +1,7 @@
 """The same deployment on a 3-node NATS JetStream cluster: `llama-mesh up` with NATS
 URLs starts no nats-server of its own, streams and buckets get 3 replicas, and killing
-a NATS node (the task stream's leader) loses no task."""
+a NATS node (the task stream's leader) loses no task. On a clustered stream too, a
+task's final event is stored once (jetstream/journal.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import nats
 import pytest
 
 from llama_mesh.client import AsyncClient
+from llama_mesh.core.lifecycle import cancelled_event
+from llama_mesh.core.names import TaskName
+from llama_mesh.jetstream.connection import MeshState
+from llama_mesh.jetstream.journal import TaskJournal
+from llama_mesh.jetstream.topology import Topology
 from llama_mesh.launch.nats_server import nats_server_binary
 
 from .conftest import QUICKSTART, alive, cli, free_port, llama_mesh_up, write_deployment
@@ -165,3 +171,31 @@ async def test_two_replicas_on_a_three_node_cluster_survive_a_node_kill(
             pids = up.pids
             assert await up.stop() == 0
         assert not [pid for pid in pids if alive(pid)]
+
+
+async def test_final_events_published_at_once_on_a_cluster_are_stored_once(
+    tmp_path: Path,
+) -> None:
+    # Finishers of one task publishing its end at the same moment, each under its own id
+    # (as past the duplicate window). A clustered stream also refuses a final event while
+    # another is in flight, not yet stored: the refused finisher publishes again until
+    # the store has decided, and every finisher gets the one stored event's sequence.
+    async with (
+        nats_cluster(tmp_path) as nodes,
+        MeshState.connect([node.url for node in nodes], Topology(replicas=3)) as state,
+    ):
+        journal = state.journal
+        assert isinstance(journal, TaskJournal)
+        names = [TaskName(session_id="s", task_id=f"t{i}") for i in range(40)]
+        for name in names:
+            sequences = await asyncio.gather(
+                *(
+                    journal.publish(
+                        name, cancelled_event(0, "done"), event_id=f"{name.task_id}.{k}"
+                    )
+                    for k in range(3)
+                )
+            )
+            assert len(set(sequences)) == 1, sequences
+        info = await state.js.stream_info(state.topology.event_stream)
+        assert info.state.messages == len(names)
