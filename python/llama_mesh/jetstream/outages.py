@@ -60,7 +60,9 @@ SERVICE_UNAVAILABLE = 503
 
 class StoreOutageError(UnavailableError):
     """The store did not answer a control plane that wrote for this process (a
-    replica's journal, jetstream/remote_journal.py): an outage like any other."""
+    replica's journal, jetstream/remote_journal.py), or has not yet stored a task's
+    final event that another publish carries (jetstream/journal.py): an outage like
+    any other."""
 
 
 def is_outage(err: BaseException) -> bool:
