@@ -20,7 +20,6 @@ from llama_mesh.core.errors import (
     NotFoundError,
     TaskFailedError,
 )
-from llama_mesh.core.names import TaskName
 from llama_mesh.core.status import error_type
 from llama_mesh.launch.local import LocalMesh
 from llama_mesh.launch.nats_server import EmbeddedNats
@@ -38,6 +37,7 @@ from mesh_workflows import (
     StreamingWorkflow,
     TypedWorkflow,
 )
+from paused_echo import PausedEcho
 from processes import component
 
 SUCCEEDED = resources_pb2.TASK_STATE_SUCCEEDED
@@ -146,30 +146,23 @@ async def test_events_stream_in_order_then_result_and_resume(nats: EmbeddedNats)
 
 
 async def test_a_stream_opened_as_the_task_finishes_still_gets_every_event(
-    nats: EmbeddedNats,
+    paused_echo: PausedEcho,
 ) -> None:
     # The record turns final a moment before the final event is published; a stream
     # opened in that moment waits for the event instead of ending with a copy.
-    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
-        for replica in mesh.services["echo"]:
-            replica.pause()  # the test plays the replica
-        session = await mesh.client.create_session()
-        handle = await session.create_task("echo", arg1="x")
-        assert mesh.control_plane is not None
-        journal = mesh.control_plane.state.journal
-        name = TaskName.parse(handle.name)
-        running = resources_pb2.TaskEvent(state=resources_pb2.TASK_STATE_RUNNING, attempt=1)
-        await journal.record(name, running, publish=False)
-        await journal.publish(name, resources_pb2.TaskEvent(type="Progress", attempt=1))
-        done = resources_pb2.TaskEvent(type="StopEvent", state=SUCCEEDED, attempt=1)
-        done.payload.string_value = "r"
-        await journal.record(name, done, publish=False)  # final, its event not out yet
-        events = handle.events()
-        assert (await anext(events)).type == "Progress"
-        await journal.publish(name, done, event_id=f"{name.task_id}.final")
-        last = await anext(events)
-        assert (last.type, last.state, last.payload) == ("StopEvent", "SUCCEEDED", "r")
-        await events.aclose()
+    journal, handle, name = paused_echo.state.journal, paused_echo.handle, paused_echo.name
+    running = resources_pb2.TaskEvent(state=resources_pb2.TASK_STATE_RUNNING, attempt=1)
+    await journal.record(name, running, publish=False)
+    await journal.publish(name, resources_pb2.TaskEvent(type="Progress", attempt=1))
+    done = resources_pb2.TaskEvent(type="StopEvent", state=SUCCEEDED, attempt=1)
+    done.payload.string_value = "r"
+    await journal.record(name, done, publish=False)  # final, its event not out yet
+    events = handle.events()
+    assert (await anext(events)).type == "Progress"
+    await journal.publish(name, done, event_id=f"{name.task_id}.final")
+    last = await anext(events)
+    assert (last.type, last.state, last.payload) == ("StopEvent", "SUCCEEDED", "r")
+    await events.aclose()
 
 
 async def test_a_stream_the_client_leaves_leaves_no_read_behind(

@@ -12,12 +12,9 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from llama_mesh.core.names import TaskName
-from llama_mesh.launch.local import LocalMesh
-from llama_mesh.launch.nats_server import EmbeddedNats
 from llama_mesh.v1 import resources_pb2
 
-from mesh_workflows import EchoWorkflow
+from paused_echo import PausedEcho
 
 RUNNING = resources_pb2.TASK_STATE_RUNNING
 SUCCEEDED = resources_pb2.TASK_STATE_SUCCEEDED
@@ -29,49 +26,42 @@ def _n(data: bytes) -> int:
 
 
 async def test_a_tasks_stream_follows_it_live_and_reads_what_it_missed_from_the_stream(
-    nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+    paused_echo: PausedEcho, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with LocalMesh({"echo": EchoWorkflow()}, nats_url=nats.url) as mesh:
-        for replica in mesh.services["echo"]:
-            replica.pause()  # the test plays the replica
-        assert mesh.control_plane is not None
-        state = mesh.control_plane.state
-        session = await mesh.client.create_session()
-        handle = await session.create_task("echo", arg1="x")
-        name = TaskName.parse(handle.name)
+    state, handle, name = paused_echo.state, paused_echo.handle, paused_echo.name
 
-        # The odd-numbered events never reach the stream's live subscription.
-        following = asyncio.Event()
-        subscribe = state.nc.subscribe
+    # The odd-numbered events never reach the stream's live subscription.
+    following = asyncio.Event()
+    subscribe = state.nc.subscribe
 
-        async def hooked(subject: str, cb: Any = None, **kwargs: Any) -> Any:
-            if cb is not None and name.task_id in subject and ".live." in subject:
-                deliver = cb
+    async def hooked(subject: str, cb: Any = None, **kwargs: Any) -> Any:
+        if cb is not None and name.task_id in subject and ".live." in subject:
+            deliver = cb
 
-                async def cb(msg: Msg) -> None:
-                    if msg.subject.endswith(".end") or _n(msg.data) % 2 == 0:
-                        await deliver(msg)
+            async def cb(msg: Msg) -> None:
+                if msg.subject.endswith(".end") or _n(msg.data) % 2 == 0:
+                    await deliver(msg)
 
-                following.set()
-            return await subscribe(subject, cb=cb, **kwargs)
+            following.set()
+        return await subscribe(subject, cb=cb, **kwargs)
 
-        monkeypatch.setattr(state.nc, "subscribe", hooked)
-        events = handle.events()
-        first = asyncio.ensure_future(anext(events))
-        await asyncio.wait_for(following.wait(), 10)
+    monkeypatch.setattr(state.nc, "subscribe", hooked)
+    events = handle.events()
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.wait_for(following.wait(), 10)
 
-        journal = state.journal
-        running = resources_pb2.TaskEvent(state=RUNNING, attempt=1)
-        await journal.record(name, running, publish=False)
-        for n in range(6):
-            event = resources_pb2.TaskEvent(type="Progress", attempt=1)
-            event.payload.struct_value.update({"n": n})
-            await journal.publish(name, event)
-        streamed = [await asyncio.wait_for(first, 10)]
-        done = resources_pb2.TaskEvent(type="StopEvent", state=SUCCEEDED, attempt=1)
-        done.payload.string_value = "r"
-        await journal.record(name, done)
-        streamed += [event async for event in events]
+    journal = state.journal
+    running = resources_pb2.TaskEvent(state=RUNNING, attempt=1)
+    await journal.record(name, running, publish=False)
+    for n in range(6):
+        event = resources_pb2.TaskEvent(type="Progress", attempt=1)
+        event.payload.struct_value.update({"n": n})
+        await journal.publish(name, event)
+    streamed = [await asyncio.wait_for(first, 10)]
+    done = resources_pb2.TaskEvent(type="StopEvent", state=SUCCEEDED, attempt=1)
+    done.payload.string_value = "r"
+    await journal.record(name, done)
+    streamed += [event async for event in events]
 
     assert [e.type for e in streamed] == ["Progress"] * 6 + ["StopEvent"]
     assert [e.payload["n"] for e in streamed[:6]] == list(range(6))
