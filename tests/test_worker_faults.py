@@ -11,6 +11,7 @@ from workflows import Workflow, step
 from workflows.events import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 
 from llama_mesh.client import AsyncClient, AsyncSession, TaskHandle
+from llama_mesh.config import ServiceConfig
 from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.failpoints import armed
@@ -88,6 +89,39 @@ async def test_a_drain_goes_on_when_its_caller_is_cancelled(nats: EmbeddedNats) 
         task = await handle.get()
         assert task.attempt_count == 1
         assert runtime.running_tasks() == []
+
+
+@pytest.mark.parametrize("asks", ["before the drain", "during the drain"])
+async def test_a_drain_hands_back_at_once_a_task_that_waits_for_input(
+    nats: EmbeddedNats, asks: str
+) -> None:
+    # A person (or a client with its tool results) may answer in hours: a replica that
+    # drains (a restart, Ctrl-C) gives the task back at once instead of sitting out its
+    # deadline, and the task waits again on another replica.
+    async with LocalMesh({"approval": ApprovalWorkflow()}, nats_url=nats.url) as mesh:
+        [first] = mesh.services["approval"]
+        session = await mesh.client.create_session()
+        drains: list[asyncio.Task[tuple[int, int]]] = []
+
+        def drain_first() -> None:
+            if not drains:  # the other replica's attempt passes here too
+                drains.append(asyncio.create_task(first.drain(timeout=600)))
+
+        if asks == "before the drain":
+            handle = await _waiting(session, "approval")
+            drain_first()
+        else:
+            with armed("attempt.began", drain_first):  # runs, then asks
+                handle = await _waiting(session, "approval")
+        second = await mesh.add_service(ApprovalWorkflow(), ServiceConfig("approval"))
+        assert await asyncio.wait_for(drains[0], 30) == (0, 1)  # (finished, handed back)
+        async for event in handle.events():
+            if event.type == "InputRequiredEvent" and event.attempt == 2:
+                break  # asked again, on the other replica
+        await handle.send_event("HumanResponseEvent", response="yes")
+        assert await handle.result() == {"answer": "yes"}
+        task = await handle.get()
+        assert (task.attempt_count, task.replica_id) == (2, second.replica_id)
 
 
 # ------------------------------------------------------------ answers (item 12)

@@ -205,7 +205,9 @@ class DrainServiceResponse(_message.Message):
     finished_task_count: _builtins.int
     """Tasks that finished during the drain."""
     requeued_task_count: _builtins.int
-    """Tasks handed back to the queue because the deadline passed."""
+    """Tasks handed back to the queue because the deadline passed or they waited
+    for input.
+    """
     def __init__(
         self,
         *,

@@ -139,6 +139,11 @@ class Attempt:
         self.number = start.attempt
         self.cancel_reason = ""
         self._run: asyncio.Task[_Ran | Committed] | None = None
+        # The task that runs the attempt (the delivery's handler), cancelled to hand the
+        # task back; whether its replica drains, and whether it was handed back so.
+        self._owner: asyncio.Task[object] | None = None
+        self._draining = False
+        self.handed_back = False
         # The write that records the attempt as RUNNING (owned by _run_in_turn).
         self._started = RunningRecord(worker.state.journal, name, start, worker.replica_id, known)
         # What the workflow asks a person (human in the loop).
@@ -162,7 +167,27 @@ class Attempt:
         if self._run is not None:
             self._run.cancel()
 
+    @property
+    def waiting_for_input(self) -> bool:
+        """Whether its workflow waits for an answer (a person's, a client's tool results)."""
+        return any(not forward.done() for forward in self._questions.forwards)
+
+    def hand_back_once_waiting(self) -> None:
+        """Its replica drains: the task goes back to the queue as soon as it waits for
+        input (now, if it does), as at a drain's deadline. An answer may take hours;
+        the next attempt, on another replica, finds it stored."""
+        self._draining = True
+        self._hand_back_if_waiting()
+
+    def _hand_back_if_waiting(self) -> None:
+        if self.handed_back or self._owner is None:
+            return  # handed back already (a second cancel would cut its settling short)
+        if self._draining and self.waiting_for_input:
+            self.handed_back = True
+            self._owner.cancel()  # what a stopping replica does: _attempt hands it back
+
     async def run(self) -> None:
+        self._owner = asyncio.current_task()
         keepalive = asyncio.create_task(self._keep_alive())
         running = metrics.TASKS_RUNNING.labels(self.worker.service)
         running.inc()
@@ -392,6 +417,7 @@ class Attempt:
             return
         await self._outbox.flushed()  # WAITING once everything before the question is out
         await self._questions.ask(out, handler)
+        self._hand_back_if_waiting()
 
     def recheck_inputs(self) -> None:
         """Look for answers again (NATS was away: they reached no subscription)."""

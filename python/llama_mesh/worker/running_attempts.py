@@ -27,19 +27,30 @@ logger = logging.getLogger(__name__)
 
 
 class RunningAttempts:
-    """The attempts of one replica; `finished_count` counts those that left."""
+    """The attempts of one replica; `finished_count` counts those that left,
+    `handed_back_count` those of them that a drain handed back as they waited for input."""
 
     def __init__(self) -> None:
         self._by_task: dict[str, Attempt] = {}
         # Tasks whose delivery is being read (attempt.take), and their newest delivery.
         self._arriving: dict[str, Msg] = {}
         self.finished_count = 0
+        self.handed_back_count = 0
+        self._draining = False
 
     def __len__(self) -> int:
         return len(self._by_task)
 
     def tasks(self) -> list[resources_pb2.Task]:
         return [attempt.task for attempt in self._by_task.values()]
+
+    def hand_back_waiting(self) -> None:
+        """The replica drains: an attempt that waits for input, now or later, hands its
+        task back at once instead of holding the drain until its deadline (a person
+        may answer in hours)."""
+        self._draining = True
+        for attempt in self._by_task.values():
+            attempt.hand_back_once_waiting()
 
     async def run(self, worker: Worker, msg: Msg) -> None:
         """Run the task of one delivery from the service's consumer to its end."""
@@ -83,11 +94,15 @@ class RunningAttempts:
             # Registered before the attempt records RUNNING: a control plane that sees
             # the task running and signals a cancel finds it here.
             self._by_task[name.task_id] = attempt
+            if self._draining:
+                attempt.hand_back_once_waiting()
             try:
                 await attempt.run()
             finally:
                 self._by_task.pop(name.task_id, None)
                 self.finished_count += 1
+                if attempt.handed_back:
+                    self.handed_back_count += 1
 
     async def on_cancel(self, msg: Msg) -> None:
         """A cancel signal for some task: stop it if this replica runs it."""

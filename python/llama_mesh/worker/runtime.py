@@ -347,7 +347,8 @@ class ServiceRuntime:
 
     async def drain(self, timeout: float | None = None) -> tuple[int, int]:
         """Stop taking tasks and finish the running ones, handing back those still
-        running after `timeout`; (finished, handed back).
+        running after `timeout` and, at once, those waiting for input (a person's
+        answer, a client's tool results); (finished, handed back).
 
         The drain belongs to the replica, not to the call that asked for it: a call
         that ends first (its deadline passed, its client left) leaves it to run to its
@@ -359,11 +360,13 @@ class ServiceRuntime:
         return await asyncio.shield(self._draining)
 
     async def _drain(self, timeout: float | None) -> tuple[int, int]:
-        before = self._attempts.finished_count
+        attempts = self._attempts
+        before, handed_back = attempts.finished_count, attempts.handed_back_count
         consumer = self._consumer
         requeued = 0
         if consumer is not None:
             consumer.pause()
+            attempts.hand_back_waiting()
             try:
                 async with asyncio.timeout(timeout):
                     await consumer.wait_idle()
@@ -378,7 +381,8 @@ class ServiceRuntime:
             extra=self.log_fields,
         )
         # Handed-back tasks left their handlers too: they are not counted as finished.
-        return self._attempts.finished_count - before - requeued, requeued
+        requeued += attempts.handed_back_count - handed_back
+        return attempts.finished_count - before - requeued, requeued
 
     # ------------------------------------------------------------ tasks
 

@@ -380,7 +380,8 @@ type DrainServiceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Tasks that finished during the drain.
 	FinishedTaskCount int32 `protobuf:"varint,1,opt,name=finished_task_count,json=finishedTaskCount,proto3" json:"finished_task_count,omitempty"`
-	// Tasks handed back to the queue because the deadline passed.
+	// Tasks handed back to the queue because the deadline passed or they waited
+	// for input.
 	RequeuedTaskCount int32 `protobuf:"varint,2,opt,name=requeued_task_count,json=requeuedTaskCount,proto3" json:"requeued_task_count,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache

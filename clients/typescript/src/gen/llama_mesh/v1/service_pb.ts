@@ -205,7 +205,8 @@ export type DrainServiceResponse = Message<"llama_mesh.v1.DrainServiceResponse">
   finishedTaskCount: number;
 
   /**
-   * Tasks handed back to the queue because the deadline passed.
+   * Tasks handed back to the queue because the deadline passed or they waited
+   * for input.
    *
    * @generated from field: int32 requeued_task_count = 2;
    */
