@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import struct
 from typing import Any
 
 import pytest
 from google.protobuf import json_format, struct_pb2
 
+from llama_mesh.core import json_values
 from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.json_values import check_finite, to_python, to_struct, to_value
 from llama_mesh.v1 import agents_pb2 as ag
@@ -111,3 +113,26 @@ def test_a_message_holding_a_number_json_cannot_write_is_refused_naming_it() -> 
     finite = to_struct({"a": [1.5, -2, 1e308], "b": {"c": None}})
     check_finite(cp.CreateTaskRequest(task=resources_pb2.Task(input=finite)))
     check_finite(cp.GetTaskRequest(name="sessions/s/tasks/t"))  # nothing to walk
+
+
+def test_a_large_finite_message_is_checked_without_walking_its_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = to_struct({"rows": [{"i": i, "x": i / 7} for i in range(5000)]})
+    request = cp.CreateTaskRequest(task=resources_pb2.Task(input=rows))
+    walked: list[object] = []
+    real_walk = json_values._non_finite
+
+    def walk(message: object, path: str) -> tuple[str, float] | None:
+        walked.append(message)
+        return real_walk(message, path)
+
+    monkeypatch.setattr(json_values, "_non_finite", walk)
+    check_finite(request)
+    assert walked == []
+    # One non-finite number among them is still found and named.
+    row = request.task.input.fields["rows"].list_value.values[4321].struct_value
+    for bits in ("000000000000f87f", "000000000000f8ff", "010000000000f07f", "000000000000f0ff"):
+        row.fields["x"].number_value = struct.unpack("<d", bytes.fromhex(bits))[0]
+        with pytest.raises(InvalidArgumentError, match=r"^task\.input\.rows\[4321\]\.x is "):
+            check_finite(request)
