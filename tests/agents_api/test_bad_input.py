@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from llama_mesh.core.json_values import to_struct
+from llama_mesh.core.limits import KIB, MAX_AGENT_CONFIG_BYTES
 from llama_mesh.v1 import agents_pb2 as ag
 from llama_mesh.v1 import agents_pb2_grpc, control_plane_pb2_grpc, resources_pb2, responses_pb2_grpc
 from llama_mesh.v1 import control_plane_pb2 as cp
@@ -85,3 +86,17 @@ async def test_a_number_json_cannot_hold_is_refused_naming_its_field(
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert str(err.details()).startswith("task.input.n is Infinity")
     assert agents_mesh.model.requests == []
+
+
+async def test_an_agent_config_over_its_limit_is_a_400_naming_it(agents_mesh: AgentsMesh) -> None:
+    """One over NATS's max_payload was a 500 (MaxPayloadError); one of 300 KiB was
+    stored, and then every turn of the agent was refused for its size."""
+    async with httpx.AsyncClient(base_url=agents_mesh.url, timeout=30) as http:
+        for field, size in (("instructions", 300 * KIB), ("name", 1 << 20)):
+            config = {"model": "scripted", "instructions": "x", field: "x" * size}
+            response = await http.post("/v1/agents", json={"agent_config": config})
+            assert response.status_code == 400, response.text
+            detail = response.json()["detail"]
+            assert detail.startswith("agent_config is ")
+            assert f"over the limit of {MAX_AGENT_CONFIG_BYTES} bytes" in detail
+        assert (await http.get("/v1/agents")).json()["data"] == []

@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from llama_mesh.core.errors import InvalidArgumentError, UnimplementedError
+from llama_mesh.core.limits import MAX_AGENT_CONFIG_BYTES, check_bytes
 from llama_mesh.core.names import SERVICE_ID
 from llama_mesh.v1 import agents_pb2
 
@@ -101,6 +102,13 @@ def _toolgroup(value: struct_pb2.Value, field: str) -> str:
 
 def check(config: agents_pb2.AgentConfig, field: str = PREFIX) -> None:
     """InvalidArgumentError (or UnimplementedError) naming the first field at fault."""
+    check_bytes(
+        field,
+        config.ByteSize(),
+        MAX_AGENT_CONFIG_BYTES,
+        "each turn carries the configuration; keep long documents out of the instructions "
+        "and give them to the agent through a tool",
+    )
     if not config.model:
         raise _invalid(f"{field}.model", "is required: the id of a model of the deployment")
     if not config.HasField("instructions"):

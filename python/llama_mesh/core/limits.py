@@ -47,6 +47,9 @@ MAX_ID_CHARS = 128
 MAX_ADDRESS_CHARS = 256
 MAX_ENVELOPE_BYTES = 768 * KIB
 """A message an operator publishes raw through the Queue API."""
+MAX_AGENT_CONFIG_BYTES = 128 * KIB
+"""An agent's configuration (serialized): each of its turns carries it in the turn's
+task input, with room left there for the turn's messages."""
 
 _CUT = "… (cut)"
 
