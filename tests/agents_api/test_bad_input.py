@@ -1,3 +1,6 @@
+# mypy: disable-error-code="arg-type,list-item"
+# (the openai SDK is called with plain JSON dicts, as its users do; its TypedDicts are
+# not the point)
 """Bad input at the Agents and Responses APIs' edges, as a careless client or an
 attacker sends it: the right status naming the field, before anything is stored or
 run; never INTERNAL, and nothing stored that breaks a later read."""
@@ -5,9 +8,11 @@ run; never INTERNAL, and nothing stored that breaks a later read."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import httpx
+import openai
 import pytest
 from google.protobuf import struct_pb2
 
@@ -19,6 +24,9 @@ from llama_mesh.v1 import control_plane_pb2 as cp
 from llama_mesh.v1 import responses_pb2 as rs
 
 from .conftest import AgentsMesh, echo
+from .test_responses import WEATHER, oai, weather
+
+__all__ = ["oai"]  # the fixture, shared with test_responses.py
 
 NAN = struct_pb2.Value(number_value=math.nan)
 
@@ -100,3 +108,84 @@ async def test_an_agent_config_over_its_limit_is_a_400_naming_it(agents_mesh: Ag
             assert detail.startswith("agent_config is ")
             assert f"over the limit of {MAX_AGENT_CONFIG_BYTES} bytes" in detail
         assert (await http.get("/v1/agents")).json()["data"] == []
+
+
+FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+
+
+# A field of the request, the param the SDK's error names, and what its message says.
+MALFORMED: list[tuple[dict[str, Any], str, str]] = [
+    # The model refused these: the response failed with a server_error.
+    ({"temperature": 9}, "temperature", "must be between 0 and 2 (got 9.0)"),
+    ({"temperature": -1}, "temperature", "must be between 0 and 2"),
+    ({"top_p": 7}, "top_p", "must be in (0, 1]"),
+    ({"top_p": 0}, "top_p", "must be in (0, 1]"),
+    ({"max_output_tokens": -5}, "max_output_tokens", "must be at least 1"),
+    ({"max_output_tokens": 0}, "max_output_tokens", "must be at least 1"),
+    # These ran, the tools offered under names no model takes.
+    ({"tools": [{**FUNCTION, "name": "a b"}]}, "tools[0].name", "is not a tool name"),
+    ({"tools": [FUNCTION, FUNCTION]}, "tools[1].name", "two tools are named 'f'"),
+    (
+        {"tools": [{**FUNCTION, "parameters": {"type": "string"}}]},
+        "tools[0].parameters",
+        "the JSON Schema of an object",
+    ),
+    (
+        {"tools": [{**FUNCTION, "parameters": {"type": "object", "required": "x"}}]},
+        "tools[0].parameters.required",
+        "a list of property names",
+    ),
+    ({"tool_choice": "nope"}, "tool_choice", "'nope' is not 'auto', 'none', 'required'"),
+    (
+        {"tools": [FUNCTION], "tool_choice": {"type": "function", "name": "g"}},
+        "tool_choice",
+        "naming one of the tools (['f'])",
+    ),
+    # The response failed with IndexError (no user message) in the agent.
+    (
+        {"input": [{"type": "function_call_output", "call_id": "zz", "output": "o"}]},
+        "input[0].call_id",
+        "no function_call with call_id 'zz' comes before it",
+    ),
+    (
+        {"input": [{"role": "assistant", "content": "x"}]},
+        "input",
+        "the conversation has no message with role 'user'",
+    ),
+    # Stored with the response: over NATS's max_payload, a 500 (MaxPayloadError).
+    ({"metadata": {"k": "x" * (1 << 20)}}, "metadata.k", "over the limit of 512"),
+    ({"metadata": {str(i): "v" for i in range(17)}}, "metadata", "at most 16 pairs"),
+    ({"metadata": {"k" * 65: "v"}}, "metadata", "a key is 65 characters, over the limit of 64"),
+    ({"metadata": {"k": 5}}, "metadata.k", "a metadata value is text"),
+    ({"user": "x" * (1 << 20)}, "user", "over the limit of 256 characters"),
+]
+
+
+async def test_a_malformed_response_request_is_a_400_before_anything_runs(
+    agents_mesh: AgentsMesh, oai: openai.AsyncOpenAI
+) -> None:
+    agents_mesh.model.respond_with(echo)
+    for fields, param, message in MALFORMED:
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as bad:
+                await oai.responses.create(
+                    **{"model": "scripted", "input": "hi", **fields, "stream": stream}
+                )
+            assert message in bad.value.message, fields
+            assert bad.value.param == param, fields
+    assert agents_mesh.model.requests == []
+    async with httpx.AsyncClient(base_url=agents_mesh.url) as http:
+        assert (await http.get("/v1/openai/v1/responses")).json()["data"] == []
+
+
+async def test_a_function_call_output_may_answer_a_call_of_its_chain(
+    agents_mesh: AgentsMesh, oai: openai.AsyncOpenAI
+) -> None:
+    agents_mesh.model.respond_with(weather)
+    first = await oai.responses.create(model="scripted", input="weather?", tools=[WEATHER])
+    [call] = [item for item in first.output if item.type == "function_call"]
+    answer = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    done = await oai.responses.create(
+        model="scripted", input=[answer], previous_response_id=first.id, tools=[WEATHER]
+    )
+    assert done.output_text == "It is sunny."

@@ -146,10 +146,10 @@ def _check_sampling(config: agents_pb2.AgentConfig, field: str) -> None:
     if params.HasField("max_tokens") and params.max_tokens < 0:
         raise _invalid(f"{field}.max_tokens", "must not be negative")
     top_p = params.strategy.top_p_sampling
-    if top_p.HasField("temperature") and not 0 <= top_p.temperature <= 2:
-        raise _invalid(f"{field}.strategy.temperature", "must be between 0 and 2")
-    if top_p.HasField("top_p") and not 0 < top_p.top_p <= 1:
-        raise _invalid(f"{field}.strategy.top_p", "must be in (0, 1]")
+    if top_p.HasField("temperature"):
+        check_temperature(top_p.temperature, f"{field}.strategy.temperature")
+    if top_p.HasField("top_p"):
+        check_top_p(top_p.top_p, f"{field}.strategy.top_p")
     if (
         params.strategy.WhichOneof("strategy") == "top_k_sampling"
         and params.strategy.top_k_sampling.top_k < 1
@@ -157,15 +157,27 @@ def _check_sampling(config: agents_pb2.AgentConfig, field: str) -> None:
         raise _invalid(f"{field}.strategy.top_k", "must be at least 1")
 
 
+def check_temperature(value: float, field: str) -> None:
+    """A temperature the OpenAI-compatible chat API takes (NaN is out of range too)."""
+    if not 0 <= value <= 2:
+        raise _invalid(field, f"must be between 0 and 2 (got {value})")
+
+
+def check_top_p(value: float, field: str) -> None:
+    if not 0 < value <= 1:
+        raise _invalid(field, f"must be in (0, 1] (got {value})")
+
+
+def check_tool_name(name: str, field: str) -> None:
+    if not TOOL_NAME.fullmatch(name):
+        raise _invalid(field, f"{name!r} is not a tool name (1-64 of A-Z, a-z, 0-9, _ and -)")
+
+
 def _check_client_tools(config: agents_pb2.AgentConfig, field: str) -> set[str]:
     names: set[str] = set()
     for index, tool in enumerate(config.client_tools):
         where = f"{field}[{index}]"
-        if not TOOL_NAME.fullmatch(tool.name):
-            raise _invalid(
-                f"{where}.name",
-                f"{tool.name!r} is not a tool name (1-64 of A-Z, a-z, 0-9, _ and -)",
-            )
+        check_tool_name(tool.name, f"{where}.name")
         if tool.name in names:
             raise _invalid(f"{where}.name", f"two client tools are named {tool.name!r}")
         names.add(tool.name)

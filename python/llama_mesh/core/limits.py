@@ -47,6 +47,11 @@ MAX_ID_CHARS = 128
 MAX_ADDRESS_CHARS = 256
 MAX_ENVELOPE_BYTES = 768 * KIB
 """A message an operator publishes raw through the Queue API."""
+MAX_METADATA_PAIRS = 16
+"""A response's `metadata` (OpenAI's limits: 16 pairs, keys of 64 characters, text
+values of 512), kept with the response."""
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
 MAX_AGENT_CONFIG_BYTES = 128 * KIB
 """An agent's configuration (serialized): each of its turns carries it in the turn's
 task input, with room left there for the turn's messages."""

@@ -92,6 +92,31 @@ def input_items(value: Any, new_id: Callable[[str], str]) -> list[dict[str, Any]
     return [_item(raw, f"input[{index}]", new_id) for index, raw in enumerate(value)]
 
 
+def check_conversation(conversation: list[dict[str, Any]], new: int) -> None:
+    """A conversation the model can answer: it has a user's message, and each
+    function_call_output answers a function_call before it. The last `new` items are
+    the request's input (named by their index there); the others its chain's.
+    INVALID_ARGUMENT otherwise (it failed the response: IndexError in the agent)."""
+    first_new = len(conversation) - new
+    calls: set[str] = set()
+    for index, item in enumerate(conversation):
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            calls.add(item["call_id"])
+        elif kind == "function_call_output" and item["call_id"] not in calls:
+            field = f"input[{index - first_new}].call_id"
+            raise _bad(
+                field,
+                f"no function_call with call_id {item['call_id']!r} comes before it: a "
+                "function_call_output answers a call of this input or of the response "
+                "named by previous_response_id",
+            )
+    if not any(
+        item.get("type", "message") == "message" and item["role"] == "user" for item in conversation
+    ):
+        raise _bad("input", "the conversation has no message with role 'user' to answer")
+
+
 def output_items(
     text: str, calls: list[ae.ToolCallRequest], new_id: Callable[[str], str]
 ) -> list[dict[str, Any]]:

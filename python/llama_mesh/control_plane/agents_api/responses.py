@@ -33,6 +33,7 @@ from google.protobuf import json_format
 from llama_mesh.control_plane.agents_api.agents import Agents, check_id, not_found
 from llama_mesh.control_plane.agents_api.response_items import (
     chat_messages,
+    check_conversation,
     input_items,
     item_json,
     item_proto,
@@ -46,6 +47,7 @@ from llama_mesh.control_plane.agents_api.response_pages import (
 )
 from llama_mesh.control_plane.agents_api.response_request import (
     apply_sampling,
+    check_request,
     function_tools,
     new_id,
     response_object,
@@ -218,9 +220,10 @@ class Responses:
     async def _start(self, request: rs.CreateResponseRequest, task_id: str) -> _Run:
         """Check the request, create the task (`task_id`); INVALID_ARGUMENT / NOT_FOUND
         before anything runs."""
+        check_request(request)
         config, agent_id = await self._config(request.model)
         apply_sampling(config, request)
-        tools, choice = function_tools(request)
+        tools, choice = function_tools(request, config)
         if not request.HasField("input"):
             raise InvalidArgumentError("input is required", field="input")
         new = input_items(to_python(request.input), new_id)
@@ -233,6 +236,7 @@ class Responses:
                 *(item_json(o) for o in previous.response.output),
             ]
         conversation = [*history, *new]
+        check_conversation(conversation, len(new))
         messages = chat_messages(conversation)
         last = messages[-1]
         turn_messages = []
