@@ -189,3 +189,17 @@ async def test_a_function_call_output_may_answer_a_call_of_its_chain(
         model="scripted", input=[answer], previous_response_id=first.id, tools=[WEATHER]
     )
     assert done.output_text == "It is sunny."
+
+
+async def test_a_first_turn_of_tool_messages_alone_is_a_400(agents_mesh: AgentsMesh) -> None:
+    """It was a 500: IndexError in the agent, which needs a user's message."""
+    async with httpx.AsyncClient(base_url=agents_mesh.url, timeout=30) as http:
+        config = {"model": "scripted", "instructions": "x"}
+        agent = (await http.post("/v1/agents", json={"agent_config": config})).json()["agent_id"]
+        session = await http.post(f"/v1/agents/{agent}/session", json={"session_name": "s"})
+        turns = f"/v1/agents/{agent}/session/{session.json()['session_id']}/turn"
+        tool = {"role": "tool", "call_id": "c1", "content": "42"}
+        response = await http.post(turns, json={"messages": [tool], "stream": False})
+        assert response.status_code == 400, response.text
+        assert "a turn needs a user's message" in response.json()["detail"]
+        assert agents_mesh.model.requests == []

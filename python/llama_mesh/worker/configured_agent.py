@@ -349,6 +349,12 @@ class ConfiguredAgentRunner(AgentRunner):
             run["chat_history"] = [*history, *new[:-1]]
         else:
             run["chat_history"] = [*history, *new]
-        if not run.get("user_msg") and not run["chat_history"]:
-            raise InvalidArgumentError("a turn needs at least one message")
+        if not run.get("user_msg") and not any(
+            m.get("role") == "user" for m in run["chat_history"]
+        ):
+            # llama-index's agent needs one to start from (IndexError without).
+            raise InvalidArgumentError(
+                "a turn needs a user's message: its messages have none, nor has the "
+                "conversation before it (a tool message answers a call of an earlier turn)"
+            )
         return await _TurnRunner(agent).run(run, None, on_event)
