@@ -191,6 +191,48 @@ async def test_a_function_call_output_may_answer_a_call_of_its_chain(
     assert done.output_text == "It is sunny."
 
 
+# A user message's content, and what the 400 (501 for an image) says. Each ran: the
+# model read its JSON as if the user had typed it (an image's URL included), or, empty,
+# the replica refused it after the turn had started.
+CONTENTS: list[tuple[Any, int, str]] = [
+    (5, 400, "messages[0].content: content is text, a text item"),
+    (None, 400, "messages[0].content: content is text"),
+    ({"a": 1}, 400, 'not {"a": 1}'),
+    (["hi"], 400, "messages[0].content[0]: content is text"),
+    ([{"type": "text"}], 400, "messages[0].content[0]: content is text"),
+    ({"type": "image", "image": {"url": {"uri": "http://x"}}}, 501, "images are not supported"),
+    ("", 400, "messages[0].content is empty"),
+    ([{"type": "text", "text": " "}], 400, "messages[0].content is empty"),
+]
+
+
+async def test_a_turns_messages_are_text_and_its_tool_choice_a_tool(
+    agents_mesh: AgentsMesh,
+) -> None:
+    agents_mesh.model.respond_with(echo)
+    async with httpx.AsyncClient(base_url=agents_mesh.url, timeout=30) as http:
+        config = {"model": "scripted", "instructions": "x"}
+        agent = (await http.post("/v1/agents", json={"agent_config": config})).json()["agent_id"]
+        session = await http.post(f"/v1/agents/{agent}/session", json={"session_name": "s"})
+        turns = f"/v1/agents/{agent}/session/{session.json()['session_id']}/turn"
+        for content, status, detail in CONTENTS:
+            for stream in (False, True):
+                message = {"role": "user", "content": content}
+                response = await http.post(turns, json={"messages": [message], "stream": stream})
+                assert response.status_code == status, (content, response.text)
+                assert detail in response.json()["detail"], content
+        choice = {"tool_choice": "nope"}
+        hello = [{"role": "user", "content": "hello"}]
+        response = await http.post(turns, json={"messages": hello, "tool_config": choice})
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith("tool_config.tool_choice: 'nope' is not")
+        assert agents_mesh.model.requests == []
+
+        text = [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]
+        turn = await http.post(turns, json={"messages": [{"role": "user", "content": text}]})
+        assert turn.json()["output_message"]["content"] == "ECHO(1): hello"
+
+
 async def test_a_first_turn_of_tool_messages_alone_is_a_400(agents_mesh: AgentsMesh) -> None:
     """It was a 500: IndexError in the agent, which needs a user's message."""
     async with httpx.AsyncClient(base_url=agents_mesh.url, timeout=30) as http:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from llama_mesh.control_plane.agents_api.agents import AgentTarget, check_id, not_found
 from llama_mesh.control_plane.agents_api.sessions import AgentSessions
@@ -68,11 +69,45 @@ def _message_json(message: ag.InputMessage, index: int) -> dict[str, Any]:
         raise InvalidArgumentError(f"{field}.content is required", field=f"{field}.content")
     out: dict[str, Any] = {
         "role": "user",
-        "content": json_format.MessageToDict(message.user.content),
+        "content": _text(message.user.content, f"{field}.content"),
     }
+    if not "".join(_texts(out["content"])).strip():
+        raise InvalidArgumentError(
+            f"{field}.content is empty: a user's message says something",
+            field=f"{field}.content",
+        )
     if message.user.HasField("context"):
-        out["context"] = json_format.MessageToDict(message.user.context)
+        out["context"] = _text(message.user.context, f"{field}.context")
     return out
+
+
+def _text(value: struct_pb2.Value, field: str) -> Any:
+    """A user message's content as JSON: text, a text item (`{"type": "text", "text":
+    ...}`) or a list of them. Anything else reached the model as its JSON, an image
+    included, as if the user had typed it."""
+    content = to_python(value)
+    items = content if isinstance(content, list) else [content]
+    for index, item in enumerate(items):
+        where = f"{field}[{index}]" if isinstance(content, list) else field
+        if (isinstance(item, str) and item is content) or (
+            isinstance(item, dict)
+            and item.get("type") == "text"
+            and isinstance(item.get("text"), str)
+        ):
+            continue
+        if isinstance(item, dict) and item.get("type") == "image":
+            raise UnimplementedError(f"{where}: images are not supported: send text")
+        raise InvalidArgumentError(
+            f"{where}: content is text, a text item ({{'type': 'text', 'text': ...}}) or a "
+            f"list of them, not {json.dumps(item)[:80]}",
+            field=where,
+        )
+    return content
+
+
+def _texts(content: Any) -> list[str]:
+    items = content if isinstance(content, list) else [content]
+    return [item if isinstance(item, str) else item["text"] for item in items]
 
 
 def _failure(task: resources_pb2.Task) -> Exception:
@@ -140,6 +175,15 @@ class Turns:
                 )
             return {"user_msg": last["content"]}
         await self.sessions.agents.check_services(toolgroups, "toolgroups")
+        choice = request.tool_config.tool_choice
+        tools = [t.name for t in target.agent.agent_config.client_tools]
+        if choice and choice not in agent_config.TOOL_CHOICES and choice not in tools:
+            # As the agent's own is checked: a model told to call no such tool refuses.
+            raise InvalidArgumentError(
+                f"tool_config.tool_choice: {choice!r} is not 'auto', 'required', 'none' or "
+                f"the name of a client tool of the agent ({tools})",
+                field="tool_config.tool_choice",
+            )
         turn = TurnInput(
             agent_id=target.agent.agent_id,
             agent_config=json_format.MessageToDict(
