@@ -149,6 +149,16 @@ async def test_a_malformed_agent_config_is_a_400_naming_the_field(
             "agent_config.client_tools[0].parameters[0].parameter_type",
         ),
         ({**CONFIG, "tool_choice": "some_tool"}, "agent_config.tool_choice"),
+        # These were stored as they came (NaN reached the model as frequency_penalty).
+        (
+            {**CONFIG, "sampling_params": {"repetition_penalty": "NaN"}},
+            "agent_config.sampling_params.repetition_penalty",
+        ),
+        ({**CONFIG, "tool_prompt_format": "yaml"}, "agent_config.tool_prompt_format"),
+        (
+            {**CONFIG, "tool_config": {"system_message_behavior": "merge"}},
+            "agent_config.tool_config.system_message_behavior",
+        ),
     ]
     for config, field in cases:
         with pytest.raises(BadRequestError) as bad:

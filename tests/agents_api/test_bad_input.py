@@ -226,6 +226,10 @@ async def test_a_turns_messages_are_text_and_its_tool_choice_a_tool(
         response = await http.post(turns, json={"messages": hello, "tool_config": choice})
         assert response.status_code == 400
         assert response.json()["detail"].startswith("tool_config.tool_choice: 'nope' is not")
+        behavior = {"system_message_behavior": "merge"}
+        response = await http.post(turns, json={"messages": hello, "tool_config": behavior})
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith("tool_config.system_message_behavior: ")
         assert agents_mesh.model.requests == []
 
         text = [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]

@@ -27,6 +27,8 @@ DEFAULT_MAX_INFER_ITERS = 10
 # What function-calling models accept as a tool name.
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TOOL_CHOICES = ("auto", "required", "none")
+TOOL_PROMPT_FORMATS = ("json", "function_tag", "python_list")
+SYSTEM_MESSAGE_BEHAVIORS = ("append", "replace")
 # llama-stack's parameter types (Python names) and JSON Schema's, as JSON Schema types.
 PARAMETER_TYPES = {
     "string": "string",
@@ -116,6 +118,9 @@ def check(config: agents_pb2.AgentConfig, field: str = PREFIX) -> None:
     if config.HasField("max_infer_iters") and config.max_infer_iters < 1:
         raise _invalid(f"{field}.max_infer_iters", "must be at least 1")
     _check_sampling(config, f"{field}.sampling_params")
+    if config.HasField("tool_prompt_format"):
+        _check_one_of(config.tool_prompt_format, TOOL_PROMPT_FORMATS, f"{field}.tool_prompt_format")
+    check_tool_config(config.tool_config, f"{field}.tool_config")
     names = _check_client_tools(config, f"{field}.client_tools")
     toolgroup_names(config, f"{field}.toolgroups")
     choice = tool_choice(config)
@@ -145,6 +150,12 @@ def _check_sampling(config: agents_pb2.AgentConfig, field: str) -> None:
     params = config.sampling_params
     if params.HasField("max_tokens") and params.max_tokens < 0:
         raise _invalid(f"{field}.max_tokens", "must not be negative")
+    if params.HasField("repetition_penalty") and not -2 <= params.repetition_penalty <= 2:
+        raise _invalid(
+            f"{field}.repetition_penalty",
+            f"must be between -2 and 2 (got {params.repetition_penalty}): the model takes it "
+            "as its frequency_penalty",
+        )
     top_p = params.strategy.top_p_sampling
     if top_p.HasField("temperature"):
         check_temperature(top_p.temperature, f"{field}.strategy.temperature")
@@ -155,6 +166,26 @@ def _check_sampling(config: agents_pb2.AgentConfig, field: str) -> None:
         and params.strategy.top_k_sampling.top_k < 1
     ):
         raise _invalid(f"{field}.strategy.top_k", "must be at least 1")
+
+
+def check_tool_config(tool_config: agents_pb2.ToolConfig, field: str) -> None:
+    """Its formats are llama-stack's values (a model of the mesh reads tools as JSON
+    whatever they say, but a value no llama-stack takes is a mistake to name)."""
+    if tool_config.HasField("tool_prompt_format"):
+        _check_one_of(
+            tool_config.tool_prompt_format, TOOL_PROMPT_FORMATS, f"{field}.tool_prompt_format"
+        )
+    if tool_config.HasField("system_message_behavior"):
+        _check_one_of(
+            tool_config.system_message_behavior,
+            SYSTEM_MESSAGE_BEHAVIORS,
+            f"{field}.system_message_behavior",
+        )
+
+
+def _check_one_of(value: str, allowed: tuple[str, ...], field: str) -> None:
+    if value not in allowed:
+        raise _invalid(field, f"{value!r} is not one of {list(allowed)}")
 
 
 def check_temperature(value: float, field: str) -> None:
@@ -181,6 +212,10 @@ def _check_client_tools(config: agents_pb2.AgentConfig, field: str) -> set[str]:
         if tool.name in names:
             raise _invalid(f"{where}.name", f"two client tools are named {tool.name!r}")
         names.add(tool.name)
+        if tool.HasField("tool_prompt_format"):
+            _check_one_of(
+                tool.tool_prompt_format, TOOL_PROMPT_FORMATS, f"{where}.tool_prompt_format"
+            )
         seen: set[str] = set()
         for p_index, parameter in enumerate(tool.parameters):
             p_where = f"{where}.parameters[{p_index}]"

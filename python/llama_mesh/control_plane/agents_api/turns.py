@@ -175,6 +175,7 @@ class Turns:
                 )
             return {"user_msg": last["content"]}
         await self.sessions.agents.check_services(toolgroups, "toolgroups")
+        agent_config.check_tool_config(request.tool_config, "tool_config")
         choice = request.tool_config.tool_choice
         tools = [t.name for t in target.agent.agent_config.client_tools]
         if choice and choice not in agent_config.TOOL_CHOICES and choice not in tools:
