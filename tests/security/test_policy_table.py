@@ -3,6 +3,7 @@ policy table declares; an RPC without a policy fails here."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import pkgutil
 from pathlib import Path
@@ -133,6 +134,11 @@ async def test_health_and_reflection_stay_open(secure_mesh: SecureMesh) -> None:
         check = health.Check  # type: ignore[attr-defined]
         response = await check(health_pb2.HealthCheckRequest(), timeout=5)
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+        # Watch, through every interceptor of the server: it answered INTERNAL (TypeError).
+        watch = health.Watch(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]
+        first = await asyncio.wait_for(anext(aiter(watch)), 5)
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
 
 
 async def test_a_wrong_token_is_unauthenticated(secure_mesh: SecureMesh) -> None:

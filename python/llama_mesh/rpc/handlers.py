@@ -8,6 +8,7 @@ wrap them through these types.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
@@ -24,7 +25,21 @@ def unary_unary(handler: Handler) -> UnaryBehaviour | None:
 
 
 def unary_stream(handler: Handler) -> StreamBehaviour | None:
-    return cast("StreamBehaviour | None", handler.unary_stream)
+    behaviour = handler.unary_stream
+    if behaviour is None or not inspect.iscoroutinefunction(behaviour):
+        return cast("StreamBehaviour | None", behaviour)
+    # grpc.aio also takes a coroutine that sends with context.write() (the health
+    # servicer's Watch); as an async generator that yields nothing, the interceptors'
+    # `async for` wraps it too (it failed with INTERNAL: TypeError).
+    writes = cast("Callable[[Any, Context], Awaitable[None]]", behaviour)
+
+    async def written(request: Any, context: Context) -> AsyncIterator[Any]:
+        await writes(request, context)
+        nothing: tuple[Any, ...] = ()
+        for item in nothing:
+            yield item
+
+    return written
 
 
 def wrap(
