@@ -45,6 +45,7 @@ TaskState = resources_pb2.TaskState
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 << 20),
     ("grpc.max_send_message_length", 16 << 20),
+    # No sooner than the mesh's servers accept pings (rpc/server.py MIN_PING_INTERVAL_MS).
     ("grpc.keepalive_time_ms", 30_000),
 ]
 

@@ -22,10 +22,16 @@ from llama_mesh.rpc.tls import ServerTls
 from llama_mesh.telemetry import tracing
 
 MAX_MESSAGE_BYTES = 16 << 20
+# Our clients ping a connection every 30 s (keepalive) to notice a dead peer during a long
+# wait. gRPC servers take a ping on a quiet connection as abuse when it comes sooner than
+# 5 min after the last one, and after three such pings end the connection with GOAWAY
+# "too_many_pings": a `llama-mesh run` waiting for a person died so after ~2.5 min.
+MIN_PING_INTERVAL_MS = 10_000
 OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
 ]
 
 
