@@ -122,18 +122,32 @@ def event_line(event: StreamedEvent) -> str:
 SHORT_ID = 8  # characters of a session or task id a table shows (git's short hashes, alike)
 
 
-def short_task(name: str) -> str:
-    """`sessions/{session}/tasks/{task}` as `{session}/{task}`, each id cut to SHORT_ID:
-    enough to tell a table's rows apart; `-o wide` and `-o json` give the whole name."""
+def short_task(name: str, cut: tuple[int, int] = (SHORT_ID, SHORT_ID)) -> str:
+    """`sessions/{session}/tasks/{task}` as `{session}/{task}`, each id cut to its
+    `cut` characters; `-o wide` and `-o json` give the whole name."""
     parts = name.split("/")
     if len(parts) != 4:
         return name
-    session, task = parts[1], parts[3]
-    return f"{_short(session)}/{_short(task)}"
+    return f"{_short(parts[1], cut[0])}/{_short(parts[3], cut[1])}"
 
 
-def _short(ident: str) -> str:
-    return ident if len(ident) <= SHORT_ID + 1 else ident[:SHORT_ID] + "…"
+def _short(ident: str, cut: int) -> str:
+    return ident if len(ident) <= cut + 1 else ident[:cut] + "…"
+
+
+def _cuts(names: list[str]) -> tuple[int, int]:
+    """The shortest cuts, from SHORT_ID up, that tell the rows' sessions and tasks apart, as
+    git lengthens a short hash that is ambiguous: task ids start with their creation time
+    (`18ed2386…`), so tasks created within seconds of each other shared their first 8."""
+    split = [name.split("/") for name in names]
+    cuts = []
+    for index in (1, 3):
+        ids = {parts[index] for parts in split if len(parts) == 4}
+        cut = SHORT_ID
+        while len({i[:cut] for i in ids}) < len(ids):
+            cut += 1
+        cuts.append(cut)
+    return cuts[0], cuts[1]
 
 
 def tasks_table(tasks: list[dict[str, Any]], title: str, *, wide: bool = False) -> Table:
@@ -146,11 +160,12 @@ def tasks_table(tasks: list[dict[str, Any]], title: str, *, wide: bool = False) 
     table.add_column("task", overflow="fold", no_wrap=wide)
     for column in ("service", "state", "tries", "created"):
         table.add_column(column)
+    cut = _cuts([t["name"] for t in tasks])
     for t in tasks:
         state = t["state"] + (f" ({t['error']['type']})" if t["error"] else "")
         created = t["create_time"] or ""
         table.add_row(
-            t["name"] if wide else short_task(t["name"]),
+            t["name"] if wide else short_task(t["name"], cut),
             t["service"],
             state,
             str(t["attempts"]),
