@@ -8,6 +8,7 @@ import contextlib
 import re
 import shlex
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,18 @@ def test_the_files_containers_name_are_mounted_from_secrets_the_page_creates(
         for arg in argv[4:] if argv[:3] == ["create", "secret", "generic"] else []:
             path = arg.removeprefix("--from-file=").rpartition("=")[2]
             assert (tmp_path / path).is_file(), path
+
+
+def test_the_keys_the_page_makes_in_the_clone_are_ignored_by_git() -> None:
+    """A reader's `git add -A` must not take the CA's private key or the admin token."""
+    made = {d for block in doc_blocks("python") for d in re.findall(r'Path\("([^"]+)"\)', block)}
+    assert made == {"examples/quickstart/pki", "secrets/tls", "secrets/keys"}
+    for directory in made:
+        for name in ("ca.key", "admin.token"):
+            ignored = subprocess.run(
+                ["git", "check-ignore", "-q", f"{directory}/{name}"], cwd=ROOT, check=False
+            )
+            assert ignored.returncode == 0, f"{directory}/{name} is not ignored by git"
 
 
 def test_addresses_name_services_that_exist() -> None:
