@@ -74,3 +74,34 @@ def test_the_logging_section_takes_a_size_and_a_count(tmp_path: Path) -> None:
         parsed("{max_file_size: 1KB}")
     with pytest.raises(DeploymentError, match=r"logging\.max_files"):
         parsed("{max_files: 0}")
+
+
+def test_grpc_core_lines_keep_their_own_level(tmp_path: Path) -> None:
+    """gRPC's C core writes its own lines on stderr; its `I` lines (a client that closed
+    its connection) showed on up's terminal as errors."""
+    shown = io.StringIO()
+    collector = LogCollector(tmp_path / "up.jsonl", stream=shown)
+    try:
+        collector.add(
+            "control-plane",
+            b"I1201 13:37:01.201524   22021 chttp2_transport.cc:1403] ipv4:127.0.0.1:34334: "
+            b"Got goaway [8] err=UNAVAILABLE:GOAWAY received; Error code: 8; Debug Text:  "
+            b"{http2_error:8}",
+        )
+        collector.add(
+            "control-plane",
+            b"E1201 13:37:02.000001   22021 ssl_transport_security.cc:1654] Handshake failed",
+        )
+        collector.add("control-plane", b"Traceback (most recent call last):")
+    finally:
+        collector.close()
+    kept = [json.loads(line) for line in (tmp_path / "up.jsonl").read_text().splitlines()]
+    assert [(k["level"], k.get("logger")) for k in kept] == [
+        ("info", "grpc (chttp2_transport.cc:1403)"),
+        ("error", "grpc (ssl_transport_security.cc:1654)"),
+        ("error", None),
+    ]
+    assert kept[0]["message"].endswith("{http2_error:8}")
+    assert kept[0]["time"].endswith("-12-01T13:37:01.201")
+    assert "Got goaway" not in shown.getvalue()  # info: kept, not shown from warning up
+    assert "Handshake failed" in shown.getvalue() and "Traceback" in shown.getvalue()

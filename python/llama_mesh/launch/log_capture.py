@@ -29,6 +29,7 @@ import re
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -81,6 +82,29 @@ def nats_server_line(text: str) -> dict[str, Any] | None:
         "logger": "nats-server",
         "message": message,
         "component": "nats",
+    }
+
+
+# gRPC's C core logs (absl) on stderr too: `I1201 13:37:01.201524   22021 file.cc:1403] text`.
+_GRPC_LINE = re.compile(
+    r"^([IWEF])(\d\d)(\d\d) (\d\d:\d\d:\d\d\.\d{3})\d*\s+\d+ ([^\]\s]+)\] (.*)$"
+)
+_GRPC_LEVELS = {"I": "info", "W": "warning"}
+
+
+def grpc_core_line(text: str) -> dict[str, Any] | None:
+    """A line gRPC's C core logged, at its own level (None if `text` is not one): its
+    `I` lines (a peer that closed its connection: "Got goaway") showed on up's terminal
+    as errors. The line carries no year; its clock is the machine's local time."""
+    match = _GRPC_LINE.match(text)
+    if match is None:
+        return None
+    tag, month, day, clock, source, message = match.groups()
+    return {
+        "time": f"{datetime.now().year}-{month}-{day}T{clock}",
+        "level": _GRPC_LEVELS.get(tag, "error"),
+        "logger": f"grpc ({source})",
+        "message": message,
     }
 
 
@@ -193,8 +217,12 @@ class LogCollector:
             parsed = json.loads(text)
             line = parsed if isinstance(parsed, dict) else {"message": text}
         except ValueError:
-            # Not a JSON log line: nats-server's own, or a crash's traceback.
-            line = nats_server_line(text) or {"level": "error", "message": text}
+            # Not a JSON log line: nats-server's own, gRPC's, or a crash's traceback.
+            line = (
+                nats_server_line(text)
+                or grpc_core_line(text)
+                or {"level": "error", "message": text}
+            )
         if _rank(line) < self._floors.get(child, 0):
             return
         line.setdefault("component", child)
