@@ -217,3 +217,51 @@ async def test_an_event_over_the_limit_fails_the_task_once(nats: EmbeddedNats) -
         assert raised.value.task.attempt_count == 1
         assert "the payload of event Event is" in raised.value.message
         assert f"over the limit of {MAX_EVENT_BYTES} bytes" in raised.value.message
+
+
+def _field(message: Any, name: str, payload: bytes) -> bytes:
+    """One length-delimited field of `message`'s type, encoded by hand: protobuf's own
+    encoder refuses to build what its decoder would refuse."""
+    tag = message.DESCRIPTOR.fields_by_name[name].number << 3 | 2
+    size, length = len(payload), b""
+    while True:
+        length += bytes([size & 0x7F | (0x80 if size > 0x7F else 0)])
+        size >>= 7
+        if not size:
+            return bytes([tag]) + length + payload
+
+
+def _nested_struct(depth: int) -> bytes:
+    """A Struct whose value `a` is a Struct whose value `a` is … `depth` times."""
+    value = _field(struct_pb2.Value, "string_value", b"x")
+    for _ in range(depth):
+        entry = _field(struct_pb2.Struct.FieldsEntry, "key", b"a")
+        entry += _field(struct_pb2.Struct.FieldsEntry, "value", value)
+        struct = _field(struct_pb2.Struct, "fields", entry)
+        value = _field(struct_pb2.Value, "struct_value", struct)
+    return struct
+
+
+async def test_a_request_that_does_not_decode_is_invalid_argument(mesh: LocalMesh) -> None:
+    """grpc.aio answered it with UNKNOWN "Unexpected <class 'DecodeError'>": corrupt
+    bytes, and JSON nested deeper than protobuf decodes (100 messages)."""
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    session = (await stub.CreateSession(cp.CreateSessionRequest())).session.name
+    task = _field(resources_pb2.Task, "service", b"echo")
+    task += _field(resources_pb2.Task, "input", _nested_struct(40))
+    deep = _field(cp.CreateTaskRequest, "parent", session.encode())
+    deep += _field(cp.CreateTaskRequest, "task", task)
+    create = mesh.client._channel.unary_unary(
+        "/llama_mesh.v1.ControlPlaneAPI/CreateTask",
+        request_serializer=lambda data: data,
+        response_deserializer=cp.CreateTaskResponse.FromString,
+    )
+    for request in (deep, b"\xff\xff\xff"):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await create(request)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert str(raised.value.details()).startswith(
+            "the request is not a valid llama_mesh.v1.CreateTaskRequest: "
+        )
+    tasks = await stub.ListTasks(cp.ListTasksRequest(parent=session))
+    assert list(tasks.tasks) == []

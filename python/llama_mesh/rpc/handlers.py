@@ -46,28 +46,37 @@ def wrap(
     handler: Handler,
     unary: Callable[[UnaryBehaviour], UnaryBehaviour],
     stream: Callable[[StreamBehaviour], StreamBehaviour],
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> Handler:
     """`handler` with its behaviour replaced by `unary(behaviour)` or
-    `stream(behaviour)`, and the same (de)serializers. A handler of streaming requests
-    is returned as it is: no RPC of the mesh has one."""
+    `stream(behaviour)`, and the same (de)serializers unless `request_deserializer`
+    replaces its own. A handler of streaming requests is returned as it is: no RPC of
+    the mesh has one."""
+    deserialize = request_deserializer or handler.request_deserializer
     inner_uu = unary_unary(handler)
     if inner_uu is not None:
         return grpc.unary_unary_rpc_method_handler(
             unary(inner_uu),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
     inner_us = unary_stream(handler)
     if inner_us is not None:
         return grpc.unary_stream_rpc_method_handler(
             stream(inner_us),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
     return handler
 
 
-def before(handler: Handler, check: Callable[[Any, Context], Awaitable[None]]) -> Handler:
+def before(
+    handler: Handler,
+    check: Callable[[Any, Context], Awaitable[None]],
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
     """`handler`, with `check(request, context)` awaited first (in the call's own task,
     so context variables it sets are the behaviour's)."""
 
@@ -86,4 +95,4 @@ def before(handler: Handler, check: Callable[[Any, Context], Awaitable[None]]) -
 
         return call
 
-    return wrap(handler, unary, stream)
+    return wrap(handler, unary, stream, request_deserializer=request_deserializer)
