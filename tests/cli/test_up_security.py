@@ -12,6 +12,7 @@ import grpc
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from llama_mesh.launch.deployment import DeploymentError, load_deployment
 from llama_mesh.v1 import control_plane_pb2, control_plane_pb2_grpc
@@ -20,13 +21,6 @@ from .conftest import cli, llama_mesh_up, quickstart, write_deployment
 
 
 @pytest.mark.timeout(180)
-# nats-py leaves its socket open when the server refuses a connection (checked with
-# nats-py 2.16): the refused connect below is the test's, the leak the library's.
-@pytest.mark.filterwarnings(
-    r"ignore:Exception ignored in. "
-    r"<(socket\.socket|function (StreamWriter|_SelectorTransport)\.__del__)"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 async def test_up_writes_tokens_only_its_user_reads_and_the_cli_uses_them(
     tmp_path: Path,
 ) -> None:
@@ -107,8 +101,11 @@ async def test_up_writes_tokens_only_its_user_reads_and_the_cli_uses_them(
 
 
 async def _nats_is_locked_down(url: str, users: Path) -> None:
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(url, allow_reconnect=False, connect_timeout=5, error_cb=_ignore)
+    # Closed by the block: nats-py leaves the socket of a refused connect without
+    # reconnects open (nats-py 2.16), and the garbage collector found it in a later test.
+    async with NatsClient() as refused:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await refused.connect(url, allow_reconnect=False, connect_timeout=5, error_cb=_ignore)
     violations: list[str] = []
     forged = ("mesh.tasks.other", "$kv.mesh_agents.forged", "mesh.created.s1")
     all_refused = asyncio.Event()
