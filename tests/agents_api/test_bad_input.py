@@ -122,6 +122,8 @@ MALFORMED: list[tuple[dict[str, Any], str, str]] = [
     ({"top_p": 0}, "top_p", "must be in (0, 1]"),
     ({"max_output_tokens": -5}, "max_output_tokens", "must be at least 1"),
     ({"max_output_tokens": 0}, "max_output_tokens", "must be at least 1"),
+    # Echoed in the response as sent.
+    ({"truncation": "middle"}, "truncation", "'middle' is not one of ['auto', 'disabled']"),
     # These ran, the tools offered under names no model takes.
     ({"tools": [{**FUNCTION, "name": "a b"}]}, "tools[0].name", "is not a tool name"),
     ({"tools": [FUNCTION, FUNCTION]}, "tools[1].name", "two tools are named 'f'"),
@@ -249,3 +251,18 @@ async def test_a_first_turn_of_tool_messages_alone_is_a_400(agents_mesh: AgentsM
         assert response.status_code == 400, response.text
         assert "a turn needs a user's message" in response.json()["detail"]
         assert agents_mesh.model.requests == []
+
+
+async def test_a_response_id_that_cannot_be_one_is_not_found_as_any_unknown_one(
+    agents_mesh: AgentsMesh, oai: openai.AsyncOpenAI
+) -> None:
+    """Its error's code was `not_found`, where an unknown one's is `response_not_found`."""
+    for response_id in ("resp.x", "resp x*", "-resp"):
+        with pytest.raises(openai.NotFoundError) as missing:
+            await oai.responses.retrieve(response_id)
+        assert missing.value.code == "response_not_found"
+        with pytest.raises(openai.NotFoundError) as previous:
+            await oai.responses.create(
+                model="scripted", input="x", previous_response_id=response_id
+            )
+        assert previous.value.code == "response_not_found"

@@ -38,10 +38,11 @@ def not_found(kind: str, ident: str, reason: str = "") -> NotFoundError:
     return NotFoundError(f"{kind} {ident!r} not found", reason=reason)
 
 
-def check_id(kind: str, ident: str) -> str:
-    """`ident`, or NOT_FOUND if it cannot be the id of anything."""
+def check_id(kind: str, ident: str, reason: str = "") -> str:
+    """`ident`, or NOT_FOUND (with `reason`, as for an id that could be) if it cannot be
+    the id of anything."""
     if not ID.fullmatch(ident):
-        raise not_found(kind, ident)
+        raise not_found(kind, ident, reason)
     return ident
 
 

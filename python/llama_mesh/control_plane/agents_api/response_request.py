@@ -32,6 +32,7 @@ def new_id(prefix: str) -> str:
 
 
 TOOL_CHOICE_MODES = ("auto", "none", "required")
+TRUNCATIONS = ("auto", "disabled")
 
 
 def _bad(field: str, why: str) -> InvalidArgumentError:
@@ -46,6 +47,9 @@ def check_request(request: rs.CreateResponseRequest) -> None:
         agent_config.check_temperature(request.temperature, "temperature")
     if request.HasField("top_p"):
         agent_config.check_top_p(request.top_p, "top_p")
+    if request.HasField("truncation") and request.truncation not in TRUNCATIONS:
+        # Echoed in the response as sent: a typo looked accepted.
+        raise _bad("truncation", f"{request.truncation!r} is not one of {list(TRUNCATIONS)}")
     if request.HasField("max_output_tokens") and request.max_output_tokens < 1:
         raise _bad("max_output_tokens", f"must be at least 1 (got {request.max_output_tokens})")
     # Stored with the response: unbounded, they made it larger than NATS takes (500).

@@ -139,7 +139,7 @@ class Responses:
         return config, target.agent.agent_id
 
     async def _stored(self, response_id: str, *, settle: bool = True) -> rs.StoredResponse:
-        check_id("response", response_id)
+        check_id("response", response_id, reason="response_not_found")
         found = await self.state.responses.find(response_id)
         # Another namespace's response is, to a caller confined to one, not there.
         if found is None or not caller().sees(found[0].namespace):
