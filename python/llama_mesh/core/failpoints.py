@@ -19,6 +19,15 @@ or in a child process through the environment, with an action:
 ``stop`` stops it (SIGSTOP; the test continues it with SIGCONT). Either way the
 process first writes ``failpoint NAME`` on stderr, so the test knows it got there,
 and a failpoint armed this way fires once.
+
+A test in the same process may also hold async code at a place until it lets it go
+(a held callback, while what it would handle piles up):
+
+    async def until_released() -> None:
+        await released.wait()
+
+    with holding("waiters.final_held", until_released):   # at `await held(...)`
+        ...
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 ENV = "LLAMA_MESH_FAILPOINTS"
 
 Action = Callable[[], None]
+Hold = Callable[[], Awaitable[None]]
 
 
 class FailpointCrash(Exception):
@@ -86,3 +96,23 @@ def armed(name: str, action: Action) -> Iterator[None]:
         yield
     finally:
         _armed.pop(name, None)
+
+
+_holds: dict[str, Hold] = {}
+
+
+async def held(name: str) -> None:
+    """Wait for what a test holds at `name` (nothing otherwise)."""
+    hold = _holds.get(name)
+    if hold is not None:
+        await hold()
+
+
+@contextlib.contextmanager
+def holding(name: str, hold: Hold) -> Iterator[None]:
+    """Have `await held(name)` await `hold()` for the duration of the block."""
+    _holds[name] = hold
+    try:
+        yield
+    finally:
+        _holds.pop(name, None)

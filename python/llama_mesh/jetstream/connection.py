@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -64,6 +65,9 @@ class MeshState:
     usage: ProtoBucket[resources_pb2.TokenUsage]
     # Called after NATS reconnects (e.g. to renew pull requests a restarted server lost).
     reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called when nats.py dropped a message a subscription had no room for (its pending
+    # limits: a slow consumer), with nothing else to show for it (no reconnect).
+    drop_hooks: list[Callable[[SlowConsumerError], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -83,8 +87,13 @@ class MeshState:
         through a control plane, which checks that they are its own."""
         topology = topology or Topology()
 
+        drop_hooks: list[Callable[[SlowConsumerError], Awaitable[None]]] = []
+
         async def on_error(err: Exception) -> None:
             logger.warning("nats: %s", err)
+            if isinstance(err, SlowConsumerError):
+                for drop_hook in drop_hooks:
+                    await drop_hook(err)
 
         closing = False
 
@@ -161,6 +170,7 @@ class MeshState:
                 ),
                 usage=usage,
                 reconnect_hooks=hooks,
+                drop_hooks=drop_hooks,
             )
             yield state
         finally:
