@@ -115,6 +115,10 @@ async def test_the_deployment_here_its_sessions_and_ctrl_c(up_here: Path) -> Non
     assert (created.code, created.stdout) == (0, "sessions/demo\n")
     again = await cli("sessions", "create", "demo", "-o", "json", cwd=here)
     assert again.code == 5 and again.json()["error"]["type"] == "AlreadyExistsError"
+    # It said "set allow_existing to get it", the API's field, to a CLI user.
+    assert again.json()["error"]["message"] == (
+        "session 'sessions/demo' exists already; --allow-existing shows it"
+    )
     allowed = await cli("sessions", "create", "demo", "--allow-existing", cwd=here)
     assert (allowed.code, allowed.stdout) == (0, "sessions/demo\n")
 

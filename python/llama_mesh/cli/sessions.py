@@ -11,6 +11,7 @@ import typer
 
 from llama_mesh.cli.agent_stream import usage_line
 from llama_mesh.cli.target import (
+    EXIT_ERROR,
     EXIT_USAGE,
     ConnectTimeout,
     ControlPlaneOption,
@@ -24,6 +25,7 @@ from llama_mesh.cli.target import (
 )
 from llama_mesh.cli.views import session_view, task_view, tasks_table
 from llama_mesh.client import AsyncClient
+from llama_mesh.core.errors import AlreadyExistsError
 
 
 def sessions_list(
@@ -78,9 +80,17 @@ def sessions_create(
                 session_id, labels=labels, token_budget=token_budget
             )
         else:
-            session = await client.create_session(
-                session_id, labels=labels, token_budget=token_budget
-            )
+            try:
+                session = await client.create_session(
+                    session_id, labels=labels, token_budget=token_budget
+                )
+            except AlreadyExistsError as e:
+                # The server's advice names the API's field; the CLI's is the option. (A
+                # session of another namespace is only "taken": no advice, none added.)
+                message = e.message.replace(
+                    "set allow_existing to get it", "--allow-existing shows it"
+                )
+                target.fail(EXIT_ERROR, "AlreadyExistsError", message, grpc_code=e.code.name)
         target.emit(session_view(session.session), lambda: out.print(session.name))
 
     target.run(main)
