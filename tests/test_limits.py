@@ -3,6 +3,7 @@ and the limit, never INTERNAL from NATS refusing the write later (issue 12, item
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -198,6 +199,29 @@ async def test_a_result_over_the_limit_fails_once_saying_so(nats: EmbeddedNats) 
         message = raised.value.task.error.message
         assert message.endswith("… (cut)")
         assert len(message.encode()) <= MAX_ERROR_MESSAGE_BYTES
+
+
+class NotJson(Workflow):
+    """Returns what JSON cannot hold: a NaN, or an infinity."""
+
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result={"mean": math.nan} if ev.get("nan") else [1, -math.inf])
+
+
+async def test_a_result_json_cannot_hold_fails_the_task_once_saying_so(nats: EmbeddedNats) -> None:
+    # Before, its conversion failed on the replica, which handed the task back: the
+    # workflow ran again until attempts ran out ("stopped or crashed while running it").
+    async with LocalMesh({"not-json": NotJson()}, nats_url=nats.url) as mesh:
+        session = await mesh.client.create_session()
+        for nan, what in ((True, "mean is NaN, which"), (False, "value[1] is -Infinity, which")):
+            with pytest.raises(TaskFailedError) as raised:
+                await session.run("not-json", nan=nan)
+            assert raised.value.error_type == "ResultNotJson"
+            assert raised.value.task.attempt_count == 1
+            message = raised.value.task.error.message
+            assert message.startswith("ResultNotJson: the workflow's result is not JSON: ")
+            assert what in message
 
 
 class Chatty(Workflow):

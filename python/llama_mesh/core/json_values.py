@@ -130,7 +130,9 @@ def check_finite(message: Message) -> None:
     where = _non_finite(message, "")
     if where is not None:
         path, number = where
-        field = path.lstrip(".") or "value"
+        field = path.lstrip(".")
+        if not field or field.startswith("["):
+            field = f"value{field}"  # the message is a Value or a ListValue
         raise InvalidArgumentError(
             f"{field} is {_json_name(number)}, which JSON cannot hold: send a finite number",
             field=field,

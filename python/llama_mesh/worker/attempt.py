@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from nats.aio.msg import Msg
@@ -45,8 +46,9 @@ from llama_mesh.core.attempt_policy import (
     Succeeded,
     end_attempt,
 )
+from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.failpoints import failpoint
-from llama_mesh.core.json_values import to_python, to_value
+from llama_mesh.core.json_values import check_finite, to_python, to_value
 from llama_mesh.core.lifecycle import WAITING
 from llama_mesh.core.limits import MAX_EVENT_BYTES, check_bytes
 from llama_mesh.core.names import TaskName
@@ -66,7 +68,12 @@ from llama_mesh.telemetry import metrics, tracing
 from llama_mesh.telemetry.logs import log_scope
 from llama_mesh.v1 import resources_pb2
 from llama_mesh.worker.attempt_delivery import begin_delivered
-from llama_mesh.worker.attempt_failures import WorkflowFailed, attempt_failure, is_mesh_error
+from llama_mesh.worker.attempt_failures import (
+    ResultNotJson,
+    WorkflowFailed,
+    attempt_failure,
+    is_mesh_error,
+)
 from llama_mesh.worker.attempt_questions import Questions
 from llama_mesh.worker.child_tasks import ChildCaller, RunningTask, current_task
 from llama_mesh.worker.event_outbox import EventOutbox
@@ -272,6 +279,11 @@ class Attempt:
             # The same run would give the same Context: fail once, saying why.
             await self._settle(Failed("ContextTooLarge", err.message))
             return
+        except ResultNotJson as err:
+            # It was handed back and run again until its attempts ran out, the task then
+            # failing as if its replicas had crashed.
+            await self._settle(Failed("ResultNotJson", err.message))
+            return
         except AlreadyFinished:
             await self.msg.ack_sync()
             return
@@ -371,7 +383,7 @@ class Attempt:
                 raise WorkflowFailed(err) from err
             finally:
                 current_task.reset(token)
-            result = to_value(outcome.result, "the workflow's result")
+            result = _json_result(outcome.result)
             failpoint("attempt.ran")
             # Safe to repeat: a commit that landed without its answer is found there.
             with tracing.span("context.save"):
@@ -422,3 +434,14 @@ class Attempt:
     def recheck_inputs(self) -> None:
         """Look for answers again (NATS was away: they reached no subscription)."""
         self._questions.recheck()
+
+
+def _json_result(result: Any) -> struct_pb2.Value:
+    """The workflow's result as a JSON value; ResultNotJson saying what is not."""
+    try:
+        value = to_value(result, "the workflow's result")
+        check_finite(value)
+    except InvalidArgumentError as err:
+        what = err.message.removeprefix("the workflow's result is not JSON: ")
+        raise ResultNotJson(f"the workflow's result is not JSON: {what}") from None
+    return value

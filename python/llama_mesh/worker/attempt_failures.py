@@ -22,6 +22,15 @@ class WorkflowFailed(Exception):
         self.error = error
 
 
+class ResultNotJson(Exception):
+    """The workflow's result is no JSON value (a NaN, bytes): running it again gives
+    the same result, so the task fails once, saying so."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def is_mesh_error(err: Exception) -> bool:
     """Errors of the mesh's own calls made while the workflow ran (e.g. event
     publishing during a failover, or a control plane that could not record it)."""
