@@ -50,7 +50,7 @@ class AuthAPIServicer(auth_pb2_grpc.AuthAPIServicer):
         ],
     ) -> auth_pb2.ListApiKeysResponse:
         size = page_size(request.page_size)
-        page = paginate(await self.keys.list(), size, request.page_token)
+        page = paginate(await self.keys.list(), size, request.page_token, listing="apiKeys")
         return auth_pb2.ListApiKeysResponse(
             api_keys=page.items, next_page_token=page.next_page_token
         )

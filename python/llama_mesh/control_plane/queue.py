@@ -348,7 +348,7 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
                 if topic is not None and consumer.name:
                     topic.consumer_groups.append(consumer.name)
         topics = [(name, topic) for name, topic in found.items()]
-        page = paginate(topics, size, request.page_token)
+        page = paginate(topics, size, request.page_token, listing="topics")
         return q.ListTopicsResponse(topics=page.items, next_page_token=page.next_page_token)
 
     async def BeginTaskAttempt(

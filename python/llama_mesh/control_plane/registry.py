@@ -298,7 +298,7 @@ class ServiceRegistry:
     async def list_services(self, request: cp.ListServicesRequest) -> cp.ListServicesResponse:
         size = page_size(request.page_size)
         records = await self.state.services.scan()
-        page = paginate(records, size, request.page_token)
+        page = paginate(records, size, request.page_token, listing="services")
         for service in page.items:
             live_replicas(service)
         return cp.ListServicesResponse(services=page.items, next_page_token=page.next_page_token)

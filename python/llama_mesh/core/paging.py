@@ -65,14 +65,30 @@ def fitting(sizes: Sequence[int], limit: int = MAX_PAGE_BYTES) -> int:
 
 
 def paginate(
-    items: list[tuple[str, M]], size: int, token: str, *, descending: bool = False
+    items: list[tuple[str, M]],
+    size: int,
+    token: str,
+    *,
+    listing: str,
+    descending: bool = False,
 ) -> Page[M]:
-    """One page of `items` (sorted by key) after the key in `token`."""
+    """One page of `items` (sorted by key) after the key in `token`, a token of this
+    `listing` (its name is in the token: one from another listing, or made up, was
+    taken as a position in this one, and its page silently wrong)."""
     after = decode_page_token(token)
+    if after:
+        prefix = f"{listing}:"
+        if not after.startswith(prefix):
+            raise InvalidArgumentError(
+                "page_token is not valid: pass the next_page_token of the previous page "
+                f"of this listing ({listing})"
+            )
+        after = after.removeprefix(prefix)
     ordered = sorted(items, key=lambda kv: kv[0], reverse=descending)
     if after:
         ordered = [kv for kv in ordered if (kv[0] < after if descending else kv[0] > after)]
     page = ordered[:size]
     page = page[: fitting([m.ByteSize() for _, m in page])]
-    next_token = encode_page_token(page[-1][0]) if len(ordered) > len(page) else ""
+    last = f"{listing}:{page[-1][0]}" if page else ""
+    next_token = encode_page_token(last) if len(ordered) > len(page) else ""
     return Page([m for _, m in page], next_token)

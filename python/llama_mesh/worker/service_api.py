@@ -81,5 +81,5 @@ class ServiceAPIServicer(service_pb2_grpc.ServiceAPIServicer):
     ) -> s.ListRunningTasksResponse:
         size = page_size(request.page_size)
         tasks = [(t.name, t) for t in self.runtime.running_tasks()]
-        page = paginate(tasks, size, request.page_token)
+        page = paginate(tasks, size, request.page_token, listing="runningTasks")
         return s.ListRunningTasksResponse(tasks=page.items, next_page_token=page.next_page_token)
