@@ -156,6 +156,10 @@ async def test_a_malformed_agent_config_is_a_400_naming_the_field(
         ),
         ({**CONFIG, "tool_prompt_format": "yaml"}, "agent_config.tool_prompt_format"),
         (
+            {**CONFIG, "response_format": {"type": "json_schema", "json_schema": {"type": 5}}},
+            "agent_config.response_format.json_schema",
+        ),
+        (
             {**CONFIG, "tool_config": {"system_message_behavior": "merge"}},
             "agent_config.tool_config.system_message_behavior",
         ),

@@ -139,6 +139,11 @@ MALFORMED: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"tool_choice": "nope"}, "tool_choice", "'nope' is not 'auto', 'none', 'required'"),
     (
+        {"text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": 5}}}},
+        "text.format.schema",
+        "the JSON Schema of an object ('type': 'object'), not 5",
+    ),
+    (
         {"tools": [FUNCTION], "tool_choice": {"type": "function", "name": "g"}},
         "tool_choice",
         "naming one of the tools (['f'])",

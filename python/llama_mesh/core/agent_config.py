@@ -144,6 +144,10 @@ def check(config: agents_pb2.AgentConfig, field: str = PREFIX) -> None:
             raise UnimplementedError(f"{field}.response_format: grammars are not supported")
         if kind is None or not config.response_format.json_schema_format.json_schema.fields:
             raise _invalid(f"{field}.response_format", "a json_schema format needs its json_schema")
+        check_object_schema(
+            json_format.MessageToDict(config.response_format.json_schema_format.json_schema),
+            f"{field}.response_format.json_schema",
+        )
 
 
 def _check_sampling(config: agents_pb2.AgentConfig, field: str) -> None:
@@ -186,6 +190,20 @@ def check_tool_config(tool_config: agents_pb2.ToolConfig, field: str) -> None:
 def _check_one_of(value: str, allowed: tuple[str, ...], field: str) -> None:
     if value not in allowed:
         raise _invalid(field, f"{value!r} is not one of {list(allowed)}")
+
+
+def check_object_schema(schema: dict[str, Any], field: str) -> None:
+    """The JSON Schema of an object, as models take a tool's parameters or a structured
+    answer's format: what else was stored, and failed each turn at the model."""
+    if schema.get("type", "object") != "object":
+        raise _invalid(
+            field, f"the JSON Schema of an object ('type': 'object'), not {schema['type']!r}"
+        )
+    if not isinstance(schema.get("properties", {}), dict):
+        raise _invalid(f"{field}.properties", "an object of the properties' schemas")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise _invalid(f"{field}.required", "a list of property names")
 
 
 def check_temperature(value: float, field: str) -> None:

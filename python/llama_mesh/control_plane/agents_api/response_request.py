@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -47,6 +46,10 @@ def check_request(request: rs.CreateResponseRequest) -> None:
         agent_config.check_temperature(request.temperature, "temperature")
     if request.HasField("top_p"):
         agent_config.check_top_p(request.top_p, "top_p")
+    if request.text.format.HasField("json_schema"):
+        agent_config.check_object_schema(
+            to_python(request.text.format.json_schema.schema), "text.format.schema"
+        )
     if request.HasField("truncation") and request.truncation not in TRUNCATIONS:
         # Echoed in the response as sent: a typo looked accepted.
         raise _bad("truncation", f"{request.truncation!r} is not one of {list(TRUNCATIONS)}")
@@ -107,7 +110,7 @@ def function_tools(
             if tool.function.HasField("parameters")
             else {"type": "object"}
         )
-        _check_parameters(parameters, f"{field}.parameters")
+        agent_config.check_object_schema(parameters, f"{field}.parameters")
         tools.append(
             FunctionToolSpec(
                 name=tool.function.name,
@@ -129,19 +132,6 @@ def function_tools(
             f"({names})",
         )
     return tools, choice
-
-
-def _check_parameters(schema: Any, field: str) -> None:
-    """A function's parameters are the JSON Schema of an object, as the models take them."""
-    if schema.get("type", "object") != "object":
-        raise _bad(
-            field, f"the JSON Schema of an object ('type': 'object'), not {schema['type']!r}"
-        )
-    if not isinstance(schema.get("properties", {}), dict):
-        raise _bad(f"{field}.properties", "an object of the properties' schemas")
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-        raise _bad(f"{field}.required", "a list of property names")
 
 
 def response_object(request: rs.CreateResponseRequest, response_id: str) -> rs.ResponseObject:
