@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
@@ -289,3 +289,53 @@ async def test_a_request_that_does_not_decode_is_invalid_argument(mesh: LocalMes
         )
     tasks = await stub.ListTasks(cp.ListTasksRequest(parent=session))
     assert list(tasks.tasks) == []
+
+
+async def test_a_tasks_timeout_and_retry_policy_and_a_sessions_overlap_are_checked(
+    mesh: LocalMesh,
+) -> None:
+    """Each was stored as sent: a NaN or huge backoff multiplier made the backoff NaN or
+    overflow, a timeout past year 9999 was INTERNAL (ValueError), and an unknown
+    overlap policy acted as QUEUE."""
+    stub = control_plane_pb2_grpc.ControlPlaneAPIStub(mesh.client._channel)
+    session = (await stub.CreateSession(cp.CreateSessionRequest())).session.name
+    year = duration_pb2.Duration(seconds=366 * 86400)
+    cases: list[tuple[resources_pb2.Task, str]] = [
+        (resources_pb2.Task(timeout=year), "task.timeout must be at most 365 days"),
+        (
+            resources_pb2.Task(timeout=duration_pb2.Duration(seconds=315_576_000_000)),
+            "task.timeout must be at most",
+        ),
+        (
+            resources_pb2.Task(retry_policy=resources_pb2.RetryPolicy(max_attempts=-1)),
+            "task.retry_policy.max_attempts must be from 1 to 100, or 0 for the default",
+        ),
+        (
+            resources_pb2.Task(retry_policy=resources_pb2.RetryPolicy(backoff_multiplier=math.nan)),
+            "task.retry_policy.backoff_multiplier must be from 1 to 10",
+        ),
+        (
+            resources_pb2.Task(retry_policy=resources_pb2.RetryPolicy(backoff_multiplier=1e300)),
+            "task.retry_policy.backoff_multiplier must be from 1 to 10",
+        ),
+        (
+            resources_pb2.Task(retry_policy=resources_pb2.RetryPolicy(initial_backoff=year)),
+            "task.retry_policy.initial_backoff must be from 0 to 86400 s",
+        ),
+        (
+            resources_pb2.Task(
+                retry_policy=resources_pb2.RetryPolicy(retryable_error_types=["E"] * 65)
+            ),
+            "task.retry_policy.retryable_error_types has 65 names, over the limit of 64",
+        ),
+    ]
+    for task, message in cases:
+        task.service = "echo"
+        for call, request in (
+            (stub.CreateTask, cp.CreateTaskRequest(parent=session, task=task)),
+            (stub.RunTask, cp.RunTaskRequest(parent=session, task=task)),
+        ):
+            assert (await _invalid(call, request)).startswith(message)
+    overlap = resources_pb2.Session(overlap_policy=99)  # type: ignore[arg-type]
+    refused = await _invalid(stub.CreateSession, cp.CreateSessionRequest(session=overlap))
+    assert refused.startswith("session.overlap_policy 99 is not one of ")

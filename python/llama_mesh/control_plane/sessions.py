@@ -79,6 +79,12 @@ class Sessions:
             )
         session.ClearField("usage")  # output only: counted by the mesh
         session.namespace = caller().namespace  # output only: the creator's
+        if session.overlap_policy not in resources_pb2.OverlapPolicy.values():
+            # It was stored as sent, and then acted as QUEUE.
+            raise InvalidArgumentError(
+                f"session.overlap_policy {session.overlap_policy} is not one of "
+                f"{resources_pb2.OverlapPolicy.keys()[1:]}"
+            )
         if session.overlap_policy == resources_pb2.OVERLAP_POLICY_UNSPECIFIED:
             session.overlap_policy = resources_pb2.OVERLAP_POLICY_QUEUE
         ttl = _ttl(session, "ttl", self.retention.idle_session_ttl)

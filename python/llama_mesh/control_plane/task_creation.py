@@ -19,9 +19,11 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from llama_mesh.config.retention import DAY, MAX_TTL
 from llama_mesh.control_plane.registry import ServiceRegistry
 from llama_mesh.control_plane.sessions import Sessions
 from llama_mesh.core import proto_time
+from llama_mesh.core.attempt_policy import check_retry_policy
 from llama_mesh.core.errors import FailedPreconditionError, InvalidArgumentError
 from llama_mesh.core.failpoints import failpoint
 from llama_mesh.core.json_values import to_python
@@ -119,6 +121,13 @@ async def create_task(
         timeout = proto_time.seconds(requested.timeout)
         if timeout < 0:
             raise InvalidArgumentError("task.timeout must not be negative")
+        if timeout > MAX_TTL:
+            # Longer than any session keeps its tasks (and a deadline past year 9999
+            # was a ValueError: INTERNAL).
+            raise InvalidArgumentError(
+                f"task.timeout must be at most {MAX_TTL / DAY:g} days (got {timeout:g} s)"
+            )
+        check_retry_policy(requested.retry_policy, "task.retry_policy")
         session, service = await asyncio.gather(
             sessions.in_use(session_id, parent, session_found), registry.lookup(service_id)
         )

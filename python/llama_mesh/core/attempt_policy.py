@@ -28,6 +28,7 @@ import grpc
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 
+from llama_mesh.core.errors import InvalidArgumentError
 from llama_mesh.core.lifecycle import (
     ATTEMPT_FAILED,
     FAILED,
@@ -40,7 +41,7 @@ from llama_mesh.core.lifecycle import (
     final_event,
     is_final,
 )
-from llama_mesh.core.limits import MAX_RESULT_BYTES
+from llama_mesh.core.limits import MAX_RESULT_BYTES, MAX_TYPE_NAME_CHARS, check_chars
 from llama_mesh.core.proto_time import duration, epoch_seconds, seconds
 from llama_mesh.core.status import error_text, task_status
 from llama_mesh.v1 import resources_pb2
@@ -50,6 +51,11 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_INITIAL_BACKOFF = 1.0
 DEFAULT_MAX_BACKOFF = 30.0
 DEFAULT_BACKOFF_MULTIPLIER = 2.0
+MAX_ATTEMPTS = 100
+MAX_BACKOFF = 86400.0
+"""A day: the longest delay a retry policy may ask for between attempts."""
+MAX_BACKOFF_MULTIPLIER = 10.0
+MAX_RETRYABLE_TYPES = 64
 # A replica whose own calls failed (not the workflow's fault) hands the task back
 # after this delay, so that a failing NATS or control plane is not hammered.
 HAND_BACK_DELAY = 1.0
@@ -59,6 +65,36 @@ CANCELLED_BEFORE_START = "cancelled before it started"
 
 
 # ------------------------------------------------------------------ the retry policy
+
+
+def check_retry_policy(policy: resources_pb2.RetryPolicy, field: str) -> None:
+    """InvalidArgumentError naming the field of `policy` out of its range: each was
+    stored as sent, and a NaN or huge multiplier made the backoff NaN or overflow."""
+    if not 0 <= policy.max_attempts <= MAX_ATTEMPTS:
+        raise InvalidArgumentError(
+            f"{field}.max_attempts must be from 1 to {MAX_ATTEMPTS}, or 0 for the default "
+            f"(got {policy.max_attempts})"
+        )
+    for name in ("initial_backoff", "max_backoff"):
+        delay = seconds(getattr(policy, name))
+        if not 0 <= delay <= MAX_BACKOFF:
+            raise InvalidArgumentError(
+                f"{field}.{name} must be from 0 to {MAX_BACKOFF:g} s (got {delay:g} s)"
+            )
+    multiplier = policy.backoff_multiplier
+    if multiplier != 0 and not 1 <= multiplier <= MAX_BACKOFF_MULTIPLIER:
+        raise InvalidArgumentError(
+            f"{field}.backoff_multiplier must be from 1 to {MAX_BACKOFF_MULTIPLIER:g}, or 0 "
+            f"for the default (got {multiplier})"
+        )
+    types = policy.retryable_error_types
+    if len(types) > MAX_RETRYABLE_TYPES:
+        raise InvalidArgumentError(
+            f"{field}.retryable_error_types has {len(types)} names, over the limit of "
+            f"{MAX_RETRYABLE_TYPES}"
+        )
+    for name in types:
+        check_chars(f"{field}.retryable_error_types[{name[:40]!r}]", name, MAX_TYPE_NAME_CHARS)
 
 
 @dataclass(frozen=True)
