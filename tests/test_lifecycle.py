@@ -222,7 +222,7 @@ def test_an_answer_is_taken_only_by_a_waiting_task(state: str) -> None:
     assert record.state == RUNNING
     assert not record.HasField("input_request")
     # A second answer to the same question is refused.
-    with pytest.raises(FailedPreconditionError, match="TASK_STATE_RUNNING"):
+    with pytest.raises(FailedPreconditionError, match="is not waiting for input: it is running;"):
         accept_input(record)
 
 

@@ -18,6 +18,10 @@ from typing import Annotated
 
 import typer
 
+# Typer (>= 0.29) carries a Click of its own; its errors have no public names.
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
+
 from llama_mesh.cli import (
     events,
     inbox,
@@ -31,6 +35,7 @@ from llama_mesh.cli import (
     tasks,
     up,
 )
+from llama_mesh.cli.target import EXIT_USAGE, error
 
 app = typer.Typer(
     help="llama-mesh: llama-index Workflows as services in a gRPC mesh.",
@@ -117,10 +122,45 @@ _summaries(app)
 
 
 def main() -> None:
+    """Run the command named on the command line. A usage error (an unknown option, a
+    value that does not parse, a missing argument) is one `error:` line, as every other
+    error is (Click printed the usage and the error in a box: five lines)."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(EXIT_USAGE)  # the help is printed already
+    except click_errors.UsageError as e:
+        error(usage_error(e))
+        sys.exit(e.exit_code)
+    except click_errors.ClickException as e:
+        error(" ".join(e.format_message().split()))
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        error("aborted")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    # A command that returns ends well; one that exits (typer.Exit) returns its code.
+    sys.exit(code if type(code) is int else 0)
+
+
+def usage_error(e: click_errors.UsageError) -> str:
+    """A usage error on one line: the command, what is wrong, where the options are
+    listed; for `run`, where a task's input goes (`--user-msg` is no option of it)."""
+    message = " ".join(e.format_message().split()).rstrip(".")
+    ctx = e.ctx
+    if ctx is None:
+        return message
+    listed = "commands" if isinstance(ctx.command, TyperGroup) else "options"
+    hint = f"`{ctx.command_path} --help` lists its {listed}"
+    if (
+        isinstance(e, click_errors.NoSuchOption)
+        and ctx.command.name == "run"
+        and e.option_name.startswith("--")
+    ):
+        key = e.option_name.removeprefix("--").replace("-", "_")
+        hint = f"the task's input goes in --arg KEY=VALUE (--arg {key}=…) or --input JSON; {hint}"
+    return f"{ctx.command_path}: {message}; {hint}"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from llama_mesh.cli.target import (
 from llama_mesh.cli.views import task_view, timestamp
 from llama_mesh.client import AsyncClient
 from llama_mesh.core.json_values import to_python
+from llama_mesh.core.lifecycle import check_waiting
 from llama_mesh.v1 import resources_pb2
 
 
@@ -83,6 +84,9 @@ def answer(
     target = Target(control_plane, file, output, connect_timeout)
 
     async def main(client: AsyncClient) -> None:
+        # The same answer sent again passes as a retried call (task_answers.py): a
+        # second `answer` said "answered" of a task that had finished meanwhile.
+        check_waiting(await client.get_task(task))
         view = task_view(await client.answer(task, text))
         target.emit(view, lambda: out.print(f"{escape(task)}: answered; now {view['state']}"))
 

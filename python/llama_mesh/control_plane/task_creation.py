@@ -74,11 +74,12 @@ def check_input(task: resources_pb2.Task, service: resources_pb2.Service) -> Non
 
 def _top_level(schema: struct_pb2.Struct) -> dict[str, Any]:
     """What check_object reads of a schema when it checks fields only: the required
-    ones, the names of the declared ones, whether others are allowed. (Converting
-    the whole input and schema to check their keys cost ~0.2 ms per agent turn.)"""
+    ones (or alternatives of them), the names of the declared ones, whether others are
+    allowed. (Converting the whole input and schema to check their keys cost ~0.2 ms
+    per agent turn.)"""
     fields = schema.fields
     out: dict[str, Any] = {}
-    for key in ("required", "additionalProperties"):
+    for key in ("required", "anyOf", "additionalProperties"):
         if key in fields:
             out[key] = to_python(fields[key])
     if "properties" in fields:

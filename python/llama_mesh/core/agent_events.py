@@ -269,7 +269,12 @@ class ChatMessageInput(BaseModel):
 class AgentRunInput(BaseModel):
     """The input of an agent task: a user message, optionally with a chat history."""
 
-    model_config = ConfigDict(extra="forbid")
+    # One of the two, said in the schema the service publishes: the control plane
+    # refuses a task without either at once (the replica failed it after a wait).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["user_msg"]}, {"required": ["chat_history"]}]},
+    )
     user_msg: str | None = Field(default=None, description="The user's message.")
     chat_history: list[ChatMessageInput] | None = Field(
         default=None,

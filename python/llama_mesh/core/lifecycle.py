@@ -216,11 +216,23 @@ def request_cancel(task: resources_pb2.Task) -> CancelStep:
     return CancelStep.REQUESTED
 
 
+_NOT_WAITING: Mapping[int, str] = {
+    PENDING: "it has not started yet",
+    RUNNING: "it is running",
+    resources_pb2.TASK_STATE_SUCCEEDED: "it has succeeded",
+    resources_pb2.TASK_STATE_FAILED: "it has failed",
+    resources_pb2.TASK_STATE_CANCELLED: "it was cancelled",
+}
+
+
 def check_waiting(task: resources_pb2.Task) -> None:
-    """FailedPreconditionError unless `task` waits for input."""
+    """FailedPreconditionError unless `task` waits for input: what it does instead, in
+    words (it said "(state TASK_STATE_SUCCEEDED)")."""
     if task.state != WAITING:
+        now = _NOT_WAITING.get(task.state, f"its state is {TaskState.Name(task.state)}")
         raise FailedPreconditionError(
-            f"task {task.name!r} is not waiting for input (state {TaskState.Name(task.state)})"
+            f"task {task.name!r} is not waiting for input: {now}; only a task in state "
+            "WAITING_FOR_INPUT takes an answer or an event"
         )
 
 

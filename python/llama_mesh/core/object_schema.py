@@ -1,7 +1,8 @@
 """Checking a JSON object against the JSON Schema a service published for it (a task's
 input, an answer sent into a waiting task), before the mesh accepts it.
 
-Only what a workflow's event or start-event class says: the fields it requires, the
+Only what a workflow's event or start-event class says: the fields it requires (all of
+them, or those of one of several alternatives: an ``anyOf`` of ``required`` lists), the
 JSON types of the fields it declares, and, when it allows no others, unknown fields.
 The message names each field, so a person can correct what they sent.
 
@@ -50,12 +51,35 @@ def check_object(
             raise InvalidArgumentError(
                 f"{field} has unknown field(s) {unknown}; {what} accepts {sorted(properties)}"
             )
+    alternatives = _alternatives(schema)
+    if alternatives and not any(all(k in value for k in fields) for fields in alternatives):
+        needed = " or ".join(" and ".join(repr(k) for k in fields) for fields in alternatives)
+        raise InvalidArgumentError(
+            f"{field} lacks {needed}: {what} needs one of them (it has {sorted(value)})"
+        )
     for key, item in value.items() if types else ():
         expected = _types(properties.get(key))
         if expected and not _fits(item, expected):
             raise InvalidArgumentError(
                 f"{field}.{key} must be {' or '.join(expected)} for {what} (got {_json_type(item)})"
             )
+
+
+def _alternatives(schema: Mapping[str, Any]) -> list[list[str]]:
+    """The field lists of which a value must have one (an ``anyOf`` whose options each
+    say only what is required); [] when the schema has none, or says more there."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list) or not options:
+        return []
+    found: list[list[str]] = []
+    for option in options:
+        if not isinstance(option, Mapping) or set(option) != {"required"}:
+            return []
+        required = option["required"]
+        if not isinstance(required, list) or not all(isinstance(k, str) for k in required):
+            return []
+        found.append(required)
+    return found
 
 
 def _types(prop: Any) -> list[str]:
