@@ -5,6 +5,10 @@ address it bound) and stops cleanly on SIGINT/SIGTERM, or when stdin closes if g
 `--watch-stdin` (how `up` stops its children).
 
     llama-mesh serve control-plane --nats nats://127.0.0.1:4222 --port 0
+
+What a component runs (the control plane, NATS, the worker, the gateway) is imported
+inside its command: every other command, and `--help`, starts without them
+(tests/cli/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -42,13 +46,9 @@ from llama_mesh.config.command_line import (
     SERVICE_OPTIONS,
 )
 from llama_mesh.config.telemetry import LoggingConfig
-from llama_mesh.control_plane.server import ControlPlaneServer
 from llama_mesh.core.access import ADMIN
 from llama_mesh.core.errors import MeshError, UnavailableError
 from llama_mesh.core.names import new_id
-from llama_mesh.jetstream.topology import Topology
-from llama_mesh.launch.nats_server import EmbeddedNats
-from llama_mesh.launch.signals import until_signalled
 from llama_mesh.telemetry.logs import (
     capture_output,
     configure_logging,
@@ -100,6 +100,9 @@ def serve_nats(
     """Run an embedded nats-server with JetStream."""
     _logging(log_level, log_format, "nats")
     settings = parse(NatsConfig, NATS_OPTIONS, values)
+    from llama_mesh.launch.nats_server import EmbeddedNats
+    from llama_mesh.launch.signals import until_signalled
+
     data_dir = settings.data_dir or default_data_dir()
 
     async def main() -> None:
@@ -126,7 +129,10 @@ def serve_control_plane(
     settings = parse(ControlPlaneConfig, CONTROL_PLANE_OPTIONS, values)
     nats_settings = parse(NatsConfig, CONTROL_PLANE_OPTIONS, values)
     security = parse(SecurityConfig, CONTROL_PLANE_OPTIONS, values)
+    from llama_mesh.control_plane.server import ControlPlaneServer
+    from llama_mesh.jetstream.topology import Topology
     from llama_mesh.launch.deployment_keys import load_install_file
+    from llama_mesh.launch.signals import until_signalled
 
     try:
         keys = load_install_file(security.install_keys) if security.install_keys else []
@@ -188,8 +194,6 @@ def serve_service(
     _logging(log_level, log_format, "service", service=config.name)
     nats_settings = parse(NatsConfig, SERVICE_OPTIONS, values)
     security = parse(SecurityConfig, SERVICE_OPTIONS, values)
-    # Imported here: they pull in llama-index workflows, which the other commands
-    # (and the control plane's process) do not need.
     replica_id = new_id()
     # Its lines carry the replica from the start: what the module prints as it is
     # imported too, which capture_output makes log lines (outside any task).
@@ -219,6 +223,8 @@ def _load_service(
 ) -> Any:
     """The workflow (or the service built from the deployment file) a replica runs;
     a clear error and exit 2 if it does not load."""
+    # Imported here: they pull in llama-index workflows, which the other commands
+    # (and the control plane's process) do not need.
     from llama_mesh.worker.loader import WorkflowLoadError, load_workflow
 
     try:
@@ -247,6 +253,7 @@ async def _replica(
     replica_id: str,
     watch_stdin: bool,
 ) -> None:
+    from llama_mesh.launch.signals import until_signalled
     from llama_mesh.worker.runtime import ServiceRuntime
 
     async with ServiceRuntime.start(
@@ -280,6 +287,7 @@ def serve_gateway(
     """Run the REST/JSON gateway (with /openapi.json and /healthz) for a control plane."""
     _logging(log_level, log_format, "gateway")
     settings = parse(GatewayConfig, GATEWAY_OPTIONS, values)
+    from llama_mesh.launch.signals import until_signalled
     from llama_mesh_gateway import MetricsAccess
     from llama_mesh_gateway import serve as serve_http
     from llama_mesh_gateway.upstream_tls import UpstreamTls, UpstreamTlsError
