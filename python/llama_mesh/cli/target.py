@@ -112,6 +112,9 @@ OutputOption = Annotated[
         help="text for people (tables fit 80 columns), wide (whole names), json for scripts.",
     ),
 ]
+RECONNECT_TIMEOUT = 30.0
+"""Seconds a command waits for a control plane it has reached once to be back."""
+
 ConnectTimeout = Annotated[
     float,
     typer.Option(
@@ -198,8 +201,13 @@ class Target:
 
         async def connected() -> None:
             address, timeout = self.address, self.connect_timeout
+            # Nothing listening fails at once (unless --connect-timeout); a control plane
+            # that restarts under a `run` or `tasks watch` is waited for, as by any client.
             async with AsyncClient(
-                address, reconnect_timeout=timeout, credentials=self.credentials
+                address,
+                connect_timeout=timeout,
+                reconnect_timeout=max(timeout, RECONNECT_TIMEOUT),
+                credentials=self.credentials,
             ) as client:
                 await main(client)
 

@@ -73,16 +73,22 @@ class AsyncClient:
         *,
         timeout: float = 30.0,
         reconnect_timeout: float = 30.0,
+        connect_timeout: float | None = None,
         metadata: list[tuple[str, str]] | None = None,
         token: str | None = None,
         credentials: Credentials | None = None,
     ) -> None:
         """`credentials` (a token, TLS files) default to the environment's
         (LLAMA_MESH_TOKEN, LLAMA_MESH_CA_FILE, …: see Credentials); `token` overrides
-        the token alone."""
+        the token alone. A failed call waits up to `reconnect_timeout` seconds for the
+        control plane to be back; until one call has reached it, `connect_timeout`
+        (default: the same), so that a client can fail at once when nothing listens
+        and still ride out a restart later."""
         self.address = address
         self.timeout = timeout
         self.reconnect_timeout = reconnect_timeout
+        self.connect_timeout = reconnect_timeout if connect_timeout is None else connect_timeout
+        self._reached = False
         self.credentials = (credentials or Credentials.from_env()).with_token(token)
         self._metadata = [*self.credentials.metadata(), *(metadata or [])]
         self._channel = self.credentials.channel(address, CHANNEL_OPTIONS)
@@ -104,13 +110,23 @@ class AsyncClient:
         control plane answered UNAVAILABLE itself, e.g. while NATS elects a leader) a
         backoff has passed."""
         try:
-            async with asyncio.timeout(self.reconnect_timeout):
+            async with asyncio.timeout(self._patience):
                 await self._channel.channel_ready()
                 await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), self._MAX_BACKOFF))
         except TimeoutError:
             raise UnavailableError(
                 f"the control plane at {self.address} is unreachable: {err.details()}"
             ) from err
+
+    def reached(self) -> None:
+        """Note that the control plane answered (a stream's message): from now on a
+        failed call waits `reconnect_timeout` for it."""
+        self._reached = True
+
+    @property
+    def _patience(self) -> float:
+        """How long a failed call waits for the control plane to be back."""
+        return self.reconnect_timeout if self._reached else self.connect_timeout
 
     async def call(
         self,
@@ -131,11 +147,13 @@ class AsyncClient:
         attempt = 0
         while True:
             try:
-                return await method(
+                response = await method(
                     request,
                     timeout=(timeout or self.timeout) if deadline else None,
                     metadata=self._metadata,
                 )
+                self.reached()
+                return response
             except grpc.aio.AioRpcError as err:
                 attempt += 1
                 await self.reconnect_or_raise(
@@ -154,7 +172,7 @@ class AsyncClient:
         it (an UNAVAILABLE, or with `cancelled` a CANCELLED this client did not cause,
         within reconnect_timeout), or raise the MeshError of `err`."""
         if _retryable(err, unavailable, cancelled) and (
-            (attempt - 1) * self._MAX_BACKOFF < self.reconnect_timeout
+            (attempt - 1) * self._MAX_BACKOFF < self._patience
         ):
             await self._reconnected(err, attempt)
             return

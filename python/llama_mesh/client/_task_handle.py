@@ -88,6 +88,7 @@ class TaskHandle:
                     event = StreamedEvent.from_proto(response.event)
                     last = max(last, event.sequence)
                     failures = 0
+                    self.client.reached()
                     yield event
                     if event.final:
                         return
