@@ -200,6 +200,8 @@ async def test_queue_api_topics(grpc: Grpcurl) -> None:
     topics = await grpc.ok(f"{QUEUE}/ListTopics")
     by_name = {t["name"]: t for t in topics["topics"]}
     assert "echo" in " ".join(by_name["topics/tasks.echo"]["consumer_groups"])
+    # A consumer following many topics (the control plane's of every task's end) is none.
+    assert not [name for name in by_name if "*" in name or ">" in name], by_name
     bad = await grpc(f"{QUEUE}/Subscribe", data={"topic": "nope", "consumer_group": "g"})
     assert bad.code == GRPCURL_EXIT["INVALID_ARGUMENT"], bad
 

@@ -322,6 +322,8 @@ class QueueAPIServicer(queue_pb2_grpc.QueueAPIServicer):
             parts = subject.removeprefix(prefix).split(".")
             if not subject.startswith(prefix) or len(parts) < 2:
                 return None
+            if {"*", ">"} & {parts[0], parts[1]}:
+                return None  # a consumer of many topics (e.g. WaitTask's, of every end)
             name = f"{parts[0]}.{parts[1]}"  # events.{id}.e / .end are one topic
             topic = found.get(name)
             if topic is None:
